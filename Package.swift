@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point one way: mvc → EditVCS → DeltaStore / Apply → C modules.
+// Each C module is imported by exactly one Swift target.
+let package = Package(
+  name: "mvc",
+  products: [
+    .executable(name: "mvc", targets: ["mvc"]),
+    .library(name: "EditVCS", targets: ["EditVCS"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+  ],
+  targets: [
+    .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
+    .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+    .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+    .systemLibrary(
+      name: "CBLAS", pkgConfig: "openblas",
+      providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+    .target(name: "DeltaStore", dependencies: ["CZstd", "CXXHash"]),
+    .target(name: "Apply", dependencies: ["CBLAS"]),
+    .target(name: "EditVCS", dependencies: ["DeltaStore", "Apply", "CGit2"]),
+    .executableTarget(
+      name: "mvc",
+      dependencies: [
+        "EditVCS", "DeltaStore", "Apply",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+    .target(name: "TestSupport", path: "Tests/TestSupport"),
+    .testTarget(name: "DeltaStoreTests", dependencies: ["DeltaStore", "TestSupport"]),
+    .testTarget(name: "ApplyTests", dependencies: ["Apply", "TestSupport"]),
+    .testTarget(name: "EditVCSTests", dependencies: ["EditVCS", "DeltaStore", "Apply", "TestSupport"]),
+    .testTarget(name: "MVCEndToEndTests", dependencies: ["mvc", "DeltaStore", "TestSupport"]),
+  ],
+  swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,1 @@
+/// Row-major matrix algebra on OpenBLAS/LAPACK: materializing, factorizing and solving edits.

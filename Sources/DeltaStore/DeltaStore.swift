@@ -1,0 +1,1 @@
+/// Safetensors files, dtype conversion, the delta-blob codec and zstd: bytes in, bytes out.

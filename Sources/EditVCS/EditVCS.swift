@@ -1,0 +1,1 @@
+/// The mvc repository under `.mvc/`, on libgit2.
