@@ -1,0 +1,241 @@
+import DeltaStore
+import Foundation
+
+/// The intent of a working-model rewrite, written before its first byte: a crash mid-way is
+/// completed by the next mvc command (everything it needs is already in the object database).
+struct Journal: Codable {
+  var operation: String
+  /// The commit whose state the working model is being given.
+  var target: ObjectID
+  /// Where HEAD goes: a branch name, or nil for detached at `target`.
+  var branch: String?
+
+  enum CodingKeys: String, CodingKey { case operation, target, branch }
+}
+
+public struct CheckoutSummary: Sendable {
+  public var target: ObjectID
+  /// Tensors whose bytes were rewritten.
+  public var rewrittenTensors: [String]
+  /// True when whole files were written (layout change or missing model), false for in-place.
+  public var wroteWholeFiles: Bool
+}
+
+extension EditRepository {
+  var bisectStartPath: String { (gitDirectory as NSString).appendingPathComponent("BISECT_START") }
+
+  public var isBisecting: Bool { FileManager.default.fileExists(atPath: bisectStartPath) }
+
+  func refuseDuringBisect() throws {
+    if isBisecting { throw RepositoryError.bisectInProgress }
+  }
+
+  /// `mvc checkout REV`: the working model becomes REV's state; HEAD attaches to `branch` if
+  /// given, otherwise detaches at REV. Refuses to discard uncommitted changes unless `force`.
+  @discardableResult
+  public func checkout(_ target: ObjectID, branch: String?, force: Bool) throws -> CheckoutSummary {
+    let headState = try head()
+    let attach: HeadState = branch.map { .branch(name: $0, commit: target) } ?? .detached(target)
+    return try moveWorkingModel(
+      to: target, attach: attach, force: force, expectedHead: nil,
+      reflog: "checkout: moving to \(branch ?? target.hex)", current: headState)
+  }
+
+  /// Rewrites the working model to `target` and points HEAD as `attach` says, under the journal.
+  /// - Parameter expectedHead: for a commit that normalizes the working model: the branch moves
+  ///   from this commit to `target` (compare-and-swap) instead of HEAD being re-pointed.
+  @discardableResult
+  func moveWorkingModel(
+    to target: ObjectID, attach: HeadState, force: Bool, expectedHead: ObjectID?, reflog: String,
+    current: HeadState? = nil
+  ) throws -> CheckoutSummary {
+    let headState = try current ?? head()
+    let targetContents = try contents(of: target)
+    let targetHashes = try tensorHashes(at: target)
+
+    var working: WorkingModel?
+    do {
+      working = try WorkingModel(path: modelPath)
+    } catch {
+      // A missing or unreadable working model can be rewritten, but only on request.
+      if !force { throw error }
+    }
+    var currentHashes: [String: String] = [:]
+    if let working {
+      currentHashes = workingHashes(working)
+      if !force, let headCommit = headState.commit {
+        let status = try status(of: working, against: headCommit, head: headState)
+        if !status.isClean {
+          throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name))
+        }
+      }
+    }
+    let inPlace = try working.map { try sameLayout($0, as: target) } ?? false
+    let toRewrite =
+      inPlace
+      ? working!.tensorNames.filter { currentHashes[$0] != targetHashes[$0] }
+      : Array(targetContents.tensorTrees.keys).sorted()
+
+    // Everything is checked: record the intent, then write.
+    let journal = Journal(operation: "checkout", target: target, branch: attach.branchName)
+    try writeJournal(journal)
+    if inPlace, let working {
+      try rewriteInPlace(working, tensors: toRewrite, at: target)
+    } else {
+      try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil)
+    }
+    try finishMove(journal, expectedHead: expectedHead, reflog: reflog)
+    return CheckoutSummary(target: target, rewrittenTensors: toRewrite, wroteWholeFiles: !inPlace)
+  }
+
+  func writeJournal(_ journal: Journal) throws {
+    let bytes = try JSONCoding.encode(journal)
+    let writer = try AtomicFileWriter(path: journalPath, byteCount: bytes.count, hook: environment.ioHook)
+    do {
+      try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
+      try writer.commit()
+    } catch {
+      writer.abandon()
+      throw error
+    }
+  }
+
+  /// Points HEAD, refreshes the stat cache and removes the journal: the last steps of a move.
+  func finishMove(_ journal: Journal, expectedHead: ObjectID?, reflog: String) throws {
+    if let branch = journal.branch {
+      let ref = "refs/heads/" + branch
+      let existing = try RepositoryError.wrap("reading '\(ref)'") { try git.referenceTarget(ref) }
+      if existing != journal.target {
+        if let expectedHead, existing == expectedHead {
+          try RepositoryError.wrap("moving '\(ref)'") {
+            try git.updateReference(ref, to: journal.target, expected: expectedHead, message: reflog)
+          }
+        } else {
+          try RepositoryError.wrap("moving '\(ref)'") { try git.forceReference(ref, to: journal.target, message: reflog) }
+        }
+      }
+      if try head().branchName != branch {
+        try RepositoryError.wrap("moving HEAD") { try git.setHead(branch: branch) }
+      }
+    } else {
+      try RepositoryError.wrap("moving HEAD") { try git.setHead(detachedAt: journal.target) }
+    }
+    if let working = try? WorkingModel(path: modelPath) {
+      saveStatCache(working: working, hashes: try tensorHashes(at: journal.target))
+    } else {
+      invalidateStatCache()
+    }
+    try? FileManager.default.removeItem(atPath: journalPath)
+  }
+
+  /// Completes a working-model rewrite that a killed mvc left half done.
+  func recoverFromJournal() throws {
+    guard let data = FileManager.default.contents(atPath: journalPath) else { return }
+    guard let journal = try? JSONDecoder().decode(Journal.self, from: data) else {
+      // A torn journal means the rewrite never started (the journal is renamed into place).
+      try? FileManager.default.removeItem(atPath: journalPath)
+      return
+    }
+    invalidateStatCache()
+    let working = try? WorkingModel(path: modelPath)
+    if let working, try sameLayout(working, as: journal.target) {
+      let target = try tensorHashes(at: journal.target)
+      let current = working.hashAll()
+      try rewriteInPlace(working, tensors: working.tensorNames.filter { current[$0] != target[$0] }, at: journal.target)
+    } else {
+      try writeWholeModel(at: journal.target, to: modelPath, previous: working, tensors: nil)
+    }
+    try finishMove(journal, expectedHead: nil, reflog: "recover: finish interrupted \(journal.operation)")
+  }
+
+  /// Overwrites the named tensors' bytes in the working files with their state at `commit`.
+  func rewriteInPlace(_ working: WorkingModel, tensors: [String], at commit: ObjectID) throws {
+    var writers: [Int: InPlaceFileWriter] = [:]
+    for (i, name) in tensors.enumerated() {
+      guard let (shard, info) = working.location(of: name), let bytes = working.bytes(of: name) else { continue }
+      let current = (hash: ContentHash.of(bytes).description, bytes: bytes)
+      let fresh = try materialize(name, at: commit, current: current)
+      let writer = try writers[shard] ?? InPlaceFileWriter(path: working.shardPath(shard), hook: environment.ioHook)
+      writers[shard] = writer
+      try fresh.withUnsafeBytes {
+        try writer.write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
+      }
+      working.releasePages(of: name)
+      report("writing tensors", i + 1, tensors.count, bytes: fresh.count)
+    }
+    for writer in writers.values { try writer.sync() }
+  }
+
+  /// Writes the whole model of `commit` to `path` (a file, or a folder for sharded models),
+  /// each file through a temporary file and a rename. `tensors` limits which tensors are
+  /// materialized (partial checkout to another place); nil writes all.
+  func writeWholeModel(at commit: ObjectID, to path: String, previous: WorkingModel?, tensors: Set<String>?) throws {
+    let contents = try contents(of: commit)
+    let (layout, blobs) = try layout(of: contents)
+    let sharded = layout.kind == "sharded"
+    if sharded {
+      try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    var done = 0
+    let total = contents.tensorTrees.count
+    for shard in layout.shards {
+      guard let headerID = blobs[shard.headerBlob] else {
+        throw RepositoryError.corruptObject(what: "layout of \(commit.shortHex)", reason: "missing \(shard.headerBlob)")
+      }
+      let header = try git.readBlob(headerID)
+      let shardPath = sharded ? (path as NSString).appendingPathComponent(shard.file) : path
+      // The header fixes the offsets; parse our own stored copy to place each tensor.
+      let parsed = try header.withUnsafeBytes {
+        try SafetensorsFile.parseHeader($0, fileByteCount: nil, path: shardPath)
+      }
+      let dataStart = header.count
+      let totalBytes = dataStart + (parsed.tensors.map(\.dataOffsets.upperBound).max() ?? 0)
+      let writer = try AtomicFileWriter(path: shardPath, byteCount: totalBytes, hook: environment.ioHook)
+      do {
+        try header.withUnsafeBytes { try writer.write($0, at: 0) }
+        for info in parsed.tensors {
+          if let tensors, !tensors.contains(info.name) { continue }
+          var current: (hash: String, bytes: UnsafeRawBufferPointer)?
+          if let previous, let bytes = previous.bytes(of: info.name), bytes.count == info.byteCount {
+            current = (ContentHash.of(bytes).description, bytes)
+          }
+          let fresh = try materialize(info.name, at: commit, current: current)
+          try fresh.withUnsafeBytes { try writer.write($0, at: dataStart + info.dataOffsets.lowerBound) }
+          previous?.releasePages(of: info.name)
+          done += 1
+          report("writing tensors", done, total, bytes: fresh.count)
+        }
+        try writer.commit()
+      } catch {
+        writer.abandon()
+        throw error
+      }
+    }
+    if sharded, let indexFile = layout.indexFile, let indexID = blobs[TreeEntryName.index] {
+      let bytes = try git.readBlob(indexID)
+      let writer = try AtomicFileWriter(
+        path: (path as NSString).appendingPathComponent(indexFile), byteCount: bytes.count, hook: environment.ioHook)
+      do {
+        try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
+        try writer.commit()
+      } catch {
+        writer.abandon()
+        throw error
+      }
+      // Shards of the old layout that the new one does not name would confuse loaders.
+      if let previous, previous.isSharded, previous.path == path {
+        let keep = Set(layout.shards.map(\.file))
+        for file in previous.shardFiles where !keep.contains(file) {
+          try? FileManager.default.removeItem(atPath: (path as NSString).appendingPathComponent(file))
+        }
+      }
+    }
+  }
+
+  /// `mvc checkout REV -o PATH`: materializes REV somewhere else; HEAD and the working model
+  /// are untouched. `tensors` (names) limits a partial checkout.
+  public func materialize(_ commit: ObjectID, to output: String, tensors: Set<String>? = nil) throws {
+    let working = try? WorkingModel(path: modelPath)
+    try writeWholeModel(at: commit, to: output, previous: working, tensors: tensors)
+  }
+}

@@ -1,0 +1,198 @@
+import Apply
+import DeltaStore
+import Foundation
+
+public struct CommitOptions {
+  public var message: String
+  /// Drop the exactness residual where the error stays under `tolerance · max|W|`.
+  public var tolerance: Double?
+  /// Recorded as the edit's method (`working-model` when nil).
+  public var method: String?
+  public var details: [String: String]?
+
+  public init(message: String, tolerance: Double? = nil, method: String? = nil, details: [String: String]? = nil) {
+    self.message = message
+    self.tolerance = tolerance
+    self.method = method
+    self.details = details
+  }
+}
+
+public struct CommitResult: Sendable {
+  public var commit: ObjectID
+  public var record: EditRecord
+}
+
+/// A tensor's new state, computed and written as objects but not yet referenced by a commit.
+struct EncodedChange {
+  var tree: ObjectID
+  var change: EditRecord.TensorChange
+  var hash: String
+  /// Set when the committed bytes differ from the working bytes (`--tolerance`): the working
+  /// model is rewritten with these so it matches what checkout will produce.
+  var normalizedBytes: [UInt8]?
+}
+
+extension EditRepository {
+  /// Commits the working model as it is on disk.
+  public func commit(_ options: CommitOptions) throws -> CommitResult {
+    try refuseDuringBisect()
+    let headState = try head()
+    guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
+    let working = try WorkingModel(path: modelPath)
+    let status = try status(of: working, against: parent, head: headState)
+    guard !status.isClean else { throw RepositoryError.nothingToCommit }
+    let parentContents = try contents(of: parent)
+    let hashes = workingHashes(working)
+
+    var trees = parentContents.tensorTrees
+    var changes: [EditRecord.TensorChange] = []
+    var normalized: [String: [UInt8]] = [:]
+    for (i, entry) in status.entries.enumerated() {
+      report("committing", i, status.entries.count)
+      switch entry.change {
+      case .removed:
+        trees[entry.name] = nil
+        changes.append(.init(name: entry.name, storage: "removed", storedByteCount: 0))
+      case .added:
+        guard let (shard, info) = working.location(of: entry.name), let bytes = working.bytes(of: entry.name),
+          let hash = hashes[entry.name]
+        else { continue }
+        let written = try writeFullState(
+          name: entry.name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: bytes, hash: hash)
+        trees[entry.name] = written.tree
+        changes.append(.init(name: entry.name, storage: "added", storedByteCount: written.storedByteCount))
+      case .modified:
+        guard let hash = hashes[entry.name], let headTree = parentContents.tensorTrees[entry.name] else { continue }
+        let encoded = try encodeWorkingChange(
+          entry.name, working: working, hash: hash, parent: parent,
+          parentState: try storedState(headTree, tensor: entry.name), tolerance: options.tolerance)
+        trees[entry.name] = encoded.tree
+        changes.append(encoded.change)
+        if let bytes = encoded.normalizedBytes { normalized[entry.name] = bytes }
+      }
+      working.releasePages(of: entry.name)
+    }
+    // Shards may have been renamed or reordered: state's shard index follows the working layout.
+    for name in working.tensorNames {
+      guard let tree = trees[name], let (shard, _) = working.location(of: name) else { continue }
+      let stored = try storedState(tree, tensor: name)
+      if stored.state.shard != shard {
+        trees[name] = try reshard(stored, to: shard)
+      }
+    }
+    let (layout, headers) = working.layout()
+    let record = EditRecord(
+      formatVersion: repositoryFormatVersion, method: options.method ?? "working-model", changes: changes,
+      tolerance: options.tolerance, details: options.details)
+    let commit = try writeCommit(
+      layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
+      message: options.message, parents: [parent])
+    if normalized.isEmpty {
+      try advanceHead(from: parent, to: commit, message: "commit: \(options.message)")
+      var newHashes = hashes
+      for change in changes where change.storage == "removed" { newHashes[change.name] = nil }
+      saveStatCache(working: working, hashes: newHashes)
+    } else {
+      // The committed state differs from the file (tolerance): rewrite those tensors under the journal.
+      try moveWorkingModel(to: commit, attach: headState, force: true, expectedHead: parent, reflog: "commit: \(options.message)")
+    }
+    return CommitResult(commit: commit, record: record)
+  }
+
+  /// A copy of a state's subtree with another shard index (only the metadata changes).
+  func reshard(_ stored: StoredTensorState, to shard: Int) throws -> ObjectID {
+    var state = stored.state
+    state.shard = shard
+    var entries = stored.blobs.filter { $0.key != TreeEntryName.meta }.map {
+      GitRepository.TreeEntry(name: $0.key, id: $0.value, isTree: false)
+    }
+    entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(try JSONCoding.encode(state)), isTree: false))
+    return try writeTree(entries)
+  }
+
+  /// Stores the change of one tensor from its HEAD state to the working bytes: as factors plus
+  /// residual when the change is low-rank, complete otherwise.
+  func encodeWorkingChange(
+    _ name: String, working: WorkingModel, hash: String, parent: ObjectID, parentState: StoredTensorState,
+    tolerance: Double?
+  ) throws -> EncodedChange {
+    guard let (shard, info) = working.location(of: name), let work = working.bytes(of: name) else {
+      throw RepositoryError.corruptObject(what: "working model", reason: "tensor '\(name)' vanished")
+    }
+    let (rows, cols) = TensorMath.matrixShape(info.shape)
+    let storeComplete = { () throws -> EncodedChange in
+      let written = try self.writeFullState(
+        name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: work, hash: hash)
+      return EncodedChange(
+        tree: written.tree, change: .init(name: name, storage: "full", storedByteCount: written.storedByteCount),
+        hash: hash)
+    }
+    // Factors pay only for float matrices; vectors and integer tensors are stored complete.
+    guard info.dtype.isEditableFloat, rows >= 2, cols >= 2 else { return try storeComplete() }
+    let previous = try materialize(name, at: parent)
+    let count = rows * cols
+    // Break-even: r·(rows+cols) factor elements against rows·cols dense ones; the residual
+    // and the factors' own entropy make dense storage win a little earlier.
+    let maxRank = max(1, count / (rows + cols) / 2)
+    let delta = UnsafeMutablePointer<Float>.allocate(capacity: count)
+    let measured: (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double)
+    let factors: LowRankFactors?
+    do {
+      defer { delta.deallocate() }
+      measured = try previous.withUnsafeBytes { old in
+        try TensorMath.difference(new: work, old: old, dtype: info.dtype, count: count, into: delta)
+      }
+      factors = try Factorization.lowRank(
+        of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+    }
+    guard let factors else { return try storeComplete() }
+    var reconstructed = previous
+    try reconstructed.withUnsafeMutableBytes { raw in
+      try factors.u.withUnsafeBufferPointer { u in
+        try factors.v.withUnsafeBufferPointer { v in
+          try TensorMath.addLowRankCanonical(
+            raw, dtype: info.dtype, rows: rows, cols: cols, u: u, v: v, rank: factors.rank)
+        }
+      }
+    }
+    var residual: EncodedResidual?
+    var approximate = false
+    var stateHash = hash
+    if let tolerance,
+      try reconstructed.withUnsafeBytes({
+        try TensorMath.maxAbsDifference(work, $0, dtype: info.dtype, count: count)
+      }) <= tolerance * measured.maxAbsNew
+    {
+      approximate = true
+      stateHash = reconstructed.withUnsafeBytes { ContentHash.of($0).description }
+    } else {
+      residual = try reconstructed.withUnsafeBytes {
+        try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+      }
+    }
+    let norms = factorNorms(factors.u, factors.v, rows: rows, cols: cols, rank: factors.rank, weightFrobenius: measured.oldFrobenius)
+    let written = try writeLowRankState(
+      name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: stateHash,
+      parentHash: parentState.state.hash, rows: rows, cols: cols, rank: factors.rank, u: factors.u, v: factors.v,
+      residual: residual, approximate: approximate, norms: norms)
+    return EncodedChange(
+      tree: written.tree,
+      change: .init(
+        name: name, storage: "low_rank", rank: factors.rank, norms: norms,
+        residualNonzeroCount: residual?.nonzeroCount ?? 0, storedByteCount: written.storedByteCount),
+      hash: stateHash, normalizedBytes: approximate ? reconstructed : nil)
+  }
+
+  func factorNorms(_ u: [Float], _ v: [Float], rows: Int, cols: Int, rank: Int, weightFrobenius: Double) -> DeltaNorms {
+    guard rank > 0 else { return DeltaNorms(frobenius: 0, spectral: 0, weightFrobenius: weightFrobenius) }
+    return u.withUnsafeBufferPointer { up in
+      v.withUnsafeBufferPointer { vp in
+        DeltaNorms(
+          frobenius: LowRankNorms.frobenius(u: up.baseAddress!, v: vp.baseAddress!, rows: rows, cols: cols, rank: rank),
+          spectral: LowRankNorms.spectral(u: up.baseAddress!, v: vp.baseAddress!, rows: rows, cols: cols, rank: rank),
+          weightFrobenius: weightFrobenius)
+      }
+    }
+  }
+}

@@ -1,0 +1,112 @@
+import DeltaStore
+import Foundation
+
+/// What one commit's tree holds, read lazily: the model layout, and per tensor the id of its
+/// subtree (`tensors/<escaped name>/`). Equal subtree ids mean an unchanged tensor state,
+/// which is how git shares everything a commit did not touch.
+struct CommitContents {
+  let commit: ObjectID
+  let layoutTree: ObjectID
+  let editRecordBlob: ObjectID?
+  /// Tensor name → subtree id.
+  let tensorTrees: [String: ObjectID]
+}
+
+/// One tensor state's subtree: its `meta.json` and the ids of its data blobs.
+struct StoredTensorState {
+  let tree: ObjectID
+  let state: TensorState
+  /// Blob ids by entry name (`u.zst`, `v.zst`, `residual.zst`, `data-0000.zst`, ...).
+  let blobs: [String: ObjectID]
+}
+
+enum TreeEntryName {
+  static let format = "mvc-format"
+  static let model = "model"
+  static let layout = "layout.json"
+  static let index = "index.json"
+  static let edit = "edit.json"
+  static let tensors = "tensors"
+  static let meta = "meta.json"
+  static let u = "u.zst"
+  static let v = "v.zst"
+  static let residual = "residual.zst"
+  static func chunk(_ i: Int) -> String { String(format: "data-%04d.zst", i) }
+}
+
+extension EditRepository {
+  func contents(of commit: ObjectID) throws -> CommitContents {
+    if let cached = contentsCache[commit] { return cached }
+    let info = try git.commit(commit)
+    let root = try git.readTree(info.tree)
+    func entry(_ name: String) -> GitRepository.TreeEntry? { root.first { $0.name == name } }
+    guard let format = entry(TreeEntryName.format) else {
+      throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "no mvc-format entry")
+    }
+    let formatText = String(decoding: try git.readBlob(format.id), as: UTF8.self)
+    let version = Int(formatText.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+    guard version >= 1 else {
+      throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "bad mvc-format '\(formatText)'")
+    }
+    guard version <= repositoryFormatVersion else {
+      throw RepositoryError.unsupportedFormat(found: version, supported: repositoryFormatVersion)
+    }
+    guard let model = entry(TreeEntryName.model), model.isTree, let tensors = entry(TreeEntryName.tensors), tensors.isTree
+    else {
+      throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "no model/ or tensors/ tree")
+    }
+    var tensorTrees: [String: ObjectID] = [:]
+    for item in try git.readTree(tensors.id) {
+      guard let name = TreeName.unescape(item.name), item.isTree else {
+        throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "bad tensor entry '\(item.name)'")
+      }
+      tensorTrees[name] = item.id
+    }
+    let result = CommitContents(
+      commit: commit, layoutTree: model.id, editRecordBlob: entry(TreeEntryName.edit)?.id,
+      tensorTrees: tensorTrees)
+    contentsCache[commit] = result
+    return result
+  }
+
+  func layout(of contents: CommitContents) throws -> (ModelLayout, blobs: [String: ObjectID]) {
+    let entries = try git.readTree(contents.layoutTree)
+    var blobs: [String: ObjectID] = [:]
+    for e in entries { blobs[e.name] = e.id }
+    guard let layoutID = blobs[TreeEntryName.layout] else {
+      throw RepositoryError.corruptObject(what: "commit \(contents.commit.shortHex)", reason: "no model/layout.json")
+    }
+    let layout = try JSONCoding.decode(
+      ModelLayout.self, from: try git.readBlob(layoutID), what: "layout of \(contents.commit.shortHex)")
+    return (layout, blobs)
+  }
+
+  func editRecord(of contents: CommitContents) throws -> EditRecord? {
+    guard let blob = contents.editRecordBlob else { return nil }
+    return try JSONCoding.decode(EditRecord.self, from: try git.readBlob(blob), what: "edit.json of \(contents.commit.shortHex)")
+  }
+
+  func storedState(_ tree: ObjectID, tensor: String) throws -> StoredTensorState {
+    if let cached = stateCache[tree] { return cached }
+    var blobs: [String: ObjectID] = [:]
+    for e in try git.readTree(tree) { blobs[e.name] = e.id }
+    guard let metaID = blobs[TreeEntryName.meta] else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "no meta.json in \(tree.shortHex)")
+    }
+    let state = try JSONCoding.decode(TensorState.self, from: try git.readBlob(metaID), what: "meta.json of '\(tensor)'")
+    guard state.name == tensor else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "meta.json names '\(state.name)'")
+    }
+    let stored = StoredTensorState(tree: tree, state: state, blobs: blobs)
+    stateCache[tree] = stored
+    return stored
+  }
+
+  /// Tensor name → state hash of every tensor at `commit`.
+  func tensorHashes(at commit: ObjectID) throws -> [String: String] {
+    let contents = try contents(of: commit)
+    var out: [String: String] = [:]
+    for (name, tree) in contents.tensorTrees { out[name] = try storedState(tree, tensor: name).state.hash }
+    return out
+  }
+}

@@ -1,0 +1,169 @@
+import Apply
+import DeltaStore
+import Foundation
+
+/// Writes tensor states and commit trees. Every object is written before any reference moves.
+extension EditRepository {
+  func makeCompressor(level: Int32 = 3) throws -> ZstdCompressor {
+    try ZstdCompressor(level: level, workerCount: environment.compressionWorkers)
+  }
+
+  func writeBlob(_ bytes: [UInt8]) throws -> ObjectID {
+    try RepositoryError.wrap("writing an object to '\(gitDirectory)'") { try git.writeBlob(bytes) }
+  }
+
+  func writeTree(_ entries: [GitRepository.TreeEntry]) throws -> ObjectID {
+    try RepositoryError.wrap("writing a tree to '\(gitDirectory)'") { try git.writeTree(entries) }
+  }
+
+  /// A complete state: the bytes, byte-shuffled and zstd-compressed in chunks of ≤ 64 MiB.
+  func writeFullState(
+    name: String, dtype: DType, shape: [Int], shard: Int, bytes: UnsafeRawBufferPointer, hash: String
+  ) throws -> (tree: ObjectID, storedByteCount: Int) {
+    // Level 1: on float weights zstd's higher levels gain <1% and cost 5-10× the time.
+    let compressor = try makeCompressor(level: 1)
+    let chunks = try FullTensorCodec.encode(
+      bytes, dtype: dtype, chunkByteCount: TensorBlobs.chunkByteCount, compressor: compressor)
+    var entries: [GitRepository.TreeEntry] = []
+    var stored = 0
+    for (i, chunk) in chunks.enumerated() {
+      entries.append(.init(name: TreeEntryName.chunk(i), id: try writeBlob(chunk), isTree: false))
+      stored += chunk.count
+    }
+    let state = TensorState(
+      name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, kind: .full,
+      chunkCount: chunks.count, chunkByteCount: TensorBlobs.chunkByteCount)
+    let meta = try JSONCoding.encode(state)
+    entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(meta), isTree: false))
+    return (try writeTree(entries), stored + meta.count)
+  }
+
+  /// A state that points at a tensor of a read-only base file (`init --reference-base`).
+  func writeReferenceState(
+    name: String, dtype: DType, shape: [Int], shard: Int, hash: String, path: String, shardFile: String
+  ) throws -> (tree: ObjectID, storedByteCount: Int) {
+    let state = TensorState(
+      name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, kind: .reference,
+      referencePath: path, referenceShardFile: shardFile)
+    let meta = try JSONCoding.encode(state)
+    return (try writeTree([.init(name: TreeEntryName.meta, id: try writeBlob(meta), isTree: false)]), meta.count)
+  }
+
+  /// A low-rank change of the parent state: factors, optional residual, and the metadata.
+  func writeLowRankState(
+    name: String, dtype: DType, shape: [Int], shard: Int, hash: String, parentHash: String,
+    rows: Int, cols: Int, rank: Int, u: [Float], v: [Float], residual: EncodedResidual?,
+    approximate: Bool, norms: DeltaNorms
+  ) throws -> (tree: ObjectID, storedByteCount: Int) {
+    let compressor = try makeCompressor(level: 3)
+    var entries: [GitRepository.TreeEntry] = []
+    var stored = 0
+    if rank > 0 {
+      let uBlob = try TensorBlobs.encodeFactor(u, compressor: compressor)
+      let vBlob = try TensorBlobs.encodeFactor(v, compressor: compressor)
+      entries.append(.init(name: TreeEntryName.u, id: try writeBlob(uBlob), isTree: false))
+      entries.append(.init(name: TreeEntryName.v, id: try writeBlob(vBlob), isTree: false))
+      stored += uBlob.count + vBlob.count
+    }
+    if let residual {
+      entries.append(.init(name: TreeEntryName.residual, id: try writeBlob(residual.bytes), isTree: false))
+      stored += residual.bytes.count
+    }
+    let state = TensorState(
+      name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, kind: .lowRank,
+      parentHash: parentHash, rank: rank, rows: rows, cols: cols,
+      residualNonzeroCount: residual?.nonzeroCount ?? 0, approximate: approximate ? true : nil, norms: norms)
+    let meta = try JSONCoding.encode(state)
+    entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(meta), isTree: false))
+    return (try writeTree(entries), stored + meta.count)
+  }
+
+  /// Writes the root tree and the commit object; moves no reference.
+  func writeCommit(
+    layout: ModelLayout, headers: [String: [UInt8]], indexBytes: [UInt8]?,
+    tensorTrees: [String: ObjectID], record: EditRecord, message: String, parents: [ObjectID]
+  ) throws -> ObjectID {
+    var modelEntries: [GitRepository.TreeEntry] = [
+      .init(name: TreeEntryName.layout, id: try writeBlob(try JSONCoding.encode(layout)), isTree: false)
+    ]
+    for (name, bytes) in headers.sorted(by: { $0.key < $1.key }) {
+      modelEntries.append(.init(name: name, id: try writeBlob(bytes), isTree: false))
+    }
+    if let indexBytes {
+      modelEntries.append(.init(name: TreeEntryName.index, id: try writeBlob(indexBytes), isTree: false))
+    }
+    let tensorEntries = tensorTrees.map { GitRepository.TreeEntry(name: TreeName.escape($0.key), id: $0.value, isTree: true) }
+    let format = Array("mvc repository format \(repositoryFormatVersion)\n".utf8)
+    let root: [GitRepository.TreeEntry] = [
+      .init(name: TreeEntryName.format, id: try writeBlob(format), isTree: false),
+      .init(name: TreeEntryName.model, id: try writeTree(modelEntries), isTree: true),
+      .init(name: TreeEntryName.edit, id: try writeBlob(try JSONCoding.encode(record)), isTree: false),
+      .init(name: TreeEntryName.tensors, id: try writeTree(tensorEntries), isTree: true),
+    ]
+    let tree = try writeTree(root)
+    return try RepositoryError.wrap("writing a commit") {
+      try git.createCommit(tree: tree, parents: parents, message: message, author: signature())
+    }
+  }
+
+  /// The root commit: every tensor stored complete (or by reference to the base file).
+  func commitBase(working: WorkingModel, message: String, referenceBase: Bool) throws -> ObjectID {
+    var trees: [String: ObjectID] = [:]
+    var changes: [EditRecord.TensorChange] = []
+    let names = working.tensorNames
+    var hashes: [String: String] = [:]
+    for (i, name) in names.enumerated() {
+      guard let (shard, info) = working.location(of: name), let bytes = working.bytes(of: name) else { continue }
+      let hash = ContentHash.of(bytes).description
+      hashes[name] = hash
+      let written =
+        referenceBase
+        ? try writeReferenceState(
+          name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: hash,
+          path: working.shardPath(shard), shardFile: working.shardFiles[shard])
+        : try writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: bytes, hash: hash)
+      working.releasePages(of: name)
+      trees[name] = written.tree
+      changes.append(.init(name: name, storage: referenceBase ? "reference" : "full", storedByteCount: written.storedByteCount))
+      report("storing base", i + 1, names.count, bytes: info.byteCount)
+    }
+    let (layout, headers) = working.layout()
+    let record = EditRecord(
+      formatVersion: repositoryFormatVersion, method: "base", changes: changes,
+      details: referenceBase ? ["reference_base": working.path] : nil)
+    let commit = try writeCommit(
+      layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
+      message: message, parents: [])
+    try RepositoryError.wrap("creating branch 'main'") {
+      try git.updateReference("refs/heads/" + Self.defaultBranch, to: commit, expected: nil, message: "init: base model")
+    }
+    saveStatCache(working: working, hashes: hashes)
+    return commit
+  }
+
+  func saveStatCache(working: WorkingModel, hashes: [String: String]) {
+    let cache = StatCache(files: working.fileStats(), tensorHashes: hashes, writtenAtNanoseconds: StatCache.nowNanoseconds())
+    guard let data = try? JSONCoding.encode(cache) else { return }
+    // The cache only saves time: losing it costs a rehash, so a failed write is not an error.
+    if let writer = try? AtomicFileWriter(path: statCachePath, byteCount: data.count) {
+      do {
+        try data.withUnsafeBytes { try writer.write($0, at: 0) }
+        try writer.commit()
+      } catch { writer.abandon() }
+    }
+  }
+
+  func invalidateStatCache() {
+    try? FileManager.default.removeItem(atPath: statCachePath)
+  }
+
+  /// Tensor hashes of the working model, from the stat cache when the files are unchanged.
+  func workingHashes(_ working: WorkingModel) -> [String: String] {
+    if let cache = StatCache.load(from: statCachePath), let hashes = cache.hashes(matching: working.fileStats()) {
+      return hashes
+    }
+    let hashes = working.hashAll { done, total in self.report("hashing", done, total) }
+    saveStatCache(working: working, hashes: hashes)
+    return hashes
+  }
+}

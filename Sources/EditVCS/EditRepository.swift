@@ -1,0 +1,196 @@
+import Apply
+import DeltaStore
+import Foundation
+
+/// Progress of a long operation, for the CLI's progress bar (libraries never print).
+public struct ProgressEvent: Sendable {
+  public var phase: String
+  public var completed: Int
+  public var total: Int
+  public var byteCount: Int
+}
+
+/// What the CLI hands the library: identity, time and I/O hooks. Libraries never read the
+/// environment; the CLI turns variables into these.
+public struct RepositoryEnvironment {
+  /// Commit time in seconds since the epoch; nil means now.
+  public var commitTime: Int64?
+  /// Called before each write, fsync and rename of the I/O layer (fault injection in tests).
+  public var ioHook: IOHook?
+  public var progress: ((ProgressEvent) -> Void)?
+  /// zstd worker threads for full-tensor compression (0 = single-threaded).
+  public var compressionWorkers: Int32
+
+  public init(
+    commitTime: Int64? = nil, ioHook: IOHook? = nil, progress: ((ProgressEvent) -> Void)? = nil,
+    compressionWorkers: Int32 = 0
+  ) {
+    self.commitTime = commitTime
+    self.ioHook = ioHook
+    self.progress = progress
+    self.compressionWorkers = compressionWorkers
+  }
+}
+
+/// An mvc repository: the git repository in `.mvc/` and the working model it tracks.
+///
+/// Opening one takes the repository lock (released when the object goes away) and finishes
+/// any rewrite of the working model that an interrupted command left in the journal.
+public final class EditRepository {
+  public static let directoryName = ".mvc"
+  static let defaultBranch = "main"
+
+  /// The folder that holds `.mvc/`.
+  public let root: String
+  /// The `.mvc` folder.
+  public let gitDirectory: String
+  /// The working model path relative to `root`, as recorded at init.
+  public let modelRelativePath: String
+  let git: GitRepository
+  let environment: RepositoryEnvironment
+  private let lock: RepositoryLock
+
+  var contentsCache: [ObjectID: CommitContents] = [:]
+  var stateCache: [ObjectID: StoredTensorState] = [:]
+
+  public var modelPath: String { (root as NSString).appendingPathComponent(modelRelativePath) }
+
+  private init(root: String, git: GitRepository, lock: RepositoryLock, environment: RepositoryEnvironment) throws {
+    self.root = root
+    self.gitDirectory = git.path
+    self.git = git
+    self.lock = lock
+    self.environment = environment
+    guard let model = try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.model") }) else {
+      throw RepositoryError.corruptObject(what: "'\(git.path)/config'", reason: "no mvc.model entry")
+    }
+    modelRelativePath = model
+    let version = Int(try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.formatversion") }) ?? "1") ?? 1
+    if version > repositoryFormatVersion {
+      throw RepositoryError.unsupportedFormat(found: version, supported: repositoryFormatVersion)
+    }
+  }
+
+  /// Finds `.mvc/` in `directory` or the nearest parent and opens it.
+  public static func open(searchingFrom directory: String, environment: RepositoryEnvironment = .init()) throws
+    -> EditRepository
+  {
+    var current = (directory as NSString).standardizingPath
+    while true {
+      let candidate = (current as NSString).appendingPathComponent(directoryName)
+      if FileManager.default.fileExists(atPath: (candidate as NSString).appendingPathComponent("HEAD")) {
+        return try open(root: current, environment: environment)
+      }
+      if current == "/" || current.isEmpty { break }
+      current = (current as NSString).deletingLastPathComponent
+    }
+    throw RepositoryError.notARepository(searchedFrom: directory)
+  }
+
+  static func open(root: String, environment: RepositoryEnvironment) throws -> EditRepository {
+    let gitDirectory = (root as NSString).appendingPathComponent(directoryName)
+    let lock = try RepositoryLock(path: (gitDirectory as NSString).appendingPathComponent("lock"))
+    removeStaleGitLocks(in: gitDirectory)
+    let git = try RepositoryError.wrap("opening '\(gitDirectory)'") { try GitRepository.open(at: gitDirectory) }
+    let repository = try EditRepository(root: root, git: git, lock: lock, environment: environment)
+    try repository.recoverFromJournal()
+    return repository
+  }
+
+  /// Creates `.mvc/` in `root` for the model at `modelPath` (relative to `root` or absolute
+  /// inside it) and commits the model as the root commit.
+  public static func initialize(
+    root: String, modelPath: String, message: String = "base model", referenceBase: Bool = false,
+    environment: RepositoryEnvironment = .init()
+  ) throws -> (EditRepository, ObjectID) {
+    let root = (root as NSString).standardizingPath
+    let gitDirectory = (root as NSString).appendingPathComponent(directoryName)
+    if FileManager.default.fileExists(atPath: gitDirectory) {
+      throw RepositoryError.alreadyInitialized(path: gitDirectory)
+    }
+    let absoluteModel =
+      modelPath.hasPrefix("/") ? (modelPath as NSString).standardizingPath
+      : ((root as NSString).appendingPathComponent(modelPath) as NSString).standardizingPath
+    guard absoluteModel.hasPrefix(root + "/") else {
+      throw RepositoryError.invalidArgument("the model '\(modelPath)' must be inside '\(root)'")
+    }
+    // Validate the model completely before anything is created.
+    let working = try WorkingModel(path: absoluteModel)
+    let relative = String(absoluteModel.dropFirst(root.count + 1))
+    let git = try RepositoryError.wrap("creating '\(gitDirectory)'") {
+      try GitRepository.create(at: gitDirectory, initialBranch: defaultBranch)
+    }
+    do {
+      try RepositoryError.wrap("writing .mvc/config") {
+        try git.setConfigString("mvc.model", relative)
+        try git.setConfigString("mvc.formatversion", String(repositoryFormatVersion))
+        // Our objects are zstd frames; keep git's own gc from recompressing them needlessly.
+        try git.setConfigString("core.compression", "0")
+        try git.setConfigString("pack.compression", "0")
+      }
+      let repository = try open(root: root, environment: environment)
+      let commit = try repository.commitBase(working: working, message: message, referenceBase: referenceBase)
+      return (repository, commit)
+    } catch {
+      try? FileManager.default.removeItem(atPath: gitDirectory)
+      throw error
+    }
+  }
+
+  // MARK: Paths
+
+  var statCachePath: String { (gitDirectory as NSString).appendingPathComponent("mvc-index.json") }
+  var journalPath: String { (gitDirectory as NSString).appendingPathComponent("mvc-journal.json") }
+
+  // MARK: HEAD and revisions
+
+  public func head() throws -> HeadState {
+    try RepositoryError.wrap("reading HEAD") { try git.head() }
+  }
+
+  /// The commit HEAD points at; throws when the history is empty.
+  public func headCommit() throws -> ObjectID {
+    guard let commit = try head().commit else { throw RepositoryError.emptyHistory }
+    return commit
+  }
+
+  /// Resolves a user's revision text once, at the edge, into a commit id.
+  public func resolve(_ revision: String) throws -> ObjectID {
+    do {
+      return try git.resolveCommit(revision)
+    } catch let error as GitError where error.isNotFound || error.isInvalidSpec || error.isAmbiguous {
+      let count = try? headCommit().map { try git.walk(from: [$0]).count }
+      throw RepositoryError.unknownRevision(revision, commitCount: count ?? nil)
+    } catch let error as GitError {
+      throw RepositoryError.git(error, context: "resolving '\(revision)'")
+    }
+  }
+
+  public func commitInfo(_ id: ObjectID) throws -> GitRepository.Commit {
+    try RepositoryError.wrap("reading commit \(id.shortHex)") { try git.commit(id) }
+  }
+
+  func signature() -> GitRepository.Signature {
+    let identity = git.configuredIdentity() ?? ("mvc", "mvc@localhost")
+    let time = environment.commitTime ?? Int64(Date().timeIntervalSince1970)
+    return .init(name: identity.name, email: identity.email, time: time)
+  }
+
+  /// Moves HEAD's branch (or detached HEAD) from `old` to `new`, failing if someone moved it.
+  func advanceHead(from old: ObjectID?, to new: ObjectID, message: String) throws {
+    switch try head() {
+    case .branch(let name, _):
+      do {
+        try git.updateReference("refs/heads/" + name, to: new, expected: old, message: message)
+      } catch let error as GitError where error.isModified || error.code == -4 {
+        throw RepositoryError.concurrentUpdate(ref: "refs/heads/" + name)
+      }
+    case .detached:
+      try RepositoryError.wrap("moving HEAD") { try git.setHead(detachedAt: new) }
+    }
+  }
+
+  func report(_ phase: String, _ completed: Int, _ total: Int, bytes: Int = 0) {
+    environment.progress?(ProgressEvent(phase: phase, completed: completed, total: total, byteCount: bytes))
+  }
+}

@@ -1,0 +1,193 @@
+import DeltaStore
+import Foundation
+
+/// The repository format this build reads and writes. Every commit's tree records it in
+/// `mvc-format`, and `.mvc/config` records it as `mvc.formatversion`.
+public let repositoryFormatVersion = 1
+
+/// How one tensor's state at a commit is stored: the `meta.json` blob of its tree entry.
+///
+/// A state is either complete in itself (`full`: the bytes as zstd chunks; `reference`: a
+/// read-only base file outside the repository) or a `lowRank` change of the state the tensor
+/// had in the first parent of the commit that introduced it:
+/// `bytes = round(parent + U·Vᵀ) + residual`, with the canonical rule of `docs/FORMAT.md`.
+public struct TensorState: Codable, Equatable, Sendable {
+  public enum Kind: String, Codable, Sendable {
+    case full
+    case lowRank = "low_rank"
+    case reference
+  }
+
+  public var name: String
+  public var dtype: DType
+  public var shape: [Int]
+  /// Index into the layout's shards.
+  public var shard: Int
+  /// The content hash of the tensor's bytes in this state.
+  public var hash: String
+  public var kind: Kind
+
+  // low_rank
+  /// The content hash of the state the delta applies to.
+  public var parentHash: String?
+  public var rank: Int?
+  /// Storage rows and columns the factors refer to (the tensor viewed as a matrix).
+  public var rows: Int?
+  public var cols: Int?
+  /// Element count that differed from the canonical reconstruction and is kept in `residual.zst`.
+  public var residualNonzeroCount: Int?
+  /// True when the commit was made with `--tolerance` and the residual was dropped.
+  public var approximate: Bool?
+  public var norms: DeltaNorms?
+
+  // full
+  public var chunkCount: Int?
+  public var chunkByteCount: Int?
+
+  // reference
+  public var referencePath: String?
+  public var referenceShardFile: String?
+
+  enum CodingKeys: String, CodingKey {
+    case name, dtype, shape, shard, hash, kind, rank, rows, cols, approximate, norms
+    case parentHash = "parent_hash"
+    case residualNonzeroCount = "residual_nonzero_count"
+    case chunkCount = "chunk_count"
+    case chunkByteCount = "chunk_byte_count"
+    case referencePath = "reference_path"
+    case referenceShardFile = "reference_shard_file"
+  }
+
+  public var elementCount: Int { shape.reduce(1, *) }
+  public var byteCount: Int { elementCount * dtype.bitCount / 8 }
+}
+
+/// Size of a change, measured on the factors (no dense ΔW needed).
+public struct DeltaNorms: Codable, Equatable, Sendable {
+  /// ‖ΔW‖_F.
+  public var frobenius: Double
+  /// ‖ΔW‖_2 (largest singular value).
+  public var spectral: Double
+  /// ‖W‖_F of the tensor before the change, so ratios can be shown.
+  public var weightFrobenius: Double
+
+  public var relativeFrobenius: Double { weightFrobenius > 0 ? frobenius / weightFrobenius : 0 }
+
+  enum CodingKeys: String, CodingKey {
+    case frobenius, spectral
+    case weightFrobenius = "weight_frobenius"
+  }
+}
+
+/// The files of the tracked model and the exact header of each, so a checkout writes the
+/// same bytes the user had (tensor order, `__metadata__`, padding).
+public struct ModelLayout: Codable, Equatable, Sendable {
+  public struct Shard: Codable, Equatable, Sendable {
+    /// Path relative to the model folder (or the model file's own name).
+    public var file: String
+    /// Tensor names in the order of the file's header.
+    public var tensors: [String]
+    /// Blob name (in `model/`) of the exact 8+N header prefix.
+    public var headerBlob: String
+
+    enum CodingKeys: String, CodingKey {
+      case file, tensors
+      case headerBlob = "header_blob"
+    }
+  }
+
+  /// `file` for one `.safetensors` file, `sharded` for a folder with `model.safetensors.index.json`.
+  public var kind: String
+  public var shards: [Shard]
+  /// Name of the index file in a sharded folder; its exact bytes are the blob `model/index.json`.
+  public var indexFile: String?
+
+  enum CodingKeys: String, CodingKey {
+    case kind, shards
+    case indexFile = "index_file"
+  }
+}
+
+/// What a commit changed, kept beside its tensors (`edit.json`); small, one per commit.
+public struct EditRecord: Codable, Equatable, Sendable {
+  public struct TensorChange: Codable, Equatable, Sendable {
+    public var name: String
+    /// `low_rank`, `full` (stored densely), `added`, `removed`.
+    public var storage: String
+    public var rank: Int?
+    public var norms: DeltaNorms?
+    public var residualNonzeroCount: Int?
+    public var storedByteCount: Int
+
+    enum CodingKeys: String, CodingKey {
+      case name, storage, rank, norms
+      case residualNonzeroCount = "residual_nonzero_count"
+      case storedByteCount = "stored_byte_count"
+    }
+  }
+
+  public var formatVersion: Int
+  /// `base`, `working-model`, `delta`, `lora`, `revert`, `cherry-pick`, `merge`, `rome`, ...
+  public var method: String
+  public var changes: [TensorChange]
+  public var tolerance: Double?
+  /// Free-form details of the method (source commit of a revert, LoRA scaling, λ, ...).
+  public var details: [String: String]?
+
+  enum CodingKeys: String, CodingKey {
+    case method, changes, tolerance, details
+    case formatVersion = "format_version"
+  }
+}
+
+enum JSONCoding {
+  static func encoder() -> JSONEncoder {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return encoder
+  }
+
+  static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+    Array(try encoder().encode(value))
+  }
+
+  static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws -> T {
+    do {
+      return try JSONDecoder().decode(type, from: Data(bytes))
+    } catch {
+      throw RepositoryError.corruptObject(what: what, reason: "\(error)")
+    }
+  }
+}
+
+/// Tensor names become tree entry names: every byte outside `[A-Za-z0-9._-]` and a leading
+/// `.` are percent-encoded, so `/`, `..` and `.git` cannot escape or confuse the tree.
+enum TreeName {
+  static func escape(_ name: String) -> String {
+    var out = ""
+    for (i, byte) in name.utf8.enumerated() {
+      let c = Character(Unicode.Scalar(byte))
+      let plain = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A)
+        || (byte >= 0x61 && byte <= 0x7A) || byte == 0x5F || byte == 0x2D || (byte == 0x2E && i > 0)
+      out += plain ? String(c) : String(format: "%%%02X", byte)
+    }
+    return out.isEmpty ? "%" : out
+  }
+
+  static func unescape(_ entry: String) -> String? {
+    var bytes: [UInt8] = []
+    var utf8 = Array(entry.utf8)[...]
+    if entry == "%" { return "" }
+    while let byte = utf8.popFirst() {
+      if byte == 0x25 {
+        guard utf8.count >= 2, let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
+        else { return nil }
+        bytes.append(value)
+        utf8 = utf8.dropFirst(2)
+      } else {
+        bytes.append(byte)
+      }
+    }
+    return String(bytes: bytes, encoding: .utf8)
+  }
+}

@@ -1,0 +1,136 @@
+import Apply
+import DeltaStore
+import Foundation
+
+/// Joins DeltaStore's dtype codecs and Apply's algebra for whole tensors, a row block at a
+/// time so the Float64 working copy stays small whatever the tensor's size.
+enum TensorMath {
+  /// Elements per block of Float64 work (2 MiB).
+  static let blockElementCount = 1 << 18
+
+  /// A tensor seen as a row-major matrix: the first dimension by the product of the rest.
+  static func matrixShape(_ shape: [Int]) -> (rows: Int, cols: Int) {
+    guard let first = shape.first else { return (1, 1) }
+    if shape.count == 1 { return (1, first) }
+    return (first, shape.dropFirst().reduce(1, *))
+  }
+
+  static func rowsPerBlock(cols: Int) -> Int { max(1, blockElementCount / max(cols, 1)) }
+
+  /// The canonical reconstruction, in place: each element becomes
+  /// `round_dtype(Double(x) + Σ_r Double(u[i,r])·Double(v[j,r]))`, the sum in increasing r, no FMA,
+  /// one rounding to the stored dtype (round to nearest, ties to even).
+  static func addLowRankCanonical(
+    _ raw: UnsafeMutableRawBufferPointer, dtype: DType, rows: Int, cols: Int,
+    u: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>, rank: Int
+  ) throws {
+    guard rank > 0 else { return }
+    guard let uBase = u.baseAddress, let vBase = v.baseAddress else { return }
+    let elementBytes = dtype.bitCount / 8
+    let blockRows = rowsPerBlock(cols: cols)
+    let scratch = UnsafeMutablePointer<Double>.allocate(capacity: blockRows * cols)
+    defer { scratch.deallocate() }
+    var row = 0
+    while row < rows {
+      let count = min(blockRows, rows - row)
+      let byteRange = (row * cols * elementBytes)..<((row + count) * cols * elementBytes)
+      let slice = UnsafeMutableRawBufferPointer(rebasing: raw[byteRange])
+      try FloatConversion.decode(UnsafeRawBufferPointer(slice), dtype: dtype, into: scratch, count: count * cols)
+      CanonicalReconstruction.addLowRank(
+        into: scratch, rowRange: 0..<count, columnCount: cols, u: uBase + row * rank, v: vBase, rank: rank)
+      try FloatConversion.encode(scratch, count: count * cols, dtype: dtype, into: slice)
+      row += count
+    }
+  }
+
+  /// `new − old` as a dense Float32 matrix, with the RMS rounding noise of `new` in its dtype
+  /// and ‖old‖_F, all in one pass.
+  static func difference(
+    new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
+    into delta: UnsafeMutablePointer<Float>
+  ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double) {
+    let elementBytes = dtype.bitCount / 8
+    let block = blockElementCount
+    let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
+    let b = UnsafeMutablePointer<Double>.allocate(capacity: block)
+    defer {
+      a.deallocate()
+      b.deallocate()
+    }
+    // ulp of the dtype relative to Float32's: F32 ×1, BF16 ×2¹⁶, F16 ×2¹³, F64 ×2⁻²⁹.
+    let ulpScale: Double
+    switch dtype {
+    case .bf16: ulpScale = 65536
+    case .f16: ulpScale = 8192
+    case .f64: ulpScale = 0x1p-29
+    default: ulpScale = 1
+    }
+    var noise = 0.0
+    var norm = 0.0
+    var maxAbs = 0.0
+    var start = 0
+    while start < count {
+      let n = min(block, count - start)
+      let range = (start * elementBytes)..<((start + n) * elementBytes)
+      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: new[range]), dtype: dtype, into: a, count: n)
+      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: old[range]), dtype: dtype, into: b, count: n)
+      for i in 0..<n {
+        let x = a[i]
+        let y = b[i]
+        delta[start + i] = Float(x - y)
+        let ulp = Double(Float(x).ulp) * ulpScale
+        noise += ulp * ulp
+        norm += y * y
+        maxAbs = max(maxAbs, abs(x))
+      }
+      start += n
+    }
+    return ((noise / Double(max(count, 1)) / 12).squareRoot(), norm.squareRoot(), maxAbs)
+  }
+
+  /// Largest |a − b| over two tensors of the same dtype.
+  static func maxAbsDifference(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, dtype: DType, count: Int)
+    throws -> Double
+  {
+    let elementBytes = dtype.bitCount / 8
+    let block = blockElementCount
+    let x = UnsafeMutablePointer<Double>.allocate(capacity: block)
+    let y = UnsafeMutablePointer<Double>.allocate(capacity: block)
+    defer {
+      x.deallocate()
+      y.deallocate()
+    }
+    var result = 0.0
+    var start = 0
+    while start < count {
+      let n = min(block, count - start)
+      let range = (start * elementBytes)..<((start + n) * elementBytes)
+      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: a[range]), dtype: dtype, into: x, count: n)
+      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: b[range]), dtype: dtype, into: y, count: n)
+      for i in 0..<n { result = max(result, abs(x[i] - y[i])) }
+      start += n
+    }
+    return result
+  }
+}
+
+/// The blob formats of tensor states, on top of DeltaStore's codecs.
+enum TensorBlobs {
+  static let chunkByteCount = 64 << 20
+
+  static func decodeFull(
+    chunkCount: Int, chunkByteCount: Int, dtype: DType, into destination: UnsafeMutableRawBufferPointer,
+    chunk: (Int) throws -> [UInt8]
+  ) throws {
+    try FullTensorCodec.decode(
+      chunkCount: chunkCount, chunkByteCount: chunkByteCount, dtype: dtype, into: destination, chunk: chunk)
+  }
+
+  static func encodeFactor(_ values: [Float], compressor: ZstdCompressor) throws -> [UInt8] {
+    try FactorCodec.encode(values, compressor: compressor)
+  }
+
+  static func decodeFactor(_ blob: [UInt8], elementCount: Int) throws -> [Float] {
+    try FactorCodec.decode(blob, elementCount: elementCount)
+  }
+}

@@ -1,0 +1,33 @@
+import Apply
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Debian's OpenBLAS 0.3.21 does not know recent Intel models and silently picks its SSE3
+/// "Prescott" kernels, 5–9× slower at rank ≥ 64. It reads OPENBLAS_CORETYPE in a library
+/// constructor, before `main`, so the only fix is to re-exec once with the variable set.
+enum BLASSetup {
+  static let marker = "MVC_BLAS_REEXEC"
+
+  static func reexecWithBetterCoreIfNeeded() {
+    let environment = ProcessInfo.processInfo.environment
+    guard environment["OPENBLAS_CORETYPE"] == nil, environment[marker] == nil,
+      environment["MVC_NO_AUTOCORE"] == nil
+    else { return }
+    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
+    let flags = BLASRuntime.cpuFlags(fromCPUInfo: cpuinfo)
+    guard BLASRuntime.isGenericFallback(coreName: BLASRuntime.coreName, cpuFlags: flags),
+      let core = BLASRuntime.preferredCoreType(cpuFlags: flags)
+    else { return }
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    setenv(marker, "1", 1)
+    let arguments = CommandLine.arguments
+    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+    argv.append(nil)
+    execv("/proc/self/exe", &argv)
+    // exec failed: carry on with the slow kernel rather than not at all.
+    for p in argv { free(p) }
+  }
+}

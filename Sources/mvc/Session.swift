@@ -1,0 +1,83 @@
+import EditVCS
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Turns the process's environment into the library's explicit inputs.
+enum Session {
+  static func environment(quiet: Bool) -> RepositoryEnvironment {
+    let variables = ProcessInfo.processInfo.environment
+    // Like git's GIT_AUTHOR_DATE ("@<seconds>" or plain seconds): fixed times give stable ids.
+    let date = (variables["MVC_AUTHOR_DATE"] ?? variables["GIT_AUTHOR_DATE"]).flatMap {
+      Int64($0.hasPrefix("@") ? String($0.dropFirst()) : $0.split(separator: " ").first.map(String.init) ?? "")
+    }
+    let progress = quiet ? nil : ProgressBar.makeReporter()
+    return RepositoryEnvironment(commitTime: date, ioHook: nil, progress: progress, compressionWorkers: 2)
+  }
+
+  static func open(_ global: GlobalOptions) throws -> EditRepository {
+    try EditRepository.open(searchingFrom: global.workingDirectory, environment: environment(quiet: global.quiet))
+  }
+}
+
+/// A one-line progress bar on stderr, only when stderr is a terminal; finished lines are erased.
+final class ProgressBar {
+  private var lastDraw = Date.distantPast
+  private var started = Date()
+  private var phase = ""
+  private var bytes = 0
+
+  static func makeReporter() -> ((ProgressEvent) -> Void)? {
+    guard isatty(STDERR_FILENO) != 0 else { return nil }
+    let bar = ProgressBar()
+    return { bar.update($0) }
+  }
+
+  func update(_ event: ProgressEvent) {
+    if event.phase != phase {
+      phase = event.phase
+      started = Date()
+      bytes = 0
+    }
+    bytes += event.byteCount
+    let now = Date()
+    let elapsed = now.timeIntervalSince(started)
+    // Quiet for the first second: short commands show nothing.
+    guard elapsed > 1, now.timeIntervalSince(lastDraw) > 0.1 || event.completed == event.total else { return }
+    lastDraw = now
+    let rate = Double(bytes) / max(elapsed, 1e-3) / 1_048_576
+    let width = 30
+    let filled = event.total > 0 ? width * event.completed / event.total : 0
+    let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+    var line = "\r\(phase): [\(bar)] \(event.completed)/\(event.total) tensors"
+    if bytes > 0 { line += String(format: ", %.0f MiB, %.0f MiB/s", Double(bytes) / 1_048_576, rate) }
+    if event.completed == event.total { line += "\r\u{1B}[K" }
+    FileHandle.standardError.write(Data(line.utf8))
+  }
+}
+
+enum Format {
+  static func bytes(_ count: Int) -> String {
+    let value = Double(count)
+    if value >= 1 << 30 { return String(format: "%.2f GiB", value / Double(1 << 30)) }
+    if value >= 1 << 20 { return String(format: "%.2f MiB", value / Double(1 << 20)) }
+    if value >= 1 << 10 { return String(format: "%.1f KiB", value / Double(1 << 10)) }
+    return "\(count) B"
+  }
+
+  static func shape(_ shape: [Int]) -> String { "[" + shape.map(String.init).joined(separator: ", ") + "]" }
+
+  static func date(_ seconds: Int64, offsetMinutes: Int32) -> String {
+    let formatter = ISO8601DateFormatter()
+    formatter.timeZone = TimeZone(secondsFromGMT: Int(offsetMinutes) * 60)
+    return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+  }
+
+  static func json<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+  }
+}
