@@ -26,11 +26,12 @@ public enum ApplyError: Error, LocalizedError, Equatable, Sendable {
   /// One line, lowercase, no trailing period (git's CodingGuidelines).
   public var errorDescription: String? {
     switch self {
-    case let .nonFinite(operation, index):
+    case .nonFinite(let operation, let index):
       return "cannot run \(operation): element \(index) is NaN or infinite"
-    case let .dimensionTooLarge(operation, rows, cols):
-      return "cannot run \(operation): shape [\(rows), \(cols)] exceeds the BLAS limit of \(Int32.max)"
-    case let .lapackFailure(function, info, meaning):
+    case .dimensionTooLarge(let operation, let rows, let cols):
+      return
+        "cannot run \(operation): shape [\(rows), \(cols)] exceeds the BLAS limit of \(Int32.max)"
+    case .lapackFailure(let function, let info, let meaning):
       return "'\(function)' failed with info \(info): \(meaning)"
     }
   }
@@ -39,7 +40,8 @@ public enum ApplyError: Error, LocalizedError, Equatable, Sendable {
   public var recoverySuggestion: String? {
     switch self {
     case .nonFinite:
-      return "the tensor holds NaN or Inf; check the edit that produced it, or store the tensor densely"
+      return
+        "the tensor holds NaN or Inf; check the edit that produced it, or store the tensor densely"
     case .dimensionTooLarge:
       return "store this tensor densely; it is too large to factorize"
     case .lapackFailure:

@@ -47,7 +47,9 @@ public enum BLASRuntime {
       guard let colon = line.firstIndex(of: ":") else { continue }
       let key = line[..<colon].filter { $0 != " " && $0 != "\t" }
       guard key == "flags" || key == "Features" else { continue }
-      let values = line[line.index(after: colon)...].split(whereSeparator: { $0 == " " || $0 == "\t" })
+      let values = line[line.index(after: colon)...].split(whereSeparator: {
+        $0 == " " || $0 == "\t"
+      })
       return Set(values.map(String.init))
     }
     return []

@@ -85,7 +85,10 @@ public enum CanonicalReconstruction {
       var i = rowRange.lowerBound
       while i + 4 <= rowRange.upperBound {
         for k in 0..<(4 * rank) { ud[k] = Double(u[i * rank + k]) }
-        let u0 = ud, u1 = ud + rank, u2 = ud + 2 * rank, u3 = ud + 3 * rank
+        let u0 = ud
+        let u1 = ud + rank
+        let u2 = ud + 2 * rank
+        let u3 = ud + 3 * rank
         for q in 0..<quads {
           let pv = packed + q * rank
           var vr = pv[0]

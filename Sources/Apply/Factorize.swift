@@ -14,7 +14,9 @@ public struct LowRankFactors: Sendable, Equatable {
   public var residualFrobenius: Double
 
   /// Memberwise initializer.
-  public init(rank: Int, u: [Float], v: [Float], singularValues: [Double], residualFrobenius: Double) {
+  public init(
+    rank: Int, u: [Float], v: [Float], singularValues: [Double], residualFrobenius: Double
+  ) {
     self.rank = rank
     self.u = u
     self.v = v

@@ -7,21 +7,24 @@ public enum DenseNorms {
   /// Returns NaN if any element is NaN, +Inf if any is infinite.
   public static func frobenius(_ p: UnsafePointer<Float>, count: Int) -> Double {
     precondition(count >= 0)
-    var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0, s5 = 0.0, s6 = 0.0, s7 = 0.0
+    var partial = SIMD8<Double>()
     var k = 0
     while k + 8 <= count {
-      let a0 = Double(p[k]), a1 = Double(p[k + 1]), a2 = Double(p[k + 2]), a3 = Double(p[k + 3])
-      let a4 = Double(p[k + 4]), a5 = Double(p[k + 5]), a6 = Double(p[k + 6]), a7 = Double(p[k + 7])
-      s0 += a0 * a0; s1 += a1 * a1; s2 += a2 * a2; s3 += a3 * a3
-      s4 += a4 * a4; s5 += a5 * a5; s6 += a6 * a6; s7 += a7 * a7
+      let a = SIMD8<Double>(
+        Double(p[k]), Double(p[k + 1]), Double(p[k + 2]), Double(p[k + 3]),
+        Double(p[k + 4]), Double(p[k + 5]), Double(p[k + 6]), Double(p[k + 7]))
+      partial += a * a
       k += 8
     }
     while k < count {
       let a = Double(p[k])
-      s0 += a * a
+      partial[0] += a * a
       k += 1
     }
-    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))).squareRoot()
+    let sum =
+      ((partial[0] + partial[1]) + (partial[2] + partial[3]))
+      + ((partial[4] + partial[5]) + (partial[6] + partial[7]))
+    return sum.squareRoot()
   }
 
   /// `max_k |p[k]|` over `count` elements (`0` when `count == 0`); NaN if any element is NaN.
@@ -69,7 +72,8 @@ public enum LowRankNorms {
     guard rank > 0, rows > 0, cols > 0 else { return 0 }
     var gu = gram(u, count: rows, rank: rank)
     let gv = gram(v, count: cols, rank: rank)
-    let lambda = try symmetricEigen(&gu, order: rank)  // gu now holds P, column-major (= Pᵀ row-major)
+    // Afterwards gu holds P column-major, i.e. Pᵀ when read row-major.
+    let lambda = try symmetricEigen(&gu, order: rank)
     // S = Λ^½ Pᵀ: row a of S is sqrt(λ_a) · (column a of P). `gu` column-major means row-major
     // reading gives Pᵀ, so row a of that buffer is column a of P.
     var s = [Double](repeating: 0, count: rank * rank)

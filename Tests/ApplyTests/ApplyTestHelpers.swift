@@ -1,5 +1,5 @@
-import Testing
 import TestSupport
+import Testing
 
 /// `‖a − b‖_F / ‖b‖_F` in Float64.
 func relativeError(_ a: [Double], _ b: [Double]) -> Double {
@@ -20,7 +20,8 @@ func expectClose(
   sourceLocation: SourceLocation = #_sourceLocation
 ) {
   let error = relativeError(actual, expected)
-  #expect(error < tolerance, "relative error \(error) ≥ \(tolerance)", sourceLocation: sourceLocation)
+  #expect(
+    error < tolerance, "relative error \(error) ≥ \(tolerance)", sourceLocation: sourceLocation)
 }
 
 /// `U·Vᵀ` in Float64 (`U` rows × rank, `V` cols × rank, row-major Float32), summed in increasing r.

@@ -19,7 +19,8 @@ struct BLASRuntimeTests {
     let flags = BLASRuntime.cpuFlags(fromCPUInfo: sampleCPUInfo)
     #expect(flags.contains("avx512bw") && flags.contains("fma") && flags.contains("fpu"))
     #expect(flags.count == 12)
-    #expect(BLASRuntime.cpuFlags(fromCPUInfo: "Features\t: fp asimd sve\n") == ["fp", "asimd", "sve"])
+    #expect(
+      BLASRuntime.cpuFlags(fromCPUInfo: "Features\t: fp asimd sve\n") == ["fp", "asimd", "sve"])
     #expect(BLASRuntime.cpuFlags(fromCPUInfo: "").isEmpty)
   }
 

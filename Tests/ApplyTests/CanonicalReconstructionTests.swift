@@ -1,5 +1,5 @@
-import Testing
 import TestSupport
+import Testing
 
 @testable import Apply
 
@@ -71,7 +71,8 @@ struct CanonicalReconstructionTests {
           reversed[i * cols + j] = unfusedSum(reversed[i * cols + j], d)
           for r in 0..<rank {
             xFirst[i * cols + j] = unfusedSum(
-              xFirst[i * cols + j], unfusedProduct(Double(u[i * rank + r]), Double(v[j * rank + r])))
+              xFirst[i * cols + j], unfusedProduct(Double(u[i * rank + r]), Double(v[j * rank + r]))
+            )
           }
         }
       }

@@ -1,5 +1,5 @@
-import Testing
 import TestSupport
+import Testing
 
 @testable import Apply
 
@@ -44,7 +44,8 @@ struct FactorizationTests {
     let reconstructed = denseProduct(u: f.u, v: f.v, rows: rows, cols: cols, rank: f.rank)
     expectClose(reconstructed, a.map(Double.init), relative: 1e-6)
     // The reported residual is the one we measure.
-    let measured = relativeError(reconstructed, a.map(Double.init))
+    let measured =
+      relativeError(reconstructed, a.map(Double.init))
       * DenseNorms.frobenius(a, count: a.count)
     #expect(abs(f.residualFrobenius - measured) <= 1e-9 * max(measured, 1e-30) + 1e-12)
   }
