@@ -134,3 +134,23 @@ enum TensorBlobs {
     try FactorCodec.decode(blob, elementCount: elementCount)
   }
 }
+
+extension TensorMath {
+  /// ‖W‖_F of a float tensor, accumulated in Float64.
+  static func frobenius(_ raw: UnsafeRawBufferPointer, dtype: DType, count: Int) throws -> Double {
+    let elementBytes = dtype.bitCount / 8
+    let block = blockElementCount
+    let x = UnsafeMutablePointer<Double>.allocate(capacity: block)
+    defer { x.deallocate() }
+    var sum = 0.0
+    var start = 0
+    while start < count {
+      let n = min(block, count - start)
+      let range = (start * elementBytes)..<((start + n) * elementBytes)
+      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: raw[range]), dtype: dtype, into: x, count: n)
+      for i in 0..<n { sum += x[i] * x[i] }
+      start += n
+    }
+    return sum.squareRoot()
+  }
+}

@@ -1,0 +1,213 @@
+import Apply
+import DeltaStore
+import Foundation
+
+/// One tensor's change read from a delta file, as storage-orientation factors (`U` rows×r,
+/// `V` cols×r, row-major Float32) or as a dense full-shape delta.
+struct DeltaEntry {
+  var tensor: String
+  var u: [Float]
+  var v: [Float]
+  var rank: Int
+  var dense: [Float]?
+}
+
+/// Reads `commit --delta FILE`: PEFT LoRA pairs (`base_model.model.<module>.lora_A.weight`,
+/// r×in, and `...lora_B.weight`, out×r, scaled by `lora_alpha/r` from an `adapter_config.json`
+/// beside the file) and dense deltas named like the model's tensors.
+enum DeltaFileReader {
+  struct AdapterConfig {
+    var scale: Double
+    var fanInFanOut: Bool
+  }
+
+  static func adapterConfig(besides file: String) throws -> AdapterConfig? {
+    let path = ((file as NSString).deletingLastPathComponent as NSString).appendingPathComponent("adapter_config.json")
+    guard let data = FileManager.default.contents(atPath: path) else { return nil }
+    guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+      throw RepositoryError.deltaMismatch(file: path, tensor: "adapter_config.json", detail: "is not a JSON object")
+    }
+    let r = (object["r"] as? NSNumber)?.doubleValue ?? 0
+    let alpha = (object["lora_alpha"] as? NSNumber)?.doubleValue ?? r
+    let rslora = (object["use_rslora"] as? Bool) ?? false
+    guard r > 0 else {
+      throw RepositoryError.deltaMismatch(file: path, tensor: "r", detail: "must be a positive number")
+    }
+    return AdapterConfig(
+      scale: rslora ? alpha / r.squareRoot() : alpha / r, fanInFanOut: (object["fan_in_fan_out"] as? Bool) ?? false)
+  }
+
+  /// `base_model.model.<module>.lora_A[.adapter].weight` → (`<module>.weight`, "A").
+  static func loraTarget(_ name: String) -> (tensor: String, which: Character)? {
+    var parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+    guard parts.count >= 3, parts.last == "weight" else { return nil }
+    guard let loraIndex = parts.lastIndex(where: { $0 == "lora_A" || $0 == "lora_B" }) else { return nil }
+    let which: Character = parts[loraIndex] == "lora_A" ? "A" : "B"
+    parts = Array(parts[..<loraIndex])
+    if parts.starts(with: ["base_model", "model"]) { parts.removeFirst(2) }
+    guard !parts.isEmpty else { return nil }
+    return ((parts + ["weight"]).joined(separator: "."), which)
+  }
+
+  static func floats(_ file: SafetensorsFile, _ info: TensorInfo) throws -> [Float] {
+    guard info.dtype.isEditableFloat else {
+      throw RepositoryError.deltaMismatch(file: file.path, tensor: info.name, detail: "dtype \(info.dtype.rawValue) is not a float type")
+    }
+    var doubles = [Double](repeating: 0, count: info.elementCount)
+    try doubles.withUnsafeMutableBufferPointer {
+      try FloatConversion.decode(file.bytes(of: info), dtype: info.dtype, into: $0.baseAddress!, count: info.elementCount)
+    }
+    for (i, x) in doubles.enumerated() where !x.isFinite {
+      throw RepositoryError.deltaMismatch(file: file.path, tensor: info.name, detail: "element \(i) is \(x)")
+    }
+    return doubles.map { Float($0) }
+  }
+
+  static func read(_ path: String, model: WorkingModel) throws -> [DeltaEntry] {
+    let file = try SafetensorsFile(path: path)
+    let config = try adapterConfig(besides: path)
+    var pairs: [String: (a: TensorInfo?, b: TensorInfo?)] = [:]
+    var entries: [DeltaEntry] = []
+    for info in file.tensors {
+      if let (tensor, which) = loraTarget(info.name) {
+        var pair = pairs[tensor] ?? (nil, nil)
+        if which == "A" { pair.a = info } else { pair.b = info }
+        pairs[tensor] = pair
+        continue
+      }
+      guard let (_, target) = model.location(of: info.name) else {
+        throw RepositoryError.deltaMismatch(file: path, tensor: info.name, detail: "is not a tensor of the model")
+      }
+      guard info.shape == target.shape else {
+        throw RepositoryError.deltaMismatch(
+          file: path, tensor: info.name, detail: "delta shape \(info.shape) does not match \(target.shape)")
+      }
+      entries.append(DeltaEntry(tensor: info.name, u: [], v: [], rank: 0, dense: try floats(file, info)))
+    }
+    for (tensor, pair) in pairs.sorted(by: { $0.key < $1.key }) {
+      guard let a = pair.a, let b = pair.b else {
+        throw RepositoryError.deltaMismatch(
+          file: path, tensor: tensor, detail: "has lora_\(pair.a == nil ? "B" : "A") but no lora_\(pair.a == nil ? "A" : "B")")
+      }
+      guard let (_, target) = model.location(of: tensor) else {
+        throw RepositoryError.deltaMismatch(file: path, tensor: tensor, detail: "LoRA target is not a tensor of the model")
+      }
+      guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1], target.shape.count == 2 else {
+        throw RepositoryError.deltaMismatch(
+          file: path, tensor: tensor, detail: "lora_A \(a.shape) and lora_B \(b.shape) are not r×in and out×r")
+      }
+      let r = a.shape[0]
+      let inDim = a.shape[1]
+      let outDim = b.shape[0]
+      let scale = Float(config?.scale ?? 1)
+      let aValues = try floats(file, a)  // r × in
+      let bValues = try floats(file, b)  // out × r
+      // ΔW = scale·B·A (out×in). Storage is out×in for nn.Linear, in×out for GPT-2's Conv1D.
+      var u: [Float]
+      var v: [Float]
+      if target.shape == [outDim, inDim] && !(config?.fanInFanOut ?? false && outDim != inDim) {
+        u = bValues.map { $0 * scale }  // out × r
+        v = [Float](repeating: 0, count: inDim * r)  // in × r = Aᵀ
+        for k in 0..<r { for j in 0..<inDim { v[j * r + k] = aValues[k * inDim + j] } }
+      } else if target.shape == [inDim, outDim] {
+        u = [Float](repeating: 0, count: inDim * r)  // in × r = Aᵀ·scale
+        for k in 0..<r { for j in 0..<inDim { u[j * r + k] = aValues[k * inDim + j] * scale } }
+        v = bValues  // out × r
+      } else {
+        throw RepositoryError.deltaMismatch(
+          file: path, tensor: tensor,
+          detail: "delta shape [\(outDim), \(inDim)] (lora_B·lora_A) does not match \(target.shape)")
+      }
+      entries.append(DeltaEntry(tensor: tensor, u: u, v: v, rank: r, dense: nil))
+    }
+    return entries
+  }
+}
+
+extension EditRepository {
+  /// `mvc commit --delta FILE`: applies the delta to the (clean) working model under the
+  /// canonical rule and commits it; LoRA factors are stored exactly as given.
+  public func commitDelta(file: String, message: String, method: String = "delta") throws -> CommitResult {
+    try refuseDuringBisect()
+    let headState = try head()
+    guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
+    let working = try WorkingModel(path: modelPath)
+    let status = try status(of: working, against: parent, head: headState)
+    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    let entries = try DeltaFileReader.read(file, model: working)
+    guard !entries.isEmpty else {
+      throw RepositoryError.deltaMismatch(file: file, tensor: "-", detail: "holds no tensors")
+    }
+    var factorized: [(name: String, u: [Float], v: [Float], rank: Int)] = []
+    for entry in entries {
+      guard let (_, info) = working.location(of: entry.tensor), info.dtype.isEditableFloat else {
+        throw RepositoryError.deltaMismatch(file: file, tensor: entry.tensor, detail: "target is not a float tensor")
+      }
+      let (rows, cols) = TensorMath.matrixShape(info.shape)
+      if let dense = entry.dense {
+        let found = try dense.withUnsafeBufferPointer {
+          try Factorization.lowRank(of: $0.baseAddress!, rows: rows, cols: cols, noiseRMS: 0, maxRank: min(rows, cols))
+        }
+        guard let found else {
+          throw RepositoryError.deltaMismatch(file: file, tensor: entry.tensor, detail: "dense delta could not be factorized")
+        }
+        factorized.append((entry.tensor, found.u, found.v, found.rank))
+      } else {
+        factorized.append((entry.tensor, entry.u, entry.v, entry.rank))
+      }
+    }
+    let details = ["delta_file": (file as NSString).lastPathComponent]
+    return try commitFactors(factorized, message: message, method: method, details: details, parent: parent, working: working)
+  }
+
+  /// Commits `W_parent + U·Vᵀ` (canonical rule, no residual) for each given tensor and moves
+  /// the working model there. Shared by `--delta`, revert and cherry-pick.
+  func commitFactors(
+    _ deltas: [(name: String, u: [Float], v: [Float], rank: Int)], message: String, method: String,
+    details: [String: String]?, parent: ObjectID, working: WorkingModel
+  ) throws -> CommitResult {
+    let parentContents = try contents(of: parent)
+    var trees = parentContents.tensorTrees
+    var changes: [EditRecord.TensorChange] = []
+    for (i, delta) in deltas.enumerated() {
+      report("applying", i, deltas.count)
+      guard let tree = parentContents.tensorTrees[delta.name] else {
+        throw RepositoryError.deltaMismatch(file: "-", tensor: delta.name, detail: "is not in the parent commit")
+      }
+      let parentState = try storedState(tree, tensor: delta.name)
+      let state = parentState.state
+      let (rows, cols) = TensorMath.matrixShape(state.shape)
+      var bytes = try materialize(delta.name, at: parent)
+      let weightNorm = try bytes.withUnsafeBytes { try TensorMath.frobenius($0, dtype: state.dtype, count: rows * cols) }
+      try bytes.withUnsafeMutableBytes { raw in
+        try delta.u.withUnsafeBufferPointer { u in
+          try delta.v.withUnsafeBufferPointer { v in
+            try TensorMath.addLowRankCanonical(raw, dtype: state.dtype, rows: rows, cols: cols, u: u, v: v, rank: delta.rank)
+          }
+        }
+      }
+      let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
+      let norms = factorNorms(delta.u, delta.v, rows: rows, cols: cols, rank: delta.rank, weightFrobenius: weightNorm)
+      let written = try writeLowRankState(
+        name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, hash: hash,
+        parentHash: state.hash, rows: rows, cols: cols, rank: delta.rank, u: delta.u, v: delta.v, residual: nil,
+        approximate: false, norms: norms)
+      trees[delta.name] = written.tree
+      changes.append(
+        .init(name: delta.name, storage: "low_rank", rank: delta.rank, norms: norms, residualNonzeroCount: 0,
+              storedByteCount: written.storedByteCount))
+    }
+    let (layout, blobs) = try layout(of: parentContents)
+    var headers: [String: [UInt8]] = [:]
+    for shard in layout.shards {
+      if let id = blobs[shard.headerBlob] { headers[shard.headerBlob] = try git.readBlob(id) }
+    }
+    let indexBytes = try blobs[TreeEntryName.index].map { try git.readBlob($0) }
+    let record = EditRecord(formatVersion: repositoryFormatVersion, method: method, changes: changes, details: details)
+    let commit = try writeCommit(
+      layout: layout, headers: headers, indexBytes: indexBytes, tensorTrees: trees, record: record, message: message,
+      parents: [parent])
+    try moveWorkingModel(to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "commit: \(message)")
+    return CommitResult(commit: commit, record: record)
+  }
+}

@@ -1,0 +1,40 @@
+import ArgumentParser
+import EditVCS
+import Foundation
+
+extension MVC {
+  struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Create a repository whose root commit is the given base model.",
+      discussion: """
+        Creates .mvc/ in the current folder (or -C <dir>) and stores the model as compressed \
+        chunks. The model is a .safetensors file or a folder of shards with \
+        model.safetensors.index.json; it must lie inside the folder.
+
+          mvc init model.safetensors
+          mvc init llama/ -m "Llama-3-8B base"
+          mvc init model.safetensors --reference-base   # store only the path and hashes
+        """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "The model file or shard folder to track.")
+    var model: String
+
+    @Option(name: .shortAndLong, help: "Message of the root commit.")
+    var message = "base model"
+
+    @Flag(help: "Record only the base file's path and tensor hashes (verified on every use) instead of storing it.")
+    var referenceBase = false
+
+    func run() throws {
+      let (repository, commit) = try EditRepository.initialize(
+        root: global.workingDirectory, modelPath: model, message: message, referenceBase: referenceBase,
+        environment: Session.environment(quiet: global.quiet))
+      if !global.quiet {
+        output("Initialized mvc repository in \(repository.gitDirectory)")
+        output("[main (root-commit) \(commit.shortHex)] \(message)")
+      }
+    }
+  }
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import EditVCS
+import Foundation
+
+extension MVC {
+  struct Log: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Show the commit history.",
+      discussion: """
+          mvc log
+          mvc log --oneline -n 10
+          mvc log --stat            # per commit: tensors, rank, ‖ΔW‖_F, ‖ΔW‖_2, ratio to ‖W‖
+          mvc log --json            # schema mvc.log/1
+          mvc log alt               # history of another revision
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Where to start (default HEAD).") var revision: String?
+    @Flag(help: "One line per commit.") var oneline = false
+    @Flag(help: "Per changed tensor: storage, rank and norms.") var stat = false
+    @Flag(help: "Write one JSON document (schema mvc.log/1).") var json = false
+    @Option(name: [.customShort("n"), .long], help: "Show at most this many commits.") var maxCount: Int?
+    @Flag(help: "Follow only the first parent of merges.") var firstParent = false
+
+    func run() throws {
+      let repository = try Session.open(global)
+      let start = try revision.map { try repository.resolve($0) }
+      let commits = try repository.log(from: start, limit: maxCount, firstParentOnly: firstParent)
+      if json {
+        output(try Format.json(LogJSON(commits: commits.map(CommitJSON.init))))
+        return
+      }
+      for summary in commits {
+        output(CommitText.render(summary, oneline: oneline, stat: stat))
+      }
+    }
+  }
+}
+
+enum CommitText {
+  static func render(_ summary: CommitSummary, oneline: Bool, stat: Bool) -> String {
+    let commit = summary.commit
+    let decoration = summary.decorations.isEmpty ? "" : " (" + summary.decorations.joined(separator: ", ") + ")"
+    var lines: [String] = []
+    if oneline {
+      lines.append("\(commit.id.shortHex)\(decoration) \(commit.summary)")
+    } else {
+      lines.append("commit \(commit.id.hex)\(decoration)")
+      if commit.parents.count > 1 { lines.append("Merge: " + commit.parents.map(\.shortHex).joined(separator: " ")) }
+      lines.append("Author: \(commit.authorName) <\(commit.authorEmail)>")
+      lines.append("Date:   \(Format.date(commit.time, offsetMinutes: commit.timeOffsetMinutes))")
+      lines.append("")
+      for line in commit.message.split(separator: "\n", omittingEmptySubsequences: false) {
+        lines.append("    \(line)")
+      }
+      if lines.last == "    " { lines.removeLast() }
+    }
+    if stat, let record = summary.record {
+      lines.append(contentsOf: statLines(record))
+    }
+    if !oneline { lines.append("") }
+    return lines.joined(separator: "\n")
+  }
+
+  static func statLines(_ record: EditRecord) -> [String] {
+    var lines: [String] = []
+    var total = 0
+    for change in record.changes {
+      total += change.storedByteCount
+      var line = " \(change.name) | \(change.storage)"
+      if let rank = change.rank { line += " rank \(rank)" }
+      if let n = change.norms {
+        line += String(format: " ‖ΔW‖_F %.4g ‖ΔW‖_2 %.4g ‖ΔW‖/‖W‖ %.3g", n.frobenius, n.spectral, n.relativeFrobenius)
+      }
+      line += " (\(Format.bytes(change.storedByteCount)))"
+      lines.append(line)
+    }
+    lines.append(" \(record.changes.count) tensor\(record.changes.count == 1 ? "" : "s") changed, \(Format.bytes(total)) stored, method \(record.method)")
+    return lines
+  }
+}
+
+struct LogJSON: Encodable {
+  var schema = "mvc.log/1"
+  var commits: [CommitJSON]
+}
+
+struct CommitJSON: Encodable {
+  struct Change: Encodable {
+    var tensor: String
+    var storage: String
+    var rank: Int?
+    var frobeniusNorm: Double?
+    var spectralNorm: Double?
+    var relativeNorm: Double?
+    var residualNonzeroCount: Int?
+    var storedByteCount: Int
+
+    enum CodingKeys: String, CodingKey {
+      case tensor, storage, rank
+      case frobeniusNorm = "frobenius_norm"
+      case spectralNorm = "spectral_norm"
+      case relativeNorm = "relative_norm"
+      case residualNonzeroCount = "residual_nonzero_count"
+      case storedByteCount = "stored_byte_count"
+    }
+  }
+  var id: String
+  var parents: [String]
+  var authorName: String
+  var authorEmail: String
+  var date: String
+  var message: String
+  var summary: String
+  var refs: [String]
+  var method: String?
+  var changes: [Change]
+
+  init(_ s: CommitSummary) {
+    id = s.commit.id.hex
+    parents = s.commit.parents.map(\.hex)
+    authorName = s.commit.authorName
+    authorEmail = s.commit.authorEmail
+    date = Format.date(s.commit.time, offsetMinutes: s.commit.timeOffsetMinutes)
+    message = s.commit.message
+    summary = s.commit.summary
+    refs = s.decorations
+    method = s.record?.method
+    changes = (s.record?.changes ?? []).map {
+      Change(
+        tensor: $0.name, storage: $0.storage, rank: $0.rank, frobeniusNorm: $0.norms?.frobenius,
+        spectralNorm: $0.norms?.spectral, relativeNorm: $0.norms?.relativeFrobenius,
+        residualNonzeroCount: $0.residualNonzeroCount, storedByteCount: $0.storedByteCount)
+    }
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case id, parents, date, message, summary, refs, method, changes
+    case authorName = "author_name"
+    case authorEmail = "author_email"
+  }
+}

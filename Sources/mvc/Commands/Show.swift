@@ -1,0 +1,34 @@
+import ArgumentParser
+import EditVCS
+import Foundation
+
+extension MVC {
+  struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Show a commit: message, and per tensor its storage, rank and norms.",
+      discussion: """
+          mvc show
+          mvc show HEAD~2
+          mvc show v1 --json        # schema mvc.show/1
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The commit (default HEAD).") var revision = "HEAD"
+    @Flag(help: "Write one JSON document (schema mvc.show/1).") var json = false
+
+    func run() throws {
+      let repository = try Session.open(global)
+      let summary = try repository.summary(of: try repository.resolve(revision))
+      if json {
+        output(try Format.json(ShowJSON(commit: CommitJSON(summary))))
+        return
+      }
+      output(CommitText.render(summary, oneline: false, stat: true))
+    }
+  }
+}
+
+struct ShowJSON: Encodable {
+  var schema = "mvc.show/1"
+  var commit: CommitJSON
+}
