@@ -1,1 +1,0 @@
-/// Safetensors files, dtype conversion, the delta-blob codec and zstd: bytes in, bytes out.

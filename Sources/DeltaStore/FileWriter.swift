@@ -1,0 +1,186 @@
+import Foundation
+
+/// A point just before an I/O operation that changes the disk; passed to an `IOHook`.
+public enum IOEvent: Sendable, Equatable {
+  /// About to `pwrite` to `path`.
+  case willWrite(path: String)
+  /// About to `fsync` `path` (a file or a directory).
+  case willFsync(path: String)
+  /// About to `rename` `from` over `to`.
+  case willRename(from: String, to: String)
+}
+
+/// Called before each write, fsync and rename; throwing aborts the operation with that error.
+///
+/// The CLI uses it for fault injection and pauses; the library never reads the environment.
+public typealias IOHook = (IOEvent) throws -> Void
+
+/// Writes `bytes` at `offset` of `fd`, looping over partial writes and `EINTR`.
+private func pwriteAll(
+  _ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, path: String
+) throws {
+  guard let base = bytes.baseAddress else { return }
+  var done = 0
+  while done < bytes.count {
+    let n = pwrite(fd, base + done, bytes.count - done, off_t(offset + done))
+    if n < 0 {
+      if errno == EINTR { continue }
+      throw DeltaStoreError.system("pwrite", path: path, errno: errno)
+    }
+    // A zero-byte write of a non-empty buffer would loop forever; the kernel reports
+    // ENOSPC for a full disk, so this only guards against a broken file system.
+    guard n > 0 else { throw DeltaStoreError.system("pwrite", path: path, errno: EIO) }
+    done += n
+  }
+}
+
+/// Calls `fsync`, retrying on `EINTR`.
+private func fsyncChecked(_ fd: Int32, path: String) throws {
+  while fsync(fd) != 0 {
+    if errno == EINTR { continue }
+    throw DeltaStoreError.system("fsync", path: path, errno: errno)
+  }
+}
+
+/// Creates a file crash-safely: everything goes to a temporary file in the same directory,
+/// which `commit()` syncs and renames over the target, then syncs the directory.
+///
+/// Writes use `pwrite`, never a writable mapping (a full disk under a mapping is `SIGBUS`).
+/// Until `commit()` succeeds the target is untouched; `abandon()` (or `deinit`) removes the
+/// temporary file, so a failure leaves nothing behind.
+public final class AtomicFileWriter {
+  /// The file that `commit()` replaces or creates.
+  public let path: String
+  /// The temporary file, `.<name>.mvc-tmp-<pid>-<random>` beside the target.
+  public let temporaryPath: String
+  private let directory: String
+  private let hook: IOHook?
+  private var fd: Int32
+  private var state = State.open
+
+  private enum State { case open, committed, abandoned }
+
+  /// Creates the temporary file for `path`.
+  ///
+  /// - Parameters:
+  ///   - path: The target file.
+  ///   - byteCount: The final size if known; the file is then allocated with `posix_fallocate`
+  ///     so a full disk is reported before any data is written (file systems that do not support
+  ///     it are skipped silently).
+  ///   - permissions: The mode for a new file; an existing target's mode is kept instead.
+  ///   - hook: Called before each write, fsync and rename.
+  /// - Throws: `DeltaStoreError.io`, `.noSpace` or `.fileSizeLimitExceeded`; nothing is left behind.
+  public init(path: String, byteCount: Int? = nil, permissions: Int = 0o644, hook: IOHook? = nil)
+    throws
+  {
+    self.path = path
+    self.hook = hook
+    let url = URL(fileURLWithPath: path)
+    directory = url.deletingLastPathComponent().path
+    let name = url.lastPathComponent
+    let random = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    temporaryPath = (directory as NSString).appendingPathComponent(
+      ".\(name).mvc-tmp-\(getpid())-\(random)")
+    var mode = mode_t(permissions & 0o7777)
+    var existing = stat()
+    if stat(path, &existing) == 0 { mode = existing.st_mode & 0o7777 }
+    fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+    guard fd >= 0 else { throw DeltaStoreError.system("open", path: temporaryPath, errno: errno) }
+    if let byteCount, byteCount > 0 {
+      let code = posix_fallocate(fd, 0, off_t(byteCount))
+      if code != 0 && code != EOPNOTSUPP && code != EINVAL && code != ENOSYS {
+        close(fd)
+        unlink(temporaryPath)
+        state = .abandoned
+        throw DeltaStoreError.system("posix_fallocate", path: temporaryPath, errno: code)
+      }
+    }
+  }
+
+  deinit { abandon() }
+
+  /// Writes all of `bytes` at `offset` of the temporary file.
+  ///
+  /// - Throws: The hook's error, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
+  public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+    precondition(state == .open, "write after commit or abandon")
+    try hook?(.willWrite(path: temporaryPath))
+    try pwriteAll(fd, bytes, at: offset, path: temporaryPath)
+  }
+
+  /// Syncs the temporary file, renames it over `path`, and syncs the directory.
+  ///
+  /// On failure before the rename the temporary file is removed and the target is unchanged.
+  /// - Throws: The hook's error or `DeltaStoreError`.
+  public func commit() throws {
+    precondition(state == .open, "commit after commit or abandon")
+    do {
+      try hook?(.willFsync(path: temporaryPath))
+      try fsyncChecked(fd, path: temporaryPath)
+      try hook?(.willRename(from: temporaryPath, to: path))
+      guard rename(temporaryPath, path) == 0 else {
+        throw DeltaStoreError.system("rename", path: path, errno: errno)
+      }
+    } catch {
+      abandon()
+      throw error
+    }
+    state = .committed
+    close(fd)
+    fd = -1
+    // The rename is only durable once the directory entry is on disk.
+    try hook?(.willFsync(path: directory))
+    let dirfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard dirfd >= 0 else { throw DeltaStoreError.system("open", path: directory, errno: errno) }
+    defer { close(dirfd) }
+    try fsyncChecked(dirfd, path: directory)
+  }
+
+  /// Closes and removes the temporary file; does nothing after `commit()` or a first `abandon()`.
+  public func abandon() {
+    guard state == .open else { return }
+    state = .abandoned
+    close(fd)
+    fd = -1
+    unlink(temporaryPath)
+  }
+}
+
+/// Rewrites ranges of an existing file in place with `pwrite`, then `fsync`.
+///
+/// Not crash-safe by itself: the caller uses it only where a journal or a re-checkout can repair
+/// a torn write. Wraps `open(O_WRONLY)` / `close`.
+public final class InPlaceFileWriter {
+  /// The file being rewritten.
+  public let path: String
+  private let hook: IOHook?
+  private let fd: Int32
+
+  /// Opens the existing file at `path` for writing (never creating or truncating it).
+  ///
+  /// - Throws: `DeltaStoreError.io` naming `open`.
+  public init(path: String, hook: IOHook? = nil) throws {
+    self.path = path
+    self.hook = hook
+    fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw DeltaStoreError.system("open", path: path, errno: errno) }
+  }
+
+  deinit { close(fd) }
+
+  /// Writes all of `bytes` at `offset`.
+  ///
+  /// - Throws: The hook's error, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
+  public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+    try hook?(.willWrite(path: path))
+    try pwriteAll(fd, bytes, at: offset, path: path)
+  }
+
+  /// Flushes the file's data to disk (`fsync`).
+  ///
+  /// - Throws: The hook's error or `DeltaStoreError`.
+  public func sync() throws {
+    try hook?(.willFsync(path: path))
+    try fsyncChecked(fd, path: path)
+  }
+}

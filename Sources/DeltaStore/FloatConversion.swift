@@ -1,0 +1,148 @@
+/// Converts between raw little-endian float tensors and `Double` / `Float` buffers.
+///
+/// Encoding rounds once, directly from the `Double`, to nearest-even; subnormals are exact,
+/// overflow gives ±infinity and NaN stays a quiet NaN (payload's top bits kept). BF16 is
+/// rounded by hand from the `Double`'s bits: going through `Float` would round twice.
+public enum FloatConversion {
+  /// Decodes `elements` of the F64/F32/F16/BF16 tensor `raw` into `destination`.
+  ///
+  /// `destination.count` must equal `elements.count`; `raw` must hold the range.
+  public static func decode(
+    _ raw: UnsafeRawBufferPointer, dtype: DType, elements: Range<Int>,
+    into destination: UnsafeMutableBufferPointer<Double>
+  ) {
+    precondition(dtype.isEditableFloat, "not a float dtype")
+    let width = dtype.bitCount / 8
+    precondition(destination.count == elements.count)
+    precondition(elements.lowerBound >= 0 && elements.upperBound * width <= raw.count)
+    var offset = elements.lowerBound * width
+    for i in 0..<elements.count {
+      destination[i] = decodeOne(raw, byteOffset: offset, dtype: dtype)
+      offset += width
+    }
+  }
+
+  /// Decodes `elements` of the F64/F32/F16/BF16 tensor `raw` into `destination` as `Float`.
+  ///
+  /// F64 values are rounded once to `Float` (nearest-even); the others convert exactly.
+  public static func decode(
+    _ raw: UnsafeRawBufferPointer, dtype: DType, elements: Range<Int>,
+    into destination: UnsafeMutableBufferPointer<Float>
+  ) {
+    precondition(dtype.isEditableFloat, "not a float dtype")
+    let width = dtype.bitCount / 8
+    precondition(destination.count == elements.count)
+    precondition(elements.lowerBound >= 0 && elements.upperBound * width <= raw.count)
+    var offset = elements.lowerBound * width
+    for i in 0..<elements.count {
+      switch dtype {
+      case .f32:
+        destination[i] = Float(
+          bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+      case .bf16:
+        let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+        destination[i] = Float(bitPattern: UInt32(b) << 16)
+      default:
+        destination[i] = Float(decodeOne(raw, byteOffset: offset, dtype: dtype))
+      }
+      offset += width
+    }
+  }
+
+  /// Decodes one element at `byteOffset`.
+  @inline(__always)
+  static func decodeOne(_ raw: UnsafeRawBufferPointer, byteOffset: Int, dtype: DType) -> Double {
+    switch dtype {
+    case .f64:
+      return Double(
+        bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt64.self)))
+    case .f32:
+      return Double(
+        Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt32.self))))
+    case .f16:
+      return Double(
+        Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt16.self))))
+    case .bf16:
+      let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt16.self))
+      return Double(Float(bitPattern: UInt32(b) << 16))
+    default:
+      preconditionFailure("not a float dtype")
+    }
+  }
+
+  /// Encodes `values` as F64/F32/F16/BF16 into `raw`, starting at element `elementOffset`.
+  ///
+  /// Each value is rounded once to nearest-even from the `Double`.
+  public static func encode(
+    _ values: UnsafeBufferPointer<Double>, dtype: DType, into raw: UnsafeMutableRawBufferPointer,
+    elementOffset: Int = 0
+  ) {
+    precondition(dtype.isEditableFloat, "not a float dtype")
+    let width = dtype.bitCount / 8
+    precondition(elementOffset >= 0 && (elementOffset + values.count) * width <= raw.count)
+    var offset = elementOffset * width
+    for v in values {
+      switch dtype {
+      case .f64: raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: offset, as: UInt64.self)
+      case .f32: raw.storeBytes(of: f32Bits(v).littleEndian, toByteOffset: offset, as: UInt32.self)
+      case .f16: raw.storeBytes(of: f16Bits(v).littleEndian, toByteOffset: offset, as: UInt16.self)
+      case .bf16: raw.storeBytes(of: bf16Bits(v).littleEndian, toByteOffset: offset, as: UInt16.self)
+      default: preconditionFailure("not a float dtype")
+      }
+      offset += width
+    }
+  }
+
+  /// The binary32 bit pattern nearest to `x` (ties to even).
+  public static func f32Bits(_ x: Double) -> UInt32 {
+    UInt32(truncatingIfNeeded: narrow(x, exponentBitCount: 8, fractionBitCount: 23))
+  }
+
+  /// The binary16 bit pattern nearest to `x` (ties to even).
+  public static func f16Bits(_ x: Double) -> UInt16 {
+    UInt16(truncatingIfNeeded: narrow(x, exponentBitCount: 5, fractionBitCount: 10))
+  }
+
+  /// The bfloat16 bit pattern nearest to `x` (ties to even), rounded once from the `Double`.
+  public static func bf16Bits(_ x: Double) -> UInt16 {
+    UInt16(truncatingIfNeeded: narrow(x, exponentBitCount: 8, fractionBitCount: 7))
+  }
+
+  /// Rounds `x` to an IEEE-style binary format with the given field widths, once, to nearest-even.
+  ///
+  /// - Returns: The bit pattern in the low `1 + e + m` bits.
+  static func narrow(_ x: Double, exponentBitCount e: Int, fractionBitCount m: Int) -> UInt64 {
+    let bits = x.bitPattern
+    let sign = (bits >> 63) << UInt64(e + m)
+    let exponentField = Int((bits >> 52) & 0x7FF)
+    let fraction = bits & ((1 << 52) - 1)
+    let maxExponent = UInt64((1 << e) - 1)
+    if exponentField == 0x7FF {
+      if fraction == 0 { return sign | maxExponent << UInt64(m) }  // ±infinity
+      // NaN: keep the payload's top bits and set the quiet bit.
+      return sign | maxExponent << UInt64(m) | fraction >> UInt64(52 - m) | 1 << UInt64(m - 1)
+    }
+    // Zero and binary64 subnormals (below 2^-1022, far under half the smallest subnormal of
+    // every narrower format) round to signed zero.
+    if exponentField == 0 { return sign }
+    let bias = (1 << (e - 1)) - 1
+    let significand = fraction | (1 << 52)
+    let targetExponent = exponentField - 1023 + bias
+    if targetExponent >= Int(maxExponent) { return sign | maxExponent << UInt64(m) }
+    // Normal targets keep m fraction bits; subnormal targets lose one more bit per step below 1.
+    let shift = 52 - m + (targetExponent >= 1 ? 0 : 1 - targetExponent)
+    if shift > 53 { return sign }  // below half the smallest subnormal
+    let kept = significand >> UInt64(shift)
+    let remainder = significand & ((1 << UInt64(shift)) - 1)
+    let half: UInt64 = 1 << UInt64(shift - 1)
+    var result: UInt64
+    if targetExponent >= 1 {
+      result = UInt64(targetExponent) << UInt64(m) | (kept & ((1 << UInt64(m)) - 1))
+    } else {
+      result = kept
+    }
+    // A carry out of the fraction bumps the exponent, possibly to infinity: both correct.
+    if remainder > half || (remainder == half && kept & 1 == 1) { result += 1 }
+    return sign | result
+  }
+}

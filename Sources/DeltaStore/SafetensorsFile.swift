@@ -1,0 +1,234 @@
+import Foundation
+
+/// A validated, memory-mapped safetensors file.
+///
+/// Opening runs the reference reader's checks in order (huggingface/safetensors
+/// `read_metadata` / `Metadata::validate`); a file that opens is safe to slice by `TensorInfo`.
+public final class SafetensorsFile {
+  /// The reference reader's limit on the header length field.
+  public static let maximumHeaderByteCount = 100_000_000
+
+  /// The path the file was opened at; errors name it.
+  public let path: String
+  /// The mapping; tensor views stay valid while this file object is alive.
+  public let mappedFile: MappedFile
+  /// N, the JSON header's byte count as declared by the length field.
+  public let headerByteCount: Int
+  /// The `__metadata__` map, or `nil` when the header has none.
+  public let metadata: [String: String]?
+  /// The tensors in header order (the JSON key order).
+  public let tensors: [TensorInfo]
+  private let index: [String: Int]
+
+  /// Maps and validates the file at `path`.
+  ///
+  /// - Throws: `DeltaStoreError` I/O cases, then the first failing header check's case.
+  public init(path: String) throws {
+    self.path = path
+    mappedFile = try MappedFile(path: path)
+    let parsed = try Self.parseHeader(
+      mappedFile.bytes, fileByteCount: mappedFile.byteCount, path: path)
+    metadata = parsed.metadata
+    tensors = parsed.tensors
+    headerByteCount = parsed.headerByteCount
+    var index: [String: Int] = [:]
+    for (i, t) in tensors.enumerated() { index[t.name] = i }
+    self.index = index
+  }
+
+  /// The offset of the data section in the file: 8 + N.
+  public var dataStart: Int { 8 + headerByteCount }
+
+  /// The exact 8 + N bytes the file starts with (length field and JSON as found), so a file
+  /// whose tensors change only in value can be rewritten byte for byte.
+  public var headerBytes: [UInt8] {
+    Array(UnsafeRawBufferPointer(rebasing: mappedFile.bytes[0..<dataStart]))
+  }
+
+  /// The tensor with this name, or `nil`.
+  public func tensor(named name: String) -> TensorInfo? {
+    index[name].map { tensors[$0] }
+  }
+
+  /// The raw little-endian bytes of `tensor`, a view into the mapping.
+  ///
+  /// `tensor` must come from this file's `tensors`.
+  public func bytes(of tensor: TensorInfo) -> UnsafeRawBufferPointer {
+    let range = (dataStart + tensor.dataOffsets.lowerBound)..<(dataStart + tensor.dataOffsets.upperBound)
+    precondition(range.upperBound <= mappedFile.byteCount, "tensor is not from this file")
+    return UnsafeRawBufferPointer(rebasing: mappedFile.bytes[range])
+  }
+
+  /// Drops the pages of `tensor` from the resident set once the caller is done with them.
+  public func releasePages(of tensor: TensorInfo) {
+    mappedFile.releasePages(
+      (dataStart + tensor.dataOffsets.lowerBound)..<(dataStart + tensor.dataOffsets.upperBound))
+  }
+
+  /// Parses and validates a safetensors header found at the start of `bytes`.
+  ///
+  /// Runs the reference checks in order: (1) at least 8 bytes; (2) N ≤ 100 000 000 and 8 + N
+  /// within the buffer; (3) UTF-8 JSON object, whitespace padding allowed; (4) unique keys,
+  /// `__metadata__` string → string; (5) known dtype, non-negative shape, `end ≥ begin`;
+  /// (6) sorted by offset, contiguous from 0; (7) Πshape × bits without overflow, divisible by 8,
+  /// equal to `end − begin`; (8) 8 + N + last end == `fileByteCount`.
+  ///
+  /// - Parameters:
+  ///   - bytes: At least the first 8 + N bytes of the file (the whole file when mapped).
+  ///   - fileByteCount: The size of the whole file.
+  ///   - path: The path that errors name.
+  /// - Returns: The metadata, the tensors in header order, and N.
+  /// - Throws: The `DeltaStoreError` case of the first failing check.
+  public static func parseHeader(
+    _ bytes: UnsafeRawBufferPointer, fileByteCount: Int, path: String
+  ) throws -> (metadata: [String: String]?, tensors: [TensorInfo], headerByteCount: Int) {
+    // (1)
+    guard fileByteCount >= 8, bytes.count >= 8 else {
+      throw DeltaStoreError.fileTooSmall(path: path, byteCount: min(fileByteCount, bytes.count))
+    }
+    // (2)
+    let declared = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+    guard declared <= UInt64(maximumHeaderByteCount) else {
+      throw DeltaStoreError.headerTooLarge(
+        path: path, declaredByteCount: declared, limit: maximumHeaderByteCount)
+    }
+    let n = Int(declared)  // ≤ 1e8, so 8 + n cannot overflow
+    guard 8 + n <= fileByteCount, 8 + n <= bytes.count else {
+      throw DeltaStoreError.headerOutOfBounds(
+        path: path, declaredByteCount: declared, fileByteCount: fileByteCount)
+    }
+    let json = UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + n)])
+    // (3)
+    guard String(validating: json, as: UTF8.self) != nil else {
+      throw DeltaStoreError.headerNotUTF8(path: path)
+    }
+    guard json.first == UInt8(ascii: "{") else {
+      throw DeltaStoreError.invalidHeaderJSON(
+        path: path, byteOffset: 8, reason: "header does not start with '{'")
+    }
+    let root: HeaderJSON.Value
+    do {
+      root = try HeaderJSON.parse(json)
+    } catch {
+      switch error {
+      case .syntax(let offset, let reason):
+        throw DeltaStoreError.invalidHeaderJSON(path: path, byteOffset: 8 + offset, reason: reason)
+      case .duplicateKey(let key):
+        // (4) duplicates are found while parsing, before any entry is interpreted
+        throw DeltaStoreError.duplicateKey(path: path, key: key)
+      }
+    }
+    guard case .object(let entries) = root else {
+      throw DeltaStoreError.invalidHeaderJSON(path: path, byteOffset: 8, reason: "not an object")
+    }
+    // (4) metadata
+    var metadata: [String: String]?
+    for entry in entries where entry.key == "__metadata__" {
+      guard case .object(let pairs) = entry.value else {
+        throw DeltaStoreError.invalidMetadata(path: path, reason: "\(entry.value.kindName), not an object")
+      }
+      var map: [String: String] = [:]
+      for pair in pairs {
+        guard case .string(let s) = pair.value else {
+          throw DeltaStoreError.invalidMetadata(
+            path: path, reason: "value of '\(pair.key)' is \(pair.value.kindName), not a string")
+        }
+        map[pair.key] = s
+      }
+      metadata = map
+    }
+    // (5)
+    var tensors: [TensorInfo] = []
+    tensors.reserveCapacity(entries.count)
+    for entry in entries where entry.key != "__metadata__" {
+      tensors.append(try tensorInfo(name: entry.key, entry.value, path: path))
+    }
+    // (6) and (7), in offset order as the reference does
+    let order = tensors.indices.sorted {
+      let a = tensors[$0].dataOffsets, b = tensors[$1].dataOffsets
+      return (a.lowerBound, a.upperBound) < (b.lowerBound, b.upperBound)
+    }
+    var end = 0
+    for i in order {
+      let t = tensors[i]
+      guard t.dataOffsets.lowerBound == end else {
+        throw DeltaStoreError.tensorNotContiguous(
+          path: path, tensor: t.name, expectedBegin: end, actualBegin: t.dataOffsets.lowerBound)
+      }
+      var elements = 1
+      for d in t.shape {
+        let (p, o) = elements.multipliedReportingOverflow(by: d)
+        guard !o else { throw DeltaStoreError.tensorSizeOverflow(path: path, tensor: t.name) }
+        elements = p
+      }
+      let (bits, o) = elements.multipliedReportingOverflow(by: t.dtype.bitCount)
+      guard !o else { throw DeltaStoreError.tensorSizeOverflow(path: path, tensor: t.name) }
+      guard bits % 8 == 0 else {
+        throw DeltaStoreError.tensorBitsNotByteAligned(path: path, tensor: t.name, bitCount: bits)
+      }
+      guard bits / 8 == t.dataOffsets.count else {
+        throw DeltaStoreError.tensorByteCountMismatch(
+          path: path, tensor: t.name, expected: bits / 8, actual: t.dataOffsets.count)
+      }
+      end = t.dataOffsets.upperBound
+    }
+    // (8) end ≤ Int.max from the parse; 8 + n + end may overflow only for absurd offsets
+    let (total, overflow) = (8 + n).addingReportingOverflow(end)
+    guard !overflow, total == fileByteCount else {
+      throw DeltaStoreError.fileSizeMismatch(
+        path: path, expected: overflow ? Int.max : total, actual: fileByteCount)
+    }
+    return (metadata, tensors, n)
+  }
+
+  /// Interprets one header entry as a tensor description (check 5).
+  private static func tensorInfo(
+    name: String, _ value: HeaderJSON.Value, path: String
+  ) throws -> TensorInfo {
+    guard case .object(let fields) = value else {
+      throw DeltaStoreError.invalidTensorEntry(
+        path: path, tensor: name, reason: "entry is \(value.kindName), not an object")
+    }
+    func field(_ key: String) throws -> HeaderJSON.Value {
+      guard let v = fields.first(where: { $0.key == key })?.value else {
+        throw DeltaStoreError.invalidTensorEntry(path: path, tensor: name, reason: "missing '\(key)'")
+      }
+      return v
+    }
+    let dtypeValue = try field("dtype")
+    guard case .string(let dtypeName) = dtypeValue else {
+      throw DeltaStoreError.unknownDType(path: path, tensor: name, dtype: dtypeValue.kindName)
+    }
+    guard let dtype = DType(rawValue: dtypeName) else {
+      throw DeltaStoreError.unknownDType(path: path, tensor: name, dtype: dtypeName)
+    }
+    let shapeValue = try field("shape")
+    guard case .array(let dims) = shapeValue else {
+      throw DeltaStoreError.invalidShape(
+        path: path, tensor: name, reason: "\(shapeValue.kindName), not a list")
+    }
+    var shape: [Int] = []
+    shape.reserveCapacity(dims.count)
+    for d in dims {
+      guard let v = d.nonNegativeInt else {
+        throw DeltaStoreError.invalidShape(
+          path: path, tensor: name, reason: "\(d.kindName) is not a non-negative integer")
+      }
+      shape.append(v)
+    }
+    let offsetsValue = try field("data_offsets")
+    guard case .array(let offsets) = offsetsValue, offsets.count == 2 else {
+      throw DeltaStoreError.invalidDataOffsets(
+        path: path, tensor: name, reason: "not a list of two integers")
+    }
+    guard let begin = offsets[0].nonNegativeInt, let end = offsets[1].nonNegativeInt else {
+      throw DeltaStoreError.invalidDataOffsets(
+        path: path, tensor: name, reason: "offsets must be non-negative integers")
+    }
+    guard end >= begin else {
+      throw DeltaStoreError.invalidDataOffsets(
+        path: path, tensor: name, reason: "end \(end) is before begin \(begin)")
+    }
+    return TensorInfo(name: name, dtype: dtype, shape: shape, dataOffsets: begin..<end)
+  }
+}
