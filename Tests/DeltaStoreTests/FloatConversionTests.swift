@@ -35,7 +35,9 @@ private func referenceBF16(_ x: Double) -> UInt16 {
       let raw: [UInt8] = [UInt8(p & 0xFF), UInt8(p >> 8)]
       var d = [0.0]
       raw.withUnsafeBytes { r in
-        d.withUnsafeMutableBufferPointer { FloatConversion.decode(r, dtype: dtype, elements: 0..<1, into: $0) }
+        d.withUnsafeMutableBufferPointer {
+          FloatConversion.decode(r, dtype: dtype, elements: 0..<1, into: $0)
+        }
       }
       let back = dtype == .f16 ? FloatConversion.f16Bits(d[0]) : FloatConversion.bf16Bits(d[0])
       let exponentMask: UInt16 = dtype == .f16 ? 0x7C00 : 0x7F80
