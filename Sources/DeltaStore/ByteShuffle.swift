@@ -36,7 +36,8 @@ public enum ByteShuffle {
   /// The byte planes of `source` as a new array.
   public static func shuffle(_ source: UnsafeRawBufferPointer, elementByteCount: Int) -> [UInt8] {
     [UInt8](unsafeUninitializedCapacity: source.count) { buffer, count in
-      shuffle(source, into: UnsafeMutableRawBufferPointer(buffer), elementByteCount: elementByteCount)
+      shuffle(
+        source, into: UnsafeMutableRawBufferPointer(buffer), elementByteCount: elementByteCount)
       count = source.count
     }
   }
@@ -44,7 +45,8 @@ public enum ByteShuffle {
   /// The interleaved bytes of the planes in `source` as a new array.
   public static func unshuffle(_ source: UnsafeRawBufferPointer, elementByteCount: Int) -> [UInt8] {
     [UInt8](unsafeUninitializedCapacity: source.count) { buffer, count in
-      unshuffle(source, into: UnsafeMutableRawBufferPointer(buffer), elementByteCount: elementByteCount)
+      unshuffle(
+        source, into: UnsafeMutableRawBufferPointer(buffer), elementByteCount: elementByteCount)
       count = source.count
     }
   }

@@ -91,12 +91,14 @@ public enum DeltaStoreError: Error, LocalizedError, Equatable {
     case .tensorSizeOverflow(let path, let tensor):
       return "cannot read '\(path)': tensor '\(tensor)' size overflows"
     case .tensorBitsNotByteAligned(let path, let tensor, let bits):
-      return "cannot read '\(path)': tensor '\(tensor)' has \(bits) bits, not a whole number of bytes"
+      return
+        "cannot read '\(path)': tensor '\(tensor)' has \(bits) bits, not a whole number of bytes"
     case .tensorByteCountMismatch(let path, let tensor, let expected, let actual):
       return
         "cannot read '\(path)': tensor '\(tensor)' needs \(expected) bytes but data_offsets span \(actual)"
     case .fileSizeMismatch(let path, let expected, let actual):
-      return "cannot read '\(path)': header accounts for \(expected) bytes but the file has \(actual)"
+      return
+        "cannot read '\(path)': header accounts for \(expected) bytes but the file has \(actual)"
     case .io(let path, let function, _, let message):
       return "cannot \(Self.verb(function)) '\(path)': \(message)"
     case .noSpace(let path, let function, let code):

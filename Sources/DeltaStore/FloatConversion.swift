@@ -38,7 +38,8 @@ public enum FloatConversion {
       switch dtype {
       case .f32:
         destination[i] = Float(
-          bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+          bitPattern: UInt32(
+            littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
       case .bf16:
         let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
         destination[i] = Float(bitPattern: UInt32(b) << 16)
@@ -55,13 +56,18 @@ public enum FloatConversion {
     switch dtype {
     case .f64:
       return Double(
-        bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt64.self)))
+        bitPattern: UInt64(
+          littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt64.self)))
     case .f32:
       return Double(
-        Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt32.self))))
+        Float(
+          bitPattern: UInt32(
+            littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt32.self))))
     case .f16:
       return Double(
-        Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt16.self))))
+        Float16(
+          bitPattern: UInt16(
+            littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt16.self))))
     case .bf16:
       let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: byteOffset, as: UInt16.self))
       return Double(Float(bitPattern: UInt32(b) << 16))
@@ -83,10 +89,12 @@ public enum FloatConversion {
     var offset = elementOffset * width
     for v in values {
       switch dtype {
-      case .f64: raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: offset, as: UInt64.self)
+      case .f64:
+        raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: offset, as: UInt64.self)
       case .f32: raw.storeBytes(of: f32Bits(v).littleEndian, toByteOffset: offset, as: UInt32.self)
       case .f16: raw.storeBytes(of: f16Bits(v).littleEndian, toByteOffset: offset, as: UInt16.self)
-      case .bf16: raw.storeBytes(of: bf16Bits(v).littleEndian, toByteOffset: offset, as: UInt16.self)
+      case .bf16:
+        raw.storeBytes(of: bf16Bits(v).littleEndian, toByteOffset: offset, as: UInt16.self)
       default: preconditionFailure("not a float dtype")
       }
       offset += width

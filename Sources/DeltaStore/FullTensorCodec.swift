@@ -10,7 +10,8 @@ public enum FullTensorCodec {
   ///
   /// Chunks hold whole elements, so `chunkByteCount` is rounded down to a multiple of the
   /// element size (at least one element).
-  public static func chunkRanges(byteCount: Int, dtype: DType, chunkByteCount: Int) -> [Range<Int>] {
+  public static func chunkRanges(byteCount: Int, dtype: DType, chunkByteCount: Int) -> [Range<Int>]
+  {
     let width = dtype.byteCount ?? 1
     let step = max(width, chunkByteCount / width * width)
     return stride(from: 0, to: byteCount, by: step).map { $0..<min(byteCount, $0 + step) }
@@ -46,11 +47,13 @@ public enum FullTensorCodec {
   ///   - chunkByteCount: The value used when encoding.
   /// - Throws: `.corruptBlob` on a wrong chunk count, zstd errors on a wrong chunk size.
   public static func decode(
-    chunkCount: Int, chunk: (Int) throws -> [UInt8], into destination: UnsafeMutableRawBufferPointer,
+    chunkCount: Int, chunk: (Int) throws -> [UInt8],
+    into destination: UnsafeMutableRawBufferPointer,
     dtype: DType, chunkByteCount: Int = defaultChunkByteCount
   ) throws {
     let width = dtype.byteCount ?? 1
-    let ranges = chunkRanges(byteCount: destination.count, dtype: dtype, chunkByteCount: chunkByteCount)
+    let ranges = chunkRanges(
+      byteCount: destination.count, dtype: dtype, chunkByteCount: chunkByteCount)
     guard ranges.count == chunkCount else {
       throw DeltaStoreError.corruptBlob(
         kind: "tensor", reason: "\(chunkCount) chunks, expected \(ranges.count)")
@@ -62,7 +65,8 @@ public enum FullTensorCodec {
         let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<range.count])
         try compressed.withUnsafeBytes { try Zstd.decompress($0, into: slice) }
         ByteShuffle.unshuffle(
-          UnsafeRawBufferPointer(slice), into: UnsafeMutableRawBufferPointer(rebasing: destination[range]),
+          UnsafeRawBufferPointer(slice),
+          into: UnsafeMutableRawBufferPointer(rebasing: destination[range]),
           elementByteCount: width)
       }
     }
@@ -109,7 +113,9 @@ public enum FactorCodec {
       try Zstd.decompress(blob, into: dst)
     }
     #if _endian(big)
-      for i in values.indices { values[i] = Float(bitPattern: UInt32(littleEndian: values[i].bitPattern)) }
+      for i in values.indices {
+        values[i] = Float(bitPattern: UInt32(littleEndian: values[i].bitPattern))
+      }
     #endif
     return values
   }

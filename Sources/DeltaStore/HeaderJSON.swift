@@ -83,9 +83,15 @@ enum HeaderJSON {
       case UInt8(ascii: "{"): return try parseObject(depth: depth)
       case UInt8(ascii: "["): return try parseArray(depth: depth)
       case UInt8(ascii: "\""): return .string(try parseString())
-      case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-      case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-      case UInt8(ascii: "n"): try literal("null"); return .null
+      case UInt8(ascii: "t"):
+        try literal("true")
+        return .bool(true)
+      case UInt8(ascii: "f"):
+        try literal("false")
+        return .bool(false)
+      case UInt8(ascii: "n"):
+        try literal("null")
+        return .null
       case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
       default: throw fail("unexpected character")
       }
@@ -169,7 +175,8 @@ enum HeaderJSON {
         guard let c = peek, c >= 0x30, c <= 0x39 else { throw fail("invalid number") }
         while let c = peek, c >= 0x30, c <= 0x39 { index += 1 }
       }
-      return .number(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
+      return .number(
+        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
     }
 
     mutating func hex4() throws(Failure) -> UInt32 {

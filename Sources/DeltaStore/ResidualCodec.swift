@@ -74,7 +74,8 @@ public enum ResidualCodec {
     var candidates: [(kind: Kind, denseWidth: Int, rawByteCount: Int)] = []
     if maxMagnitude <= 1 { candidates.append((.twoBit, 0, (n + 3) / 4)) }
     candidates.append((.sparse, 0, sparseByteCount))
-    let denseWidth = [1, 2, 4, 8].first { maxMagnitude <= (UInt64(1) << UInt64($0 * 8 - 1)) - 1 } ?? 8
+    let denseWidth =
+      [1, 2, 4, 8].first { maxMagnitude <= (UInt64(1) << UInt64($0 * 8 - 1)) - 1 } ?? 8
     let fitWidth = min(denseWidth, width)
     let smallestRaw = candidates.map(\.rawByteCount).min() ?? Int.max
     // Dense rarely wins once sparse is this small; skip compressing it when it is 2× larger.
@@ -83,7 +84,9 @@ public enum ResidualCodec {
     var best: [UInt8]?
     for candidate in candidates {
       let payload = differences.withUnsafeBufferPointer {
-        makePayload(candidate.kind, $0, denseWidth: candidate.denseWidth, rawByteCount: candidate.rawByteCount)
+        makePayload(
+          candidate.kind, $0, denseWidth: candidate.denseWidth, rawByteCount: candidate.rawByteCount
+        )
       }
       precondition(payload.count == candidate.rawByteCount)
       var blob: [UInt8] = [
@@ -121,7 +124,9 @@ public enum ResidualCodec {
     func corrupt(_ reason: String) -> DeltaStoreError { .corruptResidual(reason: reason) }
     guard encoded.count >= 4 else { throw corrupt("blob is \(encoded.count) bytes") }
     guard encoded[0] == formatVersion else { throw corrupt("unknown format \(encoded[0])") }
-    guard let kind = Kind(rawValue: encoded[1]) else { throw corrupt("unknown encoding \(encoded[1])") }
+    guard let kind = Kind(rawValue: encoded[1]) else {
+      throw corrupt("unknown encoding \(encoded[1])")
+    }
     let denseWidth = Int(encoded[2])
     guard Int(encoded[3]) == width else {
       throw corrupt("element width \(encoded[3]), expected \(width) for \(dtype.rawValue)")
@@ -130,7 +135,9 @@ public enum ResidualCodec {
     let n = try readLEB(encoded, &cursor)
     let nonzero = try readLEB(encoded, &cursor)
     let payloadByteCount = try readLEB(encoded, &cursor)
-    guard n == UInt64(elementCount) else { throw corrupt("\(n) elements, expected \(elementCount)") }
+    guard n == UInt64(elementCount) else {
+      throw corrupt("\(n) elements, expected \(elementCount)")
+    }
     guard nonzero >= 1, nonzero <= n else { throw corrupt("\(nonzero) nonzero of \(n) elements") }
     let count = Int(nonzero)
     let expectedPayload: ClosedRange<Int>
@@ -205,7 +212,8 @@ public enum ResidualCodec {
       throw corrupt("\(positions.count) nonzero differences, header says \(count)")
     }
     for (position, d) in zip(positions, values) {
-      let r = OrderedBits.ordered(load(UnsafeRawBufferPointer(reconstructed), position, width), dtype: dtype)
+      let r = OrderedBits.ordered(
+        load(UnsafeRawBufferPointer(reconstructed), position, width), dtype: dtype)
       store(OrderedBits.bits(ordered: r &+ d, dtype: dtype), reconstructed, position, width)
     }
   }
@@ -275,10 +283,14 @@ public enum ResidualCodec {
   private static func readLEB(_ bytes: [UInt8], _ cursor: inout Int) throws -> UInt64 {
     var result: UInt64 = 0
     for i in 0..<10 {
-      guard cursor < bytes.count else { throw DeltaStoreError.corruptResidual(reason: "truncated varint") }
+      guard cursor < bytes.count else {
+        throw DeltaStoreError.corruptResidual(reason: "truncated varint")
+      }
       let b = bytes[cursor]
       cursor += 1
-      if i == 9 && b > 1 { throw DeltaStoreError.corruptResidual(reason: "varint overflows 64 bits") }
+      if i == 9 && b > 1 {
+        throw DeltaStoreError.corruptResidual(reason: "varint overflows 64 bits")
+      }
       result |= UInt64(b & 0x7F) << UInt64(7 * i)
       if b & 0x80 == 0 { return result }
     }
@@ -289,18 +301,26 @@ public enum ResidualCodec {
   private static func load(_ raw: UnsafeRawBufferPointer, _ i: Int, _ width: Int) -> UInt64 {
     switch width {
     case 1: return UInt64(raw[i])
-    case 2: return UInt64(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
-    case 4: return UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+    case 2:
+      return UInt64(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+    case 4:
+      return UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
     default: return UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
     }
   }
 
   @inline(__always)
-  private static func store(_ v: UInt64, _ raw: UnsafeMutableRawBufferPointer, _ i: Int, _ width: Int) {
+  private static func store(
+    _ v: UInt64, _ raw: UnsafeMutableRawBufferPointer, _ i: Int, _ width: Int
+  ) {
     switch width {
     case 1: raw[i] = UInt8(truncatingIfNeeded: v)
-    case 2: raw.storeBytes(of: UInt16(truncatingIfNeeded: v).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-    case 4: raw.storeBytes(of: UInt32(truncatingIfNeeded: v).littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+    case 2:
+      raw.storeBytes(
+        of: UInt16(truncatingIfNeeded: v).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+    case 4:
+      raw.storeBytes(
+        of: UInt32(truncatingIfNeeded: v).littleEndian, toByteOffset: 4 * i, as: UInt32.self)
     default: raw.storeBytes(of: v.littleEndian, toByteOffset: 8 * i, as: UInt64.self)
     }
   }

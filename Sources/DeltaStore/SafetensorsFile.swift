@@ -54,7 +54,8 @@ public final class SafetensorsFile {
   ///
   /// `tensor` must come from this file's `tensors`.
   public func bytes(of tensor: TensorInfo) -> UnsafeRawBufferPointer {
-    let range = (dataStart + tensor.dataOffsets.lowerBound)..<(dataStart + tensor.dataOffsets.upperBound)
+    let range =
+      (dataStart + tensor.dataOffsets.lowerBound)..<(dataStart + tensor.dataOffsets.upperBound)
     precondition(range.upperBound <= mappedFile.byteCount, "tensor is not from this file")
     return UnsafeRawBufferPointer(rebasing: mappedFile.bytes[range])
   }
@@ -125,7 +126,8 @@ public final class SafetensorsFile {
     var metadata: [String: String]?
     for entry in entries where entry.key == "__metadata__" {
       guard case .object(let pairs) = entry.value else {
-        throw DeltaStoreError.invalidMetadata(path: path, reason: "\(entry.value.kindName), not an object")
+        throw DeltaStoreError.invalidMetadata(
+          path: path, reason: "\(entry.value.kindName), not an object")
       }
       var map: [String: String] = [:]
       for pair in pairs {
@@ -145,7 +147,8 @@ public final class SafetensorsFile {
     }
     // (6) and (7), in offset order as the reference does
     let order = tensors.indices.sorted {
-      let a = tensors[$0].dataOffsets, b = tensors[$1].dataOffsets
+      let a = tensors[$0].dataOffsets
+      let b = tensors[$1].dataOffsets
       return (a.lowerBound, a.upperBound) < (b.lowerBound, b.upperBound)
     }
     var end = 0
@@ -191,7 +194,8 @@ public final class SafetensorsFile {
     }
     func field(_ key: String) throws -> HeaderJSON.Value {
       guard let v = fields.first(where: { $0.key == key })?.value else {
-        throw DeltaStoreError.invalidTensorEntry(path: path, tensor: name, reason: "missing '\(key)'")
+        throw DeltaStoreError.invalidTensorEntry(
+          path: path, tensor: name, reason: "missing '\(key)'")
       }
       return v
     }

@@ -60,7 +60,8 @@ public enum SafetensorsHeader {
       json.append(contentsOf: ",\"shape\":[".utf8)
       json.append(contentsOf: t.shape.map(String.init).joined(separator: ",").utf8)
       json.append(
-        contentsOf: "],\"data_offsets\":[\(t.dataOffsets.lowerBound),\(t.dataOffsets.upperBound)]}".utf8)
+        contentsOf: "],\"data_offsets\":[\(t.dataOffsets.lowerBound),\(t.dataOffsets.upperBound)]}"
+          .utf8)
     }
     json.append(UInt8(ascii: "}"))
     while json.count % 8 != 0 { json.append(0x20) }

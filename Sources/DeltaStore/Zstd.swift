@@ -33,10 +33,12 @@ public final class ZstdCompressor {
       throw DeltaStoreError.zstd(function: "ZSTD_createCCtx", message: "out of memory")
     }
     do {
-      try check(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level), "ZSTD_CCtx_setParameter")
+      try check(
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level), "ZSTD_CCtx_setParameter")
       try check(ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1), "ZSTD_CCtx_setParameter")
       if workerCount > 0 {
-        try check(ZSTD_CCtx_setParameter(context, ZSTD_c_nbWorkers, workerCount), "ZSTD_CCtx_setParameter")
+        try check(
+          ZSTD_CCtx_setParameter(context, ZSTD_c_nbWorkers, workerCount), "ZSTD_CCtx_setParameter")
       }
     } catch {
       ZSTD_freeCCtx(context)
@@ -114,7 +116,8 @@ public enum Zstd {
       throw DeltaStoreError.zstdContentSizeMismatch(expected: expectedByteCount, declared: declared)
     }
     // Exactly one frame: trailing frames or garbage would otherwise go unnoticed.
-    let frameByteCount = try check(ZSTD_findFrameCompressedSize(base, frame.count), "ZSTD_findFrameCompressedSize")
+    let frameByteCount = try check(
+      ZSTD_findFrameCompressedSize(base, frame.count), "ZSTD_findFrameCompressedSize")
     guard frameByteCount == frame.count else {
       throw DeltaStoreError.zstd(
         function: "ZSTD_findFrameCompressedSize",

@@ -14,7 +14,8 @@ private func directoryEntries(_ dir: URL) throws -> [String] {
       try Data([9, 9, 9]).write(to: target)
       let payload = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
       var events: [IOEvent] = []
-      let writer = try AtomicFileWriter(path: target.path, byteCount: payload.count, hook: { events.append($0) })
+      let writer = try AtomicFileWriter(
+        path: target.path, byteCount: payload.count, hook: { events.append($0) })
       #expect(writer.temporaryPath.contains("/.model.safetensors.mvc-tmp-\(getpid())-"))
       // Out of order, in two pieces.
       try payload.withUnsafeBytes {
@@ -64,7 +65,9 @@ private func directoryEntries(_ dir: URL) throws -> [String] {
       try ([5, 6] as [UInt8]).withUnsafeBytes { try writer.write($0, at: 1) }
       try writer.sync()
       #expect(try Data(contentsOf: target) == Data([0, 5, 6, 0]))
-      #expect(throws: DeltaStoreError.self) { try InPlaceFileWriter(path: dir.appendingPathComponent("none").path) }
+      #expect(throws: DeltaStoreError.self) {
+        try InPlaceFileWriter(path: dir.appendingPathComponent("none").path)
+      }
     }
   }
 
@@ -95,7 +98,8 @@ private func directoryEntries(_ dir: URL) throws -> [String] {
       let early = try #require(throws: DeltaStoreError.self) {
         _ = try AtomicFileWriter(path: target.path, byteCount: big.count)
       }
-      #expect({ if case .fileSizeLimitExceeded(_, "posix_fallocate") = early { true } else { false } }())
+      #expect(
+        { if case .fileSizeLimitExceeded(_, "posix_fallocate") = early { true } else { false } }())
       #expect(try directoryEntries(dir) == ["model.safetensors"])
       #expect(try Data(contentsOf: target) == original)
     }

@@ -7,12 +7,15 @@ import Testing
 private func rawFile(_ json: String, data: [UInt8] = [], declared: UInt64? = nil) -> [UInt8] {
   let header = Array(json.utf8)
   var out: [UInt8] = []
-  withUnsafeBytes(of: (declared ?? UInt64(header.count)).littleEndian) { out.append(contentsOf: $0) }
+  withUnsafeBytes(of: (declared ?? UInt64(header.count)).littleEndian) {
+    out.append(contentsOf: $0)
+  }
   return out + header + data
 }
 
 /// Writes `bytes` to `name` in `dir` and opens it, returning the error thrown.
-private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safetensors") -> Error? {
+private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safetensors") -> Error?
+{
   let url = dir.appendingPathComponent(name)
   do {
     try Data(bytes).write(to: url)
@@ -27,8 +30,11 @@ private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safe
   @Test func roundTripOfIndependentlyWrittenFile() throws {
     try withTemporaryDirectory { dir in
       var tensors = transformerFixture(blocks: 2, hidden: 8, intermediate: 16, seed: 7)
-      tensors.append(FixtureTensor(name: "a.bias16", dtype: "F16", shape: [3], bytes: [1, 2, 3, 4, 5, 6]))
-      tensors.append(FixtureTensor(name: "scalar", dtype: "I64", shape: [], bytes: Array(repeating: 9, count: 8)))
+      tensors.append(
+        FixtureTensor(name: "a.bias16", dtype: "F16", shape: [3], bytes: [1, 2, 3, 4, 5, 6]))
+      tensors.append(
+        FixtureTensor(name: "scalar", dtype: "I64", shape: [], bytes: Array(repeating: 9, count: 8))
+      )
       tensors.append(FixtureTensor(name: "empty", dtype: "BF16", shape: [0, 4], bytes: []))
       let metadata = ["format": "pt", "note": "héllo \"quoted\""]
       let url = dir.appendingPathComponent("model.safetensors")
@@ -76,18 +82,40 @@ private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safe
         ("(1) short", [1, 2, 3], { if case .fileTooSmall = $0 { true } else { false } }, nil),
         (
           "(2) huge N", rawFile("{}", declared: UInt64(Int64.max)),
-          { if case .headerTooLarge(_, 9_223_372_036_854_775_807, 100_000_000) = $0 { true } else { false } }, nil
+          {
+            if case .headerTooLarge(_, 9_223_372_036_854_775_807, 100_000_000) = $0 {
+              true
+            } else {
+              false
+            }
+          }, nil
         ),
-        ("(2) N past end", rawFile("{}", declared: 64), { if case .headerOutOfBounds = $0 { true } else { false } }, nil),
         (
-          "(3) not utf8", rawFile("{\"\u{FF}\":1}").enumerated().map { $0.offset == 10 ? 0xFF : $0.element },
+          "(2) N past end", rawFile("{}", declared: 64),
+          { if case .headerOutOfBounds = $0 { true } else { false } }, nil
+        ),
+        (
+          "(3) not utf8",
+          rawFile("{\"\u{FF}\":1}").enumerated().map { $0.offset == 10 ? 0xFF : $0.element },
           { if case .headerNotUTF8 = $0 { true } else { false } }, nil
         ),
-        ("(3) not object", rawFile("[1,2]"), { if case .invalidHeaderJSON = $0 { true } else { false } }, nil),
-        ("(3) trailing comma", rawFile("{\"a\":1,}"), { if case .invalidHeaderJSON = $0 { true } else { false } }, nil),
-        ("(3) garbage after", rawFile("{} x"), { if case .invalidHeaderJSON = $0 { true } else { false } }, nil),
         (
-          "(4) duplicate", rawFile("{\"w\":{\(f32x2),\"data_offsets\":[0,8]},\"w\":{\(f32x2),\"data_offsets\":[8,16]}}", data: Array(repeating: 0, count: 16)),
+          "(3) not object", rawFile("[1,2]"),
+          { if case .invalidHeaderJSON = $0 { true } else { false } }, nil
+        ),
+        (
+          "(3) trailing comma", rawFile("{\"a\":1,}"),
+          { if case .invalidHeaderJSON = $0 { true } else { false } }, nil
+        ),
+        (
+          "(3) garbage after", rawFile("{} x"),
+          { if case .invalidHeaderJSON = $0 { true } else { false } }, nil
+        ),
+        (
+          "(4) duplicate",
+          rawFile(
+            "{\"w\":{\(f32x2),\"data_offsets\":[0,8]},\"w\":{\(f32x2),\"data_offsets\":[8,16]}}",
+            data: Array(repeating: 0, count: 16)),
           { if case .duplicateKey(_, "w") = $0 { true } else { false } }, "w"
         ),
         (
@@ -95,15 +123,22 @@ private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safe
           { if case .invalidMetadata = $0 { true } else { false } }, nil
         ),
         (
-          "(5) dtype", rawFile("{\"w\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", data: Array(repeating: 0, count: 8)),
+          "(5) dtype",
+          rawFile(
+            "{\"w\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+            data: Array(repeating: 0, count: 8)),
           { if case .unknownDType(_, "w", "F33") = $0 { true } else { false } }, "w"
         ),
         (
-          "(5) shape", rawFile("{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", data: Array(repeating: 0, count: 8)),
+          "(5) shape",
+          rawFile(
+            "{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}",
+            data: Array(repeating: 0, count: 8)),
           { if case .invalidShape(_, "w", _) = $0 { true } else { false } }, "w"
         ),
         (
-          "(5) end<begin", rawFile("{\"w\":{\(f32x2),\"data_offsets\":[8,0]}}", data: Array(repeating: 0, count: 8)),
+          "(5) end<begin",
+          rawFile("{\"w\":{\(f32x2),\"data_offsets\":[8,0]}}", data: Array(repeating: 0, count: 8)),
           { if case .invalidDataOffsets(_, "w", _) = $0 { true } else { false } }, "w"
         ),
         (
@@ -111,23 +146,32 @@ private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safe
           { if case .invalidTensorEntry(_, "w", _) = $0 { true } else { false } }, "w"
         ),
         (
-          "(6) gap", rawFile("{\"w\":{\(f32x2),\"data_offsets\":[4,12]}}", data: Array(repeating: 0, count: 12)),
+          "(6) gap",
+          rawFile(
+            "{\"w\":{\(f32x2),\"data_offsets\":[4,12]}}", data: Array(repeating: 0, count: 12)),
           { if case .tensorNotContiguous(_, "w", 0, 4) = $0 { true } else { false } }, "w"
         ),
         (
-          "(7) overflow", rawFile("{\"w\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],\"data_offsets\":[0,8]}}", data: Array(repeating: 0, count: 8)),
+          "(7) overflow",
+          rawFile(
+            "{\"w\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],\"data_offsets\":[0,8]}}",
+            data: Array(repeating: 0, count: 8)),
           { if case .tensorSizeOverflow(_, "w") = $0 { true } else { false } }, "w"
         ),
         (
-          "(7) sub-byte", rawFile("{\"w\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,2]}}", data: [0, 0]),
+          "(7) sub-byte",
+          rawFile("{\"w\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,2]}}", data: [0, 0]),
           { if case .tensorBitsNotByteAligned(_, "w", 12) = $0 { true } else { false } }, "w"
         ),
         (
-          "(7) size", rawFile("{\"w\":{\(f32x2),\"data_offsets\":[0,12]}}", data: Array(repeating: 0, count: 12)),
+          "(7) size",
+          rawFile(
+            "{\"w\":{\(f32x2),\"data_offsets\":[0,12]}}", data: Array(repeating: 0, count: 12)),
           { if case .tensorByteCountMismatch(_, "w", 8, 12) = $0 { true } else { false } }, "w"
         ),
         (
-          "(8) trailing bytes", rawFile("{\"w\":{\(f32x2),\"data_offsets\":[0,8]}}", data: Array(repeating: 0, count: 9)),
+          "(8) trailing bytes",
+          rawFile("{\"w\":{\(f32x2),\"data_offsets\":[0,8]}}", data: Array(repeating: 0, count: 9)),
           { if case .fileSizeMismatch = $0 { true } else { false } }, nil
         ),
       ]
@@ -136,15 +180,20 @@ private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safe
         let e = try #require(error as? DeltaStoreError, "\(label)")
         #expect(matches(e), "\(label): \(e)")
         let message = e.errorDescription ?? ""
-        #expect(message.contains("'\(dir.appendingPathComponent("model.safetensors").path)'"), "\(label)")
+        #expect(
+          message.contains("'\(dir.appendingPathComponent("model.safetensors").path)'"), "\(label)")
         if let tensor { #expect(message.contains("'\(tensor)'"), "\(label): \(message)") }
         #expect(message.first?.isLowercase == true && message.last != ".")
         #expect(e.recoverySuggestion != nil)
       }
       #expect(
-        DeltaStoreError.headerTooLarge(path: "model.safetensors", declaredByteCount: 9_223_372_036_854_775_807, limit: 100_000_000)
-          .errorDescription
-          == "cannot read 'model.safetensors': header declares 9223372036854775807 bytes, limit is 100000000")
+        DeltaStoreError.headerTooLarge(
+          path: "model.safetensors", declaredByteCount: 9_223_372_036_854_775_807,
+          limit: 100_000_000
+        )
+        .errorDescription
+          == "cannot read 'model.safetensors': header declares 9223372036854775807 bytes, limit is 100000000"
+      )
     }
   }
 
@@ -156,7 +205,8 @@ private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safe
       FixtureTensor(name: "c\\u00e9", dtype: "I8", shape: [3], bytes: [1, 2, 3]),
     ]
     let base = safetensorsBytes(tensors, metadata: ["k": "v"])
-    let alphabet = Array("{}[]\",:0123456789-eE.\\u \t\nFIBUabcdefghtrsnul".utf8) + [0x00, 0xFF, 0xC3]
+    let alphabet =
+      Array("{}[]\",:0123456789-eE.\\u \t\nFIBUabcdefghtrsnul".utf8) + [0x00, 0xFF, 0xC3]
     var accepted = 0
     for _ in 0..<4000 {
       var bytes = base

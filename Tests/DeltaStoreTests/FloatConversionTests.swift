@@ -1,0 +1,116 @@
+import DeltaStore
+import Foundation
+import TestSupport
+import Testing
+
+/// The bfloat16 value of a finite or infinite pattern as a Double.
+private func bf16Value(_ bits: UInt16) -> Double { Double(Float(bitPattern: UInt32(bits) << 16)) }
+
+/// Slow reference: the nearest bfloat16 by exact comparison against the two neighbours.
+private func referenceBF16(_ x: Double) -> UInt16 {
+  let sign: UInt16 = x.sign == .minus ? 0x8000 : 0
+  let a = abs(x)
+  // Largest non-negative pattern with value ≤ a (patterns 0...0x7F80 are ordered by value).
+  var lo: UInt16 = 0
+  var hi: UInt16 = 0x7F80
+  while lo < hi {
+    let mid = (lo + hi + 1) / 2
+    if bf16Value(mid) <= a { lo = mid } else { hi = mid - 1 }
+  }
+  if bf16Value(lo) == a || lo == 0x7F80 { return sign | lo }
+  let next = lo + 1
+  let loValue = bf16Value(lo)
+  let nextValue = next == 0x7F80 ? 0x1p128 : bf16Value(next)
+  // Both differences are exact (Sterbenz, or subtraction of zero).
+  let below = a - loValue
+  let above = nextValue - a
+  if below < above { return sign | lo }
+  if above < below { return sign | next }
+  return sign | (lo & 1 == 0 ? lo : next)
+}
+
+@Suite struct FloatConversionTests {
+  @Test(arguments: [DType.f16, .bf16]) func every16BitPatternRoundTrips(dtype: DType) {
+    for p in 0...UInt16.max {
+      let raw: [UInt8] = [UInt8(p & 0xFF), UInt8(p >> 8)]
+      var d = [0.0]
+      raw.withUnsafeBytes { r in
+        d.withUnsafeMutableBufferPointer {
+          FloatConversion.decode(r, dtype: dtype, elements: 0..<1, into: $0)
+        }
+      }
+      let back = dtype == .f16 ? FloatConversion.f16Bits(d[0]) : FloatConversion.bf16Bits(d[0])
+      let exponentMask: UInt16 = dtype == .f16 ? 0x7C00 : 0x7F80
+      let quietBit: UInt16 = dtype == .f16 ? 0x0200 : 0x0040
+      let isNaN = p & exponentMask == exponentMask && p & ~(exponentMask | 0x8000) != 0
+      if isNaN {
+        #expect(back == p | quietBit, "pattern \(p)")
+      } else {
+        #expect(back == p, "pattern \(p)")
+      }
+    }
+  }
+
+  @Test func tiesRoundToEvenAndBF16RoundsOnce() {
+    #expect(FloatConversion.bf16Bits(1 + 0x1p-8) == 0x3F80)  // tie, down to even
+    #expect(FloatConversion.bf16Bits(1 + 3 * 0x1p-8) == 0x3F82)  // tie, up to even
+    // Float(x) would give the tie 1 + 2^-8 and then round down: double rounding.
+    #expect(FloatConversion.bf16Bits(1 + 0x1p-8 + 0x1p-40) == 0x3F81)
+    #expect(FloatConversion.f16Bits(1 + 0x1p-11) == 0x3C00)
+    #expect(FloatConversion.f16Bits(1 + 3 * 0x1p-11) == 0x3C02)
+    #expect(FloatConversion.f16Bits(65520) == 0x7C00)  // halfway past max → inf
+    #expect(FloatConversion.f16Bits(65519.99) == 0x7BFF)
+    #expect(FloatConversion.f16Bits(0x1p-25) == 0)  // tie with zero → even (zero)
+    #expect(FloatConversion.f16Bits(0x1p-25 + 0x1p-60) == 1)
+    #expect(FloatConversion.f16Bits(-0.0) == 0x8000)
+    #expect(FloatConversion.bf16Bits(.infinity) == 0x7F80)
+    #expect(FloatConversion.bf16Bits(-Double.greatestFiniteMagnitude) == 0xFF80)
+    #expect(FloatConversion.bf16Bits(.nan) & 0x7FC0 == 0x7FC0)
+    #expect(FloatConversion.f32Bits(.leastNonzeroMagnitude) == 0)
+    #expect(FloatConversion.f32Bits(0x1p-149 * 1.5) == 2)  // tie between subnormals 1 and 2 → even
+  }
+
+  @Test func randomDoublesMatchReferences() {
+    var rng = SplitMix64(seed: 42)
+    for i in 0..<200_000 {
+      let x: Double
+      if i % 2 == 0 {
+        x = Double(bitPattern: rng.next())  // any pattern, incl. huge, tiny, NaN
+      } else {
+        // Values near the narrow formats' ranges, with low bits set to hit near-ties.
+        let e = Double(Int(rng.next() % 300) - 150)
+        x = (Double(rng.next() >> 11) * 0x1p-53 + 1) * pow(2, e) * (rng.next() & 1 == 0 ? 1 : -1)
+      }
+      if x.isNaN { continue }
+      #expect(FloatConversion.f16Bits(x) == Float16(x).bitPattern, "\(x)")
+      #expect(FloatConversion.f32Bits(x) == Float(x).bitPattern, "\(x)")
+      if i % 8 == 1 || i % 8 == 0 {
+        #expect(FloatConversion.bf16Bits(x) == referenceBF16(x), "\(x)")
+      }
+    }
+  }
+
+  @Test func bufferEncodeDecodeAllFloatTypes() {
+    let values: [Double] = [0, -0.0, 1.5, -2.25, 0x1p-10, 65280, .infinity, -.infinity]
+    for dtype in [DType.f64, .f32, .f16, .bf16] {
+      var raw = [UInt8](repeating: 0, count: values.count * (dtype.byteCount ?? 0))
+      raw.withUnsafeMutableBytes { r in
+        values.withUnsafeBufferPointer { FloatConversion.encode($0, dtype: dtype, into: r) }
+      }
+      var back = [Double](repeating: 0, count: values.count)
+      var backFloat = [Float](repeating: 0, count: values.count)
+      raw.withUnsafeBytes { r in
+        back.withUnsafeMutableBufferPointer {
+          FloatConversion.decode(r, dtype: dtype, elements: 0..<values.count, into: $0)
+        }
+        backFloat.withUnsafeMutableBufferPointer {
+          FloatConversion.decode(r, dtype: dtype, elements: 0..<values.count, into: $0)
+        }
+      }
+      for (v, b) in zip(values, back) {
+        #expect(v == b && v.sign == b.sign, "\(dtype) \(v)")
+      }
+      for (d, f) in zip(back, backFloat) { #expect(Float(d) == f) }
+    }
+  }
+}
