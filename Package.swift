@@ -15,13 +15,15 @@ let package = Package(
   targets: [
     .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
     .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+    // zlib only frames large blobs as stored (uncompressed) deflate blocks: see StoredBlobWriter.
+    .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
     .systemLibrary(
       name: "CBLAS", pkgConfig: "openblas",
       providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
     .target(name: "DeltaStore", dependencies: ["CZstd", "CXXHash"]),
     .target(name: "Apply", dependencies: ["CBLAS"]),
-    .target(name: "EditVCS", dependencies: ["DeltaStore", "Apply", "CGit2"]),
+    .target(name: "EditVCS", dependencies: ["DeltaStore", "Apply", "CGit2", "CZlib"]),
     .executableTarget(
       name: "mvc",
       dependencies: [

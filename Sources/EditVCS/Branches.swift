@@ -31,7 +31,8 @@ extension EditRepository {
   }
 
   public func branchTarget(_ name: String) throws -> ObjectID? {
-    try RepositoryError.wrap("reading branch '\(name)'") { try git.referenceTarget("refs/heads/" + name) }
+    guard GitRepository.isValidBranchName(name) else { return nil }
+    return try RepositoryError.wrap("reading branch '\(name)'") { try git.referenceTarget("refs/heads/" + name) }
   }
 
   /// `mvc branch NAME [START]`.

@@ -73,7 +73,7 @@ extension EditRepository {
     let inPlace = try working.map { try sameLayout($0, as: target) } ?? false
     let toRewrite =
       inPlace
-      ? working!.tensorNames.filter { currentHashes[$0] != targetHashes[$0] }
+      ? (working?.tensorNames ?? []).filter { currentHashes[$0] != targetHashes[$0] }
       : Array(targetContents.tensorTrees.keys).sorted()
 
     // Everything is checked: record the intent, then write.
@@ -185,11 +185,18 @@ extension EditRepository {
       let header = try git.readBlob(headerID)
       let shardPath = sharded ? (path as NSString).appendingPathComponent(shard.file) : path
       // The header fixes the offsets; parse our own stored copy to place each tensor.
+      var dataByteCount = 0
+      for name in shard.tensors {
+        guard let tree = contents.tensorTrees[name] else {
+          throw RepositoryError.corruptObject(what: "layout of \(commit.shortHex)", reason: "no state for '\(name)'")
+        }
+        dataByteCount += try storedState(tree, tensor: name).state.byteCount
+      }
+      let totalBytes = header.count + dataByteCount
       let parsed = try header.withUnsafeBytes {
-        try SafetensorsFile.parseHeader($0, fileByteCount: nil, path: shardPath)
+        try SafetensorsFile.parseHeader($0, fileByteCount: totalBytes, path: shardPath)
       }
       let dataStart = header.count
-      let totalBytes = dataStart + (parsed.tensors.map(\.dataOffsets.upperBound).max() ?? 0)
       let writer = try AtomicFileWriter(path: shardPath, byteCount: totalBytes, hook: environment.ioHook)
       do {
         try header.withUnsafeBytes { try writer.write($0, at: 0) }

@@ -171,7 +171,7 @@ extension EditRepository {
         try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
       }
     }
-    let norms = factorNorms(factors.u, factors.v, rows: rows, cols: cols, rank: factors.rank, weightFrobenius: measured.oldFrobenius)
+    let norms = try factorNorms(factors.u, factors.v, rows: rows, cols: cols, rank: factors.rank, weightFrobenius: measured.oldFrobenius)
     let written = try writeLowRankState(
       name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: stateHash,
       parentHash: parentState.state.hash, rows: rows, cols: cols, rank: factors.rank, u: factors.u, v: factors.v,
@@ -184,13 +184,18 @@ extension EditRepository {
       hash: stateHash, normalizedBytes: approximate ? reconstructed : nil)
   }
 
-  func factorNorms(_ u: [Float], _ v: [Float], rows: Int, cols: Int, rank: Int, weightFrobenius: Double) -> DeltaNorms {
+  func factorNorms(_ u: [Float], _ v: [Float], rows: Int, cols: Int, rank: Int, weightFrobenius: Double) throws
+    -> DeltaNorms
+  {
     guard rank > 0 else { return DeltaNorms(frobenius: 0, spectral: 0, weightFrobenius: weightFrobenius) }
-    return u.withUnsafeBufferPointer { up in
-      v.withUnsafeBufferPointer { vp in
-        DeltaNorms(
-          frobenius: LowRankNorms.frobenius(u: up.baseAddress!, v: vp.baseAddress!, rows: rows, cols: cols, rank: rank),
-          spectral: LowRankNorms.spectral(u: up.baseAddress!, v: vp.baseAddress!, rows: rows, cols: cols, rank: rank),
+    return try u.withUnsafeBufferPointer { up in
+      try v.withUnsafeBufferPointer { vp in
+        guard let uBase = up.baseAddress, let vBase = vp.baseAddress else {
+          return DeltaNorms(frobenius: 0, spectral: 0, weightFrobenius: weightFrobenius)
+        }
+        return DeltaNorms(
+          frobenius: LowRankNorms.frobenius(u: uBase, v: vBase, rows: rows, cols: cols, rank: rank),
+          spectral: try LowRankNorms.spectral(u: uBase, v: vBase, rows: rows, cols: cols, rank: rank),
           weightFrobenius: weightFrobenius)
       }
     }

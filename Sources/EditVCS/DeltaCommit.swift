@@ -54,8 +54,8 @@ enum DeltaFileReader {
       throw RepositoryError.deltaMismatch(file: file.path, tensor: info.name, detail: "dtype \(info.dtype.rawValue) is not a float type")
     }
     var doubles = [Double](repeating: 0, count: info.elementCount)
-    try doubles.withUnsafeMutableBufferPointer {
-      try FloatConversion.decode(file.bytes(of: info), dtype: info.dtype, into: $0.baseAddress!, count: info.elementCount)
+    doubles.withUnsafeMutableBufferPointer {
+      FloatConversion.decode(file.bytes(of: info), dtype: info.dtype, elements: 0..<info.elementCount, into: $0)
     }
     for (i, x) in doubles.enumerated() where !x.isFinite {
       throw RepositoryError.deltaMismatch(file: file.path, tensor: info.name, detail: "element \(i) is \(x)")
@@ -145,8 +145,10 @@ extension EditRepository {
       }
       let (rows, cols) = TensorMath.matrixShape(info.shape)
       if let dense = entry.dense {
-        let found = try dense.withUnsafeBufferPointer {
-          try Factorization.lowRank(of: $0.baseAddress!, rows: rows, cols: cols, noiseRMS: 0, maxRank: min(rows, cols))
+        let found = try dense.withUnsafeBufferPointer { buffer in
+          try buffer.baseAddress.flatMap {
+            try Factorization.lowRank(of: $0, rows: rows, cols: cols, noiseRMS: 0, maxRank: min(rows, cols))
+          }
         }
         guard let found else {
           throw RepositoryError.deltaMismatch(file: file, tensor: entry.tensor, detail: "dense delta could not be factorized")
@@ -187,7 +189,7 @@ extension EditRepository {
         }
       }
       let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
-      let norms = factorNorms(delta.u, delta.v, rows: rows, cols: cols, rank: delta.rank, weightFrobenius: weightNorm)
+      let norms = try factorNorms(delta.u, delta.v, rows: rows, cols: cols, rank: delta.rank, weightFrobenius: weightNorm)
       let written = try writeLowRankState(
         name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, hash: hash,
         parentHash: state.hash, rows: rows, cols: cols, rank: delta.rank, u: delta.u, v: delta.v, residual: nil,

@@ -92,6 +92,7 @@ public final class EditRepository {
     let lock = try RepositoryLock(path: (gitDirectory as NSString).appendingPathComponent("lock"))
     removeStaleGitLocks(in: gitDirectory)
     let git = try RepositoryError.wrap("opening '\(gitDirectory)'") { try GitRepository.open(at: gitDirectory) }
+    git.ioHook = environment.ioHook
     let repository = try EditRepository(root: root, git: git, lock: lock, environment: environment)
     try repository.recoverFromJournal()
     return repository
@@ -159,8 +160,8 @@ public final class EditRepository {
     do {
       return try git.resolveCommit(revision)
     } catch let error as GitError where error.isNotFound || error.isInvalidSpec || error.isAmbiguous {
-      let count = try? headCommit().map { try git.walk(from: [$0]).count }
-      throw RepositoryError.unknownRevision(revision, commitCount: count ?? nil)
+      let count = try? git.walk(from: [headCommit()]).count
+      throw RepositoryError.unknownRevision(revision, commitCount: count)
     } catch let error as GitError {
       throw RepositoryError.git(error, context: "resolving '\(revision)'")
     }

@@ -26,19 +26,18 @@ enum TensorMath {
   ) throws {
     guard rank > 0 else { return }
     guard let uBase = u.baseAddress, let vBase = v.baseAddress else { return }
-    let elementBytes = dtype.bitCount / 8
     let blockRows = rowsPerBlock(cols: cols)
     let scratch = UnsafeMutablePointer<Double>.allocate(capacity: blockRows * cols)
     defer { scratch.deallocate() }
     var row = 0
     while row < rows {
       let count = min(blockRows, rows - row)
-      let byteRange = (row * cols * elementBytes)..<((row + count) * cols * elementBytes)
-      let slice = UnsafeMutableRawBufferPointer(rebasing: raw[byteRange])
-      try FloatConversion.decode(UnsafeRawBufferPointer(slice), dtype: dtype, into: scratch, count: count * cols)
+      let elements = (row * cols)..<((row + count) * cols)
+      let block = UnsafeMutableBufferPointer(start: scratch, count: elements.count)
+      FloatConversion.decode(UnsafeRawBufferPointer(raw), dtype: dtype, elements: elements, into: block)
       CanonicalReconstruction.addLowRank(
         into: scratch, rowRange: 0..<count, columnCount: cols, u: uBase + row * rank, v: vBase, rank: rank)
-      try FloatConversion.encode(scratch, count: count * cols, dtype: dtype, into: slice)
+      FloatConversion.encode(UnsafeBufferPointer(block), dtype: dtype, into: raw, elementOffset: elements.lowerBound)
       row += count
     }
   }
@@ -49,7 +48,6 @@ enum TensorMath {
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
     into delta: UnsafeMutablePointer<Float>
   ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double) {
-    let elementBytes = dtype.bitCount / 8
     let block = blockElementCount
     let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
     let b = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -71,9 +69,9 @@ enum TensorMath {
     var start = 0
     while start < count {
       let n = min(block, count - start)
-      let range = (start * elementBytes)..<((start + n) * elementBytes)
-      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: new[range]), dtype: dtype, into: a, count: n)
-      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: old[range]), dtype: dtype, into: b, count: n)
+      let range = start..<(start + n)
+      FloatConversion.decode(new, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: a, count: n))
+      FloatConversion.decode(old, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: b, count: n))
       for i in 0..<n {
         let x = a[i]
         let y = b[i]
@@ -92,7 +90,6 @@ enum TensorMath {
   static func maxAbsDifference(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, dtype: DType, count: Int)
     throws -> Double
   {
-    let elementBytes = dtype.bitCount / 8
     let block = blockElementCount
     let x = UnsafeMutablePointer<Double>.allocate(capacity: block)
     let y = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -104,9 +101,9 @@ enum TensorMath {
     var start = 0
     while start < count {
       let n = min(block, count - start)
-      let range = (start * elementBytes)..<((start + n) * elementBytes)
-      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: a[range]), dtype: dtype, into: x, count: n)
-      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: b[range]), dtype: dtype, into: y, count: n)
+      let range = start..<(start + n)
+      FloatConversion.decode(a, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: x, count: n))
+      FloatConversion.decode(b, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: y, count: n))
       for i in 0..<n { result = max(result, abs(x[i] - y[i])) }
       start += n
     }
@@ -123,22 +120,21 @@ enum TensorBlobs {
     chunk: (Int) throws -> [UInt8]
   ) throws {
     try FullTensorCodec.decode(
-      chunkCount: chunkCount, chunkByteCount: chunkByteCount, dtype: dtype, into: destination, chunk: chunk)
+      chunkCount: chunkCount, chunk: chunk, into: destination, dtype: dtype, chunkByteCount: chunkByteCount)
   }
 
   static func encodeFactor(_ values: [Float], compressor: ZstdCompressor) throws -> [UInt8] {
-    try FactorCodec.encode(values, compressor: compressor)
+    try values.withUnsafeBufferPointer { try FactorCodec.encode($0, compressor: compressor) }
   }
 
   static func decodeFactor(_ blob: [UInt8], elementCount: Int) throws -> [Float] {
-    try FactorCodec.decode(blob, elementCount: elementCount)
+    try blob.withUnsafeBytes { try FactorCodec.decode($0, elementCount: elementCount) }
   }
 }
 
 extension TensorMath {
   /// ‖W‖_F of a float tensor, accumulated in Float64.
   static func frobenius(_ raw: UnsafeRawBufferPointer, dtype: DType, count: Int) throws -> Double {
-    let elementBytes = dtype.bitCount / 8
     let block = blockElementCount
     let x = UnsafeMutablePointer<Double>.allocate(capacity: block)
     defer { x.deallocate() }
@@ -146,8 +142,8 @@ extension TensorMath {
     var start = 0
     while start < count {
       let n = min(block, count - start)
-      let range = (start * elementBytes)..<((start + n) * elementBytes)
-      try FloatConversion.decode(UnsafeRawBufferPointer(rebasing: raw[range]), dtype: dtype, into: x, count: n)
+      let range = start..<(start + n)
+      FloatConversion.decode(raw, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: x, count: n))
       for i in 0..<n { sum += x[i] * x[i] }
       start += n
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 struct MVC: ParsableCommand {
   static let configuration = CommandConfiguration(

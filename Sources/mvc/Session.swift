@@ -61,9 +61,9 @@ final class ProgressBar {
 enum Format {
   static func bytes(_ count: Int) -> String {
     let value = Double(count)
-    if value >= 1 << 30 { return String(format: "%.2f GiB", value / Double(1 << 30)) }
-    if value >= 1 << 20 { return String(format: "%.2f MiB", value / Double(1 << 20)) }
-    if value >= 1 << 10 { return String(format: "%.1f KiB", value / Double(1 << 10)) }
+    if value >= Double(1 << 30) { return String(format: "%.2f GiB", value / Double(1 << 30)) }
+    if value >= Double(1 << 20) { return String(format: "%.2f MiB", value / Double(1 << 20)) }
+    if value >= Double(1 << 10) { return String(format: "%.1f KiB", value / Double(1 << 10)) }
     return "\(count) B"
   }
 

@@ -1,3 +1,4 @@
+import DeltaStore
 import Foundation
 internal import CGit2
 
@@ -10,6 +11,7 @@ internal import CGit2
 /// plus the pack backend so packed repositories (after `git gc` or a clone) still read.
 public final class GitRepository {
   let handle: OpaquePointer
+  private var hook: IOHook?
   /// The repository's directory (the `.mvc` folder).
   public let path: String
 
@@ -58,7 +60,8 @@ public final class GitRepository {
     guard let odb else { return }
     defer { git_odb_free(odb) }  // the repository keeps its own reference
     var loose: UnsafeMutablePointer<git_odb_backend>?
-    try check(git_odb_backend_loose(&loose, objects, 0, 1, 0, 0), "git_odb_backend_loose", objects)
+    // Level 1 for the small objects (trees, metadata); large blobs go through StoredBlobWriter.
+    try check(git_odb_backend_loose(&loose, objects, 1, 1, 0, 0), "git_odb_backend_loose", objects)
     // Ownership of a backend passes to the odb once it is added.
     try check(git_odb_add_backend(odb, loose, 2), "git_odb_add_backend")
     var pack: UnsafeMutablePointer<git_odb_backend>?
@@ -69,8 +72,21 @@ public final class GitRepository {
 
   // MARK: Blobs
 
-  /// Writes `bytes` as a blob (uncompressed loose object) and returns its id.
+  /// Blobs at least this large are written as stored (uncompressed) zlib streams.
+  static let storedBlobThreshold = 64 << 10
+
+  /// Called before each write, fsync and rename of large blobs.
+  public var ioHook: IOHook? {
+    get { hook }
+    set { hook = newValue }
+  }
+
+  /// Writes `bytes` as a blob and returns its id.
   public func writeBlob(_ bytes: UnsafeRawBufferPointer) throws -> ObjectID {
+    if bytes.count >= Self.storedBlobThreshold {
+      return try StoredBlobWriter.write(
+        bytes, objectsDirectory: (path as NSString).appendingPathComponent("objects"), hook: hook)
+    }
     var oid = git_oid()
     try check(
       git_blob_create_from_buffer(&oid, handle, bytes.baseAddress, bytes.count),
