@@ -50,7 +50,9 @@ extension EditSolvers {
         input: "values", expected: "[n, \(dOut)] with n ≥ 1", actual: "\(values.count) elements")
     }
     let n = values.count / dOut
-    for (name, array) in [("revised outputs", revisedOutputs), ("original outputs", originalOutputs)]
+    for (name, array) in [
+      ("revised outputs", revisedOutputs), ("original outputs", originalOutputs),
+    ]
     where array.count != values.count {
       throw EditSolverError.shapeMismatch(
         input: name, expected: "[\(n), \(dOut)]", actual: "\(array.count) elements")

@@ -346,7 +346,8 @@ public enum EditSolvers {
   /// - Throws: ``EditSolverError/invalidDimension(name:value:)``,
   ///   ``EditSolverError/shapeMismatch(input:expected:actual:)``,
   ///   ``EditSolverError/nonFinite(input:index:rowLength:)``.
-  public static func secondMoment(ofKeys keys: [Double], count m: Int, dIn: Int) throws -> [Double] {
+  public static func secondMoment(ofKeys keys: [Double], count m: Int, dIn: Int) throws -> [Double]
+  {
     try requireDimension("m", m)
     try requireDimension("d_in", dIn)
     let (count, overflow) = m.multipliedReportingOverflow(by: dIn)
@@ -480,7 +481,8 @@ public enum EditSolvers {
       var worst = 0
       var worstRatio = Double.infinity
       for j in 0..<n {
-        let ratio = factor[j * n + j] * factor[j * n + j] / max(gram[j * n + j], .leastNormalMagnitude)
+        let ratio =
+          factor[j * n + j] * factor[j * n + j] / max(gram[j * n + j], .leastNormalMagnitude)
         if ratio < worstRatio {
           worstRatio = ratio
           worst = j

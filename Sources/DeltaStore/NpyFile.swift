@@ -115,11 +115,14 @@ public enum NpyFile {
     let lengthFieldSize = major == 1 ? 2 : 4
     let prefixSize = 8 + lengthFieldSize
     guard bytes.count >= prefixSize else {
+      // Not even the length field is complete: report its own size.
       throw NpyError.truncatedHeader(
-        path: path, declaredByteCount: lengthFieldSize, availableByteCount: bytes.count - 8)  // the length field itself
+        path: path, declaredByteCount: lengthFieldSize, availableByteCount: bytes.count - 8)
     }
     var headerLength = 0
-    for i in (0..<lengthFieldSize).reversed() { headerLength = headerLength << 8 | Int(bytes[8 + i]) }
+    for i in (0..<lengthFieldSize).reversed() {
+      headerLength = headerLength << 8 | Int(bytes[8 + i])
+    }
     guard headerLength <= bytes.count - prefixSize else {
       throw NpyError.truncatedHeader(
         path: path, declaredByteCount: headerLength, availableByteCount: bytes.count - prefixSize)
@@ -172,10 +175,12 @@ public enum NpyFile {
       for i in 0..<elementCount {
         let offset = dataOffset + i * itemSize
         if itemSize == 4 {
-          let bits = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+          let bits = UInt32(
+            littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
           values[i] = Double(Float(bitPattern: bits))
         } else {
-          let bits = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+          let bits = UInt64(
+            littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
           values[i] = Double(bitPattern: bits)
         }
       }
@@ -194,7 +199,9 @@ public enum NpyFile {
       descr: "<f8", elementCount: values.count, shape: shape, to: path,
       payload: values.withUnsafeBufferPointer { buffer in
         var data = Data(capacity: buffer.count * 8)
-        for value in buffer { withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+        for value in buffer {
+          withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) }
+        }
         return data
       })
   }
@@ -205,7 +212,9 @@ public enum NpyFile {
       descr: "<f4", elementCount: values.count, shape: shape, to: path,
       payload: values.withUnsafeBufferPointer { buffer in
         var data = Data(capacity: buffer.count * 4)
-        for value in buffer { withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+        for value in buffer {
+          withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) }
+        }
         return data
       })
   }
@@ -335,7 +344,9 @@ public enum NpyFile {
         position += 1
         var s = ""
         while position < scalars.count, scalars[position] != c {
-          guard scalars[position] != "\\" else { throw Failure(reason: "escapes are not supported") }
+          guard scalars[position] != "\\" else {
+            throw Failure(reason: "escapes are not supported")
+          }
           s.unicodeScalars.append(scalars[position])
           position += 1
         }
@@ -364,7 +375,8 @@ public enum NpyFile {
       default:
         for (word, value) in [("True", true), ("False", false)] {
           let end = position + word.unicodeScalars.count
-          if end <= scalars.count, String(String.UnicodeScalarView(scalars[position..<end])) == word {
+          if end <= scalars.count, String(String.UnicodeScalarView(scalars[position..<end])) == word
+          {
             position = end
             return .bool(value)
           }

@@ -30,14 +30,16 @@ private struct Dense: Equatable {
   }
 
   var transposed: Dense {
-    var t = Dense(rows: columns, columns: rows, elements: .init(repeating: 0, count: elements.count))
+    var t = Dense(
+      rows: columns, columns: rows, elements: .init(repeating: 0, count: elements.count))
     for i in 0..<rows { for j in 0..<columns { t[j, i] = self[i, j] } }
     return t
   }
 
   static func * (a: Dense, b: Dense) -> Dense {
     precondition(a.columns == b.rows)
-    var c = Dense(rows: a.rows, columns: b.columns, elements: .init(repeating: 0, count: a.rows * b.columns))
+    var c = Dense(
+      rows: a.rows, columns: b.columns, elements: .init(repeating: 0, count: a.rows * b.columns))
     for i in 0..<a.rows {
       for k in 0..<a.columns {
         let aik = a[i, k]
@@ -100,7 +102,9 @@ private struct Dense: Equatable {
 private func relativeError(
   _ actual: Dense, _ expected: Dense, sourceLocation: SourceLocation = #_sourceLocation
 ) -> Double {
-  #expect(actual.rows == expected.rows && actual.columns == expected.columns, sourceLocation: sourceLocation)
+  #expect(
+    actual.rows == expected.rows && actual.columns == expected.columns,
+    sourceLocation: sourceLocation)
   return (actual - expected).frobenius / expected.frobenius
 }
 
@@ -270,7 +274,9 @@ struct EditSolversTests {
     #expect(denominator > 0 && normalized > 0)
   }
 
-  @Test("Float32 weights give the update of their widened Float64 values", arguments: EditMethod.allCases)
+  @Test(
+    "Float32 weights give the update of their widened Float64 values",
+    arguments: EditMethod.allCases)
   func float32Weights(method: EditMethod) throws {
     var fixture = Fixture(n: method == .rome ? 1 : 3, seed: 77)
     fixture.w0.elements = fixture.w0.elements.map { Double(Float($0)) }
@@ -289,13 +295,16 @@ struct EditSolversTests {
       #expect(relativeError(delta(conv), delta(linear)) < 1e-12)
       #expect(conv.weightIsTransposed && !linear.weightIsTransposed)
       #expect(conv.storageRowCount == fixture.dIn && conv.storageColumnCount == fixture.dOut)
-      let stored = Dense(rows: conv.storageRowCount, columns: conv.rank, elements: conv.storageLeft)
+      let stored =
+        Dense(rows: conv.storageRowCount, columns: conv.rank, elements: conv.storageLeft)
         * Dense(rows: conv.storageColumnCount, columns: conv.rank, elements: conv.storageRight)
         .transposed
       #expect(relativeError(stored, delta(linear).transposed) < 1e-12)
       let linearStored =
         Dense(rows: linear.storageRowCount, columns: linear.rank, elements: linear.storageLeft)
-        * Dense(rows: linear.storageColumnCount, columns: linear.rank, elements: linear.storageRight)
+        * Dense(
+          rows: linear.storageColumnCount, columns: linear.rank, elements: linear.storageRight
+        )
         .transposed
       #expect(relativeError(linearStored, delta(linear)) < 1e-15)
     }
@@ -397,7 +406,9 @@ struct EditSolversTests {
     }
     let message = EditSolverError.covarianceNotPositiveDefinite(
       matrix: "λ·C₀", dimension: 40, leadingMinor: 11, reciprocalCondition: nil, lambda: 1)
-    #expect(message.errorDescription == "'λ·C₀' (40×40) is not positive definite: leading minor 11 is not positive")
+    #expect(
+      message.errorDescription
+        == "'λ·C₀' (40×40) is not positive definite: leading minor 11 is not positive")
     #expect(message.recoverySuggestion?.contains("fewer than 40") == true)
   }
 
@@ -431,8 +442,12 @@ struct EditSolversTests {
     let fixture = Fixture(n: 3, seed: 16)
     let update = try EditSolvers.solve(fixture.problem(mu: 0), method: .emmet)
     let revisedMath = fixture.w0 + delta(update)
-    let storedOriginal = (transposed ? fixture.w0.transposed : fixture.w0).elements.map { Float($0) }
-    let storedRevised = (transposed ? revisedMath.transposed : revisedMath).elements.map { Float($0) }
+    let storedOriginal = (transposed ? fixture.w0.transposed : fixture.w0).elements.map {
+      Float($0)
+    }
+    let storedRevised = (transposed ? revisedMath.transposed : revisedMath).elements.map {
+      Float($0)
+    }
 
     let kept = try storedRevised.withUnsafeBufferPointer { revised in
       try storedOriginal.withUnsafeBufferPointer { original in
@@ -453,8 +468,12 @@ struct EditSolversTests {
 
     // Preservation error against the dense Float64 formula on the widened Float32 weights.
     let k0 = Dense(rows: 200, columns: fixture.dIn, elements: fixture.preservationRows).transposed
-    let w0f = Dense(rows: fixture.dOut, columns: fixture.dIn, elements: fixture.w0.elements.map { Double(Float($0)) })
-    let wrf = Dense(rows: fixture.dOut, columns: fixture.dIn, elements: revisedMath.elements.map { Double(Float($0)) })
+    let w0f = Dense(
+      rows: fixture.dOut, columns: fixture.dIn,
+      elements: fixture.w0.elements.map { Double(Float($0)) })
+    let wrf = Dense(
+      rows: fixture.dOut, columns: fixture.dIn,
+      elements: revisedMath.elements.map { Double(Float($0)) })
     let expected = ((wrf - w0f) * k0).frobenius / (w0f * k0).frobenius
     let drift = try storedRevised.withUnsafeBufferPointer { revised in
       try storedOriginal.withUnsafeBufferPointer { original in
@@ -477,7 +496,9 @@ struct EditSolversTests {
         weightIsTransposed: transposed)
     }
     let expectedProjection = (w0f * fixture.keys).transposed
-    #expect(relativeError(Dense(rows: 3, columns: fixture.dOut, elements: projected), expectedProjection) < 1e-14)
+    #expect(
+      relativeError(Dense(rows: 3, columns: fixture.dOut, elements: projected), expectedProjection)
+        < 1e-14)
   }
 
   @Test("retention rejects mismatched shapes")

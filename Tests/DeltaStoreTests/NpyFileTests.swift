@@ -117,10 +117,12 @@ struct NpyFileTests {
       func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
       let expected = (0..<12).map { Double($0) / 7 }
-      #expect(try NpyFile.read(from: path("f8_2d.npy")) == NpyArray(shape: [3, 4], values: expected))
+      #expect(
+        try NpyFile.read(from: path("f8_2d.npy")) == NpyArray(shape: [3, 4], values: expected))
       for version in 1...3 {
         #expect(
-          try NpyFile.read(from: path("v\(version).npy")) == NpyArray(shape: [3, 4], values: expected))
+          try NpyFile.read(from: path("v\(version).npy"))
+            == NpyArray(shape: [3, 4], values: expected))
       }
       #expect(
         try NpyFile.read(from: path("f4_1d.npy"))
@@ -167,8 +169,13 @@ struct NpyFileTests {
     let good = "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }"
     let payload = f8Bytes([1, 2])
     // Sanity: the hand-built file itself is valid, in format 1.0 and 2.0.
-    #expect((try? NpyFile.parse(npyBytes(header: good, payload: payload), path: "ok.npy"))?.values == [1, 2])
-    #expect((try? NpyFile.parse(npyBytes(header: good, major: 2, payload: payload), path: "ok.npy"))?.shape == [2])
+    #expect(
+      (try? NpyFile.parse(npyBytes(header: good, payload: payload), path: "ok.npy"))?.values == [
+        1, 2,
+      ])
+    #expect(
+      (try? NpyFile.parse(npyBytes(header: good, major: 2, payload: payload), path: "ok.npy"))?
+        .shape == [2])
 
     expectNpyError(Data([0x93, 0x4E, 0x55])) { $0 == .badMagic(path: "bad.npy") }
     var wrongMagic = npyBytes(header: good, payload: payload)
@@ -201,13 +208,22 @@ struct NpyFileTests {
         if case .malformedHeader = $0 { true } else { false }
       }
     }
-    expectNpyError(npyBytes(header: "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", payload: payload)) {
+    expectNpyError(
+      npyBytes(
+        header: "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", payload: payload)
+    ) {
       $0 == .unsupportedDtype(path: "bad.npy", descr: "<i4")
     }
-    expectNpyError(npyBytes(header: "{'descr': '<f8', 'fortran_order': True, 'shape': (1, 2), }", payload: payload)) {
+    expectNpyError(
+      npyBytes(
+        header: "{'descr': '<f8', 'fortran_order': True, 'shape': (1, 2), }", payload: payload)
+    ) {
       $0 == .fortranOrder(path: "bad.npy", shape: [1, 2])
     }
-    expectNpyError(npyBytes(header: "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2), }", payload: payload)) {
+    expectNpyError(
+      npyBytes(
+        header: "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2), }", payload: payload)
+    ) {
       $0 == .unsupportedShape(path: "bad.npy", shape: [1, 1, 2])
     }
     expectNpyError(npyBytes(header: good, payload: Array(payload.dropLast()))) {
@@ -217,7 +233,9 @@ struct NpyFileTests {
       $0 == .dataLengthMismatch(path: "bad.npy", expectedByteCount: 16, actualByteCount: 17)
     }
     expectNpyError(
-      npyBytes(header: "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 4), }", payload: payload)
+      npyBytes(
+        header: "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 4), }",
+        payload: payload)
     ) {
       if case .unsupportedShape = $0 { true } else { false }
     }
