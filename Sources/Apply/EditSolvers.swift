@@ -1,0 +1,503 @@
+// Closed-form knowledge-edit updates (ROME, EMMET, single-layer MEMIT), returned as factors.
+//
+// Conventions used throughout this file (docs/editing-science.md §1–§2):
+// - W is d_out×d_in in *math orientation*: v = W·k. Keys k are d_in-vectors (the input of the MLP
+//   down-projection), values v are d_out-vectors.
+// - In the formulas, K_E (d_in×n) and V_E (d_out×n) hold the edit keys and targets as *columns*.
+//   The public API takes them as *rows* (n×d_in and n×d_out, row-major), the way files store them.
+// - R = V_E − W₀K_E is the residual; C₀ = E[kkᵀ] is the uncentred second moment of the preservation
+//   keys (d_in×d_in); λ = `mom2_update_weight`, C = λC₀; μ is EMMET's ridge (`emmet_lambda`).
+// - Every update is ΔW = U·Vᵀ with U d_out×r and V d_in×r, row-major. No d_out×d_in matrix is ever
+//   formed, and no inverse: only Cholesky (`dpotrf`/`dpotrs`) and, for EMMET's n×n system, an LU
+//   fallback (`dgesv`).
+//
+// Buffer identities used with LAPACK (column-major) on row-major buffers:
+// - the keys buffer, row-major n×d_in, *is* column-major K_E (d_in×n, ld = d_in);
+// - a symmetric matrix is the same buffer in either order; its column-major lower triangle is the
+//   row-major upper triangle.
+
+// Foundation only for `LocalizedError` (the module's error convention); no hot loop uses it.
+import Foundation
+
+/// The elements of a weight matrix, in the precision the file stores them.
+public enum EditWeights: Sendable {
+  /// Float32 elements (converted to Float64 block by block, never all at once).
+  case float32([Float])
+  /// Float64 elements.
+  case float64([Double])
+
+  /// The number of elements.
+  public var elementCount: Int {
+    switch self {
+    case .float32(let values): return values.count
+    case .float64(let values): return values.count
+    }
+  }
+}
+
+/// One closed-form edit of one weight matrix.
+///
+/// Shapes (row-major):
+/// - `w0`: d_out×d_in, or d_in×d_out when `weightIsTransposed` (GPT-2 `Conv1D` stores Wᵀ);
+/// - `keys`: n×d_in, one edit key per row (row i is column i of K_E);
+/// - `values`: n×d_out, one target per row (row i is column i of V_E);
+/// - `covariance`: d_in×d_in, C₀ = E[kkᵀ] (not yet multiplied by λ). It must be symmetric; only its
+///   upper triangle (row-major) is read by the factorizations.
+public struct EditProblem: Sendable {
+  /// The unedited weights W₀.
+  public var w0: EditWeights
+  /// d_out, the length of a value vector.
+  public var dOut: Int
+  /// d_in, the length of a key vector.
+  public var dIn: Int
+  /// `true` when `w0` is stored d_in×d_out (Wᵀ, GPT-2 `Conv1D`); the result's storage factors follow.
+  public var weightIsTransposed: Bool
+  /// Edit keys as rows, n×d_in.
+  public var keys: [Double]
+  /// Edit targets as rows, n×d_out.
+  public var values: [Double]
+  /// C₀, d_in×d_in, the uncentred second moment of the preservation keys.
+  public var covariance: [Double]
+  /// λ = `mom2_update_weight`; C = λC₀. Must be finite and positive.
+  public var lambda: Double
+  /// μ, EMMET's ridge on Kᵀ C⁻¹ K, added only when n > 1 (as `emmet_main.py` does). Must be ≥ 0.
+  public var mu: Double
+
+  /// n, the number of edits (rows of `keys`).
+  public var editCount: Int { dIn > 0 ? keys.count / dIn : 0 }
+
+  /// Creates a problem; nothing is checked until ``EditSolvers/solve(_:method:)``.
+  public init(
+    w0: EditWeights, dOut: Int, dIn: Int, weightIsTransposed: Bool = false,
+    keys: [Double], values: [Double], covariance: [Double], lambda: Double = 1, mu: Double = 0.1
+  ) {
+    self.w0 = w0
+    self.dOut = dOut
+    self.dIn = dIn
+    self.weightIsTransposed = weightIsTransposed
+    self.keys = keys
+    self.values = values
+    self.covariance = covariance
+    self.lambda = lambda
+    self.mu = mu
+  }
+}
+
+/// The closed-form update rule.
+public enum EditMethod: String, Sendable, CaseIterable {
+  /// ΔW = (v − W₀k)(C⁻¹k)ᵀ / (kᵀC⁻¹k): one key, rank 1, equality constraint.
+  case rome
+  /// ΔW = R (K_EᵀC⁻¹K_E + μI)⁻¹ K_EᵀC⁻¹: n equality constraints (ridge μ when n > 1).
+  case emmet
+  /// ΔW = R K_Eᵀ (λC₀ + K_EK_Eᵀ)⁻¹: least squares, one layer (the caller divides R across layers).
+  case memit
+}
+
+/// Numbers worth keeping beside an edit (docs/editing-science.md §3.1, §4.5).
+public struct EditDiagnostics: Sendable, Equatable {
+  /// ROME only: kᵀC⁻¹k with C = λC₀ (scales as 1/λ).
+  public var romeDenominator: Double?
+  /// ROME only: kᵀC⁻¹k / ‖C⁻¹k‖, the λ-invariant "|k·u|" of the authors' code; below ≈0.1 is suspect.
+  public var romeNormalizedDenominator: Double?
+  /// ‖R‖_F = ‖V_E − W₀K_E‖_F.
+  public var residualNorm: Double
+  /// LAPACK's reciprocal condition estimate (`dpocon`, 1-norm) of the d_in×d_in matrix factored:
+  /// λC₀ (ROME, EMMET) or λC₀ + K_EK_Eᵀ (MEMIT).
+  public var covarianceReciprocalCondition: Double
+  /// EMMET only: reciprocal condition estimate of G = K_EᵀC⁻¹K_E + μI.
+  public var gramReciprocalCondition: Double?
+  /// The ridge actually added to G (μ when n > 1, else 0); `nil` for ROME and MEMIT.
+  public var ridge: Double?
+  /// `true` when G failed Cholesky (not numerically positive definite) and was solved by LU.
+  public var usedLUFallback: Bool
+}
+
+/// A low-rank update ΔW = U·Vᵀ in math orientation.
+///
+/// `u` is d_out×`rank` and `v` is d_in×`rank`, both row-major Float64. `rank` is the factor width
+/// (1 for ROME, n for EMMET and MEMIT), not a numerical rank.
+/// In storage orientation, ΔW_storage = `storageLeft`·`storageRightᵀ`: U·Vᵀ for `nn.Linear`
+/// (d_out×d_in) and V·Uᵀ for GPT-2 `Conv1D` (d_in×d_out, `weightIsTransposed`).
+public struct EditUpdate: Sendable {
+  /// U, d_out×rank, row-major.
+  public var u: [Double]
+  /// V, d_in×rank, row-major.
+  public var v: [Double]
+  /// The factor width r.
+  public var rank: Int
+  /// d_out.
+  public var dOut: Int
+  /// d_in.
+  public var dIn: Int
+  /// Copied from the problem: whether the stored weight is d_in×d_out.
+  public var weightIsTransposed: Bool
+  /// Conditioning and ROME figures.
+  public var diagnostics: EditDiagnostics
+
+  /// The left factor in storage orientation (rows of the stored matrix × rank): `v` when transposed.
+  public var storageLeft: [Double] { weightIsTransposed ? v : u }
+  /// The right factor in storage orientation (columns of the stored matrix × rank).
+  public var storageRight: [Double] { weightIsTransposed ? u : v }
+  /// The stored matrix's row count: d_in when transposed, else d_out.
+  public var storageRowCount: Int { weightIsTransposed ? dIn : dOut }
+  /// The stored matrix's column count.
+  public var storageColumnCount: Int { weightIsTransposed ? dOut : dIn }
+}
+
+/// Why an edit could not be solved. Every case is caused by the inputs, never by the code.
+public enum EditSolverError: Error, LocalizedError, Equatable, Sendable {
+  /// `input` does not have the shape the others imply.
+  case shapeMismatch(input: String, expected: String, actual: String)
+  /// A dimension is not positive or exceeds what BLAS can index (Int32).
+  case invalidDimension(name: String, value: Int)
+  /// λ or μ is out of range.
+  case invalidParameter(name: String, value: Double, requirement: String)
+  /// `input` holds NaN or ±Inf; `index` is the first such element, `rowLength` its row width.
+  case nonFinite(input: String, index: Int, rowLength: Int)
+  /// The d_in×d_in matrix `matrix` is not (numerically) positive definite. `leadingMinor` is the
+  /// 1-based order of the first non-positive leading minor (`dpotrf` info), `nil` when Cholesky
+  /// succeeded but the condition estimate `reciprocalCondition` is below the limit.
+  case covarianceNotPositiveDefinite(
+    matrix: String, dimension: Int, leadingMinor: Int?, reciprocalCondition: Double?,
+    lambda: Double)
+  /// EMMET's K_EᵀC⁻¹K_E + μI is singular: key `keyIndex` (0-based) is (nearly) a linear combination
+  /// of keys 0..<keyIndex in the C⁻¹ inner product.
+  case keysCollinear(keyIndex: Int, editCount: Int, reciprocalCondition: Double)
+  /// ROME's kᵀC⁻¹k is not positive (a zero key, or C lost definiteness in rounding).
+  case romeDenominatorNotPositive(denominator: Double)
+
+  public var errorDescription: String? {
+    switch self {
+    case .shapeMismatch(let input, let expected, let actual):
+      return "input '\(input)' has shape \(actual), expected \(expected)"
+    case .invalidDimension(let name, let value):
+      return "dimension '\(name)' is \(value), expected 1...\(Int32.max)"
+    case .invalidParameter(let name, let value, let requirement):
+      return "parameter '\(name)' is \(value), expected \(requirement)"
+    case .nonFinite(let input, let index, let rowLength):
+      let width = max(rowLength, 1)
+      return "input '\(input)' has a non-finite value at element \(index)"
+        + " (row \(index / width), column \(index % width))"
+    case .covarianceNotPositiveDefinite(let matrix, let dimension, let minor, let rcond, _):
+      if let minor {
+        return "'\(matrix)' (\(dimension)×\(dimension)) is not positive definite:"
+          + " leading minor \(minor) is not positive"
+      }
+      return "'\(matrix)' (\(dimension)×\(dimension)) is numerically singular:"
+        + " reciprocal condition \(rcond ?? 0)"
+    case .keysCollinear(let keyIndex, let editCount, let rcond):
+      return "edit key \(keyIndex) of \(editCount) is (nearly) a linear combination of keys"
+        + " 0..<\(keyIndex): K_Eᵀ·C⁻¹·K_E is singular (reciprocal condition \(rcond))"
+    case .romeDenominatorNotPositive(let denominator):
+      return "rome denominator kᵀ·C⁻¹·k is \(denominator), expected a positive value"
+    }
+  }
+
+  public var recoverySuggestion: String? {
+    switch self {
+    case .shapeMismatch:
+      return "keys are n×d_in rows, values n×d_out rows, the covariance d_in×d_in and the weight"
+        + " d_out×d_in (d_in×d_out when transposed), all row-major"
+    case .invalidDimension:
+      return "check the tensor's shape in the model file"
+    case .invalidParameter(let name, _, _):
+      return name == "lambda"
+        ? "λ is mom2_update_weight from the edit's hparams (e.g. 20000 for MEMIT on GPT-2 XL)"
+        : "μ is emmet_lambda from the edit's hparams (0.1 in the authors' code)"
+    case .nonFinite(let input, _, _):
+      return "the '\(input)' data is corrupt or overflowed when it was computed; recompute it"
+    case .covarianceNotPositiveDefinite(_, let dimension, _, _, let lambda):
+      return "λ (\(lambda)) may be too small, or the preservation keys too few: fewer than"
+        + " \(dimension) linearly independent keys make C₀ singular"
+    case .keysCollinear(let keyIndex, _, _):
+      return "drop or merge edit \(keyIndex) (duplicate subject?), or use a ridge μ > 0"
+    case .romeDenominatorNotPositive:
+      return "the edit key is zero or C is not positive definite; check the key and the covariance"
+    }
+  }
+}
+
+/// Closed-form edit solvers and the weight-only scores built on them.
+public enum EditSolvers {
+  /// A factorization whose reciprocal condition estimate is below `dimension · ε` (Float64) is
+  /// treated as singular: beyond that, solves lose all digits.
+  static func singularityLimit(dimension: Int) -> Double {
+    Double(max(dimension, 1)) * Double.ulpOfOne
+  }
+
+  /// Solves one edit in Float64 and returns it as factors.
+  ///
+  /// - ROME (n = 1): U = (v − W₀k)/(kᵀC⁻¹k) (d_out×1), V = C⁻¹k (d_in×1), with C = λC₀. U and V
+  ///   each depend on λ; their product does not.
+  /// - EMMET: V = C⁻¹K_E (d_in×n, Cholesky solve), G = K_EᵀV + μI (μ only when n > 1),
+  ///   U = R·G⁻¹ (solve with G), so ΔW = R (K_EᵀC⁻¹K_E + μI)⁻¹ K_EᵀC⁻¹ = U·Vᵀ.
+  ///   Note EMMET(λ, μ) = EMMET(1, λμ): scaling C by λ is a ridge λμ on K_EᵀC₀⁻¹K_E.
+  /// - MEMIT (one layer): U = R (d_out×n), V = (λC₀ + K_EK_Eᵀ)⁻¹K_E (d_in×n, Cholesky solve).
+  ///
+  /// W₀K_E is accumulated in Float64 (Float32 weights are widened in blocks of rows).
+  ///
+  /// - Parameters:
+  ///   - problem: the weights, keys, targets, covariance, λ and μ.
+  ///   - method: the update rule.
+  /// - Returns: ΔW = U·Vᵀ in math orientation; see ``EditUpdate`` for the storage orientation.
+  /// - Throws: ``EditSolverError/shapeMismatch(input:expected:actual:)``,
+  ///   ``EditSolverError/invalidDimension(name:value:)``,
+  ///   ``EditSolverError/invalidParameter(name:value:requirement:)``,
+  ///   ``EditSolverError/nonFinite(input:index:rowLength:)``,
+  ///   ``EditSolverError/covarianceNotPositiveDefinite(matrix:dimension:leadingMinor:reciprocalCondition:lambda:)``,
+  ///   ``EditSolverError/keysCollinear(keyIndex:editCount:reciprocalCondition:)`` (EMMET),
+  ///   ``EditSolverError/romeDenominatorNotPositive(denominator:)`` (ROME).
+  public static func solve(_ problem: EditProblem, method: EditMethod) throws -> EditUpdate {
+    try validate(problem, method: method)
+    let n = problem.editCount
+    let dOut = problem.dOut
+    let dIn = problem.dIn
+
+    // residualRows (n×d_out) = V_Eᵀ − K_EᵀW₀ᵀ, i.e. row i is v_i − W₀k_i.
+    var residualRows = try project(problem)
+    for index in residualRows.indices {
+      residualRows[index] = problem.values[index] - residualRows[index]
+    }
+    try DenseKernels.requireFinite(residualRows, input: "V_E − W₀·K_E", rowLength: dOut)
+    let residualNorm = DenseKernels.frobeniusNorm(residualRows)
+
+    switch method {
+    case .rome:
+      var c = DenseKernels.scaled(problem.covariance, by: problem.lambda)
+      let cFactor = try factorCovariance(&c, dimension: dIn, name: "λ·C₀", lambda: problem.lambda)
+      var x = problem.keys  // k, d_in×1
+      DenseKernels.choleskySolve(factor: c, dimension: dIn, rightHandSides: &x, count: 1)
+      let denominator = DenseKernels.dot(problem.keys, x)
+      guard denominator > 0, denominator.isFinite else {
+        throw EditSolverError.romeDenominatorNotPositive(denominator: denominator)
+      }
+      let u = residualRows.map { $0 / denominator }
+      let diagnostics = EditDiagnostics(
+        romeDenominator: denominator,
+        romeNormalizedDenominator: denominator / DenseKernels.frobeniusNorm(x),
+        residualNorm: residualNorm, covarianceReciprocalCondition: cFactor,
+        gramReciprocalCondition: nil, ridge: nil, usedLUFallback: false)
+      return EditUpdate(
+        u: u, v: x, rank: 1, dOut: dOut, dIn: dIn,
+        weightIsTransposed: problem.weightIsTransposed, diagnostics: diagnostics)
+
+    case .emmet:
+      var c = DenseKernels.scaled(problem.covariance, by: problem.lambda)
+      let cRcond = try factorCovariance(&c, dimension: dIn, name: "λ·C₀", lambda: problem.lambda)
+      // keys buffer (n×d_in row-major) ≡ col-major K_E (d_in×n, ld = d_in); after the solve it
+      // holds col-major C⁻¹K_E ≡ row-major (C⁻¹K_E)ᵀ, n×d_in.
+      var solvedRows = problem.keys
+      DenseKernels.choleskySolve(factor: c, dimension: dIn, rightHandSides: &solvedRows, count: n)
+      c = []  // release d_in² doubles before the n×n work
+      try DenseKernels.requireFinite(solvedRows, input: "C⁻¹·K_E", rowLength: dIn)
+
+      // G = K_Eᵀ (C⁻¹K_E): n×n = keys (n×d_in) · solvedRowsᵀ. Symmetrized, since rounding is not.
+      var gram = DenseKernels.multiplyByTranspose(problem.keys, solvedRows, rows: n, inner: dIn)
+      DenseKernels.symmetrize(&gram, dimension: n)
+      let ridge = n > 1 ? problem.mu : 0
+      if ridge != 0 {
+        for i in 0..<n { gram[i * n + i] += ridge }
+      }
+      try DenseKernels.requireFinite(gram, input: "K_Eᵀ·C⁻¹·K_E", rowLength: n)
+
+      // Row-major R (d_out×n) ≡ col-major Rᵀ (n×d_out, ld = n); solving G·X = Rᵀ leaves
+      // col-major G⁻¹Rᵀ ≡ row-major R·G⁻¹ (G symmetric) = U, d_out×n.
+      var u = DenseKernels.transposed(residualRows, rows: n, columns: dOut)
+      let gramSolve = try solveGram(gram, dimension: n, rightHandSides: &u, count: dOut)
+      let diagnostics = EditDiagnostics(
+        romeDenominator: nil, romeNormalizedDenominator: nil, residualNorm: residualNorm,
+        covarianceReciprocalCondition: cRcond, gramReciprocalCondition: gramSolve.rcond,
+        ridge: ridge, usedLUFallback: gramSolve.usedLU)
+      return EditUpdate(
+        u: u, v: DenseKernels.transposed(solvedRows, rows: n, columns: dIn), rank: n,
+        dOut: dOut, dIn: dIn, weightIsTransposed: problem.weightIsTransposed,
+        diagnostics: diagnostics)
+
+    case .memit:
+      // A = λC₀ + K_EK_Eᵀ (only the row-major upper triangle is updated and read).
+      var a = DenseKernels.scaled(problem.covariance, by: problem.lambda)
+      DenseKernels.addGram(ofRows: problem.keys, count: n, dimension: dIn, into: &a)
+      let aRcond = try factorCovariance(
+        &a, dimension: dIn, name: "λ·C₀ + K_E·K_Eᵀ", lambda: problem.lambda)
+      var solvedRows = problem.keys  // ≡ col-major K_E; becomes col-major A⁻¹K_E
+      DenseKernels.choleskySolve(factor: a, dimension: dIn, rightHandSides: &solvedRows, count: n)
+      try DenseKernels.requireFinite(solvedRows, input: "(λ·C₀ + K_E·K_Eᵀ)⁻¹·K_E", rowLength: dIn)
+      let diagnostics = EditDiagnostics(
+        romeDenominator: nil, romeNormalizedDenominator: nil, residualNorm: residualNorm,
+        covarianceReciprocalCondition: aRcond, gramReciprocalCondition: nil, ridge: nil,
+        usedLUFallback: false)
+      return EditUpdate(
+        u: DenseKernels.transposed(residualRows, rows: n, columns: dOut),
+        v: DenseKernels.transposed(solvedRows, rows: n, columns: dIn), rank: n,
+        dOut: dOut, dIn: dIn, weightIsTransposed: problem.weightIsTransposed,
+        diagnostics: diagnostics)
+    }
+  }
+
+  /// The uncentred second moment C₀ = K₀ᵀK₀/m of preservation keys given as rows.
+  ///
+  /// With fewer than `dIn` linearly independent keys the result is singular and every solver
+  /// rejects it (``EditSolverError/covarianceNotPositiveDefinite(matrix:dimension:leadingMinor:reciprocalCondition:lambda:)``).
+  /// - Parameters:
+  ///   - keys: K₀ as rows, m×d_in row-major.
+  ///   - m: the number of keys (rows).
+  ///   - dIn: the key length.
+  /// - Returns: C₀, d_in×d_in row-major, symmetric (both triangles filled). Wraps `cblas_dsyrk`.
+  /// - Throws: ``EditSolverError/invalidDimension(name:value:)``,
+  ///   ``EditSolverError/shapeMismatch(input:expected:actual:)``,
+  ///   ``EditSolverError/nonFinite(input:index:rowLength:)``.
+  public static func secondMoment(ofKeys keys: [Double], count m: Int, dIn: Int) throws -> [Double]
+  {
+    try requireDimension("m", m)
+    try requireDimension("d_in", dIn)
+    let (count, overflow) = m.multipliedReportingOverflow(by: dIn)
+    guard !overflow, keys.count == count else {
+      throw EditSolverError.shapeMismatch(
+        input: "preservation keys", expected: "[\(m), \(dIn)]", actual: "\(keys.count) elements")
+    }
+    try DenseKernels.requireFinite(keys, input: "preservation keys", rowLength: dIn)
+    var c = [Double](repeating: 0, count: dIn * dIn)
+    DenseKernels.addGram(ofRows: keys, count: m, dimension: dIn, into: &c, scale: 1 / Double(m))
+    DenseKernels.mirrorUpperToLower(&c, dimension: dIn)
+    return c
+  }
+
+  // MARK: - Checks
+
+  static func requireDimension(_ name: String, _ value: Int) throws {
+    guard value > 0, value <= Int(Int32.max) else {
+      throw EditSolverError.invalidDimension(name: name, value: value)
+    }
+  }
+
+  static func validate(_ p: EditProblem, method: EditMethod) throws {
+    try requireDimension("d_out", p.dOut)
+    try requireDimension("d_in", p.dIn)
+    let (weightCount, overflow1) = p.dOut.multipliedReportingOverflow(by: p.dIn)
+    let (covarianceCount, overflow2) = p.dIn.multipliedReportingOverflow(by: p.dIn)
+    guard !overflow1, !overflow2 else {
+      throw EditSolverError.invalidDimension(name: "d_out×d_in", value: Int.max)
+    }
+    let weightShape = p.weightIsTransposed ? "[\(p.dIn), \(p.dOut)]" : "[\(p.dOut), \(p.dIn)]"
+    guard p.w0.elementCount == weightCount else {
+      throw EditSolverError.shapeMismatch(
+        input: "w0", expected: weightShape, actual: "\(p.w0.elementCount) elements")
+    }
+    guard !p.keys.isEmpty, p.keys.count % p.dIn == 0 else {
+      throw EditSolverError.shapeMismatch(
+        input: "keys", expected: "[n, \(p.dIn)] with n ≥ 1", actual: "\(p.keys.count) elements")
+    }
+    let n = p.editCount
+    try requireDimension("n", n)
+    if method == .rome && n != 1 {
+      throw EditSolverError.shapeMismatch(
+        input: "keys", expected: "[1, \(p.dIn)] (rome edits one key)", actual: "[\(n), \(p.dIn)]")
+    }
+    guard p.values.count == n * p.dOut else {
+      throw EditSolverError.shapeMismatch(
+        input: "values", expected: "[\(n), \(p.dOut)]", actual: "\(p.values.count) elements")
+    }
+    guard p.covariance.count == covarianceCount else {
+      throw EditSolverError.shapeMismatch(
+        input: "covariance", expected: "[\(p.dIn), \(p.dIn)]",
+        actual: "\(p.covariance.count) elements")
+    }
+    guard p.lambda.isFinite, p.lambda > 0 else {
+      throw EditSolverError.invalidParameter(
+        name: "lambda", value: p.lambda, requirement: "a finite value > 0")
+    }
+    guard p.mu.isFinite, p.mu >= 0 else {
+      throw EditSolverError.invalidParameter(
+        name: "mu", value: p.mu, requirement: "a finite value ≥ 0")
+    }
+    let storageRowLength = p.weightIsTransposed ? p.dOut : p.dIn
+    switch p.w0 {
+    case .float32(let w):
+      try DenseKernels.requireFinite(w, input: "w0", rowLength: storageRowLength)
+    case .float64(let w):
+      try DenseKernels.requireFinite(w, input: "w0", rowLength: storageRowLength)
+    }
+    try DenseKernels.requireFinite(p.keys, input: "keys", rowLength: p.dIn)
+    try DenseKernels.requireFinite(p.values, input: "values", rowLength: p.dOut)
+    try DenseKernels.requireFinite(p.covariance, input: "covariance", rowLength: p.dIn)
+  }
+
+  // MARK: - Pieces
+
+  /// K_EᵀW₀ᵀ as n×d_out rows, in Float64.
+  static func project(_ p: EditProblem) throws -> [Double] {
+    switch p.w0 {
+    case .float32(let w):
+      return w.withUnsafeBufferPointer {
+        DenseKernels.project(
+          keys: p.keys, count: p.editCount, weights: .float32($0), dOut: p.dOut, dIn: p.dIn,
+          transposed: p.weightIsTransposed)
+      }
+    case .float64(let w):
+      return w.withUnsafeBufferPointer {
+        DenseKernels.project(
+          keys: p.keys, count: p.editCount, weights: .float64($0), dOut: p.dOut, dIn: p.dIn,
+          transposed: p.weightIsTransposed)
+      }
+    }
+  }
+
+  /// Cholesky-factors a d_in×d_in SPD matrix in place and returns its reciprocal condition.
+  static func factorCovariance(
+    _ a: inout [Double], dimension: Int, name: String, lambda: Double
+  ) throws -> Double {
+    let result = DenseKernels.choleskyFactor(&a, dimension: dimension)
+    if result.info > 0 {
+      throw EditSolverError.covarianceNotPositiveDefinite(
+        matrix: name, dimension: dimension, leadingMinor: result.info, reciprocalCondition: nil,
+        lambda: lambda)
+    }
+    guard result.rcond >= singularityLimit(dimension: dimension) else {
+      throw EditSolverError.covarianceNotPositiveDefinite(
+        matrix: name, dimension: dimension, leadingMinor: nil,
+        reciprocalCondition: result.rcond, lambda: lambda)
+    }
+    return result.rcond
+  }
+
+  /// Solves G·X = B for EMMET's n×n G: Cholesky first, LU (`dgesv`) if Cholesky fails; throws
+  /// ``EditSolverError/keysCollinear(keyIndex:editCount:reciprocalCondition:)`` if both say singular.
+  static func solveGram(
+    _ gram: [Double], dimension n: Int, rightHandSides b: inout [Double], count: Int
+  ) throws -> (rcond: Double, usedLU: Bool) {
+    let limit = singularityLimit(dimension: n)
+    var factor = gram
+    let cholesky = DenseKernels.choleskyFactor(&factor, dimension: n)
+    if cholesky.info == 0 && cholesky.rcond >= limit {
+      DenseKernels.choleskySolve(factor: factor, dimension: n, rightHandSides: &b, count: count)
+      return (cholesky.rcond, false)
+    }
+    // Which key is dependent: Cholesky's failing column, or (when it squeaked through) the column
+    // whose pivot L_jj² lost the most of G_jj, i.e. the key best explained by its predecessors.
+    let keyIndex: Int
+    if cholesky.info > 0 {
+      keyIndex = cholesky.info - 1
+    } else {
+      var worst = 0
+      var worstRatio = Double.infinity
+      for j in 0..<n {
+        let ratio =
+          factor[j * n + j] * factor[j * n + j] / max(gram[j * n + j], .leastNormalMagnitude)
+        if ratio < worstRatio {
+          worstRatio = ratio
+          worst = j
+        }
+      }
+      keyIndex = worst
+    }
+    var lu = gram
+    var solution = b
+    let luResult = DenseKernels.luSolve(&lu, dimension: n, rightHandSides: &solution, count: count)
+    guard luResult.info == 0, luResult.rcond >= limit else {
+      throw EditSolverError.keysCollinear(
+        keyIndex: keyIndex, editCount: n, reciprocalCondition: min(cholesky.rcond, luResult.rcond))
+    }
+    b = solution
+    return (luResult.rcond, true)
+  }
+}

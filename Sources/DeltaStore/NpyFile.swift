@@ -1,0 +1,402 @@
+import Foundation
+
+/// A 1-D or 2-D array read from a NumPy `.npy` file, widened to Float64 (exact for `<f4`).
+public struct NpyArray: Sendable, Equatable {
+  /// The shape as stored: `[count]` or `[rows, columns]`.
+  public var shape: [Int]
+  /// The elements in C (row-major) order.
+  public var values: [Double]
+
+  public init(shape: [Int], values: [Double]) {
+    self.shape = shape
+    self.values = values
+  }
+}
+
+/// Why a `.npy` file could not be read or written. Every case names the file.
+public enum NpyError: Error, LocalizedError, Equatable, Sendable {
+  /// The file could not be opened or read.
+  case unreadable(path: String, reason: String)
+  /// The file does not start with `\x93NUMPY`.
+  case badMagic(path: String)
+  /// A format version other than 1.0, 2.0 or 3.0.
+  case unsupportedVersion(path: String, major: Int, minor: Int)
+  /// The header length field points past the end of the file.
+  case truncatedHeader(path: String, declaredByteCount: Int, availableByteCount: Int)
+  /// The header is not the Python dict literal NumPy writes.
+  case malformedHeader(path: String, reason: String)
+  /// A dtype other than `<f4` or `<f8`.
+  case unsupportedDtype(path: String, descr: String)
+  /// `fortran_order` is `True`: the data is column-major.
+  case fortranOrder(path: String, shape: [Int])
+  /// A shape that is not 1-D or 2-D.
+  case unsupportedShape(path: String, shape: [Int])
+  /// The bytes after the header are not exactly Πshape × itemsize.
+  case dataLengthMismatch(path: String, expectedByteCount: Int, actualByteCount: Int)
+  /// The file could not be written.
+  case unwritable(path: String, reason: String)
+
+  public var errorDescription: String? {
+    switch self {
+    case .unreadable(let path, let reason):
+      return "cannot read '\(path)': \(reason)"
+    case .badMagic(let path):
+      return "cannot read '\(path)': not a .npy file (no \\x93NUMPY magic)"
+    case .unsupportedVersion(let path, let major, let minor):
+      return "cannot read '\(path)': .npy format version \(major).\(minor) is not supported"
+    case .truncatedHeader(let path, let declared, let available):
+      return "cannot read '\(path)': header declares \(declared) bytes, only \(available) follow"
+    case .malformedHeader(let path, let reason):
+      return "cannot read '\(path)': malformed .npy header: \(reason)"
+    case .unsupportedDtype(let path, let descr):
+      return "cannot read '\(path)': dtype '\(descr)' is not supported"
+    case .fortranOrder(let path, let shape):
+      return "cannot read '\(path)': array \(shape) is stored in Fortran (column-major) order"
+    case .unsupportedShape(let path, let shape):
+      return "cannot read '\(path)': shape \(shape) is not 1-D or 2-D"
+    case .dataLengthMismatch(let path, let expected, let actual):
+      return "cannot read '\(path)': data is \(actual) bytes, the header implies \(expected)"
+    case .unwritable(let path, let reason):
+      return "cannot write '\(path)': \(reason)"
+    }
+  }
+
+  public var recoverySuggestion: String? {
+    switch self {
+    case .unreadable: return "check that the file exists and is readable"
+    case .badMagic, .malformedHeader, .truncatedHeader, .dataLengthMismatch:
+      return "the file is truncated or is not a .npy file; re-export it with numpy.save"
+    case .unsupportedVersion: return "re-save it with numpy.save (format 1.0, 2.0 or 3.0)"
+    case .unsupportedDtype:
+      return "convert it first: numpy.save(path, array.astype('<f8'))"
+    case .fortranOrder:
+      return "re-save it in C order: numpy.save(path, numpy.ascontiguousarray(array))"
+    case .unsupportedShape: return "reshape it to 1-D or 2-D before saving"
+    case .unwritable: return "check the directory exists and is writable, and the disk has space"
+    }
+  }
+}
+
+/// NumPy `.npy` reading and writing (format versions 1.0, 2.0, 3.0; dtypes `<f4`, `<f8`; C order).
+///
+/// Layout (numpy/lib/format.py): the magic `\x93NUMPY`, a major and a minor version byte, the header
+/// length (u16 little-endian in 1.0, u32 in 2.0/3.0), then the header, a Python dict literal
+/// `{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), }` padded with spaces and ended with
+/// `\n` (Latin-1 in 1.0/2.0, UTF-8 in 3.0), then the raw elements.
+public enum NpyFile {
+  static let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // \x93NUMPY
+
+  /// Reads a `.npy` file.
+  /// - Parameter path: the file.
+  /// - Returns: the shape and the elements widened to Float64.
+  /// - Throws: an ``NpyError`` naming the file, for every check in order: magic, version, header
+  ///   length, header syntax and keys, dtype, fortran order, shape, exact data length.
+  public static func read(from path: String) throws -> NpyArray {
+    let data: Data
+    do {
+      data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
+    } catch {
+      throw NpyError.unreadable(path: path, reason: error.localizedDescription)
+    }
+    return try parse(data, path: path)
+  }
+
+  /// Parses the bytes of a `.npy` file; `path` is only used in errors.
+  public static func parse(_ data: Data, path: String) throws -> NpyArray {
+    let bytes = [UInt8](data)
+    guard bytes.count >= 8, Array(bytes[0..<6]) == magic else {
+      throw NpyError.badMagic(path: path)
+    }
+    let major = Int(bytes[6])
+    let minor = Int(bytes[7])
+    guard minor == 0, (1...3).contains(major) else {
+      throw NpyError.unsupportedVersion(path: path, major: major, minor: minor)
+    }
+    let lengthFieldSize = major == 1 ? 2 : 4
+    let prefixSize = 8 + lengthFieldSize
+    guard bytes.count >= prefixSize else {
+      // Not even the length field is complete: report its own size.
+      throw NpyError.truncatedHeader(
+        path: path, declaredByteCount: lengthFieldSize, availableByteCount: bytes.count - 8)
+    }
+    var headerLength = 0
+    for i in (0..<lengthFieldSize).reversed() {
+      headerLength = headerLength << 8 | Int(bytes[8 + i])
+    }
+    guard headerLength <= bytes.count - prefixSize else {
+      throw NpyError.truncatedHeader(
+        path: path, declaredByteCount: headerLength, availableByteCount: bytes.count - prefixSize)
+    }
+    let headerBytes = bytes[prefixSize..<(prefixSize + headerLength)]
+    let text: String
+    if major == 3 {
+      guard let decoded = String(validating: headerBytes, as: UTF8.self) else {
+        throw NpyError.malformedHeader(path: path, reason: "header is not UTF-8")
+      }
+      text = decoded
+    } else {
+      text = String(decoding: headerBytes.map { UInt16($0) }, as: UTF16.self)  // Latin-1
+    }
+    let header: Header
+    do {
+      header = try HeaderParser.parse(text)
+    } catch let error as HeaderParser.Failure {
+      throw NpyError.malformedHeader(path: path, reason: error.reason)
+    }
+
+    let itemSize: Int
+    switch header.descr {
+    case "<f4": itemSize = 4
+    case "<f8": itemSize = 8
+    default: throw NpyError.unsupportedDtype(path: path, descr: header.descr)
+    }
+    if header.fortranOrder {
+      throw NpyError.fortranOrder(path: path, shape: header.shape)
+    }
+    guard (1...2).contains(header.shape.count) else {
+      throw NpyError.unsupportedShape(path: path, shape: header.shape)
+    }
+    var elementCount = 1
+    for dimension in header.shape {
+      let (product, overflow) = elementCount.multipliedReportingOverflow(by: dimension)
+      guard !overflow else { throw NpyError.unsupportedShape(path: path, shape: header.shape) }
+      elementCount = product
+    }
+    let (byteCount, overflow) = elementCount.multipliedReportingOverflow(by: itemSize)
+    let dataOffset = prefixSize + headerLength
+    let available = bytes.count - dataOffset
+    guard !overflow, byteCount == available else {
+      throw NpyError.dataLengthMismatch(
+        path: path, expectedByteCount: overflow ? Int.max : byteCount, actualByteCount: available)
+    }
+
+    var values = [Double](repeating: 0, count: elementCount)
+    bytes.withUnsafeBytes { raw in
+      for i in 0..<elementCount {
+        let offset = dataOffset + i * itemSize
+        if itemSize == 4 {
+          let bits = UInt32(
+            littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+          values[i] = Double(Float(bitPattern: bits))
+        } else {
+          let bits = UInt64(
+            littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+          values[i] = Double(bitPattern: bits)
+        }
+      }
+    }
+    return NpyArray(shape: header.shape, values: values)
+  }
+
+  /// Writes Float64 elements as a `<f8` `.npy` file (format 1.0, or 2.0 if the header needs it).
+  /// - Parameters:
+  ///   - values: the elements in C order.
+  ///   - shape: `[count]` or `[rows, columns]`; its product must equal `values.count`.
+  ///   - path: the file, replaced atomically (temporary file + rename).
+  /// - Throws: ``NpyError/unsupportedShape(path:shape:)``, ``NpyError/unwritable(path:reason:)``.
+  public static func write(_ values: [Double], shape: [Int], to path: String) throws {
+    try write(
+      descr: "<f8", elementCount: values.count, shape: shape, to: path,
+      payload: values.withUnsafeBufferPointer { buffer in
+        var data = Data(capacity: buffer.count * 8)
+        for value in buffer {
+          withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) }
+        }
+        return data
+      })
+  }
+
+  /// Writes Float32 elements as a `<f4` `.npy` file; otherwise as the Float64 overload.
+  public static func write(_ values: [Float], shape: [Int], to path: String) throws {
+    try write(
+      descr: "<f4", elementCount: values.count, shape: shape, to: path,
+      payload: values.withUnsafeBufferPointer { buffer in
+        var data = Data(capacity: buffer.count * 4)
+        for value in buffer {
+          withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) }
+        }
+        return data
+      })
+  }
+
+  static func write(
+    descr: String, elementCount: Int, shape: [Int], to path: String, payload: Data
+  ) throws {
+    guard (1...2).contains(shape.count), shape.allSatisfy({ $0 >= 0 }),
+      shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).partialValue }) == elementCount
+    else {
+      throw NpyError.unsupportedShape(path: path, shape: shape)
+    }
+    let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(\(shape[0]), \(shape[1]))"
+    var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
+    // numpy pads magic + version + length + header + '\n' to a multiple of 64 bytes.
+    var major: UInt8 = 1
+    var prefixSize = 10
+    if (prefixSize + header.utf8.count + 1 + 63) / 64 * 64 - prefixSize > Int(UInt16.max) {
+      major = 2
+      prefixSize = 12
+    }
+    let total = (prefixSize + header.utf8.count + 1 + 63) / 64 * 64
+    header += String(repeating: " ", count: total - prefixSize - header.utf8.count - 1) + "\n"
+    var data = Data(magic)
+    data.append(contentsOf: [major, 0])
+    let headerLength = header.utf8.count
+    if major == 1 {
+      data.append(contentsOf: [UInt8(headerLength & 0xFF), UInt8(headerLength >> 8)])
+    } else {
+      data.append(contentsOf: (0..<4).map { UInt8((headerLength >> (8 * $0)) & 0xFF) })
+    }
+    data.append(contentsOf: Array(header.utf8))
+    data.append(payload)
+    do {
+      try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    } catch {
+      throw NpyError.unwritable(path: path, reason: error.localizedDescription)
+    }
+  }
+
+  // MARK: - Header
+
+  struct Header {
+    var descr: String
+    var fortranOrder: Bool
+    var shape: [Int]
+  }
+
+  /// A parser for the dict literals numpy writes: string keys, and values that are strings,
+  /// `True`/`False`, or tuples of non-negative integers; trailing commas; whitespace. Exactly the
+  /// keys `descr`, `fortran_order`, `shape`, each once (numpy's `_read_array_header` rule).
+  struct HeaderParser {
+    struct Failure: Error { var reason: String }
+
+    enum Value {
+      case string(String)
+      case bool(Bool)
+      case tuple([Int])
+    }
+
+    var scalars: [Unicode.Scalar]
+    var position = 0
+
+    static func parse(_ text: String) throws -> Header {
+      var parser = HeaderParser(scalars: Array(text.unicodeScalars))
+      let dict = try parser.parseDict()
+      parser.skipWhitespace()
+      guard parser.position == parser.scalars.count else {
+        throw Failure(reason: "unexpected text after the dict")
+      }
+      let expected: Set<String> = ["descr", "fortran_order", "shape"]
+      guard Set(dict.map(\.0)) == expected, dict.count == 3 else {
+        throw Failure(
+          reason: "keys are \(dict.map(\.0)), expected exactly 'descr', 'fortran_order', 'shape'")
+      }
+      var descr: String?
+      var fortran: Bool?
+      var shape: [Int]?
+      for (key, value) in dict {
+        switch (key, value) {
+        case ("descr", .string(let s)): descr = s
+        case ("fortran_order", .bool(let b)): fortran = b
+        case ("shape", .tuple(let t)): shape = t
+        default: throw Failure(reason: "'\(key)' has the wrong type")
+        }
+      }
+      guard let descr, let fortran, let shape else { throw Failure(reason: "missing key") }
+      return Header(descr: descr, fortranOrder: fortran, shape: shape)
+    }
+
+    mutating func skipWhitespace() {
+      while position < scalars.count, scalars[position].properties.isWhitespace { position += 1 }
+    }
+
+    mutating func expect(_ c: Unicode.Scalar) throws {
+      skipWhitespace()
+      guard position < scalars.count, scalars[position] == c else {
+        throw Failure(reason: "expected '\(c)' at character \(position)")
+      }
+      position += 1
+    }
+
+    mutating func peek() -> Unicode.Scalar? {
+      skipWhitespace()
+      return position < scalars.count ? scalars[position] : nil
+    }
+
+    mutating func parseDict() throws -> [(String, Value)] {
+      try expect("{")
+      var entries: [(String, Value)] = []
+      while peek() != "}" {
+        guard case .string(let key) = try parseValue() else {
+          throw Failure(reason: "dict keys must be strings")
+        }
+        try expect(":")
+        entries.append((key, try parseValue()))
+        if peek() == "," { position += 1 } else { break }
+      }
+      try expect("}")
+      return entries
+    }
+
+    mutating func parseValue() throws -> Value {
+      guard let c = peek() else { throw Failure(reason: "unexpected end of header") }
+      switch c {
+      case "'", "\"":
+        position += 1
+        var s = ""
+        while position < scalars.count, scalars[position] != c {
+          guard scalars[position] != "\\" else {
+            throw Failure(reason: "escapes are not supported")
+          }
+          s.unicodeScalars.append(scalars[position])
+          position += 1
+        }
+        guard position < scalars.count else { throw Failure(reason: "unterminated string") }
+        position += 1
+        return .string(s)
+      case "(":
+        position += 1
+        var items: [Int] = []
+        var sawComma = false
+        while peek() != ")" {
+          items.append(try parseInteger())
+          if peek() == "," {
+            position += 1
+            sawComma = true
+          } else {
+            break
+          }
+        }
+        try expect(")")
+        // Python needs a comma in a 1-tuple; "(3)" is the integer 3, which numpy rejects.
+        if items.count == 1, !sawComma {
+          throw Failure(reason: "'shape' must be a tuple")
+        }
+        return .tuple(items)
+      default:
+        for (word, value) in [("True", true), ("False", false)] {
+          let end = position + word.unicodeScalars.count
+          if end <= scalars.count, String(String.UnicodeScalarView(scalars[position..<end])) == word
+          {
+            position = end
+            return .bool(value)
+          }
+        }
+        throw Failure(reason: "unexpected '\(c)' at character \(position)")
+      }
+    }
+
+    mutating func parseInteger() throws -> Int {
+      skipWhitespace()
+      var digits = ""
+      while position < scalars.count, ("0"..."9").contains(scalars[position]) {
+        digits.unicodeScalars.append(scalars[position])
+        position += 1
+      }
+      if position < scalars.count, scalars[position] == "L" { position += 1 }  // Python 2 longs
+      guard let value = Int(digits) else {
+        throw Failure(reason: "shape entries must be non-negative integers")
+      }
+      return value
+    }
+  }
+}
