@@ -7,6 +7,7 @@ let package = Package(
   name: "mvc",
   products: [
     .executable(name: "mvc", targets: ["mvc"]),
+    .executable(name: "mvc-demo-editor", targets: ["DemoEditor"]),
     .library(name: "EditVCS", targets: ["EditVCS"]),
   ],
   dependencies: [
@@ -30,11 +31,18 @@ let package = Package(
         "EditVCS", "DeltaStore", "Apply",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
+    // A stand-in for an external editor (EasyEdit, the ROME code): generates models and
+    // rewrites them with closed-form edits, so the demo and benchmarks drive mvc as users do.
+    .executableTarget(
+      name: "DemoEditor",
+      dependencies: [
+        "Apply", "DeltaStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
     .target(name: "TestSupport", path: "Tests/TestSupport"),
     .testTarget(name: "DeltaStoreTests", dependencies: ["DeltaStore", "TestSupport"]),
     .testTarget(name: "ApplyTests", dependencies: ["Apply", "TestSupport"]),
     .testTarget(name: "EditVCSTests", dependencies: ["EditVCS", "DeltaStore", "Apply", "TestSupport"]),
-    .testTarget(name: "MVCEndToEndTests", dependencies: ["mvc", "DeltaStore", "TestSupport"]),
+    .testTarget(name: "MVCEndToEndTests", dependencies: ["mvc", "DemoEditor", "DeltaStore", "TestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

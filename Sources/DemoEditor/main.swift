@@ -1,0 +1,1 @@
+print("mvc-demo-editor: being written")
