@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command of the README (and of CI): installs missing system packages, then runs
+# every test target against a release build (the numeric loops are ~10x slower in debug).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+swift build -c release --product mvc
+swift build -c release --product mvc-demo-editor
+swift test -c release "$@"
