@@ -138,7 +138,7 @@ extension EditRepository {
     guard !entries.isEmpty else {
       throw RepositoryError.deltaMismatch(file: file, tensor: "-", detail: "holds no tensors")
     }
-    var factorized: [(name: String, u: [Float], v: [Float], rank: Int)] = []
+    var planned: [PlannedChange] = []
     for entry in entries {
       guard let (_, info) = working.location(of: entry.tensor), info.dtype.isEditableFloat else {
         throw RepositoryError.deltaMismatch(file: file, tensor: entry.tensor, detail: "target is not a float tensor")
@@ -153,20 +153,21 @@ extension EditRepository {
         guard let found else {
           throw RepositoryError.deltaMismatch(file: file, tensor: entry.tensor, detail: "dense delta could not be factorized")
         }
-        factorized.append((entry.tensor, found.u, found.v, found.rank))
+        planned.append(PlannedChange(name: entry.tensor, change: .factors(u: found.u, v: found.v, rank: found.rank)))
       } else {
-        factorized.append((entry.tensor, entry.u, entry.v, entry.rank))
+        planned.append(PlannedChange(name: entry.tensor, change: .factors(u: entry.u, v: entry.v, rank: entry.rank)))
       }
     }
     let details = ["delta_file": (file as NSString).lastPathComponent]
-    return try commitFactors(factorized, message: message, method: method, details: details, parent: parent, working: working)
+    return try commitChanges(planned, message: message, method: method, details: details, parent: parent)
   }
 
-  /// Commits `W_parent + U·Vᵀ` (canonical rule, no residual) for each given tensor and moves
-  /// the working model there. Shared by `--delta`, revert and cherry-pick.
-  func commitFactors(
-    _ deltas: [(name: String, u: [Float], v: [Float], rank: Int)], message: String, method: String,
-    details: [String: String]?, parent: ObjectID, working: WorkingModel
+  /// Commits the given changes on top of `parent` and moves the working model there.
+  /// Shared by `--delta`, revert and cherry-pick. Factor changes follow the canonical rule
+  /// with no residual (the new state *is* the rule's result); dense changes store new bytes.
+  func commitChanges(
+    _ deltas: [PlannedChange], message: String, method: String, details: [String: String]?,
+    parent: ObjectID
   ) throws -> CommitResult {
     let parentContents = try contents(of: parent)
     var trees = parentContents.tensorTrees
@@ -176,28 +177,40 @@ extension EditRepository {
       guard let tree = parentContents.tensorTrees[delta.name] else {
         throw RepositoryError.deltaMismatch(file: "-", tensor: delta.name, detail: "is not in the parent commit")
       }
-      let parentState = try storedState(tree, tensor: delta.name)
-      let state = parentState.state
+      let state = try storedState(tree, tensor: delta.name).state
       let (rows, cols) = TensorMath.matrixShape(state.shape)
       var bytes = try materialize(delta.name, at: parent)
       let weightNorm = try bytes.withUnsafeBytes { try TensorMath.frobenius($0, dtype: state.dtype, count: rows * cols) }
-      try bytes.withUnsafeMutableBytes { raw in
-        try delta.u.withUnsafeBufferPointer { u in
-          try delta.v.withUnsafeBufferPointer { v in
-            try TensorMath.addLowRankCanonical(raw, dtype: state.dtype, rows: rows, cols: cols, u: u, v: v, rank: delta.rank)
+      switch delta.change {
+      case .factors(let u, let v, let rank):
+        try bytes.withUnsafeMutableBytes { raw in
+          try u.withUnsafeBufferPointer { up in
+            try v.withUnsafeBufferPointer { vp in
+              try TensorMath.addLowRankCanonical(raw, dtype: state.dtype, rows: rows, cols: cols, u: up, v: vp, rank: rank)
+            }
           }
         }
+        let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
+        let norms = try factorNorms(u, v, rows: rows, cols: cols, rank: rank, weightFrobenius: weightNorm)
+        let written = try writeLowRankState(
+          name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, hash: hash,
+          parentHash: state.hash, rows: rows, cols: cols, rank: rank, u: u, v: v, residual: nil,
+          approximate: false, norms: norms)
+        trees[delta.name] = written.tree
+        changes.append(
+          .init(name: delta.name, storage: "low_rank", rank: rank, norms: norms, residualNonzeroCount: 0,
+                storedByteCount: written.storedByteCount))
+      case .dense(let difference):
+        try bytes.withUnsafeMutableBytes { raw in
+          try TensorMath.addDense(raw, dtype: state.dtype, difference: difference)
+        }
+        let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
+        let written = try bytes.withUnsafeBytes {
+          try writeFullState(name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, bytes: $0, hash: hash)
+        }
+        trees[delta.name] = written.tree
+        changes.append(.init(name: delta.name, storage: "full", storedByteCount: written.storedByteCount))
       }
-      let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
-      let norms = try factorNorms(delta.u, delta.v, rows: rows, cols: cols, rank: delta.rank, weightFrobenius: weightNorm)
-      let written = try writeLowRankState(
-        name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, hash: hash,
-        parentHash: state.hash, rows: rows, cols: cols, rank: delta.rank, u: delta.u, v: delta.v, residual: nil,
-        approximate: false, norms: norms)
-      trees[delta.name] = written.tree
-      changes.append(
-        .init(name: delta.name, storage: "low_rank", rank: delta.rank, norms: norms, residualNonzeroCount: 0,
-              storedByteCount: written.storedByteCount))
     }
     let (layout, blobs) = try layout(of: parentContents)
     var headers: [String: [UInt8]] = [:]
@@ -209,7 +222,17 @@ extension EditRepository {
     let commit = try writeCommit(
       layout: layout, headers: headers, indexBytes: indexBytes, tensorTrees: trees, record: record, message: message,
       parents: [parent])
-    try moveWorkingModel(to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "commit: \(message)")
+    try moveWorkingModel(to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)")
     return CommitResult(commit: commit, record: record)
   }
+}
+
+/// One tensor's change to commit: exact factors, or a dense difference in Float64.
+struct PlannedChange {
+  enum Change {
+    case factors(u: [Float], v: [Float], rank: Int)
+    case dense([Double])
+  }
+  var name: String
+  var change: Change
 }

@@ -13,7 +13,7 @@ extension EditRepository {
   /// The chain of states of `tensor` at `commit`, newest first, and the commit each state
   /// belongs to.
   func stateChain(
-    of tensor: String, at commit: ObjectID, stopAtHash known: String? = nil
+    of tensor: String, at commit: ObjectID, stopAtHash known: String? = nil, useSnapshots: Bool = true
   ) throws -> [StoredTensorState] {
     var chain: [StoredTensorState] = []
     var current = commit
@@ -23,7 +23,9 @@ extension EditRepository {
     while true {
       let stored = try storedState(tree, tensor: tensor)
       chain.append(stored)
-      if stored.state.kind != .lowRank || stored.state.hash == known { return chain }
+      if stored.state.kind != .lowRank || stored.state.hash == known || (useSnapshots && hasSnapshot(stored.state.hash)) {
+        return chain
+      }
       // Find the commit that introduced this state: walk first parents while the entry stays.
       while true {
         let info = try commitInfo(current)
@@ -52,14 +54,20 @@ extension EditRepository {
   /// - Parameter current: the bytes of this tensor the caller has now and their hash; used as
   ///   the starting point when that state lies on the chain.
   func materialize(
-    _ tensor: String, at commit: ObjectID, current: (hash: String, bytes: UnsafeRawBufferPointer)? = nil
+    _ tensor: String, at commit: ObjectID, current: (hash: String, bytes: UnsafeRawBufferPointer)? = nil,
+    useSnapshots: Bool = true
   ) throws -> [UInt8] {
-    let chain = try stateChain(of: tensor, at: commit, stopAtHash: current?.hash)
+    let chain = try stateChain(of: tensor, at: commit, stopAtHash: current?.hash, useSnapshots: useSnapshots)
     guard let oldest = chain.last else { return [] }
     var bytes: [UInt8]
     var remaining = chain.dropLast()
     if let current, oldest.state.hash == current.hash {
       bytes = Array(current.bytes)
+    } else if oldest.state.kind == .lowRank, useSnapshots {
+      guard let cached = try loadSnapshot(oldest.state) else {
+        return try materialize(tensor, at: commit, current: current, useSnapshots: false)
+      }
+      bytes = cached
     } else {
       bytes = try completeBytes(oldest, tensor: tensor)
       if oldest.state.kind == .lowRank {
@@ -67,8 +75,15 @@ extension EditRepository {
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "chain has no starting state")
       }
     }
+    var replayed = 0
     while let step = remaining.popLast() {
       try applyLowRank(step, to: &bytes, tensor: tensor)
+      replayed += 1
+      // Long replays leave a snapshot behind so the next checkout nearby replays at most
+      // `snapshotInterval` steps (a bisection walks back and forth over the same chain).
+      if replayed % Self.snapshotInterval == 0 && !remaining.isEmpty {
+        saveSnapshot(bytes, state: step.state)
+      }
     }
     let target = chain[0].state
     let actual = bytes.withUnsafeBytes { ContentHash.of($0).description }
@@ -152,5 +167,49 @@ extension EditRepository {
         try ResidualCodec.apply(encoded, to: raw, dtype: state.dtype, elementCount: state.elementCount)
       }
     }
+  }
+}
+
+/// A local cache of materialized tensor states, outside the object database: never pushed,
+/// safe to delete (`mvc gc` prunes it), keyed by content hash and verified on load.
+extension EditRepository {
+  static let snapshotInterval = 16
+
+  var snapshotDirectory: String { (gitDirectory as NSString).appendingPathComponent("mvc-snapshots") }
+
+  func snapshotPath(_ hash: String) -> String {
+    let name = hash.replacingOccurrences(of: ":", with: "-")
+    return (snapshotDirectory as NSString).appendingPathComponent(name + ".zst")
+  }
+
+  func hasSnapshot(_ hash: String) -> Bool { FileManager.default.fileExists(atPath: snapshotPath(hash)) }
+
+  func saveSnapshot(_ bytes: [UInt8], state: TensorState) {
+    let path = snapshotPath(state.hash)
+    guard !FileManager.default.fileExists(atPath: path) else { return }
+    // A cache: failing to write one (full disk) only costs time later.
+    do {
+      try FileManager.default.createDirectory(atPath: snapshotDirectory, withIntermediateDirectories: true)
+      let frame = try makeCompressor(level: 1).compress(bytes)
+      let writer = try AtomicFileWriter(path: path, byteCount: frame.count, hook: environment.ioHook)
+      do {
+        try frame.withUnsafeBytes { try writer.write($0, at: 0) }
+        try writer.commit()
+      } catch {
+        writer.abandon()
+      }
+    } catch {}
+  }
+
+  /// The cached bytes of `state`, or nil when absent or damaged (then the chain is replayed).
+  func loadSnapshot(_ state: TensorState) throws -> [UInt8]? {
+    guard let data = FileManager.default.contents(atPath: snapshotPath(state.hash)) else { return nil }
+    guard let bytes = try? data.withUnsafeBytes({ try Zstd.decompress($0, expectedByteCount: state.byteCount) }),
+      bytes.withUnsafeBytes({ ContentHash.of($0).description }) == state.hash
+    else {
+      try? FileManager.default.removeItem(atPath: snapshotPath(state.hash))
+      return nil
+    }
+    return bytes
   }
 }

@@ -150,3 +150,33 @@ extension TensorMath {
     return sum.squareRoot()
   }
 }
+
+extension TensorMath {
+  /// `x = round_dtype(Double(x) + difference)`, elementwise, in place.
+  static func addDense(_ raw: UnsafeMutableRawBufferPointer, dtype: DType, difference: [Double]) throws {
+    let block = blockElementCount
+    let scratch = UnsafeMutablePointer<Double>.allocate(capacity: block)
+    defer { scratch.deallocate() }
+    var start = 0
+    while start < difference.count {
+      let n = min(block, difference.count - start)
+      let buffer = UnsafeMutableBufferPointer(start: scratch, count: n)
+      FloatConversion.decode(UnsafeRawBufferPointer(raw), dtype: dtype, elements: start..<(start + n), into: buffer)
+      for i in 0..<n { scratch[i] += difference[start + i] }
+      FloatConversion.encode(UnsafeBufferPointer(buffer), dtype: dtype, into: raw, elementOffset: start)
+      start += n
+    }
+  }
+
+  /// `a − b` elementwise in Float64.
+  static func denseDifference(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, dtype: DType, count: Int)
+    -> [Double]
+  {
+    var x = [Double](repeating: 0, count: count)
+    var y = [Double](repeating: 0, count: count)
+    x.withUnsafeMutableBufferPointer { FloatConversion.decode(a, dtype: dtype, elements: 0..<count, into: $0) }
+    y.withUnsafeMutableBufferPointer { FloatConversion.decode(b, dtype: dtype, elements: 0..<count, into: $0) }
+    for i in 0..<count { x[i] -= y[i] }
+    return x
+  }
+}
