@@ -25,20 +25,22 @@ extension MVC {
     func run() throws {
       let repository = try Session.open(global)
       let start = try revision.map { try repository.resolve($0) }
-      let commits = try repository.log(from: start, limit: maxCount, firstParentOnly: firstParent)
+      let commits = try repository.log(from: start, limit: nil, firstParentOnly: firstParent)
+      let flags = Dictionary(grouping: NormOutliers.flags(commits.reversed()), by: \.commit)
+      let shown = maxCount.map { Array(commits.prefix($0)) } ?? commits
       if json {
-        output(try Format.json(LogJSON(commits: commits.map(CommitJSON.init))))
+        output(try Format.json(LogJSON(commits: shown.map { CommitJSON($0, flags: flags[$0.commit.id] ?? []) })))
         return
       }
-      for summary in commits {
-        output(CommitText.render(summary, oneline: oneline, stat: stat))
+      for summary in shown {
+        output(CommitText.render(summary, oneline: oneline, stat: stat, flags: flags[summary.commit.id] ?? []))
       }
     }
   }
 }
 
 enum CommitText {
-  static func render(_ summary: CommitSummary, oneline: Bool, stat: Bool) -> String {
+  static func render(_ summary: CommitSummary, oneline: Bool, stat: Bool, flags: [NormOutliers.Flag]) -> String {
     let commit = summary.commit
     let decoration = summary.decorations.isEmpty ? "" : " (" + summary.decorations.joined(separator: ", ") + ")"
     var lines: [String] = []
@@ -56,13 +58,21 @@ enum CommitText {
       if lines.last == "    " { lines.removeLast() }
     }
     if stat, let record = summary.record {
-      lines.append(contentsOf: statLines(record))
+      lines.append(contentsOf: statLines(record, flags: flags))
+    } else if !flags.isEmpty {
+      lines.append(contentsOf: flags.map(flagLine))
     }
     if !oneline { lines.append("") }
     return lines.joined(separator: "\n")
   }
 
-  static func statLines(_ record: EditRecord) -> [String] {
+  static func flagLine(_ flag: NormOutliers.Flag) -> String {
+    String(
+      format: " ! outlier: '%@' ‖ΔW‖_F is %.0f× the median of earlier edits (possible disabling edit)",
+      flag.tensor, flag.ratioToMedian)
+  }
+
+  static func statLines(_ record: EditRecord, flags: [NormOutliers.Flag]) -> [String] {
     var lines: [String] = []
     var total = 0
     for change in record.changes {
@@ -75,6 +85,7 @@ enum CommitText {
       line += " (\(Format.bytes(change.storedByteCount)))"
       lines.append(line)
     }
+    lines.append(contentsOf: flags.map(flagLine))
     lines.append(" \(record.changes.count) tensor\(record.changes.count == 1 ? "" : "s") changed, \(Format.bytes(total)) stored, method \(record.method)")
     return lines
   }
@@ -95,9 +106,12 @@ struct CommitJSON: Encodable {
     var relativeNorm: Double?
     var residualNonzeroCount: Int?
     var storedByteCount: Int
+    /// ‖ΔW‖_F over the median of earlier edits, when flagged as an outlier.
+    var outlierRatio: Double?
 
     enum CodingKeys: String, CodingKey {
       case tensor, storage, rank
+      case outlierRatio = "outlier_ratio"
       case frobeniusNorm = "frobenius_norm"
       case spectralNorm = "spectral_norm"
       case relativeNorm = "relative_norm"
@@ -116,7 +130,7 @@ struct CommitJSON: Encodable {
   var method: String?
   var changes: [Change]
 
-  init(_ s: CommitSummary) {
+  init(_ s: CommitSummary, flags: [NormOutliers.Flag] = []) {
     id = s.commit.id.hex
     parents = s.commit.parents.map(\.hex)
     authorName = s.commit.authorName
@@ -130,7 +144,11 @@ struct CommitJSON: Encodable {
       Change(
         tensor: $0.name, storage: $0.storage, rank: $0.rank, frobeniusNorm: $0.norms?.frobenius,
         spectralNorm: $0.norms?.spectral, relativeNorm: $0.norms?.relativeFrobenius,
-        residualNonzeroCount: $0.residualNonzeroCount, storedByteCount: $0.storedByteCount)
+        residualNonzeroCount: $0.residualNonzeroCount, storedByteCount: $0.storedByteCount,
+        outlierRatio: nil)
+    }
+    for flag in flags {
+      if let i = changes.firstIndex(where: { $0.tensor == flag.tensor }) { changes[i].outlierRatio = flag.ratioToMedian }
     }
   }
 

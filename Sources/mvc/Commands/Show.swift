@@ -18,12 +18,15 @@ extension MVC {
 
     func run() throws {
       let repository = try Session.open(global)
-      let summary = try repository.summary(of: try repository.resolve(revision))
+      let id = try repository.resolve(revision)
+      let history = try repository.log(from: id)
+      let flags = NormOutliers.flags(history.reversed()).filter { $0.commit == id }
+      guard let summary = history.first else { return }
       if json {
-        output(try Format.json(ShowJSON(commit: CommitJSON(summary))))
+        output(try Format.json(ShowJSON(commit: CommitJSON(summary, flags: flags))))
         return
       }
-      output(CommitText.render(summary, oneline: false, stat: true))
+      output(CommitText.render(summary, oneline: false, stat: true, flags: flags))
     }
   }
 }
