@@ -1,0 +1,251 @@
+import ArgumentParser
+import EditVCS
+import Foundation
+
+extension MVC {
+  struct Bisect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Find the commit (edit) that broke the model, by binary search.",
+      discussion: """
+        Each step checks out the commit that best halves the remaining candidates into the \
+        working model (only the tensors that differ are rewritten), so an evaluation program \
+        reads the model where it always is. State lives in .mvc/ and survives crashes; \
+        'mvc bisect reset' always puts the working model and HEAD back.
+
+          mvc bisect start HEAD v1          # bad, then good commits
+          mvc bisect good | bad | skip [REV]
+          mvc bisect run python eval.py model.safetensors
+          mvc bisect run --max-norm-ratio 0.5     # built-in: bad when some ‖ΔW‖/‖W‖ > 0.5
+          mvc bisect log; mvc bisect visualize; mvc bisect reset
+        """,
+      subcommands: [Start.self, Good.self, Bad.self, Skip.self, Run.self, Log.self, Visualize.self, Reset.self])
+
+    struct Start: ParsableCommand {
+      static let configuration = CommandConfiguration(abstract: "Start a bisection: [BAD [GOOD...]] (BAD defaults to HEAD).")
+      @OptionGroup var global: GlobalOptions
+      @Argument(help: "The bad commit, then good commits.") var revisions: [String] = []
+
+      func run() throws {
+        let repository = try Session.open(global)
+        let ids = try revisions.map { try repository.resolve($0) }
+        let outcome = try repository.bisectStart(bad: ids.first, good: Array(ids.dropFirst()))
+        try BisectReport.print(outcome, repository: repository)
+      }
+    }
+
+    struct Good: ParsableCommand {
+      static let configuration = CommandConfiguration(abstract: "Mark a commit (default: the one under test) good.")
+      @OptionGroup var global: GlobalOptions
+      @Argument var revision: String?
+      func run() throws { try BisectReport.mark(.good, revision, global) }
+    }
+
+    struct Bad: ParsableCommand {
+      static let configuration = CommandConfiguration(abstract: "Mark a commit (default: the one under test) bad.")
+      @OptionGroup var global: GlobalOptions
+      @Argument var revision: String?
+      func run() throws { try BisectReport.mark(.bad, revision, global) }
+    }
+
+    struct Skip: ParsableCommand {
+      static let configuration = CommandConfiguration(abstract: "Skip a commit that cannot be tested.")
+      @OptionGroup var global: GlobalOptions
+      @Argument var revision: String?
+      func run() throws { try BisectReport.mark(.skip, revision, global) }
+    }
+
+    struct Log: ParsableCommand {
+      static let configuration = CommandConfiguration(abstract: "Show the marks made so far (replayable).")
+      @OptionGroup var global: GlobalOptions
+      @Flag(help: "Write one JSON document (schema mvc.bisect-log/1).") var json = false
+
+      func run() throws {
+        let repository = try Session.open(global)
+        let text = try repository.bisectLog()
+        if json {
+          let state = try repository.bisectState()
+          output(
+            try Format.json(
+              BisectLogJSON(
+                start: state?.start, bad: state?.bad?.hex, good: state?.good.map(\.hex) ?? [],
+                skipped: state?.skipped.map(\.hex) ?? [],
+                lines: text.split(separator: "\n").map(String.init))))
+        } else {
+          FileHandle.standardOutput.write(Data(text.utf8))
+        }
+      }
+    }
+
+    struct Visualize: ParsableCommand {
+      static let configuration = CommandConfiguration(
+        commandName: "visualize", abstract: "List the commits still in question.", aliases: ["view"])
+      @OptionGroup var global: GlobalOptions
+
+      func run() throws {
+        let repository = try Session.open(global)
+        guard repository.isBisecting else { throw RepositoryError.noBisectInProgress }
+        for id in try repository.bisectCandidates() {
+          output(CommitText.render(try repository.summary(of: id), oneline: true, stat: false, flags: []))
+        }
+      }
+    }
+
+    struct Reset: ParsableCommand {
+      static let configuration = CommandConfiguration(
+        abstract: "End the bisection: back to the original HEAD (or REV), working model included.")
+      @OptionGroup var global: GlobalOptions
+      @Argument var revision: String?
+
+      func run() throws {
+        let repository = try Session.open(global)
+        try repository.bisectReset(to: try revision.map { try repository.resolve($0) })
+        if !global.quiet {
+          let head = try repository.head()
+          Diagnostics.printError("Bisection ended; HEAD is \(head.branchName.map { "on branch '\($0)'" } ?? "at \(head.commit?.shortHex ?? "?")")")
+        }
+      }
+    }
+
+    struct Run: ParsableCommand {
+      static let configuration = CommandConfiguration(
+        abstract: "Run a program at each step: exit 0 good, 125 skip, 1-127 bad, ≥128 or a signal aborts.",
+        discussion: """
+            mvc bisect run python eval.py model.safetensors
+            mvc bisect run --max-norm-ratio 0.5
+          """)
+      @OptionGroup var global: GlobalOptions
+      @Option(help: "Built-in predicate: bad when a commit so far has ‖ΔW‖_F/‖W‖_F above this.")
+      var maxNormRatio: Double?
+      @Argument(parsing: .captureForPassthrough, help: "The evaluation program and its arguments.")
+      var command: [String] = []
+
+      func validate() throws {
+        if command.isEmpty && maxNormRatio == nil {
+          throw ValidationError("give an evaluation program or --max-norm-ratio")
+        }
+        if !command.isEmpty && maxNormRatio != nil {
+          throw ValidationError("give an evaluation program or --max-norm-ratio, not both")
+        }
+      }
+
+      func run() throws {
+        var executable: URL?
+        if let program = command.first {
+          executable = BisectReport.findExecutable(program, cwd: global.workingDirectory)
+          guard executable != nil else {
+            throw RepositoryError.invalidArgument("cannot run '\(program)': no such program; the bisection is unchanged")
+          }
+        }
+        while true {
+          // The lock is held only between steps, so the program may itself run mvc.
+          let term: BisectTerm
+          do {
+            let repository = try Session.open(global)
+            guard let state = try repository.bisectState() else { throw RepositoryError.noBisectInProgress }
+            guard state.bad != nil, !state.good.isEmpty else {
+              throw RepositoryError.invalidArgument("'bisect run' needs a bad and a good commit; mark them first")
+            }
+            let current = try repository.headCommit()
+            if let maxNormRatio {
+              let ratio = try repository.maxRelativeNorm(upTo: current)
+              term = ratio > maxNormRatio ? .bad : .good
+              output(String(format: "%@: max ‖ΔW‖/‖W‖ so far %.4g -> %@", current.shortHex, ratio, term.rawValue))
+            } else if let executable {
+              output("running '\(command.joined(separator: " "))' on \(current.shortHex)")
+              term = try BisectReport.runProgram(executable, arguments: Array(command.dropFirst()), cwd: global.workingDirectory)
+            } else {
+              return
+            }
+          }
+          let repository = try Session.open(global)
+          let outcome = try repository.bisectMark(term, nil)
+          try BisectReport.print(outcome, repository: repository)
+          switch outcome {
+          case .testing: continue
+          case .waiting: return
+          case .firstBad: return
+          case .onlySkippedLeft: throw ExitCode(1)
+          }
+        }
+      }
+    }
+  }
+}
+
+enum BisectReport {
+  static func mark(_ term: BisectTerm, _ revision: String?, _ global: GlobalOptions) throws {
+    let repository = try Session.open(global)
+    let outcome = try repository.bisectMark(term, try revision.map { try repository.resolve($0) })
+    try print(outcome, repository: repository)
+  }
+
+  static func print(_ outcome: BisectOutcome, repository: EditRepository) throws {
+    switch outcome {
+    case .waiting(let needGood, let needBad):
+      output("status: waiting for \(needBad ? "a bad" : "")\(needBad && needGood ? " and " : "")\(needGood ? "good" : "") commit\(needGood && needBad ? "s" : "")")
+    case .testing(let id, let remaining, let steps):
+      output("Bisecting: \(remaining) revision\(remaining == 1 ? "" : "s") left to test after this (roughly \(steps) step\(steps == 1 ? "" : "s"))")
+      output("[\(id.hex)] \(try repository.commitInfo(id).summary)")
+    case .firstBad(let id):
+      output("\(id.hex) is the first bad commit")
+      let history = try repository.log(from: id)
+      let flags = NormOutliers.flags(history.reversed()).filter { $0.commit == id }
+      if let summary = history.first { output(CommitText.render(summary, oneline: false, stat: true, flags: flags)) }
+    case .onlySkippedLeft(let ids):
+      output("There are only 'skip'ped commits left to test.")
+      output("The first bad commit could be any of:")
+      for id in ids { output(id.hex) }
+      output("We cannot bisect more!")
+    }
+  }
+
+  static func findExecutable(_ program: String, cwd: String) -> URL? {
+    let manager = FileManager.default
+    if program.contains("/") {
+      let path = program.hasPrefix("/") ? program : (cwd as NSString).appendingPathComponent(program)
+      return manager.isExecutableFile(atPath: path) ? URL(fileURLWithPath: path) : nil
+    }
+    let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+    for dir in paths {
+      let path = (String(dir) as NSString).appendingPathComponent(program)
+      if manager.isExecutableFile(atPath: path) { return URL(fileURLWithPath: path) }
+    }
+    return nil
+  }
+
+  /// Runs the evaluation program and maps its exit as git does.
+  static func runProgram(_ executable: URL, arguments: [String], cwd: String) throws -> BisectTerm {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: cwd)
+    do {
+      try process.run()
+    } catch {
+      throw RepositoryError.invalidArgument("cannot run '\(executable.path)': \(error.localizedDescription); the bisection is unchanged")
+    }
+    process.waitUntilExit()
+    let status = process.terminationStatus
+    if process.terminationReason == .uncaughtSignal {
+      throw RepositoryError.invalidArgument(
+        "bisect run failed: '\(executable.lastPathComponent)' was killed by signal \(status); the bisection is kept, 'mvc bisect log' shows it")
+    }
+    switch status {
+    case 0: return .good
+    case 125: return .skip
+    case 1..<128: return .bad
+    default:
+      throw RepositoryError.invalidArgument(
+        "bisect run failed: exit code \(status) from '\(executable.lastPathComponent)' is >= 128; the bisection is kept, 'mvc bisect log' shows it")
+    }
+  }
+}
+
+struct BisectLogJSON: Encodable {
+  var schema = "mvc.bisect-log/1"
+  var start: String?
+  var bad: String?
+  var good: [String]
+  var skipped: [String]
+  var lines: [String]
+}
