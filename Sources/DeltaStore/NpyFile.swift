@@ -219,9 +219,30 @@ public enum NpyFile {
       })
   }
 
+  /// The bytes of a `<f8` `.npy` file holding `values` (what ``write(_:shape:to:)-(Double)`` writes).
+  /// - Throws: ``NpyError/unsupportedShape(path:shape:)``.
+  public static func encode(_ values: [Double], shape: [Int]) throws -> Data {
+    var payload = Data(capacity: values.count * 8)
+    for value in values {
+      withUnsafeBytes(of: value.bitPattern.littleEndian) { payload.append(contentsOf: $0) }
+    }
+    return try encode(descr: "<f8", elementCount: values.count, shape: shape, path: "-", payload: payload)
+  }
+
   static func write(
     descr: String, elementCount: Int, shape: [Int], to path: String, payload: Data
   ) throws {
+    let data = try encode(descr: descr, elementCount: elementCount, shape: shape, path: path, payload: payload)
+    do {
+      try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    } catch {
+      throw NpyError.unwritable(path: path, reason: error.localizedDescription)
+    }
+  }
+
+  static func encode(
+    descr: String, elementCount: Int, shape: [Int], path: String, payload: Data
+  ) throws -> Data {
     guard (1...2).contains(shape.count), shape.allSatisfy({ $0 >= 0 }),
       shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).partialValue }) == elementCount
     else {
@@ -248,11 +269,7 @@ public enum NpyFile {
     }
     data.append(contentsOf: Array(header.utf8))
     data.append(payload)
-    do {
-      try data.write(to: URL(fileURLWithPath: path), options: .atomic)
-    } catch {
-      throw NpyError.unwritable(path: path, reason: error.localizedDescription)
-    }
+    return data
   }
 
   // MARK: - Header
