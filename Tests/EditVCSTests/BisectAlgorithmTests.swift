@@ -1,5 +1,5 @@
-import Testing
 import TestSupport
+import Testing
 
 @testable import EditVCS
 
@@ -243,7 +243,8 @@ private func ceilLog2(_ n: Int) -> Int { n <= 1 ? 0 : Int.bitWidth - (n - 1).lea
   @Test func culpritFoundWhenLaterNeighboursAreSkipped() {
     let graph = linearGraph(candidateCount: 30)
     let (result, _) = runBisection(
-      graph: graph, bad: 30, good: [0], isBad: { $0 >= 17 }, isUntestable: { [18, 19].contains($0) })
+      graph: graph, bad: 30, good: [0], isBad: { $0 >= 17 },
+      isUntestable: { [18, 19].contains($0) })
     #expect(result == .firstBad(17))
   }
 
@@ -251,7 +252,8 @@ private func ceilLog2(_ n: Int) -> Int { n <= 1 ? 0 : Int.bitWidth - (n - 1).lea
     // 16 cannot be tested, so 16 and 17 both remain: git lists the skipped ones, then the bad one.
     let graph = linearGraph(candidateCount: 30)
     let (result, _) = runBisection(
-      graph: graph, bad: 30, good: [0], isBad: { $0 >= 17 }, isUntestable: { [16, 18].contains($0) })
+      graph: graph, bad: 30, good: [0], isBad: { $0 >= 17 },
+      isUntestable: { [16, 18].contains($0) })
     #expect(result == .onlySkippedLeft(candidates: [16, 17]))
   }
 

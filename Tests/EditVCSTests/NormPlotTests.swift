@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import EditVCS
 
@@ -74,7 +74,8 @@ private func sampleInput(seriesCount: Int = 3) -> NormPlotInput {
     #expect(parsed.classes["flagged"] ?? 0 >= 2)
     #expect(parsed.classes["culprit"] == 1)
     #expect(parsed.text.contains("0 (below the log axis)"))
-    #expect(parsed.text.contains("commit \(input.commitLabels[0]) · model.layers.0.mlp.down_proj.weight"))
+    #expect(
+      parsed.text.contains("commit \(input.commitLabels[0]) · model.layers.0.mlp.down_proj.weight"))
     #expect(!svg.contains("href"))  // self-contained: nothing to fetch
   }
 

@@ -136,7 +136,9 @@ private struct Renderer {
   }
 
   /// The spacing between two commits on the x axis.
-  var slotWidth: Double { commitCount <= 1 ? (right - left) : (right - left) / Double(commitCount - 1) }
+  var slotWidth: Double {
+    commitCount <= 1 ? (right - left) : (right - left) / Double(commitCount - 1)
+  }
 
   func label(_ index: Int) -> String {
     input.commitLabels.indices.contains(index) ? input.commitLabels[index] : "#\(index)"
@@ -153,7 +155,8 @@ private struct Renderer {
       "<svg xmlns=\"http://www.w3.org/2000/svg\" \(size) viewBox=\"0 0 \(Int(width)) \(Int(height))\""
         + " font-family=\"sans-serif\" font-size=\"12\">")
     line("<title>\(NormPlot.escape(input.title))</title>")
-    line("<rect x=\"0\" y=\"0\" width=\"\(Int(width))\" height=\"\(Int(height))\" fill=\"#ffffff\"/>")
+    line(
+      "<rect x=\"0\" y=\"0\" width=\"\(Int(width))\" height=\"\(Int(height))\" fill=\"#ffffff\"/>")
     line(
       "<text x=\"\(coordinate(width / 2))\" y=\"28\" text-anchor=\"middle\" font-size=\"16\""
         + " font-weight=\"bold\">\(NormPlot.escape(input.title))</text>")
@@ -294,7 +297,8 @@ private struct Renderer {
     line(
       "<rect x=\"\(coordinate(bandLeft))\" y=\"\(coordinate(top))\""
         + " width=\"\(coordinate(max(bandRight - bandLeft, 1)))\""
-        + " height=\"\(coordinate(bottom - top))\" fill=\"\(culpritColour)\" fill-opacity=\"0.12\"/>")
+        + " height=\"\(coordinate(bottom - top))\" fill=\"\(culpritColour)\" fill-opacity=\"0.12\"/>"
+    )
     line(
       "<line x1=\"\(coordinate(centre))\" y1=\"\(coordinate(top))\" x2=\"\(coordinate(centre))\""
         + " y2=\"\(coordinate(bottom))\" stroke=\"\(culpritColour)\" stroke-width=\"2\"/>")
@@ -358,14 +362,20 @@ private struct Renderer {
     // Marker key.
     rowY += 8
     let keys: [(String, String)] = [
-      ("<rect x=\"\(coordinate(legendLeft))\" y=\"\(coordinate(rowY - 6))\" width=\"18\""
-        + " height=\"12\" fill=\"\(culpritColour)\" fill-opacity=\"0.3\"/>", "first bad commit"),
-      ("<line x1=\"\(coordinate(legendLeft + 9))\" y1=\"\(coordinate(rowY + 18 - 7))\""
-        + " x2=\"\(coordinate(legendLeft + 9))\" y2=\"\(coordinate(rowY + 18 + 7))\""
-        + " stroke=\"\(revertedColour)\" stroke-dasharray=\"4 3\" stroke-width=\"1.5\"/>",
-        "reverted"),
-      ("<circle cx=\"\(coordinate(legendLeft + 9))\" cy=\"\(coordinate(rowY + 36))\" r=\"6\""
-        + " fill=\"none\" stroke=\"\(flaggedColour)\" stroke-width=\"2\"/>", "norm outlier"),
+      (
+        "<rect x=\"\(coordinate(legendLeft))\" y=\"\(coordinate(rowY - 6))\" width=\"18\""
+          + " height=\"12\" fill=\"\(culpritColour)\" fill-opacity=\"0.3\"/>", "first bad commit"
+      ),
+      (
+        "<line x1=\"\(coordinate(legendLeft + 9))\" y1=\"\(coordinate(rowY + 18 - 7))\""
+          + " x2=\"\(coordinate(legendLeft + 9))\" y2=\"\(coordinate(rowY + 18 + 7))\""
+          + " stroke=\"\(revertedColour)\" stroke-dasharray=\"4 3\" stroke-width=\"1.5\"/>",
+        "reverted"
+      ),
+      (
+        "<circle cx=\"\(coordinate(legendLeft + 9))\" cy=\"\(coordinate(rowY + 36))\" r=\"6\""
+          + " fill=\"none\" stroke=\"\(flaggedColour)\" stroke-width=\"2\"/>", "norm outlier"
+      ),
     ]
     for (offset, key) in keys.enumerated() {
       line(key.0)
