@@ -98,7 +98,8 @@ public struct BisectGraph<ID: Hashable> {
     var seen = Set<Int>([start])
     var stack = [start]
     while let current = stack.popLast() {
-      for parent in parentPositions[current] where parent <= target && seen.insert(parent).inserted {
+      for parent in parentPositions[current] where parent <= target && seen.insert(parent).inserted
+      {
         if parent == target { return true }
         stack.append(parent)
       }
@@ -364,7 +365,8 @@ public enum BisectAlgorithm {
     func distance(_ position: Int) -> Int { min(weight[position], all - weight[position]) }
 
     if skipped.isEmpty {
-      var best = findBisection(walk, graph: graph.parentPositions, weight: &weight, stopHalfway: true)
+      var best = findBisection(
+        walk, graph: graph.parentPositions, weight: &weight, stopHalfway: true)
       if best == nil {
         // best_bisection: the first of the greatest distance, oldest first.
         var bestDistance = -1
