@@ -102,6 +102,23 @@ public enum Zstd {
     try decompressChecked(frame, into: destination)
   }
 
+  /// The content size a frame declares, when it declares one no larger than `limit`.
+  ///
+  /// For blobs whose size no manifest records (recorded keys, covariances): the limit keeps a
+  /// frame that claims a huge size from deciding the allocation.
+  /// - Throws: `.zstdContentSizeMismatch` when the size is unknown or above `limit`.
+  public static func frameContentSize(_ frame: UnsafeRawBufferPointer, limit: Int) throws -> Int {
+    guard let base = frame.baseAddress else {
+      throw DeltaStoreError.zstdContentSizeMismatch(expected: limit, declared: nil)
+    }
+    let declared = ZSTD_getFrameContentSize(base, frame.count)
+    guard declared != contentSizeUnknown, declared != contentSizeError, declared <= UInt64(limit) else {
+      throw DeltaStoreError.zstdContentSizeMismatch(
+        expected: limit, declared: declared == contentSizeUnknown || declared == contentSizeError ? nil : declared)
+    }
+    return Int(declared)
+  }
+
   private static func checkContentSize(_ frame: UnsafeRawBufferPointer, expectedByteCount: Int)
     throws
   {

@@ -27,6 +27,7 @@ enum TreeEntryName {
   static let index = "index.json"
   static let edit = "edit.json"
   static let tensors = "tensors"
+  static let editData = "edit-data"
   static let meta = "meta.json"
   static let u = "u.zst"
   static let v = "v.zst"

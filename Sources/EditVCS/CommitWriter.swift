@@ -81,7 +81,8 @@ extension EditRepository {
   /// Writes the root tree and the commit object; moves no reference.
   func writeCommit(
     layout: ModelLayout, headers: [String: [UInt8]], indexBytes: [UInt8]?,
-    tensorTrees: [String: ObjectID], record: EditRecord, message: String, parents: [ObjectID]
+    tensorTrees: [String: ObjectID], record: EditRecord, message: String, parents: [ObjectID],
+    extraEntries: [GitRepository.TreeEntry] = []
   ) throws -> ObjectID {
     var modelEntries: [GitRepository.TreeEntry] = [
       .init(name: TreeEntryName.layout, id: try writeBlob(try JSONCoding.encode(layout)), isTree: false)
@@ -99,7 +100,7 @@ extension EditRepository {
       .init(name: TreeEntryName.model, id: try writeTree(modelEntries), isTree: true),
       .init(name: TreeEntryName.edit, id: try writeBlob(try JSONCoding.encode(record)), isTree: false),
       .init(name: TreeEntryName.tensors, id: try writeTree(tensorEntries), isTree: true),
-    ]
+    ] + extraEntries
     let tree = try writeTree(root)
     return try RepositoryError.wrap("writing a commit") {
       try git.createCommit(tree: tree, parents: parents, message: message, author: signature())

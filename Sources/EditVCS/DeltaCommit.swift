@@ -167,7 +167,7 @@ extension EditRepository {
   /// with no residual (the new state *is* the rule's result); dense changes store new bytes.
   func commitChanges(
     _ deltas: [PlannedChange], message: String, method: String, details: [String: String]?,
-    parent: ObjectID
+    parent: ObjectID, mergedParents: [ObjectID] = [], extraEntries: [GitRepository.TreeEntry] = []
   ) throws -> CommitResult {
     let parentContents = try contents(of: parent)
     var trees = parentContents.tensorTrees
@@ -221,7 +221,7 @@ extension EditRepository {
     let record = EditRecord(formatVersion: repositoryFormatVersion, method: method, changes: changes, details: details)
     let commit = try writeCommit(
       layout: layout, headers: headers, indexBytes: indexBytes, tensorTrees: trees, record: record, message: message,
-      parents: [parent])
+      parents: [parent] + mergedParents, extraEntries: extraEntries)
     try moveWorkingModel(to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)")
     return CommitResult(commit: commit, record: record)
   }
