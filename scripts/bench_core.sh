@@ -35,6 +35,8 @@ measure() {
   read -r secs kib <"$work/.t"
   echo "$name $secs $kib" >>"$work/times"
 }
+# du -sb also counts each objects/xx/ fan-out directory (4 KiB apiece); file bytes do not.
+file_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 stored_kib() { mvc log --stat -n 1 "$@" | sed -n 's/.* changed, \([0-9.]*\) \(KiB\|MiB\|B\) stored.*/\1 \2/p'; }
 
@@ -49,7 +51,7 @@ rm copy.safetensors
 
 measure init mvc init model.safetensors
 init_secs=$secs init_kib=$kib
-init_bytes=$(du -sb .mvc | cut -f1)
+init_bytes=$(du -sb .mvc | cut -f1) init_files=$(file_bytes .mvc)
 
 RANDOM=2024
 commit_times=() commit_peak=0 edit_times=()
@@ -64,7 +66,7 @@ for i in $(seq 1 20); do
   ((kib > commit_peak)) && commit_peak=$kib
 done
 cp model.safetensors last.safetensors
-mvc_bytes=$(du -sb .mvc | cut -f1)
+mvc_bytes=$(du -sb .mvc | cut -f1) mvc_files=$(file_bytes .mvc)
 last_stored=$(stored_kib)
 
 declare -A co_secs co_kib
@@ -83,10 +85,10 @@ cmp -s model.safetensors last.safetensors && back_ok=yes || back_ok=NO
 mkdir small && cd small
 mvc-demo-editor generate small.safetensors --blocks 1 --hidden 384 --intermediate 1536 --seed 3 >/dev/null
 mvc init -q small.safetensors
-small_before=$(du -sb .mvc | cut -f1)
+small_before=$(file_bytes .mvc)
 mvc-demo-editor lowrank small.safetensors --tensor model.layers.0.mlp.up_proj.weight --rank 1 --seed 1 >/dev/null
 mvc commit -q -m "rank-1 edit"
-small_after=$(du -sb .mvc | cut -f1)
+small_after=$(file_bytes .mvc)
 small_stored=$(stored_kib)
 cd ..
 
@@ -109,12 +111,12 @@ echo
 row "storage" "bytes" "× model"
 ratio() { awk -v a="$1" -v b="$model_bytes" 'BEGIN { printf "%.4f", a / b }'; }
 row "model (full copy)" "$model_bytes" "1"
-row ".mvc after init" "$init_bytes" "$(ratio "$init_bytes")"
-row ".mvc after 20 edits" "$mvc_bytes" "$(ratio "$mvc_bytes")"
-per_edit=$(((mvc_bytes - init_bytes) / 20))
-row ".mvc growth per edit (mean)" "$per_edit" "$(ratio "$per_edit")"
+row ".mvc after init (du -sb / file bytes)" "$init_bytes / $init_files" "$(ratio "$init_bytes")"
+row ".mvc after 20 edits (du -sb / file bytes)" "$mvc_bytes / $mvc_files" "$(ratio "$mvc_bytes")"
+per_edit=$(((mvc_files - init_files) / 20))
+row ".mvc file bytes added per edit (mean)" "$per_edit" "$(ratio "$per_edit")"
 row "  stored for the last edit (mvc log --stat)" "$last_stored" ""
 row "  raw rank-1 factors (4096+1024)×4" "$(((4096 + 1024) * 4))" "$(ratio $(((4096 + 1024) * 4)))"
-row "1536×384 F32 tensor, one rank-1 edit: .mvc growth" "$((small_after - small_before))" ""
+row "1536×384 F32 tensor, one rank-1 edit: file bytes" "$((small_after - small_before))" ""
 row "  stored (mvc log --stat)" "$small_stored" ""
 row "  raw factors (1536+384)×4 / full tensor" "$(((1536 + 384) * 4)) / $((1536 * 384 * 4))" ""

@@ -16,7 +16,9 @@ enum BLASSetup {
     guard environment["OPENBLAS_CORETYPE"] == nil, environment[marker] == nil,
       environment["MVC_NO_AUTOCORE"] == nil
     else { return }
-    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
+    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else {
+      return
+    }
     let flags = BLASRuntime.cpuFlags(fromCPUInfo: cpuinfo)
     guard BLASRuntime.isGenericFallback(coreName: BLASRuntime.coreName, cpuFlags: flags),
       let core = BLASRuntime.preferredCoreType(cpuFlags: flags)

@@ -39,7 +39,8 @@ struct Eval: ParsableCommand {
     var count = 0
     for (index, info) in reference.tensors.enumerated()
     where info.name.hasSuffix("mlp.down_proj.weight") || info.name.hasSuffix("mlp.c_proj.weight") {
-      guard let mine = file.tensor(named: info.name), mine.shape == info.shape, info.shape.count == 2
+      guard let mine = file.tensor(named: info.name), mine.shape == info.shape,
+        info.shape.count == 2
       else { throw EditorError("\(model): tensor '\(info.name)' missing or reshaped") }
       // Conv1D (c_proj) stores Wᵀ: inputs index rows; nn.Linear: inputs index columns.
       let transposed = info.name.hasSuffix("c_proj.weight")
@@ -49,7 +50,9 @@ struct Eval: ParsableCommand {
       let x = rng.gaussians(probes * dIn)
       let y = forward(try ModelIO.floats(file, mine), rows, cols, transposed, x)
       let yBase = forward(try ModelIO.floats(reference, info), rows, cols, transposed, x)
-      let drift = ModelIO.norm(zip(y, yBase).map { $0 - $1 }) / max(ModelIO.norm(yBase), .leastNormalMagnitude)
+      let drift =
+        ModelIO.norm(zip(y, yBase).map { $0 - $1 })
+        / max(ModelIO.norm(yBase), .leastNormalMagnitude)
       if verbose { print("\(info.name) drift \(fmt(drift))") }
       if drift >= worst.drift { worst = (drift, info.name) }
       count += 1
@@ -63,7 +66,9 @@ struct Eval: ParsableCommand {
   }
 
   /// Y = X·Wᵀ (probes × d_out) for W stored d_out×d_in, or X·W for Wᵀ stored d_in×d_out.
-  func forward(_ w: [Float], _ rows: Int, _ cols: Int, _ transposed: Bool, _ x: [Double]) -> [Double] {
+  func forward(_ w: [Float], _ rows: Int, _ cols: Int, _ transposed: Bool, _ x: [Double])
+    -> [Double]
+  {
     let dIn = transposed ? rows : cols
     let dOut = transposed ? cols : rows
     var y = [Double](repeating: 0, count: probes * dOut)

@@ -30,7 +30,9 @@ struct LowRank: ParsableCommand {
     func gram(_ x: [Double], _ n: Int) -> [Double] {
       var g = [Double](repeating: 0, count: rank * rank)
       for i in 0..<n {
-        for a in 0..<rank { for b in 0..<rank { g[a * rank + b] += x[i * rank + a] * x[i * rank + b] } }
+        for a in 0..<rank {
+          for b in 0..<rank { g[a * rank + b] += x[i * rank + a] * x[i * rank + b] }
+        }
       }
       return g
     }

@@ -17,7 +17,8 @@ enum ModelIO {
     }
     let raw = file.bytes(of: tensor)
     return [Float](unsafeUninitializedCapacity: tensor.elementCount) { buffer, count in
-      FloatConversion.decode(raw, dtype: tensor.dtype, elements: 0..<tensor.elementCount, into: buffer)
+      FloatConversion.decode(
+        raw, dtype: tensor.dtype, elements: 0..<tensor.elementCount, into: buffer)
       count = tensor.elementCount
     }
   }
@@ -63,7 +64,9 @@ enum ModelIO {
     for (index, info) in layout.enumerated() {
       let bytes = produce(index)
       precondition(bytes.count == info.byteCount)
-      try bytes.withUnsafeBytes { try writer.write($0, at: header.count + info.dataOffsets.lowerBound) }
+      try bytes.withUnsafeBytes {
+        try writer.write($0, at: header.count + info.dataOffsets.lowerBound)
+      }
     }
     try writer.commit()
   }

@@ -12,10 +12,13 @@ struct EditTarget {
   let transposed: Bool
 
   init(file: SafetensorsFile, layer: Int) throws {
-    if let t = file.tensor(named: "model.layers.\(layer).mlp.down_proj.weight"), t.shape.count == 2 {
+    if let t = file.tensor(named: "model.layers.\(layer).mlp.down_proj.weight"), t.shape.count == 2
+    {
       tensor = t
       (dOut, dIn, transposed) = (t.shape[0], t.shape[1], false)
-    } else if let t = file.tensor(named: "transformer.h.\(layer).mlp.c_proj.weight"), t.shape.count == 2 {
+    } else if let t = file.tensor(named: "transformer.h.\(layer).mlp.c_proj.weight"),
+      t.shape.count == 2
+    {
       tensor = t
       (dOut, dIn, transposed) = (t.shape[1], t.shape[0], true)
     } else {
@@ -116,7 +119,8 @@ struct Rome: ParsableCommand {
       to: &edited, rows: update.storageRowCount, cols: update.storageColumnCount,
       left: update.storageLeft, right: update.storageRight, rank: 1)
     try ModelIO.rewrite(
-      path: model, replacing: [target.tensor.name: ModelIO.encode(edited, dtype: target.tensor.dtype)])
+      path: model,
+      replacing: [target.tensor.name: ModelIO.encode(edited, dtype: target.tensor.dtype)])
 
     let ratio = ModelIO.norm(update.u) * ModelIO.norm(update.v) / wNorm
     let normalized = update.diagnostics.romeNormalizedDenominator ?? .nan

@@ -6,7 +6,8 @@ struct SplitMix64: RandomNumberGenerator {
 
   /// A generator for one named stream (tensor index, layer, purpose) derived from a seed.
   init(seed: UInt64, stream: UInt64, purpose: UInt64 = 0) {
-    var mixer = SplitMix64(seed: seed ^ (stream &* 0xD1B5_4A32_D192_ED03) ^ (purpose &* 0x8CB9_2BA7_2F3D_8DD7))
+    var mixer = SplitMix64(
+      seed: seed ^ (stream &* 0xD1B5_4A32_D192_ED03) ^ (purpose &* 0x8CB9_2BA7_2F3D_8DD7))
     state = mixer.next()
   }
 
