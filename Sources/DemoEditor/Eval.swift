@@ -27,7 +27,8 @@ struct Eval: ParsableCommand {
     } catch let error as ExitCode {
       throw error
     } catch {
-      FileHandle.standardError.write(Data("mvc-demo-editor eval: \(error)\n".utf8))
+      let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+      FileHandle.standardError.write(Data("mvc-demo-editor eval: \(message)\n".utf8))
       throw ExitCode(128)
     }
   }
