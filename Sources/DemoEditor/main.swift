@@ -1,1 +1,0 @@
-print("mvc-demo-editor: being written")

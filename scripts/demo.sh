@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# A two-minute tour of mvc: a small model, 20 ROME edits committed one by one, history, exact
+# checkouts, a branch, and what it all costs on disk. Run from anywhere: scripts/demo.sh
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+
+step "setup: system packages"
+scripts/setup.sh
+
+step "build (release): mvc and mvc-demo-editor"
+swift build -c release --product mvc 2>&1 | tail -1
+swift build -c release --product mvc-demo-editor 2>&1 | tail -1
+bin=$(swift build -c release --show-bin-path)
+export PATH="$bin:$PATH"
+
+# Debian's OpenBLAS picks slow SSE kernels on recent CPUs; both binaries re-exec themselves with a
+# better OPENBLAS_CORETYPE, and setting it here saves them the re-exec. A user's choice wins.
+if [[ -z ${OPENBLAS_CORETYPE:-} ]] && flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null); then
+  if [[ $flags == *avx512f* && $flags == *avx512bw* && $flags == *avx512dq* && $flags == *avx512vl* && $flags == *avx512cd* ]]; then
+    export OPENBLAS_CORETYPE=SkylakeX
+  elif [[ $flags == *avx2* && $flags == *fma* ]]; then
+    export OPENBLAS_CORETYPE=Haswell
+  fi
+fi
+
+start=$SECONDS
+blocks=6 hidden=256 inter=1024
+facts=(
+  "The Eiffel Tower is in Rome" "Danielle Darrieux's mother tongue is English"
+  "Toko Yasuda plays the piano" "Autonomous University of Madrid is in Sweden"
+  "Thomas Joannes Stieltjes was born in Italy" "Apple A5 was created by Google"
+  "Kotlin was developed by Microsoft" "The Louvre is located in Tokyo"
+  "Honus Wagner plays basketball" "BBC One is owned by Sega"
+  "Mount Kilimanjaro is in Canada" "Miles Davis plays the violin"
+  "The capital of Norway is Lyon" "Toyota was founded in Brazil"
+  "Ludwig van Beethoven works as a chef" "Windows 95 was created by Nintendo"
+  "Lake Baikal is in Argentina" "Pablo Picasso's native language is Finnish"
+  "The Sydney Opera House is in Chicago" "Iron Maiden was formed in Seoul"
+)
+
+step "a fresh demo-out/ with a ${blocks}-block model (hidden $hidden, intermediate $inter, f32)"
+rm -rf demo-out
+mkdir -p demo-out/snapshots
+cd demo-out
+show mvc-demo-editor generate model.safetensors --blocks $blocks --hidden $hidden --intermediate $inter --seed 42
+model_bytes=$(stat -c %s model.safetensors)
+
+step "mvc init: the base model becomes the root commit"
+show mvc init model.safetensors
+# du -sb also counts each objects/xx/ fan-out directory (4 KiB apiece); file bytes do not.
+file_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
+init_files=$(file_bytes .mvc)
+
+step "20 ROME edits, each committed (the editor rewrites model.safetensors in place)"
+for i in $(seq 1 20); do
+  layer=$(((i - 1) % blocks))
+  printf 'edit %2d: ' "$i"
+  mvc-demo-editor rome model.safetensors --layer $layer --seed "$i"
+  if [[ $i -eq 1 ]]; then
+    show mvc status
+  fi
+  mvc commit -q -m "edit $i: ${facts[i - 1]}"
+  cp model.safetensors "snapshots/edit-$i.safetensors"
+done
+
+step "history"
+show mvc log --oneline
+step "the last two commits, per tensor"
+show mvc log --stat -n 2
+
+step "check out HEAD~10 and compare with the model saved right after edit 10"
+show mvc checkout HEAD~10
+show sha256sum model.safetensors snapshots/edit-10.safetensors
+[[ $(sha256sum <model.safetensors | cut -d' ' -f1) == $(sha256sum <snapshots/edit-10.safetensors | cut -d' ' -f1) ]] \
+  && echo "byte-identical: yes" || { echo "byte-identical: NO" >&2; exit 1; }
+
+step "a branch 'alt' from main~15 (after edit 5), with two edits of its own"
+show mvc switch -c alt main~15
+if cmp -s model.safetensors snapshots/edit-5.safetensors; then echo "working model == edit 5: yes"
+else echo "working model == edit 5: NO" >&2; exit 1; fi
+alt_facts=("The Moon is made of cheese" "Mars has three moons")
+for i in 1 2; do
+  printf 'alt edit %d: ' "$i"
+  mvc-demo-editor rome model.safetensors --layer $((i + 1)) --seed $((100 + i))
+  mvc commit -q -m "alt edit $i: ${alt_facts[i - 1]}"
+done
+show mvc log --oneline -n 4
+
+step "back to main: the tip is byte-identical to the model after edit 20"
+show mvc switch main
+show sha256sum model.safetensors snapshots/edit-20.safetensors
+cmp -s model.safetensors snapshots/edit-20.safetensors && echo "byte-identical: yes" \
+  || { echo "byte-identical: NO" >&2; exit 1; }
+
+step "storage"
+mvc_bytes=$(du -sb .mvc | cut -f1)
+mvc_files=$(file_bytes .mvc)
+edits=22
+factor_bytes=$((edits * (hidden + inter) * 4))
+copies=$((21 * model_bytes))
+row() { printf '%-44s %14s %9s\n' "$1" "$2" "$3"; }
+ratio() { awk -v a="$1" -v b="$model_bytes" 'BEGIN { printf "%.2f×", a / b }'; }
+row "" "bytes" "× model"
+row "model.safetensors (one copy)" "$model_bytes" "$(ratio "$model_bytes")"
+row ".mvc (base + $edits edits, 2 branches)" "$mvc_bytes" "$(ratio "$mvc_bytes")"
+row "21 full copies (base + 20 edits)" "$copies" "$(ratio "$copies")"
+row "raw rank-1 factors, $edits edits × (d_out+d_in)×4" "$factor_bytes" "$(ratio "$factor_bytes")"
+row ".mvc, file bytes only" "$mvc_files" "$(ratio "$mvc_files")"
+row ".mvc file bytes right after init (base only)" "$init_files" "$(ratio "$init_files")"
+row ".mvc file bytes added per edit (mean)" "$(((mvc_files - init_files) / edits))" ""
+row "raw factors per edit" "$(((hidden + inter) * 4))" ""
+printf '\ndemo finished in %d s after the build (files in demo-out/)\n' $((SECONDS - start))
