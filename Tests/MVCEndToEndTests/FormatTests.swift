@@ -77,3 +77,72 @@ struct FormatTests {
     }
   }
 }
+
+@Suite("shard layout changes")
+struct ShardLayoutTests {
+  /// Shards merged, split and renamed between commits; the index changes with them.
+  @Test func reshardingRoundTrips() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir, modelName: "model", seed: 3)
+      let tensors = transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 8)
+      try writeShardedModel(tensors, shardCount: 4, to: s.model)
+      try s.initialize()
+      try s.editAndCommit(1)
+
+      func rewrite(_ shardCount: Int) throws -> [FixtureTensor] {
+        // Collect the current tensors from every shard, then write them into a new layout.
+        var all: [FixtureTensor] = []
+        for file in try FileManager.default.contentsOfDirectory(atPath: s.model.path).sorted() where file.hasSuffix(".safetensors") {
+          all += try readSafetensorsFixture(s.model.appendingPathComponent(file)).tensors
+        }
+        for file in try FileManager.default.contentsOfDirectory(atPath: s.model.path) {
+          try FileManager.default.removeItem(at: s.model.appendingPathComponent(file))
+        }
+        let ordered = tensors.compactMap { t in all.first { $0.name == t.name } }
+        try writeShardedModel(ordered, shardCount: shardCount, to: s.model)
+        return ordered
+      }
+      _ = try rewrite(2)
+      try s.commit("merge into 2 shards")
+      s.expectClean("2 shards")
+      try s.editAndCommit(1)
+      _ = try rewrite(3)
+      try s.edit(rank: 8)
+      try s.commit("3 shards plus an edit")
+      // The index alone changes (total_size written differently).
+      let index = s.model.appendingPathComponent("model.safetensors.index.json")
+      let text = try String(contentsOf: index, encoding: .utf8).replacingOccurrences(of: "\"metadata\": {", with: "\"metadata\": {\"format\": \"pt\",")
+      try Data(text.utf8).write(to: index)
+      try s.commit("index metadata")
+
+      let ids = try s.commitIDs()
+      #expect(ids.count == s.states.count)
+      for k in [0, 5, 1, 4, 2, 3, 0, 5] {
+        expectSuccess(runMVC(["checkout", ids[ids.count - 1 - k]], in: dir), "checkout state \(k)")
+        try s.expectWorkingState(k, "checkout state \(k)")
+        s.expectClean("checkout state \(k)")
+        let out = dir.appendingPathComponent("out-\(k)")
+        try? FileManager.default.removeItem(at: out)
+        expectSuccess(runMVC(["checkout", ids[ids.count - 1 - k], "-o", out.lastPathComponent], in: dir))
+        try s.expectState(of: out, equals: s.states[k], "-o state \(k)")
+      }
+    }
+  }
+
+  @Test func brokenIndex() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir, modelName: "model")
+      try writeShardedModel(transformerFixture(blocks: 1, hidden: 16, intermediate: 32, seed: 8), shardCount: 2, to: s.model)
+      try s.initialize()
+      let index = s.model.appendingPathComponent("model.safetensors.index.json")
+      let good = try Data(contentsOf: index)
+      try Data("{\"weight_map\": 3}".utf8).write(to: index)
+      s.expectRefused(["commit", "-m", "x"], naming: ["model.safetensors.index.json"])
+      let text = String(decoding: good, as: UTF8.self).replacingOccurrences(of: "model-00002-of-00002", with: "model-00009-of-00002")
+      try Data(text.utf8).write(to: index)
+      s.expectRefused(["commit", "-m", "x"], naming: ["model-00009-of-00002.safetensors"])
+      try Data(String(decoding: good, as: UTF8.self).replacingOccurrences(of: "model-00002-of-00002", with: "../escape").utf8).write(to: index)
+      s.expectRefused(["commit", "-m", "x"], naming: ["../escape"])
+    }
+  }
+}
