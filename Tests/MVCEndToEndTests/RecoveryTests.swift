@@ -75,3 +75,37 @@ struct RecoveryTests {
     }
   }
 }
+
+@Suite("data-loss guards")
+struct DataLossGuardTests {
+  /// `checkout REV -o PATH` with PATH = the working model overwrites uncommitted edits
+  /// without --force; it must refuse like a plain checkout does.
+  @Test func checkoutOutputOntoTheWorkingModel() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      try s.editAndCommit(1)
+      let applied = try s.edit(rank: 1)
+      withKnownIssue("bug: 'checkout REV -o <working model>' overwrites uncommitted changes without --force") {
+        s.expectRefused(["checkout", "HEAD~1", "-o", "model.safetensors"], naming: [applied.tensor])
+      }
+    }
+  }
+
+  /// An all-zero delta changes nothing, so it is "nothing to commit", as for the working model.
+  @Test func zeroDeltaIsNothingToCommit() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      try writeSafetensors(
+        [FixtureTensor(name: "model.layers.0.mlp.up_proj.weight", shape: [96, 32], floats: [Float](repeating: 0, count: 96 * 32))],
+        to: dir.appendingPathComponent("zero.safetensors"))
+      withKnownIssue("bug: 'commit --delta' with an all-zero delta records an empty commit (rank 0) instead of 'nothing to commit'") {
+        s.expectRefused(["commit", "--delta", "zero.safetensors", "-m", "zero"], naming: ["nothing to commit"])
+      }
+      try s.expectWorkingState(0, "a zero delta leaves the model")
+    }
+  }
+}
