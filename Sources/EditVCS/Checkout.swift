@@ -241,8 +241,14 @@ extension EditRepository {
 
   /// `mvc checkout REV -o PATH`: materializes REV somewhere else; HEAD and the working model
   /// are untouched. `tensors` (names) limits a partial checkout.
-  public func materialize(_ commit: ObjectID, to output: String, tensors: Set<String>? = nil) throws {
+  public func materialize(_ commit: ObjectID, to output: String, tensors: Set<String>? = nil, force: Bool = false) throws {
     let working = try? WorkingModel(path: modelPath)
+    let target = (output as NSString).standardizingPath
+    if target == (modelPath as NSString).standardizingPath && !force {
+      // That is the working model: rewriting it behind HEAD's back would lose changes silently.
+      throw RepositoryError.invalidArgument(
+        "'\(output)' is the working model; use 'mvc checkout REV' (or add --force to overwrite it and leave HEAD where it is)")
+    }
     try writeWholeModel(at: commit, to: output, previous: working, tensors: tensors)
   }
 }

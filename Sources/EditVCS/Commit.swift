@@ -136,15 +136,17 @@ extension EditRepository {
     // and the factors' own entropy make dense storage win a little earlier.
     let maxRank = max(1, count / (rows + cols) / 2)
     let delta = UnsafeMutablePointer<Float>.allocate(capacity: count)
-    let measured: (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double)
+    let measured: (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool)
     let factors: LowRankFactors?
     do {
       defer { delta.deallocate() }
       measured = try previous.withUnsafeBytes { old in
         try TensorMath.difference(new: work, old: old, dtype: info.dtype, count: count, into: delta)
       }
-      factors = try Factorization.lowRank(
-        of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+      factors =
+        measured.allFinite
+        ? try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+        : nil
     }
     guard let factors else { return try storeComplete() }
     var reconstructed = previous

@@ -108,7 +108,8 @@ extension EditRepository {
   }
 
   /// The root commit: every tensor stored complete (or by reference to the base file).
-  func commitBase(working: WorkingModel, message: String, referenceBase: Bool) throws -> ObjectID {
+  func commitBase(working: WorkingModel, message: String, reference: WorkingModel?) throws -> ObjectID {
+    let referenceBase = reference != nil
     var trees: [String: ObjectID] = [:]
     var changes: [EditRecord.TensorChange] = []
     let names = working.tensorNames
@@ -117,12 +118,20 @@ extension EditRepository {
       guard let (shard, info) = working.location(of: name), let bytes = working.bytes(of: name) else { continue }
       let hash = ContentHash.of(bytes).description
       hashes[name] = hash
-      let written =
-        referenceBase
-        ? try writeReferenceState(
+      let written: (tree: ObjectID, storedByteCount: Int)
+      if let reference {
+        // The base must be a separate, unchanging copy: the working model will be rewritten.
+        guard let (refShard, refInfo) = reference.location(of: name), let refBytes = reference.bytes(of: name),
+          refInfo.dtype == info.dtype, refInfo.shape == info.shape, ContentHash.of(refBytes).description == hash
+        else {
+          throw RepositoryError.referenceBaseChanged(path: reference.path, tensor: name)
+        }
+        written = try writeReferenceState(
           name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: hash,
-          path: working.shardPath(shard), shardFile: working.shardFiles[shard])
-        : try writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: bytes, hash: hash)
+          path: reference.shardPath(refShard), shardFile: reference.shardFiles[refShard])
+      } else {
+        written = try writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: bytes, hash: hash)
+      }
       working.releasePages(of: name)
       trees[name] = written.tree
       changes.append(.init(name: name, storage: referenceBase ? "reference" : "full", storedByteCount: written.storedByteCount))
@@ -131,7 +140,7 @@ extension EditRepository {
     let (layout, headers) = working.layout()
     let record = EditRecord(
       formatVersion: repositoryFormatVersion, method: "base", changes: changes,
-      details: referenceBase ? ["reference_base": working.path] : nil)
+      details: reference.map { ["reference_base": $0.path] })
     let commit = try writeCommit(
       layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
       message: message, parents: [])

@@ -105,11 +105,14 @@ enum DeltaFileReader {
       // ΔW = scale·B·A (out×in). Storage is out×in for nn.Linear, in×out for GPT-2's Conv1D.
       var u: [Float]
       var v: [Float]
-      if target.shape == [outDim, inDim] && !(config?.fanInFanOut ?? false && outDim != inDim) {
+      // PEFT's fan_in_fan_out marks GPT-2 Conv1D targets, stored in×out; the shape alone cannot
+      // tell them apart from nn.Linear when the matrix is square.
+      let conv1d = config?.fanInFanOut ?? (target.shape != [outDim, inDim])
+      if !conv1d && target.shape == [outDim, inDim] {
         u = bValues.map { $0 * scale }  // out × r
         v = [Float](repeating: 0, count: inDim * r)  // in × r = Aᵀ
         for k in 0..<r { for j in 0..<inDim { v[j * r + k] = aValues[k * inDim + j] } }
-      } else if target.shape == [inDim, outDim] {
+      } else if conv1d && target.shape == [inDim, outDim] {
         u = [Float](repeating: 0, count: inDim * r)  // in × r = Aᵀ·scale
         for k in 0..<r { for j in 0..<inDim { u[j * r + k] = aValues[k * inDim + j] * scale } }
         v = bValues  // out × r
@@ -191,6 +194,7 @@ extension EditRepository {
           }
         }
         let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
+        if hash == state.hash { continue }  // a zero (or sub-ulp) delta changes nothing
         let norms = try factorNorms(u, v, rows: rows, cols: cols, rank: rank, weightFrobenius: weightNorm)
         let written = try writeLowRankState(
           name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, hash: hash,
@@ -205,6 +209,7 @@ extension EditRepository {
           try TensorMath.addDense(raw, dtype: state.dtype, difference: difference)
         }
         let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
+        if hash == state.hash { continue }
         let written = try bytes.withUnsafeBytes {
           try writeFullState(name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, bytes: $0, hash: hash)
         }
@@ -212,6 +217,7 @@ extension EditRepository {
         changes.append(.init(name: delta.name, storage: "full", storedByteCount: written.storedByteCount))
       }
     }
+    if changes.isEmpty && mergedParents.isEmpty { throw RepositoryError.nothingToCommit }
     let (layout, blobs) = try layout(of: parentContents)
     var headers: [String: [UInt8]] = [:]
     for shard in layout.shards {

@@ -149,7 +149,7 @@ extension EditRepository {
         }
         entry.weightFrobenius = measured.oldFrobenius
         entry.frobenius = DenseNorms.frobenius(delta, count: count)
-        if let factors = try Factorization.lowRank(
+        if measured.allFinite, let factors = try Factorization.lowRank(
           of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: max(1, count / (rows + cols) / 2))
         {
           entry.rank = factors.rank

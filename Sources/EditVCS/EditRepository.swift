@@ -100,8 +100,10 @@ public final class EditRepository {
 
   /// Creates `.mvc/` in `root` for the model at `modelPath` (relative to `root` or absolute
   /// inside it) and commits the model as the root commit.
+  /// - Parameter referenceBase: a read-only copy of the model (file or shard folder) that the
+  ///   repository reads the base from instead of storing it; every tensor must equal the model's.
   public static func initialize(
-    root: String, modelPath: String, message: String = "base model", referenceBase: Bool = false,
+    root: String, modelPath: String, message: String = "base model", referenceBase: String? = nil,
     environment: RepositoryEnvironment = .init()
   ) throws -> (EditRepository, ObjectID) {
     let root = (root as NSString).standardizingPath
@@ -130,7 +132,11 @@ public final class EditRepository {
         try git.setConfigString("pack.compression", "0")
       }
       let repository = try open(root: root, environment: environment)
-      let commit = try repository.commitBase(working: working, message: message, referenceBase: referenceBase)
+      let reference = try referenceBase.map { path -> WorkingModel in
+        let absolute = path.hasPrefix("/") ? path : (root as NSString).appendingPathComponent(path)
+        return try WorkingModel(path: (absolute as NSString).standardizingPath)
+      }
+      let commit = try repository.commitBase(working: working, message: message, reference: reference)
       return (repository, commit)
     } catch {
       try? FileManager.default.removeItem(atPath: gitDirectory)

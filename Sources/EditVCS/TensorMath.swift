@@ -47,7 +47,7 @@ enum TensorMath {
   static func difference(
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
     into delta: UnsafeMutablePointer<Float>
-  ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double) {
+  ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool) {
     let block = blockElementCount
     let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
     let b = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -66,6 +66,7 @@ enum TensorMath {
     var noise = 0.0
     var norm = 0.0
     var maxAbs = 0.0
+    var allFinite = true
     var start = 0
     while start < count {
       let n = min(block, count - start)
@@ -75,7 +76,14 @@ enum TensorMath {
       for i in 0..<n {
         let x = a[i]
         let y = b[i]
-        delta[start + i] = Float(x - y)
+        let d = Float(x - y)
+        delta[start + i] = d
+        guard x.isFinite, y.isFinite, d.isFinite else {
+          // Inf/NaN have no ulp and no low-rank story; the caller stores such a change whole.
+          allFinite = false
+          delta[start + i] = 0
+          continue
+        }
         let ulp = Double(Float(x).ulp) * ulpScale
         noise += ulp * ulp
         norm += y * y
@@ -83,7 +91,7 @@ enum TensorMath {
       }
       start += n
     }
-    return ((noise / Double(max(count, 1)) / 12).squareRoot(), norm.squareRoot(), maxAbs)
+    return ((noise / Double(max(count, 1)) / 12).squareRoot(), norm.squareRoot(), maxAbs, allFinite)
   }
 
   /// Largest |a − b| over two tensors of the same dtype.

@@ -28,7 +28,7 @@ extension MVC {
       let target = try repository.resolve(revision)
       if let output {
         let path = output.hasPrefix("/") ? output : (global.workingDirectory as NSString).appendingPathComponent(output)
-        try repository.materialize(target, to: path)
+        try repository.materialize(target, to: path, force: force)
         if !global.quiet { Diagnostics.printError("Wrote \(target.shortHex) to '\(output)'") }
         return
       }

@@ -13,7 +13,7 @@ extension MVC {
 
           mvc init model.safetensors
           mvc init llama/ -m "Llama-3-8B base"
-          mvc init model.safetensors --reference-base   # store only the path and hashes
+          mvc init model.safetensors --reference-base /models/base.safetensors
         """)
 
     @OptionGroup var global: GlobalOptions
@@ -24,8 +24,11 @@ extension MVC {
     @Option(name: .shortAndLong, help: "Message of the root commit.")
     var message = "base model"
 
-    @Flag(help: "Record only the base file's path and tensor hashes (verified on every use) instead of storing it.")
-    var referenceBase = false
+    @Option(
+      help: ArgumentHelp(
+        "Read the base from this unchanging copy of the model instead of storing it (path and hashes recorded, verified on every use).",
+        valueName: "base-copy"))
+    var referenceBase: String?
 
     func run() throws {
       let (repository, commit) = try EditRepository.initialize(
