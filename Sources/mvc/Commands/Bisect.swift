@@ -116,15 +116,19 @@ extension MVC {
       @OptionGroup var global: GlobalOptions
       @Option(help: "Built-in predicate: bad when a commit so far has ‖ΔW‖_F/‖W‖_F above this.")
       var maxNormRatio: Double?
+      @Option(help: "Built-in predicate: bad when some recorded edit's retention ('mvc score') is below this.")
+      var minScore: Double?
+      @Option(help: "Built-in predicate: bad when a probe preservation error ('mvc score') is above this.")
+      var maxPreservationError: Double?
+
+      var builtInCount: Int { [maxNormRatio, minScore, maxPreservationError].compactMap { $0 }.count }
       @Argument(parsing: .captureForPassthrough, help: "The evaluation program and its arguments.")
       var command: [String] = []
 
       func validate() throws {
-        if command.isEmpty && maxNormRatio == nil {
-          throw ValidationError("give an evaluation program or --max-norm-ratio")
-        }
-        if !command.isEmpty && maxNormRatio != nil {
-          throw ValidationError("give an evaluation program or --max-norm-ratio, not both")
+        if (command.isEmpty ? 0 : 1) + builtInCount != 1 {
+          throw ValidationError(
+            "give one of: an evaluation program, --max-norm-ratio, --min-score, --max-preservation-error")
         }
       }
 
@@ -150,6 +154,17 @@ extension MVC {
               let ratio = try repository.maxRelativeNorm(upTo: current)
               term = ratio > maxNormRatio ? .bad : .good
               output(String(format: "%@: max ‖ΔW‖/‖W‖ so far %.4g -> %@", current.shortHex, ratio, term.rawValue))
+            } else if minScore != nil || maxPreservationError != nil {
+              let report = try repository.score(at: current)
+              if let minScore {
+                let minimum = report.minimumRetention ?? 1
+                term = minimum < minScore ? .bad : .good
+                output("\(current.shortHex): min retention \(String(format: "%.4f", minimum)) -> \(term.rawValue)")
+              } else {
+                let worst = report.preservation.map(\.error).max() ?? 0
+                term = worst > (maxPreservationError ?? .infinity) ? .bad : .good
+                output("\(current.shortHex): max preservation error \(String(format: "%.4g", worst)) -> \(term.rawValue)")
+              }
             } else if let executable {
               output("running '\(command.joined(separator: " "))' on \(current.shortHex)")
               term = try BisectReport.runProgram(executable, arguments: Array(command.dropFirst()), cwd: global.workingDirectory)
