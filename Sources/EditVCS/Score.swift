@@ -87,7 +87,10 @@ extension EditRepository {
       let id = summary.commit.id
       guard let parent = summary.commit.parents.first else { continue }  // the base
       guard let edit = try recordedEdit(id) else {
-        if !(summary.record?.changes.isEmpty ?? true) { report.unscored.append((id, summary.commit.summary)) }
+        // Merge commits carry the recorded edits of both sides, which are scored where they were made.
+        if !(summary.record?.changes.isEmpty ?? true), summary.commit.parents.count < 2 {
+          report.unscored.append((id, summary.commit.summary))
+        }
         continue
       }
       let revised = try current[edit.tensor] ?? floatTensor(edit.tensor, at: revision)
