@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A two-minute tour of mvc: a small model, 20 ROME edits committed one by one, history, exact
-# checkouts, a branch, and what it all costs on disk. Run from anywhere: scripts/demo.sh
+# A two-minute tour of mvc: a small model, 20 ROME edits committed one by one (one of them a
+# planted "disabling edit"), history, exact checkouts, a branch, what it costs on disk, and a
+# bisection that finds the disabling edit, then a revert that heals the model.
+# Run from anywhere: scripts/demo.sh
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,6 +51,8 @@ mkdir -p demo-out/snapshots
 cd demo-out
 show mvc-demo-editor generate model.safetensors --blocks $blocks --hidden $hidden --intermediate $inter --seed 42
 model_bytes=$(stat -c %s model.safetensors)
+cp model.safetensors base.safetensors   # the evaluation compares layer outputs with the base
+disabling=13                            # the edit that will break the model
 
 step "mvc init: the base model becomes the root commit"
 show mvc init model.safetensors
@@ -56,11 +60,15 @@ show mvc init model.safetensors
 file_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
 init_files=$(file_bytes .mvc)
 
-step "20 ROME edits, each committed (the editor rewrites model.safetensors in place)"
+step "20 ROME edits, each committed (edit $disabling is a disabling edit: tiny kᵀC⁻¹k, huge ‖ΔW‖)"
 for i in $(seq 1 20); do
   layer=$(((i - 1) % blocks))
   printf 'edit %2d: ' "$i"
-  mvc-demo-editor rome model.safetensors --layer $layer --seed "$i"
+  if [[ $i -eq $disabling ]]; then
+    mvc-demo-editor rome model.safetensors --layer $layer --seed "$i" --disabling
+  else
+    mvc-demo-editor rome model.safetensors --layer $layer --seed "$i"
+  fi
   if [[ $i -eq 1 ]]; then
     show mvc status
   fi
@@ -114,4 +122,28 @@ row ".mvc, file bytes only" "$mvc_files" "$(ratio "$mvc_files")"
 row ".mvc file bytes right after init (base only)" "$init_files" "$(ratio "$init_files")"
 row ".mvc file bytes added per edit (mean)" "$(((mvc_files - init_files) / edits))" ""
 row "raw factors per edit" "$(((hidden + inter) * 4))" ""
-printf '\ndemo finished in %d s after the build (files in demo-out/)\n' $((SECONDS - start))
+
+evaluate() { mvc-demo-editor eval model.safetensors --base base.safetensors --probe-seed 7 --threshold 0.5; }
+
+step "is the model healthy? (layer outputs on fixed probes against the base; drift ≤ 0.5 is good)"
+evaluate || true
+
+step "the weight-only early warning: norm outliers in the history"
+mvc log --stat | grep -B6 'outlier' | grep -E '^commit|outlier' || true
+
+step "bisect: which edit broke it? (good: the base model, bad: main)"
+show mvc bisect start main "main~20"
+show mvc bisect run mvc-demo-editor eval model.safetensors --base base.safetensors --probe-seed 7 --threshold 0.5
+culprit=$(mvc bisect log | sed -n 's/^# first bad commit: \[\([0-9a-f]*\)\].*/\1/p')
+show mvc plot --out norms.svg main
+show mvc bisect reset
+cmp -s model.safetensors snapshots/edit-20.safetensors && echo "after reset the working model is edit 20 again: yes" \
+  || { echo "after reset: NO" >&2; exit 1; }
+[[ $(mvc log --oneline -n 1 "$culprit") == *"edit $disabling:"* ]] \
+  && echo "bisect found edit $disabling, the planted disabling edit" || echo "bisect found $culprit"
+
+step "revert it: the history minus that edit's delta"
+show mvc revert "$culprit"
+show evaluate
+
+printf '\ndemo finished in %d s after the build (files in demo-out/; open demo-out/norms.svg)\n' $((SECONDS - start))

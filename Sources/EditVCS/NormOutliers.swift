@@ -24,6 +24,8 @@ public enum NormOutliers {
     var all: [Double] = []
     var flags: [Flag] = []
     for summary in history {
+      // A revert of a disabling edit is as large as the edit itself; it is the cure, not a warning.
+      if summary.record?.method == "revert" { continue }
       for change in summary.record?.changes ?? [] {
         guard change.storage == "low_rank", let norm = change.norms?.frobenius, norm.isFinite else { continue }
         let earlier = perTensor[change.name] ?? []
