@@ -1,6 +1,10 @@
 import DeltaStore
 import Foundation
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// The intent of a working-model rewrite, written before its first byte: a crash mid-way is
 /// completed by the next mvc command (everything it needs is already in the object database).
 struct Journal: Codable {
@@ -166,10 +170,16 @@ extension EditRepository {
     for writer in writers.values { try writer.sync() }
   }
 
-  /// Writes the whole model of `commit` to `path` (a file, or a folder for sharded models),
-  /// each file through a temporary file and a rename. `tensors` limits which tensors are
-  /// materialized (partial checkout to another place); nil writes all.
-  func writeWholeModel(at commit: ObjectID, to path: String, previous: WorkingModel?, tensors: Set<String>?) throws {
+  /// Writes the model of `commit` to `path` (a file, or a folder for sharded models), each file
+  /// through a temporary file and a rename.
+  /// - Parameters:
+  ///   - tensors: when set, only these tensors are written, in files whose headers list just
+  ///     them (metadata kept); shards left without tensors are not written.
+  ///   - shards: when set (sharded models), only these shard files (0-based) are written,
+  ///     byte-exact, plus the index, so each node of a multi-node job writes just its part.
+  func writeWholeModel(
+    at commit: ObjectID, to path: String, previous: WorkingModel?, tensors: Set<String>?, shards: Set<Int>? = nil
+  ) throws {
     let contents = try contents(of: commit)
     let (layout, blobs) = try layout(of: contents)
     let sharded = layout.kind == "sharded"
@@ -177,31 +187,43 @@ extension EditRepository {
       try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
     var done = 0
-    let total = contents.tensorTrees.count
-    for shard in layout.shards {
+    let total = tensors?.count ?? contents.tensorTrees.count
+    for (shardIndex, shard) in layout.shards.enumerated() {
+      if let shards, !shards.contains(shardIndex) { continue }
       guard let headerID = blobs[shard.headerBlob] else {
         throw RepositoryError.corruptObject(what: "layout of \(commit.shortHex)", reason: "missing \(shard.headerBlob)")
       }
-      let header = try git.readBlob(headerID)
       let shardPath = sharded ? (path as NSString).appendingPathComponent(shard.file) : path
-      // The header fixes the offsets; parse our own stored copy to place each tensor.
-      var dataByteCount = 0
+      var states: [String: TensorState] = [:]
       for name in shard.tensors {
         guard let tree = contents.tensorTrees[name] else {
           throw RepositoryError.corruptObject(what: "layout of \(commit.shortHex)", reason: "no state for '\(name)'")
         }
-        dataByteCount += try storedState(tree, tensor: name).state.byteCount
+        states[name] = try storedState(tree, tensor: name).state
       }
-      let totalBytes = header.count + dataByteCount
-      let parsed = try header.withUnsafeBytes {
-        try SafetensorsFile.parseHeader($0, fileByteCount: totalBytes, path: shardPath)
+      let storedHeader = try git.readBlob(headerID)
+      let dataByteCount = states.values.map(\.byteCount).reduce(0, +)
+      var parsed = try storedHeader.withUnsafeBytes {
+        try SafetensorsFile.parseHeader($0, fileByteCount: storedHeader.count + dataByteCount, path: shardPath)
+      }
+      var header = storedHeader
+      if let tensors {
+        // A subset: a fresh header listing the chosen tensors in their original order.
+        let chosen = parsed.tensors.filter { tensors.contains($0.name) }
+        if chosen.isEmpty { continue }
+        header = SafetensorsHeader.serialize(
+          tensors: chosen.map { ($0.name, $0.dtype, $0.shape) }, metadata: parsed.metadata)
+        let subsetBytes = chosen.map(\.byteCount).reduce(0, +)
+        parsed = try header.withUnsafeBytes {
+          try SafetensorsFile.parseHeader($0, fileByteCount: header.count + subsetBytes, path: shardPath)
+        }
       }
       let dataStart = header.count
+      let totalBytes = dataStart + (parsed.tensors.map(\.dataOffsets.upperBound).max() ?? 0)
       let writer = try AtomicFileWriter(path: shardPath, byteCount: totalBytes, hook: environment.ioHook)
       do {
         try header.withUnsafeBytes { try writer.write($0, at: 0) }
         for info in parsed.tensors {
-          if let tensors, !tensors.contains(info.name) { continue }
           var current: (hash: String, bytes: UnsafeRawBufferPointer)?
           if let previous, let bytes = previous.bytes(of: info.name), bytes.count == info.byteCount {
             current = (ContentHash.of(bytes).description, bytes)
@@ -218,7 +240,7 @@ extension EditRepository {
         throw error
       }
     }
-    if sharded, let indexFile = layout.indexFile, let indexID = blobs[TreeEntryName.index] {
+    if sharded, tensors == nil, let indexFile = layout.indexFile, let indexID = blobs[TreeEntryName.index] {
       let bytes = try git.readBlob(indexID)
       let writer = try AtomicFileWriter(
         path: (path as NSString).appendingPathComponent(indexFile), byteCount: bytes.count, hook: environment.ioHook)
@@ -230,7 +252,7 @@ extension EditRepository {
         throw error
       }
       // Shards of the old layout that the new one does not name would confuse loaders.
-      if let previous, previous.isSharded, previous.path == path {
+      if shards == nil, let previous, previous.isSharded, previous.path == path {
         let keep = Set(layout.shards.map(\.file))
         for file in previous.shardFiles where !keep.contains(file) {
           try? FileManager.default.removeItem(atPath: (path as NSString).appendingPathComponent(file))
@@ -241,7 +263,12 @@ extension EditRepository {
 
   /// `mvc checkout REV -o PATH`: materializes REV somewhere else; HEAD and the working model
   /// are untouched. `tensors` (names) limits a partial checkout.
-  public func materialize(_ commit: ObjectID, to output: String, tensors: Set<String>? = nil, force: Bool = false) throws {
+  /// - Parameters:
+  ///   - tensors: only these tensors (names), in files listing just them.
+  ///   - shards: only these shard files (0-based indices) of a sharded model.
+  public func materialize(
+    _ commit: ObjectID, to output: String, tensors: Set<String>? = nil, shards: Set<Int>? = nil, force: Bool = false
+  ) throws {
     let working = try? WorkingModel(path: modelPath)
     let target = (output as NSString).standardizingPath
     if target == (modelPath as NSString).standardizingPath && !force {
@@ -249,6 +276,23 @@ extension EditRepository {
       throw RepositoryError.invalidArgument(
         "'\(output)' is the working model; use 'mvc checkout REV' (or add --force to overwrite it and leave HEAD where it is)")
     }
-    try writeWholeModel(at: commit, to: output, previous: working, tensors: tensors)
+    let layout = try layout(of: contents(of: commit)).0
+    if let shards {
+      guard layout.kind == "sharded" else {
+        throw RepositoryError.invalidArgument("--shards needs a sharded model; this one is a single file")
+      }
+      if let bad = shards.first(where: { $0 < 0 || $0 >= layout.shards.count }) {
+        throw RepositoryError.invalidArgument("shard \(bad + 1) does not exist: the model has \(layout.shards.count) shards")
+      }
+    }
+    if let tensors, tensors.isEmpty {
+      throw RepositoryError.invalidArgument("no tensor of \(commit.shortHex) matches the --tensors pattern")
+    }
+    try writeWholeModel(at: commit, to: output, previous: working, tensors: tensors, shards: shards)
+  }
+
+  /// Tensor names at `commit` matching a shell glob (`*`, `?`, `[...]`), for partial checkouts.
+  public func tensorNames(at commit: ObjectID, matching pattern: String) throws -> Set<String> {
+    Set(try contents(of: commit).tensorTrees.keys.filter { fnmatch(pattern, $0, 0) == 0 })
   }
 }

@@ -15,6 +15,8 @@ extension MVC {
           mvc checkout HEAD~5
           mvc checkout main
           mvc checkout v1 -o /tmp/m.safetensors
+          mvc checkout main -o /scratch/llama --shards 2,3          # only shards 2 and 3 (1-based)
+          mvc checkout main -o /tmp/mlp.safetensors --tensors '*.mlp.*'
         """)
 
     @OptionGroup var global: GlobalOptions
@@ -22,13 +24,28 @@ extension MVC {
     @Option(name: .shortAndLong, help: "Write the model here instead (HEAD and the working model stay).")
     var output: String?
     @Flag(name: .shortAndLong, help: "Discard uncommitted changes in the working model.") var force = false
+    @Option(help: "With -o: only these shard files of a sharded model (1-based, comma-separated).")
+    var shards: String?
+    @Option(help: "With -o: only the tensors matching this glob, in files listing just them.")
+    var tensors: String?
+
+    func validate() throws {
+      if output == nil && (shards != nil || tensors != nil) {
+        throw ValidationError("--shards and --tensors need -o PATH")
+      }
+      if let shards, shards.split(separator: ",").contains(where: { Int($0.trimmingCharacters(in: .whitespaces)) == nil }) {
+        throw ValidationError("--shards takes comma-separated shard numbers, e.g. 2,3")
+      }
+    }
 
     func run() throws {
       let repository = try Session.open(global)
       let target = try repository.resolve(revision)
       if let output {
         let path = output.hasPrefix("/") ? output : (global.workingDirectory as NSString).appendingPathComponent(output)
-        try repository.materialize(target, to: path, force: force)
+        let shardSet = shards.map { Set($0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.map { $0 - 1 }) }
+        let tensorSet = try tensors.map { try repository.tensorNames(at: target, matching: $0) }
+        try repository.materialize(target, to: path, tensors: tensorSet, shards: shardSet, force: force)
         if !global.quiet { Diagnostics.printError("Wrote \(target.shortHex) to '\(output)'") }
         return
       }
