@@ -83,10 +83,28 @@ extension EditRepository {
     // Everything is checked: record the intent, then write.
     let journal = Journal(operation: "checkout", target: target, branch: attach.branchName)
     try writeJournal(journal)
-    if inPlace, let working {
-      try rewriteInPlace(working, tensors: toRewrite, at: target)
-    } else {
-      try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil)
+    do {
+      if inPlace, let working {
+        try rewriteInPlace(working, tensors: toRewrite, at: target)
+      } else {
+        try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil)
+      }
+    } catch {
+      // Put back what was written (the old state is committed), so a failed command leaves
+      // the working model as it was; if even that fails, the journal makes the next command
+      // finish the move instead.
+      if inPlace, let headCommit = headState.commit, let reopened = try? WorkingModel(path: modelPath),
+        (try? rewriteInPlace(
+          reopened, tensors: toRewrite.filter { (try? tensorHashes(at: headCommit)[$0]) != nil }, at: headCommit,
+          hooked: false)) != nil
+      {
+        try? FileManager.default.removeItem(atPath: journalPath)
+        invalidateStatCache()
+      } else if !inPlace {
+        // Whole files go through temporary files: nothing of the model was replaced.
+        try? FileManager.default.removeItem(atPath: journalPath)
+      }
+      throw error
     }
     try finishMove(journal, expectedHead: expectedHead, reflog: reflog)
     return CheckoutSummary(target: target, rewrittenTensors: toRewrite, wroteWholeFiles: !inPlace)
@@ -153,13 +171,13 @@ extension EditRepository {
   }
 
   /// Overwrites the named tensors' bytes in the working files with their state at `commit`.
-  func rewriteInPlace(_ working: WorkingModel, tensors: [String], at commit: ObjectID) throws {
+  func rewriteInPlace(_ working: WorkingModel, tensors: [String], at commit: ObjectID, hooked: Bool = true) throws {
     var writers: [Int: InPlaceFileWriter] = [:]
     for (i, name) in tensors.enumerated() {
       guard let (shard, info) = working.location(of: name), let bytes = working.bytes(of: name) else { continue }
       let current = (hash: ContentHash.of(bytes).description, bytes: bytes)
       let fresh = try materialize(name, at: commit, current: current)
-      let writer = try writers[shard] ?? InPlaceFileWriter(path: working.shardPath(shard), hook: environment.ioHook)
+      let writer = try writers[shard] ?? InPlaceFileWriter(path: working.shardPath(shard), hook: hooked ? environment.ioHook : nil)
       writers[shard] = writer
       try fresh.withUnsafeBytes {
         try writer.write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)

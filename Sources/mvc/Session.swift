@@ -1,3 +1,4 @@
+import DeltaStore
 import EditVCS
 import Foundation
 
@@ -14,7 +15,8 @@ enum Session {
       Int64($0.hasPrefix("@") ? String($0.dropFirst()) : $0.split(separator: " ").first.map(String.init) ?? "")
     }
     let progress = quiet ? nil : ProgressBar.makeReporter()
-    return RepositoryEnvironment(commitTime: date, ioHook: nil, progress: progress, compressionWorkers: 2)
+    return RepositoryEnvironment(
+      commitTime: date, ioHook: FaultInjection.hook(from: variables), progress: progress, compressionWorkers: 2)
   }
 
   static func open(_ global: GlobalOptions) throws -> EditRepository {
@@ -79,5 +81,49 @@ enum Format {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
+  }
+}
+
+/// Test seams for crash-safety tests, read from the environment by the CLI only (libraries take
+/// the hook and never read the environment):
+/// * `MVC_IO_FAIL=<write|fsync|rename>:<n>` fails the n-th such I/O event (1-based) as if the
+///   disk were full;
+/// * `MVC_IO_PAUSE=<write|fsync|rename|any>:<n>:<seconds>` sleeps before the n-th event, so a
+///   test can kill mvc at that exact point.
+enum FaultInjection {
+  struct Injected: Error, LocalizedError {
+    var event: String
+    var errorDescription: String? { "no space left on device (injected at \(event) by MVC_IO_FAIL)" }
+  }
+
+  static func hook(from variables: [String: String]) -> IOHook? {
+    let fail = variables["MVC_IO_FAIL"].flatMap(parse)
+    let pause = variables["MVC_IO_PAUSE"].flatMap(parse)
+    guard fail != nil || pause != nil else { return nil }
+    final class Counter: @unchecked Sendable { var counts: [String: Int] = [:] }
+    let counter = Counter()
+    return { event in
+      let kind: String
+      switch event {
+      case .willWrite: kind = "write"
+      case .willFsync: kind = "fsync"
+      case .willRename: kind = "rename"
+      }
+      counter.counts[kind, default: 0] += 1
+      counter.counts["any", default: 0] += 1
+      if let pause, counter.counts[pause.kind] == pause.index {
+        FileHandle.standardError.write(Data("mvc: paused before \(kind) #\(pause.index)\n".utf8))
+        Thread.sleep(forTimeInterval: pause.seconds)
+      }
+      if let fail, counter.counts[fail.kind] == fail.index { throw Injected(event: "\(kind) #\(fail.index)") }
+    }
+  }
+
+  static func parse(_ text: String) -> (kind: String, index: Int, seconds: Double)? {
+    let parts = text.split(separator: ":").map(String.init)
+    guard parts.count >= 2, ["write", "fsync", "rename", "any"].contains(parts[0]), let index = Int(parts[1]) else {
+      return nil
+    }
+    return (parts[0], index, parts.count > 2 ? Double(parts[2]) ?? 0 : 0)
   }
 }
