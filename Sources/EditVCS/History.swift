@@ -6,6 +6,12 @@ public struct CommitSummary: Sendable {
   public var record: EditRecord?
   /// Branch and tag names pointing at this commit.
   public var decorations: [String]
+
+  public init(commit: GitRepository.Commit, record: EditRecord?, decorations: [String]) {
+    self.commit = commit
+    self.record = record
+    self.decorations = decorations
+  }
 }
 
 extension EditRepository {

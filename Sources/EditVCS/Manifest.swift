@@ -73,6 +73,12 @@ public struct DeltaNorms: Codable, Equatable, Sendable {
 
   public var relativeFrobenius: Double { weightFrobenius > 0 ? frobenius / weightFrobenius : 0 }
 
+  public init(frobenius: Double, spectral: Double, weightFrobenius: Double) {
+    self.frobenius = frobenius
+    self.spectral = spectral
+    self.weightFrobenius = weightFrobenius
+  }
+
   enum CodingKeys: String, CodingKey {
     case frobenius, spectral
     case weightFrobenius = "weight_frobenius"
@@ -119,6 +125,18 @@ public struct EditRecord: Codable, Equatable, Sendable {
     public var residualNonzeroCount: Int?
     public var storedByteCount: Int
 
+    public init(
+      name: String, storage: String, rank: Int? = nil, norms: DeltaNorms? = nil, residualNonzeroCount: Int? = nil,
+      storedByteCount: Int
+    ) {
+      self.name = name
+      self.storage = storage
+      self.rank = rank
+      self.norms = norms
+      self.residualNonzeroCount = residualNonzeroCount
+      self.storedByteCount = storedByteCount
+    }
+
     enum CodingKeys: String, CodingKey {
       case name, storage, rank, norms
       case residualNonzeroCount = "residual_nonzero_count"
@@ -133,6 +151,17 @@ public struct EditRecord: Codable, Equatable, Sendable {
   public var tolerance: Double?
   /// Free-form details of the method (source commit of a revert, LoRA scaling, λ, ...).
   public var details: [String: String]?
+
+  public init(
+    formatVersion: Int, method: String, changes: [TensorChange], tolerance: Double? = nil,
+    details: [String: String]? = nil
+  ) {
+    self.formatVersion = formatVersion
+    self.method = method
+    self.changes = changes
+    self.tolerance = tolerance
+    self.details = details
+  }
 
   enum CodingKeys: String, CodingKey {
     case method, changes, tolerance, details

@@ -189,6 +189,20 @@ public final class GitRepository {
     public var time: Int64
     public var timeOffsetMinutes: Int32
 
+    public init(
+      id: ObjectID, tree: ObjectID, parents: [ObjectID], message: String, authorName: String, authorEmail: String,
+      time: Int64, timeOffsetMinutes: Int32
+    ) {
+      self.id = id
+      self.tree = tree
+      self.parents = parents
+      self.message = message
+      self.authorName = authorName
+      self.authorEmail = authorEmail
+      self.time = time
+      self.timeOffsetMinutes = timeOffsetMinutes
+    }
+
     public var summary: String {
       String(message.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
     }
