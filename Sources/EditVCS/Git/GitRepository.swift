@@ -264,7 +264,7 @@ public final class GitRepository {
       parentHandles.append(commit)
     }
     var out = git_oid()
-    try parentHandles.withUnsafeMutableBufferPointer { buffer in
+    _ = try parentHandles.withUnsafeMutableBufferPointer { buffer in
       try check(
         git_commit_create(
           &out, handle, nil, signature, signature, nil, message, treeHandle, buffer.count,
