@@ -15,10 +15,20 @@ public enum FloatConversion {
     let width = dtype.bitCount / 8
     precondition(destination.count == elements.count)
     precondition(elements.lowerBound >= 0 && elements.upperBound * width <= raw.count)
-    var offset = elements.lowerBound * width
+    let offset = elements.lowerBound * width
+    // The common dtype gets a loop of its own (the compiler vectorizes it); the rest go
+    // through the general per-element path.
+    if dtype == .f32, let base = raw.baseAddress {
+      for i in 0..<elements.count {
+        let bits = UInt32(littleEndian: (base + offset + 4 * i).loadUnaligned(as: UInt32.self))
+        destination[i] = Double(Float(bitPattern: bits))
+      }
+      return
+    }
+    var position = offset
     for i in 0..<elements.count {
-      destination[i] = decodeOne(raw, byteOffset: offset, dtype: dtype)
-      offset += width
+      destination[i] = decodeOne(raw, byteOffset: position, dtype: dtype)
+      position += width
     }
   }
 
@@ -87,6 +97,15 @@ public enum FloatConversion {
     let width = dtype.bitCount / 8
     precondition(elementOffset >= 0 && (elementOffset + values.count) * width <= raw.count)
     var offset = elementOffset * width
+    if dtype == .f32, let base = raw.baseAddress {
+      // For finite values the hardware conversion is IEEE's single rounding to nearest-even,
+      // the same bits `f32Bits` computes; NaN payloads and the rest take the portable path.
+      for (i, v) in values.enumerated() {
+        let bits = v.isFinite ? Float(v).bitPattern : f32Bits(v)
+        (base + offset + 4 * i).storeBytes(of: bits.littleEndian, as: UInt32.self)
+      }
+      return
+    }
     for v in values {
       switch dtype {
       case .f64:
