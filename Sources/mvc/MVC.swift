@@ -19,7 +19,7 @@ struct MVC: ParsableCommand {
     version: "0.1.0",
     subcommands: [
       Init.self, Status.self, Commit.self, Log.self, Show.self, Checkout.self, Branch.self,
-      Switch.self, Tag.self, Diff.self, Bisect.self, Revert.self, CherryPick.self,
+      Switch.self, Tag.self, Diff.self, Bisect.self, Revert.self, CherryPick.self, Export.self, Import.self, Completion.self,
     ]
   )
 }
