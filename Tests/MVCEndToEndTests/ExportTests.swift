@@ -264,6 +264,38 @@ import Testing
     }
   }
 
+  @Test func aDenseHighRankChangeIsRefusedAndNothingIsWritten() throws {
+    try withTemporaryDirectory { dir in
+      // Rank 16 on a 32×96 matrix is above the factor break-even: the commit stores it full,
+      // so export factorizes W_TO − W_FROM, finds it is not low-rank, and refuses.
+      try Self.makeRepository(in: dir, edits: [(1, 16)])
+      let r = try Self.runMVC(["export", "--lora", "adapter"], in: dir)
+      #expect(r.status == 128)
+      #expect(r.stdout.isEmpty)
+      #expect(r.stderr.hasPrefix("fatal: tensor 'model.layers.0.mlp.down_proj.weight': the difference"))
+      #expect(r.stderr.contains("is not low-rank"))
+      #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("adapter").path))
+    }
+  }
+
+  @Test func importRefusesTargetModulesTheModelLacks() throws {
+    try withTemporaryDirectory { dir in
+      try Self.makeRepository(in: dir, edits: [(1, 1)])
+      #expect(try Self.runMVC(["export", "--lora", "adapter"], in: dir).status == 0)
+      let configURL = dir.appendingPathComponent("adapter/adapter_config.json")
+      var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+      config["target_modules"] = ["model.layers.0.mlp.down_proj", "q_proj"]
+      try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+      #expect(try Self.runMVC(["switch", "-c", "other", "HEAD~1"], in: dir).status == 0)
+      let before = try Self.runMVC(["log", "--oneline"], in: dir).stdout
+      let r = try Self.runMVC(["import", "--lora", "adapter", "-m", "x"], in: dir)
+      #expect(r.status == 128)
+      #expect(r.stderr.hasPrefix("fatal: delta '"))
+      #expect(r.stderr.contains("'q_proj': target module matches no weight of the model"))
+      #expect(try Self.runMVC(["log", "--oneline"], in: dir).stdout == before)
+    }
+  }
+
   @Test func completionScriptsAreGenerated() throws {
     try withTemporaryDirectory { dir in
       for shell in ["bash", "zsh", "fish"] {
