@@ -36,12 +36,16 @@ public enum LowRankAlgebra {
     precondition(rows >= 0 && cols >= 0 && rank >= 0 && targetRank >= 0)
     precondition(u.count == rows * rank && v.count == cols * rank, "factor sizes disagree")
     let operation = "truncated SVD"
-    guard MatrixShape(rows: rows, cols: rank).fitsBLAS, MatrixShape(rows: cols, cols: rank).fitsBLAS else {
+    guard MatrixShape(rows: rows, cols: rank).fitsBLAS, MatrixShape(rows: cols, cols: rank).fitsBLAS
+    else {
       throw ApplyError.dimensionTooLarge(operation: operation, rows: rows, cols: cols)
     }
     for (factor, values) in [u, v].enumerated() {
-      if let bad = values.withUnsafeBufferPointer({ $0.baseAddress.flatMap { firstNonFinite($0, count: values.count) } }) {
-        throw ApplyError.nonFinite(operation: operation + (factor == 0 ? " (U)" : " (V)"), elementIndex: bad)
+      if let bad = values.withUnsafeBufferPointer({
+        $0.baseAddress.flatMap { firstNonFinite($0, count: values.count) }
+      }) {
+        throw ApplyError.nonFinite(
+          operation: operation + (factor == 0 ? " (U)" : " (V)"), elementIndex: bad)
       }
     }
     if rank == 0 || rows == 0 || cols == 0 {
@@ -127,7 +131,8 @@ public enum LowRankAlgebra {
           // block (count × cols) = U[first..<first+count] (count × rank) · Vᵀ (rank × cols)
           cblas_dgemm(
             CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(count), blasInt(cols), blasInt(rank),
-            1, up.baseAddress! + first * rank, blasInt(rank), v, blasInt(rank), 0, block, blasInt(cols))
+            1, up.baseAddress! + first * rank, blasInt(rank), v, blasInt(rank), 0, block,
+            blasInt(cols))
         }
       }
       try body(first, count, block)

@@ -102,7 +102,8 @@ extension EditRepository {
     }
     guard let start else {
       throw RepositoryError.invalidArgument(
-        "'\(from?.shortHex ?? "-")' is not on the first-parent history of '\(to.shortHex)'; export takes FROM..TO with FROM an ancestor of TO")
+        "'\(from?.shortHex ?? "-")' is not on the first-parent history of '\(to.shortHex)'; export takes FROM..TO with FROM an ancestor of TO"
+      )
     }
     commits.reverse()
     let chain = [start] + commits
@@ -112,13 +113,16 @@ extension EditRepository {
     let names = Set(fromContents.tensorTrees.keys).union(toContents.tensorTrees.keys).sorted()
     for (index, name) in names.enumerated() {
       report("exporting", index, names.count)
-      guard let fromTree = fromContents.tensorTrees[name], let toTree = toContents.tensorTrees[name] else {
+      guard let fromTree = fromContents.tensorTrees[name], let toTree = toContents.tensorTrees[name]
+      else {
         throw RepositoryError.invalidArgument(
-          "tensor '\(name)' is \(fromContents.tensorTrees[name] == nil ? "added" : "removed") in \(start.shortHex)..\(to.shortHex); an adapter can only change existing tensors")
+          "tensor '\(name)' is \(fromContents.tensorTrees[name] == nil ? "added" : "removed") in \(start.shortHex)..\(to.shortHex); an adapter can only change existing tensors"
+        )
       }
       if fromTree == toTree { continue }
       if let exported = try combinedChange(
-        of: name, along: chain, fromTree: fromTree, targetRank: targetRank, requireMatrix: requireMatrix)
+        of: name, along: chain, fromTree: fromTree, targetRank: targetRank,
+        requireMatrix: requireMatrix)
       {
         tensors.append(exported)
       }
@@ -129,17 +133,20 @@ extension EditRepository {
 
   /// One tensor's change along `chain` (`chain[0]` is FROM, the last is TO).
   func combinedChange(
-    of name: String, along chain: [ObjectID], fromTree: ObjectID, targetRank: Int?, requireMatrix: Bool
+    of name: String, along chain: [ObjectID], fromTree: ObjectID, targetRank: Int?,
+    requireMatrix: Bool
   ) throws -> ExportedTensor? {
     guard let first = chain.first, let last = chain.last else { return nil }
     let startState = try storedState(fromTree, tensor: name).state
     guard startState.dtype.isEditableFloat else {
       throw RepositoryError.invalidArgument(
-        "tensor '\(name)' is \(startState.dtype.rawValue): only float tensors can be exported as deltas")
+        "tensor '\(name)' is \(startState.dtype.rawValue): only float tensors can be exported as deltas"
+      )
     }
     if requireMatrix && startState.shape.count != 2 {
       throw RepositoryError.invalidArgument(
-        "tensor '\(name)' has shape \(startState.shape) and changed in \(first.shortHex)..\(last.shortHex); a LoRA adapter holds 2-D weights only (use 'mvc export --delta FILE --dense')")
+        "tensor '\(name)' has shape \(startState.shape) and changed in \(first.shortHex)..\(last.shortHex); a LoRA adapter holds 2-D weights only (use 'mvc export --delta FILE --dense')"
+      )
     }
     // The states the tensor went through, and whether each is a low-rank change of the one before.
     var steps: [StoredTensorState] = []
@@ -149,11 +156,14 @@ extension EditRepository {
     for commit in chain.dropFirst() {
       guard let tree = try contents(of: commit).tensorTrees[name] else {
         throw RepositoryError.invalidArgument(
-          "tensor '\(name)' is absent in \(commit.shortHex); an adapter can only change existing tensors")
+          "tensor '\(name)' is absent in \(commit.shortHex); an adapter can only change existing tensors"
+        )
       }
       if tree == previousTree { continue }
       let stored = try storedState(tree, tensor: name)
-      if stored.state.kind != .lowRank || stored.state.parentHash != previousHash { followsChain = false }
+      if stored.state.kind != .lowRank || stored.state.parentHash != previousHash {
+        followsChain = false
+      }
       steps.append(stored)
       previousTree = tree
       previousHash = stored.state.hash
@@ -180,7 +190,8 @@ extension EditRepository {
         offset += f.rank
       }
     }
-    let measured = try measure(u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype)
+    let measured = try measure(
+      u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype)
     // Each step rounds once (½ ulp) and drops a residual of about 1 ulp; more than that is signal
     // the factors miss, so the exact difference is factorized instead.
     let ulp = Double(Float(measured.maxAbsNew).ulp) * TensorMath.ulpScale(dtype)
@@ -191,18 +202,23 @@ extension EditRepository {
       let delta = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
       defer { delta.deallocate() }
       let difference = try new.withUnsafeBytes { n in
-        try old.withUnsafeBytes { o in try TensorMath.difference(new: n, old: o, dtype: dtype, count: count, into: delta) }
+        try old.withUnsafeBytes { o in
+          try TensorMath.difference(new: n, old: o, dtype: dtype, count: count, into: delta)
+        }
       }
       let maxRank = max(1, count / max(rows + cols, 1) / 2)
       let found: LowRankFactors?
       do {
-        found = try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
+        found = try Factorization.lowRank(
+          of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
       } catch let error as ApplyError {
-        throw RepositoryError.invalidArgument("tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+        throw RepositoryError.invalidArgument(
+          "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
       }
       guard let found else {
         throw RepositoryError.invalidArgument(
-          "tensor '\(name)': the difference \(first.shortHex)..\(last.shortHex) is not low-rank (rank above \(maxRank) of [\(rows), \(cols)]), so it cannot be exported as factors; use 'mvc export --delta FILE --dense'")
+          "tensor '\(name)': the difference \(first.shortHex)..\(last.shortHex) is not low-rank (rank above \(maxRank) of [\(rows), \(cols)]), so it cannot be exported as factors; use 'mvc export --delta FILE --dense'"
+        )
       }
       (u, v, rank) = (found.u, found.v, found.rank)
     }
@@ -211,16 +227,20 @@ extension EditRepository {
     if let targetRank, rank > targetRank {
       let truncated: TruncatedFactors
       do {
-        truncated = try LowRankAlgebra.truncate(u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
+        truncated = try LowRankAlgebra.truncate(
+          u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
       } catch let error as ApplyError {
-        throw RepositoryError.invalidArgument("tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+        throw RepositoryError.invalidArgument(
+          "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
       }
       (u, v, rank) = (truncated.u, truncated.v, truncated.rank)
       truncationError = truncated.relativeFrobeniusError
     }
     if source == .denseDifference || truncationError != nil {
-      maxAbsError = try measure(u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype)
-        .maxAbsError
+      maxAbsError = try measure(
+        u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype
+      )
+      .maxAbsError
     }
     return ExportedTensor(
       name: name, dtype: dtype, shape: startState.shape, rows: rows, cols: cols,
@@ -231,7 +251,8 @@ extension EditRepository {
 
   /// `max |U·Vᵀ − (new − old)|`, `‖new − old‖_F` and `max |new|`, in Float64, one row block at a time.
   func measure(
-    u: [Float], v: [Float], rank: Int, rows: Int, cols: Int, new: [UInt8], old: [UInt8], dtype: DType
+    u: [Float], v: [Float], rank: Int, rows: Int, cols: Int, new: [UInt8], old: [UInt8],
+    dtype: DType
   ) throws -> (maxAbsError: Double, deltaFrobenius: Double, maxAbsNew: Double) {
     var maxError = 0.0
     var norm = 0.0
@@ -242,14 +263,19 @@ extension EditRepository {
     var b = [Double](repeating: 0, count: 0)
     new.withUnsafeBytes { n in
       old.withUnsafeBytes { o in
-        LowRankAlgebra.forEachProductBlock(u: ud, v: vd, rows: rows, cols: cols, rank: rank) { first, count, block in
+        LowRankAlgebra.forEachProductBlock(u: ud, v: vd, rows: rows, cols: cols, rank: rank) {
+          first, count, block in
           let range = (first * cols)..<((first + count) * cols)
           if a.count != range.count {
             a = [Double](repeating: 0, count: range.count)
             b = [Double](repeating: 0, count: range.count)
           }
-          a.withUnsafeMutableBufferPointer { FloatConversion.decode(n, dtype: dtype, elements: range, into: $0) }
-          b.withUnsafeMutableBufferPointer { FloatConversion.decode(o, dtype: dtype, elements: range, into: $0) }
+          a.withUnsafeMutableBufferPointer {
+            FloatConversion.decode(n, dtype: dtype, elements: range, into: $0)
+          }
+          b.withUnsafeMutableBufferPointer {
+            FloatConversion.decode(o, dtype: dtype, elements: range, into: $0)
+          }
           for k in 0..<range.count {
             let d = a[k] - b[k]
             norm += d * d

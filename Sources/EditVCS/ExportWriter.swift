@@ -16,7 +16,8 @@ public enum ExportWriter {
   /// The PEFT `adapter_config.json` for `tensors`: `lora_alpha = r` per module, so every
   /// module's scale is 1; `target_modules` are the full module names (PEFT matches a target
   /// as the whole name or a `.`-separated suffix, so a full name selects exactly one module).
-  public static func adapterConfig(_ tensors: [ExportedTensor], baseModel: String) -> [String: Any] {
+  public static func adapterConfig(_ tensors: [ExportedTensor], baseModel: String) -> [String: Any]
+  {
     let r = tensors.map(\.rank).max() ?? 0
     var rankPattern: [String: Int] = [:]
     for t in tensors where t.rank != r { rankPattern[t.moduleName] = t.rank }
@@ -51,14 +52,16 @@ public enum ExportWriter {
     _ tensors: [ExportedTensor], into directory: String, baseModel: String, hook: IOHook? = nil
   ) throws {
     guard !tensors.isEmpty else {
-      throw RepositoryError.invalidArgument("the range changes no tensor; there is nothing to export")
+      throw RepositoryError.invalidArgument(
+        "the range changes no tensor; there is nothing to export")
     }
     var entries: [(name: String, shape: [Int], values: [Float])] = []
     for t in tensors {
       let r = t.rank
       // ΔW_storage = U·Vᵀ. nn.Linear stores out×in, so ΔW = B·A with B = U, A = Vᵀ. GPT-2's
       // Conv1D stores in×out, so ΔW_storage = (B·A)ᵀ = Aᵀ·Bᵀ with A = Uᵀ, B = V.
-      let (left, right, outDim, inDim) = t.isConv1D ? (t.v, t.u, t.cols, t.rows) : (t.u, t.v, t.rows, t.cols)
+      let (left, right, outDim, inDim) =
+        t.isConv1D ? (t.v, t.u, t.cols, t.rows) : (t.u, t.v, t.rows, t.cols)
       var a = [Float](repeating: 0, count: r * inDim)  // r × in = rightᵀ
       for j in 0..<inDim { for k in 0..<r { a[k * inDim + j] = right[j * r + k] } }
       let prefix = "base_model.model." + t.moduleName
@@ -68,7 +71,8 @@ public enum ExportWriter {
     do {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     } catch {
-      throw RepositoryError.invalidArgument("cannot create '\(directory)': \(error.localizedDescription)")
+      throw RepositoryError.invalidArgument(
+        "cannot create '\(directory)': \(error.localizedDescription)")
     }
     let configObject = adapterConfig(tensors, baseModel: baseModel)
     let json = try JSONSerialization.data(
@@ -78,14 +82,18 @@ public enum ExportWriter {
       entries, metadata: ["format": "pt"],
       to: (directory as NSString).appendingPathComponent(adapterWeightsFile), hook: hook)
     try writeFile(
-      Array(json) + [0x0A], to: (directory as NSString).appendingPathComponent(adapterConfigFile), hook: hook)
+      Array(json) + [0x0A], to: (directory as NSString).appendingPathComponent(adapterConfigFile),
+      hook: hook)
   }
 
   /// Writes `<tensor>.delta_u` (rows × r) and `<tensor>.delta_v` (cols × r) per tensor, or with
   /// `dense`, the full-shape Float32 `U·Vᵀ` named like the tensor (what `mvc commit --delta` reads).
-  public static func writeDelta(_ tensors: [ExportedTensor], to path: String, dense: Bool, hook: IOHook? = nil) throws {
+  public static func writeDelta(
+    _ tensors: [ExportedTensor], to path: String, dense: Bool, hook: IOHook? = nil
+  ) throws {
     guard !tensors.isEmpty else {
-      throw RepositoryError.invalidArgument("the range changes no tensor; there is nothing to export")
+      throw RepositoryError.invalidArgument(
+        "the range changes no tensor; there is nothing to export")
     }
     var entries: [(name: String, shape: [Int], values: [Float])] = []
     for t in tensors {
@@ -108,14 +116,17 @@ public enum ExportWriter {
   }
 
   static func writeSafetensors(
-    _ entries: [(name: String, shape: [Int], values: [Float])], metadata: [String: String], to path: String,
+    _ entries: [(name: String, shape: [Int], values: [Float])], metadata: [String: String],
+    to path: String,
     hook: IOHook?
   ) throws {
     var bytes = SafetensorsHeader.serialize(
       tensors: entries.map { ($0.name, DType.f32, $0.shape) }, metadata: metadata)
     for e in entries {
       // safetensors data is little-endian.
-      for x in e.values { withUnsafeBytes(of: x.bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
+      for x in e.values {
+        withUnsafeBytes(of: x.bitPattern.littleEndian) { bytes.append(contentsOf: $0) }
+      }
     }
     try writeFile(bytes, to: path, hook: hook)
   }

@@ -7,15 +7,20 @@ import Testing
 @Suite struct ExportTests {
   /// The `mvc` binary beside the test runner.
   static var mvcPath: String {
-    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("mvc").path
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+      .appendingPathComponent("mvc").path
   }
 
   /// Runs `mvc` in `dir` with stdout and stderr kept apart, draining both while it runs.
-  static func runMVC(_ args: [String], in dir: URL) throws -> (status: Int32, stdout: String, stderr: String) {
+  static func runMVC(_ args: [String], in dir: URL) throws -> (
+    status: Int32, stdout: String, stderr: String
+  ) {
     try run(mvcPath, args, in: dir, environment: ["MVC_AUTHOR_DATE": "1700000000"])
   }
 
-  static func run(_ executable: String, _ args: [String], in dir: URL, environment: [String: String] = [:]) throws
+  static func run(
+    _ executable: String, _ args: [String], in dir: URL, environment: [String: String] = [:]
+  ) throws
     -> (status: Int32, stdout: String, stderr: String)
   {
     let process = Process()
@@ -41,7 +46,10 @@ import Testing
     group.wait()
     let errData = errBox.data
     process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    return (
+      process.terminationStatus, String(decoding: outData, as: UTF8.self),
+      String(decoding: errData, as: UTF8.self)
+    )
   }
 
   /// The first `python3` on PATH that has numpy, or nil with the reason printed.
@@ -52,11 +60,15 @@ import Testing
       let candidate = "\(directory)/python3"
       guard FileManager.default.isExecutableFile(atPath: candidate) else { continue }
       found.append(candidate)
-      if let r = try? run(candidate, ["-c", "import numpy"], in: URL(fileURLWithPath: "/")), r.status == 0 {
+      if let r = try? run(candidate, ["-c", "import numpy"], in: URL(fileURLWithPath: "/")),
+        r.status == 0
+      {
         return candidate
       }
     }
-    print(found.isEmpty ? "skipping numpy check: no python3 on PATH" : "skipping numpy check: no numpy in \(found)")
+    print(
+      found.isEmpty
+        ? "skipping numpy check: no python3 on PATH" : "skipping numpy check: no numpy in \(found)")
     return nil
   }
 
@@ -75,7 +87,8 @@ import Testing
         w[i * cols + j] += d
       }
     }
-    tensors[index] = FixtureTensor(name: tensors[index].name, shape: tensors[index].shape, floats: w)
+    tensors[index] = FixtureTensor(
+      name: tensors[index].name, shape: tensors[index].shape, floats: w)
   }
 
   /// A repository with the base model and one commit per `(tensor index, rank)` edit.
@@ -178,14 +191,17 @@ import Testing
     try withTemporaryDirectory { dir in
       // Five edits, rank 1 and 4, over three tensors (two edits on up_proj of block 0).
       try Self.makeRepository(in: dir, edits: [(1, 1), (4, 4), (0, 1), (1, 4), (3, 1)])
-      let export = try Self.runMVC(["export", "--lora", "adapter", "--base-model", "fixture/tiny"], in: dir)
+      let export = try Self.runMVC(
+        ["export", "--lora", "adapter", "--base-model", "fixture/tiny"], in: dir)
       try #require(export.status == 0, "\(export.stderr)")
       #expect(export.stdout.hasPrefix("exported 4 tensors of "))
-      #expect(export.stdout.contains("model.layers.0.mlp.down_proj.weight  rank 5  factors of 2 commits"))
+      #expect(
+        export.stdout.contains("model.layers.0.mlp.down_proj.weight  rank 5  factors of 2 commits"))
       #expect(export.stderr.contains("omit the per-commit residuals"))
 
       let config = try #require(
-        try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("adapter/adapter_config.json")))
+        try JSONSerialization.jsonObject(
+          with: Data(contentsOf: dir.appendingPathComponent("adapter/adapter_config.json")))
           as? [String: Any])
       #expect(config["peft_type"] as? String == "LORA")
       #expect(config["r"] as? Int == 5)
@@ -199,7 +215,9 @@ import Testing
       try #require(root.status == 0, "\(root.stderr)")
       if let python = Self.python() {
         let check = try Self.run(
-          python, ["-c", Self.checkScript, "merge", "base.safetensors", "end.safetensors", "adapter"], in: dir)
+          python,
+          ["-c", Self.checkScript, "merge", "base.safetensors", "end.safetensors", "adapter"],
+          in: dir)
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.hasPrefix("ok 4"))
       }
@@ -207,13 +225,16 @@ import Testing
       // The reverse: import the folder on a branch at the base.
       let switched = try Self.runMVC(["switch", "-c", "imported", "HEAD~5"], in: dir)
       try #require(switched.status == 0, "\(switched.stderr)")
-      let imported = try Self.runMVC(["import", "--lora", "adapter", "-m", "import adapter"], in: dir)
+      let imported = try Self.runMVC(
+        ["import", "--lora", "adapter", "-m", "import adapter"], in: dir)
       try #require(imported.status == 0, "\(imported.stderr)")
       #expect(imported.stdout.contains("model.layers.1.mlp.down_proj.weight"))
       if let python = Self.python() {
         // base + adapter, merged by numpy, against mvc's import of it: same model within rounding.
         let check = try Self.run(
-          python, ["-c", Self.checkScript, "merge", "base.safetensors", "model.safetensors", "adapter"], in: dir)
+          python,
+          ["-c", Self.checkScript, "merge", "base.safetensors", "model.safetensors", "adapter"],
+          in: dir)
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.hasPrefix("ok 4"))
       }
@@ -225,17 +246,24 @@ import Testing
   @Test func rankOneOfARankTwoRangeIsTheOptimalTruncation() throws {
     try withTemporaryDirectory { dir in
       try Self.makeRepository(in: dir, edits: [(3, 1), (1, 1), (1, 1)])
-      let export = try Self.runMVC(["export", "--lora", "adapter", "HEAD~2..HEAD", "--rank", "1"], in: dir)
+      let export = try Self.runMVC(
+        ["export", "--lora", "adapter", "HEAD~2..HEAD", "--rank", "1"], in: dir)
       try #require(export.status == 0, "\(export.stderr)")
-      let line = try #require(export.stdout.split(separator: "\n").first { $0.contains("rank 1 of 2") })
+      let line = try #require(
+        export.stdout.split(separator: "\n").first { $0.contains("rank 1 of 2") })
       let field = try #require(line.range(of: "relative Frobenius error "))
       let printed = try #require(Double(line[field.upperBound...].split(separator: " ")[0]))
       #expect(printed > 0)
       #expect(!export.stdout.contains("layers.1.mlp.up_proj"))  // outside the range
-      #expect(try Self.runMVC(["checkout", "HEAD~2", "-o", "from.safetensors"], in: dir).status == 0)
+      #expect(
+        try Self.runMVC(["checkout", "HEAD~2", "-o", "from.safetensors"], in: dir).status == 0)
       if let python = Self.python() {
         let check = try Self.run(
-          python, ["-c", Self.checkScript, "truncation", "from.safetensors", "model.safetensors", "adapter", "\(printed)"],
+          python,
+          [
+            "-c", Self.checkScript, "truncation", "from.safetensors", "model.safetensors",
+            "adapter", "\(printed)",
+          ],
           in: dir)
         #expect(check.status == 0, "\(check.stderr)")
         #expect(check.stdout.hasPrefix("ok "))
@@ -272,7 +300,8 @@ import Testing
       let r = try Self.runMVC(["export", "--lora", "adapter"], in: dir)
       #expect(r.status == 128)
       #expect(r.stdout.isEmpty)
-      #expect(r.stderr.hasPrefix("fatal: tensor 'model.layers.0.mlp.down_proj.weight': the difference"))
+      #expect(
+        r.stderr.hasPrefix("fatal: tensor 'model.layers.0.mlp.down_proj.weight': the difference"))
       #expect(r.stderr.contains("is not low-rank"))
       #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("adapter").path))
     }
@@ -283,7 +312,8 @@ import Testing
       try Self.makeRepository(in: dir, edits: [(1, 1)])
       #expect(try Self.runMVC(["export", "--lora", "adapter"], in: dir).status == 0)
       let configURL = dir.appendingPathComponent("adapter/adapter_config.json")
-      var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+      var config = try #require(
+        try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
       config["target_modules"] = ["model.layers.0.mlp.down_proj", "q_proj"]
       try JSONSerialization.data(withJSONObject: config).write(to: configURL)
       #expect(try Self.runMVC(["switch", "-c", "other", "HEAD~1"], in: dir).status == 0)

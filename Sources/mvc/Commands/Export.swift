@@ -34,20 +34,25 @@ extension MVC {
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "Write a PEFT LoRA adapter folder here.") var lora: String?
-    @Option(help: "Write a safetensors file of factors (or, with --dense, dense deltas) here.") var delta: String?
+    @Option(help: "Write a safetensors file of factors (or, with --dense, dense deltas) here.")
+    var delta: String?
     @Argument(help: "FROM..TO (default: root..HEAD).") var range: String?
     @Option(help: "Keep the best rank-r approximation of each tensor's change.") var rank: Int?
     @Option(help: "base_model_name_or_path for adapter_config.json.") var baseModel = ""
-    @Flag(help: "With --delta: write full-shape dense deltas named like the tensors.") var dense = false
+    @Flag(help: "With --delta: write full-shape dense deltas named like the tensors.") var dense =
+      false
 
     func validate() throws {
-      if (lora == nil) == (delta == nil) { throw ValidationError("give exactly one of --lora DIR and --delta FILE") }
+      if (lora == nil) == (delta == nil) {
+        throw ValidationError("give exactly one of --lora DIR and --delta FILE")
+      }
       if let rank, rank < 1 { throw ValidationError("--rank must be at least 1") }
       if dense && delta == nil { throw ValidationError("--dense goes with --delta") }
     }
 
     func absolute(_ path: String) -> String {
-      path.hasPrefix("/") ? path : (global.workingDirectory as NSString).appendingPathComponent(path)
+      path.hasPrefix("/")
+        ? path : (global.workingDirectory as NSString).appendingPathComponent(path)
     }
 
     func run() throws {
@@ -55,7 +60,8 @@ extension MVC {
       let (fromText, toText) = Self.split(range)
       let from = try fromText.map { try repository.resolve($0) }
       let to = try toText.map { try repository.resolve($0) } ?? repository.headCommit()
-      let exported = try repository.exportRange(from: from, to: to, targetRank: rank, requireMatrix: lora != nil)
+      let exported = try repository.exportRange(
+        from: from, to: to, targetRank: rank, requireMatrix: lora != nil)
       if let lora {
         try ExportWriter.writeAdapter(exported.tensors, into: absolute(lora), baseModel: baseModel)
       } else if let delta {
@@ -64,19 +70,27 @@ extension MVC {
       let span = "\(exported.from.shortHex)..\(exported.to.shortHex)"
       let what = lora != nil ? "PEFT LoRA adapter '\(lora ?? "")'" : "delta '\(delta ?? "")'"
       let maxRank = exported.tensors.map(\.rank).max() ?? 0
-      output("exported \(exported.tensors.count) tensor\(exported.tensors.count == 1 ? "" : "s") of \(span) (\(exported.commits.count) commit\(exported.commits.count == 1 ? "" : "s")) to \(what), r=\(maxRank)")
+      output(
+        "exported \(exported.tensors.count) tensor\(exported.tensors.count == 1 ? "" : "s") of \(span) (\(exported.commits.count) commit\(exported.commits.count == 1 ? "" : "s")) to \(what), r=\(maxRank)"
+      )
       for t in exported.tensors {
         var line = " \(t.name)  rank \(t.rank)"
         if t.rank != t.fullRank { line += " of \(t.fullRank)" }
-        line += t.source == .concatenatedFactors
-          ? "  factors of \(t.stepCount) commit\(t.stepCount == 1 ? "" : "s")" : "  dense difference factorized"
+        line +=
+          t.source == .concatenatedFactors
+          ? "  factors of \(t.stepCount) commit\(t.stepCount == 1 ? "" : "s")"
+          : "  dense difference factorized"
         if t.isConv1D { line += "  Conv1D (fan_in_fan_out)" }
-        if let error = t.truncationError { line += String(format: "  relative Frobenius error %.6e", error) }
+        if let error = t.truncationError {
+          line += String(format: "  relative Frobenius error %.6e", error)
+        }
         line += String(format: "  max|error| %.3e", t.maxAbsError)
         output(line)
       }
       if !global.quiet && exported.tensors.contains(where: { $0.source == .concatenatedFactors }) {
-        Diagnostics.printError("note: concatenated factors omit the per-commit residuals; max|error| is against the exact W_TO − W_FROM")
+        Diagnostics.printError(
+          "note: concatenated factors omit the per-commit residuals; max|error| is against the exact W_TO − W_FROM"
+        )
       }
     }
 

@@ -28,16 +28,23 @@ extension MVC {
 
     func run() throws {
       let repository = try Session.open(global)
-      let directory = lora.hasPrefix("/") ? lora : (global.workingDirectory as NSString).appendingPathComponent(lora)
+      let directory =
+        lora.hasPrefix("/")
+        ? lora : (global.workingDirectory as NSString).appendingPathComponent(lora)
       let result = try repository.importLoRA(directory: directory, message: message)
       guard !global.quiet else { return }
       let branch = (try? repository.head().branchName) ?? nil
-      output("[\(branch ?? "detached HEAD") \(result.commit.commit.shortHex)] \(message.split(separator: "\n").first ?? "")")
+      output(
+        "[\(branch ?? "detached HEAD") \(result.commit.commit.shortHex)] \(message.split(separator: "\n").first ?? "")"
+      )
       output("target_modules: \(result.targetModules.joined(separator: ", "))")
       for change in result.commit.record.changes {
-        var line = " \(change.storage.padding(toLength: 8, withPad: " ", startingAt: 0)) \(change.name)"
+        var line =
+          " \(change.storage.padding(toLength: 8, withPad: " ", startingAt: 0)) \(change.name)"
         if let rank = change.rank { line += "  rank \(rank)" }
-        if let norms = change.norms { line += String(format: "  ‖ΔW‖/‖W‖ %.3g", norms.relativeFrobenius) }
+        if let norms = change.norms {
+          line += String(format: "  ‖ΔW‖/‖W‖ %.3g", norms.relativeFrobenius)
+        }
         output(line)
       }
     }
