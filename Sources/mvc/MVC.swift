@@ -19,7 +19,8 @@ struct MVC: ParsableCommand {
     version: "0.1.0",
     subcommands: [
       Init.self, Status.self, Commit.self, Log.self, Show.self, Checkout.self, Branch.self,
-      Switch.self, Tag.self, Diff.self, Bisect.self, Revert.self, CherryPick.self, Plot.self, Edit.self, Probe.self, Score.self, Merge.self,
+      Switch.self, Tag.self, Diff.self, Merge.self, Bisect.self, Revert.self, CherryPick.self,
+      Edit.self, Probe.self, Score.self, Plot.self, Export.self, Import.self, Completion.self,
     ]
   )
 }

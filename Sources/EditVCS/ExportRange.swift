@@ -1,0 +1,303 @@
+import Apply
+import DeltaStore
+import Foundation
+
+/// One tensor's combined change over a range of history, as factors in storage orientation
+/// (`ΔW_storage ≈ U·Vᵀ`, `U` rows × rank, `V` cols × rank, row-major Float32).
+public struct ExportedTensor: Sendable {
+  /// How the factors were obtained.
+  public enum Source: String, Sendable {
+    /// The stored factors of every low-rank state in the range, concatenated.
+    case concatenatedFactors = "factors"
+    /// `W_TO − W_FROM` materialized and factorized (the range holds a complete state, a
+    /// residual larger than rounding, or a state brought in by a merge).
+    case denseDifference = "dense"
+  }
+
+  public var name: String
+  public var dtype: DType
+  public var shape: [Int]
+  public var rows: Int
+  public var cols: Int
+  /// True for GPT-2 `Conv1D` weights (`*.c_attn.weight`, `*.c_proj.weight`, `*.c_fc.weight`),
+  /// stored in×out; detected by name.
+  public var isConv1D: Bool
+  public var source: Source
+  /// Commits in the range that changed this tensor.
+  public var stepCount: Int
+  /// Rank before `--rank` truncation (the sum of the stored ranks for concatenated factors).
+  public var fullRank: Int
+  public var rank: Int
+  /// `‖ΔW − ΔW_r‖_F / ‖ΔW‖_F` of the truncation, when `--rank` truncated this tensor.
+  public var truncationError: Double?
+  /// `max |U·Vᵀ − (W_TO − W_FROM)|` in Float64, against the exact materialized states; it
+  /// includes the per-commit residuals the factors omit.
+  public var maxAbsError: Double
+  /// `‖W_TO − W_FROM‖_F`.
+  public var deltaFrobenius: Double
+  public var u: [Float]
+  public var v: [Float]
+
+  /// `<module>` of PEFT's keys: the tensor name without its trailing `.weight`.
+  public var moduleName: String {
+    name.hasSuffix(".weight") ? String(name.dropLast(".weight".count)) : name
+  }
+}
+
+/// The result of resolving and exporting a range.
+public struct ExportedRange: Sendable {
+  public var from: ObjectID
+  public var to: ObjectID
+  /// Commits after `from` up to `to` along first parents, oldest first.
+  public var commits: [ObjectID]
+  public var tensors: [ExportedTensor]
+}
+
+extension ExportedTensor {
+  /// GPT-2 stores `Conv1D` weights in×out (the transpose of `nn.Linear`); PEFT calls this
+  /// `fan_in_fan_out`. Only the name tells the two apart in a safetensors file.
+  static func isConv1DName(_ name: String) -> Bool {
+    for module in ["c_attn", "c_proj", "c_fc"] {
+      if name == module + ".weight" || name.hasSuffix("." + module + ".weight") { return true }
+    }
+    return false
+  }
+}
+
+extension EditRepository {
+  /// The combined change of every tensor from `from` to `to` (`FROM..TO` like git: the
+  /// changes after `from` up to `to`, along first parents).
+  ///
+  /// For each tensor that differs, the factors of its low-rank states in the range are
+  /// concatenated (rank = sum of ranks), which omits each commit's ±1-ulp residual; the
+  /// materialized `W_TO − W_FROM` measures what that leaves (`maxAbsError`). When the range
+  /// holds a complete state, a state that does not follow the previous one (a merge), or
+  /// residuals larger than rounding, `W_TO − W_FROM` is factorized instead
+  /// (`Factorization.lowRank`, noise-aware). With `targetRank`, each tensor of higher rank is
+  /// replaced by its best rank-`targetRank` approximation (`LowRankAlgebra.truncate`).
+  ///
+  /// - Parameters:
+  ///   - from: the start; nil means the root of `to`'s first-parent chain.
+  ///   - requireMatrix: refuse tensors that are not 2-D (LoRA holds matrices only).
+  /// - Throws: `RepositoryError.invalidArgument` when `from` is not a first-parent ancestor of
+  ///   `to`, a tensor was added or removed, is not a float tensor, or its difference is not
+  ///   low-rank.
+  public func exportRange(
+    from: ObjectID?, to: ObjectID, targetRank: Int? = nil, requireMatrix: Bool = false
+  ) throws -> ExportedRange {
+    var commits: [ObjectID] = []
+    var current = to
+    var start: ObjectID?
+    while true {
+      if current == from {
+        start = current
+        break
+      }
+      guard let parent = try commitInfo(current).parents.first else {
+        if from == nil { start = current }
+        break
+      }
+      commits.append(current)
+      current = parent
+    }
+    guard let start else {
+      throw RepositoryError.invalidArgument(
+        "'\(from?.shortHex ?? "-")' is not on the first-parent history of '\(to.shortHex)'; export takes FROM..TO with FROM an ancestor of TO"
+      )
+    }
+    commits.reverse()
+    let chain = [start] + commits
+    let fromContents = try contents(of: start)
+    let toContents = try contents(of: to)
+    var tensors: [ExportedTensor] = []
+    let names = Set(fromContents.tensorTrees.keys).union(toContents.tensorTrees.keys).sorted()
+    for (index, name) in names.enumerated() {
+      report("exporting", index, names.count)
+      guard let fromTree = fromContents.tensorTrees[name], let toTree = toContents.tensorTrees[name]
+      else {
+        throw RepositoryError.invalidArgument(
+          "tensor '\(name)' is \(fromContents.tensorTrees[name] == nil ? "added" : "removed") in \(start.shortHex)..\(to.shortHex); an adapter can only change existing tensors"
+        )
+      }
+      if fromTree == toTree { continue }
+      if let exported = try combinedChange(
+        of: name, along: chain, fromTree: fromTree, targetRank: targetRank,
+        requireMatrix: requireMatrix)
+      {
+        tensors.append(exported)
+      }
+    }
+    report("exporting", names.count, names.count)
+    return ExportedRange(from: start, to: to, commits: commits, tensors: tensors)
+  }
+
+  /// One tensor's change along `chain` (`chain[0]` is FROM, the last is TO).
+  func combinedChange(
+    of name: String, along chain: [ObjectID], fromTree: ObjectID, targetRank: Int?,
+    requireMatrix: Bool
+  ) throws -> ExportedTensor? {
+    guard let first = chain.first, let last = chain.last else { return nil }
+    let startState = try storedState(fromTree, tensor: name).state
+    guard startState.dtype.isEditableFloat else {
+      throw RepositoryError.invalidArgument(
+        "tensor '\(name)' is \(startState.dtype.rawValue): only float tensors can be exported as deltas"
+      )
+    }
+    if requireMatrix && startState.shape.count != 2 {
+      throw RepositoryError.invalidArgument(
+        "tensor '\(name)' has shape \(startState.shape) and changed in \(first.shortHex)..\(last.shortHex); a LoRA adapter holds 2-D weights only (use 'mvc export --delta FILE --dense')"
+      )
+    }
+    // The states the tensor went through, and whether each is a low-rank change of the one before.
+    var steps: [StoredTensorState] = []
+    var followsChain = true
+    var previousTree = fromTree
+    var previousHash = startState.hash
+    for commit in chain.dropFirst() {
+      guard let tree = try contents(of: commit).tensorTrees[name] else {
+        throw RepositoryError.invalidArgument(
+          "tensor '\(name)' is absent in \(commit.shortHex); an adapter can only change existing tensors"
+        )
+      }
+      if tree == previousTree { continue }
+      let stored = try storedState(tree, tensor: name)
+      if stored.state.kind != .lowRank || stored.state.parentHash != previousHash {
+        followsChain = false
+      }
+      steps.append(stored)
+      previousTree = tree
+      previousHash = stored.state.hash
+    }
+    let old = try materialize(name, at: first)
+    let new = try materialize(name, at: last)
+    let (rows, cols) = TensorMath.matrixShape(startState.shape)
+    let count = rows * cols
+    let dtype = startState.dtype
+
+    var source = ExportedTensor.Source.concatenatedFactors
+    var u: [Float] = []
+    var v: [Float] = []
+    var rank = 0
+    if followsChain {
+      let loaded = try steps.map { try factors(of: $0, tensor: name) }
+      rank = loaded.reduce(0) { $0 + $1.rank }
+      u = [Float](repeating: 0, count: rows * rank)
+      v = [Float](repeating: 0, count: cols * rank)
+      var offset = 0
+      for f in loaded {
+        for i in 0..<rows { for k in 0..<f.rank { u[i * rank + offset + k] = f.u[i * f.rank + k] } }
+        for j in 0..<cols { for k in 0..<f.rank { v[j * rank + offset + k] = f.v[j * f.rank + k] } }
+        offset += f.rank
+      }
+    }
+    let measured = try measure(
+      u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype)
+    // Each step rounds once (½ ulp) and drops a residual of about 1 ulp; more than that is signal
+    // the factors miss, so the exact difference is factorized instead.
+    let ulp = Double(Float(measured.maxAbsNew).ulp) * TensorMath.ulpScale(dtype)
+    let rounding = (2 * Double(steps.count) + 1) * ulp
+    var maxAbsError = measured.maxAbsError
+    if !followsChain || maxAbsError > rounding {
+      source = .denseDifference
+      let delta = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+      defer { delta.deallocate() }
+      let difference = try new.withUnsafeBytes { n in
+        try old.withUnsafeBytes { o in
+          try TensorMath.difference(new: n, old: o, dtype: dtype, count: count, into: delta)
+        }
+      }
+      let maxRank = max(1, count / max(rows + cols, 1) / 2)
+      let found: LowRankFactors?
+      do {
+        found = try Factorization.lowRank(
+          of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
+      } catch let error as ApplyError {
+        throw RepositoryError.invalidArgument(
+          "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+      }
+      guard let found else {
+        throw RepositoryError.invalidArgument(
+          "tensor '\(name)': the difference \(first.shortHex)..\(last.shortHex) is not low-rank (rank above \(maxRank) of [\(rows), \(cols)]), so it cannot be exported as factors; use 'mvc export --delta FILE --dense'"
+        )
+      }
+      (u, v, rank) = (found.u, found.v, found.rank)
+    }
+    let fullRank = rank
+    var truncationError: Double?
+    if let targetRank, rank > targetRank {
+      let truncated: TruncatedFactors
+      do {
+        truncated = try LowRankAlgebra.truncate(
+          u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
+      } catch let error as ApplyError {
+        throw RepositoryError.invalidArgument(
+          "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+      }
+      (u, v, rank) = (truncated.u, truncated.v, truncated.rank)
+      truncationError = truncated.relativeFrobeniusError
+    }
+    if source == .denseDifference || truncationError != nil {
+      maxAbsError = try measure(
+        u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype
+      )
+      .maxAbsError
+    }
+    return ExportedTensor(
+      name: name, dtype: dtype, shape: startState.shape, rows: rows, cols: cols,
+      isConv1D: startState.shape.count == 2 && ExportedTensor.isConv1DName(name), source: source,
+      stepCount: steps.count, fullRank: fullRank, rank: rank, truncationError: truncationError,
+      maxAbsError: maxAbsError, deltaFrobenius: measured.deltaFrobenius, u: u, v: v)
+  }
+
+  /// `max |U·Vᵀ − (new − old)|`, `‖new − old‖_F` and `max |new|`, in Float64, one row block at a time.
+  func measure(
+    u: [Float], v: [Float], rank: Int, rows: Int, cols: Int, new: [UInt8], old: [UInt8],
+    dtype: DType
+  ) throws -> (maxAbsError: Double, deltaFrobenius: Double, maxAbsNew: Double) {
+    var maxError = 0.0
+    var norm = 0.0
+    var maxNew = 0.0
+    let ud = u.map(Double.init)
+    let vd = v.map(Double.init)
+    var a = [Double](repeating: 0, count: 0)
+    var b = [Double](repeating: 0, count: 0)
+    new.withUnsafeBytes { n in
+      old.withUnsafeBytes { o in
+        LowRankAlgebra.forEachProductBlock(u: ud, v: vd, rows: rows, cols: cols, rank: rank) {
+          first, count, block in
+          let range = (first * cols)..<((first + count) * cols)
+          if a.count != range.count {
+            a = [Double](repeating: 0, count: range.count)
+            b = [Double](repeating: 0, count: range.count)
+          }
+          a.withUnsafeMutableBufferPointer {
+            FloatConversion.decode(n, dtype: dtype, elements: range, into: $0)
+          }
+          b.withUnsafeMutableBufferPointer {
+            FloatConversion.decode(o, dtype: dtype, elements: range, into: $0)
+          }
+          for k in 0..<range.count {
+            let d = a[k] - b[k]
+            norm += d * d
+            maxError = max(maxError, abs(block[k] - d))
+            maxNew = max(maxNew, abs(a[k]))
+          }
+        }
+      }
+    }
+    return (maxError, norm.squareRoot(), maxNew)
+  }
+}
+
+extension TensorMath {
+  /// The ulp of `dtype` relative to Float32's at the same magnitude: F32 ×1, BF16 ×2¹⁶,
+  /// F16 ×2¹³, F64 ×2⁻²⁹ (as in `difference(new:old:dtype:count:into:)`).
+  static func ulpScale(_ dtype: DType) -> Double {
+    switch dtype {
+    case .bf16: return 65536
+    case .f16: return 8192
+    case .f64: return 0x1p-29
+    default: return 1
+    }
+  }
+}
