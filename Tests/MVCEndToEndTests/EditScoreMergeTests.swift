@@ -221,7 +221,7 @@ struct EditScoreMergeTests {
       #expect(nan.stderr.lowercased().contains("finite") || nan.stderr.contains("NaN"), "NaN keys: \(nan.stderr)")
       try k.write("k0-few.npy", k.gaussians(10 * 40), [10, 40])
       let singular = k.s.expectRefused(
-        ["edit", "--tensor", down0, "--method", "rome", "--keys", "keys.npy", "--values", "values.npy", "--cov-keys", "k0-few.npy", "-m", "bad"],
+        ["edit", "--tensor", down0, "--method", "emmet", "--keys", "keys.npy", "--values", "values.npy", "--cov-keys", "k0-few.npy", "-m", "bad"],
         naming: [])
       #expect(singular.stderr.contains("positive definite") || singular.stderr.contains("singular"), "too few covariance keys: \(singular.stderr)")
       let many = 45
