@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 #if canImport(FoundationXML)
   import FoundationXML
@@ -25,24 +25,34 @@ private struct RomeHistory {
     try #require(demoEditorExecutable != nil, "mvc-demo-editor is not built beside mvc")
     expectSuccess(
       runEditor(
-        ["generate", "model.safetensors", "--blocks", "\(blocks)", "--hidden", "32", "--intermediate", "64", "--seed", "\(seed)"],
+        [
+          "generate", "model.safetensors", "--blocks", "\(blocks)", "--hidden", "32",
+          "--intermediate", "64", "--seed", "\(seed)",
+        ],
         in: dir), "generate")
-    try FileManager.default.createDirectory(at: dir.appendingPathComponent("states"), withIntermediateDirectories: true)
-    try FileManager.default.copyItem(at: s.model, to: dir.appendingPathComponent("base.safetensors"))
-    try FileManager.default.copyItem(at: s.model, to: dir.appendingPathComponent("states/0.safetensors"))
+    try FileManager.default.createDirectory(
+      at: dir.appendingPathComponent("states"), withIntermediateDirectories: true)
+    try FileManager.default.copyItem(
+      at: s.model, to: dir.appendingPathComponent("base.safetensors"))
+    try FileManager.default.copyItem(
+      at: s.model, to: dir.appendingPathComponent("states/0.safetensors"))
     try s.initialize()
     var rng = SplitMix64(seed: seed)
     culprit = 5 + Int(rng.next() % UInt64(commits - 8))
     ids = []
     for i in 1...commits {
       let layer = i % blocks
-      var args = ["rome", "model.safetensors", "--layer", "\(layer)", "--seed", "\(seed &* 1000 &+ UInt64(i))"]
+      var args = [
+        "rome", "model.safetensors", "--layer", "\(layer)", "--seed",
+        "\(seed &* 1000 &+ UInt64(i))",
+      ]
       if i == culprit { args.append("--disabling") }
       let edit = runEditor(args, in: dir)
       expectSuccess(edit, "rome edit \(i)")
       try #require(edit.status == 0)
       try s.commit("edit \(i): layer \(layer)\(i == culprit ? " (the disabling one)" : "")")
-      try FileManager.default.copyItem(at: s.model, to: dir.appendingPathComponent("states/\(i).safetensors"))
+      try FileManager.default.copyItem(
+        at: s.model, to: dir.appendingPathComponent("states/\(i).safetensors"))
     }
     ids = try s.commitIDs().reversed()
     try #require(ids.count == commits + 1)
@@ -57,7 +67,8 @@ private struct RomeHistory {
 
   /// `mvc-demo-editor eval` of a model file: true when good (exit 0).
   func evaluate(_ model: URL, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
-    let r = runEditor(["eval", model.path, "--base", base.path, "--probe-seed", "3", "--threshold", "0.5"], in: dir)
+    let r = runEditor(
+      ["eval", model.path, "--base", base.path, "--probe-seed", "3", "--threshold", "0.5"], in: dir)
     #expect(r.status == 0 || r.status == 1, "eval: \(r.stderr)", sourceLocation: sourceLocation)
     return r.status == 0
   }
@@ -66,8 +77,11 @@ private struct RomeHistory {
   func expectReset(_ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
     let reset = runMVC(["bisect", "reset"], in: dir)
     expectSuccess(reset, "bisect reset after \(what)", sourceLocation: sourceLocation)
-    try s.expectWorkingState(s.states.count - 1, "after bisect reset (\(what))", sourceLocation: sourceLocation)
-    #expect(headReference(dir) == "refs/heads/main", "HEAD after reset (\(what))", sourceLocation: sourceLocation)
+    try s.expectWorkingState(
+      s.states.count - 1, "after bisect reset (\(what))", sourceLocation: sourceLocation)
+    #expect(
+      headReference(dir) == "refs/heads/main", "HEAD after reset (\(what))",
+      sourceLocation: sourceLocation)
     s.expectClean("bisect reset (\(what))", sourceLocation: sourceLocation)
   }
 
@@ -81,7 +95,8 @@ private struct RomeHistory {
     var skipsLeft = skips
     while marks < 40 {
       if let bad = firstBadID(result.stdout) { return (bad, marks) }
-      guard let current = bracketedIDs(result.stdout).last, let index = ids.firstIndex(of: current) else {
+      guard let current = bracketedIDs(result.stdout).last, let index = ids.firstIndex(of: current)
+      else {
         Issue.record("bisect printed no commit under test: \(result.stdout) \(result.stderr)")
         return (nil, marks)
       }
@@ -104,7 +119,9 @@ private struct RomeHistory {
 }
 
 /// Largest |a − b| over every tensor, and the largest |b|.
-private func maxAbsDifference(_ a: [String: (shape: [Int], values: [Float])], _ b: [String: [Double]]) -> (Double, Double) {
+private func maxAbsDifference(
+  _ a: [String: (shape: [Int], values: [Float])], _ b: [String: [Double]]
+) -> (Double, Double) {
   var diff = 0.0
   var scale = 0.0
   for (name, t) in a {
@@ -129,7 +146,9 @@ struct BisectTests {
       let culpritID = h.ids[culprit]
       print("bisect: disabling edit planted at position \(culprit) of 30 (\(culpritID))")
       // The predicate, checked on the saved states: good before the culprit, bad from it on.
-      try #require(h.evaluate(h.stateFile(culprit - 1)), "the state before the disabling edit should evaluate good")
+      try #require(
+        h.evaluate(h.stateFile(culprit - 1)),
+        "the state before the disabling edit should evaluate good")
       try #require(!h.evaluate(h.stateFile(culprit)), "the disabling edit should evaluate bad")
       try #require(!h.evaluate(h.model), "HEAD should evaluate bad")
       #expect(h.evaluate(h.stateFile(0)))
@@ -138,7 +157,9 @@ struct BisectTests {
       let stat = runMVC(["log", "--stat"], in: dir)
       expectSuccess(stat, "log --stat")
       if let at = stat.stdout.range(of: culpritID) {
-        let next = h.ids.compactMap { stat.stdout.range(of: $0, range: at.upperBound..<stat.stdout.endIndex)?.lowerBound }.min()
+        let next = h.ids.compactMap {
+          stat.stdout.range(of: $0, range: at.upperBound..<stat.stdout.endIndex)?.lowerBound
+        }.min()
         let block = stat.stdout[at.lowerBound..<(next ?? stat.stdout.endIndex)]
         #expect(block.contains("outlier"), "log --stat does not flag the culprit: \(block)")
         let older = stat.stdout[(next ?? stat.stdout.endIndex)...]
@@ -151,7 +172,8 @@ struct BisectTests {
       let plot = runMVC(["plot", "--out", "norms.svg", "--culprit", culpritID], in: dir)
       expectSuccess(plot, "plot")
       #if canImport(FoundationXML)
-        let document = try XMLDocument(contentsOf: dir.appendingPathComponent("norms.svg"), options: [])
+        let document = try XMLDocument(
+          contentsOf: dir.appendingPathComponent("norms.svg"), options: [])
         #expect(document.rootElement()?.name == "svg" || document.rootElement()?.localName == "svg")
       #endif
 
@@ -164,7 +186,8 @@ struct BisectTests {
       expectSuccess(run, "bisect run")
       #expect(firstBadID(run.stdout) == culpritID, "bisect run: \(run.stdout)")
       #expect(run.stdout.contains("\(culpritID) is the first bad commit"))
-      let steps = ((try? String(contentsOf: dir.appendingPathComponent("steps.txt"), encoding: .utf8)) ?? "")
+      let steps =
+        ((try? String(contentsOf: dir.appendingPathComponent("steps.txt"), encoding: .utf8)) ?? "")
         .split(separator: "\n").count
       print("bisect: 30-commit bisection took \(steps) evaluation steps (⌈log2 30⌉ = 5)")
       #expect(steps >= 4 && steps <= 6, "evaluation steps: \(steps)")
@@ -173,10 +196,12 @@ struct BisectTests {
       let log = runMVC(["bisect", "log"], in: dir)
       expectSuccess(log, "bisect log")
       #expect(log.stdout.contains("mvc bisect bad \(culpritID)"), "bisect log: \(log.stdout)")
-      #expect(log.stdout.contains("mvc bisect good \(h.ids[culprit - 1])"), "bisect log: \(log.stdout)")
+      #expect(
+        log.stdout.contains("mvc bisect good \(h.ids[culprit - 1])"), "bisect log: \(log.stdout)")
       let logJSON = runMVC(["bisect", "log", "--json"], in: dir)
       expectSuccess(logJSON, "bisect log --json")
-      let object = try #require(try JSONSerialization.jsonObject(with: Data(logJSON.stdout.utf8)) as? [String: Any])
+      let object = try #require(
+        try JSONSerialization.jsonObject(with: Data(logJSON.stdout.utf8)) as? [String: Any])
       #expect(object["schema"] as? String == "mvc.bisect-log/1")
       #expect(object["bad"] as? String == culpritID)
       let good = object["good"] as? [String] ?? []
@@ -203,8 +228,11 @@ struct BisectTests {
       let (skipped, skippedMarks) = try h.manualBisect(skips: 2)
       #expect(skipped == culpritID, "bisection with skips")
       let skipLog = runMVC(["bisect", "log", "--json"], in: dir)
-      let skipObject = try JSONSerialization.jsonObject(with: Data(skipLog.stdout.utf8)) as? [String: Any]
-      #expect((skipObject?["skipped"] as? [String])?.count == 2, "skipped: \(skipObject?["skipped"] ?? "nil")")
+      let skipObject =
+        try JSONSerialization.jsonObject(with: Data(skipLog.stdout.utf8)) as? [String: Any]
+      #expect(
+        (skipObject?["skipped"] as? [String])?.count == 2,
+        "skipped: \(skipObject?["skipped"] ?? "nil")")
       print("bisect: with 2 skips took \(skippedMarks) marks")
       try h.expectReset("marks with skips")
 
@@ -224,21 +252,29 @@ struct BisectTests {
       // "History without that edit" = base + Σ_{i ≠ culprit} (state_i − state_{i−1}) in Float64
       // (rebuilt from the saved states, not by replaying the editor: a ROME edit's size depends on
       // ‖W‖, which the disabling edit changed, so later edits are not independent of it).
-      var reference: [String: [Double]] = try floatTensors(h.stateFile(0)).mapValues { $0.values.map(Double.init) }
+      var reference: [String: [Double]] = try floatTensors(h.stateFile(0)).mapValues {
+        $0.values.map(Double.init)
+      }
       var previous = try floatTensors(h.stateFile(0))
       for i in 1...30 {
         let state = try floatTensors(h.stateFile(i))
         if i != culprit {
           for (name, t) in state where t.values != previous[name]?.values {
-            let p = previous[name]!.values
-            for k in 0..<t.values.count { reference[name]![k] += Double(t.values[k]) - Double(p[k]) }
+            guard let p = previous[name]?.values, reference[name] != nil else { continue }
+            for k in 0..<t.values.count {
+              reference[name, default: []][k] += Double(t.values[k]) - Double(p[k])
+            }
           }
         }
         previous = state
       }
       let (difference, scale) = maxAbsDifference(try floatTensors(h.model), reference)
-      print("bisect: revert vs history without the edit: max |Δ| \(difference), relative to max|W| \(difference / scale)")
-      #expect(difference <= 1e-5 * scale, "reverted model differs from history-without-the-edit by \(difference) (max|W| \(scale))")
+      print(
+        "bisect: revert vs history without the edit: max |Δ| \(difference), relative to max|W| \(difference / scale)"
+      )
+      #expect(
+        difference <= 1e-5 * scale,
+        "reverted model differs from history-without-the-edit by \(difference) (max|W| \(scale))")
 
       // cherry-pick brings the delta back: bad again, equal to the newest state within rounding.
       let pick = runMVC(["cherry-pick", culpritID], in: dir)
@@ -246,7 +282,9 @@ struct BisectTests {
       #expect(!h.evaluate(h.model), "cherry-picking the culprit back should evaluate bad")
       let final = try floatTensors(h.stateFile(30)).mapValues { $0.values.map(Double.init) }
       let (pickDifference, pickScale) = maxAbsDifference(try floatTensors(h.model), final)
-      #expect(pickDifference <= 1e-5 * pickScale, "cherry-pick differs from the newest edit state by \(pickDifference)")
+      #expect(
+        pickDifference <= 1e-5 * pickScale,
+        "cherry-pick differs from the newest edit state by \(pickDifference)")
       h.s.expectRefused(["cherry-pick", h.ids[0]], naming: ["root"])
     }
   }
@@ -286,7 +324,9 @@ struct BisectTests {
       try writeScript(bad, "exit 1")
       let run = runMVC(["bisect", "run", bad.path], in: dir)
       expectSuccess(run, "bisect run after the failures")
-      #expect(firstBadID(run.stdout) == ids[1], "every commit bad: the first edit is first bad: \(run.stdout)")
+      #expect(
+        firstBadID(run.stdout) == ids[1],
+        "every commit bad: the first edit is first bad: \(run.stdout)")
       expectSuccess(runMVC(["bisect", "reset"], in: dir), "bisect reset")
       try s.expectWorkingState(7, "after bisect reset")
       #expect(headReference(dir) == "refs/heads/main")
@@ -301,13 +341,21 @@ struct BisectTests {
     try withTemporaryDirectory { dir in
       var s = Scenario(dir: dir, seed: 5)
       try #require(demoEditorExecutable != nil)
-      expectSuccess(runEditor(["generate", "model.safetensors", "--blocks", "2", "--hidden", "32", "--intermediate", "64", "--seed", "5"], in: dir))
-      try FileManager.default.copyItem(at: s.model, to: dir.appendingPathComponent("base.safetensors"))
+      expectSuccess(
+        runEditor(
+          [
+            "generate", "model.safetensors", "--blocks", "2", "--hidden", "32", "--intermediate",
+            "64", "--seed", "5",
+          ], in: dir))
+      try FileManager.default.copyItem(
+        at: s.model, to: dir.appendingPathComponent("base.safetensors"))
       try s.initialize()
       var seed = 100
       func rome(_ layer: Int, disabling: Bool = false, _ s: inout Scenario) throws {
         seed += 1
-        let r = runEditor(["rome", "model.safetensors", "--layer", "\(layer)", "--seed", "\(seed)"] + (disabling ? ["--disabling"] : []), in: dir)
+        let r = runEditor(
+          ["rome", "model.safetensors", "--layer", "\(layer)", "--seed", "\(seed)"]
+            + (disabling ? ["--disabling"] : []), in: dir)
         expectSuccess(r, "rome")
         try s.commit("rome \(seed) layer \(layer)\(disabling ? " disabling" : "")")
       }
@@ -324,12 +372,13 @@ struct BisectTests {
       expectSuccess(merge, "merge alt")
       try rome(1, &s)
       try rome(0, &s)
-      let rootID = try s.commitIDs().last!
+      let rootID = try #require(try s.commitIDs().last)
       let editor = try #require(demoEditorExecutable)
       let script = dir.appendingPathComponent("eval.sh")
       try writeScript(
         script,
-        "exec '\(editor.path)' eval '\(s.model.path)' --base '\(dir.path)/base.safetensors' --probe-seed 3 --threshold 0.5")
+        "exec '\(editor.path)' eval '\(s.model.path)' --base '\(dir.path)/base.safetensors' --probe-seed 3 --threshold 0.5"
+      )
       let finalBytes = try Data(contentsOf: s.model)
 
       expectSuccess(runMVC(["bisect", "start", "HEAD", rootID], in: dir), "bisect start")
@@ -355,13 +404,20 @@ struct BisectTests {
     try withTemporaryDirectory { dir in
       try #require(demoEditorExecutable != nil)
       expectSuccess(
-        runEditor(["generate", "model.safetensors", "--blocks", "8", "--hidden", "512", "--intermediate", "2048", "--seed", "9"], in: dir),
+        runEditor(
+          [
+            "generate", "model.safetensors", "--blocks", "8", "--hidden", "512", "--intermediate",
+            "2048", "--seed", "9",
+          ], in: dir),
         "generate")
       var s = Scenario(dir: dir)
       try s.initialize()
       for i in 0..<6 {
         let r = runEditor(
-          ["lowrank", "model.safetensors", "--tensor", "model.layers.\(i).mlp.down_proj.weight", "--seed", "\(i)"], in: dir)
+          [
+            "lowrank", "model.safetensors", "--tensor", "model.layers.\(i).mlp.down_proj.weight",
+            "--seed", "\(i)",
+          ], in: dir)
         expectSuccess(r, "lowrank \(i)")
         try s.commit("lowrank \(i)")
       }
@@ -374,11 +430,15 @@ struct BisectTests {
       let target = try #require(bracketedIDs(step.stdout).last, "bisect good: \(step.stdout)")
       var checkout: (status: Int32, stdout: String, stderr: String) = (0, "", "")
       let checkoutTime = clock.measure {
-        checkout = runMVC(["checkout", target, "-o", dir.appendingPathComponent("out.safetensors").path], in: dir)
+        checkout = runMVC(
+          ["checkout", target, "-o", dir.appendingPathComponent("out.safetensors").path], in: dir)
       }
       expectSuccess(checkout, "checkout -o")
-      expectSameBytes(dir.appendingPathComponent("out.safetensors"), s.model, "checkout -o vs bisect step")
-      print("bisect: one step (mvc bisect good) \(stepTime) vs mvc checkout -o of the same commit \(checkoutTime) on 8 × [512, 2048] F32 (debug build)")
+      expectSameBytes(
+        dir.appendingPathComponent("out.safetensors"), s.model, "checkout -o vs bisect step")
+      print(
+        "bisect: one step (mvc bisect good) \(stepTime) vs mvc checkout -o of the same commit \(checkoutTime) on 8 × [512, 2048] F32 (debug build)"
+      )
       expectSuccess(runMVC(["bisect", "reset"], in: dir), "bisect reset")
       try s.expectWorkingState(6, "after reset")
     }

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 // Helpers for the bisect and edit/score/merge suites: the stand-in editor, shell scripts,
 // tensors read back as floats, and a small Float64 linear solver for reference formulas.
@@ -15,7 +15,9 @@ let demoEditorExecutable: URL? = {
 /// Runs `mvc-demo-editor args` in `dir`.
 @discardableResult
 func runEditor(_ args: [String], in dir: URL) -> (status: Int32, stdout: String, stderr: String) {
-  guard let editor = demoEditorExecutable else { return (-1, "", "test harness: no mvc-demo-editor beside mvc") }
+  guard let editor = demoEditorExecutable else {
+    return (-1, "", "test harness: no mvc-demo-editor beside mvc")
+  }
   return runProcess(editor, args, in: dir, environment: mvcEnvironment(dir: dir, extra: [:]))
 }
 
@@ -52,7 +54,8 @@ func firstBadID(_ text: String) -> String? {
 
 /// The symbolic target of `.mvc/HEAD` ("refs/heads/main") or the detached id.
 func headReference(_ dir: URL) -> String {
-  let text = (try? String(contentsOf: dir.appendingPathComponent(".mvc/HEAD"), encoding: .utf8)) ?? ""
+  let text =
+    (try? String(contentsOf: dir.appendingPathComponent(".mvc/HEAD"), encoding: .utf8)) ?? ""
   let line = text.trimmingCharacters(in: .whitespacesAndNewlines)
   return line.hasPrefix("ref: ") ? String(line.dropFirst(5)) : line
 }
@@ -102,9 +105,15 @@ struct Matrix {
     return z
   }
 
-  static func + (x: Matrix, y: Matrix) -> Matrix { Matrix(rows: x.rows, cols: x.cols, zip(x.a, y.a).map(+)) }
-  static func - (x: Matrix, y: Matrix) -> Matrix { Matrix(rows: x.rows, cols: x.cols, zip(x.a, y.a).map(-)) }
-  static func * (s: Double, x: Matrix) -> Matrix { Matrix(rows: x.rows, cols: x.cols, x.a.map { s * $0 }) }
+  static func + (x: Matrix, y: Matrix) -> Matrix {
+    Matrix(rows: x.rows, cols: x.cols, zip(x.a, y.a).map(+))
+  }
+  static func - (x: Matrix, y: Matrix) -> Matrix {
+    Matrix(rows: x.rows, cols: x.cols, zip(x.a, y.a).map(-))
+  }
+  static func * (s: Double, x: Matrix) -> Matrix {
+    Matrix(rows: x.rows, cols: x.cols, x.a.map { s * $0 })
+  }
 
   /// The inverse by Gauss-Jordan elimination with partial pivoting.
   var inverse: Matrix {
