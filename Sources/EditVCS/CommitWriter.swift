@@ -154,13 +154,9 @@ extension EditRepository {
   func saveStatCache(working: WorkingModel, hashes: [String: String]) {
     let cache = StatCache(files: working.fileStats(), tensorHashes: hashes, writtenAtNanoseconds: StatCache.nowNanoseconds())
     guard let data = try? JSONCoding.encode(cache) else { return }
-    // The cache only saves time: losing it costs a rehash, so a failed write is not an error.
-    if let writer = try? AtomicFileWriter(path: statCachePath, byteCount: data.count) {
-      do {
-        try data.withUnsafeBytes { try writer.write($0, at: 0) }
-        try writer.commit()
-      } catch { writer.abandon() }
-    }
+    // The cache only saves time: a lost or torn cache costs a rehash (a torn one fails to
+    // decode), so it is renamed into place without the fsyncs that durable files get.
+    try? Data(data).write(to: URL(fileURLWithPath: statCachePath), options: .atomic)
   }
 
   func invalidateStatCache() {

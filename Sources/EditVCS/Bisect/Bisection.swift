@@ -53,7 +53,6 @@ extension EditRepository {
       defer { try? handle.close() }
       try handle.seekToEnd()
       try handle.write(contentsOf: data)
-      try handle.synchronize()
     } else {
       try data.write(to: URL(fileURLWithPath: path), options: .atomic)
     }
