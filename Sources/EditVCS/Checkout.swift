@@ -246,6 +246,19 @@ extension EditRepository {
           if let previous, let bytes = previous.bytes(of: info.name), bytes.count == info.byteCount {
             current = (ContentHash.of(bytes).description, bytes)
           }
+          // Unchanged tensors are copied inside the kernel, as `cp` would.
+          if let current, current.hash == states[info.name]?.hash, let previous,
+            let (sourceShard, sourceInfo) = previous.location(of: info.name)
+          {
+            try writer.copy(
+              fromFile: previous.shardPath(sourceShard),
+              sourceOffset: previous.shards[sourceShard].dataStart + sourceInfo.dataOffsets.lowerBound,
+              count: info.byteCount, to: dataStart + info.dataOffsets.lowerBound)
+            previous.releasePages(of: info.name)
+            done += 1
+            report("writing tensors", done, total, bytes: info.byteCount)
+            continue
+          }
           let fresh = try materialize(info.name, at: commit, current: current)
           try fresh.withUnsafeBytes { try writer.write($0, at: dataStart + info.dataOffsets.lowerBound) }
           previous?.releasePages(of: info.name)
