@@ -5,6 +5,18 @@ import Foundation
   import Glibc
 #endif
 
+/// git accepts `log -n5`; swift-argument-parser wants `-n 5`. Only `log`'s arguments are
+/// rewritten, so a `bisect run` program's own flags pass through untouched.
+func gitStyleArguments(_ arguments: [String]) -> [String] {
+  guard arguments.first == "log" else { return arguments }
+  return arguments.flatMap { argument -> [String] in
+    if argument.hasPrefix("-n"), argument.count > 2, Int(argument.dropFirst(2)) != nil {
+      return ["-n", String(argument.dropFirst(2))]
+    }
+    return [argument]
+  }
+}
+
 @main
 enum Entry {
   static func main() {
@@ -12,7 +24,7 @@ enum Entry {
     // A file-size limit must come back as EFBIG, not kill mvc mid-write.
     signal(SIGXFSZ, SIG_IGN)
     do {
-      var command = try MVC.parseAsRoot()
+      var command = try MVC.parseAsRoot(gitStyleArguments(Array(CommandLine.arguments.dropFirst())))
       try command.run()
     } catch {
       switch MVC.exitCode(for: error) {
