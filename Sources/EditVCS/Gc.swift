@@ -1,6 +1,6 @@
 import Foundation
 
-/// What `mvc gc` did, with the size of `.mvc/` before and after.
+/// What `mvc gc` did, with the disk usage of `.mvc/` before and after.
 public struct GcSummary: Sendable {
   public var byteCountBefore: Int
   public var byteCountAfter: Int
@@ -49,15 +49,17 @@ extension EditRepository {
       removedSnapshotCount: removedSnapshots)
   }
 
-  /// Bytes of the regular files under `path`.
+  /// Disk usage of the regular files under `path` (allocated blocks, as `du` counts them: a
+  /// loose object costs at least one block, which is much of what packing saves).
   static func byteCount(of path: String) -> Int {
     guard let enumerator = FileManager.default.enumerator(atPath: path) else { return 0 }
     var total = 0
     while let item = enumerator.nextObject() as? String {
-      let attributes = try? FileManager.default.attributesOfItem(atPath: (path as NSString).appendingPathComponent(item))
-      if attributes?[.type] as? FileAttributeType == .typeRegular {
-        total += (attributes?[.size] as? NSNumber)?.intValue ?? 0
-      }
+      var info = stat()
+      guard lstat((path as NSString).appendingPathComponent(item), &info) == 0,
+        (info.st_mode & S_IFMT) == S_IFREG
+      else { continue }
+      total += Int(info.st_blocks) * 512
     }
     return total
   }

@@ -20,6 +20,7 @@ struct MVC: ParsableCommand {
     subcommands: [
       Init.self, Status.self, Commit.self, Log.self, Show.self, Checkout.self, Branch.self,
       Switch.self, Tag.self, Diff.self, Bisect.self, Revert.self, CherryPick.self,
+      Remote.self, Clone.self, Fetch.self, Pull.self, Push.self, Fsck.self, Gc.self,
     ]
   )
 }
