@@ -122,22 +122,30 @@ enum RemoteHarness {
 
   /// Why `git daemon` cannot run here, or nil when it can.
   static let gitDaemonUnavailableReason: String? = {
-    guard let git = gitPath else { return "no git binary on this machine" }
+    gitDaemonPath == nil ? gitDaemonProbe.reason : nil
+  }()
+
+  static var gitDaemonPath: String? { gitDaemonProbe.path }
+
+  /// Finds `git-daemon` in `git --exec-path`: it is run directly, not through the `git`
+  /// wrapper, so that the signals that stop it reach the daemon itself.
+  static let gitDaemonProbe: (path: String?, reason: String?) = {
+    guard let git = gitPath else { return (nil, "no git binary on this machine") }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: git)
     process.arguments = ["--exec-path"]
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = FileHandle.nullDevice
-    guard (try? process.run()) != nil else { return "cannot run '\(git) --exec-path'" }
+    guard (try? process.run()) != nil else { return (nil, "cannot run '\(git) --exec-path'") }
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     let execPath = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     let daemon = (execPath as NSString).appendingPathComponent("git-daemon")
     guard FileManager.default.isExecutableFile(atPath: daemon) else {
-      return "git-daemon is not installed at '\(daemon)' (Debian: package git-daemon-run or git)"
+      return (nil, "git-daemon is not installed at '\(daemon)' (Debian: package git-daemon-run or git)")
     }
-    return nil
+    return (daemon, nil)
   }()
 
   /// A `git daemon` serving `basePath` on loopback with receive-pack on; stopped by `stop()`.
@@ -151,8 +159,12 @@ enum RemoteHarness {
 
     func url(_ name: String) -> String { "git://127.0.0.1:\(port)/\(name)" }
 
+    /// SIGTERM, up to 2 s of grace, then SIGKILL (a daemon started from a process that
+    /// ignores SIGTERM inherits that), then wait.
     func stop() {
       if process.isRunning { process.terminate() }
+      for _ in 0..<20 where process.isRunning { usleep(100_000) }
+      if process.isRunning { kill(process.processIdentifier, SIGKILL) }
       process.waitUntilExit()
     }
   }
@@ -162,9 +174,9 @@ enum RemoteHarness {
     for _ in 0..<5 {
       let port = try freePort()
       let process = Process()
-      process.executableURL = URL(fileURLWithPath: gitPath ?? "/usr/bin/git")
+      process.executableURL = URL(fileURLWithPath: gitDaemonPath ?? "/usr/lib/git-core/git-daemon")
       process.arguments = [
-        "daemon", "--export-all", "--enable=receive-pack", "--base-path=\(basePath.path)",
+        "--export-all", "--enable=receive-pack", "--base-path=\(basePath.path)",
         "--listen=127.0.0.1", "--port=\(port)", "--reuseaddr", basePath.path,
       ]
       process.standardOutput = FileHandle.nullDevice
