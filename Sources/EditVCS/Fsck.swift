@@ -1,0 +1,155 @@
+import DeltaStore
+import Foundation
+
+/// What `mvc fsck` found: one line per problem, and what it looked at.
+public struct FsckReport: Sendable {
+  public var problems: [String]
+  public var commitCount: Int
+  public var treeCount: Int
+  public var blobCount: Int
+  /// Tensor states rebuilt and checked against their hash (`--full` only).
+  public var verifiedStateCount: Int
+  public var isClean: Bool { problems.isEmpty }
+}
+
+extension EditRepository {
+  /// The commits every reference (and HEAD) points at, peeled through annotated tags.
+  /// Unresolvable references are reported in `problems`.
+  func referenceTips(problems: inout [String]) throws -> [ObjectID] {
+    var tips: [ObjectID] = []
+    let names = try RepositoryError.wrap("listing references") { try git.referenceNames(withPrefix: "refs/") }
+    for name in names + ["HEAD"] {
+      do {
+        tips.append(try git.resolveCommit(name))
+      } catch let error as GitError {
+        // An unborn HEAD is no problem; a reference to nothing is.
+        if name == "HEAD", (try? head())?.commit == nil { continue }
+        problems.append("broken reference '\(name)': \(error.message)")
+      }
+    }
+    return Array(Set(tips)).sorted { $0.hex < $1.hex }
+  }
+
+  /// `mvc fsck [--full]`: every object reachable from the references is present and readable
+  /// (libgit2 verifies each object's id as it reads it), every commit's tree is an mvc tree
+  /// (`mvc-format`, `model/layout.json`, a decodable `meta.json` per tensor that matches the
+  /// layout), and with `full` every tensor state of every commit is rebuilt from the stored
+  /// objects alone (no snapshot cache) and checked against its hash.
+  public func fsck(full: Bool) throws -> FsckReport {
+    var problems: [String] = []
+    let tips = try referenceTips(problems: &problems)
+
+    // Commits, breadth first through all parents.
+    var commits: [ObjectID] = []
+    var seenCommits = Set<ObjectID>()
+    var queue = tips
+    while let id = queue.popLast() {
+      guard seenCommits.insert(id).inserted else { continue }
+      do {
+        let info = try git.commit(id)
+        commits.append(id)
+        queue.append(contentsOf: info.parents)
+      } catch let error as GitError {
+        problems.append("missing or unreadable commit \(id.hex): \(error.message)")
+      }
+    }
+
+    // Trees and blobs.
+    var seenTrees = Set<ObjectID>()
+    var seenBlobs = Set<ObjectID>()
+    func visitTree(_ id: ObjectID, path: String, commit: ObjectID) {
+      guard seenTrees.insert(id).inserted else { return }
+      do {
+        for entry in try git.readTree(id) {
+          let entryPath = path.isEmpty ? entry.name : path + "/" + entry.name
+          if entry.isTree {
+            visitTree(entry.id, path: entryPath, commit: commit)
+          } else if seenBlobs.insert(entry.id).inserted {
+            do {
+              try git.withBlob(entry.id) { _ in }
+            } catch let error as GitError {
+              problems.append("missing or unreadable blob \(entry.id.hex) ('\(entryPath)' in commit \(commit.shortHex)): \(error.message)")
+            }
+          }
+        }
+      } catch let error as GitError {
+        problems.append("missing or unreadable tree \(id.hex) ('\(path)' in commit \(commit.shortHex)): \(error.message)")
+      } catch {
+        problems.append("unreadable tree \(id.hex) in commit \(commit.shortHex): \(error)")
+      }
+    }
+    for commit in commits {
+      guard let info = try? git.commit(commit) else { continue }
+      visitTree(info.tree, path: "", commit: commit)
+      report("checking objects", seenTrees.count, seenTrees.count)
+    }
+
+    // mvc structure of each commit.
+    var wellFormed: [ObjectID] = []
+    for commit in commits {
+      do {
+        let contents = try contents(of: commit)
+        let (layout, blobs) = try layout(of: contents)
+        var named = Set<String>()
+        for shard in layout.shards {
+          if blobs[shard.headerBlob] == nil {
+            problems.append("commit \(commit.hex): model/ has no header blob '\(shard.headerBlob)' for '\(shard.file)'")
+          }
+          named.formUnion(shard.tensors)
+        }
+        let stored = Set(contents.tensorTrees.keys)
+        for name in named.subtracting(stored).sorted() {
+          problems.append("commit \(commit.hex): layout names tensor '\(name)' but tensors/ has no state for it")
+        }
+        for name in stored.subtracting(named).sorted() {
+          problems.append("commit \(commit.hex): tensors/ has '\(name)' but the layout does not name it")
+        }
+        for (name, tree) in contents.tensorTrees.sorted(by: { $0.key < $1.key }) {
+          _ = try storedState(tree, tensor: name)
+        }
+        wellFormed.append(commit)
+      } catch {
+        problems.append("commit \(commit.hex): \(Self.describe(error))")
+      }
+    }
+
+    // Every state rebuilt, oldest commits first so each step replays one change.
+    var verified = 0
+    if full {
+      let order = (try? git.walk(from: tips, reverse: true)) ?? wellFormed.reversed()
+      let wellFormedSet = Set(wellFormed)
+      var checkedTrees = Set<ObjectID>()
+      var last: [String: (hash: String, bytes: [UInt8])] = [:]
+      for (index, commit) in order.enumerated() where wellFormedSet.contains(commit) {
+        guard let contents = try? contents(of: commit) else { continue }
+        for (name, tree) in contents.tensorTrees.sorted(by: { $0.key < $1.key }) {
+          guard checkedTrees.insert(tree).inserted else { continue }
+          do {
+            let bytes: [UInt8]
+            if let previous = last[name] {
+              bytes = try previous.bytes.withUnsafeBytes {
+                try materialize(name, at: commit, current: (previous.hash, $0), useSnapshots: false)
+              }
+            } else {
+              bytes = try materialize(name, at: commit, useSnapshots: false)
+            }
+            last[name] = (try storedState(tree, tensor: name).state.hash, bytes)
+            verified += 1
+          } catch {
+            problems.append("commit \(commit.hex): tensor '\(name)': \(Self.describe(error))")
+          }
+        }
+        report("verifying states", index + 1, order.count)
+      }
+    }
+    return FsckReport(
+      problems: problems, commitCount: commits.count, treeCount: seenTrees.count, blobCount: seenBlobs.count,
+      verifiedStateCount: verified)
+  }
+
+  static func describe(_ error: Error) -> String {
+    if let error = error as? LocalizedError, let text = error.errorDescription { return text }
+    if let error = error as? GitError { return "\(error.function): \(error.message)" }
+    return "\(error)"
+  }
+}

@@ -1,0 +1,66 @@
+import Foundation
+
+/// What `mvc gc` did, with the disk usage of `.mvc/` before and after.
+public struct GcSummary: Sendable {
+  public var byteCountBefore: Int
+  public var byteCountAfter: Int
+  public var packedObjectCount: Int
+  public var removedLooseObjectCount: Int
+  public var removedPackCount: Int
+  /// Loose objects that no reference reaches; kept, as git keeps them until they expire.
+  public var unreachableLooseObjectCount: Int
+  public var removedSnapshotCount: Int
+}
+
+extension EditRepository {
+  /// `mvc gc`: packs every reachable object into one pack (libgit2's packbuilder; loose
+  /// objects and older packs go only once the new pack and its index are durable), and prunes
+  /// `.mvc/mvc-snapshots/` of states that no commit reachable from a reference has.
+  public func gc() throws -> GcSummary {
+    let before = Self.byteCount(of: gitDirectory)
+    var problems: [String] = []
+    let tips = try referenceTips(problems: &problems)
+    if let problem = problems.first {
+      // Packing from a broken set of references could drop objects someone still needs.
+      throw RepositoryError.corruptObject(what: "references", reason: problem)
+    }
+
+    // Snapshot files are named after the state hash (see `snapshotPath`).
+    var liveFiles = Set<String>()
+    let commits = try RepositoryError.wrap("walking history") { try git.walk(from: tips) }
+    for commit in commits {
+      for hash in try tensorHashes(at: commit).values {
+        liveFiles.insert((snapshotPath(hash) as NSString).lastPathComponent)
+      }
+    }
+    var removedSnapshots = 0
+    let fileManager = FileManager.default
+    for file in (try? fileManager.contentsOfDirectory(atPath: snapshotDirectory)) ?? [] where file.hasSuffix(".zst") {
+      guard !liveFiles.contains(file) else { continue }
+      try? fileManager.removeItem(atPath: (snapshotDirectory as NSString).appendingPathComponent(file))
+      removedSnapshots += 1
+    }
+
+    let outcome = try RepositoryError.wrap("packing objects") { try git.packReachableObjects() }
+    return GcSummary(
+      byteCountBefore: before, byteCountAfter: Self.byteCount(of: gitDirectory),
+      packedObjectCount: outcome.objectCount, removedLooseObjectCount: outcome.removedLooseCount,
+      removedPackCount: outcome.removedPackCount, unreachableLooseObjectCount: outcome.keptLooseCount,
+      removedSnapshotCount: removedSnapshots)
+  }
+
+  /// Disk usage of the regular files under `path` (allocated blocks, as `du` counts them: a
+  /// loose object costs at least one block, which is much of what packing saves).
+  static func byteCount(of path: String) -> Int {
+    guard let enumerator = FileManager.default.enumerator(atPath: path) else { return 0 }
+    var total = 0
+    while let item = enumerator.nextObject() as? String {
+      var info = stat()
+      guard lstat((path as NSString).appendingPathComponent(item), &info) == 0,
+        (info.st_mode & S_IFMT) == S_IFREG
+      else { continue }
+      total += Int(info.st_blocks) * 512
+    }
+    return total
+  }
+}

@@ -1,0 +1,288 @@
+import DeltaStore
+import Foundation
+
+/// A configured remote.
+public struct RemoteInfo: Sendable, Equatable {
+  public var name: String
+  public var url: String
+}
+
+/// One reference a push, fetch or pull moved: nil `old` means created.
+public struct RefUpdate: Sendable, Equatable {
+  public var name: String
+  public var old: ObjectID?
+  public var new: ObjectID
+}
+
+public struct PushSummary: Sendable {
+  public var remote: String
+  public var url: String
+  public var branch: String
+  public var updates: [RefUpdate]
+  /// Set when the root commit stores only a reference to the base file: clones need that
+  /// file at this path.
+  public var referenceBasePath: String?
+}
+
+public struct FetchSummary: Sendable {
+  public var remote: String
+  public var url: String
+  public var updates: [RefUpdate]
+}
+
+public enum PullOutcome: Sendable, Equatable {
+  case alreadyUpToDate(ObjectID)
+  case fastForward(from: ObjectID?, to: ObjectID, rewrittenTensors: Int)
+}
+
+public struct CloneSummary: Sendable {
+  public var root: String
+  public var branch: String
+  public var commit: ObjectID
+  public var modelRelativePath: String
+}
+
+extension EditRepository {
+  // MARK: remote add / remove / list
+
+  public func remotes() throws -> [RemoteInfo] {
+    try RepositoryError.wrap("listing remotes") {
+      try git.remoteNames().sorted().map { RemoteInfo(name: $0, url: try git.remote(named: $0).url) }
+    }
+  }
+
+  /// `mvc remote add NAME URL`.
+  public func addRemote(name: String, url: String) throws {
+    guard GitRepository.isValidRemoteName(name) else { throw RemoteError.invalidRemoteName(name) }
+    if try git.remoteNames().contains(name) { throw RemoteError.remoteExists(name) }
+    try RepositoryError.wrap("adding remote '\(name)'") { try git.createRemote(name: name, url: url) }
+  }
+
+  /// `mvc remote remove NAME`: its configuration and its `refs/remotes/NAME/*` go.
+  public func removeRemote(name: String) throws {
+    guard try git.remoteNames().contains(name) else { throw RemoteError.remoteNotFound(name) }
+    try RepositoryError.wrap("removing remote '\(name)'") { try git.deleteRemote(name: name) }
+  }
+
+  func lookupRemote(_ name: String) throws -> GitRemote {
+    guard try RepositoryError.wrap("listing remotes", { try git.remoteNames() }).contains(name) else {
+      throw RemoteError.remoteNotFound(name)
+    }
+    return try RepositoryError.wrap("reading remote '\(name)'") { try git.remote(named: name) }
+  }
+
+  private func referenceSnapshot(_ prefixes: [String]) throws -> [String: ObjectID] {
+    var out: [String: ObjectID] = [:]
+    for prefix in prefixes {
+      for ref in try RepositoryError.wrap("listing references", { try git.referenceNames(withPrefix: prefix) }) {
+        if let target = try? git.referenceTarget(ref) { out[ref] = target }
+      }
+    }
+    return out
+  }
+
+  private static func updates(from before: [String: ObjectID], to after: [String: ObjectID]) -> [RefUpdate] {
+    after.keys.sorted().compactMap { name in
+      guard let new = after[name], before[name] != new else { return nil }
+      return RefUpdate(name: name, old: before[name], new: new)
+    }
+  }
+
+  // MARK: push
+
+  /// `mvc push [REMOTE] [BRANCH]`: sends `refs/heads/BRANCH` (fast-forward only) and every tag.
+  /// - Throws: `RemoteError.pushRejected` when the remote refuses a reference,
+  ///   `RemoteError.transport` when it cannot be reached.
+  public func push(remote name: String, branch: String?) throws -> PushSummary {
+    let remote = try lookupRemote(name)
+    let currentBranch = try head().branchName
+    guard let branch = branch ?? currentBranch else { throw RemoteError.detachedHead(operation: "push") }
+    guard let tip = try branchTarget(branch) else { throw RepositoryError.branchNotFound(branch) }
+    var refspecs = ["refs/heads/\(branch):refs/heads/\(branch)"]
+    for tag in try RepositoryError.wrap("listing tags", { try git.referenceNames(withPrefix: "refs/tags/") }) {
+      refspecs.append("\(tag):\(tag)")
+    }
+    let tracking = "refs/remotes/\(name)/\(branch)"
+    let before = try? git.referenceTarget(tracking)
+    let rejected: [(ref: String, reason: String)]
+    do {
+      rejected = try remote.push(refspecs: refspecs)
+    } catch let error as GitError where error.code == -11 {  // GIT_ENONFASTFORWARD
+      throw RemoteError.pushRejected(remote: remote.url, refs: ["refs/heads/\(branch) (non-fast-forward)"])
+    } catch let error as GitError {
+      throw RemoteError.transport(operation: "push to", url: remote.url, message: error.message)
+    }
+    if !rejected.isEmpty {
+      throw RemoteError.pushRejected(remote: remote.url, refs: rejected.map { "\($0.ref) (\($0.reason))" })
+    }
+    // libgit2 moves the remote-tracking ref only when a fetch refspec covers it.
+    if (try? git.referenceTarget(tracking)) != tip {
+      try? git.forceReference(tracking, to: tip, message: "update by push")
+    }
+    let updates = before == tip ? [] : [RefUpdate(name: "refs/heads/\(branch)", old: before ?? nil, new: tip)]
+    return PushSummary(
+      remote: name, url: remote.url, branch: branch, updates: updates, referenceBasePath: try referenceBasePath(from: tip))
+  }
+
+  /// The base file of a `--reference-base` history, from its root commit's first tensor state.
+  func referenceBasePath(from tip: ObjectID) throws -> String? {
+    guard let root = try RepositoryError.wrap("walking history", { try git.walk(from: [tip], firstParentOnly: true) }).last
+    else { return nil }
+    let contents = try contents(of: root)
+    guard let (name, tree) = contents.tensorTrees.min(by: { $0.key < $1.key }) else { return nil }
+    let state = try storedState(tree, tensor: name).state
+    return state.kind == .reference ? (state.referencePath ?? "?") : nil
+  }
+
+  // MARK: fetch
+
+  /// `mvc fetch [REMOTE]`: branches into `refs/remotes/REMOTE/*`, tags into `refs/tags/*`.
+  public func fetch(remote name: String) throws -> FetchSummary {
+    let remote = try lookupRemote(name)
+    let prefixes = ["refs/remotes/\(name)/", "refs/tags/"]
+    let before = try referenceSnapshot(prefixes)
+    do {
+      try remote.fetch(refspecs: nil, reflog: "fetch \(name)")
+    } catch let error as GitError {
+      throw RemoteError.transport(operation: "fetch from", url: remote.url, message: error.message)
+    }
+    let after = try referenceSnapshot(prefixes)
+    return FetchSummary(remote: name, url: remote.url, updates: Self.updates(from: before, to: after))
+  }
+
+  // MARK: pull
+
+  /// `mvc pull [REMOTE] [BRANCH]`: fetch, then fast-forward the current branch and rewrite the
+  /// working model through the journaled checkout. Refuses uncommitted changes.
+  /// - Throws: `RemoteError.diverged` when neither side contains the other,
+  ///   `RemoteError.rebaseNotSupported` for `rebase: true`, `RepositoryError.uncommittedChanges`.
+  public func pull(remote name: String, branch: String?, rebase: Bool = false) throws -> PullOutcome {
+    try refuseDuringBisect()
+    let headState = try head()
+    guard let current = headState.branchName else { throw RemoteError.detachedHead(operation: "pull") }
+    let remoteBranch = branch ?? current
+    _ = try fetch(remote: name)
+    let tracking = "refs/remotes/\(name)/\(remoteBranch)"
+    guard let incoming = try RepositoryError.wrap("reading '\(tracking)'", { try git.referenceTarget(tracking) }) else {
+      throw RemoteError.noRemoteBranch(remote: name, branch: remoteBranch)
+    }
+    guard let local = headState.commit else {
+      // An unborn branch simply takes the remote's history.
+      let summary = try moveWorkingModel(
+        to: incoming, attach: .branch(name: current, commit: incoming), force: true, expectedHead: nil,
+        reflog: "pull: from \(name)/\(remoteBranch)", current: headState)
+      return .fastForward(from: nil, to: incoming, rewrittenTensors: summary.rewrittenTensors.count)
+    }
+    let ancestry = { (a: ObjectID, b: ObjectID) in
+      try RepositoryError.wrap("comparing histories") { try self.git.isAncestor(a, of: b) }
+    }
+    if try ancestry(incoming, local) { return .alreadyUpToDate(local) }
+    guard try ancestry(local, incoming) else {
+      if rebase { throw RemoteError.rebaseNotSupported }
+      throw RemoteError.diverged(remote: name, branch: remoteBranch)
+    }
+    let summary = try moveWorkingModel(
+      to: incoming, attach: .branch(name: current, commit: incoming), force: false, expectedHead: local,
+      reflog: "pull: fast-forward to \(name)/\(remoteBranch)", current: headState)
+    return .fastForward(from: local, to: incoming, rewrittenTensors: summary.rewrittenTensors.count)
+  }
+
+  // MARK: clone
+
+  /// `mvc clone URL DIR`: creates DIR, fetches everything into `DIR/.mvc`, derives the working
+  /// model's path from the default branch's `model/layout.json` (a single file keeps its file
+  /// name; a sharded model becomes the folder `model`), and writes the working model.
+  /// On failure nothing is left behind in DIR.
+  public static func clone(
+    url: String, into directory: String, environment: RepositoryEnvironment = .init()
+  ) throws -> (EditRepository, CloneSummary) {
+    let root = (directory as NSString).standardizingPath
+    let fileManager = FileManager.default
+    var createdRoot = false
+    if fileManager.fileExists(atPath: root) {
+      guard ((try? fileManager.contentsOfDirectory(atPath: root)) ?? ["?"]).isEmpty else {
+        throw RemoteError.destinationExists(path: directory)
+      }
+    } else {
+      try RepositoryError.wrap("creating '\(root)'") {
+        do { try fileManager.createDirectory(atPath: root, withIntermediateDirectories: true) } catch {
+          throw GitError(code: -1, function: "mkdir", subject: root, message: error.localizedDescription)
+        }
+      }
+      createdRoot = true
+    }
+    let gitDirectory = (root as NSString).appendingPathComponent(directoryName)
+    do {
+      let (branch, commit, model) = try cloneObjects(url: url, gitDirectory: gitDirectory)
+      let repository = try open(root: root, environment: environment)
+      try repository.checkout(commit, branch: branch, force: true)
+      return (repository, CloneSummary(root: root, branch: branch, commit: commit, modelRelativePath: model))
+    } catch {
+      if createdRoot {
+        try? fileManager.removeItem(atPath: root)
+      } else {
+        for item in (try? fileManager.contentsOfDirectory(atPath: root)) ?? [] {
+          try? fileManager.removeItem(atPath: (root as NSString).appendingPathComponent(item))
+        }
+      }
+      throw error
+    }
+  }
+
+  private static func cloneObjects(url: String, gitDirectory: String) throws -> (String, ObjectID, String) {
+    let git = try RepositoryError.wrap("creating '\(gitDirectory)'") {
+      try GitRepository.create(at: gitDirectory, initialBranch: defaultBranch)
+    }
+    try RepositoryError.wrap("writing .mvc/config") {
+      try git.setConfigString("core.compression", "0")
+      try git.setConfigString("pack.compression", "0")
+      try git.createRemote(name: "origin", url: url)
+    }
+    let remote = try RepositoryError.wrap("reading remote 'origin'") { try git.remote(named: "origin") }
+    let advertised: String?
+    do {
+      advertised = try remote.connectAndReadDefaultBranch()
+      try remote.fetch(refspecs: nil, reflog: "clone: from \(url)")
+    } catch let error as GitError {
+      throw RemoteError.transport(operation: "clone from", url: url, message: error.message)
+    }
+    let branches = try RepositoryError.wrap("listing fetched branches") {
+      try git.referenceNames(withPrefix: "refs/remotes/origin/").map { String($0.dropFirst("refs/remotes/origin/".count)) }
+        .filter { $0 != "HEAD" }.sorted()
+    }
+    let candidates = [advertised, defaultBranch, "master"].compactMap { $0 }
+    guard let branch = candidates.first(where: branches.contains) ?? branches.first,
+      let commit = try git.referenceTarget("refs/remotes/origin/\(branch)")
+    else { throw RemoteError.emptyRemote(url: url) }
+
+    let model = try modelRelativePath(git: git, commit: commit)
+    try RepositoryError.wrap("writing .mvc/config") {
+      try git.forceReference("refs/heads/\(branch)", to: commit, message: "clone: from \(url)")
+      try git.setSymbolicHead(branch: branch)
+      try git.setConfigString("branch.\(branch).remote", "origin")
+      try git.setConfigString("branch.\(branch).merge", "refs/heads/\(branch)")
+      try git.setConfigString("mvc.model", model)
+      try git.setConfigString("mvc.formatversion", String(repositoryFormatVersion))
+    }
+    return (branch, commit, model)
+  }
+
+  /// The working model's path for a clone, from `model/layout.json` of `commit`.
+  static func modelRelativePath(git: GitRepository, commit: ObjectID) throws -> String {
+    let what = "commit \(commit.shortHex)"
+    let info = try RepositoryError.wrap("reading \(what)") { try git.commit(commit) }
+    let root = try RepositoryError.wrap("reading \(what)") { try git.readTree(info.tree) }
+    guard let model = root.first(where: { $0.name == TreeEntryName.model && $0.isTree }),
+      let layoutEntry = try git.readTree(model.id).first(where: { $0.name == TreeEntryName.layout })
+    else { throw RepositoryError.corruptObject(what: what, reason: "no model/layout.json") }
+    let layout = try JSONCoding.decode(ModelLayout.self, from: try git.readBlob(layoutEntry.id), what: "layout of \(what)")
+    if layout.kind == "file", let file = layout.shards.first?.file {
+      let name = (file as NSString).lastPathComponent
+      guard !name.isEmpty, name != ".", name != "..", name != EditRepository.directoryName else {
+        throw RepositoryError.corruptObject(what: what, reason: "layout names the file '\(file)'")
+      }
+      return name
+    }
+    return "model"
+  }
+}
