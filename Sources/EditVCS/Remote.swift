@@ -33,6 +33,8 @@ public struct FetchSummary: Sendable {
 public enum PullOutcome: Sendable, Equatable {
   case alreadyUpToDate(ObjectID)
   case fastForward(from: ObjectID?, to: ObjectID, rewrittenTensors: Int)
+  /// `--rebase` on diverged histories: the local commits replayed on top of `onto`.
+  case rebased(onto: ObjectID, tip: ObjectID, replayed: Int)
 }
 
 public struct CloneSummary: Sendable {
@@ -155,7 +157,8 @@ extension EditRepository {
   /// `mvc pull [REMOTE] [BRANCH]`: fetch, then fast-forward the current branch and rewrite the
   /// working model through the journaled checkout. Refuses uncommitted changes.
   /// - Throws: `RemoteError.diverged` when neither side contains the other,
-  ///   `RemoteError.rebaseNotSupported` for `rebase: true`, `RepositoryError.uncommittedChanges`.
+  ///   unless `rebase`, which replays the local commits' deltas onto the remote's
+  ///   (``rebase(onto:)``); `RepositoryError.uncommittedChanges`.
   public func pull(remote name: String, branch: String?, rebase: Bool = false) throws -> PullOutcome {
     try refuseDuringBisect()
     let headState = try head()
@@ -178,8 +181,9 @@ extension EditRepository {
     }
     if try ancestry(incoming, local) { return .alreadyUpToDate(local) }
     guard try ancestry(local, incoming) else {
-      if rebase { throw RemoteError.rebaseNotSupported }
-      throw RemoteError.diverged(remote: name, branch: remoteBranch)
+      guard rebase else { throw RemoteError.diverged(remote: name, branch: remoteBranch) }
+      let (tip, replayed) = try self.rebase(onto: incoming)
+      return .rebased(onto: incoming, tip: tip, replayed: replayed)
     }
     let summary = try moveWorkingModel(
       to: incoming, attach: .branch(name: current, commit: incoming), force: false, expectedHead: local,

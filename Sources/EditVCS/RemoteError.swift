@@ -13,7 +13,6 @@ public enum RemoteError: Error, LocalizedError, Equatable {
   case detachedHead(operation: String)
   case destinationExists(path: String)
   case emptyRemote(url: String)
-  case rebaseNotSupported
 
   public var errorDescription: String? {
     switch self {
@@ -29,7 +28,6 @@ public enum RemoteError: Error, LocalizedError, Equatable {
     case .detachedHead(let operation): return "cannot \(operation) with a detached HEAD"
     case .destinationExists(let path): return "destination path '\(path)' already exists and is not an empty directory"
     case .emptyRemote(let url): return "'\(url)' has no branches to clone"
-    case .rebaseNotSupported: return "'mvc pull --rebase' is not supported yet"
     }
   }
 
@@ -39,9 +37,8 @@ public enum RemoteError: Error, LocalizedError, Equatable {
     case .remoteExists: return "remove it first with 'mvc remote remove NAME'"
     case .pushRejected:
       return "the remote has commits you do not have; 'mvc pull' first, then push again"
-    case .diverged: return "combine the histories with 'mvc merge', then push"
+    case .diverged: return "combine the histories with 'mvc merge' (or 'mvc pull --rebase'), then push"
     case .detachedHead: return "switch to a branch, or name the branch explicitly"
-    case .rebaseNotSupported: return "use 'mvc merge' to combine diverged histories"
     default: return nil
     }
   }

@@ -17,7 +17,7 @@ extension MVC {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The remote (default: origin).") var remote = "origin"
     @Argument(help: "The remote branch (default: the current branch's name).") var branch: String?
-    @Flag(help: "Replay local commits on top of the remote's (not supported yet).") var rebase = false
+    @Flag(help: "Replay local commits on top of the remote's (their deltas, as factors).") var rebase = false
 
     func run() throws {
       let repository = try Session.open(global)
@@ -29,6 +29,8 @@ extension MVC {
       case .fastForward(let from, let to, let rewritten):
         Diagnostics.printError("Updating \(from?.shortHex ?? "(none)")..\(to.shortHex)")
         Diagnostics.printError("Fast-forward: \(rewritten) tensor\(rewritten == 1 ? "" : "s") rewritten")
+      case .rebased(let onto, let tip, let replayed):
+        Diagnostics.printError("Rebased \(replayed) commit\(replayed == 1 ? "" : "s") onto \(onto.shortHex): now at \(tip.shortHex)")
       }
     }
   }
