@@ -130,7 +130,8 @@ import Testing
     #expect(rejected.status == 128)
     #expect(rejected.stderr.hasPrefix("fatal: failed to push"), "\(rejected.stderr)")
     let rebase = try H.mvc(["pull", "--rebase"], in: clone)
-    #expect(rebase.status == 128 && rebase.stderr.contains("not supported"))
+    #expect(rebase.status == 0, "pull --rebase: \(rebase.stderr)")
+    #expect(try H.mvc(["push", "-q"], in: clone).status == 0)
 
     print(
       "[\(label)] \(commitCount + 1) commits, model \(history[0].1.count) bytes: push \(pushTime), clone \(cloneTime), "
@@ -204,6 +205,44 @@ import Testing
       #expect(try H.mvc(["remote"], in: work).stdout == "origin\n")
       let occupied = try H.mvc(["clone", bare.path, clone.path], in: dir)
       #expect(occupied.status == 128 && occupied.stderr.contains("already exists"))
+    }
+  }
+
+  /// Diverged histories: plain pull refuses and points at merge; --rebase replays the local
+  /// commit's delta on top of the remote's, keeping both edits.
+  @Test func pullRebaseReplaysLocalCommitsOntoTheRemote() throws {
+    try withTemporaryDirectory { dir in
+      let work = dir.appendingPathComponent("work")
+      try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+      var tensors = transformerFixture(blocks: 1, hidden: 16, intermediate: 48, seed: 5)
+      try writeSafetensors(tensors, to: work.appendingPathComponent("model.safetensors"))
+      #expect(try H.mvc(["init", "-q", "model.safetensors"], in: work).status == 0)
+      let bare = dir.appendingPathComponent("o.git")
+      #expect(try H.git(["init", "-q", "--bare", bare.path], in: dir).status == 0)
+      #expect(try H.mvc(["remote", "add", "origin", bare.path], in: work).status == 0)
+      #expect(try H.mvc(["push", "-q"], in: work).status == 0)
+      let clone = dir.appendingPathComponent("c")
+      #expect(try H.mvc(["clone", "-q", bare.path, clone.path], in: dir).status == 0)
+      _ = try Self.commitEdit(&tensors, in: work, step: 1)  // tensor 1
+      #expect(try H.mvc(["push", "-q"], in: work).status == 0)
+      var theirs = transformerFixture(blocks: 1, hidden: 16, intermediate: 48, seed: 5)
+      _ = try Self.commitEdit(&theirs, in: clone, step: 2)  // tensor 3, on the clone
+      let diverged = try H.mvc(["pull"], in: clone)
+      #expect(diverged.status == 128 && diverged.stderr.contains("diverged"), "\(diverged.stderr)")
+      let rebased = try H.mvc(["pull", "--rebase"], in: clone)
+      #expect(rebased.status == 0, "\(rebased.stderr)")
+      let log = try H.mvc(["log", "--oneline"], in: clone).stdout.split(separator: "\n")
+      #expect(log.count == 4)
+      #expect(log.first?.hasSuffix("edit 2") == true)
+      // Each edit touched its own tensor, so the rebased model holds both exactly.
+      let model = try readSafetensorsFixture(clone.appendingPathComponent("model.safetensors")).tensors
+      for (index, expected) in [(1, tensors[1]), (3, theirs[3])] {
+        let got = model[index].floats
+        let want = expected.floats
+        let worst = zip(got, want).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst <= 1e-6, "tensor \(expected.name): max |Δ| \(worst)")
+      }
+      try Self.expectClean(clone)
     }
   }
 
