@@ -223,20 +223,20 @@ import Testing
       #expect(try H.mvc(["push", "-q"], in: work).status == 0)
       let clone = dir.appendingPathComponent("c")
       #expect(try H.mvc(["clone", "-q", bare.path, clone.path], in: dir).status == 0)
-      _ = try Self.commitEdit(&tensors, in: work, step: 1)  // tensor 1
+      _ = try Self.commitEdit(&tensors, in: work, step: 4)  // tensor 0
       #expect(try H.mvc(["push", "-q"], in: work).status == 0)
       var theirs = transformerFixture(blocks: 1, hidden: 16, intermediate: 48, seed: 5)
-      _ = try Self.commitEdit(&theirs, in: clone, step: 2)  // tensor 3, on the clone
+      _ = try Self.commitEdit(&theirs, in: clone, step: 5)  // tensor 1, on the clone
       let diverged = try H.mvc(["pull"], in: clone)
       #expect(diverged.status == 128 && diverged.stderr.contains("diverged"), "\(diverged.stderr)")
       let rebased = try H.mvc(["pull", "--rebase"], in: clone)
       #expect(rebased.status == 0, "\(rebased.stderr)")
       let log = try H.mvc(["log", "--oneline"], in: clone).stdout.split(separator: "\n")
       #expect(log.count == 4)
-      #expect(log.first?.hasSuffix("edit 2") == true)
+      #expect(log.first?.hasSuffix("edit 5") == true)
       // Each edit touched its own tensor, so the rebased model holds both exactly.
       let model = try readSafetensorsFixture(clone.appendingPathComponent("model.safetensors")).tensors
-      for (index, expected) in [(1, tensors[1]), (3, theirs[3])] {
+      for (index, expected) in [(0, tensors[0]), (1, theirs[1])] {
         let got = model[index].floats
         let want = expected.floats
         let worst = zip(got, want).map { abs($0 - $1) }.max() ?? 0
@@ -250,9 +250,11 @@ import Testing
     try withTemporaryDirectory { dir in
       let work = dir.appendingPathComponent("work")
       try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-      try writeSafetensors(
-        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 2), to: work.appendingPathComponent("model.safetensors"))
-      #expect(try H.mvc(["init", "-q", "--reference-base", "model.safetensors"], in: work).status == 0)
+      let fixture = transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 2)
+      try writeSafetensors(fixture, to: work.appendingPathComponent("model.safetensors"))
+      try writeSafetensors(fixture, to: dir.appendingPathComponent("base.safetensors"))
+      let base = dir.appendingPathComponent("base.safetensors").path
+      #expect(try H.mvc(["init", "-q", "model.safetensors", "--reference-base", base], in: work).status == 0)
       let bare = dir.appendingPathComponent("o.git")
       #expect(try H.git(["init", "-q", "--bare", bare.path], in: dir).status == 0)
       #expect(try H.mvc(["remote", "add", "origin", bare.path], in: work).status == 0)
