@@ -232,7 +232,7 @@ import Testing
       let rebased = try H.mvc(["pull", "--rebase"], in: clone)
       #expect(rebased.status == 0, "\(rebased.stderr)")
       let log = try H.mvc(["log", "--oneline"], in: clone).stdout.split(separator: "\n")
-      #expect(log.count == 4)
+      #expect(log.count == 3)  // base, the remote's edit, the replayed local edit
       #expect(log.first?.hasSuffix("edit 5") == true)
       // Each edit touched its own tensor, so the rebased model holds both exactly.
       let model = try readSafetensorsFixture(clone.appendingPathComponent("model.safetensors")).tensors
