@@ -178,6 +178,11 @@ extension EditRepository {
       name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: stateHash,
       parentHash: parentState.state.hash, rows: rows, cols: cols, rank: factors.rank, u: factors.u, v: factors.v,
       residual: residual, approximate: approximate, norms: norms)
+    if approximate {
+      reconstructed.withUnsafeBytes { rotateTipSnapshot($0, state: written.state) }
+    } else {
+      rotateTipSnapshot(work, state: written.state)
+    }
     return EncodedChange(
       tree: written.tree,
       change: .init(

@@ -54,7 +54,7 @@ extension EditRepository {
     name: String, dtype: DType, shape: [Int], shard: Int, hash: String, parentHash: String,
     rows: Int, cols: Int, rank: Int, u: [Float], v: [Float], residual: EncodedResidual?,
     approximate: Bool, norms: DeltaNorms
-  ) throws -> (tree: ObjectID, storedByteCount: Int) {
+  ) throws -> (tree: ObjectID, storedByteCount: Int, state: TensorState) {
     let compressor = try makeCompressor(level: 3)
     var entries: [GitRepository.TreeEntry] = []
     var stored = 0
@@ -75,7 +75,7 @@ extension EditRepository {
       residualNonzeroCount: residual?.nonzeroCount ?? 0, approximate: approximate ? true : nil, norms: norms)
     let meta = try JSONCoding.encode(state)
     entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(meta), isTree: false))
-    return (try writeTree(entries), stored + meta.count)
+    return (try writeTree(entries), stored + meta.count, state)
   }
 
   /// Writes the root tree and the commit object; moves no reference.

@@ -75,14 +75,12 @@ extension EditRepository {
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "chain has no starting state")
       }
     }
-    var replayed = 0
     while let step = remaining.popLast() {
       try applyLowRank(step, to: &bytes, tensor: tensor)
-      replayed += 1
-      // Long replays leave a snapshot behind so the next checkout nearby replays at most
-      // `snapshotInterval` steps (a bisection walks back and forth over the same chain).
-      if replayed % Self.snapshotInterval == 0 && !remaining.isEmpty {
-        saveSnapshot(bytes, state: step.state)
+      // Replays leave the grid's snapshots behind, so the next checkout nearby replays about
+      // `snapshotInterval` steps at most (a bisection walks back and forth over one chain).
+      if !remaining.isEmpty && Self.isGridState(step.state.hash) {
+        bytes.withUnsafeBytes { saveSnapshot($0, state: step.state) }
       }
     }
     let target = chain[0].state
@@ -175,6 +173,22 @@ extension EditRepository {
 extension EditRepository {
   static let snapshotInterval = 16
 
+  /// About one state in `snapshotInterval` is a grid state, chosen by its hash (the last hex
+  /// digit is 0), so every process agrees on the grid without any bookkeeping.
+  static func isGridState(_ hash: String) -> Bool { hash.hasSuffix("0") }
+
+  /// After a commit: keep the new state of a changed tensor as its "tip" snapshot, so the next
+  /// commit on that tensor starts from it instead of replaying the chain (the editor has
+  /// overwritten the bytes the working model had). The parent's tip snapshot goes unless it is
+  /// on the grid.
+  func rotateTipSnapshot(_ bytes: UnsafeRawBufferPointer, state: TensorState) {
+    guard state.kind == .lowRank else { return }
+    saveSnapshot(bytes, state: state)
+    if let parent = state.parentHash, !Self.isGridState(parent) {
+      try? FileManager.default.removeItem(atPath: snapshotPath(parent))
+    }
+  }
+
   var snapshotDirectory: String { (gitDirectory as NSString).appendingPathComponent("mvc-snapshots") }
 
   func snapshotPath(_ hash: String) -> String {
@@ -184,7 +198,7 @@ extension EditRepository {
 
   func hasSnapshot(_ hash: String) -> Bool { FileManager.default.fileExists(atPath: snapshotPath(hash)) }
 
-  func saveSnapshot(_ bytes: [UInt8], state: TensorState) {
+  func saveSnapshot(_ bytes: UnsafeRawBufferPointer, state: TensorState) {
     let path = snapshotPath(state.hash)
     guard !FileManager.default.fileExists(atPath: path) else { return }
     // A cache: failing to write one (full disk) only costs time later.

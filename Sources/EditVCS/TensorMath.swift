@@ -22,10 +22,14 @@ enum TensorMath {
   /// one rounding to the stored dtype (round to nearest, ties to even).
   static func addLowRankCanonical(
     _ raw: UnsafeMutableRawBufferPointer, dtype: DType, rows: Int, cols: Int,
-    u: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>, rank: Int
+    u: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>, rank: Int, allowFastPath: Bool = true
   ) throws {
     guard rank > 0 else { return }
     guard let uBase = u.baseAddress, let vBase = v.baseAddress else { return }
+    if allowFastPath && dtype == .f32 && rank == 1, let base = raw.baseAddress {
+      addRankOneF32(base, rows: rows, cols: cols, u: uBase, v: vBase)
+      return
+    }
     let blockRows = rowsPerBlock(cols: cols)
     let scratch = UnsafeMutablePointer<Double>.allocate(capacity: blockRows * cols)
     defer { scratch.deallocate() }
@@ -39,6 +43,25 @@ enum TensorMath {
         into: scratch, rowRange: 0..<count, columnCount: cols, u: uBase + row * rank, v: vBase, rank: rank)
       FloatConversion.encode(UnsafeBufferPointer(block), dtype: dtype, into: raw, elementOffset: elements.lowerBound)
       row += count
+    }
+  }
+
+  /// The canonical rule for the commonest case (F32, one rank-one edit) in a single pass, without
+  /// the Float64 block: `x = round_f32(Double(x) + Double(u_i)·Double(v_j))`. The product of two
+  /// Float32 values is exact in Float64, so this is bit for bit the general path: one product, one
+  /// addition, one rounding (`Float(_:)` for finite results, the portable `f32Bits` otherwise).
+  static func addRankOneF32(
+    _ raw: UnsafeMutableRawPointer, rows: Int, cols: Int, u: UnsafePointer<Float>, v: UnsafePointer<Float>
+  ) {
+    for i in 0..<rows {
+      let ui = Double(u[i])
+      let row = raw + i * cols * 4
+      for j in 0..<cols {
+        let x = Double(Float(bitPattern: UInt32(littleEndian: (row + 4 * j).loadUnaligned(as: UInt32.self))))
+        let y = x + ui * Double(v[j])
+        let bits = y.isFinite ? Float(y).bitPattern : FloatConversion.f32Bits(y)
+        (row + 4 * j).storeBytes(of: bits.littleEndian, as: UInt32.self)
+      }
     }
   }
 
@@ -186,5 +209,22 @@ extension TensorMath {
     y.withUnsafeMutableBufferPointer { FloatConversion.decode(b, dtype: dtype, elements: 0..<count, into: $0) }
     for i in 0..<count { x[i] -= y[i] }
     return x
+  }
+}
+
+/// The canonical reconstruction rule of docs/FORMAT.md, for tests and tools that check it.
+public enum CanonicalRule {
+  /// `raw = round_dtype(raw + U·Vᵀ)` in place (raw: rows×cols elements of `dtype`).
+  /// - Parameter generalPathOnly: skip the fused F32 rank-one kernel (to check they agree).
+  public static func apply(
+    to raw: UnsafeMutableRawBufferPointer, dtype: DType, rows: Int, cols: Int, u: [Float], v: [Float], rank: Int,
+    generalPathOnly: Bool = false
+  ) throws {
+    try u.withUnsafeBufferPointer { up in
+      try v.withUnsafeBufferPointer { vp in
+        try TensorMath.addLowRankCanonical(
+          raw, dtype: dtype, rows: rows, cols: cols, u: up, v: vp, rank: rank, allowFastPath: !generalPathOnly)
+      }
+    }
   }
 }
