@@ -165,7 +165,7 @@ if has table; then
 
   # -- git + git-lfs: the full safetensors at every commit
   mkdir -p "$work/lfs" && cd "$work/lfs"
-  git init -q . && git config user.email bench@example.com && git config user.name bench
+  git init -q -b main . && git config user.email bench@example.com && git config user.name bench
   git lfs install --local >/dev/null && git lfs track "*.safetensors" >/dev/null
   cp "$work/v/v0.safetensors" model.safetensors
   measure sh -c 'git add .gitattributes model.safetensors && git commit -q -m base'
@@ -208,7 +208,7 @@ if has table; then
       export HOME=$work/theta/home PATH=$venv/bin:$PATH GIT_THETA_CHECKPOINT_TYPE=safetensors
       git config --global user.email bench@example.com && git config --global user.name bench
       git theta install >/dev/null 2>&1
-      git init -q . && git lfs install --local >/dev/null
+      git init -q -b main . && git lfs install --local >/dev/null
       cp "$work/v/v0.safetensors" model.safetensors
       git theta track model.safetensors >/dev/null 2>&1
       measure sh -c 'git theta add model.safetensors >/dev/null 2>&1 && git commit -q -m base >/dev/null 2>&1'
