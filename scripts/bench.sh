@@ -310,7 +310,7 @@ if has solvers; then
       continue
     fi
     r=$( [[ $nps != - ]] && calc "$s / $nps" || echo -)
-    printf '%-6s %6s | %10s %12s | %10s %12s | %8s\n' "$m" "$n" "$s" "$rss" "$nps" "$(awk -v k="$nprss" 'BEGIN { printf "%.0f", k / 1.048576 }')" "$r"
+    printf '%-6s %6s | %10s %12s | %10s %12s | %8s\n' "$m" "$n" "$s" "$rss" "$nps" "$nprss" "$r"
   done <"$results/swift"
   echo "(Swift s = EditSolvers.solve alone; numpy s = W0K + solve; peak RSS of a process running one row, incl. W0 and C0)"
 fi
