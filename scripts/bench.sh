@@ -373,6 +373,8 @@ if has long; then
   measure mvc bisect good
   echo "bisect steps (mvc bisect good): $b1 s, $secs s; peak RSS of checkouts/bisect $(mib $long_kib) MiB"
   mvc bisect reset -q >/dev/null 2>&1 || true
+  g=$(((bytes - init_files) / N)) lim=$(((4096 + 1024) * 4 + 4096 * 1024 / 16))
+  echo "G1 growth per rank-1 edit (N=$N) $g B ≤ $lim B: $(pass "$g <= $lim")"
   echo "G2 checkout (N=$N) max $long_co_max s ≤ 2 × cp $cp_long s: $(pass "$long_co_max <= 2 * $cp_long")" | tee "$results/goals_long"
   cd "$work" && rm -rf "$work/long" "$work/long-base.safetensors"
 fi
@@ -426,6 +428,8 @@ if has gpt2xl; then
   echo "repository: after init $init_files B, after 5 edits $xl_files B (growth per edit $(((xl_files - init_files) / 5)) B)"
   xl_limit=$((2 * 6400 * 1600 * 4 / 1024 + 64 * 1024))
   xcmed=$(printf '%s\n' "${xc[@]}" | median)
+  g=$(((xl_files - init_files) / 5)) lim=$(((6400 + 1600) * 4 + 6400 * 1600 / 16))
+  echo "G1 growth per rank-1 edit $g B ≤ $lim B: $(pass "$g <= $lim")"
   echo "G3 commit median $xcmed s ≤ 3 × cp $xl_cp s: $(pass "$xcmed <= 3 * $xl_cp")"
   echo "G2 checkout max $(printf '%s\n' "$xo1" "$xo5" "$xi1" "$xi5" | maxof) s ≤ 2 × cp: $(pass "$(printf '%s\n' "$xo1" "$xo5" "$xi1" "$xi5" | maxof) <= 2 * $xl_cp")"
   echo "G5 peak RSS commit $(mib $xc_kib) MiB, checkout $(mib $xo_kib) MiB ≤ 2 × 39 MiB + 64 MiB = $((xl_limit / 1024)) MiB: commit $(pass "$xc_kib <= $xl_limit"), checkout $(pass "$xo_kib <= $xl_limit")"
