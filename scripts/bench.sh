@@ -55,7 +55,10 @@ measure() {
   }
   read -r secs kib <"$work/.t"
 }
-file_bytes() { find "$1" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
+# Repository bytes leave out mvc's local snapshot cache (.mvc/mvc-snapshots: materialized states,
+# never pushed, deleted by 'mvc gc' when unreachable), which is reported on its own.
+file_bytes() { find "$1" -type f -not -path '*/mvc-snapshots/*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
+cache_bytes() { find "$1/mvc-snapshots" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 du_bytes() { du -sb "$1" | cut -f1; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 maxof() { sort -g | tail -1; }
@@ -263,7 +266,7 @@ if has table; then
   fi
   row "cp (full copy per edit)" "$(((N + 1) * model_bytes))" "$model_bytes" "$cp_secs" "$(mib $cp_kib)" "$cp_secs" "$cp_secs" "$cp_secs" "$cp_secs" "$cp_secs" "$(mib $cp_kib)" "$cp_secs"
   row "raw fp32 factors" "$((N * raw))" "$raw" "" "" "" "" "" "" "" "" ""
-  echo "(repo bytes: mvc = file bytes of .mvc, du -sb $mvc_du; others du -sb .git incl. LFS objects. growth/edit: mvc = (after − after init)/N;"
+  echo "(repo bytes: mvc = file bytes of .mvc without the snapshot cache ($(cache_bytes .mvc) B), du -sb $mvc_du; others du -sb .git incl. LFS objects. growth/edit: mvc = (after − after init)/N;"
   echo " git-lfs, git-theta = bytes/(N+1) commits. co = checkout in place of the 1st/middle/last edit; co 1-tensor = from edit N−1 to N;"
   echo " bisect: mvc = median of $((${#mvc_bisect[@]})) 'mvc bisect good' steps (first ${mvc_bisect_first}s, last ${mvc_bisect_last}s), git = git checkout <mid>."
   echo " mvc checkout -o: 1st ${mvc_coo[1]} s, mid ${mvc_coo[$mid]} s, last ${mvc_coo[$N]} s. MiB = peak RSS, /usr/bin/time %M.)"
@@ -351,7 +354,7 @@ if has long; then
   N=$target mid=$((target / 2))
   echo "== mvc alone, bench256, $N sequential rank-1 edits (editor + commit loop: $loop_secs s)"
   bytes=$(file_bytes .mvc)
-  echo "repository: $bytes file bytes ($(du_bytes .mvc) du -sb); growth per edit $(((bytes - init_files) / N)) B; commit median $(printf '%s\n' "${commits[@]}" | median) s, max $(printf '%s\n' "${commits[@]}" | maxof) s; cp $cp_long s"
+  echo "repository: $bytes file bytes ($(du_bytes .mvc) du -sb .mvc, of which snapshot cache $(cache_bytes .mvc)); growth per edit $(((bytes - init_files) / N)) B; commit median $(printf '%s\n' "${commits[@]}" | median) s, max $(printf '%s\n' "${commits[@]}" | maxof) s; cp $cp_long s"
   long_co_max=0 long_kib=0
   for k in 1 $mid $N; do
     measure mvc checkout "${lrevs[k]}" -o "$work/out.safetensors"
