@@ -52,7 +52,10 @@ public enum ResidualCodec {
         what: "tensor", expected: committed.count / width * width, actual: committed.count)
     }
     let n = committed.count / width
-    var differences = [Int64](repeating: 0, count: n)
+    // Only the nonzero differences are kept (a few percent of the elements for an editor's
+    // rounding), so encoding costs memory in proportion to the residual, not to the tensor.
+    var positions: [Int] = []
+    var values: [Int64] = []
     var nonzero = 0
     var maxMagnitude: UInt64 = 0
     var sparseByteCount = 0
@@ -62,7 +65,8 @@ public enum ResidualCodec {
       let r = OrderedBits.ordered(load(reconstructed, i, width), dtype: dtype)
       let d = signExtend(UInt64(bitPattern: c &- r), bits: width * 8)
       guard d != 0 else { continue }
-      differences[i] = d
+      positions.append(i)
+      values.append(d)
       nonzero += 1
       maxMagnitude = max(maxMagnitude, d.magnitude)
       sparseByteCount += lebByteCount(UInt64(i - last - 1)) + lebByteCount(zigzag(d))
@@ -83,11 +87,9 @@ public enum ResidualCodec {
 
     var best: [UInt8]?
     for candidate in candidates {
-      let payload = differences.withUnsafeBufferPointer {
-        makePayload(
-          candidate.kind, $0, denseWidth: candidate.denseWidth, rawByteCount: candidate.rawByteCount
-        )
-      }
+      let payload = makePayload(
+        candidate.kind, positions: positions, values: values, elementCount: n,
+        denseWidth: candidate.denseWidth, rawByteCount: candidate.rawByteCount)
       precondition(payload.count == candidate.rawByteCount)
       var blob: [UInt8] = [
         formatVersion, candidate.kind.rawValue, UInt8(candidate.denseWidth), UInt8(width),
@@ -221,27 +223,28 @@ public enum ResidualCodec {
   // MARK: - Payloads
 
   private static func makePayload(
-    _ kind: Kind, _ d: UnsafeBufferPointer<Int64>, denseWidth: Int, rawByteCount: Int
+    _ kind: Kind, positions: [Int], values: [Int64], elementCount: Int, denseWidth: Int, rawByteCount: Int
   ) -> [UInt8] {
     var out = [UInt8]()
     out.reserveCapacity(rawByteCount)
     switch kind {
     case .twoBit:
       out = [UInt8](repeating: 0, count: rawByteCount)
-      for i in 0..<d.count where d[i] != 0 {
-        out[i >> 2] |= (d[i] == 1 ? 1 : 2) << UInt8((i & 3) * 2)
+      for (i, d) in zip(positions, values) {
+        out[i >> 2] |= (d == 1 ? 1 : 2) << UInt8((i & 3) * 2)
       }
     case .sparse:
       var last = -1
-      for i in 0..<d.count where d[i] != 0 {
+      for i in positions {
         appendLEB(UInt64(i - last - 1), to: &out)
         last = i
       }
-      for v in d where v != 0 { appendLEB(zigzag(v), to: &out) }
+      for v in values { appendLEB(zigzag(v), to: &out) }
     case .dense:
-      for v in d {
+      out = [UInt8](repeating: 0, count: elementCount * denseWidth)
+      for (i, v) in zip(positions, values) {
         let u = UInt64(bitPattern: v)
-        for b in 0..<denseWidth { out.append(UInt8(truncatingIfNeeded: u >> UInt64(8 * b))) }
+        for b in 0..<denseWidth { out[i * denseWidth + b] = UInt8(truncatingIfNeeded: u >> UInt64(8 * b)) }
       }
     }
     return out

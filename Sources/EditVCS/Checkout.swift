@@ -93,10 +93,10 @@ extension EditRepository {
       // Put back what was written (the old state is committed), so a failed command leaves
       // the working model as it was; if even that fails, the journal makes the next command
       // finish the move instead.
+      let headTensors = headState.commit.flatMap { try? tensorHashes(at: $0) } ?? [:]
       if inPlace, let headCommit = headState.commit, let reopened = try? WorkingModel(path: modelPath),
         (try? rewriteInPlace(
-          reopened, tensors: toRewrite.filter { (try? tensorHashes(at: headCommit)[$0]) != nil }, at: headCommit,
-          hooked: false)) != nil
+          reopened, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit, hooked: false)) != nil
       {
         try? FileManager.default.removeItem(atPath: journalPath)
         invalidateStatCache()

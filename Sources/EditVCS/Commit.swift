@@ -28,9 +28,9 @@ struct EncodedChange {
   var tree: ObjectID
   var change: EditRecord.TensorChange
   var hash: String
-  /// Set when the committed bytes differ from the working bytes (`--tolerance`): the working
-  /// model is rewritten with these so it matches what checkout will produce.
-  var normalizedBytes: [UInt8]?
+  /// True when the committed bytes differ from the working bytes (`--tolerance`): the working
+  /// model is then rewritten so it matches what checkout will produce.
+  var differsFromWorkingModel = false
 }
 
 extension EditRepository {
@@ -47,7 +47,7 @@ extension EditRepository {
 
     var trees = parentContents.tensorTrees
     var changes: [EditRecord.TensorChange] = []
-    var normalized: [String: [UInt8]] = [:]
+    var needsNormalization = false
     for (i, entry) in status.entries.enumerated() {
       report("committing", i, status.entries.count)
       switch entry.change {
@@ -69,18 +69,12 @@ extension EditRepository {
           parentState: try storedState(headTree, tensor: entry.name), tolerance: options.tolerance)
         trees[entry.name] = encoded.tree
         changes.append(encoded.change)
-        if let bytes = encoded.normalizedBytes { normalized[entry.name] = bytes }
+        needsNormalization = needsNormalization || encoded.differsFromWorkingModel
       }
       working.releasePages(of: entry.name)
     }
-    // Shards may have been renamed or reordered: state's shard index follows the working layout.
-    for name in working.tensorNames {
-      guard let tree = trees[name], let (shard, _) = working.location(of: name) else { continue }
-      let stored = try storedState(tree, tensor: name)
-      if stored.state.shard != shard {
-        trees[name] = try reshard(stored, to: shard)
-      }
-    }
+    // A state's `shard` is informational: the layout says which file holds each tensor, so
+    // re-sharding rewrites only `model/`, never a state (a rewritten state would break its chain).
     let (layout, headers) = working.layout()
     let record = EditRecord(
       formatVersion: repositoryFormatVersion, method: options.method ?? "working-model", changes: changes,
@@ -88,7 +82,7 @@ extension EditRepository {
     let commit = try writeCommit(
       layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
       message: options.message, parents: [parent])
-    if normalized.isEmpty {
+    if !needsNormalization {
       try advanceHead(from: parent, to: commit, message: "commit: \(options.message)")
       var newHashes = hashes
       for change in changes where change.storage == "removed" { newHashes[change.name] = nil }
@@ -98,17 +92,6 @@ extension EditRepository {
       try moveWorkingModel(to: commit, attach: headState, force: true, expectedHead: parent, reflog: "commit: \(options.message)")
     }
     return CommitResult(commit: commit, record: record)
-  }
-
-  /// A copy of a state's subtree with another shard index (only the metadata changes).
-  func reshard(_ stored: StoredTensorState, to shard: Int) throws -> ObjectID {
-    var state = stored.state
-    state.shard = shard
-    var entries = stored.blobs.filter { $0.key != TreeEntryName.meta }.map {
-      GitRepository.TreeEntry(name: $0.key, id: $0.value, isTree: false)
-    }
-    entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(try JSONCoding.encode(state)), isTree: false))
-    return try writeTree(entries)
   }
 
   /// Stores the change of one tensor from its HEAD state to the working bytes: as factors plus
@@ -149,7 +132,8 @@ extension EditRepository {
         : nil
     }
     guard let factors else { return try storeComplete() }
-    var reconstructed = previous
+    // The parent's bytes are not needed past the difference: reconstruct in the same buffer.
+    var reconstructed = consume previous
     try reconstructed.withUnsafeMutableBytes { raw in
       try factors.u.withUnsafeBufferPointer { u in
         try factors.v.withUnsafeBufferPointer { v in
@@ -179,16 +163,16 @@ extension EditRepository {
       parentHash: parentState.state.hash, rows: rows, cols: cols, rank: factors.rank, u: factors.u, v: factors.v,
       residual: residual, approximate: approximate, norms: norms)
     if approximate {
-      reconstructed.withUnsafeBytes { rotateTipSnapshot($0, state: written.state) }
+      reconstructed.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
     } else {
-      rotateTipSnapshot(work, state: written.state)
+      snapshotIfGridState(work, state: written.state)
     }
     return EncodedChange(
       tree: written.tree,
       change: .init(
         name: name, storage: "low_rank", rank: factors.rank, norms: norms,
         residualNonzeroCount: residual?.nonzeroCount ?? 0, storedByteCount: written.storedByteCount),
-      hash: stateHash, normalizedBytes: approximate ? reconstructed : nil)
+      hash: stateHash, differsFromWorkingModel: approximate)
   }
 
   func factorNorms(_ u: [Float], _ v: [Float], rows: Int, cols: Int, rank: Int, weightFrobenius: Double) throws

@@ -200,7 +200,7 @@ extension EditRepository {
           name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, hash: hash,
           parentHash: state.hash, rows: rows, cols: cols, rank: rank, u: u, v: v, residual: nil,
           approximate: false, norms: norms)
-        bytes.withUnsafeBytes { rotateTipSnapshot($0, state: written.state) }
+        bytes.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
         trees[delta.name] = written.tree
         changes.append(
           .init(name: delta.name, storage: "low_rank", rank: rank, norms: norms, residualNonzeroCount: 0,

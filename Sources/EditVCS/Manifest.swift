@@ -21,7 +21,8 @@ public struct TensorState: Codable, Equatable, Sendable {
   public var name: String
   public var dtype: DType
   public var shape: [Int]
-  /// Index into the layout's shards.
+  /// The shard that held the tensor when this state was written; informational: the commit's
+  /// layout (`model/layout.json`) is what says which file holds the tensor.
   public var shard: Int
   /// The content hash of the tensor's bytes in this state.
   public var hash: String

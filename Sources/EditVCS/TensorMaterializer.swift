@@ -177,16 +177,11 @@ extension EditRepository {
   /// digit is 0), so every process agrees on the grid without any bookkeeping.
   static func isGridState(_ hash: String) -> Bool { hash.hasSuffix("0") }
 
-  /// After a commit: keep the new state of a changed tensor as its "tip" snapshot, so the next
-  /// commit on that tensor starts from it instead of replaying the chain (the editor has
-  /// overwritten the bytes the working model had). The parent's tip snapshot goes unless it is
-  /// on the grid.
-  func rotateTipSnapshot(_ bytes: UnsafeRawBufferPointer, state: TensorState) {
-    guard state.kind == .lowRank else { return }
+  /// After a commit: the new state of a changed tensor is saved when it is a grid state (its
+  /// bytes are at hand, so the grid costs no replay), keeping later replays short.
+  func snapshotIfGridState(_ bytes: UnsafeRawBufferPointer, state: TensorState) {
+    guard state.kind == .lowRank, Self.isGridState(state.hash) else { return }
     saveSnapshot(bytes, state: state)
-    if let parent = state.parentHash, !Self.isGridState(parent) {
-      try? FileManager.default.removeItem(atPath: snapshotPath(parent))
-    }
   }
 
   var snapshotDirectory: String { (gitDirectory as NSString).appendingPathComponent("mvc-snapshots") }
