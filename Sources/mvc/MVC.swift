@@ -39,4 +39,9 @@ struct GlobalOptions: ParsableArguments {
     guard let directory else { return cwd }
     return directory.hasPrefix("/") ? directory : (cwd as NSString).appendingPathComponent(directory)
   }
+
+  /// A path the user typed, made absolute against the working directory (`-C` included).
+  func path(_ text: String) -> String {
+    text.hasPrefix("/") ? text : (workingDirectory as NSString).appendingPathComponent(text)
+  }
 }

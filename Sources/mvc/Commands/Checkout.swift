@@ -42,7 +42,7 @@ extension MVC {
       let repository = try Session.open(global)
       let target = try repository.resolve(revision)
       if let output {
-        let path = output.hasPrefix("/") ? output : (global.workingDirectory as NSString).appendingPathComponent(output)
+        let path = global.path(output)
         let shardSet = shards.map { Set($0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.map { $0 - 1 }) }
         let tensorSet = try tensors.map { try repository.tensorNames(at: target, matching: $0) }
         try repository.materialize(target, to: path, tensors: tensorSet, shards: shardSet, force: force)

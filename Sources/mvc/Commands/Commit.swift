@@ -42,22 +42,12 @@ extension MVC {
       let repository = try Session.open(global)
       let result: CommitResult
       if let delta {
-        let path = delta.hasPrefix("/") ? delta : (global.workingDirectory as NSString).appendingPathComponent(delta)
+        let path = global.path(delta)
         result = try repository.commitDelta(file: path, message: message)
       } else {
         result = try repository.commit(CommitOptions(message: message, tolerance: tolerance))
       }
-      guard !global.quiet else { return }
-      let branch = (try? repository.head().branchName) ?? nil
-      output("[\(branch ?? "detached HEAD") \(result.commit.shortHex)] \(message.split(separator: "\n").first ?? "")")
-      for change in result.record.changes {
-        var line = " \(change.storage.padding(toLength: 8, withPad: " ", startingAt: 0)) \(change.name)"
-        if let rank = change.rank { line += "  rank \(rank)" }
-        if let norms = change.norms { line += String(format: "  ‖ΔW‖/‖W‖ %.3g", norms.relativeFrobenius) }
-        if let residual = change.residualNonzeroCount, residual > 0 { line += "  residual \(residual) elements" }
-        line += "  stored \(Format.bytes(change.storedByteCount))"
-        output(line)
-      }
+      if !global.quiet { ChangeReport.print(result, repository: repository) }
     }
   }
 }

@@ -47,7 +47,7 @@ extension MVC {
       if !(mu >= 0 && mu.isFinite) { throw ValidationError("--mu must be a number ≥ 0") }
     }
 
-    func path(_ p: String) -> String { p.hasPrefix("/") ? p : (global.workingDirectory as NSString).appendingPathComponent(p) }
+    func path(_ p: String) -> String { global.path(p) }
 
     func run() throws {
       let repository = try Session.open(global)
@@ -87,7 +87,7 @@ extension MVC {
 
       func run() throws {
         let repository = try Session.open(global)
-        let path = keys.hasPrefix("/") ? keys : (global.workingDirectory as NSString).appendingPathComponent(keys)
+        let path = global.path(keys)
         let array = try NpyFile.read(from: path)
         try repository.addProbe(array, tensor: tensor)
         if !global.quiet { Diagnostics.printError("Stored \(array.shape.first ?? 0) probe keys for '\(tensor)'") }

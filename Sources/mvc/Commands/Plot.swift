@@ -24,7 +24,7 @@ extension MVC {
       let repository = try Session.open(global)
       let input = try repository.normPlotInput(
         tip: try repository.resolve(revision), culprit: try culprit.map { try repository.resolve($0) })
-      let path = out.hasPrefix("/") ? out : (global.workingDirectory as NSString).appendingPathComponent(out)
+      let path = global.path(out)
       do {
         try Data(NormPlot.svg(input).utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
       } catch {
