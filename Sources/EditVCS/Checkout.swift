@@ -55,7 +55,7 @@ extension EditRepository {
   ) throws -> CheckoutSummary {
     let headState = try current ?? head()
     let targetContents = try contents(of: target)
-    let targetHashes = try tensorHashes(at: target)
+    let targetHashes = try timed("target hashes") { try tensorHashes(at: target) }
 
     var working: WorkingModel?
     do {
@@ -66,7 +66,7 @@ extension EditRepository {
     }
     var currentHashes: [String: String] = [:]
     if let working {
-      currentHashes = workingHashes(working)
+      currentHashes = timed("working hashes") { workingHashes(working) }
       if !force, let headCommit = headState.commit {
         let status = try status(of: working, against: headCommit, head: headState)
         if !status.isClean {
@@ -85,9 +85,9 @@ extension EditRepository {
     try writeJournal(journal)
     do {
       if inPlace, let working {
-        try rewriteInPlace(working, tensors: toRewrite, at: target)
+        try timed("rewrite \(toRewrite.count) tensors in place") { try rewriteInPlace(working, tensors: toRewrite, at: target) }
       } else {
-        try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil)
+        try timed("write whole model") { try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil) }
       }
     } catch {
       // Put back what was written (the old state is committed), so a failed command leaves
@@ -106,7 +106,7 @@ extension EditRepository {
       }
       throw error
     }
-    try finishMove(journal, expectedHead: expectedHead, reflog: reflog)
+    try timed("finish move") { try finishMove(journal, expectedHead: expectedHead, reflog: reflog) }
     return CheckoutSummary(target: target, rewrittenTensors: toRewrite, wroteWholeFiles: !inPlace)
   }
 

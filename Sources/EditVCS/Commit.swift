@@ -40,10 +40,10 @@ extension EditRepository {
     let headState = try head()
     guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
     let working = try WorkingModel(path: modelPath)
-    let status = try status(of: working, against: parent, head: headState)
+    let status = try timed("status") { try self.status(of: working, against: parent, head: headState) }
     guard !status.isClean else { throw RepositoryError.nothingToCommit }
     let parentContents = try contents(of: parent)
-    let hashes = workingHashes(working)
+    let hashes = timed("working hashes") { workingHashes(working) }
 
     var trees = parentContents.tensorTrees
     var changes: [EditRecord.TensorChange] = []
@@ -64,9 +64,11 @@ extension EditRepository {
         changes.append(.init(name: entry.name, storage: "added", storedByteCount: written.storedByteCount))
       case .modified:
         guard let hash = hashes[entry.name], let headTree = parentContents.tensorTrees[entry.name] else { continue }
-        let encoded = try encodeWorkingChange(
-          entry.name, working: working, hash: hash, parent: parent,
-          parentState: try storedState(headTree, tensor: entry.name), tolerance: options.tolerance)
+        let encoded = try timed("encode '\(entry.name)'") {
+          try encodeWorkingChange(
+            entry.name, working: working, hash: hash, parent: parent,
+            parentState: try storedState(headTree, tensor: entry.name), tolerance: options.tolerance)
+        }
         trees[entry.name] = encoded.tree
         changes.append(encoded.change)
         needsNormalization = needsNormalization || encoded.differsFromWorkingModel
@@ -79,9 +81,9 @@ extension EditRepository {
     let record = EditRecord(
       formatVersion: repositoryFormatVersion, method: options.method ?? "working-model", changes: changes,
       tolerance: options.tolerance, details: options.details)
-    let commit = try writeCommit(
+    let commit = try timed("write commit") { try writeCommit(
       layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
-      message: options.message, parents: [parent])
+      message: options.message, parents: [parent]) }
     if !needsNormalization {
       try advanceHead(from: parent, to: commit, message: "commit: \(options.message)")
       var newHashes = hashes
@@ -113,7 +115,7 @@ extension EditRepository {
     }
     // Factors pay only for float matrices; vectors and integer tensors are stored complete.
     guard info.dtype.isEditableFloat, rows >= 2, cols >= 2 else { return try storeComplete() }
-    let previous = try materialize(name, at: parent)
+    let previous = try timed("materialize parent state") { try materialize(name, at: parent) }
     let count = rows * cols
     // Break-even: r·(rows+cols) factor elements against rows·cols dense ones; the residual
     // and the factors' own entropy make dense storage win a little earlier.
@@ -128,7 +130,9 @@ extension EditRepository {
       }
       factors =
         measured.allFinite
-        ? try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+        ? try timed("rank finder") {
+          try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+        }
         : nil
     }
     guard let factors else { return try storeComplete() }
@@ -153,8 +157,10 @@ extension EditRepository {
       approximate = true
       stateHash = reconstructed.withUnsafeBytes { ContentHash.of($0).description }
     } else {
-      residual = try reconstructed.withUnsafeBytes {
-        try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+      residual = try timed("residual") {
+        try reconstructed.withUnsafeBytes {
+          try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+        }
       }
     }
     let norms = try factorNorms(factors.u, factors.v, rows: rows, cols: cols, rank: factors.rank, weightFrobenius: measured.oldFrobenius)

@@ -20,15 +20,18 @@ public struct RepositoryEnvironment {
   public var progress: ((ProgressEvent) -> Void)?
   /// zstd worker threads for full-tensor compression (0 = single-threaded).
   public var compressionWorkers: Int32
+  /// Receives one line per timed phase (`MVC_TRACE_PERFORMANCE`, like git's `GIT_TRACE_PERFORMANCE`).
+  public var tracePerformance: ((String) -> Void)?
 
   public init(
     commitTime: Int64? = nil, ioHook: IOHook? = nil, progress: ((ProgressEvent) -> Void)? = nil,
-    compressionWorkers: Int32 = 0
+    compressionWorkers: Int32 = 0, tracePerformance: ((String) -> Void)? = nil
   ) {
     self.commitTime = commitTime
     self.ioHook = ioHook
     self.progress = progress
     self.compressionWorkers = compressionWorkers
+    self.tracePerformance = tracePerformance
   }
 }
 
@@ -199,5 +202,16 @@ public final class EditRepository {
 
   func report(_ phase: String, _ completed: Int, _ total: Int, bytes: Int = 0) {
     environment.progress?(ProgressEvent(phase: phase, completed: completed, total: total, byteCount: bytes))
+  }
+
+  /// Runs `body`, reporting its wall time to the performance trace when one is set.
+  func timed<T>(_ phase: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
+    guard let trace = environment.tracePerformance else { return try body() }
+    let start = DispatchTime.now().uptimeNanoseconds
+    defer {
+      let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+      trace(String(format: "%.6f s: ", seconds) + phase())
+    }
+    return try body()
   }
 }

@@ -57,26 +57,28 @@ extension EditRepository {
     _ tensor: String, at commit: ObjectID, current: (hash: String, bytes: UnsafeRawBufferPointer)? = nil,
     useSnapshots: Bool = true
   ) throws -> [UInt8] {
-    let chain = try stateChain(of: tensor, at: commit, stopAtHash: current?.hash, useSnapshots: useSnapshots)
+    let chain = try timed("state chain of '\(tensor)'") {
+      try stateChain(of: tensor, at: commit, stopAtHash: current?.hash, useSnapshots: useSnapshots)
+    }
     guard let oldest = chain.last else { return [] }
     var bytes: [UInt8]
     var remaining = chain.dropLast()
     if let current, oldest.state.hash == current.hash {
       bytes = Array(current.bytes)
     } else if oldest.state.kind == .lowRank, useSnapshots {
-      guard let cached = try loadSnapshot(oldest.state) else {
+      guard let cached = try timed("load snapshot", { try loadSnapshot(oldest.state) }) else {
         return try materialize(tensor, at: commit, current: current, useSnapshots: false)
       }
       bytes = cached
     } else {
-      bytes = try completeBytes(oldest, tensor: tensor)
+      bytes = try timed("complete bytes (\(oldest.state.kind))") { try completeBytes(oldest, tensor: tensor) }
       if oldest.state.kind == .lowRank {
         // A chain may end on a low-rank state only when it is the caller's current state.
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "chain has no starting state")
       }
     }
     while let step = remaining.popLast() {
-      try applyLowRank(step, to: &bytes, tensor: tensor)
+      try timed("apply rank-\(step.state.rank ?? 0) state") { try applyLowRank(step, to: &bytes, tensor: tensor) }
       // Replays leave the grid's snapshots behind, so the next checkout nearby replays about
       // `snapshotInterval` steps at most (a bisection walks back and forth over one chain).
       if !remaining.isEmpty && Self.isGridState(step.state.hash) {
@@ -84,7 +86,7 @@ extension EditRepository {
       }
     }
     let target = chain[0].state
-    let actual = bytes.withUnsafeBytes { ContentHash.of($0).description }
+    let actual = timed("verify hash") { bytes.withUnsafeBytes { ContentHash.of($0).description } }
     guard actual == target.hash else {
       throw RepositoryError.hashMismatch(
         tensor: tensor, revision: commit.shortHex, expected: target.hash, actual: actual)

@@ -16,7 +16,29 @@ enum Session {
     }
     let progress = quiet ? nil : ProgressBar.makeReporter()
     return RepositoryEnvironment(
-      commitTime: date, ioHook: FaultInjection.hook(from: variables), progress: progress, compressionWorkers: 2)
+      commitTime: date, ioHook: FaultInjection.hook(from: variables), progress: progress, compressionWorkers: 2,
+      tracePerformance: performanceTrace(variables["MVC_TRACE_PERFORMANCE"]))
+  }
+
+  /// Like git's GIT_TRACE_PERFORMANCE: "1"/"true"/"2" traces to stderr, an absolute path appends there.
+  static func performanceTrace(_ setting: String?) -> ((String) -> Void)? {
+    guard let setting, !["", "0", "false"].contains(setting.lowercased()) else { return nil }
+    let started = Date()
+    let sink: (String) -> Void
+    if setting.hasPrefix("/") {
+      sink = { line in
+        guard let handle = FileHandle(forWritingAtPath: setting) ?? {
+          FileManager.default.createFile(atPath: setting, contents: nil)
+          return FileHandle(forWritingAtPath: setting)
+        }() else { return }
+        handle.seekToEndOfFile()
+        handle.write(Data(line.utf8))
+        handle.closeFile()
+      }
+    } else {
+      sink = { FileHandle.standardError.write(Data($0.utf8)) }
+    }
+    return { line in sink(String(format: "performance: +%.3f ", Date().timeIntervalSince(started)) + line + "\n") }
   }
 
   static func open(_ global: GlobalOptions) throws -> EditRepository {
