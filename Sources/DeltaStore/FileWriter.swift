@@ -161,12 +161,16 @@ public final class AtomicFileWriter {
   /// Syncs the temporary file, renames it over `path`, and syncs the directory.
   ///
   /// On failure before the rename the temporary file is removed and the target is unchanged.
+  /// - Parameter durable: false skips both syncs, for caches whose readers verify what they read
+  ///   (a crash may then leave a damaged file, never a half-renamed one).
   /// - Throws: The hook's error or `DeltaStoreError`.
-  public func commit() throws {
+  public func commit(durable: Bool = true) throws {
     precondition(state == .open, "commit after commit or abandon")
     do {
-      try hook?(.willFsync(path: temporaryPath))
-      try fsyncChecked(fd, path: temporaryPath)
+      if durable {
+        try hook?(.willFsync(path: temporaryPath))
+        try fsyncChecked(fd, path: temporaryPath)
+      }
       try hook?(.willRename(from: temporaryPath, to: path))
       guard rename(temporaryPath, path) == 0 else {
         throw DeltaStoreError.system("rename", path: path, errno: errno)
@@ -178,6 +182,7 @@ public final class AtomicFileWriter {
     state = .committed
     close(fd)
     fd = -1
+    guard durable else { return }
     // The rename is only durable once the directory entry is on disk.
     try hook?(.willFsync(path: directory))
     let dirfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -10,6 +10,8 @@ public final class MappedFile {
   public let path: String
   /// The file's size in bytes when it was mapped.
   public let byteCount: Int
+  /// The inode mapped: a path whose inode differs now names another file.
+  public let inode: UInt64
   private let base: UnsafeMutableRawPointer?
 
   /// Maps the file at `path`.
@@ -26,6 +28,7 @@ public final class MappedFile {
     }
     let size = Int(info.st_size)
     byteCount = size
+    inode = UInt64(info.st_ino)
     if size == 0 {
       base = nil
       return

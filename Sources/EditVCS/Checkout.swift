@@ -85,9 +85,13 @@ extension EditRepository {
     try writeJournal(journal)
     do {
       if inPlace, let working {
-        try timed("rewrite \(toRewrite.count) tensors in place") { try rewriteInPlace(working, tensors: toRewrite, at: target) }
+        try timed("rewrite \(toRewrite.count) tensors in place") {
+          try rewriteInPlace(working, tensors: toRewrite, at: target, currentHashes: currentHashes)
+        }
       } else {
-        try timed("write whole model") { try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil) }
+        try timed("write whole model") {
+          try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil, previousHashes: currentHashes)
+        }
       }
     } catch {
       // Put back what was written (the old state is committed), so a failed command leaves
@@ -171,21 +175,61 @@ extension EditRepository {
   }
 
   /// Overwrites the named tensors' bytes in the working files with their state at `commit`.
-  func rewriteInPlace(_ working: WorkingModel, tensors: [String], at commit: ObjectID, hooked: Bool = true) throws {
+  /// - Parameter currentHashes: the working tensors' hashes when the caller has them.
+  func rewriteInPlace(
+    _ working: WorkingModel, tensors: [String], at commit: ObjectID, hooked: Bool = true,
+    currentHashes: [String: String] = [:]
+  ) throws {
     var writers: [Int: InPlaceFileWriter] = [:]
-    for (i, name) in tensors.enumerated() {
-      guard let (shard, info) = working.location(of: name), let bytes = working.bytes(of: name) else { continue }
-      let current = (hash: ContentHash.of(bytes).description, bytes: bytes)
-      let fresh = try materialize(name, at: commit, current: current)
+    var done = 0
+    let present = tensors.filter { working.location(of: $0) != nil }
+    try materializeInOrder(present, at: commit, current: { name in
+      guard let bytes = working.bytes(of: name) else { return nil }
+      return (currentHashes[name] ?? ContentHash.of(bytes).description, bytes)
+    }) { name, fresh in
+      guard let (shard, info) = working.location(of: name) else { return }
       let writer = try writers[shard] ?? InPlaceFileWriter(path: working.shardPath(shard), hook: hooked ? environment.ioHook : nil)
       writers[shard] = writer
       try fresh.withUnsafeBytes {
         try writer.write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
       }
       working.releasePages(of: name)
-      report("writing tensors", i + 1, tensors.count, bytes: fresh.count)
+      done += 1
+      report("writing tensors", done, present.count, bytes: fresh.count)
     }
     for writer in writers.values { try writer.sync() }
+  }
+
+  /// Tensors rebuilt at once: each holds its bytes in memory, so this bounds peak memory at
+  /// about that many of the largest tensor; two keep both cores of a small machine busy.
+  var materializationWidth: Int { max(1, min(2, ProcessInfo.processInfo.activeProcessorCount)) }
+
+  /// Rebuilds `tensors` at `commit`, `materializationWidth` at a time on worker threads, and
+  /// hands each result to `write` on this thread in the given order, so writes, the journal
+  /// and fault-injection hooks see the same sequence whatever the timing.
+  func materializeInOrder(
+    _ tensors: [String], at commit: ObjectID,
+    current: (String) -> (hash: String, bytes: UnsafeRawBufferPointer)?,
+    write: (String, [UInt8]) throws -> Void
+  ) throws {
+    var next = 0
+    while next < tensors.count {
+      let batch = Array(tensors[next..<min(tensors.count, next + materializationWidth)])
+      next += batch.count
+      let plans = try batch.map { try planMaterialization($0, at: commit, current: current($0)) }
+      var results = [Result<[UInt8]?, Error>](repeating: .success(nil), count: plans.count)
+      results.withUnsafeMutableBufferPointer { out in
+        DispatchQueue.concurrentPerform(iterations: plans.count) { i in
+          out[i] = Result { try self.runMaterialization(plans[i]) }
+        }
+      }
+      for (i, name) in batch.enumerated() {
+        // nil: a damaged snapshot was dropped; rebuild from the object database alone.
+        let fresh = try results[i].get() ?? materialize(name, at: commit, current: current(name), useSnapshots: false)
+        results[i] = .success(nil)
+        try write(name, fresh)
+      }
+    }
   }
 
   /// Writes the model of `commit` to `path` (a file, or a folder for sharded models), each file
@@ -196,7 +240,8 @@ extension EditRepository {
   ///   - shards: when set (sharded models), only these shard files (0-based) are written,
   ///     byte-exact, plus the index, so each node of a multi-node job writes just its part.
   func writeWholeModel(
-    at commit: ObjectID, to path: String, previous: WorkingModel?, tensors: Set<String>?, shards: Set<Int>? = nil
+    at commit: ObjectID, to path: String, previous: WorkingModel?, tensors: Set<String>?, shards: Set<Int>? = nil,
+    previousHashes: [String: String] = [:]
   ) throws {
     let contents = try contents(of: commit)
     let (layout, blobs) = try layout(of: contents)
@@ -241,10 +286,14 @@ extension EditRepository {
       let writer = try AtomicFileWriter(path: shardPath, byteCount: totalBytes, hook: environment.ioHook)
       do {
         try header.withUnsafeBytes { try writer.write($0, at: 0) }
+        var currentStates: [String: (hash: String, bytes: UnsafeRawBufferPointer)] = [:]
+        var rebuild: [String] = []
+        var offsets: [String: Int] = [:]
         for info in parsed.tensors {
+          offsets[info.name] = dataStart + info.dataOffsets.lowerBound
           var current: (hash: String, bytes: UnsafeRawBufferPointer)?
           if let previous, let bytes = previous.bytes(of: info.name), bytes.count == info.byteCount {
-            current = (ContentHash.of(bytes).description, bytes)
+            current = (previousHashes[info.name] ?? ContentHash.of(bytes).description, bytes)
           }
           // Unchanged tensors are copied inside the kernel, as `cp` would.
           if let current, current.hash == states[info.name]?.hash, let previous,
@@ -259,9 +308,12 @@ extension EditRepository {
             report("writing tensors", done, total, bytes: info.byteCount)
             continue
           }
-          let fresh = try materialize(info.name, at: commit, current: current)
-          try fresh.withUnsafeBytes { try writer.write($0, at: dataStart + info.dataOffsets.lowerBound) }
-          previous?.releasePages(of: info.name)
+          currentStates[info.name] = current
+          rebuild.append(info.name)
+        }
+        try materializeInOrder(rebuild, at: commit, current: { currentStates[$0] }) { name, fresh in
+          try fresh.withUnsafeBytes { try writer.write($0, at: offsets[name] ?? 0) }
+          previous?.releasePages(of: name)
           done += 1
           report("writing tensors", done, total, bytes: fresh.count)
         }

@@ -151,8 +151,13 @@ extension EditRepository {
     return commit
   }
 
-  func saveStatCache(working: WorkingModel, hashes: [String: String]) {
-    let cache = StatCache(files: working.fileStats(), tensorHashes: hashes, writtenAtNanoseconds: StatCache.nowNanoseconds())
+  /// - Parameter stats: the files' stat records taken before `hashes` were computed (nil: now).
+  func saveStatCache(working: WorkingModel, hashes: [String: String], stats: [FileStat]? = nil) {
+    let files = working.fileStats()
+    // Hashes of files that changed while being hashed, or of a file renamed over the mapped one,
+    // describe neither version.
+    guard stats == nil || stats == files, working.stillMapped(files) else { return }
+    let cache = StatCache(files: files, tensorHashes: hashes, writtenAtNanoseconds: StatCache.writeTime(after: files))
     guard let data = try? JSONCoding.encode(cache) else { return }
     // The cache only saves time: a lost or torn cache costs a rehash (a torn one fails to
     // decode), so it is renamed into place without the fsyncs that durable files get.
@@ -168,8 +173,9 @@ extension EditRepository {
     if let cache = StatCache.load(from: statCachePath), let hashes = cache.hashes(matching: working.fileStats()) {
       return hashes
     }
+    let stats = working.fileStats()
     let hashes = working.hashAll { done, total in self.report("hashing", done, total) }
-    saveStatCache(working: working, hashes: hashes)
+    saveStatCache(working: working, hashes: hashes, stats: stats)
     return hashes
   }
 }

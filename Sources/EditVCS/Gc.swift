@@ -35,7 +35,8 @@ extension EditRepository {
     }
     var removedSnapshots = 0
     let fileManager = FileManager.default
-    for file in (try? fileManager.contentsOfDirectory(atPath: snapshotDirectory)) ?? [] where file.hasSuffix(".zst") {
+    // Also the zstd-compressed snapshots (`.zst`) and abandoned temporary files of older versions.
+    for file in (try? fileManager.contentsOfDirectory(atPath: snapshotDirectory)) ?? [] {
       guard !liveFiles.contains(file) else { continue }
       try? fileManager.removeItem(atPath: (snapshotDirectory as NSString).appendingPathComponent(file))
       removedSnapshots += 1

@@ -33,8 +33,11 @@ struct FileStat: Codable, Equatable {
 /// Like git's index: the tensor hashes of the working files as they were when last hashed,
 /// keyed by their stat records, so an unchanged model is not hashed again.
 ///
-/// Racy entries (a file modified within a second of the cache being written, where a second
-/// rewrite could keep the same timestamps) are not trusted, as git does.
+/// Racy entries are not trusted, as in git: file times come from the kernel's coarse clock (one
+/// tick, ≤ 10 ms, behind the real time), so a file changed within a tick after the cache was
+/// written could keep the recorded times. A record is trusted only when its mtime and ctime are
+/// at least `racyMargin` older than the cache; the writer waits out the rest of that margin
+/// (at most 20 ms) after writing the model itself, so its own rewrites never leave racy entries.
 struct StatCache: Codable {
   var files: [FileStat]
   var tensorHashes: [String: String]
@@ -51,13 +54,24 @@ struct StatCache: Codable {
     return try? JSONDecoder().decode(StatCache.self, from: data)
   }
 
+  static let racyMargin: Int64 = 20_000_000
+
   /// The cached hashes when `current` matches the recorded files and none is racy.
   func hashes(matching current: [FileStat]) -> [String: String]? {
     guard current == files else { return nil }
-    for file in files where file.modifiedNanoseconds >= writtenAtNanoseconds - 1_000_000_000 {
+    for file in files where max(file.modifiedNanoseconds, file.changedNanoseconds) >= writtenAtNanoseconds - Self.racyMargin {
       return nil
     }
     return tensorHashes
+  }
+
+  /// The time to record for a cache of `files`: now, once `racyMargin` has passed since the
+  /// newest of their times (sleeping for the rest of it, at most `racyMargin`).
+  static func writeTime(after files: [FileStat]) -> Int64 {
+    let newest = files.map { max($0.modifiedNanoseconds, $0.changedNanoseconds) }.max() ?? 0
+    let wait = newest + racyMargin + 1 - nowNanoseconds()
+    if wait > 0 && wait <= racyMargin + 1 { usleep(useconds_t(wait / 1000 + 1)) }
+    return nowNanoseconds()
   }
 
   static func nowNanoseconds() -> Int64 {

@@ -2,6 +2,10 @@ import Apply
 import DeltaStore
 import Foundation
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Rebuilds a tensor's exact bytes at a commit from the stored states.
 ///
 /// A state is `full` (complete), `reference` (complete, read from the base file), or a
@@ -57,80 +61,135 @@ extension EditRepository {
     _ tensor: String, at commit: ObjectID, current: (hash: String, bytes: UnsafeRawBufferPointer)? = nil,
     useSnapshots: Bool = true
   ) throws -> [UInt8] {
-    let chain = try timed("state chain of '\(tensor)'") {
-      try stateChain(of: tensor, at: commit, stopAtHash: current?.hash, useSnapshots: useSnapshots)
-    }
-    guard let oldest = chain.last else { return [] }
-    var bytes: [UInt8]
-    var remaining = chain.dropLast()
-    if let current, oldest.state.hash == current.hash {
-      bytes = Array(current.bytes)
-    } else if oldest.state.kind == .lowRank, useSnapshots {
-      guard let cached = try timed("load snapshot", { try loadSnapshot(oldest.state) }) else {
-        return try materialize(tensor, at: commit, current: current, useSnapshots: false)
-      }
-      bytes = cached
-    } else {
-      bytes = try timed("complete bytes (\(oldest.state.kind))") { try completeBytes(oldest, tensor: tensor) }
-      if oldest.state.kind == .lowRank {
-        // A chain may end on a low-rank state only when it is the caller's current state.
-        throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "chain has no starting state")
-      }
-    }
-    while let step = remaining.popLast() {
-      try timed("apply rank-\(step.state.rank ?? 0) state") { try applyLowRank(step, to: &bytes, tensor: tensor) }
-      // Replays leave the grid's snapshots behind, so the next checkout nearby replays about
-      // `snapshotInterval` steps at most (a bisection walks back and forth over one chain).
-      if !remaining.isEmpty && Self.isGridState(step.state.hash) {
-        bytes.withUnsafeBytes { saveSnapshot($0, state: step.state) }
-      }
-    }
-    let target = chain[0].state
-    let actual = timed("verify hash") { bytes.withUnsafeBytes { ContentHash.of($0).description } }
-    guard actual == target.hash else {
-      throw RepositoryError.hashMismatch(
-        tensor: tensor, revision: commit.shortHex, expected: target.hash, actual: actual)
+    let plan = try planMaterialization(tensor, at: commit, current: current, useSnapshots: useSnapshots)
+    guard let bytes = try runMaterialization(plan) else {
+      // A damaged snapshot was dropped: rebuild from the object database alone.
+      return try materialize(tensor, at: commit, current: current, useSnapshots: false)
     }
     return bytes
   }
 
-  /// Bytes of a `full` or `reference` state.
-  func completeBytes(_ stored: StoredTensorState, tensor: String) throws -> [UInt8] {
+  /// Reads from the object database (on the calling thread: libgit2 handles are not shared)
+  /// everything the rebuild of `tensor` at `commit` needs, so `runMaterialization` can run on
+  /// any thread.
+  func planMaterialization(
+    _ tensor: String, at commit: ObjectID, current: (hash: String, bytes: UnsafeRawBufferPointer)? = nil,
+    useSnapshots: Bool = true
+  ) throws -> MaterializationPlan {
+    let chain = try timed("state chain of '\(tensor)'") {
+      try stateChain(of: tensor, at: commit, stopAtHash: current?.hash, useSnapshots: useSnapshots)
+    }
+    guard let oldest = chain.last else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "no state at \(commit.shortHex)")
+    }
+    let start: MaterializationPlan.Start
+    if let current, oldest.state.hash == current.hash {
+      start = .bytes(current.bytes)
+    } else if oldest.state.kind == .lowRank {
+      guard useSnapshots else {
+        // A chain may end on a low-rank state only when it is the caller's current state.
+        throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "chain has no starting state")
+      }
+      start = .snapshot(path: snapshotPath(oldest.state.hash))
+    } else {
+      start = try completeSource(oldest, tensor: tensor)
+    }
+    let steps = try chain.dropLast().reversed().map { stored in
+      MaterializationPlan.Step(
+        state: stored.state, factors: try encodedFactors(of: stored, tensor: tensor),
+        residual: try stored.blobs[TreeEntryName.residual].map { try git.readBlob($0) },
+        saveSnapshot: Self.isGridState(stored.state.hash) && stored.tree != chain[0].tree
+          && !hasSnapshot(stored.state.hash) ? snapshotPath(stored.state.hash) : nil)
+    }
+    return MaterializationPlan(tensor: tensor, revision: commit, start: start, startState: oldest.state, steps: steps, target: chain[0].state)
+  }
+
+  /// Rebuilds the tensor a plan describes and checks it against the target state's hash.
+  /// Touches no libgit2 handle. Returns nil when the plan starts from a snapshot that turned
+  /// out damaged (it is deleted; plan again without snapshots).
+  func runMaterialization(_ plan: MaterializationPlan) throws -> [UInt8]? {
+    let tensor = plan.tensor
+    var bytes: [UInt8]
+    switch plan.start {
+    case .bytes(let current):
+      bytes = Array(current)
+    case .snapshot:
+      guard let cached = try timed("load snapshot", { try loadSnapshot(plan.startState) }) else { return nil }
+      bytes = cached
+    case .full(let chunks):
+      bytes = try timed("complete bytes (full)") { try decodeFull(plan.startState, chunks: chunks, tensor: tensor) }
+    case .reference(let path):
+      bytes = try timed("complete bytes (reference)") { try referenceBytes(plan.startState, path: path, tensor: tensor) }
+    }
+    for step in plan.steps {
+      try timed("apply rank-\(step.state.rank ?? 0) state") { try applyLowRank(step, to: &bytes, tensor: tensor) }
+      // Replays leave the grid's snapshots behind, so the next checkout nearby replays about
+      // `snapshotInterval` steps at most (a bisection walks back and forth over one chain).
+      if let path = step.saveSnapshot {
+        bytes.withUnsafeBytes { saveSnapshot($0, to: path) }
+      }
+    }
+    let actual = timed("verify hash") { bytes.withUnsafeBytes { ContentHash.of($0).description } }
+    guard actual == plan.target.hash else {
+      throw RepositoryError.hashMismatch(
+        tensor: tensor, revision: plan.revision.shortHex, expected: plan.target.hash, actual: actual)
+    }
+    return bytes
+  }
+
+  /// Where the bytes of a `full` or `reference` state come from.
+  func completeSource(_ stored: StoredTensorState, tensor: String) throws -> MaterializationPlan.Start {
     let state = stored.state
     switch state.kind {
     case .full:
-      var out = [UInt8](repeating: 0, count: state.byteCount)
       let count = state.chunkCount ?? 0
-      var blobs: [ObjectID] = []
-      for i in 0..<count {
+      let chunks = try (0..<count).map { i -> [UInt8] in
         guard let id = stored.blobs[TreeEntryName.chunk(i)] else {
           throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing \(TreeEntryName.chunk(i))")
         }
-        blobs.append(id)
+        return try git.readBlob(id)
       }
-      try out.withUnsafeMutableBytes { destination in
-        try TensorBlobs.decodeFull(
-          chunkCount: count, chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
-          dtype: state.dtype, into: destination
-        ) { i in try git.readBlob(blobs[i]) }
-      }
-      return out
+      return .full(chunks: chunks)
     case .reference:
       guard let path = state.referencePath else {
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "reference state without a path")
       }
-      let file = try SafetensorsFile(path: path)
-      guard let info = file.tensor(named: tensor), info.byteCount == state.byteCount else {
-        throw RepositoryError.referenceBaseChanged(path: path, tensor: tensor)
-      }
-      let bytes = file.bytes(of: info)
-      guard ContentHash.of(bytes).description == state.hash else {
-        throw RepositoryError.referenceBaseChanged(path: path, tensor: tensor)
-      }
-      return Array(bytes)
+      return .reference(path: path)
     case .lowRank:
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state has no bytes of its own")
     }
+  }
+
+  /// Bytes of a `full` or `reference` state.
+  func completeBytes(_ stored: StoredTensorState, tensor: String) throws -> [UInt8] {
+    switch try completeSource(stored, tensor: tensor) {
+    case .full(let chunks): return try decodeFull(stored.state, chunks: chunks, tensor: tensor)
+    case .reference(let path): return try referenceBytes(stored.state, path: path, tensor: tensor)
+    case .bytes, .snapshot: return []
+    }
+  }
+
+  private func decodeFull(_ state: TensorState, chunks: [[UInt8]], tensor: String) throws -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: state.byteCount)
+    try out.withUnsafeMutableBytes { destination in
+      try TensorBlobs.decodeFull(
+        chunkCount: chunks.count, chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
+        dtype: state.dtype, into: destination
+      ) { chunks[$0] }
+    }
+    return out
+  }
+
+  private func referenceBytes(_ state: TensorState, path: String, tensor: String) throws -> [UInt8] {
+    let file = try SafetensorsFile(path: path)
+    guard let info = file.tensor(named: tensor), info.byteCount == state.byteCount else {
+      throw RepositoryError.referenceBaseChanged(path: path, tensor: tensor)
+    }
+    let bytes = file.bytes(of: info)
+    guard ContentHash.of(bytes).description == state.hash else {
+      throw RepositoryError.referenceBaseChanged(path: path, tensor: tensor)
+    }
+    return Array(bytes)
   }
 
   /// Loads a low-rank state's factors.
@@ -148,26 +207,86 @@ extension EditRepository {
     return (u, v, rows, cols, rank)
   }
 
+  /// A low-rank state's factor blobs as stored (decoded when applied, one step at a time).
+  func encodedFactors(of stored: StoredTensorState, tensor: String) throws -> MaterializationPlan.Factors {
+    let state = stored.state
+    guard let rank = state.rank, let rows = state.rows, let cols = state.cols, rows * cols == state.elementCount else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state without rows/cols/rank")
+    }
+    if rank == 0 { return .init(u: [], v: [], rows: rows, cols: cols, rank: 0) }
+    guard let uID = stored.blobs[TreeEntryName.u], let vID = stored.blobs[TreeEntryName.v] else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing factor blobs")
+    }
+    return .init(u: try git.readBlob(uID), v: try git.readBlob(vID), rows: rows, cols: cols, rank: rank)
+  }
+
   /// `bytes = round(bytes + U·Vᵀ) + residual`, in place.
   func applyLowRank(_ stored: StoredTensorState, to bytes: inout [UInt8], tensor: String) throws {
-    let state = stored.state
-    let f = try factors(of: stored, tensor: tensor)
+    let step = MaterializationPlan.Step(
+      state: stored.state, factors: try encodedFactors(of: stored, tensor: tensor),
+      residual: try stored.blobs[TreeEntryName.residual].map { try git.readBlob($0) }, saveSnapshot: nil)
+    try applyLowRank(step, to: &bytes, tensor: tensor)
+  }
+
+  func applyLowRank(_ step: MaterializationPlan.Step, to bytes: inout [UInt8], tensor: String) throws {
+    let state = step.state
+    let f = step.factors
     guard bytes.count == state.byteCount else {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "state size differs from its parent")
     }
+    let u = try TensorBlobs.decodeFactor(f.u, elementCount: f.rows * f.rank)
+    let v = try TensorBlobs.decodeFactor(f.v, elementCount: f.cols * f.rank)
     try bytes.withUnsafeMutableBytes { raw in
-      try f.u.withUnsafeBufferPointer { u in
-        try f.v.withUnsafeBufferPointer { v in
+      try u.withUnsafeBufferPointer { u in
+        try v.withUnsafeBufferPointer { v in
           try TensorMath.addLowRankCanonical(
             raw, dtype: state.dtype, rows: f.rows, cols: f.cols, u: u, v: v, rank: f.rank)
         }
       }
-      if let residualID = stored.blobs[TreeEntryName.residual] {
-        let encoded = try git.readBlob(residualID)
-        try ResidualCodec.apply(encoded, to: raw, dtype: state.dtype, elementCount: state.elementCount)
+      if let residual = step.residual {
+        try ResidualCodec.apply(residual, to: raw, dtype: state.dtype, elementCount: state.elementCount)
       }
     }
   }
+}
+
+/// Everything the rebuild of one tensor needs, read from the object database beforehand.
+struct MaterializationPlan {
+  enum Start {
+    /// The caller's current bytes of the oldest state (valid while the plan runs).
+    case bytes(UnsafeRawBufferPointer)
+    /// A snapshot in the local cache.
+    case snapshot(path: String)
+    /// A `full` state's compressed chunks.
+    case full(chunks: [[UInt8]])
+    /// A `reference` state: the base file outside the repository.
+    case reference(path: String)
+  }
+
+  /// Compressed factor blobs of one low-rank state.
+  struct Factors {
+    var u: [UInt8]
+    var v: [UInt8]
+    var rows: Int
+    var cols: Int
+    var rank: Int
+  }
+
+  struct Step {
+    var state: TensorState
+    var factors: Factors
+    var residual: [UInt8]?
+    /// Where to leave a snapshot of this state after applying it, if anywhere.
+    var saveSnapshot: String?
+  }
+
+  var tensor: String
+  var revision: ObjectID
+  var start: Start
+  var startState: TensorState
+  /// Oldest first.
+  var steps: [Step]
+  var target: TensorState
 }
 
 /// A local cache of materialized tensor states, outside the object database: never pushed,
@@ -190,22 +309,30 @@ extension EditRepository {
 
   func snapshotPath(_ hash: String) -> String {
     let name = hash.replacingOccurrences(of: ":", with: "-")
-    return (snapshotDirectory as NSString).appendingPathComponent(name + ".zst")
+    return (snapshotDirectory as NSString).appendingPathComponent(name + Self.snapshotSuffix)
   }
+
+  /// Raw tensor bytes: weights barely compress (zstd level 1 saved ~15% on float32 weights) and
+  /// raw files load with one read straight into the tensor's buffer.
+  static let snapshotSuffix = ".bin"
 
   func hasSnapshot(_ hash: String) -> Bool { FileManager.default.fileExists(atPath: snapshotPath(hash)) }
 
   func saveSnapshot(_ bytes: UnsafeRawBufferPointer, state: TensorState) {
-    let path = snapshotPath(state.hash)
+    saveSnapshot(bytes, to: snapshotPath(state.hash))
+  }
+
+  /// Safe from any thread: a cache file written through a temporary file and a rename, with no
+  /// fault-injection hook and no fsync (a failed or torn cache file only costs time later: loads
+  /// verify the hash).
+  func saveSnapshot(_ bytes: UnsafeRawBufferPointer, to path: String) {
     guard !FileManager.default.fileExists(atPath: path) else { return }
-    // A cache: failing to write one (full disk) only costs time later.
     do {
       try FileManager.default.createDirectory(atPath: snapshotDirectory, withIntermediateDirectories: true)
-      let frame = try makeCompressor(level: 1).compress(bytes)
-      let writer = try AtomicFileWriter(path: path, byteCount: frame.count, hook: environment.ioHook)
+      let writer = try AtomicFileWriter(path: path, byteCount: bytes.count, hook: nil)
       do {
-        try frame.withUnsafeBytes { try writer.write($0, at: 0) }
-        try writer.commit()
+        try writer.write(bytes, at: 0)
+        try writer.commit(durable: false)
       } catch {
         writer.abandon()
       }
@@ -214,11 +341,24 @@ extension EditRepository {
 
   /// The cached bytes of `state`, or nil when absent or damaged (then the chain is replayed).
   func loadSnapshot(_ state: TensorState) throws -> [UInt8]? {
-    guard let data = FileManager.default.contents(atPath: snapshotPath(state.hash)) else { return nil }
-    guard let bytes = try? data.withUnsafeBytes({ try Zstd.decompress($0, expectedByteCount: state.byteCount) }),
-      bytes.withUnsafeBytes({ ContentHash.of($0).description }) == state.hash
-    else {
-      try? FileManager.default.removeItem(atPath: snapshotPath(state.hash))
+    let path = snapshotPath(state.hash)
+    let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: state.byteCount)
+    let complete = bytes.withUnsafeMutableBytes { buffer -> Bool in
+      var done = 0
+      while done < buffer.count {
+        let n = read(fd, buffer.baseAddress! + done, buffer.count - done)
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { return false }
+        done += n
+      }
+      var probe: UInt8 = 0
+      return read(fd, &probe, 1) == 0
+    }
+    guard complete, bytes.withUnsafeBytes({ ContentHash.of($0).description }) == state.hash else {
+      try? FileManager.default.removeItem(atPath: path)
       return nil
     }
     return bytes

@@ -104,18 +104,39 @@ final class WorkingModel {
     )
   }
 
-  /// Hashes every tensor (XXH3-128 of its bytes), releasing pages as it goes.
+  /// Hashes every tensor (XXH3-128 of its bytes) on two threads, releasing pages as it goes.
   func hashAll(progress: ((Int, Int) -> Void)? = nil) -> [String: String] {
-    var out: [String: String] = [:]
     let names = tensorNames
-    for (i, name) in names.enumerated() {
-      if let bytes = bytes(of: name) {
-        out[name] = ContentHash.of(bytes).description
-        releasePages(of: name)
+    var hashes = [String?](repeating: nil, count: names.count)
+    let lock = NSLock()
+    var done = 0
+    let workers = max(1, min(2, ProcessInfo.processInfo.activeProcessorCount))
+    hashes.withUnsafeMutableBufferPointer { out in
+      DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        // Interleaved, so both threads walk the file front to back together.
+        for i in stride(from: worker, to: names.count, by: workers) {
+          if let bytes = bytes(of: names[i]) {
+            out[i] = ContentHash.of(bytes).description
+            releasePages(of: names[i])
+          }
+          lock.lock()
+          done += 1
+          let count = done
+          lock.unlock()
+          if worker == 0 { progress?(count, names.count) }
+        }
       }
-      progress?(i + 1, names.count)
     }
+    var out: [String: String] = [:]
+    for (name, hash) in zip(names, hashes) { out[name] = hash }
     return out
+  }
+
+  /// Whether every file is still the one mapped (an editor may have renamed a new file over it).
+  func stillMapped(_ stats: [FileStat]) -> Bool {
+    let inodes = shards.map(\.mappedFile.inode)
+    let shardStats = stats.prefix(shards.count)
+    return shardStats.count == inodes.count && zip(shardStats, inodes).allSatisfy { $0.inode == $1 }
   }
 
   /// Stat records of every file the model consists of, for the stat cache.
