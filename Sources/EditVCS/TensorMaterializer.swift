@@ -160,15 +160,6 @@ extension EditRepository {
     }
   }
 
-  /// Bytes of a `full` or `reference` state.
-  func completeBytes(_ stored: StoredTensorState, tensor: String) throws -> [UInt8] {
-    switch try completeSource(stored, tensor: tensor) {
-    case .full(let chunks): return try decodeFull(stored.state, chunks: chunks, tensor: tensor)
-    case .reference(let path): return try referenceBytes(stored.state, path: path, tensor: tensor)
-    case .bytes, .snapshot: return []
-    }
-  }
-
   private func decodeFull(_ state: TensorState, chunks: [[UInt8]], tensor: String) throws -> [UInt8] {
     var out = [UInt8](repeating: 0, count: state.byteCount)
     try out.withUnsafeMutableBytes { destination in
@@ -234,8 +225,9 @@ extension EditRepository {
     guard bytes.count == state.byteCount else {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "state size differs from its parent")
     }
-    let u = try TensorBlobs.decodeFactor(f.u, elementCount: f.rows * f.rank)
-    let v = try TensorBlobs.decodeFactor(f.v, elementCount: f.cols * f.rank)
+    // Rank 0 (a state that only differs by its residual) has no factor blobs.
+    let u = f.rank == 0 ? [] : try TensorBlobs.decodeFactor(f.u, elementCount: f.rows * f.rank)
+    let v = f.rank == 0 ? [] : try TensorBlobs.decodeFactor(f.v, elementCount: f.cols * f.rank)
     try bytes.withUnsafeMutableBytes { raw in
       try u.withUnsafeBufferPointer { u in
         try v.withUnsafeBufferPointer { v in
