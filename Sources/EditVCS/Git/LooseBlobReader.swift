@@ -24,6 +24,12 @@ public final class LooseBlob: @unchecked Sendable {
   /// The blob's content length, as its object header declares it (checked while reading).
   public let contentByteCount: Int
 
+  /// Whether every deflate block is stored, so pieces are views of the mapping (no inflate).
+  public var readsInPlace: Bool {
+    if case .stored = layout { return true }
+    return false
+  }
+
   private let file: MappedFile
   private let layout: Layout
 
@@ -58,7 +64,7 @@ public final class LooseBlob: @unchecked Sendable {
     }
     let bytes = file.bytes
     try Self.checkZlibHeader(bytes, subject)
-    if let blocks = try Self.storedBlocks(bytes, subject) {
+    if let blocks = try Self.storedBlocks(file, subject) {
       var next = blocks.makeIterator()
       let header = try ObjectHeader.read(subject) {
         next.next().map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }
@@ -77,7 +83,8 @@ public final class LooseBlob: @unchecked Sendable {
       defer { buffer.deallocate() }
       let header = try ObjectHeader.read(subject) {
         let produced = try inflater.inflate(into: buffer)
-        return produced.count == 0 && produced.ended ? nil : UnsafeRawBufferPointer(rebasing: buffer[0..<produced.count])
+        if produced.count == 0 && produced.ended { return nil }
+        return UnsafeRawBufferPointer(rebasing: buffer[0..<produced.count])
       }
       layout = .compressed(headerByteCount: header.byteCount)
       contentByteCount = header.contentByteCount
@@ -96,19 +103,12 @@ public final class LooseBlob: @unchecked Sendable {
   public func forEachPiece(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
     let bytes = file.bytes
     defer { file.releasePages(0..<bytes.count) }
-    var released = 0
-    // One madvise per MiB rather than per 64 KiB block; only whole consumed pages are dropped.
-    func release(upTo offset: Int) {
-      let pageAligned = offset & ~(Int(getpagesize()) - 1)
-      guard pageAligned - released >= 1 << 20 else { return }
-      file.releasePages(released..<pageAligned)
-      released = pageAligned
-    }
+    var releaser = PageReleaser(file: file)
     switch layout {
     case .stored(let ranges):
       for range in ranges {
         try body(UnsafeRawBufferPointer(rebasing: bytes[range]))
-        release(upTo: range.upperBound)
+        releaser.consumed(upTo: range.upperBound)
       }
     case .compressed(let headerByteCount):
       let subject = Subject(id: id, path: path)
@@ -127,7 +127,7 @@ public final class LooseBlob: @unchecked Sendable {
         }
         if !piece.isEmpty { try body(piece) }
         delivered += piece.count
-        release(upTo: inflater.consumedByteCount)
+        releaser.consumed(upTo: inflater.consumedByteCount)
         if produced.ended { break }
       }
       guard delivered == contentByteCount else {
@@ -154,10 +154,18 @@ public final class LooseBlob: @unchecked Sendable {
   /// stored block then skips to the byte boundary and holds LEN, NLEN = ~LEN (16-bit little
   /// endian) and LEN bytes. The first block starts on a byte boundary after the zlib header and
   /// a stored block ends on one, so while every block is stored each header is a whole byte.
-  private static func storedBlocks(_ bytes: UnsafeRawBufferPointer, _ subject: Subject) throws -> [Range<Int>]? {
+  ///
+  /// Each header read faults in its neighbourhood (Linux maps 64 KiB around a fault, about one
+  /// block), so the scan drops what it passed every MiB and at the end: an idle instance holds no
+  /// resident pages and the scan's peak stays small.
+  private static func storedBlocks(_ file: MappedFile, _ subject: Subject) throws -> [Range<Int>]? {
+    let bytes = file.bytes
+    defer { file.releasePages(0..<bytes.count) }
+    var releaser = PageReleaser(file: file)
     var blocks: [Range<Int>] = []
     var offset = 2
     while true {
+      releaser.consumed(upTo: offset)
       guard offset < bytes.count else {
         throw subject.corrupt("truncated zlib stream: no final block in \(bytes.count) bytes")
       }
@@ -173,7 +181,8 @@ public final class LooseBlob: @unchecked Sendable {
       }
       let start = offset + 5
       guard bytes.count - start >= length else {
-        throw subject.corrupt("truncated zlib stream: stored block at byte \(offset) needs \(length) bytes, \(bytes.count - start) left")
+        throw subject.corrupt(
+          "truncated zlib stream: stored block at byte \(offset) needs \(length) bytes, \(bytes.count - start) left")
       }
       if length > 0 { blocks.append(start..<start + length) }
       offset = start + length
@@ -198,6 +207,22 @@ public final class LooseBlob: @unchecked Sendable {
       if skipped < range.count { out.append(range.lowerBound + skipped..<range.upperBound) }
     }
     return out
+  }
+}
+
+/// Drops a mapping's pages behind a reader: whole consumed pages, a MiB at a time rather than
+/// one `madvise` per 64 KiB block.
+private struct PageReleaser {
+  let file: MappedFile
+  private var released = 0
+
+  init(file: MappedFile) { self.file = file }
+
+  mutating func consumed(upTo offset: Int) {
+    let pageAligned = offset & ~(Int(getpagesize()) - 1)
+    guard pageAligned - released >= 1 << 20 else { return }
+    file.releasePages(released..<pageAligned)
+    released = pageAligned
   }
 }
 
