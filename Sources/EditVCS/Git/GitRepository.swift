@@ -113,6 +113,27 @@ public final class GitRepository {
     try withBlob(id) { Array($0) }
   }
 
+  /// The loose blob `id`, mapped to be read in place; nil when the object is not loose (packed
+  /// after `gc`, a clone or a fetch), in which case `withBlob` reads it.
+  ///
+  /// Touches no libgit2 handle, only the file `objects/xx/yyyy…` under `path`, so it may be called
+  /// from any thread, concurrently with libgit2 calls on this repository's own thread.
+  ///
+  /// - Throws: `GitError` naming the object and the file when the file is unreadable or damaged.
+  public func looseBlob(_ id: ObjectID) throws -> LooseBlob? {
+    try LooseBlob(id, repositoryPath: path)
+  }
+
+  /// Calls `body` with blob `id`'s content in consecutive pieces: in place from a loose object
+  /// (`looseBlob`), else as one piece from libgit2 (`withBlob`). Uses libgit2, so call it from the
+  /// repository's own thread.
+  ///
+  /// The loose path skips git's SHA-1 check; callers verify the content's own hash.
+  public func forEachBlobPiece(_ id: ObjectID, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    if let blob = try looseBlob(id) { return try blob.forEachPiece(body) }
+    try withBlob(id, body)
+  }
+
   /// Whether the object database holds `id` (without reading it).
   public func hasObject(_ id: ObjectID) throws -> Bool {
     var odb: OpaquePointer?
