@@ -143,11 +143,15 @@ extension EditRepository {
     switch state.kind {
     case .full:
       let count = state.chunkCount ?? 0
-      let chunks = try (0..<count).map { i -> [UInt8] in
+      let chunks = try (0..<count).map { i -> MaterializationPlan.Chunk in
         guard let id = stored.blobs[TreeEntryName.chunk(i)] else {
           throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing \(TreeEntryName.chunk(i))")
         }
-        return try git.readBlob(id)
+        // Loose chunks are read in place by the worker; packed ones (after gc or a clone) now.
+        if let loose = try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.looseBlob(id) }) {
+          return .loose(loose)
+        }
+        return .bytes(try git.readBlob(id))
       }
       return .full(chunks: chunks)
     case .reference:
@@ -160,13 +164,22 @@ extension EditRepository {
     }
   }
 
-  private func decodeFull(_ state: TensorState, chunks: [[UInt8]], tensor: String) throws -> [UInt8] {
+  private func decodeFull(_ state: TensorState, chunks: [MaterializationPlan.Chunk], tensor: String) throws -> [UInt8] {
     var out = [UInt8](repeating: 0, count: state.byteCount)
     try out.withUnsafeMutableBytes { destination in
       try TensorBlobs.decodeFull(
         chunkCount: chunks.count, chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
         dtype: state.dtype, into: destination
-      ) { chunks[$0] }
+      ) { i in
+        switch chunks[i] {
+        case .bytes(let bytes): return bytes
+        case .loose(let blob):
+          var bytes: [UInt8] = []
+          bytes.reserveCapacity(blob.contentByteCount)
+          try blob.forEachPiece { bytes.append(contentsOf: $0) }
+          return bytes
+        }
+      }
     }
     return out
   }
@@ -250,9 +263,17 @@ struct MaterializationPlan {
     /// A snapshot in the local cache.
     case snapshot(path: String)
     /// A `full` state's compressed chunks.
-    case full(chunks: [[UInt8]])
+    case full(chunks: [Chunk])
     /// A `reference` state: the base file outside the repository.
     case reference(path: String)
+  }
+
+  /// One compressed chunk of a `full` state.
+  enum Chunk {
+    /// A loose object, read in place (no libgit2 handle: any thread).
+    case loose(LooseBlob)
+    /// A packed object, read beforehand.
+    case bytes([UInt8])
   }
 
   /// Compressed factor blobs of one low-rank state.

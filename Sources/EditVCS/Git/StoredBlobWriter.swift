@@ -24,11 +24,15 @@ enum StoredBlobWriter {
     if FileManager.default.fileExists(atPath: path) { return id }
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
 
-    var stream = z_stream()
-    guard deflateInit_(&stream, Z_NO_COMPRESSION, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+    // zlib checks that the stream has not moved since deflateInit (`state->strm == strm`), and
+    // `&local` is not guaranteed to be the same address on every call: keep it on the heap.
+    let streamPointer = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
+    streamPointer.initialize(to: z_stream())
+    defer { streamPointer.deallocate() }
+    guard deflateInit_(streamPointer, Z_NO_COMPRESSION, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
       throw GitError(code: -1, function: "deflateInit", subject: hex, message: "zlib initialization failed")
     }
-    defer { deflateEnd(&stream) }
+    defer { deflateEnd(streamPointer) }
     let header = Array("blob \(bytes.count)\0".utf8)
     // No preallocation: zlib's stored-block sizes are its own business, so the exact length is
     // known only at the end.
@@ -38,23 +42,23 @@ enum StoredBlobWriter {
       var output = [UInt8](repeating: 0, count: outputCapacity + 1024)
       var written = 0
       func pump(_ input: UnsafeRawBufferPointer, finish: Bool) throws {
-        stream.next_in = UnsafeMutablePointer(mutating: input.bindMemory(to: Bytef.self).baseAddress)
-        stream.avail_in = uInt(input.count)
+        streamPointer.pointee.next_in = UnsafeMutablePointer(mutating: input.bindMemory(to: Bytef.self).baseAddress)
+        streamPointer.pointee.avail_in = uInt(input.count)
         repeat {
           let produced: Int = try output.withUnsafeMutableBytes { out in
-            stream.next_out = out.bindMemory(to: Bytef.self).baseAddress
-            stream.avail_out = uInt(out.count)
-            let code = deflate(&stream, finish ? Z_FINISH : Z_NO_FLUSH)
+            streamPointer.pointee.next_out = out.bindMemory(to: Bytef.self).baseAddress
+            streamPointer.pointee.avail_out = uInt(out.count)
+            let code = deflate(streamPointer, finish ? Z_FINISH : Z_NO_FLUSH)
             guard code == Z_OK || code == Z_STREAM_END || code == Z_BUF_ERROR else {
               throw GitError(code: -1, function: "deflate", subject: hex, message: "zlib error \(code)")
             }
-            return out.count - Int(stream.avail_out)
+            return out.count - Int(streamPointer.pointee.avail_out)
           }
           if produced > 0 {
             try output.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced]), at: written) }
             written += produced
           }
-        } while stream.avail_in > 0 || (finish && stream.avail_out == 0)
+        } while streamPointer.pointee.avail_in > 0 || (finish && streamPointer.pointee.avail_out == 0)
       }
       try header.withUnsafeBytes { try pump($0, finish: false) }
       var offset = 0
