@@ -7,7 +7,19 @@ internal import CBLAS
 /// `main`, so a better kernel can only be chosen by re-executing the process with the variable set
 /// (platform-notes G1). The pure helpers ``cpuFlags(fromCPUInfo:)``, ``preferredCoreType(cpuFlags:)``
 /// and ``isGenericFallback(cpuFlags:)`` give the CLI what it needs to decide.
+/// OpenBLAS's pthread server: stops its worker threads; the next threaded BLAS call starts them
+/// again (`exec_blas_async` checks `blas_server_avail`). Not in cblas.h.
+@_silgen_name("blas_thread_shutdown_")
+private func openblasThreadShutdown() -> Int32
+
 public enum BLASRuntime {
+  /// OpenBLAS starts its worker threads when the library loads, and they spin on `sched_yield`
+  /// for ~2²⁸ cycles (~0.1 s) before sleeping: a command that makes no BLAS call stops them
+  /// rather than share the CPU with them.
+  public static func stopIdleThreads() {
+    _ = openblasThreadShutdown()
+  }
+
   /// The kernel family OpenBLAS chose, e.g. `"SkylakeX"` or `"Prescott"` (`openblas_get_corename`).
   public static var coreName: String {
     guard let name = openblas_get_corename() else { return "unknown" }

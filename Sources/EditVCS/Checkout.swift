@@ -200,36 +200,64 @@ extension EditRepository {
     for writer in writers.values { try writer.sync() }
   }
 
-  /// Tensors rebuilt at once: each holds its bytes in memory, so this bounds peak memory at
-  /// about that many of the largest tensor; two keep both cores of a small machine busy.
+  /// Worker threads that rebuild tensors: both cores of a small machine, no more (each worker
+  /// holds a tensor in memory).
   var materializationWidth: Int { max(1, min(2, ProcessInfo.processInfo.activeProcessorCount)) }
 
-  /// Rebuilds `tensors` at `commit`, `materializationWidth` at a time on worker threads, and
-  /// hands each result to `write` on this thread in the given order, so writes, the journal
-  /// and fault-injection hooks see the same sequence whatever the timing.
+  /// Rebuilds `tensors` at `commit` on up to `materializationWidth` worker threads and hands each
+  /// result to `write` on this thread in the given order, so writes, the journal and
+  /// fault-injection hooks see the same sequence whatever the timing. Workers go on rebuilding
+  /// while this thread writes, as long as the tensors held (rebuilding or waiting to be written)
+  /// stay within twice the largest one.
   func materializeInOrder(
     _ tensors: [String], at commit: ObjectID,
     current: (String) -> (hash: String, bytes: UnsafeRawBufferPointer)?,
     write: (String, [UInt8]) throws -> Void
   ) throws {
-    var next = 0
-    while next < tensors.count {
-      let batch = Array(tensors[next..<min(tensors.count, next + materializationWidth)])
-      next += batch.count
-      let plans = try batch.map { try planMaterialization($0, at: commit, current: current($0)) }
-      var results = [Result<[UInt8]?, Error>](repeating: .success(nil), count: plans.count)
-      results.withUnsafeMutableBufferPointer { out in
-        DispatchQueue.concurrentPerform(iterations: plans.count) { i in
-          out[i] = Result { try self.runMaterialization(plans[i]) }
-        }
-      }
-      for (i, name) in batch.enumerated() {
-        // nil: a damaged snapshot was dropped; rebuild from the object database alone.
-        let fresh = try results[i].get() ?? materialize(name, at: commit, current: current(name), useSnapshots: false)
-        results[i] = .success(nil)
-        try write(name, fresh)
+    final class Pending: @unchecked Sendable {
+      let name: String
+      let byteCount: Int
+      let done = DispatchSemaphore(value: 0)
+      var result: Result<[UInt8]?, Error> = .success(nil)
+      init(name: String, byteCount: Int) {
+        self.name = name
+        self.byteCount = byteCount
       }
     }
+    let workers = DispatchSemaphore(value: materializationWidth)
+    var pending: [Pending] = []
+    var heldBytes = 0
+    var budget = 0
+    func writeOldest() throws {
+      let oldest = pending.removeFirst()
+      oldest.done.wait()
+      heldBytes -= oldest.byteCount
+      // nil: a damaged snapshot was dropped; rebuild from the object database alone.
+      let fresh = try oldest.result.get()
+        ?? materialize(oldest.name, at: commit, current: current(oldest.name), useSnapshots: false)
+      oldest.result = .success(nil)
+      try write(oldest.name, fresh)
+    }
+    defer {
+      // On an error, let running workers finish before their inputs go away.
+      for item in pending { item.done.wait() }
+    }
+    for name in tensors {
+      let plan = try planMaterialization(name, at: commit, current: current(name))
+      let byteCount = plan.target.byteCount
+      budget = max(budget, 2 * byteCount)
+      while !pending.isEmpty && heldBytes + byteCount > budget { try writeOldest() }
+      let item = Pending(name: name, byteCount: byteCount)
+      heldBytes += byteCount
+      pending.append(item)
+      workers.wait()
+      DispatchQueue.global().async {
+        item.result = Result { try self.runMaterialization(plan) }
+        workers.signal()
+        item.done.signal()
+      }
+    }
+    while !pending.isEmpty { try writeOldest() }
   }
 
   /// Writes the model of `commit` to `path` (a file, or a folder for sharded models), each file
@@ -308,6 +336,8 @@ extension EditRepository {
             report("writing tensors", done, total, bytes: info.byteCount)
             continue
           }
+          // Hashing faulted its pages in; the rebuild reads them again when it starts from them.
+          previous?.releasePages(of: info.name)
           currentStates[info.name] = current
           rebuild.append(info.name)
         }
@@ -371,7 +401,9 @@ extension EditRepository {
     if let tensors, tensors.isEmpty {
       throw RepositoryError.invalidArgument("no tensor of \(commit.shortHex) matches the --tensors pattern")
     }
-    try writeWholeModel(at: commit, to: output, previous: working, tensors: tensors, shards: shards)
+    try writeWholeModel(
+      at: commit, to: output, previous: working, tensors: tensors, shards: shards,
+      previousHashes: working.flatMap(cachedWorkingHashes) ?? [:])
   }
 
   /// Tensor names at `commit` matching a shell glob (`*`, `?`, `[...]`), for partial checkouts.

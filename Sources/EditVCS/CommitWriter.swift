@@ -164,15 +164,19 @@ extension EditRepository {
     try? Data(data).write(to: URL(fileURLWithPath: statCachePath), options: .atomic)
   }
 
+  /// The stat cache's hashes when it vouches for the working files as they are, else nil.
+  func cachedWorkingHashes(_ working: WorkingModel) -> [String: String]? {
+    guard let cache = StatCache.load(from: statCachePath), working.stillMapped(working.fileStats()) else { return nil }
+    return cache.hashes(matching: working.fileStats())
+  }
+
   func invalidateStatCache() {
     try? FileManager.default.removeItem(atPath: statCachePath)
   }
 
   /// Tensor hashes of the working model, from the stat cache when the files are unchanged.
   func workingHashes(_ working: WorkingModel) -> [String: String] {
-    if let cache = StatCache.load(from: statCachePath), let hashes = cache.hashes(matching: working.fileStats()) {
-      return hashes
-    }
+    if let hashes = cachedWorkingHashes(working) { return hashes }
     let stats = working.fileStats()
     let hashes = working.hashAll { done, total in self.report("hashing", done, total) }
     saveStatCache(working: working, hashes: hashes, stats: stats)

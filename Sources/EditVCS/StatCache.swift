@@ -33,11 +33,11 @@ struct FileStat: Codable, Equatable {
 /// Like git's index: the tensor hashes of the working files as they were when last hashed,
 /// keyed by their stat records, so an unchanged model is not hashed again.
 ///
-/// Racy entries are not trusted, as in git: file times come from the kernel's coarse clock (one
-/// tick, ≤ 10 ms, behind the real time), so a file changed within a tick after the cache was
+/// Racy entries are not trusted, as in git: file times come from the kernel's coarse clock (up to
+/// one tick, 1–10 ms, behind the real time), so a file changed within a tick after the cache was
 /// written could keep the recorded times. A record is trusted only when its mtime and ctime are
-/// at least `racyMargin` older than the cache; the writer waits out the rest of that margin
-/// (at most 20 ms) after writing the model itself, so its own rewrites never leave racy entries.
+/// at least `racyMargin` (a tick + 1 ms) older than the cache; the writer waits out the rest of
+/// that margin after writing the model itself, so its own rewrites never leave racy entries.
 struct StatCache: Codable {
   var files: [FileStat]
   var tensorHashes: [String: String]
@@ -54,7 +54,14 @@ struct StatCache: Codable {
     return try? JSONDecoder().decode(StatCache.self, from: data)
   }
 
-  static let racyMargin: Int64 = 20_000_000
+  /// One tick of the kernel's coarse clock (what file times are stamped from) plus 1 ms,
+  /// between 2 and 20 ms.
+  static let racyMargin: Int64 = {
+    var resolution = timespec()
+    guard clock_getres(CLOCK_REALTIME_COARSE, &resolution) == 0 else { return 20_000_000 }
+    let tick = Int64(resolution.tv_sec) * 1_000_000_000 + Int64(resolution.tv_nsec)
+    return min(20_000_000, max(2_000_000, tick + 1_000_000))
+  }()
 
   /// The cached hashes when `current` matches the recorded files and none is racy.
   func hashes(matching current: [FileStat]) -> [String: String]? {

@@ -31,8 +31,12 @@ enum BLASSetup {
 
   static func reexecWithBetterCoreIfNeeded() {
     let environment = ProcessInfo.processInfo.environment
+    guard needsBLAS(Array(CommandLine.arguments.dropFirst())) else {
+      BLASRuntime.stopIdleThreads()
+      return
+    }
     guard environment["OPENBLAS_CORETYPE"] == nil, environment[marker] == nil,
-      environment["MVC_NO_AUTOCORE"] == nil, needsBLAS(Array(CommandLine.arguments.dropFirst()))
+      environment["MVC_NO_AUTOCORE"] == nil
     else { return }
     guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
     let flags = BLASRuntime.cpuFlags(fromCPUInfo: cpuinfo)
