@@ -51,7 +51,51 @@ struct BenchCodecs: ParsableCommand {
     try benchResidual(&rng)
   }
 
-  private func benchStreaming(chunks: [[UInt8]], raw: [UInt8], out: inout [UInt8]) throws {}
+  /// The streaming decoder fed `pieceByteCount`-byte pieces, as from a stored git object, for
+  /// several output windows; then one whole-chunk piece.
+  private func benchStreaming(chunks: [[UInt8]], raw: [UInt8], out: inout [UInt8]) throws {
+    for window in [64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
+      let decoder = try ZstdStreamDecoder(windowByteCount: window)
+      out = [UInt8](repeating: 0, count: raw.count)
+      try reportThrowing("decode streaming, \(window >> 10) KiB window, \(pieceByteCount) B pieces") {
+        try out.withUnsafeMutableBytes { destination in
+          try FullTensorCodec.decode(
+            chunkCount: chunks.count, dtype: .f32, into: destination, decoder: decoder
+          ) { i, sink in
+            try chunks[i].withUnsafeBytes { chunk in
+              for start in stride(from: 0, to: chunk.count, by: pieceByteCount) {
+                let end = min(chunk.count, start + pieceByteCount)
+                try sink(UnsafeRawBufferPointer(rebasing: chunk[start..<end]))
+              }
+            }
+          }
+        }
+      }
+      precondition(out == raw, "streaming decode differs")
+    }
+    let decoder = try ZstdStreamDecoder()
+    // The parts: zstd alone, streaming (output discarded) and one-shot.
+    try reportThrowing("  zstd streaming alone, output discarded") {
+      for chunk in chunks {
+        try decoder.decompressFrame(
+          expectedByteCount: raw.count, pieces: { try chunk.withUnsafeBytes($0) },
+          output: { _, _ in })
+      }
+    }
+    try reportThrowing("  zstd one-shot alone") {
+      try out.withUnsafeMutableBytes { d in
+        for chunk in chunks { try chunk.withUnsafeBytes { try Zstd.decompress($0, into: d) } }
+      }
+    }
+    try reportThrowing("decode streaming, whole chunk as one piece") {
+      try out.withUnsafeMutableBytes { destination in
+        try FullTensorCodec.decode(
+          chunkCount: chunks.count, dtype: .f32, into: destination, decoder: decoder
+        ) { i, sink in try chunks[i].withUnsafeBytes { try sink($0) } }
+      }
+    }
+    precondition(out == raw, "streaming decode differs")
+  }
 
   /// A rank-one edit: `reconstructed` rounds `W + u·vᵀ` once from Float64, `committed` computes
   /// it in Float32, so a few percent of the elements differ by one ulp.
