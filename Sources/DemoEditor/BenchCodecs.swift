@@ -137,6 +137,10 @@ struct BenchCodecs: ParsableCommand {
       }
     }
     precondition(work.map(\.bitPattern) == committed.map(\.bitPattern), "apply differs")
+    report("  of which the copy of the reconstruction") {
+      work = reconstructed
+      work.withUnsafeMutableBytes { _ in }
+    }
   }
 
   private func report(_ label: String, _ body: () -> Void) {
