@@ -98,7 +98,9 @@ public enum ByteShuffle {
   private static func transpose(
     _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer,
     _ width: Int,
-    kernels: (two: Kernel, four: Kernel, eight: Kernel, any: (UnsafeRawPointer, UnsafeMutableRawPointer, Int, Int) -> Void)
+    kernels: (
+      two: Kernel, four: Kernel, eight: Kernel, any: (UnsafeRawPointer, UnsafeMutableRawPointer, Int, Int) -> Void
+    )
   ) {
     precondition(source.count == destination.count && width > 0)
     guard let src = source.baseAddress, let dst = destination.baseAddress else { return }

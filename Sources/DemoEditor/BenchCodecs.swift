@@ -155,6 +155,6 @@ struct BenchCodecs: ParsableCommand {
       best = min(best, elapsed)
     }
     let ms = Double(best.components.seconds) * 1e3 + Double(best.components.attoseconds) * 1e-15
-    print(label.padding(toLength: 48, withPad: " ", startingAt: 0) + String(format: "%8.2f ms", ms))
+    print(label.padding(toLength: 54, withPad: " ", startingAt: 0) + String(format: "%8.2f ms", ms))
   }
 }

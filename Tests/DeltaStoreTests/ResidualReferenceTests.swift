@@ -221,7 +221,8 @@ private func expectSameEncoding(
 
   @Test(arguments: [DType.f16, .bf16])
   func rankOneHalfEditMatchesReferenceBytes(dtype: DType) throws {
-    let round: (Double) -> UInt64 = dtype == .f16
+    let round: (Double) -> UInt64 =
+      dtype == .f16
       ? { UInt64(FloatConversion.f16Bits($0)) } : { UInt64(FloatConversion.bf16Bits($0)) }
     let (committed, reconstructed) = rankOneEdit(
       rows: 256, cols: 1024, seed: 43, round: round, width: 2)

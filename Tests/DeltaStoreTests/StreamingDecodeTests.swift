@@ -88,8 +88,10 @@ private func isZstdError(_ error: DeltaStoreError?) -> Bool {
     let compressor = try ZstdCompressor()
     let width = dtype.byteCount ?? 1
     // Small windows make windows straddle plane and chunk boundaries.
-    let decoders = [try ZstdStreamDecoder(), try ZstdStreamDecoder(windowByteCount: 7),
-      try ZstdStreamDecoder(windowByteCount: 1000)]
+    let decoders = [
+      try ZstdStreamDecoder(), try ZstdStreamDecoder(windowByteCount: 7),
+      try ZstdStreamDecoder(windowByteCount: 1000),
+    ]
     // Whole elements plus, for the last case, bytes beyond the last whole element.
     for byteCount in [0, width, 5000 * width, 12_345 * width, 3000 * width + width / 2] {
       // Mostly compressible floats-like bytes: planes of one value each, plus noise.
