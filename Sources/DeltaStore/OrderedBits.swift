@@ -47,10 +47,45 @@ public enum OrderedBits {
 
   /// Whether `dtype` has an ordered-integer map here: every dtype of 8, 16, 32 or 64 bits except
   /// C64 (two floats per element).
-  public static func supports(_ dtype: DType) -> Bool {
+  public static func supports(_ dtype: DType) -> Bool { encoding(of: dtype) != nil }
+
+  /// How a dtype's patterns map to ordered integers, decided once per tensor so that loops over
+  /// elements need no switch on the dtype.
+  enum Encoding {
+    /// IEEE-style floats: negative patterns have their magnitude bits flipped.
+    case signMagnitude
+    /// Unsigned integers: the top bit is flipped, so 0 maps to −2^(w−1).
+    case offsetBinary
+    /// Signed integers: the pattern is the value.
+    case twosComplement
+  }
+
+  /// The encoding of `dtype`'s elements; `nil` when `supports(dtype)` is false.
+  static func encoding(of dtype: DType) -> Encoding? {
     switch dtype {
-    case .f4, .f6E2M3, .f6E3M2, .c64: return false
-    default: return true
+    case .f4, .f6E2M3, .f6E3M2, .c64: return nil
+    case .f64, .f32, .f16, .bf16, .f8E4M3, .f8E5M2: return .signMagnitude
+    case .u8, .u16, .u32, .u64, .bool, .f8E8M0: return .offsetBinary
+    case .i8, .i16, .i32, .i64: return .twosComplement
+    }
+  }
+
+  /// The ordered integer of `bits`, as a w-bit two's-complement pattern of the same width.
+  ///
+  /// Each of the three maps is its own inverse, so this also turns an ordered integer (taken
+  /// modulo 2^w) back into its pattern.
+  @inline(__always)
+  static func map<Word: FixedWidthInteger & UnsignedInteger>(_ bits: Word, _ encoding: Encoding)
+    -> Word
+  {
+    let top = Word(1) &<< (Word.bitWidth &- 1)
+    switch encoding {
+    case .signMagnitude:
+      // All ones shifted right once (the magnitude bits) when the sign is set, else zero.
+      let negative = bits &>> (Word.bitWidth &- 1)
+      return bits ^ ((0 &- negative) &>> 1)
+    case .offsetBinary: return bits ^ top
+    case .twosComplement: return bits
     }
   }
 
@@ -58,37 +93,21 @@ public enum OrderedBits {
   /// `bits`, sign-extended to 64 bits.
   public static func ordered(_ bits: UInt64, dtype: DType) -> Int64 {
     let w = dtype.bitCount
-    precondition(supports(dtype) && w <= 64)
-    let shift = UInt64(64 - w)
-    // Sign-extend the w-bit pattern.
-    var s = Int64(bitPattern: bits << shift) >> Int64(shift)
-    switch dtype {
-    case .f64, .f32, .f16, .bf16, .f8E4M3, .f8E5M2:
-      if s < 0 { s ^= Int64.max >> Int64(shift) }
-    case .u8, .u16, .u32, .u64, .bool, .f8E8M0:
-      // Unsigned: flip the top bit so 0 maps to −2^(w−1) and order is kept.
-      s = Int64(bitPattern: (bits ^ (1 << UInt64(w - 1))) << shift) >> Int64(shift)
-    default:
-      break
+    guard let encoding = encoding(of: dtype), w <= 64 else {
+      preconditionFailure("no ordered map for \(dtype)")
     }
-    return s
+    let shift = UInt64(64 - w)
+    // Map the pattern in the top w bits of a word, then shift it down with its sign.
+    return Int64(bitPattern: map(bits << shift, encoding)) >> Int64(shift)
   }
 
   /// The `dtype` bit pattern (in the low bits) of an ordered integer, taken modulo 2^w.
   public static func bits(ordered v: Int64, dtype: DType) -> UInt64 {
     let w = dtype.bitCount
-    precondition(supports(dtype) && w <= 64)
-    let shift = UInt64(64 - w)
-    let mask: UInt64 = w == 64 ? .max : (1 << UInt64(w)) - 1
-    // Reduce modulo 2^w to the signed w-bit range first.
-    let s = Int64(bitPattern: UInt64(bitPattern: v) << shift) >> Int64(shift)
-    switch dtype {
-    case .f64, .f32, .f16, .bf16, .f8E4M3, .f8E5M2:
-      return UInt64(bitPattern: s < 0 ? s ^ (Int64.max >> Int64(shift)) : s) & mask
-    case .u8, .u16, .u32, .u64, .bool, .f8E8M0:
-      return (UInt64(bitPattern: s) ^ (1 << UInt64(w - 1))) & mask
-    default:
-      return UInt64(bitPattern: s) & mask
+    guard let encoding = encoding(of: dtype), w <= 64 else {
+      preconditionFailure("no ordered map for \(dtype)")
     }
+    let shift = UInt64(64 - w)
+    return map(UInt64(bitPattern: v) << shift, encoding) >> shift
   }
 }

@@ -40,7 +40,7 @@ public enum ResidualCodec {
     committed: UnsafeRawBufferPointer, reconstructed: UnsafeRawBufferPointer, dtype: DType,
     compressor: ZstdCompressor? = nil
   ) throws -> EncodedResidual? {
-    guard OrderedBits.supports(dtype), let width = dtype.byteCount else {
+    guard let encoding = OrderedBits.encoding(of: dtype), let width = dtype.byteCount else {
       throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
     }
     guard committed.count == reconstructed.count else {
@@ -54,30 +54,16 @@ public enum ResidualCodec {
     let n = committed.count / width
     // Only the nonzero differences are kept (a few percent of the elements for an editor's
     // rounding), so encoding costs memory in proportion to the residual, not to the tensor.
-    var positions: [Int] = []
-    var values: [Int64] = []
-    var nonzero = 0
-    var maxMagnitude: UInt64 = 0
-    var sparseByteCount = 0
-    var last = -1
-    for i in 0..<n {
-      let c = OrderedBits.ordered(load(committed, i, width), dtype: dtype)
-      let r = OrderedBits.ordered(load(reconstructed, i, width), dtype: dtype)
-      let d = signExtend(UInt64(bitPattern: c &- r), bits: width * 8)
-      guard d != 0 else { continue }
-      positions.append(i)
-      values.append(d)
-      nonzero += 1
-      maxMagnitude = max(maxMagnitude, d.magnitude)
-      sparseByteCount += lebByteCount(UInt64(i - last - 1)) + lebByteCount(zigzag(d))
-      last = i
-    }
+    let differences = Differences(committed, reconstructed, width: width, encoding: encoding)
+    let (positions, values) = (differences.positions, differences.values)
+    let nonzero = positions.count
+    let maxMagnitude = differences.maxMagnitude
     guard nonzero > 0 else { return nil }
     let compressor = try compressor ?? ZstdCompressor()
 
     var candidates: [(kind: Kind, denseWidth: Int, rawByteCount: Int)] = []
     if maxMagnitude <= 1 { candidates.append((.twoBit, 0, (n + 3) / 4)) }
-    candidates.append((.sparse, 0, sparseByteCount))
+    candidates.append((.sparse, 0, differences.sparseByteCount))
     let denseWidth =
       [1, 2, 4, 8].first { maxMagnitude <= (UInt64(1) << UInt64($0 * 8 - 1)) - 1 } ?? 8
     let fitWidth = min(denseWidth, width)
@@ -114,7 +100,7 @@ public enum ResidualCodec {
     _ encoded: [UInt8], to reconstructed: UnsafeMutableRawBufferPointer, dtype: DType,
     elementCount: Int
   ) throws {
-    guard OrderedBits.supports(dtype), let width = dtype.byteCount else {
+    guard let encoding = OrderedBits.encoding(of: dtype), let width = dtype.byteCount else {
       throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
     }
     let (expectedBytes, overflow) = elementCount.multipliedReportingOverflow(by: width)
@@ -134,9 +120,9 @@ public enum ResidualCodec {
       throw corrupt("element width \(encoded[3]), expected \(width) for \(dtype.rawValue)")
     }
     var cursor = 4
-    let n = try readLEB(encoded, &cursor)
-    let nonzero = try readLEB(encoded, &cursor)
-    let payloadByteCount = try readLEB(encoded, &cursor)
+    let (n, nonzero, payloadByteCount) = try encoded.withUnsafeBufferPointer {
+      (try readLEB($0, &cursor), try readLEB($0, &cursor), try readLEB($0, &cursor))
+    }
     guard n == UInt64(elementCount) else {
       throw corrupt("\(n) elements, expected \(elementCount)")
     }
@@ -168,86 +154,200 @@ public enum ResidualCodec {
     var values: [Int64] = []
     positions.reserveCapacity(count)
     values.reserveCapacity(count)
-    switch kind {
-    case .twoBit:
-      for i in 0..<elementCount {
-        let code = (payload[i >> 2] >> UInt8((i & 3) * 2)) & 3
-        switch code {
-        case 0: continue
-        case 1: values.append(1)
-        case 2: values.append(-1)
-        default: throw corrupt("two-bit code 3 at element \(i)")
+    try payload.withUnsafeBufferPointer { payload in
+      switch kind {
+      case .twoBit:
+        // Most bytes are zero (four unchanged elements); skip them whole.
+        for j in 0..<payload.count where payload[j] != 0 {
+          var codes = payload[j]
+          for i in (j * 4)..<min(j * 4 + 4, elementCount) {
+            switch codes & 3 {
+            case 0: break
+            case 1:
+              positions.append(i)
+              values.append(1)
+            case 2:
+              positions.append(i)
+              values.append(-1)
+            default: throw corrupt("two-bit code 3 at element \(i)")
+            }
+            codes >>= 2
+          }
         }
-        positions.append(i)
-      }
-      let tail = elementCount & 3
-      if tail != 0, let lastByte = payload.last, lastByte >> UInt8(tail * 2) != 0 {
-        throw corrupt("nonzero padding bits")
-      }
-    case .sparse:
-      var p = 0
-      var position = -1
-      for _ in 0..<count {
-        let gap = try readLEB(payload, &p)
-        guard gap < UInt64(elementCount), position + 1 + Int(gap) < elementCount else {
-          throw corrupt("position past element \(elementCount)")
+        let tail = elementCount & 3
+        if tail != 0, let lastByte = payload.last, lastByte >> UInt8(tail * 2) != 0 {
+          throw corrupt("nonzero padding bits")
         }
-        position += 1 + Int(gap)
-        positions.append(position)
-      }
-      for _ in 0..<count {
-        let z = try readLEB(payload, &p)
-        values.append(Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1))))
-      }
-      guard p == payload.count else { throw corrupt("\(payload.count - p) bytes after the values") }
-    case .dense:
-      for i in 0..<elementCount {
-        let d = signExtend(loadPayload(payload, i, denseWidth), bits: denseWidth * 8)
-        if d != 0 {
-          positions.append(i)
-          values.append(d)
+      case .sparse:
+        var p = 0
+        var position = -1
+        for _ in 0..<count {
+          let gap = try readLEB(payload, &p)
+          guard gap < UInt64(elementCount), position + 1 + Int(gap) < elementCount else {
+            throw corrupt("position past element \(elementCount)")
+          }
+          position += 1 + Int(gap)
+          positions.append(position)
         }
-        guard positions.count <= count else { break }
+        for _ in 0..<count {
+          let z = try readLEB(payload, &p)
+          values.append(Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1))))
+        }
+        guard p == payload.count else {
+          throw corrupt("\(payload.count - p) bytes after the values")
+        }
+      case .dense:
+        for i in 0..<elementCount {
+          var u: UInt64 = 0
+          for b in 0..<denseWidth { u |= UInt64(payload[i * denseWidth + b]) << UInt64(8 * b) }
+          let d = signExtend(u, bits: denseWidth * 8)
+          if d != 0 {
+            positions.append(i)
+            values.append(d)
+          }
+          guard positions.count <= count else { break }
+        }
       }
     }
     guard positions.count == count else {
       throw corrupt("\(positions.count) nonzero differences, header says \(count)")
     }
+    guard let base = reconstructed.baseAddress else { return }
+    switch width {
+    case 1: add(positions, values, to: base, as: UInt8.self, encoding)
+    case 2: add(positions, values, to: base, as: UInt16.self, encoding)
+    case 4: add(positions, values, to: base, as: UInt32.self, encoding)
+    default: add(positions, values, to: base, as: UInt64.self, encoding)
+    }
+  }
+
+  /// Moves each element at `positions` by its difference in `values`, in ordered-integer space.
+  private static func add<Word: FixedWidthInteger & UnsignedInteger>(
+    _ positions: [Int], _ values: [Int64], to raw: UnsafeMutableRawPointer, as _: Word.Type,
+    _ encoding: OrderedBits.Encoding
+  ) {
+    let size = MemoryLayout<Word>.size
     for (position, d) in zip(positions, values) {
-      let r = OrderedBits.ordered(
-        load(UnsafeRawBufferPointer(reconstructed), position, width), dtype: dtype)
-      store(OrderedBits.bits(ordered: r &+ d, dtype: dtype), reconstructed, position, width)
+      let offset = position * size
+      let bits = Word(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: Word.self))
+      // Adding modulo 2^w is the same as adding to the sign-extended ordered integer and
+      // reducing afterwards.
+      let moved = OrderedBits.map(
+        OrderedBits.map(bits, encoding) &+ Word(truncatingIfNeeded: d), encoding)
+      raw.storeBytes(of: moved.littleEndian, toByteOffset: offset, as: Word.self)
+    }
+  }
+
+  // MARK: - Differences
+
+  /// The nonzero differences `ordered(committed) − ordered(reconstructed)` of a tensor, in
+  /// element order, with what choosing a payload needs.
+  private struct Differences {
+    var positions: [Int] = []
+    var values: [Int64] = []
+    var maxMagnitude: UInt64 = 0
+    /// The size of the sparse payload: LEB128 gaps, then zigzag LEB128 values.
+    var sparseByteCount = 0
+
+    init(
+      _ committed: UnsafeRawBufferPointer, _ reconstructed: UnsafeRawBufferPointer, width: Int,
+      encoding: OrderedBits.Encoding
+    ) {
+      guard let c = committed.baseAddress, let r = reconstructed.baseAddress else { return }
+      let n = committed.count / width
+      switch width {
+      case 1: scan(c, r, n, as: UInt8.self, encoding)
+      case 2: scan(c, r, n, as: UInt16.self, encoding)
+      case 4: scan(c, r, n, as: UInt32.self, encoding)
+      default: scan(c, r, n, as: UInt64.self, encoding)
+      }
+      var last = -1
+      for (i, d) in zip(positions, values) {
+        maxMagnitude = max(maxMagnitude, d.magnitude)
+        sparseByteCount += lebByteCount(UInt64(i - last - 1)) + lebByteCount(zigzag(d))
+        last = i
+      }
+    }
+
+    /// Fills `positions` and `values` in two passes: a vectorized count of the differing
+    /// elements, then a fill of arrays of exactly that size (no appends in the loop).
+    private mutating func scan<Word: FixedWidthInteger & UnsignedInteger>(
+      _ committed: UnsafeRawPointer, _ reconstructed: UnsafeRawPointer, _ n: Int,
+      as _: Word.Type, _ encoding: OrderedBits.Encoding
+    ) {
+      let size = MemoryLayout<Word>.size
+      @inline(__always) func words(_ i: Int) -> (Word, Word) {
+        (
+          committed.loadUnaligned(fromByteOffset: i &* size, as: Word.self),
+          reconstructed.loadUnaligned(fromByteOffset: i &* size, as: Word.self)
+        )
+      }
+      // Counted as bytes of a bool so that LLVM keeps the loop branch-free and vectorizes it.
+      var count = 0
+      for i in 0..<n {
+        let (c, r) = words(i)
+        count &+= Int(unsafeBitCast(c != r, to: UInt8.self))
+      }
+      var values: [Int64] = []
+      positions = [Int](unsafeUninitializedCapacity: count) { positions, filled in
+        values = [Int64](unsafeUninitializedCapacity: count) { values, valueCount in
+          for i in 0..<n {
+            let (c, r) = words(i)
+            // Equal patterns are equal ordered integers (the map is a bijection).
+            guard c != r else { continue }
+            let difference =
+              OrderedBits.map(Word(littleEndian: c), encoding)
+              &- OrderedBits.map(Word(littleEndian: r), encoding)
+            positions.initializeElement(at: filled, to: i)
+            values.initializeElement(
+              at: filled,
+              to: signExtend(UInt64(truncatingIfNeeded: difference), bits: Word.bitWidth))
+            filled += 1
+          }
+          // The buffers are not ours: another thread writing them would break the count.
+          precondition(filled == count, "tensor changed while its residual was encoded")
+          valueCount = filled
+        }
+      }
+      self.values = values
     }
   }
 
   // MARK: - Payloads
 
+  /// The raw payload of `kind`: exactly `rawByteCount` bytes, written through one buffer.
   private static func makePayload(
-    _ kind: Kind, positions: [Int], values: [Int64], elementCount: Int, denseWidth: Int, rawByteCount: Int
+    _ kind: Kind, positions: [Int], values: [Int64], elementCount: Int, denseWidth: Int,
+    rawByteCount: Int
   ) -> [UInt8] {
-    var out = [UInt8]()
-    out.reserveCapacity(rawByteCount)
-    switch kind {
-    case .twoBit:
-      out = [UInt8](repeating: 0, count: rawByteCount)
-      for (i, d) in zip(positions, values) {
-        out[i >> 2] |= (d == 1 ? 1 : 2) << UInt8((i & 3) * 2)
-      }
-    case .sparse:
-      var last = -1
-      for i in positions {
-        appendLEB(UInt64(i - last - 1), to: &out)
-        last = i
-      }
-      for v in values { appendLEB(zigzag(v), to: &out) }
-    case .dense:
-      out = [UInt8](repeating: 0, count: elementCount * denseWidth)
-      for (i, v) in zip(positions, values) {
-        let u = UInt64(bitPattern: v)
-        for b in 0..<denseWidth { out[i * denseWidth + b] = UInt8(truncatingIfNeeded: u >> UInt64(8 * b)) }
+    [UInt8](unsafeUninitializedCapacity: rawByteCount) { out, initialized in
+      switch kind {
+      case .twoBit:
+        out.initialize(repeating: 0)
+        for (i, d) in zip(positions, values) {
+          out[i >> 2] |= (d == 1 ? 1 : 2) << UInt8((i & 3) * 2)
+        }
+        initialized = rawByteCount
+      case .sparse:
+        var cursor = 0
+        var last = -1
+        for i in positions {
+          writeLEB(UInt64(i - last - 1), to: out, at: &cursor)
+          last = i
+        }
+        for v in values { writeLEB(zigzag(v), to: out, at: &cursor) }
+        initialized = cursor
+      case .dense:
+        out.initialize(repeating: 0)
+        for (i, v) in zip(positions, values) {
+          let u = UInt64(bitPattern: v)
+          for b in 0..<denseWidth {
+            out[i * denseWidth + b] = UInt8(truncatingIfNeeded: u >> UInt64(8 * b))
+          }
+        }
+        initialized = rawByteCount
       }
     }
-    return out
   }
 
   // MARK: - Helpers
@@ -263,14 +363,10 @@ public enum ResidualCodec {
     return Int64(bitPattern: u << UInt64(shift)) >> shift
   }
 
+  /// The LEB128 length of `v`: one byte per 7 significant bits, at least one.
+  @inline(__always)
   private static func lebByteCount(_ v: UInt64) -> Int {
-    var v = v
-    var n = 1
-    while v >= 0x80 {
-      v >>= 7
-      n += 1
-    }
-    return n
+    (64 - (v | 1).leadingZeroBitCount + 6) / 7
   }
 
   private static func appendLEB(_ v: UInt64, to out: inout [UInt8]) {
@@ -282,8 +378,25 @@ public enum ResidualCodec {
     out.append(UInt8(v))
   }
 
+  /// Writes `v` as LEB128 at `cursor`; the caller sized `out` with `lebByteCount`.
+  @inline(__always)
+  private static func writeLEB(
+    _ v: UInt64, to out: UnsafeMutableBufferPointer<UInt8>, at cursor: inout Int
+  ) {
+    var v = v
+    while v >= 0x80 {
+      out.initializeElement(at: cursor, to: UInt8(truncatingIfNeeded: v) | 0x80)
+      cursor += 1
+      v >>= 7
+    }
+    out.initializeElement(at: cursor, to: UInt8(v))
+    cursor += 1
+  }
+
   /// Reads an unsigned LEB128 of at most 10 bytes that fits in 64 bits.
-  private static func readLEB(_ bytes: [UInt8], _ cursor: inout Int) throws -> UInt64 {
+  private static func readLEB(_ bytes: UnsafeBufferPointer<UInt8>, _ cursor: inout Int) throws
+    -> UInt64
+  {
     var result: UInt64 = 0
     for i in 0..<10 {
       guard cursor < bytes.count else {
@@ -298,39 +411,5 @@ public enum ResidualCodec {
       if b & 0x80 == 0 { return result }
     }
     throw DeltaStoreError.corruptResidual(reason: "varint longer than 10 bytes")
-  }
-
-  @inline(__always)
-  private static func load(_ raw: UnsafeRawBufferPointer, _ i: Int, _ width: Int) -> UInt64 {
-    switch width {
-    case 1: return UInt64(raw[i])
-    case 2:
-      return UInt64(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
-    case 4:
-      return UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-    default: return UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
-    }
-  }
-
-  @inline(__always)
-  private static func store(
-    _ v: UInt64, _ raw: UnsafeMutableRawBufferPointer, _ i: Int, _ width: Int
-  ) {
-    switch width {
-    case 1: raw[i] = UInt8(truncatingIfNeeded: v)
-    case 2:
-      raw.storeBytes(
-        of: UInt16(truncatingIfNeeded: v).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-    case 4:
-      raw.storeBytes(
-        of: UInt32(truncatingIfNeeded: v).littleEndian, toByteOffset: 4 * i, as: UInt32.self)
-    default: raw.storeBytes(of: v.littleEndian, toByteOffset: 8 * i, as: UInt64.self)
-    }
-  }
-
-  private static func loadPayload(_ payload: [UInt8], _ i: Int, _ width: Int) -> UInt64 {
-    var u: UInt64 = 0
-    for b in 0..<width { u |= UInt64(payload[i * width + b]) << UInt64(8 * b) }
-    return u
   }
 }

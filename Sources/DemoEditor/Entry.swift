@@ -22,5 +22,7 @@ struct DemoEditor: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mvc-demo-editor",
     abstract: "Generate toy transformer models and edit them like an external editor would.",
-    subcommands: [Generate.self, Rome.self, LowRank.self, Eval.self, BenchSolvers.self])
+    subcommands: [
+      Generate.self, Rome.self, LowRank.self, Eval.self, BenchSolvers.self, BenchCodecs.self,
+    ])
 }

@@ -4,12 +4,12 @@ import TestSupport
 import Testing
 
 /// Raw little-endian bytes of random patterns of `dtype`'s width.
-private func randomBytes(_ count: Int, _ rng: inout SplitMix64) -> [UInt8] {
+func randomBytes(_ count: Int, _ rng: inout SplitMix64) -> [UInt8] {
   (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
 }
 
 /// Adds `delta` ulps (ordered-integer steps) to element `i` of `raw`.
-private func bump(_ raw: inout [UInt8], _ i: Int, by delta: Int64, dtype: DType) {
+func bump(_ raw: inout [UInt8], _ i: Int, by delta: Int64, dtype: DType) {
   let w = dtype.byteCount ?? 1
   var bits: UInt64 = 0
   for b in 0..<w { bits |= UInt64(raw[i * w + b]) << UInt64(8 * b) }
