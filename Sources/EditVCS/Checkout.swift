@@ -186,7 +186,7 @@ extension EditRepository {
     try materializeInOrder(present, at: commit, current: { name in
       guard let bytes = working.bytes(of: name) else { return nil }
       return (currentHashes[name] ?? ContentHash.of(bytes).description, bytes)
-    }) { name, fresh in
+    }, releaseCurrent: working.releasePages(of:range:)) { name, fresh in
       guard let (shard, info) = working.location(of: name) else { return }
       let writer = try writers[shard] ?? InPlaceFileWriter(path: working.shardPath(shard), hook: hooked ? environment.ioHook : nil)
       writers[shard] = writer
@@ -212,6 +212,7 @@ extension EditRepository {
   func materializeInOrder(
     _ tensors: [String], at commit: ObjectID,
     current: (String) -> (hash: String, bytes: UnsafeRawBufferPointer)?,
+    releaseCurrent: ((String, Range<Int>) -> Void)? = nil,
     write: (String, [UInt8]) throws -> Void
   ) throws {
     final class Pending: @unchecked Sendable {
@@ -243,7 +244,9 @@ extension EditRepository {
       for item in pending { item.done.wait() }
     }
     for name in tensors {
-      let plan = try planMaterialization(name, at: commit, current: current(name))
+      var planned = try planMaterialization(name, at: commit, current: current(name))
+      if let releaseCurrent { planned.releaseCurrent = { releaseCurrent(name, $0) } }
+      let plan = planned
       let byteCount = plan.target.byteCount
       budget = max(budget, 2 * byteCount)
       while !pending.isEmpty && heldBytes + byteCount > budget { try writeOldest() }
@@ -341,7 +344,8 @@ extension EditRepository {
           currentStates[info.name] = current
           rebuild.append(info.name)
         }
-        try materializeInOrder(rebuild, at: commit, current: { currentStates[$0] }) { name, fresh in
+        try materializeInOrder(rebuild, at: commit, current: { currentStates[$0] }, releaseCurrent: previous?.releasePages(of:range:)) {
+          name, fresh in
           try fresh.withUnsafeBytes { try writer.write($0, at: offsets[name] ?? 0) }
           previous?.releasePages(of: name)
           done += 1

@@ -101,7 +101,8 @@ extension EditRepository {
         saveSnapshot: Self.isGridState(stored.state.hash) && stored.tree != chain[0].tree
           && !hasSnapshot(stored.state.hash) ? snapshotPath(stored.state.hash) : nil)
     }
-    return MaterializationPlan(tensor: tensor, revision: commit, start: start, startState: oldest.state, steps: steps, target: chain[0].state)
+    return MaterializationPlan(
+      tensor: tensor, revision: commit, start: start, startState: oldest.state, steps: steps, target: chain[0].state)
   }
 
   /// Rebuilds the tensor a plan describes and checks it against the target state's hash.
@@ -112,7 +113,7 @@ extension EditRepository {
     var bytes: [UInt8]
     switch plan.start {
     case .bytes(let current):
-      bytes = Array(current)
+      bytes = copyReleasing(current, release: plan.releaseCurrent)
     case .snapshot:
       guard let cached = try timed("load snapshot", { try loadSnapshot(plan.startState) }) else { return nil }
       bytes = cached
@@ -135,6 +136,24 @@ extension EditRepository {
         tensor: tensor, revision: plan.revision.shortHex, expected: plan.target.hash, actual: actual)
     }
     return bytes
+  }
+
+  /// Copies the caller's current bytes (mapped working-model pages), dropping each slice's pages
+  /// once copied, so the copy never holds the tensor twice.
+  private func copyReleasing(_ source: UnsafeRawBufferPointer, release: ((Range<Int>) -> Void)?) -> [UInt8] {
+    guard let release else { return Array(source) }
+    let slice = 4 << 20
+    return [UInt8](unsafeUninitializedCapacity: source.count) { buffer, count in
+      var offset = 0
+      while offset < source.count {
+        let end = min(source.count, offset + slice)
+        UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset..<end])
+          .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<end]))
+        release(offset..<end)
+        offset = end
+      }
+      count = source.count
+    }
   }
 
   /// Where the bytes of a `full` or `reference` state come from.
@@ -164,20 +183,18 @@ extension EditRepository {
     }
   }
 
+  /// Streams each chunk from its object into the zstd decoder, which scatters the byte planes
+  /// straight into the tensor: no copy of the compressed chunk, no chunk-sized scratch buffer.
   private func decodeFull(_ state: TensorState, chunks: [MaterializationPlan.Chunk], tensor: String) throws -> [UInt8] {
     var out = [UInt8](repeating: 0, count: state.byteCount)
     try out.withUnsafeMutableBytes { destination in
-      try TensorBlobs.decodeFull(
-        chunkCount: chunks.count, chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
-        dtype: state.dtype, into: destination
-      ) { i in
+      try FullTensorCodec.decode(
+        chunkCount: chunks.count, dtype: state.dtype,
+        chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount, into: destination
+      ) { i, sink in
         switch chunks[i] {
-        case .bytes(let bytes): return bytes
-        case .loose(let blob):
-          var bytes: [UInt8] = []
-          bytes.reserveCapacity(blob.contentByteCount)
-          try blob.forEachPiece { bytes.append(contentsOf: $0) }
-          return bytes
+        case .bytes(let bytes): try bytes.withUnsafeBytes(sink)
+        case .loose(let blob): try blob.forEachPiece(sink)
         }
       }
     }
@@ -296,6 +313,9 @@ struct MaterializationPlan {
   var tensor: String
   var revision: ObjectID
   var start: Start
+  /// Drops pages of the caller's current bytes (a byte range of them) once copied; set by the
+  /// caller, called from any thread.
+  var releaseCurrent: ((Range<Int>) -> Void)?
   var startState: TensorState
   /// Oldest first.
   var steps: [Step]

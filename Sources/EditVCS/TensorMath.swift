@@ -146,14 +146,6 @@ enum TensorMath {
 enum TensorBlobs {
   static let chunkByteCount = 64 << 20
 
-  static func decodeFull(
-    chunkCount: Int, chunkByteCount: Int, dtype: DType, into destination: UnsafeMutableRawBufferPointer,
-    chunk: (Int) throws -> [UInt8]
-  ) throws {
-    try FullTensorCodec.decode(
-      chunkCount: chunkCount, chunk: chunk, into: destination, dtype: dtype, chunkByteCount: chunkByteCount)
-  }
-
   static func encodeFactor(_ values: [Float], compressor: ZstdCompressor) throws -> [UInt8] {
     try values.withUnsafeBufferPointer { try FactorCodec.encode($0, compressor: compressor) }
   }

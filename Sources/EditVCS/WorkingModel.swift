@@ -82,6 +82,13 @@ final class WorkingModel {
     shards[shard].releasePages(of: info)
   }
 
+  /// Drops the pages of bytes `range` (relative to the tensor's first byte) of tensor `name`.
+  func releasePages(of name: String, range: Range<Int>) {
+    guard let (shard, info) = locations[name] else { return }
+    let start = shards[shard].dataStart + info.dataOffsets.lowerBound
+    shards[shard].mappedFile.releasePages((start + range.lowerBound)..<(start + min(range.upperBound, info.byteCount)))
+  }
+
   /// Absolute path of shard `index`.
   func shardPath(_ index: Int) -> String {
     isSharded ? (path as NSString).appendingPathComponent(shardFiles[index]) : path
