@@ -5,4 +5,11 @@
    database with an uncompressed loose backend (its blobs are zstd frames already). */
 #include <git2/sys/repository.h>
 #include <git2/sys/odb_backend.h>
+
+/* git_libgit2_opts is variadic, which Swift cannot call: one fixed-argument wrapper per use. */
+static inline int mvc_git_limit_pack_windows(size_t window_size, size_t mapped_limit) {
+  int error = git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, window_size);
+  if (error < 0) return error;
+  return git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, mapped_limit);
+}
 #endif

@@ -207,8 +207,8 @@ extension EditRepository {
   /// Rebuilds `tensors` at `commit` on up to `materializationWidth` worker threads and hands each
   /// result to `write` on this thread in the given order, so writes, the journal and
   /// fault-injection hooks see the same sequence whatever the timing. Workers go on rebuilding
-  /// while this thread writes, as long as the tensors held (rebuilding or waiting to be written)
-  /// stay within twice the largest one.
+  /// while this thread writes, as long as what is held (tensors rebuilding or waiting to be
+  /// written, and packed objects read for them) stays within twice the largest tensor.
   func materializeInOrder(
     _ tensors: [String], at commit: ObjectID,
     current: (String) -> (hash: String, bytes: UnsafeRawBufferPointer)?,
@@ -228,7 +228,6 @@ extension EditRepository {
     let workers = DispatchSemaphore(value: materializationWidth)
     var pending: [Pending] = []
     var heldBytes = 0
-    var budget = 0
     func writeOldest() throws {
       let oldest = pending.removeFirst()
       oldest.done.wait()
@@ -243,15 +242,22 @@ extension EditRepository {
       // On an error, let running workers finish before their inputs go away.
       for item in pending { item.done.wait() }
     }
-    for name in tensors {
+    let trees = try contents(of: commit).tensorTrees
+    let sizes = try tensors.map { name -> Int in
+      guard let tree = trees[name] else { return 0 }
+      return try storedState(tree, tensor: name).state.byteCount
+    }
+    let budget = 2 * (sizes.max() ?? 0)
+    for (name, size) in zip(tensors, sizes) {
+      // Room first: planning may already read a packed object into memory.
+      while !pending.isEmpty && heldBytes + size > budget { try writeOldest() }
       var planned = try planMaterialization(name, at: commit, current: current(name))
       if let releaseCurrent { planned.releaseCurrent = { releaseCurrent(name, $0) } }
       let plan = planned
-      let byteCount = plan.target.byteCount
-      budget = max(budget, 2 * byteCount)
-      while !pending.isEmpty && heldBytes + byteCount > budget { try writeOldest() }
-      let item = Pending(name: name, byteCount: byteCount)
-      heldBytes += byteCount
+      let held = plan.target.byteCount + plan.prereadByteCount
+      while !pending.isEmpty && heldBytes + held > budget { try writeOldest() }
+      let item = Pending(name: name, byteCount: held)
+      heldBytes += held
       pending.append(item)
       workers.wait()
       DispatchQueue.global().async {

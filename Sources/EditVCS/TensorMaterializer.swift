@@ -170,7 +170,7 @@ extension EditRepository {
         if let loose = try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.looseBlob(id) }) {
           return .loose(loose)
         }
-        return .bytes(try git.readBlob(id))
+        return .packed(try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.lookupBlob(id) }))
       }
       return .full(chunks: chunks)
     case .reference:
@@ -193,7 +193,7 @@ extension EditRepository {
         chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount, into: destination
       ) { i, sink in
         switch chunks[i] {
-        case .bytes(let bytes): try bytes.withUnsafeBytes(sink)
+        case .packed(let blob): try sink(blob.content)
         case .loose(let blob): try blob.forEachPiece(sink)
         }
       }
@@ -289,8 +289,8 @@ struct MaterializationPlan {
   enum Chunk {
     /// A loose object, read in place (no libgit2 handle: any thread).
     case loose(LooseBlob)
-    /// A packed object, read beforehand.
-    case bytes([UInt8])
+    /// A packed object, read beforehand (libgit2's buffer, not copied).
+    case packed(GitBlob)
   }
 
   /// Compressed factor blobs of one low-rank state.
@@ -320,6 +320,16 @@ struct MaterializationPlan {
   /// Oldest first.
   var steps: [Step]
   var target: TensorState
+
+  /// Bytes already read into memory for this plan (packed chunks, factors, residuals).
+  var prereadByteCount: Int {
+    var total = 0
+    if case .full(let chunks) = start {
+      for case .packed(let blob) in chunks { total += blob.content.count }
+    }
+    for step in steps { total += step.factors.u.count + step.factors.v.count + (step.residual?.count ?? 0) }
+    return total
+  }
 }
 
 /// A local cache of materialized tensor states, outside the object database: never pushed,

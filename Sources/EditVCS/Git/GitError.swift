@@ -16,7 +16,16 @@ public struct GitError: Error, Equatable, Sendable {
 }
 
 /// libgit2 needs one `git_libgit2_init` per process before any other call (platform notes G6).
-let libgit2InitCount: Int32 = git_libgit2_init()
+///
+/// Pack files are read through mmap windows whose touched pages stay resident until a window is
+/// unmapped; libgit2's 64-bit defaults (1 GiB windows, 8 GiB mapped) would let a checkout from
+/// a packed repository hold hundreds of MiB of pack. 8 MiB windows, at most 32 MiB mapped,
+/// keep that within the memory budget of a tensor or two.
+let libgit2InitCount: Int32 = {
+  let count = git_libgit2_init()
+  _ = mvc_git_limit_pack_windows(8 << 20, 32 << 20)
+  return count
+}()
 
 /// Throws a `GitError` for a negative libgit2 return code; positive values are counts, not errors.
 /// Reads `git_error_last()` at once, on the same thread, as libgit2's threading notes require.

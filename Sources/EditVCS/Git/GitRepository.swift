@@ -109,6 +109,16 @@ public final class GitRepository {
     return try body(UnsafeRawBufferPointer(start: git_blob_rawcontent(blob), count: size))
   }
 
+  /// The blob as libgit2 holds it, without a copy; its content stays valid while the returned
+  /// object lives (any thread may read it and release it).
+  public func lookupBlob(_ id: ObjectID) throws -> GitBlob {
+    var oid = id.raw
+    var blob: OpaquePointer?
+    try check(git_blob_lookup(&blob, handle, &oid), "git_blob_lookup", id.hex)
+    guard let blob else { throw GitError(code: -3, function: "git_blob_lookup", subject: id.hex, message: "missing") }
+    return GitBlob(blob)
+  }
+
   public func readBlob(_ id: ObjectID) throws -> [UInt8] {
     try withBlob(id) { Array($0) }
   }
@@ -389,5 +399,19 @@ public final class GitRepository {
     try check(git_repository_config(&config, handle), "git_repository_config")
     defer { git_config_free(config) }
     try check(git_config_set_string(config, key, value), "git_config_set_string", key)
+  }
+}
+
+/// A blob read by libgit2 (`git_blob_lookup`), freed with `git_blob_free` when released.
+public final class GitBlob: @unchecked Sendable {
+  private let handle: OpaquePointer
+
+  init(_ handle: OpaquePointer) { self.handle = handle }
+
+  deinit { git_blob_free(handle) }
+
+  /// The blob's content, valid while this object lives.
+  public var content: UnsafeRawBufferPointer {
+    UnsafeRawBufferPointer(start: git_blob_rawcontent(handle), count: Int(git_blob_rawsize(handle)))
   }
 }
