@@ -100,7 +100,7 @@ public enum ResidualCodec {
     _ encoded: [UInt8], to reconstructed: UnsafeMutableRawBufferPointer, dtype: DType,
     elementCount: Int
   ) throws {
-    guard let encoding = OrderedBits.encoding(of: dtype), let width = dtype.byteCount else {
+    guard let width = dtype.byteCount else {
       throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
     }
     let (expectedBytes, overflow) = elementCount.multipliedReportingOverflow(by: width)
@@ -108,6 +108,20 @@ public enum ResidualCodec {
       throw DeltaStoreError.byteCountMismatch(
         what: "reconstructed tensor", expected: overflow ? Int.max : expectedBytes,
         actual: reconstructed.count)
+    }
+    let decoded = try decode(encoded, dtype: dtype, elementCount: elementCount)
+    guard let base = reconstructed.baseAddress else { return }
+    decoded.add(to: base, entries: 0..<decoded.count)
+  }
+
+  /// Decodes a residual to its (position, difference) pairs, validated as `apply` does, so a
+  /// caller can apply it a range of elements at a time (`DecodedResidual.add`).
+  public static func decode(_ encoded: [UInt8], dtype: DType, elementCount: Int) throws -> DecodedResidual {
+    guard let encoding = OrderedBits.encoding(of: dtype), let width = dtype.byteCount else {
+      throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
+    }
+    guard elementCount >= 0, elementCount <= Int(UInt32.max) else {
+      throw DeltaStoreError.corruptResidual(reason: "\(elementCount) elements: more than positions hold")
     }
     func corrupt(_ reason: String) -> DeltaStoreError { .corruptResidual(reason: reason) }
     guard encoded.count >= 4 else { throw corrupt("blob is \(encoded.count) bytes") }
@@ -150,7 +164,7 @@ public enum ResidualCodec {
         UnsafeRawBufferPointer(rebasing: $0[cursor...]), expectedByteCount: Int(payloadByteCount))
     }
     // Decode to (position, difference) pairs first so a corrupt blob changes nothing.
-    var positions: [Int] = []
+    var positions: [UInt32] = []
     var values: [Int64] = []
     positions.reserveCapacity(count)
     values.reserveCapacity(count)
@@ -164,10 +178,10 @@ public enum ResidualCodec {
             switch codes & 3 {
             case 0: break
             case 1:
-              positions.append(i)
+              positions.append(UInt32(i))
               values.append(1)
             case 2:
-              positions.append(i)
+              positions.append(UInt32(i))
               values.append(-1)
             default: throw corrupt("two-bit code 3 at element \(i)")
             }
@@ -187,7 +201,7 @@ public enum ResidualCodec {
             throw corrupt("position past element \(elementCount)")
           }
           position += 1 + Int(gap)
-          positions.append(position)
+          positions.append(UInt32(position))
         }
         for _ in 0..<count {
           let z = try readLEB(payload, &p)
@@ -202,7 +216,7 @@ public enum ResidualCodec {
           for b in 0..<denseWidth { u |= UInt64(payload[i * denseWidth + b]) << UInt64(8 * b) }
           let d = signExtend(u, bits: denseWidth * 8)
           if d != 0 {
-            positions.append(i)
+            positions.append(UInt32(i))
             values.append(d)
           }
           guard positions.count <= count else { break }
@@ -212,23 +226,17 @@ public enum ResidualCodec {
     guard positions.count == count else {
       throw corrupt("\(positions.count) nonzero differences, header says \(count)")
     }
-    guard let base = reconstructed.baseAddress else { return }
-    switch width {
-    case 1: add(positions, values, to: base, as: UInt8.self, encoding)
-    case 2: add(positions, values, to: base, as: UInt16.self, encoding)
-    case 4: add(positions, values, to: base, as: UInt32.self, encoding)
-    default: add(positions, values, to: base, as: UInt64.self, encoding)
-    }
+    return DecodedResidual(positions: positions, values: values, width: width, encoding: encoding)
   }
 
   /// Moves each element at `positions` by its difference in `values`, in ordered-integer space.
-  private static func add<Word: FixedWidthInteger & UnsignedInteger>(
-    _ positions: [Int], _ values: [Int64], to raw: UnsafeMutableRawPointer, as _: Word.Type,
+  fileprivate static func add<Word: FixedWidthInteger & UnsignedInteger>(
+    _ positions: ArraySlice<UInt32>, _ values: ArraySlice<Int64>, to raw: UnsafeMutableRawPointer, as _: Word.Type,
     _ encoding: OrderedBits.Encoding
   ) {
     let size = MemoryLayout<Word>.size
     for (position, d) in zip(positions, values) {
-      let offset = position * size
+      let offset = Int(position) * size
       let bits = Word(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: Word.self))
       // Adding modulo 2^w is the same as adding to the sign-extended ordered integer and
       // reducing afterwards.
@@ -411,5 +419,37 @@ public enum ResidualCodec {
       if b & 0x80 == 0 { return result }
     }
     throw DeltaStoreError.corruptResidual(reason: "varint longer than 10 bytes")
+  }
+}
+
+/// A residual's nonzero differences in element order, ready to be applied in pieces: the
+/// checkout of a long chain applies several states a row block at a time while it is in cache.
+public struct DecodedResidual: Sendable {
+  /// Element indices, ascending.
+  public let positions: [UInt32]
+  let values: [Int64]
+  let width: Int
+  let encoding: OrderedBits.Encoding
+
+  public var count: Int { positions.count }
+
+  /// The entries whose elements lie in `elements`, from `start` on (a cursor a caller advances
+  /// block by block).
+  public func entries(in elements: Range<Int>, from start: Int) -> Range<Int> {
+    var end = start
+    while end < positions.count && Int(positions[end]) < elements.upperBound { end += 1 }
+    return start..<end
+  }
+
+  /// Moves the elements of `entries` by their differences; `raw` is the whole tensor's first byte.
+  public func add(to raw: UnsafeMutableRawPointer, entries: Range<Int>) {
+    let p = positions[entries]
+    let v = values[entries]
+    switch width {
+    case 1: ResidualCodec.add(p, v, to: raw, as: UInt8.self, encoding)
+    case 2: ResidualCodec.add(p, v, to: raw, as: UInt16.self, encoding)
+    case 4: ResidualCodec.add(p, v, to: raw, as: UInt32.self, encoding)
+    default: ResidualCodec.add(p, v, to: raw, as: UInt64.self, encoding)
+    }
   }
 }

@@ -53,14 +53,27 @@ enum TensorMath {
   static func addRankOneF32(
     _ raw: UnsafeMutableRawPointer, rows: Int, cols: Int, u: UnsafePointer<Float>, v: UnsafePointer<Float>
   ) {
+    // A row's sums go to a Float64 buffer first, so both loops are branch-free and vectorize;
+    // only a row holding an Inf/NaN sum takes the software narrowing (its NaN payload rule).
+    let sums = UnsafeMutablePointer<Double>.allocate(capacity: cols)
+    defer { sums.deallocate() }
     for i in 0..<rows {
       let ui = Double(u[i])
-      let row = raw + i * cols * 4
+      let row = (raw + i &* cols &* 4).assumingMemoryBound(to: UInt32.self)
+      var nonFinite: UInt64 = 0
       for j in 0..<cols {
-        let x = Double(Float(bitPattern: UInt32(littleEndian: (row + 4 * j).loadUnaligned(as: UInt32.self))))
-        let y = x + ui * Double(v[j])
-        let bits = y.isFinite ? Float(y).bitPattern : FloatConversion.f32Bits(y)
-        (row + 4 * j).storeBytes(of: bits.littleEndian, as: UInt32.self)
+        let y = Double(Float(bitPattern: UInt32(littleEndian: row[j]))) + ui * Double(v[j])
+        sums[j] = y
+        // 1 exactly when the exponent field is all ones (Inf or NaN), without a compare.
+        nonFinite |= (((y.bitPattern >> 52) & 0x7FF) &+ 1) >> 11
+      }
+      if nonFinite == 0 {
+        for j in 0..<cols { row[j] = Float(sums[j]).bitPattern.littleEndian }
+      } else {
+        for j in 0..<cols {
+          let y = sums[j]
+          row[j] = (y.isFinite ? Float(y).bitPattern : FloatConversion.f32Bits(y)).littleEndian
+        }
       }
     }
   }

@@ -205,6 +205,25 @@ private func expectSameEncoding(
       fast.bytes, to: $0, dtype: dtype, elementCount: reconstructed.count / width)
   }
   #expect(out == committed, comment, sourceLocation: sourceLocation)
+  // Decoded and applied a block of elements at a time (how checkout replays a chain), block
+  // edges anywhere: the same bytes.
+  let elementCount = reconstructed.count / width
+  let decoded = try ResidualCodec.decode(fast.bytes, dtype: dtype, elementCount: elementCount)
+  #expect(decoded.count == fast.nonzeroCount, comment, sourceLocation: sourceLocation)
+  var pieces = reconstructed
+  pieces.withUnsafeMutableBytes { raw in
+    var cursor = 0
+    var start = 0
+    let block = max(1, elementCount / 7 + 1)
+    while start < elementCount {
+      let entries = decoded.entries(in: start..<min(elementCount, start + block), from: cursor)
+      decoded.add(to: raw.baseAddress!, entries: entries)
+      cursor = entries.upperBound
+      start += block
+    }
+    #expect(cursor == decoded.count, comment, sourceLocation: sourceLocation)
+  }
+  #expect(pieces == committed, comment, sourceLocation: sourceLocation)
   let differing = (0..<(committed.count / width)).filter {
     committed[$0 * width..<($0 + 1) * width] != reconstructed[$0 * width..<($0 + 1) * width]
   }.count
