@@ -126,7 +126,9 @@ extension EditRepository {
     do {
       defer { delta.deallocate() }
       measured = try previous.withUnsafeBytes { old in
-        try TensorMath.difference(new: work, old: old, dtype: info.dtype, count: count, into: delta)
+        try TensorMath.difference(
+          new: work, old: old, dtype: info.dtype, count: count, into: delta,
+          releaseNew: { working.releasePages(of: name, range: $0) })
       }
       factors =
         measured.allFinite
