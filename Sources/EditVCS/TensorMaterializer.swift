@@ -90,7 +90,7 @@ extension EditRepository {
         // A chain may end on a low-rank state only when it is the caller's current state.
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "chain has no starting state")
       }
-      start = .snapshot(path: snapshotPath(oldest.state.hash))
+      start = .snapshot
     } else {
       start = try completeSource(oldest, tensor: tensor)
     }
@@ -348,8 +348,8 @@ struct MaterializationPlan {
   enum Start {
     /// The caller's current bytes of the oldest state (valid while the plan runs).
     case bytes(UnsafeRawBufferPointer)
-    /// A snapshot in the local cache.
-    case snapshot(path: String)
+    /// The start state's snapshot in the local cache.
+    case snapshot
     /// A `full` state's compressed chunks.
     case full(chunks: [Chunk])
     /// A `reference` state: the base file outside the repository.
