@@ -130,10 +130,12 @@ final class WorkingModel {
           done += 1
           let count = done
           lock.unlock()
-          if worker == 0 { progress?(count, names.count) }
+          // The reporter is not thread-safe: one thread reports, and the end is reported below.
+          if worker == 0 && count < names.count { progress?(count, names.count) }
         }
       }
     }
+    progress?(names.count, names.count)
     var out: [String: String] = [:]
     for (name, hash) in zip(names, hashes) { out[name] = hash }
     return out
