@@ -68,7 +68,7 @@ extension EditRepository {
     if let working {
       currentHashes = timed("working hashes") { workingHashes(working) }
       if !force, let headCommit = headState.commit {
-        let status = try status(of: working, against: headCommit, head: headState)
+        let status = try status(of: working, against: headCommit, head: headState, hashes: currentHashes)
         if !status.isClean {
           throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name))
         }

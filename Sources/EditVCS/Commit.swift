@@ -40,10 +40,10 @@ extension EditRepository {
     let headState = try head()
     guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
     let working = try WorkingModel(path: modelPath)
-    let status = try timed("status") { try self.status(of: working, against: parent, head: headState) }
+    let hashes = timed("working hashes") { workingHashes(working) }
+    let status = try self.status(of: working, against: parent, head: headState, hashes: hashes)
     guard !status.isClean else { throw RepositoryError.nothingToCommit }
     let parentContents = try contents(of: parent)
-    let hashes = timed("working hashes") { workingHashes(working) }
 
     var trees = parentContents.tensorTrees
     var changes: [EditRecord.TensorChange] = []

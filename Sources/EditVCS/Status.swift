@@ -30,8 +30,11 @@ extension EditRepository {
     return try status(of: working, against: commit, head: headState)
   }
 
-  func status(of working: WorkingModel, against commit: ObjectID, head: HeadState) throws -> WorkingStatus {
-    let current = workingHashes(working)
+  /// - Parameter hashes: the working tensors' hashes when the caller has them already.
+  func status(
+    of working: WorkingModel, against commit: ObjectID, head: HeadState, hashes: [String: String]? = nil
+  ) throws -> WorkingStatus {
+    let current = hashes ?? workingHashes(working)
     let contents = try contents(of: commit)
     var entries: [WorkingStatus.Entry] = []
     for name in working.tensorNames {

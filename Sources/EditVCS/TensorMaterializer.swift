@@ -230,17 +230,18 @@ extension EditRepository {
 
   /// Loads a low-rank state's factors.
   func factors(of stored: StoredTensorState, tensor: String) throws -> (u: [Float], v: [Float], rows: Int, cols: Int, rank: Int) {
-    let state = stored.state
-    guard let rank = state.rank, let rows = state.rows, let cols = state.cols, rows * cols == state.elementCount else {
-      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state without rows/cols/rank")
-    }
-    if rank == 0 { return ([], [], rows, cols, 0) }
-    guard let uID = stored.blobs[TreeEntryName.u], let vID = stored.blobs[TreeEntryName.v] else {
-      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing factor blobs")
-    }
-    let u = try TensorBlobs.decodeFactor(try git.readBlob(uID), elementCount: rows * rank)
-    let v = try TensorBlobs.decodeFactor(try git.readBlob(vID), elementCount: cols * rank)
-    return (u, v, rows, cols, rank)
+    let f = try encodedFactors(of: stored, tensor: tensor)
+    let (u, v) = try decodedFactors(f)
+    return (u, v, f.rows, f.cols, f.rank)
+  }
+
+  /// The factors of an encoded state; rank 0 (a state that only differs by its residual) has none.
+  func decodedFactors(_ f: MaterializationPlan.Factors) throws -> (u: [Float], v: [Float]) {
+    guard f.rank > 0 else { return ([], []) }
+    return (
+      try TensorBlobs.decodeFactor(f.u, elementCount: f.rows * f.rank),
+      try TensorBlobs.decodeFactor(f.v, elementCount: f.cols * f.rank)
+    )
   }
 
   /// States applied together a block at a time; their decoded residuals are held at once
@@ -260,9 +261,9 @@ extension EditRepository {
       guard bytes.count == step.state.byteCount, f.rows * f.cols == step.state.elementCount else {
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "state size differs from its parent")
       }
+      let (u, v) = try decodedFactors(f)
       return (
-        f.rank == 0 ? [] : try TensorBlobs.decodeFactor(f.u, elementCount: f.rows),
-        f.rank == 0 ? [] : try TensorBlobs.decodeFactor(f.v, elementCount: f.cols),
+        u, v,
         try step.residual.map {
           try ResidualCodec.decode($0, dtype: step.state.dtype, elementCount: step.state.elementCount)
         })
@@ -313,22 +314,13 @@ extension EditRepository {
   }
 
   /// `bytes = round(bytes + U·Vᵀ) + residual`, in place.
-  func applyLowRank(_ stored: StoredTensorState, to bytes: inout [UInt8], tensor: String) throws {
-    let step = MaterializationPlan.Step(
-      state: stored.state, factors: try encodedFactors(of: stored, tensor: tensor),
-      residual: try stored.blobs[TreeEntryName.residual].map { try git.readBlob($0) }, saveSnapshot: nil)
-    try applyLowRank(step, to: &bytes, tensor: tensor)
-  }
-
   func applyLowRank(_ step: MaterializationPlan.Step, to bytes: inout [UInt8], tensor: String) throws {
     let state = step.state
     let f = step.factors
     guard bytes.count == state.byteCount else {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "state size differs from its parent")
     }
-    // Rank 0 (a state that only differs by its residual) has no factor blobs.
-    let u = f.rank == 0 ? [] : try TensorBlobs.decodeFactor(f.u, elementCount: f.rows * f.rank)
-    let v = f.rank == 0 ? [] : try TensorBlobs.decodeFactor(f.v, elementCount: f.cols * f.rank)
+    let (u, v) = try decodedFactors(f)
     try bytes.withUnsafeMutableBytes { raw in
       try u.withUnsafeBufferPointer { u in
         try v.withUnsafeBufferPointer { v in
