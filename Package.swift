@@ -42,7 +42,7 @@ let package = Package(
     .testTarget(name: "DeltaStoreTests", dependencies: ["DeltaStore", "TestSupport"]),
     .testTarget(name: "ApplyTests", dependencies: ["Apply", "TestSupport"]),
     .testTarget(name: "EditVCSTests", dependencies: ["EditVCS", "DeltaStore", "Apply", "TestSupport"]),
-    .testTarget(name: "MVCEndToEndTests", dependencies: ["mvc", "DemoEditor", "DeltaStore", "TestSupport"]),
+    .testTarget(name: "MVCEndToEndTests", dependencies: ["mvc", "DemoEditor", "EditVCS", "DeltaStore", "TestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

@@ -159,6 +159,8 @@ public enum FactorCodec {
     guard elementCount >= 0, !overflow else {
       throw DeltaStoreError.corruptBlob(kind: "factor", reason: "element count \(elementCount)")
     }
+    // The frame must declare exactly this size before anything is allocated for it.
+    _ = try Zstd.frameContentSize(blob, limit: byteCount)
     var values = [Float](repeating: 0, count: elementCount)
     try values.withUnsafeMutableBytes { dst in
       precondition(dst.count == byteCount)

@@ -286,6 +286,9 @@ extension EditRepository {
     if sharded {
       try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
+    try checkFreeSpace(
+      forWriting: try declaredByteCount(of: contents, layout: layout, tensors: tensors, shards: shards), at: path,
+      what: "the model of \(commit.shortHex)")
     var done = 0
     let total = tensors?.count ?? contents.tensorTrees.count
     for (shardIndex, shard) in layout.shards.enumerated() {
@@ -306,6 +309,7 @@ extension EditRepository {
       var parsed = try storedHeader.withUnsafeBytes {
         try SafetensorsFile.parseHeader($0, fileByteCount: storedHeader.count + dataByteCount, path: shardPath)
       }
+      try checkHeader(parsed.tensors, matches: states, shard: shard.file, commit: commit)
       var header = storedHeader
       if let tensors {
         // A subset: a fresh header listing the chosen tensors in their original order.

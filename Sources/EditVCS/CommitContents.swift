@@ -78,13 +78,15 @@ extension EditRepository {
       throw RepositoryError.corruptObject(what: "commit \(contents.commit.shortHex)", reason: "no model/layout.json")
     }
     let layout = try JSONCoding.decode(
-      ModelLayout.self, from: try git.readBlob(layoutID), what: "layout of \(contents.commit.shortHex)")
+      ModelLayout.self, from: try git.readBlob(layoutID), what: "layout of \(contents.commit.shortHex)"
+    ).validated(what: "commit \(contents.commit.shortHex)", blobs: Set(blobs.keys))
     return (layout, blobs)
   }
 
   func editRecord(of contents: CommitContents) throws -> EditRecord? {
     guard let blob = contents.editRecordBlob else { return nil }
     return try JSONCoding.decode(EditRecord.self, from: try git.readBlob(blob), what: "edit.json of \(contents.commit.shortHex)")
+      .validated(what: "commit \(contents.commit.shortHex)")
   }
 
   func storedState(_ tree: ObjectID, tensor: String) throws -> StoredTensorState {
@@ -95,6 +97,7 @@ extension EditRepository {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "no meta.json in \(tree.shortHex)")
     }
     let state = try JSONCoding.decode(TensorState.self, from: try git.readBlob(metaID), what: "meta.json of '\(tensor)'")
+      .validated(tensor: tensor, blobs: Set(blobs.keys))
     guard state.name == tensor else {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "meta.json names '\(state.name)'")
     }

@@ -67,7 +67,8 @@ public final class EditRepository {
     guard let model = try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.model") }) else {
       throw RepositoryError.corruptObject(what: "'\(git.path)/config'", reason: "no mvc.model entry")
     }
-    modelRelativePath = model
+    modelRelativePath = try ModelPathRule.validated(model, configPath: (git.path as NSString).appendingPathComponent("config"))
+    try ModelPathRule.checkStaysInside(root: root, relativePath: modelRelativePath)
     let version = Int(try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.formatversion") }) ?? "1") ?? 1
     if version > repositoryFormatVersion {
       throw RepositoryError.unsupportedFormat(found: version, supported: repositoryFormatVersion)
@@ -139,6 +140,7 @@ public final class EditRepository {
         let absolute = path.hasPrefix("/") ? path : (root as NSString).appendingPathComponent(path)
         return try WorkingModel(path: (absolute as NSString).standardizingPath)
       }
+      if let reference { try repository.trustReferenceBase(at: reference.path) }
       let commit = try repository.commitBase(working: working, message: message, reference: reference)
       return (repository, commit)
     } catch {

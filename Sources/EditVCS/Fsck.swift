@@ -57,30 +57,49 @@ extension EditRepository {
     // Trees and blobs.
     var seenTrees = Set<ObjectID>()
     var seenBlobs = Set<ObjectID>()
-    func visitTree(_ id: ObjectID, path: String, commit: ObjectID) {
-      guard seenTrees.insert(id).inserted else { return }
-      do {
-        for entry in try git.readTree(id) {
-          let entryPath = path.isEmpty ? entry.name : path + "/" + entry.name
-          if entry.isTree {
-            visitTree(entry.id, path: entryPath, commit: commit)
-          } else if seenBlobs.insert(entry.id).inserted {
-            do {
-              try git.withBlob(entry.id) { _ in }
-            } catch let error as GitError {
-              problems.append("missing or unreadable blob \(entry.id.hex) ('\(entryPath)' in commit \(commit.shortHex)): \(error.message)")
+    // Iteratively (an explicit stack): a hostile tree may be nested tens of thousands deep.
+    // Entry paths are built only for problems (from each node's parent), not per level, which
+    // would cost the square of the depth.
+    func visitTree(_ root: ObjectID, commit: ObjectID) {
+      var nodes: [(name: String, parent: Int)] = [("", -1)]
+      func path(_ node: Int) -> String {
+        var parts: [String] = []
+        var current = node
+        while current > 0 {
+          parts.append(nodes[current].name)
+          current = nodes[current].parent
+        }
+        let joined = parts.reversed().joined(separator: "/")
+        return joined.count > 200 ? "…" + joined.suffix(200) : joined
+      }
+      var pending: [(id: ObjectID, node: Int)] = [(root, 0)]
+      while let (id, node) = pending.popLast() {
+        guard seenTrees.insert(id).inserted else { continue }
+        do {
+          for entry in try git.readTree(id) {
+            if entry.isTree {
+              nodes.append((entry.name, node))
+              pending.append((entry.id, nodes.count - 1))
+            } else if seenBlobs.insert(entry.id).inserted {
+              do {
+                try git.withBlob(entry.id) { _ in }
+              } catch let error as GitError {
+                nodes.append((entry.name, node))
+                problems.append(
+                  "missing or unreadable blob \(entry.id.hex) ('\(path(nodes.count - 1))' in commit \(commit.shortHex)): \(error.message)")
+              }
             }
           }
+        } catch let error as GitError {
+          problems.append("missing or unreadable tree \(id.hex) ('\(path(node))' in commit \(commit.shortHex)): \(error.message)")
+        } catch {
+          problems.append("unreadable tree \(id.hex) in commit \(commit.shortHex): \(Self.describe(error))")
         }
-      } catch let error as GitError {
-        problems.append("missing or unreadable tree \(id.hex) ('\(path)' in commit \(commit.shortHex)): \(error.message)")
-      } catch {
-        problems.append("unreadable tree \(id.hex) in commit \(commit.shortHex): \(error)")
       }
     }
     for commit in commits {
       guard let info = try? git.commit(commit) else { continue }
-      visitTree(info.tree, path: "", commit: commit)
+      visitTree(info.tree, commit: commit)
       report("checking objects", seenTrees.count, seenTrees.count)
     }
 
@@ -104,10 +123,17 @@ extension EditRepository {
         for name in stored.subtracting(named).sorted() {
           problems.append("commit \(commit.hex): tensors/ has '\(name)' but the layout does not name it")
         }
+        _ = try editRecord(of: contents)
+        var broken = false
         for (name, tree) in contents.tensorTrees.sorted(by: { $0.key < $1.key }) {
-          _ = try storedState(tree, tensor: name)
+          do {
+            _ = try storedState(tree, tensor: name)
+          } catch {
+            problems.append("commit \(commit.hex): \(Self.describe(error))")
+            broken = true
+          }
         }
-        wellFormed.append(commit)
+        if !broken { wellFormed.append(commit) }
       } catch {
         problems.append("commit \(commit.hex): \(Self.describe(error))")
       }
@@ -149,7 +175,6 @@ extension EditRepository {
 
   static func describe(_ error: Error) -> String {
     if let error = error as? LocalizedError, let text = error.errorDescription { return text }
-    if let error = error as? GitError { return "\(error.function): \(error.message)" }
-    return "\(error)"
+    return (error as NSError).localizedDescription
   }
 }

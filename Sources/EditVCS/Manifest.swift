@@ -184,8 +184,42 @@ enum JSONCoding {
   static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws -> T {
     do {
       return try JSONDecoder().decode(type, from: Data(bytes))
+    } catch let error as DecodingError {
+      throw RepositoryError.corruptObject(what: what, reason: readable(error))
     } catch {
-      throw RepositoryError.corruptObject(what: what, reason: "\(error)")
+      throw RepositoryError.corruptObject(what: what, reason: "not valid JSON")
+    }
+  }
+
+  /// A decoding failure in the terms of the JSON (a field's path, what was expected), without
+  /// Swift's type dump.
+  static func readable(_ error: DecodingError) -> String {
+    func path(_ context: DecodingError.Context) -> String {
+      let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+      return keys.isEmpty ? "the document" : "'" + keys.joined(separator: ".") + "'"
+    }
+    switch error {
+    case .typeMismatch(let type, let context):
+      return "\(path(context)) is not a \(jsonName(type))"
+    case .valueNotFound(let type, let context):
+      return "\(path(context)) is null, expected a \(jsonName(type))"
+    case .keyNotFound(let key, let context):
+      return "\(path(context)) has no field '\(key.stringValue)'"
+    case .dataCorrupted(let context):
+      return context.codingPath.isEmpty ? "not valid JSON" : "\(path(context)) has an invalid value"
+    @unknown default:
+      return "not the expected JSON"
+    }
+  }
+
+  private static func jsonName(_ type: Any.Type) -> String {
+    switch type {
+    case is Int.Type, is Int64.Type, is Double.Type: return "number"
+    case is String.Type: return "string"
+    case is Bool.Type: return "boolean"
+    default:
+      let name = "\(type)"
+      return name.hasPrefix("Array") ? "list" : name.hasPrefix("Dictionary") ? "object" : "value of the expected kind"
     }
   }
 }

@@ -73,7 +73,7 @@ extension EditRepository {
     return try RepositoryError.wrap("reading remote '\(name)'") { try git.remote(named: name) }
   }
 
-  private func referenceSnapshot(_ prefixes: [String]) throws -> [String: ObjectID] {
+  func referenceSnapshot(_ prefixes: [String]) throws -> [String: ObjectID] {
     var out: [String: ObjectID] = [:]
     for prefix in prefixes {
       for ref in try RepositoryError.wrap("listing references", { try git.referenceNames(withPrefix: prefix) }) {
@@ -149,7 +149,22 @@ extension EditRepository {
       throw RemoteError.transport(operation: "fetch from", url: remote.url, message: error.message)
     }
     let after = try referenceSnapshot(prefixes)
-    return FetchSummary(remote: name, url: remote.url, updates: Self.updates(from: before, to: after))
+    let updates = Self.updates(from: before, to: after)
+    do {
+      let known = Array(before.values) + Array(try referenceSnapshot(["refs/heads/"]).values)
+      try validateIncoming(tips: updates.map(\.new), known: known, from: remote.url)
+    } catch {
+      // The objects stay (unreachable, for gc); no reference points at them.
+      for update in updates {
+        if let old = update.old {
+          try? git.forceReference(update.name, to: old, message: "fetch \(name): refused")
+        } else {
+          try? git.deleteReference(update.name)
+        }
+      }
+      throw error
+    }
+    return FetchSummary(remote: name, url: remote.url, updates: updates)
   }
 
   // MARK: pull
@@ -197,8 +212,11 @@ extension EditRepository {
   /// model's path from the default branch's `model/layout.json` (a single file keeps its file
   /// name; a sharded model becomes the folder `model`), and writes the working model.
   /// On failure nothing is left behind in DIR.
+  /// - Parameter referenceBase: the user's copy of the base model, for a repository whose base
+  ///   is stored by reference (`init --reference-base`); a clone never reads a file outside it
+  ///   because a commit names it.
   public static func clone(
-    url: String, into directory: String, environment: RepositoryEnvironment = .init()
+    url: String, into directory: String, referenceBase: String? = nil, environment: RepositoryEnvironment = .init()
   ) throws -> (EditRepository, CloneSummary) {
     let root = (directory as NSString).standardizingPath
     let fileManager = FileManager.default
@@ -219,6 +237,9 @@ extension EditRepository {
     do {
       let (branch, commit, model) = try cloneObjects(url: url, gitDirectory: gitDirectory)
       let repository = try open(root: root, environment: environment)
+      let fetched = try repository.referenceSnapshot(["refs/remotes/origin/", "refs/tags/"])
+      try repository.validateIncoming(tips: Array(Set(fetched.values)), known: [], from: url)
+      if let referenceBase { try repository.trustReferenceBase(at: referenceBase) }
       try repository.checkout(commit, branch: branch, force: true)
       return (repository, CloneSummary(root: root, branch: branch, commit: commit, modelRelativePath: model))
     } catch {
@@ -279,14 +300,10 @@ extension EditRepository {
     guard let model = root.first(where: { $0.name == TreeEntryName.model && $0.isTree }),
       let layoutEntry = try git.readTree(model.id).first(where: { $0.name == TreeEntryName.layout })
     else { throw RepositoryError.corruptObject(what: what, reason: "no model/layout.json") }
+    let modelBlobs = Set(try git.readTree(model.id).map(\.name))
     let layout = try JSONCoding.decode(ModelLayout.self, from: try git.readBlob(layoutEntry.id), what: "layout of \(what)")
-    if layout.kind == "file", let file = layout.shards.first?.file {
-      let name = (file as NSString).lastPathComponent
-      guard !name.isEmpty, name != ".", name != "..", name != EditRepository.directoryName else {
-        throw RepositoryError.corruptObject(what: what, reason: "layout names the file '\(file)'")
-      }
-      return name
-    }
-    return "model"
+      .validated(what: what, blobs: modelBlobs)
+    // A validated single-file layout names one plain file name.
+    return layout.kind == "file" ? layout.shards[0].file : "model"
   }
 }

@@ -28,6 +28,12 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case concurrentUpdate(ref: String)
   case referenceBaseChanged(path: String, tensor: String)
   case invalidArgument(String)
+  /// Data read from the repository (or a remote) breaks a rule of the trust boundary.
+  case untrustedData(what: String, reason: String)
+  /// A tensor is stored by reference to a file the user has not named as this repository's base.
+  case untrustedReferenceBase(path: String, tensor: String, trusted: String?)
+  /// A command would need more memory or disk than there is.
+  case insufficientResources(what: String, needed: UInt64, available: UInt64, resource: String)
 
   public var errorDescription: String? {
     switch self {
@@ -74,6 +80,14 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "'\(ref)' moved while this command ran"
     case .referenceBaseChanged(let path, let tensor):
       return "reference base '\(path)' changed: tensor '\(tensor)' no longer matches its recorded hash"
+    case .untrustedData(let what, let reason):
+      return "refusing \(what): \(reason)"
+    case .insufficientResources(let what, let needed, let available, let resource):
+      return "\(what) needs \(needed) bytes, more than the \(available) bytes of \(resource)"
+    case .untrustedReferenceBase(let path, let tensor, let trusted):
+      return "tensor '\(tensor)' is stored by reference to '\(path)', "
+        + (trusted.map { "which is not this repository's reference base '\($0)'" }
+          ?? "and this repository has no reference base")
     case .invalidArgument(let text):
       return text
     }
@@ -95,8 +109,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "run 'mvc init' again"
     case .corruptObject:
       return "run 'git --git-dir=.mvc fsck'; restore .mvc from a clone or backup"
-    case .git:
-      return nil
+    case .git(let error, _):
+      return error.recoverySuggestion
     case .locked:
       return "wait for it to finish; the lock is released when that process exits"
     case .uncommittedChanges:
@@ -129,6 +143,15 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "restore the base file the repository was initialized with (--reference-base)"
     case .invalidArgument:
       return nil
+    case .insufficientResources:
+      return "nothing was written; free some space (or use a machine with more memory), then run the command again"
+    case .untrustedReferenceBase:
+      return "a repository never reads a file outside it because a commit names it; if that file is "
+        + "your copy of the base model, clone with 'mvc clone --reference-base PATH URL', or in an existing "
+        + "repository run 'git --git-dir=.mvc config mvc.referencebase PATH'"
+    case .untrustedData:
+      return "the repository (or the remote it came from) holds data mvc will not use; nothing was written. "
+        + "'mvc fsck' lists every such object; if it came from a remote, tell its owner"
     }
   }
 }

@@ -192,6 +192,7 @@ extension EditRepository {
       guard let path = state.referencePath else {
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "reference state without a path")
       }
+      try checkTrustedReference(path, tensor: tensor)
       return .reference(path: path)
     case .lowRank:
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state has no bytes of its own")
@@ -200,8 +201,14 @@ extension EditRepository {
 
   /// Streams each chunk from its object into the zstd decoder, which scatters the byte planes
   /// straight into the tensor: no copy of the compressed chunk, no chunk-sized scratch buffer.
+  ///
+  /// The tensor's buffer is left uninitialized: its pages are touched only as chunks decode
+  /// into them, so a repository that declares a huge tensor and holds garbage costs one chunk
+  /// of memory before it fails, not the declared size. The chunk ranges cover every byte and the
+  /// decoder checks each chunk produced exactly its range, so nothing uninitialized survives.
   private func decodeFull(_ state: TensorState, chunks: [MaterializationPlan.Chunk], tensor: String) throws -> [UInt8] {
-    var out = [UInt8](repeating: 0, count: state.byteCount)
+    try checkAllocation(state.byteCount, tensor: tensor)
+    var out = [UInt8](unsafeUninitializedCapacity: state.byteCount) { _, count in count = state.byteCount }
     try out.withUnsafeMutableBytes { destination in
       try FullTensorCodec.decode(
         chunkCount: chunks.count, dtype: state.dtype,

@@ -12,7 +12,9 @@ enum Diagnostics {
     if let localized = error as? LocalizedError, let description = localized.errorDescription {
       return (description, localized.recoverySuggestion)
     }
-    return ("\(error)", nil)
+    // Every mvc error is a LocalizedError; anything else is shown by its own words, never as
+    // a Swift value dump.
+    return ((error as NSError).localizedDescription, nil)
   }
 
   static func printError(_ text: String) {

@@ -98,6 +98,30 @@ func mvcEnvironment(dir: URL, extra: [String: String]) -> [String: String] {
 func runProcess(
   _ executable: URL, _ args: [String], in dir: URL, environment: [String: String]
 ) -> (status: Int32, stdout: String, stderr: String) {
+  let outcome = runProcessOutcome(executable, args, in: dir, environment: environment)
+  return (outcome.signal.map { 128 + $0 } ?? outcome.status, outcome.stdout, outcome.stderr)
+}
+
+/// How a child ended: its exit status, or the signal that killed it, and whether the harness
+/// killed it for running past `timeout`.
+struct ProcessOutcome {
+  var status: Int32
+  var stdout: String
+  var stderr: String
+  /// The signal that ended the child (SIGKILL after a timeout included), nil for an exit.
+  var signal: Int32?
+  var timedOut: Bool
+
+  /// One line for a test failure message.
+  var summary: String {
+    let end = timedOut ? "timed out" : signal.map { "killed by signal \($0)" } ?? "exit \(status)"
+    return "\(end); stderr: \(stderr.prefix(600))"
+  }
+}
+
+func runProcessOutcome(
+  _ executable: URL, _ args: [String], in dir: URL, environment: [String: String], timeout: TimeInterval? = nil
+) -> ProcessOutcome {
   let process = Process()
   process.executableURL = executable
   process.arguments = args
@@ -111,19 +135,51 @@ func runProcess(
   do {
     try process.run()
   } catch {
-    return (-1, "", "test harness: cannot start \(executable.path): \(error)")
+    return ProcessOutcome(
+      status: -1, stdout: "", stderr: "test harness: cannot start \(executable.path): \(error)", signal: nil,
+      timedOut: false)
   }
   // Our copies of the write ends must close, or the readers never see EOF.
   try? out.fileHandleForWriting.close()
   try? err.fileHandleForWriting.close()
+  let timedOut = TimeoutFlag()
+  if let timeout {
+    let pid = process.processIdentifier
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout) {
+      if process.isRunning {
+        timedOut.set()
+        kill(pid, SIGKILL)
+      }
+    }
+  }
   let stdoutDrain = PipeDrain(out.fileHandleForReading)
   let stderrDrain = PipeDrain(err.fileHandleForReading)
   let stdoutText = stdoutDrain.wait()
   let stderrText = stderrDrain.wait()
   process.waitUntilExit()
-  let status =
-    process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-  return (status, stdoutText, stderrText)
+  let signaled = process.terminationReason == .uncaughtSignal
+  return ProcessOutcome(
+    status: signaled ? -1 : process.terminationStatus, stdout: stdoutText, stderr: stderrText,
+    signal: signaled ? process.terminationStatus : nil, timedOut: timedOut.isSet)
+}
+
+/// Set once from the timeout's queue, read after the child ended.
+private final class TimeoutFlag: @unchecked Sendable {
+  private let lock = NSLock()
+  private var value = false
+  func set() { lock.withLock { value = true } }
+  var isSet: Bool { lock.withLock { value } }
+}
+
+/// Runs `mvc args` like `runMVC`, reporting signals and hangs (killed after `timeout` seconds).
+func runMVCOutcome(
+  _ args: [String], in dir: URL, environment: [String: String] = [:], timeout: TimeInterval = 120
+) -> ProcessOutcome {
+  guard let executable = mvcExecutable else {
+    return ProcessOutcome(status: -1, stdout: "", stderr: "test harness: no built mvc executable", signal: nil, timedOut: false)
+  }
+  return runProcessOutcome(
+    executable, args, in: dir, environment: mvcEnvironment(dir: dir, extra: environment), timeout: timeout)
 }
 
 /// `git` on PATH, or nil (tests that need it skip).

@@ -1,4 +1,5 @@
 internal import CGit2
+import Foundation
 
 /// A libgit2 call that failed: the function, its return code and libgit2's own message.
 public struct GitError: Error, Equatable, Sendable {
@@ -13,6 +14,21 @@ public struct GitError: Error, Equatable, Sendable {
   public var isLocked: Bool { code == GIT_ELOCKED.rawValue }
   /// A compare-and-swap ref update found another value than expected.
   public var isModified: Bool { code == GIT_EMODIFIED.rawValue }
+}
+
+extension GitError: LocalizedError {
+  /// What libgit2 was asked to do, on what, and what it said.
+  public var errorDescription: String? {
+    let on = subject.map { " on '\($0.prefix(200))'" } ?? ""
+    return "\(function)\(on) failed: \(message)"
+  }
+
+  public var recoverySuggestion: String? {
+    if isLocked { return "another git process may be writing to .mvc; wait for it, or remove the stale .lock file it names" }
+    if isNotFound { return "an object or reference is missing: 'mvc fsck' checks the repository" }
+    if isInvalidSpec || isAmbiguous { return "'mvc log --oneline' lists the commits; use a longer id or a branch name" }
+    return "'mvc fsck' checks the repository"
+  }
 }
 
 /// libgit2 needs one `git_libgit2_init` per process before any other call (platform notes G6).

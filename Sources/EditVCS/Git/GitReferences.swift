@@ -126,10 +126,22 @@ extension GitRepository {
   }
 
   /// Whether `name` is a valid branch name by git's rules.
+  /// Whether `name` may name a branch or tag: libgit2's `git_branch_name_is_valid` (git's
+  /// `check-ref-format --branch`), and none of the names git gives a meaning of its own (`@`,
+  /// `HEAD`, `FETCH_HEAD`, `ORIG_HEAD`, ...), nothing under `refs/` (it would be
+  /// `refs/heads/refs/...` and shadow the real refs when read back), no leading `-`.
   public static func isValidBranchName(_ name: String) -> Bool {
+    guard !isReservedName(name), !name.hasPrefix("refs/") else { return false }
     var valid: Int32 = 0
     guard git_branch_name_is_valid(&valid, name) == 0 else { return false }
     return valid == 1
+  }
+
+  /// `@`, `HEAD` and the all-capitals `*_HEAD` names git writes itself, and a leading `-`
+  /// (read as an option by every git command).
+  static func isReservedName(_ name: String) -> Bool {
+    name == "@" || name == "HEAD" || name.hasPrefix("-")
+      || (name.hasSuffix("_HEAD") && name.allSatisfy { $0.isUppercase || $0 == "_" })
   }
 
   /// Creates an annotated tag object for `commit` and returns its id (the ref is set separately).

@@ -96,6 +96,7 @@ final class GitRemote {
 extension GitRepository {
   /// Whether `name` is a valid remote name by git's rules (`git_remote_name_is_valid`).
   static func isValidRemoteName(_ name: String) -> Bool {
+    guard !isReservedName(name) else { return false }
     var valid: Int32 = 0
     guard git_remote_name_is_valid(&valid, name) == 0 else { return false }
     return valid == 1

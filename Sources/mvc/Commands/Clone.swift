@@ -19,6 +19,10 @@ extension MVC {
     @Flag(name: [.short, .long], help: "Print nothing but errors and results.") var quiet = false
     @Argument(help: "The repository to clone (path, file://, git://, https://).") var url: String
     @Argument(help: "The new folder.") var destination: String?
+    @Option(
+      help: ArgumentHelp(
+        "Your copy of the base model, for a repository made with 'init --reference-base'.",
+        valueName: "path")) var referenceBase: String?
 
     func validate() throws {
       if destination == nil && Self.defaultDestination(for: url).isEmpty {
@@ -47,7 +51,9 @@ extension MVC {
       }
       if !quiet { Diagnostics.printError("Cloning into '\(target)'...") }
       let (_, summary) = try EditRepository.clone(
-        url: source, into: path, environment: Session.environment(quiet: quiet))
+        url: source, into: path,
+        referenceBase: referenceBase.map { $0.hasPrefix("/") ? $0 : (cwd as NSString).appendingPathComponent($0) },
+        environment: Session.environment(quiet: quiet))
       if !quiet {
         Diagnostics.printError(
           "Checked out '\(summary.branch)' at \(summary.commit.shortHex) into '\(summary.modelRelativePath)'")
