@@ -34,6 +34,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case untrustedReferenceBase(path: String, tensor: String, trusted: String?)
   /// A command would need more memory or disk than there is.
   case insufficientResources(what: String, needed: UInt64, available: UInt64, resource: String)
+  /// A setting in `.mvc/config` that mvc refuses to act on.
+  case invalidConfig(key: String, file: String, reason: String)
 
   public var errorDescription: String? {
     switch self {
@@ -82,6 +84,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "reference base '\(path)' changed: tensor '\(tensor)' no longer matches its recorded hash"
     case .untrustedData(let what, let reason):
       return "refusing \(what): \(reason)"
+    case .invalidConfig(let key, let file, let reason):
+      return "refusing \(key) in '\(file)': \(reason)"
     case .insufficientResources(let what, let needed, let available, let resource):
       return "\(what) needs \(needed) bytes, more than the \(available) bytes of \(resource)"
     case .untrustedReferenceBase(let path, let tensor, let trusted):
@@ -143,6 +147,11 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "restore the base file the repository was initialized with (--reference-base)"
     case .invalidArgument:
       return nil
+    case .invalidConfig(let key, _, _):
+      return key == "mvc.model"
+        ? "the working model must be a path inside the repository's folder, outside .mvc: "
+          + "'git --git-dir=.mvc config mvc.model PATH' sets it"
+        : "'git --git-dir=.mvc config \(key) VALUE' sets it"
     case .insufficientResources:
       return "nothing was written; free some space (or use a machine with more memory), then run the command again"
     case .untrustedReferenceBase:

@@ -118,7 +118,9 @@ extension EditRepository {
       guard let cached = try timed("load snapshot", { try loadSnapshot(plan.startState) }) else { return nil }
       bytes = cached
     case .full(let chunks):
-      bytes = try timed("complete bytes (full)") { try decodeFull(plan.startState, chunks: chunks, tensor: tensor) }
+      bytes = try timed("complete bytes (full)") {
+        try plan.decodingStoredData { try decodeFull(plan.startState, chunks: chunks, tensor: tensor) }
+      }
     case .reference(let path):
       bytes = try timed("complete bytes (reference)") { try referenceBytes(plan.startState, path: path, tensor: tensor) }
     }
@@ -132,11 +134,15 @@ extension EditRepository {
         if plan.steps[end - 1].saveSnapshot != nil { break }
       }
       if end - next >= 2 {
-        try timed("apply \(end - next) states fused") { try applyFused(plan.steps[next..<end], to: &bytes, tensor: tensor) }
+        try timed("apply \(end - next) states fused") {
+          try plan.decodingStoredData { try applyFused(plan.steps[next..<end], to: &bytes, tensor: tensor) }
+        }
       } else {
         end = next + 1
         let step = plan.steps[next]
-        try timed("apply rank-\(step.state.rank ?? 0) state") { try applyLowRank(step, to: &bytes, tensor: tensor) }
+        try timed("apply rank-\(step.state.rank ?? 0) state") {
+          try plan.decodingStoredData { try applyLowRank(step, to: &bytes, tensor: tensor) }
+        }
       }
       // Replays leave the grid's snapshots behind, so the next checkout nearby replays about
       // `snapshotInterval` steps at most (a bisection walks back and forth over one chain).
@@ -344,6 +350,17 @@ extension EditRepository {
 
 /// Everything the rebuild of one tensor needs, read from the object database beforehand.
 struct MaterializationPlan {
+  /// Runs a decode of stored objects, naming the tensor and revision in what a codec throws
+  /// (a zstd or residual error alone does not say which object was bad).
+  func decodingStoredData<T>(_ body: () throws -> T) throws -> T {
+    do {
+      return try body()
+    } catch let error as DeltaStoreError {
+      throw RepositoryError.corruptObject(
+        what: "stored data of tensor '\(tensor)' at \(revision.shortHex)", reason: error.errorDescription ?? "undecodable")
+    }
+  }
+
   enum Start {
     /// The caller's current bytes of the oldest state (valid while the plan runs).
     case bytes(UnsafeRawBufferPointer)

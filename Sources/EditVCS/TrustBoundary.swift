@@ -188,21 +188,27 @@ extension EditRecord {
 /// folder: a plain relative path inside it, never `.mvc` or anything in it.
 enum ModelPathRule {
   static func validated(_ path: String, configPath: String) throws -> String {
-    try rethrowing(what: "mvc.model in '\(configPath)'") {
-      guard !path.hasPrefix("/") else { throw Violation("'\(path)' is absolute") }
-      let components = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-      guard !components.isEmpty else { throw Violation("is empty") }
-      for component in components {
-        guard component != ".", component != ".." else { throw Violation("'\(path)' leaves the repository's folder") }
-        guard !component.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
-          throw Violation("'\(path)' contains a control character")
-        }
-      }
-      guard components[0] != EditRepository.directoryName, components[0] != ".git" else {
-        throw Violation("'\(path)' is inside \(EditRepository.directoryName)")
-      }
-      return components.joined(separator: "/")
+    do {
+      return try check(path)
+    } catch let violation as Violation {
+      throw RepositoryError.invalidConfig(key: "mvc.model", file: configPath, reason: violation.reason)
     }
+  }
+
+  private static func check(_ path: String) throws -> String {
+    guard !path.hasPrefix("/") else { throw Violation("'\(path)' is absolute") }
+    let components = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+    guard !components.isEmpty else { throw Violation("it is empty") }
+    for component in components {
+      guard component != ".", component != ".." else { throw Violation("'\(path)' leaves the repository's folder") }
+      guard !component.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+        throw Violation("'\(path)' contains a control character")
+      }
+    }
+    guard components[0] != EditRepository.directoryName, components[0] != ".git" else {
+      throw Violation("'\(path)' is inside \(EditRepository.directoryName)")
+    }
+    return components.joined(separator: "/")
   }
 
   /// Refuses a model path whose folders lead outside `root` through a symbolic link (the last
@@ -211,9 +217,9 @@ enum ModelPathRule {
     let parent = ((root as NSString).appendingPathComponent(relativePath) as NSString).deletingLastPathComponent
     guard let realRoot = realPath(root), let realParent = realPath(parent) else { return }
     guard realParent == realRoot || realParent.hasPrefix(realRoot.hasSuffix("/") ? realRoot : realRoot + "/") else {
-      throw RepositoryError.untrustedData(
-        what: "the working model '\(relativePath)'",
-        reason: "its folder leads outside '\(root)' through a symbolic link (to '\(realParent)')")
+      throw RepositoryError.invalidConfig(
+        key: "mvc.model", file: ".mvc/config",
+        reason: "the folder of '\(relativePath)' leads outside '\(root)' through a symbolic link (to '\(realParent)')")
     }
   }
 

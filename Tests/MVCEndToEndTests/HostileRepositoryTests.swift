@@ -307,6 +307,64 @@ import Testing
     }
   }
 
+  /// A few-KB repository that declares a 1 GiB tensor (consistent metadata, 16 chunk blobs
+  /// whose zstd headers declare 64 MiB each, then garbage) fails at the first chunk having
+  /// touched about one chunk of memory, not the declared gigabyte.
+  @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/time"), "needs /usr/bin/time (Debian: time)"))
+  func declaredSizeIsNotAllocatedBeforeTheDataChecksOut() throws {
+    try withTemporaryDirectory { dir in
+      let bare = try Self.publish(in: dir, sharded: false)
+      let metaPath = try #require(try Self.paths(bare).first { $0.hasSuffix("layers.0.post_attention_layernorm.weight/meta.json") })
+      var meta = try Self.json(try Self.blob(bare, metaPath))
+      let chunk = 64 << 20
+      meta["shape"] = [1 << 28]  // F32: 1 GiB
+      meta["chunk_byte_count"] = chunk
+      meta["chunk_count"] = 16
+      // Frame header: magic, single-segment with a 4-byte content size, then a bogus block.
+      var frame: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD, 0xA0]
+      frame += withUnsafeBytes(of: UInt32(chunk).littleEndian, Array.init)
+      frame += [0xFF, 0xFF, 0xFF] + Array(repeating: 0xAB, count: 64)
+      var replacements = [metaPath: try Self.bytes(meta)]
+      // The stored safetensors header must agree, or the clone stops before decoding.
+      let tensorName = try #require(meta["name"] as? String)
+      let header = try Self.blob(bare, "model/header-0000")
+      var entries = try Self.json(Array(header[8...]))
+      var offset = 0
+      for key in entries.keys.filter({ $0 != "__metadata__" }).sorted(by: {
+        ((entries[$0] as? [String: Any])?["data_offsets"] as? [Int])?.first ?? 0
+          < ((entries[$1] as? [String: Any])?["data_offsets"] as? [Int])?.first ?? 0
+      }) {
+        var entry = try #require(entries[key] as? [String: Any])
+        let offsets = try #require(entry["data_offsets"] as? [Int])
+        let size = key == tensorName ? 1 << 30 : offsets[1] - offsets[0]
+        if key == tensorName { entry["shape"] = [1 << 28] }
+        entry["data_offsets"] = [offset, offset + size]
+        offset += size
+        entries[key] = entry
+      }
+      var json = try Self.bytes(entries)
+      while json.count % 8 != 0 { json.append(0x20) }
+      replacements["model/header-0000"] = withUnsafeBytes(of: UInt64(json.count).littleEndian, Array.init) + json
+      let folder = (metaPath as NSString).deletingLastPathComponent
+      for i in 0..<16 { replacements[folder + String(format: "/data-%04d.zst", i)] = frame }
+      try Self.forge(bare, replacements)
+      let landing = dir.appendingPathComponent("landing")
+      try FileManager.default.createDirectory(at: landing, withIntermediateDirectories: true)
+      let executable = try #require(mvcExecutable)
+      let result = runProcessOutcome(
+        URL(fileURLWithPath: "/usr/bin/time"), ["-f", "peak-rss-kb %M", executable.path, "clone", "-q", bare.path, "clone"],
+        in: landing, environment: mvcEnvironment(dir: landing, extra: [:]), timeout: 120)
+      #expect(result.status == 128 && result.signal == nil, "\(result.summary)")
+      let peak = result.stderr.split(separator: "\n").compactMap { line -> Int? in
+        line.hasPrefix("peak-rss-kb ") ? Int(line.dropFirst("peak-rss-kb ".count)) : nil
+      }.last
+      let kilobytes = try #require(peak, "\(result.stderr)")
+      print("clone of a repository declaring a 1 GiB tensor: peak RSS \(kilobytes / 1024) MiB, \(result.stderr.prefix(300))")
+      #expect(kilobytes < 256 * 1024, "peak RSS \(kilobytes / 1024) MiB for a tensor that failed at its first chunk")
+      #expect(Self.files(under: landing).isEmpty)
+    }
+  }
+
   // MARK: Seeded mutations
 
   /// Values a hostile publisher would try in any JSON slot.
@@ -377,7 +435,8 @@ import Testing
           try Self.forge(bare, [:], removing: [path])
         case 8:
           let a = dataPaths[Int(rng.next() % UInt64(dataPaths.count))]
-          let b = dataPaths[Int(rng.next() % UInt64(dataPaths.count))]
+          let others = dataPaths.filter { $0 != a }
+          let b = others[Int(rng.next() % UInt64(others.count))]
           description = "\(a) <-> \(b)"
           try Self.forge(bare, [a: try Self.blob(bare, b), b: try Self.blob(bare, a)])
         default:

@@ -158,9 +158,23 @@ func runProcessOutcome(
   let stderrText = stderrDrain.wait()
   process.waitUntilExit()
   let signaled = process.terminationReason == .uncaughtSignal
+  checkDiagnosticsAreReadable(stderrText, command: [executable.lastPathComponent] + args)
   return ProcessOutcome(
     status: signaled ? -1 : process.terminationStatus, stdout: stdoutText, stderr: stderrText,
     signal: signaled ? process.terminationStatus : nil, timedOut: timedOut.isSet)
+}
+
+/// Every `fatal:`, `error:` and `hint:` line any test makes mvc print says what went wrong in
+/// words: a Swift value dump (`GitError(`, `Optional(`, `DecodingError`) fails the test that
+/// ran the command.
+func checkDiagnosticsAreReadable(_ stderr: String, command: [String]) {
+  guard command.first == "mvc" else { return }
+  for line in stderr.split(separator: "\n")
+  where ["fatal:", "error:", "hint:"].contains(where: line.hasPrefix)
+    && ["GitError(", "Optional(", "DecodingError", "CodingKeys("].contains(where: line.contains)
+  {
+    Issue.record("'\(command.joined(separator: " "))' printed a Swift value dump: \(line)")
+  }
 }
 
 /// Set once from the timeout's queue, read after the child ended.
