@@ -249,6 +249,8 @@ import Testing
     ("low_rank", "residual_nonzero_count", "-5"),
     ("edit", "stored_byte_count", "9223372036854775807"),
     ("edit", "rank", "-3"),
+    // Not a number, but the hash names the snapshot file: a path in it must not become one.
+    ("low_rank", "hash", "\"../../../../pwned\""),
   ])
   func untrustedNumbersEndInCleanErrors(kind: String, field: String, value: String) throws {
     try withTemporaryDirectory { dir in
