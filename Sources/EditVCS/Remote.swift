@@ -297,12 +297,15 @@ extension EditRepository {
     let what = "commit \(commit.shortHex)"
     let info = try RepositoryError.wrap("reading \(what)") { try git.commit(commit) }
     let root = try RepositoryError.wrap("reading \(what)") { try git.readTree(info.tree) }
-    guard let model = root.first(where: { $0.name == TreeEntryName.model && $0.isTree }),
-      let layoutEntry = try git.readTree(model.id).first(where: { $0.name == TreeEntryName.layout })
-    else { throw RepositoryError.corruptObject(what: what, reason: "no model/layout.json") }
-    let modelBlobs = Set(try git.readTree(model.id).map(\.name))
+    guard let model = root.first(where: { $0.name == TreeEntryName.model && $0.isTree }) else {
+      throw RepositoryError.corruptObject(what: what, reason: "no model/ tree")
+    }
+    let modelEntries = try RepositoryError.wrap("reading \(what)") { try git.readTree(model.id) }
+    guard let layoutEntry = modelEntries.first(where: { $0.name == TreeEntryName.layout }) else {
+      throw RepositoryError.corruptObject(what: what, reason: "no model/layout.json")
+    }
     let layout = try JSONCoding.decode(ModelLayout.self, from: try git.readBlob(layoutEntry.id), what: "layout of \(what)")
-      .validated(what: what, blobs: modelBlobs)
+      .validated(what: what, blobs: Set(modelEntries.map(\.name)))
     // A validated single-file layout names one plain file name.
     return layout.kind == "file" ? layout.shards[0].file : "model"
   }

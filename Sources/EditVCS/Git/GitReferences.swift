@@ -125,7 +125,6 @@ extension GitRepository {
     return out.sorted { $0.0 < $1.0 }
   }
 
-  /// Whether `name` is a valid branch name by git's rules.
   /// Whether `name` may name a branch or tag: libgit2's `git_branch_name_is_valid` (git's
   /// `check-ref-format --branch`), and none of the names git gives a meaning of its own (`@`,
   /// `HEAD`, `FETCH_HEAD`, `ORIG_HEAD`, ...), nothing under `refs/` (it would be
