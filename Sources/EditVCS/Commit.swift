@@ -40,7 +40,7 @@ extension EditRepository {
     let headState = try head()
     guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
     let working = try WorkingModel(path: modelPath)
-    let hashes = timed("working hashes") { workingHashes(working) }
+    let hashes = try timed("working hashes") { try workingHashes(working) }
     let status = try self.status(of: working, against: parent, head: headState, hashes: hashes)
     guard !status.isClean else { throw RepositoryError.nothingToCommit }
     let parentContents = try contents(of: parent)
@@ -55,11 +55,12 @@ extension EditRepository {
         trees[entry.name] = nil
         changes.append(.init(name: entry.name, storage: "removed", storedByteCount: 0))
       case .added:
-        guard let (shard, info) = working.location(of: entry.name), let bytes = working.bytes(of: entry.name),
+        guard let (shard, info) = working.location(of: entry.name), let bytes = try working.read(entry.name),
           let hash = hashes[entry.name]
         else { continue }
-        let written = try writeFullState(
-          name: entry.name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: bytes, hash: hash)
+        let written = try bytes.withUnsafeBytes {
+          try writeFullState(name: entry.name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
+        }
         trees[entry.name] = written.tree
         changes.append(.init(name: entry.name, storage: "added", storedByteCount: written.storedByteCount))
       case .modified:
@@ -73,7 +74,6 @@ extension EditRepository {
         changes.append(encoded.change)
         needsNormalization = needsNormalization || encoded.differsFromWorkingModel
       }
-      working.releasePages(of: entry.name)
     }
     // A state's `shard` is informational: the layout says which file holds each tensor, so
     // re-sharding rewrites only `model/`, never a state (a rewritten state would break its chain).
@@ -98,13 +98,28 @@ extension EditRepository {
 
   /// Stores the change of one tensor from its HEAD state to the working bytes: as factors plus
   /// residual when the change is low-rank, complete otherwise.
+  ///
+  /// The working bytes are read whole into memory (a tensor's size): the difference, the residual
+  /// and the stored state all need them, and a read that finds the file changed since it was
+  /// hashed throws `DeltaStoreError.fileChanged`.
   func encodeWorkingChange(
     _ name: String, working: WorkingModel, hash: String, parent: ObjectID, parentState: StoredTensorState,
     tolerance: Double?
   ) throws -> EncodedChange {
-    guard let (shard, info) = working.location(of: name), let work = working.bytes(of: name) else {
+    guard let (shard, info) = working.location(of: name), let workBytes = try working.read(name) else {
       throw RepositoryError.corruptObject(what: "working model", reason: "tensor '\(name)' vanished")
     }
+    return try workBytes.withUnsafeBytes { work in
+      try encodeChange(
+        name, info: info, shard: shard, work: work, hash: hash, parent: parent, parentState: parentState,
+        tolerance: tolerance)
+    }
+  }
+
+  private func encodeChange(
+    _ name: String, info: TensorInfo, shard: Int, work: UnsafeRawBufferPointer, hash: String, parent: ObjectID,
+    parentState: StoredTensorState, tolerance: Double?
+  ) throws -> EncodedChange {
     let (rows, cols) = TensorMath.matrixShape(info.shape)
     let storeComplete = { () throws -> EncodedChange in
       let written = try self.writeFullState(
@@ -126,9 +141,7 @@ extension EditRepository {
     do {
       defer { delta.deallocate() }
       measured = try previous.withUnsafeBytes { old in
-        try TensorMath.difference(
-          new: work, old: old, dtype: info.dtype, count: count, into: delta,
-          releaseNew: { working.releasePages(of: name, range: $0) })
+        try TensorMath.difference(new: work, old: old, dtype: info.dtype, count: count, into: delta)
       }
       factors =
         measured.allFinite

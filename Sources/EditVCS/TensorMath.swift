@@ -80,11 +80,9 @@ enum TensorMath {
 
   /// `new − old` as a dense Float32 matrix, with the RMS rounding noise of `new` in its dtype
   /// and ‖old‖_F, all in one pass.
-  /// - Parameter releaseNew: called with each byte range of `new` once read (a mapped working
-  ///   tensor drops those pages, so `new`, `old` and the difference are never all resident).
   static func difference(
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
-    into delta: UnsafeMutablePointer<Float>, releaseNew: ((Range<Int>) -> Void)? = nil
+    into delta: UnsafeMutablePointer<Float>
   ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool) {
     let block = blockElementCount
     let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -127,7 +125,6 @@ enum TensorMath {
         norm += y * y
         maxAbs = max(maxAbs, abs(x))
       }
-      if let releaseNew, let width = dtype.byteCount { releaseNew((start * width)..<((start + n) * width)) }
       start += n
     }
     return ((noise / Double(max(count, 1)) / 12).squareRoot(), norm.squareRoot(), maxAbs, allFinite)

@@ -219,7 +219,8 @@ struct SpecialFileTests {
 /// `save_file`) while mvc reads it.
 @Suite("rewritten while read")
 struct RewriteRaceTests {
-  /// Rewrites `path` with `a`, `b`, `a`, … (truncate, then write in 1 MiB pieces) until stopped.
+  /// Rewrites `path` with `a`, `b`, `a`, … (truncate, then write in 1 MiB pieces, then a 5 ms
+  /// pause) until stopped.
   final class Rewriter: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
@@ -246,6 +247,8 @@ struct RewriteRaceTests {
           lock.lock()
           rewrites += 1
           lock.unlock()
+          // A short pause, as between an editor's saves, so some runs find the file whole.
+          usleep(5_000)
         }
         done.signal()
       }
