@@ -49,8 +49,15 @@ public final class SafetensorsFile {
     let prefixByteCount =
       declared <= UInt64(Self.maximumHeaderByteCount) ? min(fileByteCount, 8 + Int(declared)) : lengthField.count
     let prefix = prefixByteCount > lengthField.count ? try file.read(count: prefixByteCount, at: 0) : lengthField
-    let parsed = try prefix.withUnsafeBytes {
-      try Self.parseHeader($0, fileByteCount: fileByteCount, path: path)
+    let parsed: (metadata: [String: String]?, tensors: [TensorInfo], headerByteCount: Int)
+    do {
+      parsed = try prefix.withUnsafeBytes {
+        try Self.parseHeader($0, fileByteCount: fileByteCount, path: path)
+      }
+    } catch {
+      // A file caught half-written by an editor looks truncated: say it is changing instead.
+      try file.checkUnchanged()
+      throw error
     }
     metadata = parsed.metadata
     tensors = parsed.tensors

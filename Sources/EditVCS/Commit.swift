@@ -99,37 +99,32 @@ extension EditRepository {
   /// Stores the change of one tensor from its HEAD state to the working bytes: as factors plus
   /// residual when the change is low-rank, complete otherwise.
   ///
-  /// The working bytes are read whole into memory (a tensor's size): the difference, the residual
-  /// and the stored state all need them, and a read that finds the file changed since it was
-  /// hashed throws `DeltaStoreError.fileChanged`.
+  /// The working bytes are read from the file twice rather than held throughout: a block at a
+  /// time for the difference (beside the parent's bytes and the Float32 difference), then whole
+  /// for the residual once the difference is freed, so at most about two tensors are in memory.
+  /// Each read checks the file is the one hashed; one that changed throws
+  /// `DeltaStoreError.fileChanged`.
   func encodeWorkingChange(
     _ name: String, working: WorkingModel, hash: String, parent: ObjectID, parentState: StoredTensorState,
     tolerance: Double?
   ) throws -> EncodedChange {
-    guard let (shard, info) = working.location(of: name), let workBytes = try working.read(name) else {
+    guard let (shard, info) = working.location(of: name) else {
       throw RepositoryError.corruptObject(what: "working model", reason: "tensor '\(name)' vanished")
     }
-    return try workBytes.withUnsafeBytes { work in
-      try encodeChange(
-        name, info: info, shard: shard, work: work, hash: hash, parent: parent, parentState: parentState,
-        tolerance: tolerance)
-    }
-  }
-
-  private func encodeChange(
-    _ name: String, info: TensorInfo, shard: Int, work: UnsafeRawBufferPointer, hash: String, parent: ObjectID,
-    parentState: StoredTensorState, tolerance: Double?
-  ) throws -> EncodedChange {
+    let file = working.shards[shard]
     let (rows, cols) = TensorMath.matrixShape(info.shape)
     let storeComplete = { () throws -> EncodedChange in
-      let written = try self.writeFullState(
-        name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: work, hash: hash)
+      let written = try file.read(info).withUnsafeBytes {
+        try self.writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
+      }
       return EncodedChange(
         tree: written.tree, change: .init(name: name, storage: "full", storedByteCount: written.storedByteCount),
         hash: hash)
     }
     // Factors pay only for float matrices; vectors and integer tensors are stored complete.
-    guard info.dtype.isEditableFloat, rows >= 2, cols >= 2 else { return try storeComplete() }
+    guard info.dtype.isEditableFloat, let width = info.dtype.byteCount, rows >= 2, cols >= 2 else {
+      return try storeComplete()
+    }
     let previous = try timed("materialize parent state") { try materialize(name, at: parent) }
     let count = rows * cols
     // Break-even: r·(rows+cols) factor elements against rows·cols dense ones; the residual
@@ -140,8 +135,16 @@ extension EditRepository {
     let factors: LowRankFactors?
     do {
       defer { delta.deallocate() }
+      let block = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: TensorMath.blockElementCount * width, alignment: 64)
+      defer { block.deallocate() }
       measured = try previous.withUnsafeBytes { old in
-        try TensorMath.difference(new: work, old: old, dtype: info.dtype, count: count, into: delta)
+        try TensorMath.difference(
+          newBlock: { elements in
+            let piece = UnsafeMutableRawBufferPointer(rebasing: block[0..<(elements.count * width)])
+            try file.file.read(into: piece, at: file.fileOffset(of: info) + elements.lowerBound * width)
+            return UnsafeRawBufferPointer(piece)
+          }, old: old, dtype: info.dtype, count: count, into: delta)
       }
       factors =
         measured.allFinite
@@ -151,6 +154,7 @@ extension EditRepository {
         : nil
     }
     guard let factors else { return try storeComplete() }
+    let workBytes = try file.read(info)
     // The parent's bytes are not needed past the difference: reconstruct in the same buffer.
     var reconstructed = consume previous
     try reconstructed.withUnsafeMutableBytes { raw in
@@ -165,16 +169,18 @@ extension EditRepository {
     var approximate = false
     var stateHash = hash
     if let tolerance,
-      try reconstructed.withUnsafeBytes({
-        try TensorMath.maxAbsDifference(work, $0, dtype: info.dtype, count: count)
+      try workBytes.withUnsafeBytes({ work in
+        try reconstructed.withUnsafeBytes { try TensorMath.maxAbsDifference(work, $0, dtype: info.dtype, count: count) }
       }) <= tolerance * measured.maxAbsNew
     {
       approximate = true
       stateHash = reconstructed.withUnsafeBytes { ContentHash.of($0).description }
     } else {
       residual = try timed("residual") {
-        try reconstructed.withUnsafeBytes {
-          try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+        try workBytes.withUnsafeBytes { work in
+          try reconstructed.withUnsafeBytes {
+            try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+          }
         }
       }
     }
@@ -186,7 +192,7 @@ extension EditRepository {
     if approximate {
       reconstructed.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
     } else {
-      snapshotIfGridState(work, state: written.state)
+      workBytes.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
     }
     return EncodedChange(
       tree: written.tree,

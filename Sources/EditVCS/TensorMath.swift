@@ -84,6 +84,20 @@ enum TensorMath {
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
     into delta: UnsafeMutablePointer<Float>
   ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool) {
+    let width = dtype.byteCount ?? 1
+    return try difference(
+      newBlock: { UnsafeRawBufferPointer(rebasing: new[($0.lowerBound * width)..<($0.upperBound * width)]) },
+      old: old, dtype: dtype, count: count, into: delta)
+  }
+
+  /// `difference(new:old:dtype:count:into:)` with `new` handed over a block of elements at a
+  /// time by `newBlock(elements)` (read from a file into a small buffer, so the whole of `new`
+  /// is never in memory beside `old` and the difference). The returned bytes need only stay
+  /// valid until the next call.
+  static func difference(
+    newBlock: (Range<Int>) throws -> UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
+    into delta: UnsafeMutablePointer<Float>
+  ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool) {
     let block = blockElementCount
     let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
     let b = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -107,7 +121,8 @@ enum TensorMath {
     while start < count {
       let n = min(block, count - start)
       let range = start..<(start + n)
-      FloatConversion.decode(new, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: a, count: n))
+      FloatConversion.decode(
+        try newBlock(range), dtype: dtype, elements: 0..<n, into: UnsafeMutableBufferPointer(start: a, count: n))
       FloatConversion.decode(old, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: b, count: n))
       for i in 0..<n {
         let x = a[i]

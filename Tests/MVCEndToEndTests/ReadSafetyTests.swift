@@ -46,32 +46,31 @@ func runMVCBounded(_ args: [String], in dir: URL, seconds: Double = 20) -> Bound
   }
   try? out.fileHandleForWriting.close()
   try? err.fileHandleForWriting.close()
+  /// Set by the watchdog when it kills the child.
+  final class Watchdog: @unchecked Sendable {
+    let lock = NSLock()
+    var fired = false
+    let finished = DispatchSemaphore(value: 0)
+  }
+  let watchdog = Watchdog()
   let pid = process.processIdentifier
-  let finished = DispatchSemaphore(value: 0)
-  let killedLock = NSLock()
-  var killed = false
   DispatchQueue.global().async {
-    if finished.wait(timeout: .now() + seconds) == .timedOut {
-      killedLock.lock()
-      killed = true
-      killedLock.unlock()
+    if watchdog.finished.wait(timeout: .now() + seconds) == .timedOut {
+      watchdog.lock.lock()
+      watchdog.fired = true
+      watchdog.lock.unlock()
       kill(pid, SIGKILL)
     }
   }
-  let stdoutData = DispatchQueue.global()
-  var stdoutText = ""
-  let stdoutDone = DispatchSemaphore(value: 0)
-  stdoutData.async {
-    stdoutText = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    stdoutDone.signal()
-  }
-  let stderrText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-  stdoutDone.wait()
+  let stdoutDrain = PipeDrain(out.fileHandleForReading)
+  let stderrDrain = PipeDrain(err.fileHandleForReading)
+  let stdoutText = stdoutDrain.wait()
+  let stderrText = stderrDrain.wait()
   process.waitUntilExit()
-  finished.signal()
-  killedLock.lock()
-  let timedOut = killed
-  killedLock.unlock()
+  watchdog.finished.signal()
+  watchdog.lock.lock()
+  let timedOut = watchdog.fired
+  watchdog.lock.unlock()
   let bySignal = process.terminationReason == .uncaughtSignal
   return BoundedRun(
     status: bySignal ? 128 + process.terminationStatus : process.terminationStatus, stdout: stdoutText,
@@ -276,9 +275,12 @@ struct RewriteRaceTests {
     var otherCleanErrors = 0
     var signals = 0
     var hangs = 0
+    /// The other clean errors' first lines, the temporary folder's path left out.
+    var otherMessages: Set<String> = []
     var description: String {
       "\(trials) trials: \(successes) succeeded, \(changedWhileRead) 'changed while being read', "
         + "\(otherCleanErrors) other clean errors, \(signals) signals, \(hangs) hangs"
+        + otherMessages.sorted().map { "\n  \($0)" }.joined()
     }
   }
 
@@ -312,7 +314,13 @@ struct RewriteRaceTests {
         } else if run.status == 128, run.stderr.hasPrefix("fatal: nothing to commit") {
           tally.successes += 1  // the file held the committed bytes when read
         } else if run.status == 128, run.stderr.hasPrefix("fatal: ") {
-          if run.stderr.contains("changed while being read") { tally.changedWhileRead += 1 } else { tally.otherCleanErrors += 1 }
+          if run.stderr.contains("changed while being read") {
+            tally.changedWhileRead += 1
+          } else {
+            tally.otherCleanErrors += 1
+            let line = run.stderr.split(separator: "\n").first.map(String.init) ?? ""
+            tally.otherMessages.insert(line.replacingOccurrences(of: dir.path + "/", with: ""))
+          }
         } else {
           Issue.record("\(args): exit \(run.status), stderr: \(run.stderr)")
         }
