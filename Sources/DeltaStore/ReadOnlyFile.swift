@@ -19,7 +19,10 @@ public final class ReadOnlyFile: @unchecked Sendable {
   public let inode: UInt64
   /// The open descriptor; `AtomicFileWriter.copy(from:…)` copies from it inside the kernel.
   let descriptor: Int32
-  private let opened: Identity
+  /// The identity reads must still find: the one seen at `open`, moved on only by this process's
+  /// own writes (`absorbingChanges(of:)`). Guarded by `identityLock`.
+  private var expected: Identity
+  private let identityLock = NSLock()
 
   /// What `fstat` says of a file that must not change while it is read.
   private struct Identity: Equatable {
@@ -75,7 +78,7 @@ public final class ReadOnlyFile: @unchecked Sendable {
       throw DeltaStoreError.system("fcntl", path: path, errno: code)
     }
     descriptor = fd
-    opened = Identity(info)
+    expected = Identity(info)
     byteCount = Int(info.st_size)
     inode = UInt64(info.st_ino)
   }
@@ -166,11 +169,39 @@ public final class ReadOnlyFile: @unchecked Sendable {
   ///
   /// - Throws: `DeltaStoreError.fileChanged`, or `.io` naming `fstat`.
   public func checkUnchanged() throws {
+    identityLock.lock()
+    defer { identityLock.unlock() }
+    try checkUnchangedLocked()
+  }
+
+  private func checkUnchangedLocked() throws {
     var info = stat()
     guard fstat(descriptor, &info) == 0 else {
       throw DeltaStoreError.system("fstat", path: path, errno: errno)
     }
-    guard Identity(info) == opened else { throw DeltaStoreError.fileChanged(path: path) }
+    guard Identity(info) == expected else { throw DeltaStoreError.fileChanged(path: path) }
+  }
+
+  /// Runs `write`, this process's own write to this same file (a checkout rewriting tensors in
+  /// place while other tensors are still read), and takes the times it leaves as the ones reads
+  /// must find, so it is not reported as someone else's change.
+  ///
+  /// The file is checked before the write, so a change by another program is still reported;
+  /// reads that finish while the write runs wait for it before they check. `write` must not
+  /// touch bytes a read in flight depends on.
+  /// - Throws: `DeltaStoreError.fileChanged` when the file changed before the write, what
+  ///   `write` throws, or `.io` naming `fstat`.
+  public func absorbingChanges<Result>(of write: () throws -> Result) throws -> Result {
+    identityLock.lock()
+    defer { identityLock.unlock() }
+    try checkUnchangedLocked()
+    let result = try write()
+    var info = stat()
+    guard fstat(descriptor, &info) == 0 else {
+      throw DeltaStoreError.system("fstat", path: path, errno: errno)
+    }
+    expected = Identity(info)
+    return result
   }
 
   /// The whole content of a small regular file (an index or a config), read as `ReadOnlyFile`

@@ -189,8 +189,11 @@ extension EditRepository {
       guard let (shard, info) = working.location(of: name) else { return }
       let writer = try writers[shard] ?? InPlaceFileWriter(path: working.shardPath(shard), hook: hooked ? environment.ioHook : nil)
       writers[shard] = writer
-      try fresh.withUnsafeBytes {
-        try writer.write($0, at: working.shards[shard].fileOffset(of: info))
+      // The working files are still read for the tensors not yet written: tell the reader
+      // these writes are mvc's own.
+      let file = working.shards[shard]
+      try fresh.withUnsafeBytes { bytes in
+        try file.file.absorbingChanges { try writer.write(bytes, at: file.fileOffset(of: info)) }
       }
       done += 1
       report("writing tensors", done, present.count, bytes: fresh.count)
