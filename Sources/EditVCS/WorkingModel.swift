@@ -144,34 +144,26 @@ final class WorkingModel {
         let scratch = UnsafeMutableRawBufferPointer.allocate(
           byteCount: SafetensorsFile.hashingChunkByteCount, alignment: 64)
         defer { scratch.deallocate() }
-        let hasher: ContentHasher
         do {
-          hasher = try ContentHasher()
+          let hasher = try ContentHasher()
+          // Interleaved, so both threads walk the file front to back together.
+          for i in stride(from: worker, to: names.count, by: workers) {
+            if let (shard, info) = locations[names[i]] {
+              out[i] = try shards[shard].hash(of: info, hasher: hasher, scratch: scratch).description
+            }
+            lock.lock()
+            done += 1
+            let count = done
+            let failed = failure != nil
+            lock.unlock()
+            if failed { return }  // the other thread failed: its error is the one reported
+            // The reporter is not thread-safe: one thread reports, and the end is reported below.
+            if worker == 0 && count < names.count { progress?(count, names.count) }
+          }
         } catch {
           lock.lock()
           if failure == nil { failure = error }
           lock.unlock()
-          return
-        }
-        // Interleaved, so both threads walk the file front to back together.
-        for i in stride(from: worker, to: names.count, by: workers) {
-          do {
-            if let (shard, info) = locations[names[i]] {
-              out[i] = try shards[shard].hash(of: info, hasher: hasher, scratch: scratch).description
-            }
-          } catch {
-            lock.lock()
-            if failure == nil { failure = error }
-            lock.unlock()
-          }
-          lock.lock()
-          done += 1
-          let count = done
-          let failed = failure != nil
-          lock.unlock()
-          if failed { return }
-          // The reporter is not thread-safe: one thread reports, and the end is reported below.
-          if worker == 0 && count < names.count { progress?(count, names.count) }
         }
       }
     }

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 #if canImport(Glibc)
   import Glibc
@@ -194,13 +194,33 @@ struct SpecialFileTests {
     }
   }
 
+  /// A reference base named through a link is resolved once at `init`: the repository records
+  /// the real file, which later reads open without following links.
+  @Test func referenceBaseNamedThroughALink() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      let base = dir.appendingPathComponent("base.safetensors")
+      try FileManager.default.copyItem(at: s.model, to: base)
+      let link = dir.appendingPathComponent("base-link.safetensors")
+      try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: base.path)
+      expectSuccess(
+        runMVC(["init", "model.safetensors", "--reference-base", link.path], in: dir), "init --reference-base LINK")
+      s.states.append(try snapshot(s.model))
+      try s.editAndCommit(1)
+      expectSuccess(runMVC(["checkout", "HEAD~1"], in: dir), "checkout of the reference state")
+      try s.expectWorkingState(0, "after checkout HEAD~1")
+    }
+  }
+
   @Test func referenceBaseIsAFIFO() throws {
     try withTemporaryDirectory { dir in
       var s = Scenario(dir: dir)
       try s.writeModel()
       let base = dir.appendingPathComponent("base.safetensors")
       try FileManager.default.copyItem(at: s.model, to: base)
-      expectSuccess(runMVC(["init", "model.safetensors", "--reference-base", base.path], in: dir), "init --reference-base")
+      expectSuccess(
+        runMVC(["init", "model.safetensors", "--reference-base", base.path], in: dir), "init --reference-base")
       s.states.append(try snapshot(s.model))
       try s.editAndCommit(1)
       try replaceWithFIFO(base)
@@ -235,9 +255,10 @@ struct RewriteRaceTests {
           let fd = open(path, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, 0o644)
           guard fd >= 0 else { continue }
           bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
             var offset = 0
             while offset < raw.count {
-              let n = write(fd, raw.baseAddress! + offset, min(1 << 20, raw.count - offset))
+              let n = write(fd, base + offset, min(1 << 20, raw.count - offset))
               guard n > 0 else { break }
               offset += n
             }
