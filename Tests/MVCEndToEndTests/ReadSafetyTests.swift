@@ -194,20 +194,30 @@ struct SpecialFileTests {
     }
   }
 
+  /// A repository whose root commit reads the base from `base.safetensors` beside the model
+  /// (named at `init` as `baseArgument`, a path that may be a link), with one edit committed.
+  func referenceScenario(_ dir: URL, baseArgument: (URL) throws -> String) throws -> (Scenario, base: URL) {
+    var s = Scenario(dir: dir)
+    try s.writeModel()
+    let base = dir.appendingPathComponent("base.safetensors")
+    try FileManager.default.copyItem(at: s.model, to: base)
+    let created = runMVC(["init", "model.safetensors", "--reference-base", try baseArgument(base)], in: dir)
+    expectSuccess(created, "init --reference-base")
+    try #require(created.status == 0)
+    s.states.append(try snapshot(s.model))
+    try s.editAndCommit(1)
+    return (s, base)
+  }
+
   /// A reference base named through a link is resolved once at `init`: the repository records
   /// the real file, which later reads open without following links.
   @Test func referenceBaseNamedThroughALink() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir)
-      try s.writeModel()
-      let base = dir.appendingPathComponent("base.safetensors")
-      try FileManager.default.copyItem(at: s.model, to: base)
-      let link = dir.appendingPathComponent("base-link.safetensors")
-      try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: base.path)
-      expectSuccess(
-        runMVC(["init", "model.safetensors", "--reference-base", link.path], in: dir), "init --reference-base LINK")
-      s.states.append(try snapshot(s.model))
-      try s.editAndCommit(1)
+      let (s, _) = try referenceScenario(dir) { base in
+        let link = dir.appendingPathComponent("base-link.safetensors")
+        try FileManager.default.createSymbolicLink(atPath: link.path, withDestinationPath: base.path)
+        return link.path
+      }
       expectSuccess(runMVC(["checkout", "HEAD~1"], in: dir), "checkout of the reference state")
       try s.expectWorkingState(0, "after checkout HEAD~1")
     }
@@ -215,14 +225,7 @@ struct SpecialFileTests {
 
   @Test func referenceBaseIsAFIFO() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir)
-      try s.writeModel()
-      let base = dir.appendingPathComponent("base.safetensors")
-      try FileManager.default.copyItem(at: s.model, to: base)
-      expectSuccess(
-        runMVC(["init", "model.safetensors", "--reference-base", base.path], in: dir), "init --reference-base")
-      s.states.append(try snapshot(s.model))
-      try s.editAndCommit(1)
+      let (s, base) = try referenceScenario(dir) { $0.path }
       try replaceWithFIFO(base)
       let before = treeHash(of: s.repository)
       let run = runMVCBounded(["checkout", "HEAD~1"], in: dir)
