@@ -138,10 +138,15 @@ public enum DeltaStoreError: Error, LocalizedError, Equatable {
   /// The next step for the user.
   public var recoverySuggestion: String? {
     switch self {
-    case .fileTooSmall, .headerTooLarge, .headerOutOfBounds, .headerNotUTF8, .invalidHeaderJSON,
+    case .fileTooSmall, .headerOutOfBounds, .fileSizeMismatch:
+      // What a file looks like while an editor is still saving it, too.
+      return
+        "the file is truncated: if a program is still writing it, run the command again once it has finished; "
+        + "otherwise 'mvc checkout --force HEAD' rewrites it from the repository"
+    case .headerTooLarge, .headerNotUTF8, .invalidHeaderJSON,
       .duplicateKey, .invalidMetadata, .invalidTensorEntry, .unknownDType, .invalidShape,
       .invalidDataOffsets, .tensorNotContiguous, .tensorSizeOverflow, .tensorBitsNotByteAligned,
-      .tensorByteCountMismatch, .fileSizeMismatch:
+      .tensorByteCountMismatch:
       return
         "the file is truncated or is not safetensors; 'mvc checkout --force HEAD' rewrites it from the repository"
     case .noSpace:

@@ -317,15 +317,24 @@ struct RewriteRaceTests {
     return (a, safetensorsBytes(tensors))
   }
 
-  func race(_ args: [String], trials: Int, check: (BoundedRun) -> Void) throws -> Tally {
+  /// Runs each of `commands` in turn, `trials` runs in all, while a `Rewriter` alternates the
+  /// two versions; the root commit holds the base version (`committingEdit`: and HEAD the other).
+  func race(
+    _ commands: [[String]], trials: Int, committingEdit: Bool = false, check: (BoundedRun) -> Void
+  ) throws -> Tally {
     try withTemporaryDirectory { dir in
       var s = Scenario(dir: dir)
       let (a, b) = versions()
       try Data(a).write(to: s.model)
       try s.initialize()
+      if committingEdit {
+        try Data(b).write(to: s.model)
+        try s.commit("the edit")
+      }
       var tally = Tally()
       let rewriter = Rewriter(path: s.model.path, versions: [b, a])
-      for _ in 0..<trials {
+      for trial in 0..<trials {
+        let args = commands[trial % commands.count]
         let run = runMVCBounded(args, in: dir)
         tally.trials += 1
         if run.timedOut {
@@ -359,7 +368,7 @@ struct RewriteRaceTests {
   }
 
   @Test func statusWhileTheEditorRewrites() throws {
-    let tally = try race(["status"], trials: 40) { run in
+    let tally = try race([["status"]], trials: 40) { run in
       #expect(
         run.stdout.contains("nothing to commit") || run.stdout.contains("modified"),
         "status output: \(run.stdout)")
@@ -370,8 +379,18 @@ struct RewriteRaceTests {
   }
 
   @Test func commitWhileTheEditorRewrites() throws {
-    let tally = try race(["commit", "-m", "racing"], trials: 40) { _ in }
+    let tally = try race([["commit", "-m", "racing"]], trials: 40) { _ in }
     print("race commit: \(tally)")
+    #expect(tally.signals == 0, "\(tally)")
+    #expect(tally.hangs == 0, "\(tally)")
+  }
+
+  /// Checkout reads the working model (status, then the tensors it starts from) and rewrites it
+  /// in place, while the editor rewrites it too: a clean error or a finished move, then a
+  /// repository that `fsck` passes and that reads the model afterwards.
+  @Test func checkoutWhileTheEditorRewrites() throws {
+    let tally = try race([["checkout", "HEAD~1"], ["switch", "main"]], trials: 40, committingEdit: true) { _ in }
+    print("race checkout: \(tally)")
     #expect(tally.signals == 0, "\(tally)")
     #expect(tally.hangs == 0, "\(tally)")
   }
