@@ -91,6 +91,15 @@ public final class ContentHasher {
     }
   }
 
+  /// Starts over, as a fresh hasher.
+  ///
+  /// - Throws: `DeltaStoreError.xxhash` naming `XXH3_128bits_reset`.
+  public func reset() throws {
+    guard XXH3_128bits_reset(state) == XXH_OK else {
+      throw DeltaStoreError.xxhash(function: "XXH3_128bits_reset")
+    }
+  }
+
   /// The hash of everything added so far (the state stays usable).
   public func finalize() -> ContentHash {
     let h = XXH3_128bits_digest(state)

@@ -59,6 +59,11 @@ public enum DeltaStoreError: Error, LocalizedError, Equatable {
   case byteCountMismatch(what: String, expected: Int, actual: Int)
   /// An xxHash function failed (allocation or state error).
   case xxhash(function: String)
+  /// The path names a FIFO, a device, a socket, a directory or (where links are not followed) a
+  /// symbolic link, where a regular file must be.
+  case notRegularFile(path: String, kind: String)
+  /// The file was truncated, rewritten or replaced while it was being read.
+  case fileChanged(path: String)
 
   /// One line in git's style: lowercase, subject in single quotes, no trailing period.
   public var errorDescription: String? {
@@ -123,16 +128,25 @@ public enum DeltaStoreError: Error, LocalizedError, Equatable {
       return "\(what) has \(actual) bytes, expected \(expected)"
     case .xxhash(let function):
       return "xxhash failed in \(function)"
+    case .notRegularFile(let path, let kind):
+      return "cannot read '\(path)': is a \(kind), not a regular file"
+    case .fileChanged(let path):
+      return "'\(path)' changed while being read; run the command again"
     }
   }
 
   /// The next step for the user.
   public var recoverySuggestion: String? {
     switch self {
-    case .fileTooSmall, .headerTooLarge, .headerOutOfBounds, .headerNotUTF8, .invalidHeaderJSON,
+    case .fileTooSmall, .headerOutOfBounds, .fileSizeMismatch:
+      // What a file looks like while an editor is still saving it, too.
+      return
+        "the file is truncated: if a program is still writing it, run the command again once it has finished; "
+        + "otherwise 'mvc checkout --force HEAD' rewrites it from the repository"
+    case .headerTooLarge, .headerNotUTF8, .invalidHeaderJSON,
       .duplicateKey, .invalidMetadata, .invalidTensorEntry, .unknownDType, .invalidShape,
       .invalidDataOffsets, .tensorNotContiguous, .tensorSizeOverflow, .tensorBitsNotByteAligned,
-      .tensorByteCountMismatch, .fileSizeMismatch:
+      .tensorByteCountMismatch:
       return
         "the file is truncated or is not safetensors; 'mvc checkout --force HEAD' rewrites it from the repository"
     case .noSpace:
@@ -149,6 +163,13 @@ public enum DeltaStoreError: Error, LocalizedError, Equatable {
       return "the tensor does not match the repository; run 'mvc status' to see what changed"
     case .xxhash:
       return "the system is out of memory; try again"
+    case .notRegularFile(_, let kind) where kind == "symbolic link":
+      return "mvc does not follow links inside a model folder or from a repository; "
+        + "replace the link with a copy of the file it points to"
+    case .notRegularFile:
+      return "mvc reads models only from regular files; put the model file itself at this path"
+    case .fileChanged:
+      return "another program is writing the file; wait until it has finished, then run the command again"
     }
   }
 

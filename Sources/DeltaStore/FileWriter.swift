@@ -108,17 +108,23 @@ public final class AtomicFileWriter {
     try pwriteAll(fd, bytes, at: offset, path: temporaryPath)
   }
 
-  /// Copies `count` bytes at `sourceOffset` of the file at `sourcePath` to `offset` of the
-  /// temporary file, inside the kernel (`sendfile` into a regular file, the page-cache copy `cp`
-  /// gets), falling back to `pread`/`pwrite` where the kernel refuses.
+  /// Copies `count` bytes at `sourceOffset` of the open file `sourceFile` (the very file that was
+  /// read and hashed, not whatever its path names now) to `offset` of the temporary file, inside
+  /// the kernel (`sendfile` into a regular file, the page-cache copy `cp` gets), falling back to
+  /// `pread`/`pwrite` where the kernel refuses.
   ///
-  /// - Throws: The hook's error, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
-  public func copy(fromFile sourcePath: String, sourceOffset: Int, count: Int, to offset: Int) throws {
+  /// - Throws: The hook's error, `DeltaStoreError.fileChanged` when the source changed since it
+  ///   was opened, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
+  public func copy(from sourceFile: ReadOnlyFile, sourceOffset: Int, count: Int, to offset: Int) throws {
     precondition(state == .open, "write after commit or abandon")
     try hook?(.willWrite(path: temporaryPath))
-    let source = open(sourcePath, O_RDONLY | O_CLOEXEC)
-    guard source >= 0 else { throw DeltaStoreError.system("open", path: sourcePath, errno: errno) }
-    defer { close(source) }
+    try copyBytes(from: sourceFile.descriptor, path: sourceFile.path, sourceOffset: sourceOffset, count: count, to: offset)
+    try sourceFile.checkUnchanged()
+  }
+
+  private func copyBytes(from source: Int32, path sourcePath: String, sourceOffset: Int, count: Int, to offset: Int)
+    throws
+  {
     var inOffset = off_t(sourceOffset)
     var outOffset = off_t(offset)
     var remaining = count
@@ -144,7 +150,9 @@ public final class AtomicFileWriter {
           let want = min(remaining, buffer.count)
           let got = buffer.withUnsafeMutableBytes { pread(source, $0.baseAddress, want, inOffset) }
           if got < 0 && errno == EINTR { continue }
-          guard got > 0 else { throw DeltaStoreError.system("pread", path: sourcePath, errno: got < 0 ? errno : EIO) }
+          // An end before `count`: the source was truncated since it was opened.
+          guard got != 0 else { throw DeltaStoreError.fileChanged(path: sourcePath) }
+          guard got > 0 else { throw DeltaStoreError.system("pread", path: sourcePath, errno: errno) }
           try buffer.withUnsafeBytes {
             try pwriteAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<got]), at: Int(outOffset), path: temporaryPath)
           }
@@ -211,14 +219,25 @@ public final class InPlaceFileWriter {
   private let hook: IOHook?
   private let fd: Int32
 
-  /// Opens the existing file at `path` for writing (never creating or truncating it).
+  /// Opens the existing regular file at `path` for writing (never creating or truncating it).
   ///
-  /// - Throws: `DeltaStoreError.io` naming `open`.
+  /// `O_NONBLOCK` keeps a FIFO put at the path from blocking the open; it is then refused.
+  /// - Throws: `DeltaStoreError.notRegularFile`, or `.io` naming `open` or `fstat`.
   public init(path: String, hook: IOHook? = nil) throws {
     self.path = path
     self.hook = hook
-    fd = open(path, O_WRONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw DeltaStoreError.system("open", path: path, errno: errno) }
+    let fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+    guard fd >= 0 else {
+      let code = errno
+      // A FIFO without a reader refuses a non-blocking writer with ENXIO.
+      var info = stat()
+      if code == ENXIO, stat(path, &info) == 0 {
+        throw DeltaStoreError.notRegularFile(path: path, kind: ReadOnlyFile.kindName(info.st_mode))
+      }
+      throw DeltaStoreError.system("open", path: path, errno: code)
+    }
+    _ = try ReadOnlyFile.statRegular(fd, path: path)
+    self.fd = fd
   }
 
   deinit { close(fd) }

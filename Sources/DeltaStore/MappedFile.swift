@@ -5,6 +5,11 @@ import Foundation
 /// Wraps `mmap(PROT_READ, MAP_PRIVATE)` / `munmap`. The mapping stays valid when another process
 /// renames a new file over the path (safetensors issue #762); it is never written through, so a
 /// full disk cannot raise `SIGBUS` here. An empty file is represented without a mapping.
+///
+/// Only for files no other program rewrites in place (loose objects under `.mvc/objects`, which
+/// git never changes once written): a file truncated under a mapping raises `SIGBUS` when the
+/// lost pages are touched. Files users edit (the working model, the reference base) are read
+/// with `ReadOnlyFile` instead.
 public final class MappedFile {
   /// The path the file was opened at.
   public let path: String
@@ -14,26 +19,22 @@ public final class MappedFile {
   public let inode: UInt64
   private let base: UnsafeMutableRawPointer?
 
-  /// Maps the file at `path`.
+  /// Maps the regular file at `path` (opened as `ReadOnlyFile` opens it: never a FIFO, a device
+  /// or a symbolic link; the descriptor is closed once mapped).
   ///
-  /// - Throws: `DeltaStoreError.io` (or `.noSpace`) naming `open`, `fstat` or `mmap`.
+  /// - Throws: `DeltaStoreError.notRegularFile`, or `.io` (or `.noSpace`) naming `open`, `fstat`
+  ///   or `mmap`.
   public init(path: String) throws {
     self.path = path
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw DeltaStoreError.system("open", path: path, errno: errno) }
-    defer { close(fd) }
-    var info = stat()
-    guard fstat(fd, &info) == 0 else {
-      throw DeltaStoreError.system("fstat", path: path, errno: errno)
-    }
-    let size = Int(info.st_size)
+    let file = try ReadOnlyFile(path: path)
+    let size = file.byteCount
     byteCount = size
-    inode = UInt64(info.st_ino)
+    inode = file.inode
     if size == 0 {
       base = nil
       return
     }
-    let pointer = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+    let pointer = mmap(nil, size, PROT_READ, MAP_PRIVATE, file.descriptor, 0)
     guard let pointer, pointer != MAP_FAILED else {
       throw DeltaStoreError.system("mmap", path: path, errno: errno)
     }

@@ -1,36 +1,68 @@
 import Foundation
 
-/// A validated, memory-mapped safetensors file.
+/// A validated safetensors file, read with `pread` (see `ReadOnlyFile`).
 ///
 /// Opening runs the reference reader's checks in order (huggingface/safetensors
 /// `read_metadata` / `Metadata::validate`); a file that opens is safe to slice by `TensorInfo`.
+/// Tensor bytes are copied into owned buffers, never read through a mapping, so a file rewritten
+/// while it is read ends in `DeltaStoreError.fileChanged`, not in `SIGBUS`.
 public final class SafetensorsFile {
   /// The reference reader's limit on the header length field.
   public static let maximumHeaderByteCount = 100_000_000
+  /// How much `hash(of:hasher:scratch:)` callers read at a time: large enough that `pread`'s
+  /// per-call cost vanishes, small enough to stay in cache between the copy and the hash.
+  public static let hashingChunkByteCount = 1 << 20
 
   /// The path the file was opened at; errors name it.
   public let path: String
-  /// The mapping; tensor views stay valid while this file object is alive.
-  public let mappedFile: MappedFile
+  /// The open file; tensor reads go through it.
+  public let file: ReadOnlyFile
   /// N, the JSON header's byte count as declared by the length field.
   public let headerByteCount: Int
   /// The `__metadata__` map, or `nil` when the header has none.
   public let metadata: [String: String]?
   /// The tensors in header order (the JSON key order).
   public let tensors: [TensorInfo]
+  /// The exact 8 + N bytes the file starts with (length field and JSON as found), so a file
+  /// whose tensors change only in value can be rewritten byte for byte.
+  public let headerBytes: [UInt8]
   private let index: [String: Int]
 
-  /// Maps and validates the file at `path`.
+  /// Opens and validates the file at `path`, which must be a regular file.
   ///
-  /// - Throws: `DeltaStoreError` I/O cases, then the first failing header check's case.
-  public init(path: String) throws {
+  /// - Parameters:
+  ///   - path: The file.
+  ///   - followSymlink: Whether a symbolic link at `path` is followed (the user's own path) or
+  ///     refused (a shard inside a model folder, a path recorded in a repository).
+  /// - Throws: `DeltaStoreError.notRegularFile`, I/O cases, `.fileChanged`, then the first
+  ///   failing header check's case.
+  public init(path: String, followSymlink: Bool = false) throws {
     self.path = path
-    mappedFile = try MappedFile(path: path)
-    let parsed = try Self.parseHeader(
-      mappedFile.bytes, fileByteCount: mappedFile.byteCount, path: path)
+    file = try ReadOnlyFile(path: path, followSymlink: followSymlink)
+    let fileByteCount = file.byteCount
+    // (1) and (2) need the length field before the header can be read.
+    let lengthField = try file.read(count: min(8, fileByteCount), at: 0)
+    var declared: UInt64 = 0
+    if lengthField.count == 8 {
+      declared = lengthField.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+    }
+    let prefixByteCount =
+      declared <= UInt64(Self.maximumHeaderByteCount) ? min(fileByteCount, 8 + Int(declared)) : lengthField.count
+    let prefix = prefixByteCount > lengthField.count ? try file.read(count: prefixByteCount, at: 0) : lengthField
+    let parsed: (metadata: [String: String]?, tensors: [TensorInfo], headerByteCount: Int)
+    do {
+      parsed = try prefix.withUnsafeBytes {
+        try Self.parseHeader($0, fileByteCount: fileByteCount, path: path)
+      }
+    } catch {
+      // A file caught half-written by an editor looks truncated: say it is changing instead.
+      try file.checkUnchanged()
+      throw error
+    }
     metadata = parsed.metadata
     tensors = parsed.tensors
     headerByteCount = parsed.headerByteCount
+    headerBytes = prefix
     var index: [String: Int] = [:]
     for (i, t) in tensors.enumerated() { index[t.name] = i }
     self.index = index
@@ -39,31 +71,44 @@ public final class SafetensorsFile {
   /// The offset of the data section in the file: 8 + N.
   public var dataStart: Int { 8 + headerByteCount }
 
-  /// The exact 8 + N bytes the file starts with (length field and JSON as found), so a file
-  /// whose tensors change only in value can be rewritten byte for byte.
-  public var headerBytes: [UInt8] {
-    Array(UnsafeRawBufferPointer(rebasing: mappedFile.bytes[0..<dataStart]))
-  }
-
   /// The tensor with this name, or `nil`.
   public func tensor(named name: String) -> TensorInfo? {
     index[name].map { tensors[$0] }
   }
 
-  /// The raw little-endian bytes of `tensor`, a view into the mapping.
-  ///
-  /// `tensor` must come from this file's `tensors`.
-  public func bytes(of tensor: TensorInfo) -> UnsafeRawBufferPointer {
-    let range =
-      (dataStart + tensor.dataOffsets.lowerBound)..<(dataStart + tensor.dataOffsets.upperBound)
-    precondition(range.upperBound <= mappedFile.byteCount, "tensor is not from this file")
-    return UnsafeRawBufferPointer(rebasing: mappedFile.bytes[range])
+  /// The offset of `tensor`'s first byte in the file.
+  public func fileOffset(of tensor: TensorInfo) -> Int {
+    dataStart + tensor.dataOffsets.lowerBound
   }
 
-  /// Drops the pages of `tensor` from the resident set once the caller is done with them.
-  public func releasePages(of tensor: TensorInfo) {
-    mappedFile.releasePages(
-      (dataStart + tensor.dataOffsets.lowerBound)..<(dataStart + tensor.dataOffsets.upperBound))
+  /// The raw little-endian bytes of `tensor`, read into a new array.
+  ///
+  /// `tensor` must come from this file's `tensors`.
+  /// - Throws: `DeltaStoreError.fileChanged` when the file changed since it was opened, or `.io`.
+  public func read(_ tensor: TensorInfo) throws -> [UInt8] {
+    precondition(dataStart + tensor.dataOffsets.upperBound <= file.byteCount, "tensor is not from this file")
+    return try file.read(count: tensor.byteCount, at: fileOffset(of: tensor))
+  }
+
+  /// The XXH3-128 hash of `tensor`'s bytes, read through `scratch` a piece at a time.
+  ///
+  /// - Throws: As `read(_:)`, and `DeltaStoreError.xxhash`.
+  public func hash(
+    of tensor: TensorInfo, hasher: ContentHasher, scratch: UnsafeMutableRawBufferPointer
+  ) throws -> ContentHash {
+    precondition(dataStart + tensor.dataOffsets.upperBound <= file.byteCount, "tensor is not from this file")
+    return try file.hash(count: tensor.byteCount, at: fileOffset(of: tensor), hasher: hasher, scratch: scratch)
+  }
+
+  /// The hash of one tensor with a scratch buffer of its own (for a few tensors; loops over many
+  /// pass one `hasher` and `scratch`).
+  ///
+  /// - Throws: As `hash(of:hasher:scratch:)`.
+  public func hash(of tensor: TensorInfo) throws -> ContentHash {
+    let scratch = UnsafeMutableRawBufferPointer.allocate(
+      byteCount: max(1, min(tensor.byteCount, Self.hashingChunkByteCount)), alignment: 64)
+    defer { scratch.deallocate() }
+    return try hash(of: tensor, hasher: try ContentHasher(), scratch: scratch)
   }
 
   /// Parses and validates a safetensors header found at the start of `bytes`.

@@ -34,8 +34,8 @@ struct Eval: ParsableCommand {
   }
 
   func evaluate() throws {
-    let file = try SafetensorsFile(path: model)
-    let reference = try SafetensorsFile(path: base)
+    let file = try SafetensorsFile(path: model, followSymlink: true)
+    let reference = try SafetensorsFile(path: base, followSymlink: true)
     var worst = (drift: 0.0, name: "")
     var count = 0
     for (index, info) in reference.tensors.enumerated()

@@ -14,7 +14,7 @@ struct LowRank: ParsableCommand {
   @Option(help: "Seed of U and V.") var seed: UInt64 = 0
 
   func run() throws {
-    let file = try SafetensorsFile(path: model)
+    let file = try SafetensorsFile(path: model, followSymlink: true)
     guard let info = file.tensor(named: tensor) else {
       throw EditorError("\(model): no tensor named '\(tensor)'")
     }

@@ -15,11 +15,13 @@ enum ModelIO {
     guard tensor.dtype.isEditableFloat else {
       throw EditorError("\(tensor.name): dtype \(tensor.dtype.rawValue) is not a float type")
     }
-    let raw = file.bytes(of: tensor)
-    return [Float](unsafeUninitializedCapacity: tensor.elementCount) { buffer, count in
-      FloatConversion.decode(
-        raw, dtype: tensor.dtype, elements: 0..<tensor.elementCount, into: buffer)
-      count = tensor.elementCount
+    let raw = try file.read(tensor)
+    return raw.withUnsafeBytes { raw in
+      [Float](unsafeUninitializedCapacity: tensor.elementCount) { buffer, count in
+        FloatConversion.decode(
+          raw, dtype: tensor.dtype, elements: 0..<tensor.elementCount, into: buffer)
+        count = tensor.elementCount
+      }
     }
   }
 
@@ -74,11 +76,11 @@ enum ModelIO {
   /// Rewrites `path` with some tensors replaced: the original header bytes, tensor order and
   /// every other tensor's bytes are kept; the result is renamed over the file.
   static func rewrite(path: String, replacing replacements: [String: [UInt8]]) throws {
-    let file = try SafetensorsFile(path: path)
+    let file = try SafetensorsFile(path: path, followSymlink: true)
     for name in replacements.keys where file.tensor(named: name) == nil {
       throw EditorError("\(path): no tensor named '\(name)'")
     }
-    let writer = try AtomicFileWriter(path: path, byteCount: file.mappedFile.byteCount)
+    let writer = try AtomicFileWriter(path: path, byteCount: file.file.byteCount)
     try file.headerBytes.withUnsafeBytes { try writer.write($0, at: 0) }
     for tensor in file.tensors {
       let offset = file.dataStart + tensor.dataOffsets.lowerBound
@@ -86,7 +88,7 @@ enum ModelIO {
         precondition(bytes.count == tensor.byteCount)
         try bytes.withUnsafeBytes { try writer.write($0, at: offset) }
       } else {
-        try writer.write(file.bytes(of: tensor), at: offset)
+        try file.read(tensor).withUnsafeBytes { try writer.write($0, at: offset) }
       }
     }
     try writer.commit()

@@ -88,7 +88,7 @@ struct Rome: ParsableCommand {
   var disablingFactor = 300.0
 
   func run() throws {
-    let file = try SafetensorsFile(path: model)
+    let file = try SafetensorsFile(path: model, followSymlink: true)
     let target = try EditTarget(file: file, layer: layer)
     let w = try ModelIO.floats(file, target.tensor)
     let dIn = target.dIn

@@ -66,7 +66,7 @@ extension EditRepository {
     }
     var currentHashes: [String: String] = [:]
     if let working {
-      currentHashes = timed("working hashes") { workingHashes(working) }
+      currentHashes = try timed("working hashes") { try workingHashes(working) }
       if !force, let headCommit = headState.commit {
         let status = try status(of: working, against: headCommit, head: headState, hashes: currentHashes)
         if !status.isClean {
@@ -166,7 +166,7 @@ extension EditRepository {
     let working = try? WorkingModel(path: modelPath)
     if let working, try sameLayout(working, as: journal.target) {
       let target = try tensorHashes(at: journal.target)
-      let current = working.hashAll()
+      let current = try working.hashAll()
       try rewriteInPlace(working, tensors: working.tensorNames.filter { current[$0] != target[$0] }, at: journal.target)
     } else {
       try writeWholeModel(at: journal.target, to: modelPath, previous: working, tensors: nil)
@@ -184,16 +184,17 @@ extension EditRepository {
     var done = 0
     let present = tensors.filter { working.location(of: $0) != nil }
     try materializeInOrder(present, at: commit, current: { name in
-      guard let bytes = working.bytes(of: name) else { return nil }
-      return (currentHashes[name] ?? ContentHash.of(bytes).description, bytes)
-    }, releaseCurrent: working.releasePages(of:range:)) { name, fresh in
+      try working.currentBytes(of: name, hash: currentHashes[name])
+    }) { name, fresh in
       guard let (shard, info) = working.location(of: name) else { return }
       let writer = try writers[shard] ?? InPlaceFileWriter(path: working.shardPath(shard), hook: hooked ? environment.ioHook : nil)
       writers[shard] = writer
-      try fresh.withUnsafeBytes {
-        try writer.write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
+      // The working files are still read for the tensors not yet written: tell the reader
+      // these writes are mvc's own.
+      let file = working.shards[shard]
+      try fresh.withUnsafeBytes { bytes in
+        try file.file.absorbingChanges { try writer.write(bytes, at: file.fileOffset(of: info)) }
       }
-      working.releasePages(of: name)
       done += 1
       report("writing tensors", done, present.count, bytes: fresh.count)
     }
@@ -211,8 +212,7 @@ extension EditRepository {
   /// written, and packed objects read for them) stays within twice the largest tensor.
   func materializeInOrder(
     _ tensors: [String], at commit: ObjectID,
-    current: (String) -> (hash: String, bytes: UnsafeRawBufferPointer)?,
-    releaseCurrent: ((String, Range<Int>) -> Void)? = nil,
+    current: (String) throws -> CurrentBytes?,
     write: (String, [UInt8]) throws -> Void
   ) throws {
     final class Pending: @unchecked Sendable {
@@ -234,7 +234,7 @@ extension EditRepository {
       heldBytes -= oldest.byteCount
       // nil: a damaged snapshot was dropped; rebuild from the object database alone.
       let fresh = try oldest.result.get()
-        ?? materialize(oldest.name, at: commit, current: current(oldest.name), useSnapshots: false)
+        ?? materialize(oldest.name, at: commit, current: try current(oldest.name), useSnapshots: false)
       oldest.result = .success(nil)
       try write(oldest.name, fresh)
     }
@@ -251,9 +251,7 @@ extension EditRepository {
     for (name, size) in zip(tensors, sizes) {
       // Room first: planning may already read a packed object into memory.
       while !pending.isEmpty && heldBytes + size > budget { try writeOldest() }
-      var planned = try planMaterialization(name, at: commit, current: current(name))
-      if let releaseCurrent { planned.releaseCurrent = { releaseCurrent(name, $0) } }
-      let plan = planned
+      let plan = try planMaterialization(name, at: commit, current: try current(name))
       let held = plan.target.byteCount + plan.prereadByteCount
       while !pending.isEmpty && heldBytes + held > budget { try writeOldest() }
       let item = Pending(name: name, byteCount: held)
@@ -327,37 +325,34 @@ extension EditRepository {
       let writer = try AtomicFileWriter(path: shardPath, byteCount: totalBytes, hook: environment.ioHook)
       do {
         try header.withUnsafeBytes { try writer.write($0, at: 0) }
-        var currentStates: [String: (hash: String, bytes: UnsafeRawBufferPointer)] = [:]
+        var currentStates: [String: CurrentBytes] = [:]
         var rebuild: [String] = []
         var offsets: [String: Int] = [:]
         for info in parsed.tensors {
           offsets[info.name] = dataStart + info.dataOffsets.lowerBound
-          var current: (hash: String, bytes: UnsafeRawBufferPointer)?
-          if let previous, let bytes = previous.bytes(of: info.name), bytes.count == info.byteCount {
-            current = (previousHashes[info.name] ?? ContentHash.of(bytes).description, bytes)
+          var current: CurrentBytes?
+          if let previous, let (_, previousInfo) = previous.location(of: info.name),
+            previousInfo.byteCount == info.byteCount
+          {
+            current = try previous.currentBytes(of: info.name, hash: previousHashes[info.name])
           }
           // Unchanged tensors are copied inside the kernel, as `cp` would.
           if let current, current.hash == states[info.name]?.hash, let previous,
             let (sourceShard, sourceInfo) = previous.location(of: info.name)
           {
             try writer.copy(
-              fromFile: previous.shardPath(sourceShard),
-              sourceOffset: previous.shards[sourceShard].dataStart + sourceInfo.dataOffsets.lowerBound,
+              from: previous.shards[sourceShard].file,
+              sourceOffset: previous.shards[sourceShard].fileOffset(of: sourceInfo),
               count: info.byteCount, to: dataStart + info.dataOffsets.lowerBound)
-            previous.releasePages(of: info.name)
             done += 1
             report("writing tensors", done, total, bytes: info.byteCount)
             continue
           }
-          // Hashing faulted its pages in; the rebuild reads them again when it starts from them.
-          previous?.releasePages(of: info.name)
           currentStates[info.name] = current
           rebuild.append(info.name)
         }
-        try materializeInOrder(rebuild, at: commit, current: { currentStates[$0] }, releaseCurrent: previous?.releasePages(of:range:)) {
-          name, fresh in
+        try materializeInOrder(rebuild, at: commit, current: { currentStates[$0] }) { name, fresh in
           try fresh.withUnsafeBytes { try writer.write($0, at: offsets[name] ?? 0) }
-          previous?.releasePages(of: name)
           done += 1
           report("writing tensors", done, total, bytes: fresh.count)
         }

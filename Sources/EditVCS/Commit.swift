@@ -40,7 +40,7 @@ extension EditRepository {
     let headState = try head()
     guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
     let working = try WorkingModel(path: modelPath)
-    let hashes = timed("working hashes") { workingHashes(working) }
+    let hashes = try timed("working hashes") { try workingHashes(working) }
     let status = try self.status(of: working, against: parent, head: headState, hashes: hashes)
     guard !status.isClean else { throw RepositoryError.nothingToCommit }
     let parentContents = try contents(of: parent)
@@ -55,11 +55,12 @@ extension EditRepository {
         trees[entry.name] = nil
         changes.append(.init(name: entry.name, storage: "removed", storedByteCount: 0))
       case .added:
-        guard let (shard, info) = working.location(of: entry.name), let bytes = working.bytes(of: entry.name),
+        guard let (shard, info) = working.location(of: entry.name), let bytes = try working.read(entry.name),
           let hash = hashes[entry.name]
         else { continue }
-        let written = try writeFullState(
-          name: entry.name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: bytes, hash: hash)
+        let written = try bytes.withUnsafeBytes {
+          try writeFullState(name: entry.name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
+        }
         trees[entry.name] = written.tree
         changes.append(.init(name: entry.name, storage: "added", storedByteCount: written.storedByteCount))
       case .modified:
@@ -73,7 +74,6 @@ extension EditRepository {
         changes.append(encoded.change)
         needsNormalization = needsNormalization || encoded.differsFromWorkingModel
       }
-      working.releasePages(of: entry.name)
     }
     // A state's `shard` is informational: the layout says which file holds each tensor, so
     // re-sharding rewrites only `model/`, never a state (a rewritten state would break its chain).
@@ -98,23 +98,33 @@ extension EditRepository {
 
   /// Stores the change of one tensor from its HEAD state to the working bytes: as factors plus
   /// residual when the change is low-rank, complete otherwise.
+  ///
+  /// The working bytes are read from the file twice rather than held throughout: a block at a
+  /// time for the difference (beside the parent's bytes and the Float32 difference), then whole
+  /// for the residual once the difference is freed, so at most about two tensors are in memory.
+  /// Each read checks the file is the one hashed; one that changed throws
+  /// `DeltaStoreError.fileChanged`.
   func encodeWorkingChange(
     _ name: String, working: WorkingModel, hash: String, parent: ObjectID, parentState: StoredTensorState,
     tolerance: Double?
   ) throws -> EncodedChange {
-    guard let (shard, info) = working.location(of: name), let work = working.bytes(of: name) else {
+    guard let (shard, info) = working.location(of: name) else {
       throw RepositoryError.corruptObject(what: "working model", reason: "tensor '\(name)' vanished")
     }
+    let file = working.shards[shard]
     let (rows, cols) = TensorMath.matrixShape(info.shape)
     let storeComplete = { () throws -> EncodedChange in
-      let written = try self.writeFullState(
-        name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: work, hash: hash)
+      let written = try file.read(info).withUnsafeBytes {
+        try self.writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
+      }
       return EncodedChange(
         tree: written.tree, change: .init(name: name, storage: "full", storedByteCount: written.storedByteCount),
         hash: hash)
     }
     // Factors pay only for float matrices; vectors and integer tensors are stored complete.
-    guard info.dtype.isEditableFloat, rows >= 2, cols >= 2 else { return try storeComplete() }
+    guard info.dtype.isEditableFloat, let width = info.dtype.byteCount, rows >= 2, cols >= 2 else {
+      return try storeComplete()
+    }
     let previous = try timed("materialize parent state") { try materialize(name, at: parent) }
     let count = rows * cols
     // Break-even: r·(rows+cols) factor elements against rows·cols dense ones; the residual
@@ -125,10 +135,16 @@ extension EditRepository {
     let factors: LowRankFactors?
     do {
       defer { delta.deallocate() }
+      let block = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: TensorMath.blockElementCount * width, alignment: 64)
+      defer { block.deallocate() }
       measured = try previous.withUnsafeBytes { old in
         try TensorMath.difference(
-          new: work, old: old, dtype: info.dtype, count: count, into: delta,
-          releaseNew: { working.releasePages(of: name, range: $0) })
+          newBlock: { elements in
+            let piece = UnsafeMutableRawBufferPointer(rebasing: block[0..<(elements.count * width)])
+            try file.file.read(into: piece, at: file.fileOffset(of: info) + elements.lowerBound * width)
+            return UnsafeRawBufferPointer(piece)
+          }, old: old, dtype: info.dtype, count: count, into: delta)
       }
       factors =
         measured.allFinite
@@ -138,6 +154,7 @@ extension EditRepository {
         : nil
     }
     guard let factors else { return try storeComplete() }
+    let workBytes = try file.read(info)
     // The parent's bytes are not needed past the difference: reconstruct in the same buffer.
     var reconstructed = consume previous
     try reconstructed.withUnsafeMutableBytes { raw in
@@ -152,16 +169,18 @@ extension EditRepository {
     var approximate = false
     var stateHash = hash
     if let tolerance,
-      try reconstructed.withUnsafeBytes({
-        try TensorMath.maxAbsDifference(work, $0, dtype: info.dtype, count: count)
+      try workBytes.withUnsafeBytes({ work in
+        try reconstructed.withUnsafeBytes { try TensorMath.maxAbsDifference(work, $0, dtype: info.dtype, count: count) }
       }) <= tolerance * measured.maxAbsNew
     {
       approximate = true
       stateHash = reconstructed.withUnsafeBytes { ContentHash.of($0).description }
     } else {
       residual = try timed("residual") {
-        try reconstructed.withUnsafeBytes {
-          try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+        try workBytes.withUnsafeBytes { work in
+          try reconstructed.withUnsafeBytes {
+            try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+          }
         }
       }
     }
@@ -173,7 +192,7 @@ extension EditRepository {
     if approximate {
       reconstructed.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
     } else {
-      snapshotIfGridState(work, state: written.state)
+      workBytes.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
     }
     return EncodedChange(
       tree: written.tree,

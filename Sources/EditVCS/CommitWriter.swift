@@ -115,14 +115,16 @@ extension EditRepository {
     let names = working.tensorNames
     var hashes: [String: String] = [:]
     for (i, name) in names.enumerated() {
-      guard let (shard, info) = working.location(of: name), let bytes = working.bytes(of: name) else { continue }
-      let hash = ContentHash.of(bytes).description
-      hashes[name] = hash
+      guard let (shard, info) = working.location(of: name) else { continue }
       let written: (tree: ObjectID, storedByteCount: Int)
+      let hash: String
       if let reference {
+        // Only hashes are needed: both files are streamed, neither is held in memory.
+        guard let workingHash = try working.hash(of: name) else { continue }
+        hash = workingHash
         // The base must be a separate, unchanging copy: the working model will be rewritten.
-        guard let (refShard, refInfo) = reference.location(of: name), let refBytes = reference.bytes(of: name),
-          refInfo.dtype == info.dtype, refInfo.shape == info.shape, ContentHash.of(refBytes).description == hash
+        guard let (refShard, refInfo) = reference.location(of: name),
+          refInfo.dtype == info.dtype, refInfo.shape == info.shape, try reference.hash(of: name) == hash
         else {
           throw RepositoryError.referenceBaseChanged(path: reference.path, tensor: name)
         }
@@ -130,9 +132,13 @@ extension EditRepository {
           name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: hash,
           path: reference.shardPath(refShard), shardFile: reference.shardFiles[refShard])
       } else {
-        written = try writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: bytes, hash: hash)
+        guard let bytes = try working.read(name) else { continue }
+        hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
+        written = try bytes.withUnsafeBytes {
+          try writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
+        }
       }
-      working.releasePages(of: name)
+      hashes[name] = hash
       trees[name] = written.tree
       changes.append(.init(name: name, storage: referenceBase ? "reference" : "full", storedByteCount: written.storedByteCount))
       report("storing base", i + 1, names.count, bytes: info.byteCount)
@@ -175,10 +181,10 @@ extension EditRepository {
   }
 
   /// Tensor hashes of the working model, from the stat cache when the files are unchanged.
-  func workingHashes(_ working: WorkingModel) -> [String: String] {
+  func workingHashes(_ working: WorkingModel) throws -> [String: String] {
     if let hashes = cachedWorkingHashes(working) { return hashes }
     let stats = working.fileStats()
-    let hashes = working.hashAll { done, total in self.report("hashing", done, total) }
+    let hashes = try working.hashAll { done, total in self.report("hashing", done, total) }
     saveStatCache(working: working, hashes: hashes, stats: stats)
     return hashes
   }

@@ -54,8 +54,11 @@ enum DeltaFileReader {
       throw RepositoryError.deltaMismatch(file: file.path, tensor: info.name, detail: "dtype \(info.dtype.rawValue) is not a float type")
     }
     var doubles = [Double](repeating: 0, count: info.elementCount)
-    doubles.withUnsafeMutableBufferPointer {
-      FloatConversion.decode(file.bytes(of: info), dtype: info.dtype, elements: 0..<info.elementCount, into: $0)
+    let raw = try file.read(info)
+    raw.withUnsafeBytes { raw in
+      doubles.withUnsafeMutableBufferPointer {
+        FloatConversion.decode(raw, dtype: info.dtype, elements: 0..<info.elementCount, into: $0)
+      }
     }
     for (i, x) in doubles.enumerated() where !x.isFinite {
       throw RepositoryError.deltaMismatch(file: file.path, tensor: info.name, detail: "element \(i) is \(x)")
@@ -64,7 +67,8 @@ enum DeltaFileReader {
   }
 
   static func read(_ path: String, model: WorkingModel) throws -> [DeltaEntry] {
-    let file = try SafetensorsFile(path: path)
+    // The user's own path: a link to it is followed, and it must reach a regular file.
+    let file = try SafetensorsFile(path: path, followSymlink: true)
     let config = try adapterConfig(besides: path)
     var pairs: [String: (a: TensorInfo?, b: TensorInfo?)] = [:]
     var entries: [DeltaEntry] = []

@@ -138,7 +138,10 @@ public final class EditRepository {
       let repository = try open(root: root, environment: environment)
       let reference = try referenceBase.map { path -> WorkingModel in
         let absolute = path.hasPrefix("/") ? path : (root as NSString).appendingPathComponent(path)
-        return try WorkingModel(path: (absolute as NSString).standardizingPath)
+        // The user named this path, so a link in it is followed now, once; the repository
+        // records where the bytes really are, and later reads open that path without following
+        // links (a reference path is never followed through a symbolic link).
+        return try WorkingModel(path: ((absolute as NSString).standardizingPath as NSString).resolvingSymlinksInPath)
       }
       if let reference { try repository.trustReferenceBase(at: reference.path) }
       let commit = try repository.commitBase(working: working, message: message, reference: reference)

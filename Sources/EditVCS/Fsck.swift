@@ -153,9 +153,8 @@ extension EditRepository {
           do {
             let bytes: [UInt8]
             if let previous = last[name] {
-              bytes = try previous.bytes.withUnsafeBytes {
-                try materialize(name, at: commit, current: (previous.hash, $0), useSnapshots: false)
-              }
+              bytes = try materialize(
+                name, at: commit, current: CurrentBytes(hash: previous.hash, bytes: previous.bytes), useSnapshots: false)
             } else {
               bytes = try materialize(name, at: commit, useSnapshots: false)
             }

@@ -87,7 +87,7 @@ extension EditRepository {
     }
 
     // Every LoRA pair must sit on a targeted module of the model, with the adapter's one scale.
-    let file = try SafetensorsFile(path: weightsPath)
+    let file = try SafetensorsFile(path: weightsPath, followSymlink: true)
     let r = (config["r"] as? NSNumber)?.doubleValue ?? 0
     let alpha = (config["lora_alpha"] as? NSNumber)?.doubleValue ?? r
     let rankPattern = config["rank_pattern"] as? [String: Any] ?? [:]

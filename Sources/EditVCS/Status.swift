@@ -34,7 +34,7 @@ extension EditRepository {
   func status(
     of working: WorkingModel, against commit: ObjectID, head: HeadState, hashes: [String: String]? = nil
   ) throws -> WorkingStatus {
-    let current = hashes ?? workingHashes(working)
+    let current = try hashes ?? workingHashes(working)
     let contents = try contents(of: commit)
     var entries: [WorkingStatus.Entry] = []
     for name in working.tensorNames {

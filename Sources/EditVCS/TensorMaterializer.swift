@@ -58,7 +58,7 @@ extension EditRepository {
   /// - Parameter current: the bytes of this tensor the caller has now and their hash; used as
   ///   the starting point when that state lies on the chain.
   func materialize(
-    _ tensor: String, at commit: ObjectID, current: (hash: String, bytes: UnsafeRawBufferPointer)? = nil,
+    _ tensor: String, at commit: ObjectID, current: CurrentBytes? = nil,
     useSnapshots: Bool = true
   ) throws -> [UInt8] {
     let plan = try planMaterialization(tensor, at: commit, current: current, useSnapshots: useSnapshots)
@@ -73,7 +73,7 @@ extension EditRepository {
   /// everything the rebuild of `tensor` at `commit` needs, so `runMaterialization` can run on
   /// any thread.
   func planMaterialization(
-    _ tensor: String, at commit: ObjectID, current: (hash: String, bytes: UnsafeRawBufferPointer)? = nil,
+    _ tensor: String, at commit: ObjectID, current: CurrentBytes? = nil,
     useSnapshots: Bool = true
   ) throws -> MaterializationPlan {
     let chain = try timed("state chain of '\(tensor)'") {
@@ -84,7 +84,7 @@ extension EditRepository {
     }
     let start: MaterializationPlan.Start
     if let current, oldest.state.hash == current.hash {
-      start = .bytes(current.bytes)
+      start = .current(current.read)
     } else if oldest.state.kind == .lowRank {
       guard useSnapshots else {
         // A chain may end on a low-rank state only when it is the caller's current state.
@@ -112,8 +112,9 @@ extension EditRepository {
     let tensor = plan.tensor
     var bytes: [UInt8]
     switch plan.start {
-    case .bytes(let current):
-      bytes = copyReleasing(current, release: plan.releaseCurrent)
+    case .current(let read):
+      // Read on this worker thread, into the buffer the replay then updates in place.
+      bytes = try timed("read current bytes") { try read() }
     case .snapshot:
       guard let cached = try timed("load snapshot", { try loadSnapshot(plan.startState) }) else { return nil }
       bytes = cached
@@ -157,24 +158,6 @@ extension EditRepository {
         tensor: tensor, revision: plan.revision.shortHex, expected: plan.target.hash, actual: actual)
     }
     return bytes
-  }
-
-  /// Copies the caller's current bytes (mapped working-model pages), dropping each slice's pages
-  /// once copied, so the copy never holds the tensor twice.
-  private func copyReleasing(_ source: UnsafeRawBufferPointer, release: ((Range<Int>) -> Void)?) -> [UInt8] {
-    guard let release else { return Array(source) }
-    let slice = 4 << 20
-    return [UInt8](unsafeUninitializedCapacity: source.count) { buffer, count in
-      var offset = 0
-      while offset < source.count {
-        let end = min(source.count, offset + slice)
-        UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset..<end])
-          .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<end]))
-        release(offset..<end)
-        offset = end
-      }
-      count = source.count
-    }
   }
 
   /// Where the bytes of a `full` or `reference` state come from.
@@ -229,16 +212,19 @@ extension EditRepository {
     return out
   }
 
+  /// The bytes of a `reference` state, read from the base file outside the repository: a regular
+  /// file only (never a FIFO or a device, never through a symbolic link), checked against the
+  /// state's hash.
   private func referenceBytes(_ state: TensorState, path: String, tensor: String) throws -> [UInt8] {
     let file = try SafetensorsFile(path: path)
     guard let info = file.tensor(named: tensor), info.byteCount == state.byteCount else {
       throw RepositoryError.referenceBaseChanged(path: path, tensor: tensor)
     }
-    let bytes = file.bytes(of: info)
-    guard ContentHash.of(bytes).description == state.hash else {
+    let bytes = try file.read(info)
+    guard bytes.withUnsafeBytes({ ContentHash.of($0).description }) == state.hash else {
       throw RepositoryError.referenceBaseChanged(path: path, tensor: tensor)
     }
-    return Array(bytes)
+    return bytes
   }
 
   /// Loads a low-rank state's factors.
@@ -362,8 +348,8 @@ struct MaterializationPlan {
   }
 
   enum Start {
-    /// The caller's current bytes of the oldest state (valid while the plan runs).
-    case bytes(UnsafeRawBufferPointer)
+    /// The caller's current bytes of the oldest state, read when the plan runs.
+    case current(() throws -> [UInt8])
     /// The start state's snapshot in the local cache.
     case snapshot
     /// A `full` state's compressed chunks.
@@ -400,9 +386,6 @@ struct MaterializationPlan {
   var tensor: String
   var revision: ObjectID
   var start: Start
-  /// Drops pages of the caller's current bytes (a byte range of them) once copied; set by the
-  /// caller, called from any thread.
-  var releaseCurrent: ((Range<Int>) -> Void)?
   var startState: TensorState
   /// Oldest first.
   var steps: [Step]

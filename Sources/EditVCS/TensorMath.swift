@@ -80,11 +80,23 @@ enum TensorMath {
 
   /// `new − old` as a dense Float32 matrix, with the RMS rounding noise of `new` in its dtype
   /// and ‖old‖_F, all in one pass.
-  /// - Parameter releaseNew: called with each byte range of `new` once read (a mapped working
-  ///   tensor drops those pages, so `new`, `old` and the difference are never all resident).
   static func difference(
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
-    into delta: UnsafeMutablePointer<Float>, releaseNew: ((Range<Int>) -> Void)? = nil
+    into delta: UnsafeMutablePointer<Float>
+  ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool) {
+    let width = dtype.byteCount ?? 1
+    return try difference(
+      newBlock: { UnsafeRawBufferPointer(rebasing: new[($0.lowerBound * width)..<($0.upperBound * width)]) },
+      old: old, dtype: dtype, count: count, into: delta)
+  }
+
+  /// `difference(new:old:dtype:count:into:)` with `new` handed over a block of elements at a
+  /// time by `newBlock(elements)` (read from a file into a small buffer, so the whole of `new`
+  /// is never in memory beside `old` and the difference). The returned bytes need only stay
+  /// valid until the next call.
+  static func difference(
+    newBlock: (Range<Int>) throws -> UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
+    into delta: UnsafeMutablePointer<Float>
   ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool) {
     let block = blockElementCount
     let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -109,7 +121,8 @@ enum TensorMath {
     while start < count {
       let n = min(block, count - start)
       let range = start..<(start + n)
-      FloatConversion.decode(new, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: a, count: n))
+      FloatConversion.decode(
+        try newBlock(range), dtype: dtype, elements: 0..<n, into: UnsafeMutableBufferPointer(start: a, count: n))
       FloatConversion.decode(old, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: b, count: n))
       for i in 0..<n {
         let x = a[i]
@@ -127,7 +140,6 @@ enum TensorMath {
         norm += y * y
         maxAbs = max(maxAbs, abs(x))
       }
-      if let releaseNew, let width = dtype.byteCount { releaseNew((start * width)..<((start + n) * width)) }
       start += n
     }
     return ((noise / Double(max(count, 1)) / 12).squareRoot(), norm.squareRoot(), maxAbs, allFinite)

@@ -2,8 +2,13 @@ import DeltaStore
 import Foundation
 
 /// The tracked model as it is on disk: one `.safetensors` file, or a folder whose
-/// `model.safetensors.index.json` maps tensors to shard files. Files are memory-mapped, so
-/// touching a few tensors reads only their pages.
+/// `model.safetensors.index.json` maps tensors to shard files.
+///
+/// Every file is opened as a regular file (a FIFO or a device is refused, not waited on) and read
+/// with `pread` into owned buffers, never through a mapping: an editor rewriting the model while
+/// mvc reads it gives `DeltaStoreError.fileChanged`, not `SIGBUS`. The model's own path, given by
+/// the user, may be a symbolic link; the index and shards inside a folder may not (a link could
+/// lead out of the folder, and checkout rewrites shards in place).
 final class WorkingModel {
   static let indexFileName = "model.safetensors.index.json"
 
@@ -25,20 +30,23 @@ final class WorkingModel {
     }
     if isDirectory.boolValue {
       let indexPath = (path as NSString).appendingPathComponent(Self.indexFileName)
-      guard let data = FileManager.default.contents(atPath: indexPath) else {
+      let data: [UInt8]
+      do {
+        data = try ReadOnlyFile.contents(of: indexPath)
+      } catch DeltaStoreError.io(_, "open", ENOENT, _) {
         throw RepositoryError.layoutMismatch(
           file: path, tensor: Self.indexFileName, detail: "is missing (a model folder needs a shard index)")
       }
-      let files = try Self.shardFiles(fromIndex: data, path: indexPath)
+      let files = try Self.shardFiles(fromIndex: Data(data), path: indexPath)
       isSharded = true
-      indexBytes = Array(data)
+      indexBytes = data
       shardFiles = files
       shards = try files.map { try SafetensorsFile(path: (path as NSString).appendingPathComponent($0)) }
     } else {
       isSharded = false
       indexBytes = nil
       shardFiles = [(path as NSString).lastPathComponent]
-      shards = [try SafetensorsFile(path: path)]
+      shards = [try SafetensorsFile(path: path, followSymlink: true)]
     }
     var locations: [String: (Int, TensorInfo)] = [:]
     for (index, shard) in shards.enumerated() {
@@ -72,21 +80,30 @@ final class WorkingModel {
 
   func location(of name: String) -> (shard: Int, info: TensorInfo)? { locations[name] }
 
-  func bytes(of name: String) -> UnsafeRawBufferPointer? {
+  /// The bytes of tensor `name` read into a new buffer, or nil when the model has no such tensor.
+  ///
+  /// Safe to call from several threads at once.
+  /// - Throws: `DeltaStoreError.fileChanged` when the file changed since the model was opened.
+  func read(_ name: String) throws -> [UInt8]? {
     guard let (shard, info) = locations[name] else { return nil }
-    return shards[shard].bytes(of: info)
+    return try shards[shard].read(info)
   }
 
-  func releasePages(of name: String) {
-    guard let (shard, info) = locations[name] else { return }
-    shards[shard].releasePages(of: info)
+  /// The hash (`xxh3-128:…`) of tensor `name`, streamed through a small buffer, or nil when the
+  /// model has no such tensor.
+  ///
+  /// - Throws: As `read(_:)`.
+  func hash(of name: String) throws -> String? {
+    guard let (shard, info) = locations[name] else { return nil }
+    return try shards[shard].hash(of: info).description
   }
 
-  /// Drops the pages of bytes `range` (relative to the tensor's first byte) of tensor `name`.
-  func releasePages(of name: String, range: Range<Int>) {
-    guard let (shard, info) = locations[name] else { return }
-    let start = shards[shard].dataStart + info.dataOffsets.lowerBound
-    shards[shard].mappedFile.releasePages((start + range.lowerBound)..<(start + min(range.upperBound, info.byteCount)))
+  /// What the materializer needs of tensor `name` as the working model holds it: its hash (the
+  /// one given, else computed now) and a read of its bytes, made on the thread that needs them.
+  func currentBytes(of name: String, hash known: String?) throws -> CurrentBytes? {
+    guard let (shard, info) = locations[name] else { return nil }
+    let file = shards[shard]
+    return CurrentBytes(hash: try known ?? file.hash(of: info).description) { try file.read(info) }
   }
 
   /// Absolute path of shard `index`.
@@ -111,39 +128,55 @@ final class WorkingModel {
     )
   }
 
-  /// Hashes every tensor (XXH3-128 of its bytes) on two threads, releasing pages as it goes.
-  func hashAll(progress: ((Int, Int) -> Void)? = nil) -> [String: String] {
+  /// Hashes every tensor (XXH3-128 of its bytes) on two threads, each streaming the file through
+  /// a buffer of `SafetensorsFile.hashingChunkByteCount` bytes.
+  ///
+  /// - Throws: `DeltaStoreError.fileChanged` when a file changed while being read.
+  func hashAll(progress: ((Int, Int) -> Void)? = nil) throws -> [String: String] {
     let names = tensorNames
     var hashes = [String?](repeating: nil, count: names.count)
     let lock = NSLock()
     var done = 0
+    var failure: Error?
     let workers = max(1, min(2, ProcessInfo.processInfo.activeProcessorCount))
     hashes.withUnsafeMutableBufferPointer { out in
       DispatchQueue.concurrentPerform(iterations: workers) { worker in
-        // Interleaved, so both threads walk the file front to back together.
-        for i in stride(from: worker, to: names.count, by: workers) {
-          if let bytes = bytes(of: names[i]) {
-            out[i] = ContentHash.of(bytes).description
-            releasePages(of: names[i])
+        let scratch = UnsafeMutableRawBufferPointer.allocate(
+          byteCount: SafetensorsFile.hashingChunkByteCount, alignment: 64)
+        defer { scratch.deallocate() }
+        do {
+          let hasher = try ContentHasher()
+          // Interleaved, so both threads walk the file front to back together.
+          for i in stride(from: worker, to: names.count, by: workers) {
+            if let (shard, info) = locations[names[i]] {
+              out[i] = try shards[shard].hash(of: info, hasher: hasher, scratch: scratch).description
+            }
+            lock.lock()
+            done += 1
+            let count = done
+            let failed = failure != nil
+            lock.unlock()
+            if failed { return }  // the other thread failed: its error is the one reported
+            // The reporter is not thread-safe: one thread reports, and the end is reported below.
+            if worker == 0 && count < names.count { progress?(count, names.count) }
           }
+        } catch {
           lock.lock()
-          done += 1
-          let count = done
+          if failure == nil { failure = error }
           lock.unlock()
-          // The reporter is not thread-safe: one thread reports, and the end is reported below.
-          if worker == 0 && count < names.count { progress?(count, names.count) }
         }
       }
     }
+    if let failure { throw failure }
     progress?(names.count, names.count)
     var out: [String: String] = [:]
     for (name, hash) in zip(names, hashes) { out[name] = hash }
     return out
   }
 
-  /// Whether every file is still the one mapped (an editor may have renamed a new file over it).
+  /// Whether every file is still the one opened (an editor may have renamed a new file over it).
   func stillMapped(_ stats: [FileStat]) -> Bool {
-    let inodes = shards.map(\.mappedFile.inode)
+    let inodes = shards.map(\.file.inode)
     let shardStats = stats.prefix(shards.count)
     return shardStats.count == inodes.count && zip(shardStats, inodes).allSatisfy { $0.inode == $1 }
   }
@@ -153,5 +186,23 @@ final class WorkingModel {
     var paths = (0..<shards.count).map(shardPath)
     if isSharded { paths.append((path as NSString).appendingPathComponent(Self.indexFileName)) }
     return paths.compactMap(FileStat.init(path:))
+  }
+}
+
+/// A tensor's bytes as the caller holds them now: their hash, and a read that returns them (or
+/// throws when the file they come from changed since it was hashed).
+struct CurrentBytes {
+  var hash: String
+  var read: () throws -> [UInt8]
+
+  /// Bytes already in memory.
+  init(hash: String, bytes: [UInt8]) {
+    self.hash = hash
+    read = { bytes }
+  }
+
+  init(hash: String, read: @escaping () throws -> [UInt8]) {
+    self.hash = hash
+    self.read = read
   }
 }

@@ -43,7 +43,7 @@ struct MVCResult {
 }
 
 /// Collects one pipe's bytes on its own thread, so a chatty child never blocks on a full pipe.
-private final class PipeDrain: @unchecked Sendable {
+final class PipeDrain: @unchecked Sendable {
   private let lock = NSLock()
   private var data = Data()
   private let done = DispatchSemaphore(value: 0)
