@@ -1,0 +1,359 @@
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+// Issue 11, items 6-8: the stat cache vouches only for bytes mvc saw, a full `.mvc` leaves HEAD
+// and the model consistent, and a journal or HEAD that cannot be used gives a clear error.
+
+/// A repository with commits on `main`, a branch `alt`, and each commit's model bytes.
+private struct History {
+  var states: [String: [UInt8]] = [:]
+  /// `main`'s commits, oldest first.
+  var main: [String] = []
+  var alt = ""
+
+  static func make(in dir: URL, blocks: Int = 2, hidden: Int = 32, intermediate: Int = 96) throws -> History {
+    typealias H = RemoteHarness
+    var history = History()
+    var tensors = transformerFixture(blocks: blocks, hidden: hidden, intermediate: intermediate, seed: 31)
+    let model = dir.appendingPathComponent("model.safetensors")
+    try writeSafetensors(tensors, to: model)
+    #expect(try H.mvc(["init", "-q", "model.safetensors"], in: dir).status == 0)
+    let root = try RemoteTests.head(dir)
+    history.states[root] = Array(try Data(contentsOf: model))
+    history.main.append(root)
+    for step in 0..<5 {
+      let (id, bytes) = try RemoteTests.commitEdit(&tensors, in: dir, step: step)
+      history.states[id] = bytes
+      history.main.append(id)
+    }
+    #expect(try H.mvc(["switch", "-q", "-c", "alt", "HEAD~2"], in: dir).status == 0)
+    var alt = transformerFixture(blocks: blocks, hidden: hidden, intermediate: intermediate, seed: 31)
+    for step in 0..<3 { H.edit(&alt, index: [0, 1, 3, 4][step % 4], rank: step % 3 == 0 ? 2 : 1, seed: UInt64(100 + step)) }
+    let (altID, altBytes) = try RemoteTests.commitEdit(&alt, in: dir, step: 7)
+    history.states[altID] = altBytes
+    history.alt = altID
+    #expect(try H.mvc(["switch", "-q", "main"], in: dir).status == 0)
+    return history
+  }
+}
+
+private func branchTip(_ dir: URL, _ branch: String) throws -> String {
+  try RemoteHarness.git(["--git-dir=\(dir.path)/.mvc", "rev-parse", "refs/heads/\(branch)"], in: dir).stdout
+    .trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+private func expectNoTypeDump(_ text: String, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+  #expect(!text.contains("GitError(") && !text.contains("Optional("), "\(what): \(text)", sourceLocation: sourceLocation)
+}
+
+@Suite("journal and HEAD errors")
+struct JournalErrorTests {
+  typealias H = RemoteHarness
+
+  /// A journal naming a commit that does not exist: every command says so (naming the journal,
+  /// with a hint), and `fsck` still runs and reports it.
+  @Test func journalNamingAMissingCommit() throws {
+    try withTemporaryDirectory { dir in
+      let history = try History.make(in: dir)
+      let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
+      let missing = String(repeating: "ab", count: 20)
+      try Data(#"{"operation":"checkout","target":"\#(missing)","branch":"main"}"#.utf8).write(to: journal)
+      let status = try H.mvc(["status"], in: dir)
+      #expect(status.status == 128, "status: \(status.stderr)")
+      #expect(status.stderr.hasPrefix("fatal: ") && status.stderr.contains("mvc-journal.json"), "\(status.stderr)")
+      #expect(status.stderr.contains("\nhint: "), "\(status.stderr)")
+      expectNoTypeDump(status.stderr, "status")
+      let fsck = try H.mvc(["fsck"], in: dir)
+      #expect(fsck.status == 1, "fsck exit \(fsck.status): \(fsck.stderr)")
+      #expect(fsck.stdout.contains("mvc-journal.json") && fsck.stdout.contains(missing), "fsck: \(fsck.stdout)")
+      expectNoTypeDump(fsck.stdout + fsck.stderr, "fsck")
+      #expect(try branchTip(dir, "main") == history.main.last)
+      // Discarding it as the hint says makes the repository usable again.
+      try FileManager.default.removeItem(at: journal)
+      #expect(try H.mvc(["checkout", "-q", "--force", "HEAD"], in: dir).status == 0)
+      #expect(try H.mvc(["fsck"], in: dir).status == 0)
+    }
+  }
+
+  /// A garbage `.mvc/HEAD` fails `fsck` (naming HEAD), and other commands say what is wrong.
+  @Test func garbageHeadIsReported() throws {
+    try withTemporaryDirectory { dir in
+      _ = try History.make(in: dir)
+      try Data("this is not a ref\n".utf8).write(to: dir.appendingPathComponent(".mvc/HEAD"))
+      let fsck = try H.mvc(["fsck"], in: dir)
+      #expect(fsck.status != 0, "fsck passed a garbage HEAD: \(fsck.stdout) \(fsck.stderr)")
+      #expect((fsck.stdout + fsck.stderr).contains("HEAD"), "fsck: \(fsck.stdout) \(fsck.stderr)")
+      expectNoTypeDump(fsck.stdout + fsck.stderr, "fsck")
+      let status = try H.mvc(["status"], in: dir)
+      #expect(status.status == 128 && status.stderr.contains("HEAD"), "status: \(status.stderr)")
+      expectNoTypeDump(status.stderr, "status")
+    }
+  }
+
+  /// An old-format journal (no recorded start) whose target is an ancestor of the branch would
+  /// move `main` back and orphan commits: refused, `main` unchanged, `fsck` reports it.
+  @Test func journalMovingTheBranchBackwardsIsRefused() throws {
+    try withTemporaryDirectory { dir in
+      let history = try History.make(in: dir)
+      let tip = history.main[history.main.count - 1]
+      let back = history.main[history.main.count - 5]
+      let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
+      try Data(#"{"operation":"checkout","target":"\#(back)","branch":"main"}"#.utf8).write(to: journal)
+      let status = try H.mvc(["status"], in: dir)
+      #expect(status.status == 128, "status exit \(status.status): \(status.stdout) \(status.stderr)")
+      #expect(status.stderr.contains("mvc-journal.json") && status.stderr.contains("\nhint: "), "\(status.stderr)")
+      #expect(try branchTip(dir, "main") == tip, "main moved back")
+      let fsck = try H.mvc(["fsck"], in: dir)
+      #expect(fsck.status == 1 && fsck.stdout.contains("mvc-journal.json"), "fsck: \(fsck.stdout) \(fsck.stderr)")
+      // A new-format journal whose recorded start is not where the branch is: refused too.
+      let other = history.main[1]
+      try Data(#"{"operation":"commit","target":"\#(back)","branch":"main","branch_from":"\#(other)"}"#.utf8)
+        .write(to: journal)
+      let again = try H.mvc(["status"], in: dir)
+      #expect(again.status == 128 && again.stderr.contains("mvc-journal.json"), "\(again.stderr)")
+      #expect(try branchTip(dir, "main") == tip, "main moved back")
+    }
+  }
+
+  /// A new-format journal recording the move from the branch's tip (an interrupted commit that
+  /// normalizes the model) is completed: the branch moves from that tip to the target.
+  @Test func journalFromTheCurrentTipIsCompleted() throws {
+    try withTemporaryDirectory { dir in
+      let history = try History.make(in: dir)
+      let tip = history.main[history.main.count - 1]
+      let parent = history.main[history.main.count - 2]
+      // Pretend the branch still pointed at the parent when the command died.
+      #expect(try H.git(["--git-dir=\(dir.path)/.mvc", "update-ref", "refs/heads/main", parent], in: dir).status == 0)
+      let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
+      try Data(#"{"operation":"commit","target":"\#(tip)","branch":"main","branch_from":"\#(parent)"}"#.utf8)
+        .write(to: journal)
+      let status = try H.mvc(["status"], in: dir)
+      #expect(status.status == 0, "\(status.stderr)")
+      #expect(status.stdout.contains("nothing to commit"), "\(status.stdout)")
+      #expect(try branchTip(dir, "main") == tip)
+      #expect(Array(try Data(contentsOf: dir.appendingPathComponent("model.safetensors"))) == history.states[tip])
+    }
+  }
+}
+
+// MARK: Full disk on .mvc
+
+/// Why a tmpfs cannot be mounted here (not root, no permission), or nil when it can.
+let tmpfsUnavailableReason: String? = {
+  let probe = FileManager.default.temporaryDirectory.appendingPathComponent("mvc-tmpfs-probe-\(UUID().uuidString)")
+  try? FileManager.default.createDirectory(at: probe, withIntermediateDirectories: true)
+  defer { try? FileManager.default.removeItem(at: probe) }
+  let result = try? RemoteHarness.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe.path], in: probe)
+  guard let result, result.status == 0 else {
+    return "cannot mount a tmpfs (needs root): \(result?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "no /bin/mount")"
+  }
+  _ = try? RemoteHarness.run("/bin/umount", [probe.path], in: probe)
+  return nil
+}()
+
+/// Fills the file system of `directory` with a file of its own, leaving `free` bytes available.
+private func fill(_ directory: URL, leaving free: Int) throws -> URL {
+  var info = statvfs()
+  try #require(statvfs(directory.path, &info) == 0)
+  let available = Int(info.f_bavail) * Int(info.f_frsize)
+  let filler = directory.appendingPathComponent("filler")
+  let fd = open(filler.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+  try #require(fd >= 0)
+  defer { close(fd) }
+  if available > free { try #require(posix_fallocate(fd, 0, off_t(available - free)) == 0) }
+  return filler
+}
+
+@Suite(.serialized) struct FullDiskTests {
+  typealias H = RemoteHarness
+
+  /// `.mvc` on a real size-limited tmpfs, filled to leave 0 B to 256 KiB free: `checkout` and
+  /// `switch` either fail leaving the old state (HEAD and model) or leave a journal that the
+  /// next command completes, and say which; once space is freed everything is consistent.
+  @Test(.enabled(if: tmpfsUnavailableReason == nil, "\(tmpfsUnavailableReason ?? "")"))
+  func checkoutAndSwitchOnAFullRepositoryDisk() throws {
+    try withTemporaryDirectory { root in
+      let template = root.appendingPathComponent("template")
+      try FileManager.default.createDirectory(at: template, withIntermediateDirectories: true)
+      let history = try History.make(in: template)
+      let work = root.appendingPathComponent("work")
+      let mount = work.appendingPathComponent(".mvc")
+      let repositoryBytes = try (FileManager.default.subpaths(atPath: template.appendingPathComponent(".mvc").path) ?? [])
+        .reduce(0) { sum, path in
+          let attributes = try? FileManager.default.attributesOfItem(atPath: template.appendingPathComponent(".mvc/\(path)").path)
+          return sum + ((attributes?[.size] as? Int) ?? 0) + 4096
+        }
+      let operations: [(name: String, command: [String], target: String)] = [
+        ("checkout", ["checkout", "-q", history.main[2]], history.main[2]),
+        ("switch", ["switch", "-q", "alt"], history.alt),
+        ("switch -c", ["switch", "-q", "-c", "fresh", history.main[1]], history.main[1]),
+      ]
+      var trials = 0
+      var failedCleanly = 0
+      var completedLater = 0
+      var succeeded = 0
+      for operation in operations {
+        for free in [0, 4096, 8192, 12288, 16384, 24576, 32768, 65536, 131072, 262144] {
+          try? FileManager.default.removeItem(at: work)
+          try FileManager.default.copyItem(at: template, to: work)
+          let saved = root.appendingPathComponent("saved-mvc")
+          try? FileManager.default.removeItem(at: saved)
+          try FileManager.default.moveItem(at: mount, to: saved)
+          try FileManager.default.createDirectory(at: mount, withIntermediateDirectories: true)
+          let size = repositoryBytes + (1 << 20)
+          let mounted = try H.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mount.path], in: root)
+          try #require(mounted.status == 0, "mount: \(mounted.stderr)")
+          defer { _ = try? H.run("/bin/umount", [mount.path], in: root) }
+          #expect(try H.run("/bin/cp", ["-a", saved.path + "/.", mount.path], in: root).status == 0)
+          let before = try RemoteTests.head(work)
+          let oldModel = history.states[before]
+          let model = work.appendingPathComponent("model.safetensors")
+          let filler = try fill(mount, leaving: free)
+          trials += 1
+          let result = try H.mvc(operation.command, in: work)
+          let what = "\(operation.name) with \(free) B free"
+          expectNoTypeDump(result.stderr, what)
+          let headNow = try RemoteTests.head(work)
+          let bytesNow = Array(try Data(contentsOf: model))
+          if result.status == 0 {
+            succeeded += 1
+            #expect(headNow == operation.target && bytesNow == history.states[operation.target], "\(what): exit 0 but inconsistent")
+          } else {
+            #expect(result.stderr.hasPrefix("fatal: "), "\(what): \(result.stderr)")
+            let journalLeft = FileManager.default.fileExists(atPath: mount.appendingPathComponent("mvc-journal.json").path)
+            if journalLeft {
+              // The error must say the move will be finished, not that nothing changed.
+              #expect(result.stderr.contains("mvc-journal.json"), "\(what): journal left, error does not say so: \(result.stderr)")
+              completedLater += 1
+            } else {
+              #expect(headNow == before && bytesNow == oldModel, "\(what): failed but changed HEAD or the model: \(result.stderr)")
+              failedCleanly += 1
+            }
+          }
+          // Still full: a command either works consistently or fails clearly.
+          let fullStatus = try H.mvc(["status"], in: work)
+          expectNoTypeDump(fullStatus.stderr, "\(what): status on a full disk")
+          try FileManager.default.removeItem(at: filler)
+          let status = try H.mvc(["status"], in: work)
+          #expect(status.status == 0 && status.stdout.contains("nothing to commit"), "\(what): status after freeing space: \(status.stdout) \(status.stderr)")
+          let head = try RemoteTests.head(work)
+          #expect(head == before || head == operation.target, "\(what): HEAD \(head)")
+          #expect(Array(try Data(contentsOf: model)) == history.states[head], "\(what): model is not HEAD's state")
+          let fsck = try H.mvc(["fsck"], in: work)
+          #expect(fsck.status == 0 && fsck.stdout.isEmpty, "\(what): fsck \(fsck.stdout) \(fsck.stderr)")
+          #expect(try branchTip(work, "main") == history.main.last, "\(what): main moved")
+        }
+      }
+      print("[full disk] \(trials) trials: \(succeeded) succeeded, \(failedCleanly) failed leaving the old state, \(completedLater) failed and were completed by the next command")
+    }
+  }
+}
+
+// MARK: Races and forged caches
+
+@Suite(.serialized) struct StatCacheIntegrityTests {
+  typealias H = RemoteHarness
+
+  /// Renames a freshly written different model over the working model at random moments during
+  /// `checkout`/`switch`. Afterwards `status` is never clean while the model is not HEAD's
+  /// state, and `checkout HEAD -o` writes HEAD's bytes exactly.
+  @Test func editorRenamingOverTheModelDuringCheckout() throws {
+    try withTemporaryDirectory { dir in
+      let history = try History.make(in: dir, blocks: 4, hidden: 96, intermediate: 288)
+      let model = dir.appendingPathComponent("model.safetensors")
+      var foreign = transformerFixture(blocks: 4, hidden: 96, intermediate: 288, seed: 31)
+      for index in 0..<foreign.count { H.edit(&foreign, index: index, rank: 1, seed: UInt64(7000 + index)) }
+      let staging = dir.appendingPathComponent("editor.safetensors")
+      try writeSafetensors(foreign, to: staging)
+      let foreignBytes = Array(try Data(contentsOf: staging))
+      var rng = SplitMix64(seed: 1111)
+      let trials = 30
+      var bad = 0
+      var outcomes: [String: Int] = [:]
+      for trial in 0..<trials {
+        let from = trial % 2 == 0 ? history.main.last ?? "" : history.alt
+        let reset = try H.mvc(["checkout", "-q", "--force", from], in: dir)
+        #expect(reset.status == 0, "trial \(trial): checkout --force: \(reset.stderr)")
+        try writeSafetensors(foreign, to: staging)
+        let command = trial % 3 == 2 ? ["switch", "-q", trial % 2 == 0 ? "alt" : "main"]
+          : ["checkout", "-q", trial % 2 == 0 ? history.alt : history.main[2]]
+        let running = try H.start(H.mvcPath, command, in: dir)
+        usleep(useconds_t(rng.next() % 120_000))
+        rename(staging.path, model.path)
+        running.process.waitUntilExit()
+        let result = running.finish()
+        expectNoTypeDump(result.stderr, "trial \(trial)")
+        let head = try RemoteTests.head(dir)
+        let bytes = Array(try Data(contentsOf: model))
+        let status = try H.mvc(["status"], in: dir)
+        let clean = status.status == 0 && status.stdout.contains("nothing to commit")
+        let isHeads = bytes == history.states[head]
+        var ok = !clean || isHeads
+        #expect(ok, "trial \(trial) \(command): status is clean but the model is not HEAD's state (\(bytes == foreignBytes ? "editor's file" : "neither"))")
+        let out = dir.appendingPathComponent("out.safetensors")
+        try? FileManager.default.removeItem(at: out)
+        let checkout = try H.mvc(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
+        let outOK = checkout.status == 0 && (try? Data(contentsOf: out)).map(Array.init) == history.states[head]
+        #expect(outOK, "trial \(trial): checkout HEAD -o did not write HEAD's bytes: \(checkout.stderr)")
+        ok = ok && outOK
+        if !ok { bad += 1 }
+        let kind = "exit \(result.status)\(result.status == 0 ? "" : " (\(result.stderr.prefix { $0 != "\n" }))"), model \(isHeads ? "HEAD's" : bytes == foreignBytes ? "editor's" : "neither"), status \(clean ? "clean" : "changed")"
+        outcomes[kind, default: 0] += 1
+      }
+      print("[editor race] \(trials) trials, \(bad) bad; outcomes: \(outcomes.sorted { $0.key < $1.key })")
+    }
+  }
+
+  /// A hand-edited stat cache claiming HEAD's hashes for an edited model (stat records made to
+  /// match): `checkout HEAD -o` still writes HEAD's exact bytes, a checkout never writes
+  /// unverified bytes, and `checkout --force HEAD` (which rehashes) repairs the model.
+  @Test func forgedStatCache() throws {
+    try withTemporaryDirectory { dir in
+      let history = try History.make(in: dir)
+      let model = dir.appendingPathComponent("model.safetensors")
+      let tip = history.main.last ?? ""
+      #expect(try H.mvc(["status"], in: dir).status == 0)
+      let cacheURL = dir.appendingPathComponent(".mvc/mvc-index.json")
+      let honest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: cacheURL)) as? [String: Any])
+      var tensors = try readSafetensorsFixture(model).tensors
+      H.edit(&tensors, index: 1, rank: 2, seed: 4242)
+      H.edit(&tensors, index: 3, rank: 1, seed: 4243)
+      try writeSafetensors(tensors, to: model)
+      let edited = Array(try Data(contentsOf: model))
+      var info = stat()
+      try #require(stat(model.path, &info) == 0)
+      var forged = honest
+      forged["files"] = [[
+        "path": model.path, "inode": Int(info.st_ino), "byte_count": Int(info.st_size),
+        "mtime_ns": Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec),
+        "ctime_ns": Int(info.st_ctim.tv_sec) * 1_000_000_000 + Int(info.st_ctim.tv_nsec),
+      ]]
+      forged["written_at_ns"] = (Int(Date().timeIntervalSince1970) + 5) * 1_000_000_000
+      try JSONSerialization.data(withJSONObject: forged).write(to: cacheURL)
+      let out = dir.appendingPathComponent("out.safetensors")
+      let result = try H.mvc(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
+      #expect(result.status == 0, "\(result.stderr)")
+      #expect((try? Data(contentsOf: out)).map(Array.init) == history.states[tip], "checkout HEAD -o copied unverified bytes")
+      #expect(Array(try Data(contentsOf: model)) == edited, "-o changed the working model")
+      // A checkout to another commit rebuilds from verified bytes only.
+      let move = try H.mvc(["checkout", "-q", history.main[3]], in: dir)
+      if move.status == 0 {
+        let bytes = Array(try Data(contentsOf: model))
+        #expect(bytes == history.states[history.main[3]] || bytes != history.states[tip], "wrote unverified bytes")
+      } else {
+        expectNoTypeDump(move.stderr, "checkout with a forged cache")
+      }
+      let repair = try H.mvc(["checkout", "-q", "--force", "HEAD"], in: dir)
+      #expect(repair.status == 0, "\(repair.stderr)")
+      let head = try RemoteTests.head(dir)
+      #expect(Array(try Data(contentsOf: model)) == history.states[head], "checkout --force HEAD did not repair the model")
+      let status = try H.mvc(["status"], in: dir)
+      #expect(status.stdout.contains("nothing to commit"), "\(status.stdout)")
+    }
+  }
+}
