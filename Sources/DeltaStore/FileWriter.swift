@@ -57,6 +57,10 @@ public final class AtomicFileWriter {
   private let hook: IOHook?
   private var fd: Int32
   private var state = State.open
+  /// What `fstat` said of the file written, taken after the rename (which may change its ctime)
+  /// through the descriptor the bytes went through: a caller compares it with the path's `stat`
+  /// to know the file now at `path` is this one. Nil until `commit()` has renamed it.
+  public private(set) var committedStatus: stat?
 
   private enum State { case open, committed, abandoned }
 
@@ -180,6 +184,8 @@ public final class AtomicFileWriter {
       throw error
     }
     state = .committed
+    var info = stat()
+    if fstat(fd, &info) == 0 { committedStatus = info }
     close(fd)
     fd = -1
     guard durable else { return }
@@ -229,6 +235,15 @@ public final class InPlaceFileWriter {
   public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
     try hook?(.willWrite(path: path))
     try pwriteAll(fd, bytes, at: offset, path: path)
+  }
+
+  /// What `fstat` says of the open file (the inode written to, its size and times).
+  ///
+  /// - Throws: `DeltaStoreError.io` naming `fstat`.
+  public func status() throws -> stat {
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw DeltaStoreError.system("fstat", path: path, errno: errno) }
+    return info
   }
 
   /// Flushes the file's data to disk (`fsync`).

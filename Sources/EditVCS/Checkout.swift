@@ -5,16 +5,35 @@ import Foundation
   import Glibc
 #endif
 
-/// The intent of a working-model rewrite, written before its first byte: a crash mid-way is
+/// The intent of a working-model move, written before its first byte: a crash mid-way is
 /// completed by the next mvc command (everything it needs is already in the object database).
+///
+/// The file also holds, as trailing whitespace, the disk space that finishing the move needs in
+/// `.mvc` (ref lock files, reflog lines, the stat cache); it is given back just before those
+/// writes, so a full disk stops a move before the model is touched, not after.
 struct Journal: Codable {
   var operation: String
   /// The commit whose state the working model is being given.
   var target: ObjectID
   /// Where HEAD goes: a branch name, or nil for detached at `target`.
   var branch: String?
+  /// 2 for journals that record where the move starts; absent in the first format.
+  var format: Int?
+  /// The commit HEAD resolved to when the move started (nil: an unborn branch).
+  var headFrom: ObjectID?
+  /// `branch`'s tip when the move started (nil: the move creates the branch).
+  var branchFrom: ObjectID?
 
-  enum CodingKeys: String, CodingKey { case operation, target, branch }
+  static let currentFormat = 2
+
+  /// Whether the journal says where the move started (format 2, or a start field present).
+  var recordsStart: Bool { (format ?? 1) >= 2 || headFrom != nil || branchFrom != nil }
+
+  enum CodingKeys: String, CodingKey {
+    case operation, target, branch, format
+    case headFrom = "head_from"
+    case branchFrom = "branch_from"
+  }
 }
 
 public struct CheckoutSummary: Sendable {
@@ -35,23 +54,29 @@ extension EditRepository {
   }
 
   /// `mvc checkout REV`: the working model becomes REV's state; HEAD attaches to `branch` if
-  /// given, otherwise detaches at REV. Refuses to discard uncommitted changes unless `force`.
+  /// given (creating it at REV when it does not exist), otherwise detaches at REV. Refuses to
+  /// discard uncommitted changes unless `force`, which also rehashes the working model instead
+  /// of trusting the stat cache.
   @discardableResult
   public func checkout(_ target: ObjectID, branch: String?, force: Bool) throws -> CheckoutSummary {
     let headState = try head()
     let attach: HeadState = branch.map { .branch(name: $0, commit: target) } ?? .detached(target)
     return try moveWorkingModel(
       to: target, attach: attach, force: force, expectedHead: nil,
-      reflog: "checkout: moving to \(branch ?? target.hex)", current: headState)
+      reflog: "checkout: moving to \(branch ?? target.hex)", current: headState, rehash: force)
   }
 
-  /// Rewrites the working model to `target` and points HEAD as `attach` says, under the journal.
-  /// - Parameter expectedHead: for a commit that normalizes the working model: the branch moves
-  ///   from this commit to `target` (compare-and-swap) instead of HEAD being re-pointed.
+  /// Rewrites the working model to `target` and points HEAD as `attach` says, as one journaled
+  /// step: a failure before the model is touched leaves the old state; one after it leaves the
+  /// journal, which the next command completes (the error says so).
+  /// - Parameters:
+  ///   - expectedHead: for a commit that normalizes the working model: the branch must still be
+  ///     at this commit; it moves from there to `target` (compare-and-swap).
+  ///   - rehash: hash the working model even when the stat cache vouches for it.
   @discardableResult
   func moveWorkingModel(
     to target: ObjectID, attach: HeadState, force: Bool, expectedHead: ObjectID?, reflog: String,
-    current: HeadState? = nil
+    current: HeadState? = nil, rehash: Bool = false
   ) throws -> CheckoutSummary {
     let headState = try current ?? head()
     let targetContents = try contents(of: target)
@@ -65,8 +90,9 @@ extension EditRepository {
       if !force { throw error }
     }
     var currentHashes: [String: String] = [:]
+    var hashedStats: [FileStat] = []
     if let working {
-      currentHashes = timed("working hashes") { workingHashes(working) }
+      (currentHashes, hashedStats) = timed("working hashes") { hashedWorkingModel(working, trustCache: !rehash) }
       if !force, let headCommit = headState.commit {
         let status = try status(of: working, against: headCommit, head: headState, hashes: currentHashes)
         if !status.isClean {
@@ -74,48 +100,78 @@ extension EditRepository {
         }
       }
     }
+    // The branch moves from where it is now (compare-and-swap when HEAD moves).
+    let branchTip = try attach.branchName.map { name in
+      try RepositoryError.wrap("reading 'refs/heads/\(name)'") { try git.referenceTarget("refs/heads/" + name) }
+    } ?? nil
+    if let expectedHead, let name = attach.branchName, branchTip != expectedHead {
+      throw RepositoryError.concurrentUpdate(ref: "refs/heads/" + name)
+    }
     let inPlace = try working.map { try sameLayout($0, as: target) } ?? false
     let toRewrite =
       inPlace
       ? (working?.tensorNames ?? []).filter { currentHashes[$0] != targetHashes[$0] }
       : Array(targetContents.tensorTrees.keys).sorted()
+    // Files rewritten in place are opened now, while nothing is changed, and must be the very
+    // files hashed: an editor may have renamed another file over the model meanwhile.
+    let writers = try working.map { inPlace ? try openForRewrite($0, hashedAt: hashedStats) : [] } ?? []
 
-    // Everything is checked: record the intent, then write.
-    let journal = Journal(operation: "checkout", target: target, branch: attach.branchName)
-    try writeJournal(journal)
+    // Everything is checked: record the intent (with the space finishing it needs), then write.
+    let journal = Journal(
+      operation: "checkout", target: target, branch: attach.branchName, format: Journal.currentFormat,
+      headFrom: headState.commit, branchFrom: branchTip)
+    try writeJournal(journal, reserving: finishingByteCount(hashes: targetHashes))
+    // The old cache describes files about to change; a stale one must never outlive a crash.
+    invalidateStatCache()
+    var written: [FileStat] = []
     do {
       if inPlace, let working {
         try timed("rewrite \(toRewrite.count) tensors in place") {
-          try rewriteInPlace(working, tensors: toRewrite, at: target, currentHashes: currentHashes)
+          written = try rewriteInPlace(working, writers: writers, tensors: toRewrite, at: target, currentHashes: currentHashes)
+          written += hashedStats.dropFirst(working.shards.count)  // the index, not rewritten
         }
       } else {
         try timed("write whole model") {
-          try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil, previousHashes: currentHashes)
+          written = try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil, previousHashes: currentHashes)
         }
       }
     } catch {
-      // Put back what was written (the old state is committed), so a failed command leaves
-      // the working model as it was; if even that fails, the journal makes the next command
-      // finish the move instead.
+      // Put back what was written (the old state is committed), through the same descriptors,
+      // so a failed command leaves the working model as it was; if even that fails, the journal
+      // makes the next command finish the move instead.
       let headTensors = headState.commit.flatMap { try? tensorHashes(at: $0) } ?? [:]
-      if inPlace, let headCommit = headState.commit, let reopened = try? WorkingModel(path: modelPath),
+      if inPlace, let headCommit = headState.commit, let working,
+        let unhooked = try? openForRewrite(working, hashedAt: nil, hooked: false),
         (try? rewriteInPlace(
-          reopened, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit, hooked: false)) != nil
+          working, writers: unhooked, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit)) != nil
       {
         try? FileManager.default.removeItem(atPath: journalPath)
-        invalidateStatCache()
       } else if !inPlace {
         // Whole files go through temporary files: nothing of the model was replaced.
         try? FileManager.default.removeItem(atPath: journalPath)
       }
       throw error
     }
-    try timed("finish move") { try finishMove(journal, expectedHead: expectedHead, reflog: reflog) }
+    try timed("finish move") {
+      try finishMove(journal, branchTip: branchTip, written: written, hashes: targetHashes, reflog: reflog)
+    }
     return CheckoutSummary(target: target, rewrittenTensors: toRewrite, wroteWholeFiles: !inPlace)
   }
 
-  func writeJournal(_ journal: Journal) throws {
-    let bytes = try JSONCoding.encode(journal)
+  /// What finishing a move writes in `.mvc`, generously: libgit2's lock files and reflog lines for
+  /// the branch and HEAD (a block or two each, and a new directory block or two), and the stat
+  /// cache of `hashes`.
+  func finishingByteCount(hashes: [String: String]) -> Int {
+    let cache = hashes.reduce(4096) { $0 + $1.key.utf8.count + $1.value.utf8.count + 16 }
+    return (64 << 10) + 2 * cache
+  }
+
+  /// Writes the journal, followed by `reserving` bytes of whitespace that hold the space
+  /// finishing the move needs (JSON allows trailing whitespace, so the file decodes the same).
+  func writeJournal(_ journal: Journal, reserving reserve: Int = 0) throws {
+    let json = try JSONCoding.encode(journal)
+    var bytes = [UInt8](repeating: UInt8(ascii: " "), count: json.count + reserve)
+    bytes.replaceSubrange(0..<json.count, with: json)
     let writer = try AtomicFileWriter(path: journalPath, byteCount: bytes.count, hook: environment.ioHook)
     do {
       try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
@@ -126,35 +182,89 @@ extension EditRepository {
     }
   }
 
-  /// Points HEAD, refreshes the stat cache and removes the journal: the last steps of a move.
-  func finishMove(_ journal: Journal, expectedHead: ObjectID?, reflog: String) throws {
-    if let branch = journal.branch {
-      let ref = "refs/heads/" + branch
-      let existing = try RepositoryError.wrap("reading '\(ref)'") { try git.referenceTarget(ref) }
-      if existing != journal.target {
-        if let expectedHead, existing == expectedHead {
-          try RepositoryError.wrap("moving '\(ref)'") {
-            try git.updateReference(ref, to: journal.target, expected: expectedHead, message: reflog)
+  /// Gives the journal's reserve back to the file system (truncating its trailing whitespace,
+  /// which keeps the JSON the same even if torn), just before the writes it was kept for.
+  func releaseJournalReserve() {
+    guard let data = FileManager.default.contents(atPath: journalPath) else { return }
+    var end = data.count
+    while end > 0, data[data.startIndex + end - 1] == UInt8(ascii: " ") { end -= 1 }
+    if end < data.count { _ = truncate(journalPath, off_t(end)) }
+  }
+
+  /// Points HEAD, records the stat cache and removes the journal: the last steps of a move.
+  /// - Parameters:
+  ///   - branchTip: where the journal's branch is now (checked against the journal); it moves
+  ///     from there to the target, or is created when nil.
+  ///   - written: what `fstat` said of the model files as mvc wrote them (see `recordStatCache`).
+  ///   - hashes: the target's tensor hashes, verified as the files were written.
+  /// - Throws: `RepositoryError.moveIncomplete` (the journal stays, for the next command).
+  func finishMove(
+    _ journal: Journal, branchTip: ObjectID?, written: [FileStat], hashes: [String: String], reflog: String
+  ) throws {
+    releaseJournalReserve()
+    // libgit2 writes the refs; the hook still sees each write (fault injection, kill points).
+    let headPath = (gitDirectory as NSString).appendingPathComponent("HEAD")
+    do {
+      if let branch = journal.branch {
+        let ref = "refs/heads/" + branch
+        if branchTip != journal.target {
+          try environment.ioHook?(.willWrite(path: (gitDirectory as NSString).appendingPathComponent(ref)))
+          do {
+            try git.updateReference(ref, to: journal.target, expected: branchTip, message: reflog)
+          } catch let error as GitError where error.isModified || error.code == -4 {
+            throw RepositoryError.concurrentUpdate(ref: ref)
           }
-        } else {
-          try RepositoryError.wrap("moving '\(ref)'") { try git.forceReference(ref, to: journal.target, message: reflog) }
         }
+        if try head().branchName != branch {
+          try environment.ioHook?(.willWrite(path: headPath))
+          try git.setHead(branch: branch)
+        }
+      } else {
+        try environment.ioHook?(.willWrite(path: headPath))
+        try git.setHead(detachedAt: journal.target)
       }
-      if try head().branchName != branch {
-        try RepositoryError.wrap("moving HEAD") { try git.setHead(branch: branch) }
-      }
-    } else {
-      try RepositoryError.wrap("moving HEAD") { try git.setHead(detachedAt: journal.target) }
+    } catch {
+      throw RepositoryError.moveIncomplete(journal: journalPath, target: journal.target.shortHex, detail: Self.describe(error))
     }
-    if let working = try? WorkingModel(path: modelPath) {
-      saveStatCache(working: working, hashes: try tensorHashes(at: journal.target))
-    } else {
-      invalidateStatCache()
-    }
+    recordStatCache(written: written, hashes: hashes)
     try? FileManager.default.removeItem(atPath: journalPath)
   }
 
-  /// Completes a working-model rewrite that a killed mvc left half done.
+  /// Checks that the journal's move can be finished without losing anything and returns where
+  /// its branch is now: the target must be a commit here, HEAD must be where the move started
+  /// or went, and the branch where it started or went. A journal of the first format (no
+  /// recorded start) may only move its branch forward (to a descendant), never orphan commits.
+  /// - Throws: `RepositoryError.journalUnusable` naming the journal and why.
+  func checkJournal(_ journal: Journal) throws -> ObjectID? {
+    func unusable(_ reason: String) -> RepositoryError { .journalUnusable(path: journalPath, reason: reason) }
+    guard (try? git.commit(journal.target)) != nil else {
+      throw unusable("it names commit \(journal.target.hex), which is not in the repository")
+    }
+    let headState = try head()
+    if journal.recordsStart, let now = headState.commit, now != journal.target, now != journal.headFrom {
+      throw unusable(
+        "HEAD is at \(now.shortHex), but the move went from \(journal.headFrom?.shortHex ?? "an unborn branch") to \(journal.target.shortHex)")
+    }
+    guard let branch = journal.branch else { return nil }
+    guard GitRepository.isValidBranchName(branch) else { throw unusable("'\(branch)' is not a valid branch name") }
+    let ref = "refs/heads/" + branch
+    let tip = try RepositoryError.wrap("reading '\(ref)'") { try git.referenceTarget(ref) }
+    guard let tip, tip != journal.target else { return tip }
+    if journal.recordsStart {
+      guard tip == journal.branchFrom else {
+        throw unusable(
+          "'\(ref)' is at \(tip.shortHex), not at \(journal.branchFrom?.shortHex ?? "nothing (a new branch)") where the move to \(journal.target.shortHex) started; finishing it could lose commits")
+      }
+      return tip
+    }
+    guard try RepositoryError.wrap("comparing histories", { try git.isAncestor(tip, of: journal.target) }) else {
+      throw unusable(
+        "it would move '\(ref)' from \(tip.shortHex) back to \(journal.target.shortHex), leaving commits unreachable")
+    }
+    return tip
+  }
+
+  /// Completes a working-model move that an interrupted mvc left half done.
   func recoverFromJournal() throws {
     guard let data = FileManager.default.contents(atPath: journalPath) else { return }
     guard let journal = try? JSONDecoder().decode(Journal.self, from: data) else {
@@ -162,42 +272,69 @@ extension EditRepository {
       try? FileManager.default.removeItem(atPath: journalPath)
       return
     }
+    let branchTip = try checkJournal(journal)
     invalidateStatCache()
+    let targetHashes = try tensorHashes(at: journal.target)
     let working = try? WorkingModel(path: modelPath)
+    var written: [FileStat]
     if let working, try sameLayout(working, as: journal.target) {
-      let target = try tensorHashes(at: journal.target)
+      let stats = working.fileStats()
       let current = working.hashAll()
-      try rewriteInPlace(working, tensors: working.tensorNames.filter { current[$0] != target[$0] }, at: journal.target)
+      written = try rewriteInPlace(
+        working, writers: openForRewrite(working, hashedAt: nil),
+        tensors: working.tensorNames.filter { current[$0] != targetHashes[$0] }, at: journal.target)
+      written += stats.dropFirst(working.shards.count)
     } else {
-      try writeWholeModel(at: journal.target, to: modelPath, previous: working, tensors: nil)
+      written = try writeWholeModel(at: journal.target, to: modelPath, previous: working, tensors: nil)
     }
-    try finishMove(journal, expectedHead: nil, reflog: "recover: finish interrupted \(journal.operation)")
+    try finishMove(
+      journal, branchTip: branchTip, written: written, hashes: targetHashes,
+      reflog: "recover: finish interrupted \(journal.operation)")
   }
 
-  /// Overwrites the named tensors' bytes in the working files with their state at `commit`.
+  /// Opens every shard of `working` for writing in place, each checked to be the file mapped
+  /// (and, given `hashedAt`, unchanged since those stat records were taken before hashing).
+  /// - Throws: `RepositoryError.fileReplaced` when another program replaced or rewrote one.
+  func openForRewrite(_ working: WorkingModel, hashedAt stats: [FileStat]?, hooked: Bool = true) throws
+    -> [InPlaceFileWriter]
+  {
+    try (0..<working.shards.count).map { index in
+      let path = working.shardPath(index)
+      let writer = try InPlaceFileWriter(path: path, hook: hooked ? environment.ioHook : nil)
+      let now = FileStat(try writer.status(), path: path)
+      guard now.inode == working.shards[index].mappedFile.inode, stats.map({ index < $0.count && $0[index] == now }) ?? true
+      else { throw RepositoryError.fileReplaced(path: path) }
+      return writer
+    }
+  }
+
+  /// Overwrites the named tensors' bytes in the working files with their state at `commit`,
+  /// through `writers` (one per shard, from `openForRewrite`).
   /// - Parameter currentHashes: the working tensors' hashes when the caller has them.
+  /// - Returns: what `fstat` says of each shard after the writes were synced.
+  @discardableResult
   func rewriteInPlace(
-    _ working: WorkingModel, tensors: [String], at commit: ObjectID, hooked: Bool = true,
+    _ working: WorkingModel, writers: [InPlaceFileWriter], tensors: [String], at commit: ObjectID,
     currentHashes: [String: String] = [:]
-  ) throws {
-    var writers: [Int: InPlaceFileWriter] = [:]
+  ) throws -> [FileStat] {
     var done = 0
+    var touched = Set<Int>()
     let present = tensors.filter { working.location(of: $0) != nil }
     try materializeInOrder(present, at: commit, current: { name in
       guard let bytes = working.bytes(of: name) else { return nil }
       return (currentHashes[name] ?? ContentHash.of(bytes).description, bytes)
     }, releaseCurrent: working.releasePages(of:range:)) { name, fresh in
       guard let (shard, info) = working.location(of: name) else { return }
-      let writer = try writers[shard] ?? InPlaceFileWriter(path: working.shardPath(shard), hook: hooked ? environment.ioHook : nil)
-      writers[shard] = writer
+      touched.insert(shard)
       try fresh.withUnsafeBytes {
-        try writer.write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
+        try writers[shard].write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
       }
       working.releasePages(of: name)
       done += 1
       report("writing tensors", done, present.count, bytes: fresh.count)
     }
-    for writer in writers.values { try writer.sync() }
+    for shard in touched.sorted() { try writers[shard].sync() }
+    return try writers.map { FileStat(try $0.status(), path: $0.path) }
   }
 
   /// Worker threads that rebuild tensors: both cores of a small machine, no more (each worker
@@ -232,9 +369,16 @@ extension EditRepository {
       let oldest = pending.removeFirst()
       oldest.done.wait()
       heldBytes -= oldest.byteCount
-      // nil: a damaged snapshot was dropped; rebuild from the object database alone.
-      let fresh = try oldest.result.get()
-        ?? materialize(oldest.name, at: commit, current: current(oldest.name), useSnapshots: false)
+      let fresh: [UInt8]
+      do {
+        // nil: a damaged snapshot was dropped; rebuild from the object database alone.
+        fresh = try oldest.result.get()
+          ?? materialize(oldest.name, at: commit, current: current(oldest.name), useSnapshots: false)
+      } catch RepositoryError.hashMismatch where current(oldest.name) != nil {
+        // The caller's bytes were not the state their hash (say, from a hand-edited stat cache)
+        // claimed: rebuild from the object database alone, which is verified again.
+        fresh = try materialize(oldest.name, at: commit, useSnapshots: false)
+      }
       oldest.result = .success(nil)
       try write(oldest.name, fresh)
     }
@@ -276,10 +420,15 @@ extension EditRepository {
   ///     them (metadata kept); shards left without tensors are not written.
   ///   - shards: when set (sharded models), only these shard files (0-based) are written,
   ///     byte-exact, plus the index, so each node of a multi-node job writes just its part.
+  ///   - previousHashes: hashes of `previous`'s tensors when known (copies are verified anyway).
+  /// - Returns: what `fstat` said of each file written (shards in layout order, then the index),
+  ///   through the descriptor its bytes went through, after its rename.
+  @discardableResult
   func writeWholeModel(
     at commit: ObjectID, to path: String, previous: WorkingModel?, tensors: Set<String>?, shards: Set<Int>? = nil,
     previousHashes: [String: String] = [:]
-  ) throws {
+  ) throws -> [FileStat] {
+    var written: [FileStat] = []
     let contents = try contents(of: commit)
     let (layout, blobs) = try layout(of: contents)
     let sharded = layout.kind == "sharded"
@@ -328,26 +477,28 @@ extension EditRepository {
         var offsets: [String: Int] = [:]
         for info in parsed.tensors {
           offsets[info.name] = dataStart + info.dataOffsets.lowerBound
-          var current: (hash: String, bytes: UnsafeRawBufferPointer)?
-          if let previous, let bytes = previous.bytes(of: info.name), bytes.count == info.byteCount {
-            current = (previousHashes[info.name] ?? ContentHash.of(bytes).description, bytes)
-          }
-          // Unchanged tensors are copied inside the kernel, as `cp` would.
-          if let current, current.hash == states[info.name]?.hash, let previous,
-            let (sourceShard, sourceInfo) = previous.location(of: info.name)
-          {
-            try writer.copy(
-              fromFile: previous.shardPath(sourceShard),
-              sourceOffset: previous.shards[sourceShard].dataStart + sourceInfo.dataOffsets.lowerBound,
-              count: info.byteCount, to: dataStart + info.dataOffsets.lowerBound)
-            previous.releasePages(of: info.name)
-            done += 1
-            report("writing tensors", done, total, bytes: info.byteCount)
+          guard let previous, let bytes = previous.bytes(of: info.name), bytes.count == info.byteCount,
+            let expected = states[info.name]?.hash
+          else {
+            rebuild.append(info.name)
             continue
           }
-          // Hashing faulted its pages in; the rebuild reads them again when it starts from them.
-          previous?.releasePages(of: info.name)
-          currentStates[info.name] = current
+          // Unchanged tensors are copied from the working model, hashed as they are copied: the
+          // copy is kept only when its bytes are the state's. Others are rebuilt (from these
+          // bytes when their hash is on the state's chain).
+          var hash = previousHashes[info.name]
+          if hash == nil || hash == expected {
+            let copied = try copyVerified(
+              bytes, to: writer, at: dataStart + info.dataOffsets.lowerBound,
+              release: { previous.releasePages(of: info.name, range: $0) })
+            if copied == expected {
+              done += 1
+              report("writing tensors", done, total, bytes: info.byteCount)
+              continue
+            }
+            hash = copied
+          }
+          currentStates[info.name] = hash.map { ($0, bytes) }
           rebuild.append(info.name)
         }
         try materializeInOrder(rebuild, at: commit, current: { currentStates[$0] }, releaseCurrent: previous?.releasePages(of:range:)) {
@@ -358,6 +509,7 @@ extension EditRepository {
           report("writing tensors", done, total, bytes: fresh.count)
         }
         try writer.commit()
+        if let status = writer.committedStatus { written.append(FileStat(status, path: shardPath)) }
       } catch {
         writer.abandon()
         throw error
@@ -365,11 +517,12 @@ extension EditRepository {
     }
     if sharded, tensors == nil, let indexFile = layout.indexFile, let indexID = blobs[TreeEntryName.index] {
       let bytes = try git.readBlob(indexID)
-      let writer = try AtomicFileWriter(
-        path: (path as NSString).appendingPathComponent(indexFile), byteCount: bytes.count, hook: environment.ioHook)
+      let indexPath = (path as NSString).appendingPathComponent(indexFile)
+      let writer = try AtomicFileWriter(path: indexPath, byteCount: bytes.count, hook: environment.ioHook)
       do {
         try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
         try writer.commit()
+        if let status = writer.committedStatus { written.append(FileStat(status, path: indexPath)) }
       } catch {
         writer.abandon()
         throw error
@@ -382,6 +535,33 @@ extension EditRepository {
         }
       }
     }
+    return written
+  }
+
+  /// Copies `source` to `offset` of `writer` a slice at a time through a private buffer, hashing
+  /// each slice as it goes out (the source may be a shared mapping another program writes to:
+  /// what is hashed is exactly what is written).
+  /// - Parameter release: drops the source's pages of a byte range once copied.
+  /// - Returns: the hash of the bytes written.
+  func copyVerified(
+    _ source: UnsafeRawBufferPointer, to writer: AtomicFileWriter, at offset: Int, release: (Range<Int>) -> Void
+  ) throws -> String {
+    let hasher = try ContentHasher()
+    // 1 MiB stays in cache between the copy, the hash and the write.
+    var buffer = [UInt8](repeating: 0, count: min(source.count, 1 << 20))
+    var start = 0
+    while start < source.count {
+      let end = min(source.count, start + buffer.count)
+      try buffer.withUnsafeMutableBytes { slice in
+        let piece = UnsafeMutableRawBufferPointer(rebasing: slice[0..<(end - start)])
+        piece.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[start..<end]))
+        try hasher.update(UnsafeRawBufferPointer(piece))
+        try writer.write(UnsafeRawBufferPointer(piece), at: offset + start)
+      }
+      release(start..<end)
+      start = end
+    }
+    return hasher.finalize().description
   }
 
   /// `mvc checkout REV -o PATH`: materializes REV somewhere else; HEAD and the working model

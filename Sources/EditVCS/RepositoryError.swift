@@ -28,6 +28,14 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case concurrentUpdate(ref: String)
   case referenceBaseChanged(path: String, tensor: String)
   case invalidArgument(String)
+  /// The journal of an interrupted working-model move cannot be completed as it stands.
+  case journalUnusable(path: String, reason: String)
+  /// The working model was rewritten but HEAD could not be moved; the journal finishes it.
+  case moveIncomplete(journal: String, target: String, detail: String)
+  /// `.mvc/HEAD` cannot be read as a reference.
+  case unreadableHead(path: String, detail: String)
+  /// Another program replaced (renamed a file over) or rewrote a working file mvc was using.
+  case fileReplaced(path: String)
 
   public var errorDescription: String? {
     switch self {
@@ -76,6 +84,14 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "reference base '\(path)' changed: tensor '\(tensor)' no longer matches its recorded hash"
     case .invalidArgument(let text):
       return text
+    case .journalUnusable(let path, let reason):
+      return "cannot finish the interrupted move recorded in '\(path)': \(reason)"
+    case .moveIncomplete(_, let target, let detail):
+      return "the working model now holds \(target), but HEAD could not be moved there: \(detail)"
+    case .unreadableHead(let path, let detail):
+      return "cannot read HEAD '\(path)': \(detail)"
+    case .fileReplaced(let path):
+      return "'\(path)' was replaced or rewritten by another program while mvc was using it; nothing was written to it"
     }
   }
 
@@ -129,6 +145,14 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "restore the base file the repository was initialized with (--reference-base)"
     case .invalidArgument:
       return nil
+    case .journalUnusable(let path, _):
+      return "'mvc fsck' shows the repository's state; to abandon the move, delete '\(path)' and run 'mvc checkout --force HEAD'"
+    case .moveIncomplete(let journal, _, _):
+      return "the move is recorded in '\(journal)': fix the cause (free space on the disk of .mvc) and run any mvc command, e.g. 'mvc status', to finish it"
+    case .unreadableHead:
+      return "HEAD must hold 'ref: refs/heads/<branch>' or a 40-hex commit id; 'mvc branch' lists the branches, 'mvc fsck' checks the rest"
+    case .fileReplaced:
+      return "run the command again once the other program has finished writing the model"
     }
   }
 }

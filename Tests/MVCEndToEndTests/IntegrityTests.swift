@@ -10,7 +10,7 @@ import Testing
 // and the model consistent, and a journal or HEAD that cannot be used gives a clear error.
 
 /// A repository with commits on `main`, a branch `alt`, and each commit's model bytes.
-private struct History {
+fileprivate struct History {
   var states: [String: [UInt8]] = [:]
   /// `main`'s commits, oldest first.
   var main: [String] = []
@@ -130,7 +130,9 @@ struct JournalErrorTests {
       // Pretend the branch still pointed at the parent when the command died.
       #expect(try H.git(["--git-dir=\(dir.path)/.mvc", "update-ref", "refs/heads/main", parent], in: dir).status == 0)
       let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
-      try Data(#"{"operation":"commit","target":"\#(tip)","branch":"main","branch_from":"\#(parent)"}"#.utf8)
+      try Data(
+        #"{"operation":"commit","target":"\#(tip)","branch":"main","format":2,"head_from":"\#(parent)","branch_from":"\#(parent)"}"#
+          .utf8)
         .write(to: journal)
       let status = try H.mvc(["status"], in: dir)
       #expect(status.status == 0, "\(status.stderr)")
@@ -172,9 +174,89 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
 @Suite(.serialized) struct FullDiskTests {
   typealias H = RemoteHarness
 
-  /// `.mvc` on a real size-limited tmpfs, filled to leave 0 B to 256 KiB free: `checkout` and
-  /// `switch` either fail leaving the old state (HEAD and model) or leave a journal that the
-  /// next command completes, and say which; once space is freed everything is consistent.
+  /// What one trial left: the command's result, and HEAD and the model right after it.
+  struct Outcome {
+    var result: RemoteHarness.Result
+    var journalLeft: Bool
+  }
+
+  /// Copies `template` to `work` with its `.mvc` on a fresh tmpfs of the repository's size plus
+  /// 1 MiB, runs `body` with the mount point, and unmounts.
+  static func withRepositoryOnTmpfs(
+    _ template: URL, at work: URL, scratch: URL, _ body: (URL) throws -> Void
+  ) throws {
+    try? FileManager.default.removeItem(at: work)
+    try FileManager.default.copyItem(at: template, to: work)
+    let mount = work.appendingPathComponent(".mvc")
+    let saved = scratch.appendingPathComponent("saved-mvc")
+    try? FileManager.default.removeItem(at: saved)
+    try FileManager.default.moveItem(at: mount, to: saved)
+    try FileManager.default.createDirectory(at: mount, withIntermediateDirectories: true)
+    let used = (FileManager.default.subpaths(atPath: saved.path) ?? []).reduce(0) { sum, path in
+      let attributes = try? FileManager.default.attributesOfItem(atPath: saved.appendingPathComponent(path).path)
+      return sum + ((attributes?[.size] as? Int) ?? 0) + 4096
+    }
+    let mounted = try H.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(used + (1 << 20))", "tmpfs", mount.path], in: scratch)
+    try #require(mounted.status == 0, "mount: \(mounted.stderr)")
+    defer { _ = try? H.run("/bin/umount", [mount.path], in: scratch) }
+    #expect(try H.run("/bin/cp", ["-a", saved.path + "/.", mount.path], in: scratch).status == 0)
+    try body(mount)
+  }
+
+  /// After a trial: a failure either left the old state or says the journal finishes it;
+  /// a command on the still-full disk fails clearly or works; once space is freed the next
+  /// command finishes any journal, and HEAD and the model are one state (old or target).
+  fileprivate static func check(
+    _ outcome: Outcome, _ what: String, in work: URL, filler: URL, before: String, target: String,
+    history: History, sourceLocation: SourceLocation = #_sourceLocation
+  ) throws -> String {
+    let model = work.appendingPathComponent("model.safetensors")
+    let result = outcome.result
+    expectNoTypeDump(result.stderr, what, sourceLocation: sourceLocation)
+    var kind: String
+    if result.status == 0 {
+      kind = "succeeded"
+      let head = try RemoteTests.head(work)
+      let bytes = Array(try Data(contentsOf: model))
+      #expect(head == target && bytes == history.states[target], "\(what): exit 0 but inconsistent", sourceLocation: sourceLocation)
+    } else if outcome.journalLeft {
+      kind = "failed, finished by the next command"
+      #expect(result.stderr.hasPrefix("fatal: ") && result.stderr.contains("mvc-journal.json"), "\(what): journal left, error does not say so: \(result.stderr)", sourceLocation: sourceLocation)
+    } else {
+      kind = "failed, old state kept"
+      #expect(result.stderr.hasPrefix("fatal: "), "\(what): \(result.stderr)", sourceLocation: sourceLocation)
+      let head = try RemoteTests.head(work)
+      let bytes = Array(try Data(contentsOf: model))
+      #expect(head == before && bytes == history.states[before], "\(what): failed but changed HEAD or the model: \(result.stderr)", sourceLocation: sourceLocation)
+    }
+    let fullStatus = try H.mvc(["status"], in: work)
+    expectNoTypeDump(fullStatus.stderr, "\(what): status on a full disk", sourceLocation: sourceLocation)
+    try FileManager.default.removeItem(at: filler)
+    let status = try H.mvc(["status"], in: work)
+    #expect(status.status == 0 && status.stdout.contains("nothing to commit"), "\(what): status after freeing space: \(status.stdout) \(status.stderr)", sourceLocation: sourceLocation)
+    let head = try RemoteTests.head(work)
+    #expect(head == before || head == target, "\(what): HEAD \(head)", sourceLocation: sourceLocation)
+    #expect(Array(try Data(contentsOf: model)) == history.states[head], "\(what): model is not HEAD's state", sourceLocation: sourceLocation)
+    let fsck = try H.mvc(["fsck"], in: work)
+    #expect(fsck.status == 0 && fsck.stdout.isEmpty, "\(what): fsck \(fsck.stdout) \(fsck.stderr)", sourceLocation: sourceLocation)
+    #expect(try branchTip(work, "main") == history.main.last, "\(what): main moved", sourceLocation: sourceLocation)
+    if result.status != 0 {
+      let line = String(result.stderr.prefix { $0 != "\n" }).replacingOccurrences(of: work.path, with: "")
+      kind += ": " + line.replacingOccurrences(of: #"mvc-tmp-[0-9a-z-]+"#, with: "mvc-tmp-*", options: .regularExpression)
+        .replacingOccurrences(of: #"holds [0-9a-f]{7}"#, with: "holds <target>", options: .regularExpression)
+    }
+    return kind
+  }
+
+  fileprivate static func operations(_ history: History) -> [(name: String, command: [String], target: String)] {
+    [
+      ("checkout", ["checkout", "-q", history.main[2]], history.main[2]),
+      ("switch", ["switch", "-q", "alt"], history.alt),
+      ("switch -c", ["switch", "-q", "-c", "fresh", history.main[1]], history.main[1]),
+    ]
+  }
+
+  /// `.mvc` on a real size-limited tmpfs, filled beforehand to leave 0 B to 256 KiB free.
   @Test(.enabled(if: tmpfsUnavailableReason == nil, "\(tmpfsUnavailableReason ?? "")"))
   func checkoutAndSwitchOnAFullRepositoryDisk() throws {
     try withTemporaryDirectory { root in
@@ -182,74 +264,80 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       try FileManager.default.createDirectory(at: template, withIntermediateDirectories: true)
       let history = try History.make(in: template)
       let work = root.appendingPathComponent("work")
-      let mount = work.appendingPathComponent(".mvc")
-      let repositoryBytes = try (FileManager.default.subpaths(atPath: template.appendingPathComponent(".mvc").path) ?? [])
-        .reduce(0) { sum, path in
-          let attributes = try? FileManager.default.attributesOfItem(atPath: template.appendingPathComponent(".mvc/\(path)").path)
-          return sum + ((attributes?[.size] as? Int) ?? 0) + 4096
-        }
-      let operations: [(name: String, command: [String], target: String)] = [
-        ("checkout", ["checkout", "-q", history.main[2]], history.main[2]),
-        ("switch", ["switch", "-q", "alt"], history.alt),
-        ("switch -c", ["switch", "-q", "-c", "fresh", history.main[1]], history.main[1]),
-      ]
-      var trials = 0
-      var failedCleanly = 0
-      var completedLater = 0
-      var succeeded = 0
-      for operation in operations {
+      var outcomes: [String: Int] = [:]
+      for operation in Self.operations(history) {
         for free in [0, 4096, 8192, 12288, 16384, 24576, 32768, 65536, 131072, 262144] {
-          try? FileManager.default.removeItem(at: work)
-          try FileManager.default.copyItem(at: template, to: work)
-          let saved = root.appendingPathComponent("saved-mvc")
-          try? FileManager.default.removeItem(at: saved)
-          try FileManager.default.moveItem(at: mount, to: saved)
-          try FileManager.default.createDirectory(at: mount, withIntermediateDirectories: true)
-          let size = repositoryBytes + (1 << 20)
-          let mounted = try H.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mount.path], in: root)
-          try #require(mounted.status == 0, "mount: \(mounted.stderr)")
-          defer { _ = try? H.run("/bin/umount", [mount.path], in: root) }
-          #expect(try H.run("/bin/cp", ["-a", saved.path + "/.", mount.path], in: root).status == 0)
-          let before = try RemoteTests.head(work)
-          let oldModel = history.states[before]
-          let model = work.appendingPathComponent("model.safetensors")
-          let filler = try fill(mount, leaving: free)
-          trials += 1
-          let result = try H.mvc(operation.command, in: work)
-          let what = "\(operation.name) with \(free) B free"
-          expectNoTypeDump(result.stderr, what)
-          let headNow = try RemoteTests.head(work)
-          let bytesNow = Array(try Data(contentsOf: model))
-          if result.status == 0 {
-            succeeded += 1
-            #expect(headNow == operation.target && bytesNow == history.states[operation.target], "\(what): exit 0 but inconsistent")
-          } else {
-            #expect(result.stderr.hasPrefix("fatal: "), "\(what): \(result.stderr)")
-            let journalLeft = FileManager.default.fileExists(atPath: mount.appendingPathComponent("mvc-journal.json").path)
-            if journalLeft {
-              // The error must say the move will be finished, not that nothing changed.
-              #expect(result.stderr.contains("mvc-journal.json"), "\(what): journal left, error does not say so: \(result.stderr)")
-              completedLater += 1
-            } else {
-              #expect(headNow == before && bytesNow == oldModel, "\(what): failed but changed HEAD or the model: \(result.stderr)")
-              failedCleanly += 1
-            }
+          try Self.withRepositoryOnTmpfs(template, at: work, scratch: root) { mount in
+            let before = try RemoteTests.head(work)
+            let filler = try fill(mount, leaving: free)
+            let result = try H.mvc(operation.command, in: work)
+            let left = FileManager.default.fileExists(atPath: mount.appendingPathComponent("mvc-journal.json").path)
+            let kind = try Self.check(
+              Outcome(result: result, journalLeft: left), "\(operation.name) with \(free) B free", in: work,
+              filler: filler, before: before, target: operation.target, history: history)
+            outcomes[kind, default: 0] += 1
           }
-          // Still full: a command either works consistently or fails clearly.
-          let fullStatus = try H.mvc(["status"], in: work)
-          expectNoTypeDump(fullStatus.stderr, "\(what): status on a full disk")
-          try FileManager.default.removeItem(at: filler)
-          let status = try H.mvc(["status"], in: work)
-          #expect(status.status == 0 && status.stdout.contains("nothing to commit"), "\(what): status after freeing space: \(status.stdout) \(status.stderr)")
-          let head = try RemoteTests.head(work)
-          #expect(head == before || head == operation.target, "\(what): HEAD \(head)")
-          #expect(Array(try Data(contentsOf: model)) == history.states[head], "\(what): model is not HEAD's state")
-          let fsck = try H.mvc(["fsck"], in: work)
-          #expect(fsck.status == 0 && fsck.stdout.isEmpty, "\(what): fsck \(fsck.stdout) \(fsck.stderr)")
-          #expect(try branchTip(work, "main") == history.main.last, "\(what): main moved")
         }
       }
-      print("[full disk] \(trials) trials: \(succeeded) succeeded, \(failedCleanly) failed leaving the old state, \(completedLater) failed and were completed by the next command")
+      print("[full disk, filled before] \(outcomes.values.reduce(0, +)) trials: \(outcomes.sorted { $0.key < $1.key })")
+    }
+  }
+
+  /// `.mvc` on a real tmpfs that fills up completely while the command is paused before each
+  /// of its I/O events in turn (writes to the model, the journal, the refs): every point of the
+  /// move leaves the old state or one the next command completes, and the error says which.
+  @Test(.enabled(if: tmpfsUnavailableReason == nil, "\(tmpfsUnavailableReason ?? "")"))
+  func diskFillingUpAtEveryIOEventOfAMove() throws {
+    try withTemporaryDirectory { root in
+      let template = root.appendingPathComponent("template")
+      try FileManager.default.createDirectory(at: template, withIntermediateDirectories: true)
+      let history = try History.make(in: template)
+      let work = root.appendingPathComponent("work")
+      var outcomes: [String: Int] = [:]
+      for operation in Self.operations(history) {
+        var index = 1
+        var finished = false
+        while !finished && index < 80 {
+          try Self.withRepositoryOnTmpfs(template, at: work, scratch: root) { mount in
+            let before = try RemoteTests.head(work)
+            var environment = H.environment(time: 1_700_000_000)
+            environment["MVC_IO_PAUSE"] = "any:\(index):0.3"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: H.mvcPath)
+            process.arguments = operation.command
+            process.currentDirectoryURL = work
+            process.environment = environment
+            let log = root.appendingPathComponent("stderr.txt")
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = try FileHandle(forWritingTo: log)
+            try process.run()
+            var filler: URL?
+            while process.isRunning {
+              if filler == nil, let text = try? String(contentsOf: log, encoding: .utf8), text.contains("mvc: paused before") {
+                filler = try fill(mount, leaving: 0)
+              }
+              usleep(2_000)
+            }
+            process.waitUntilExit()
+            let stderr = ((try? String(contentsOf: log, encoding: .utf8)) ?? "")
+              .split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("mvc: paused before") }
+              .joined(separator: "\n")
+            guard let filler else {
+              finished = true
+              return
+            }
+            let left = FileManager.default.fileExists(atPath: mount.appendingPathComponent("mvc-journal.json").path)
+            let kind = try Self.check(
+              Outcome(result: .init(status: process.terminationStatus, stdout: "", stderr: stderr), journalLeft: left),
+              "\(operation.name), disk filled before I/O event \(index)", in: work, filler: filler, before: before,
+              target: operation.target, history: history)
+            outcomes[kind, default: 0] += 1
+          }
+          index += 1
+        }
+      }
+      print("[full disk, filled mid-move] \(outcomes.values.reduce(0, +)) trials: \(outcomes.sorted { $0.key < $1.key })")
     }
   }
 }
