@@ -101,9 +101,11 @@ extension EditRepository {
       }
     }
     // The branch moves from where it is now (compare-and-swap when HEAD moves).
-    let branchTip = try attach.branchName.map { name in
-      try RepositoryError.wrap("reading 'refs/heads/\(name)'") { try git.referenceTarget("refs/heads/" + name) }
-    } ?? nil
+    var branchTip: ObjectID?
+    if let name = attach.branchName {
+      let ref = "refs/heads/" + name
+      branchTip = try RepositoryError.wrap("reading '\(ref)'") { try git.referenceTarget(ref) }
+    }
     if let expectedHead, let name = attach.branchName, branchTip != expectedHead {
       throw RepositoryError.concurrentUpdate(ref: "refs/heads/" + name)
     }
@@ -127,12 +129,14 @@ extension EditRepository {
     do {
       if inPlace, let working {
         try timed("rewrite \(toRewrite.count) tensors in place") {
-          written = try rewriteInPlace(working, writers: writers, tensors: toRewrite, at: target, currentHashes: currentHashes)
+          written = try rewriteInPlace(
+            working, writers: writers, tensors: toRewrite, at: target, currentHashes: currentHashes)
           written += hashedStats.dropFirst(working.shards.count)  // the index, not rewritten
         }
       } else {
         try timed("write whole model") {
-          written = try writeWholeModel(at: target, to: modelPath, previous: working, tensors: nil, previousHashes: currentHashes)
+          written = try writeWholeModel(
+            at: target, to: modelPath, previous: working, tensors: nil, previousHashes: currentHashes)
         }
       }
     } catch {
@@ -224,7 +228,8 @@ extension EditRepository {
         try git.setHead(detachedAt: journal.target)
       }
     } catch {
-      throw RepositoryError.moveIncomplete(journal: journalPath, target: journal.target.shortHex, detail: Self.describe(error))
+      throw RepositoryError.moveIncomplete(
+        journal: journalPath, target: journal.target.shortHex, detail: Self.describe(error))
     }
     recordStatCache(written: written, hashes: hashes)
     try? FileManager.default.removeItem(atPath: journalPath)
@@ -242,8 +247,8 @@ extension EditRepository {
     }
     let headState = try head()
     if journal.recordsStart, let now = headState.commit, now != journal.target, now != journal.headFrom {
-      throw unusable(
-        "HEAD is at \(now.shortHex), but the move went from \(journal.headFrom?.shortHex ?? "an unborn branch") to \(journal.target.shortHex)")
+      let from = journal.headFrom?.shortHex ?? "an unborn branch"
+      throw unusable("HEAD is at \(now.shortHex), but the move went from \(from) to \(journal.target.shortHex)")
     }
     guard let branch = journal.branch else { return nil }
     guard GitRepository.isValidBranchName(branch) else { throw unusable("'\(branch)' is not a valid branch name") }
@@ -252,8 +257,10 @@ extension EditRepository {
     guard let tip, tip != journal.target else { return tip }
     if journal.recordsStart {
       guard tip == journal.branchFrom else {
+        let from = journal.branchFrom?.shortHex ?? "nothing (a new branch)"
         throw unusable(
-          "'\(ref)' is at \(tip.shortHex), not at \(journal.branchFrom?.shortHex ?? "nothing (a new branch)") where the move to \(journal.target.shortHex) started; finishing it could lose commits")
+          "'\(ref)' is at \(tip.shortHex), not at \(from) where the move to \(journal.target.shortHex) started; "
+            + "finishing it could lose commits")
       }
       return tip
     }
@@ -302,8 +309,10 @@ extension EditRepository {
       let path = working.shardPath(index)
       let writer = try InPlaceFileWriter(path: path, hook: hooked ? environment.ioHook : nil)
       let now = FileStat(try writer.status(), path: path)
-      guard now.inode == working.shards[index].mappedFile.inode, stats.map({ index < $0.count && $0[index] == now }) ?? true
-      else { throw RepositoryError.fileReplaced(path: path) }
+      let unchanged = stats.map { index < $0.count && $0[index] == now } ?? true
+      guard now.inode == working.shards[index].mappedFile.inode, unchanged else {
+        throw RepositoryError.fileReplaced(path: path)
+      }
       return writer
     }
   }

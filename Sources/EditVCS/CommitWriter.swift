@@ -158,7 +158,8 @@ extension EditRepository {
     // Hashes of files that changed while being hashed, or of a file renamed over the mapped one,
     // describe neither version.
     guard stats == nil || stats == files, working.stillMapped(files) else { return }
-    writeStatCache(StatCache(files: files, tensorHashes: hashes, writtenAtNanoseconds: StatCache.writeTime(after: files)))
+    writeStatCache(
+      StatCache(files: files, tensorHashes: hashes, writtenAtNanoseconds: StatCache.writeTime(after: files)))
   }
 
   /// Records the verified hashes of a model mvc has just written.
@@ -171,7 +172,8 @@ extension EditRepository {
       invalidateStatCache()
       return
     }
-    writeStatCache(StatCache(files: written, tensorHashes: hashes, writtenAtNanoseconds: StatCache.writeTime(after: written)))
+    writeStatCache(
+      StatCache(files: written, tensorHashes: hashes, writtenAtNanoseconds: StatCache.writeTime(after: written)))
   }
 
   private func writeStatCache(_ cache: StatCache) {
@@ -211,7 +213,9 @@ extension EditRepository {
   /// Tensor hashes of the working model and the files' stat records they belong to (taken before
   /// hashing): from the stat cache when it vouches for the files, else hashed now.
   /// - Parameter trustCache: false rehashes whatever the cache says (`checkout --force`).
-  func hashedWorkingModel(_ working: WorkingModel, trustCache: Bool = true) -> (hashes: [String: String], stats: [FileStat]) {
+  func hashedWorkingModel(
+    _ working: WorkingModel, trustCache: Bool = true
+  ) -> (hashes: [String: String], stats: [FileStat]) {
     if trustCache, let cached = cachedWorkingHashesAndStats(working) { return cached }
     let stats = working.fileStats()
     let hashes = working.hashAll { done, total in self.report("hashing", done, total) }

@@ -108,7 +108,7 @@ public final class EditRepository {
     let repository = try EditRepository(root: root, git: git, lock: lock, environment: environment)
     do {
       try repository.recoverFromJournal()
-    } catch where toleratingUnfinishedMove {
+    } catch let error where toleratingUnfinishedMove {
       repository.unfinishedMoveError = error
     }
     return repository

@@ -33,7 +33,8 @@ extension EditRepository {
             problems.append("HEAD points at branch '\(branch)', which does not exist")
           }
         } catch let headError as GitError {
-          problems.append("HEAD '\((gitDirectory as NSString).appendingPathComponent("HEAD"))' is unreadable: \(headError.message)")
+          let path = (gitDirectory as NSString).appendingPathComponent("HEAD")
+          problems.append("HEAD '\(path)' is unreadable: \(headError.message)")
         }
       }
     }

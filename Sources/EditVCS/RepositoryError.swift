@@ -146,11 +146,17 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
     case .invalidArgument:
       return nil
     case .journalUnusable(let path, _):
-      return "'mvc fsck' shows the repository's state; to abandon the move, delete '\(path)' and run 'mvc checkout --force HEAD'"
+      return
+        "'mvc fsck' shows the repository's state; to abandon the move, delete '\(path)' and run "
+        + "'mvc checkout --force HEAD'"
     case .moveIncomplete(let journal, _, _):
-      return "the move is recorded in '\(journal)': fix the cause (free space on the disk of .mvc) and run any mvc command, e.g. 'mvc status', to finish it"
+      return
+        "the move is recorded in '\(journal)': fix the cause (free space on the disk of .mvc) and run any mvc "
+        + "command, e.g. 'mvc status', to finish it"
     case .unreadableHead:
-      return "HEAD must hold 'ref: refs/heads/<branch>' or a 40-hex commit id; 'mvc branch' lists the branches, 'mvc fsck' checks the rest"
+      return
+        "HEAD must hold 'ref: refs/heads/<branch>' or a 40-hex commit id; 'mvc branch' lists the branches, "
+        + "'mvc fsck' checks the rest"
     case .fileReplaced:
       return "run the command again once the other program has finished writing the model"
     }
