@@ -64,6 +64,10 @@ public final class AtomicFileWriter {
 
   private enum State { case open, committed, abandoned }
 
+  /// Whether `commit()` renamed the file over `path` (true even when the directory sync after the
+  /// rename failed).
+  public var isRenamed: Bool { state == .committed }
+
   /// Creates the temporary file for `path`.
   ///
   /// - Parameters:

@@ -126,6 +126,7 @@ extension EditRepository {
     // The old cache describes files about to change; a stale one must never outlive a crash.
     invalidateStatCache()
     var written: [FileStat] = []
+    var replacedFiles = 0
     do {
       if inPlace, let working {
         try timed("rewrite \(toRewrite.count) tensors in place") {
@@ -136,7 +137,8 @@ extension EditRepository {
       } else {
         try timed("write whole model") {
           written = try writeWholeModel(
-            at: target, to: modelPath, previous: working, tensors: nil, previousHashes: currentHashes)
+            at: target, to: modelPath, previous: working, tensors: nil, previousHashes: currentHashes,
+            replaced: { replacedFiles += 1 })
         }
       }
     } catch {
@@ -150,9 +152,14 @@ extension EditRepository {
           working, writers: unhooked, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit)) != nil
       {
         try? FileManager.default.removeItem(atPath: journalPath)
-      } else if !inPlace {
-        // Whole files go through temporary files: nothing of the model was replaced.
+      } else if !inPlace && replacedFiles == 0 {
+        // Whole files go through temporary files: none of the model's was replaced yet.
         try? FileManager.default.removeItem(atPath: journalPath)
+      } else {
+        throw RepositoryError.moveIncomplete(
+          journal: journalPath, target: target.shortHex,
+          detail: "rewriting the working model failed and its old state could not be put back: "
+            + Self.describe(error))
       }
       throw error
     }
@@ -229,7 +236,8 @@ extension EditRepository {
       }
     } catch {
       throw RepositoryError.moveIncomplete(
-        journal: journalPath, target: journal.target.shortHex, detail: Self.describe(error))
+        journal: journalPath, target: journal.target.shortHex,
+        detail: "the working model holds it, but HEAD could not be moved: " + Self.describe(error))
     }
     recordStatCache(written: written, hashes: hashes)
     try? FileManager.default.removeItem(atPath: journalPath)
@@ -430,12 +438,13 @@ extension EditRepository {
   ///   - shards: when set (sharded models), only these shard files (0-based) are written,
   ///     byte-exact, plus the index, so each node of a multi-node job writes just its part.
   ///   - previousHashes: hashes of `previous`'s tensors when known (copies are verified anyway).
+  ///   - replaced: called after each file is renamed into place.
   /// - Returns: what `fstat` said of each file written (shards in layout order, then the index),
   ///   through the descriptor its bytes went through, after its rename.
   @discardableResult
   func writeWholeModel(
     at commit: ObjectID, to path: String, previous: WorkingModel?, tensors: Set<String>?, shards: Set<Int>? = nil,
-    previousHashes: [String: String] = [:]
+    previousHashes: [String: String] = [:], replaced: () -> Void = {}
   ) throws -> [FileStat] {
     var written: [FileStat] = []
     let contents = try contents(of: commit)
@@ -518,8 +527,10 @@ extension EditRepository {
           report("writing tensors", done, total, bytes: fresh.count)
         }
         try writer.commit()
+        replaced()
         if let status = writer.committedStatus { written.append(FileStat(status, path: shardPath)) }
       } catch {
+        if writer.isRenamed { replaced() }
         writer.abandon()
         throw error
       }
@@ -531,8 +542,10 @@ extension EditRepository {
       do {
         try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
         try writer.commit()
+        replaced()
         if let status = writer.committedStatus { written.append(FileStat(status, path: indexPath)) }
       } catch {
+        if writer.isRenamed { replaced() }
         writer.abandon()
         throw error
       }

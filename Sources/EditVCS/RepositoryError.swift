@@ -30,7 +30,7 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case invalidArgument(String)
   /// The journal of an interrupted working-model move cannot be completed as it stands.
   case journalUnusable(path: String, reason: String)
-  /// The working model was rewritten but HEAD could not be moved; the journal finishes it.
+  /// A move of the working model and HEAD stopped half done; the journal finishes it.
   case moveIncomplete(journal: String, target: String, detail: String)
   /// `.mvc/HEAD` cannot be read as a reference.
   case unreadableHead(path: String, detail: String)
@@ -87,7 +87,7 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
     case .journalUnusable(let path, let reason):
       return "cannot finish the interrupted move recorded in '\(path)': \(reason)"
     case .moveIncomplete(_, let target, let detail):
-      return "the working model now holds \(target), but HEAD could not be moved there: \(detail)"
+      return "the move to \(target) did not finish: \(detail)"
     case .unreadableHead(let path, let detail):
       return "cannot read HEAD '\(path)': \(detail)"
     case .fileReplaced(let path):
