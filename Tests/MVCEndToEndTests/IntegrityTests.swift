@@ -347,9 +347,35 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
 @Suite(.serialized) struct StatCacheIntegrityTests {
   typealias H = RemoteHarness
 
+  /// After an editor renamed its file over the model during a command: `status` is never clean
+  /// while the model is not HEAD's state, and `checkout HEAD -o` writes HEAD's exact bytes.
+  /// Returns the outcome's description and whether it is good.
+  fileprivate static func judge(
+    _ result: RemoteHarness.Result, in dir: URL, history: History, editor: [UInt8], _ what: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws -> (kind: String, ok: Bool) {
+    let model = dir.appendingPathComponent("model.safetensors")
+    expectNoTypeDump(result.stderr, what, sourceLocation: sourceLocation)
+    let head = try RemoteTests.head(dir)
+    let bytes = Array(try Data(contentsOf: model))
+    let status = try H.mvc(["status"], in: dir)
+    let clean = status.status == 0 && status.stdout.contains("nothing to commit")
+    let isHeads = bytes == history.states[head]
+    let owner = isHeads ? "HEAD's" : bytes == editor ? "editor's" : "neither"
+    var ok = !clean || isHeads
+    #expect(ok, "\(what): status is clean but the model is \(owner)", sourceLocation: sourceLocation)
+    let out = dir.appendingPathComponent("out.safetensors")
+    try? FileManager.default.removeItem(at: out)
+    let checkout = try H.mvc(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
+    let outOK = checkout.status == 0 && (try? Data(contentsOf: out)).map(Array.init) == history.states[head]
+    #expect(outOK, "\(what): checkout HEAD -o did not write HEAD's bytes: \(checkout.stderr)", sourceLocation: sourceLocation)
+    ok = ok && outOK
+    let error = result.status == 0 ? "" : " (\(result.stderr.prefix { $0 != "\n" }.prefix(70))…)"
+    return ("exit \(result.status)\(error), model \(owner), status \(clean ? "clean" : "changed")", ok)
+  }
+
   /// Renames a freshly written different model over the working model at random moments during
-  /// `checkout`/`switch`. Afterwards `status` is never clean while the model is not HEAD's
-  /// state, and `checkout HEAD -o` writes HEAD's bytes exactly.
+  /// `checkout`/`switch` (30 trials, seeded delays of 0-120 ms).
   @Test func editorRenamingOverTheModelDuringCheckout() throws {
     try withTemporaryDirectory { dir in
       let history = try History.make(in: dir, blocks: 4, hidden: 96, intermediate: 288)
@@ -374,26 +400,70 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
         usleep(useconds_t(rng.next() % 120_000))
         rename(staging.path, model.path)
         running.process.waitUntilExit()
-        let result = running.finish()
-        expectNoTypeDump(result.stderr, "trial \(trial)")
-        let head = try RemoteTests.head(dir)
-        let bytes = Array(try Data(contentsOf: model))
-        let status = try H.mvc(["status"], in: dir)
-        let clean = status.status == 0 && status.stdout.contains("nothing to commit")
-        let isHeads = bytes == history.states[head]
-        var ok = !clean || isHeads
-        #expect(ok, "trial \(trial) \(command): status is clean but the model is not HEAD's state (\(bytes == foreignBytes ? "editor's file" : "neither"))")
-        let out = dir.appendingPathComponent("out.safetensors")
-        try? FileManager.default.removeItem(at: out)
-        let checkout = try H.mvc(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
-        let outOK = checkout.status == 0 && (try? Data(contentsOf: out)).map(Array.init) == history.states[head]
-        #expect(outOK, "trial \(trial): checkout HEAD -o did not write HEAD's bytes: \(checkout.stderr)")
-        ok = ok && outOK
+        let (kind, ok) = try Self.judge(
+          running.finish(), in: dir, history: history, editor: foreignBytes, "trial \(trial) \(command)")
         if !ok { bad += 1 }
-        let kind = "exit \(result.status)\(result.status == 0 ? "" : " (\(result.stderr.prefix { $0 != "\n" }))"), model \(isHeads ? "HEAD's" : bytes == foreignBytes ? "editor's" : "neither"), status \(clean ? "clean" : "changed")"
         outcomes[kind, default: 0] += 1
       }
       print("[editor race] \(trials) trials, \(bad) bad; outcomes: \(outcomes.sorted { $0.key < $1.key })")
+    }
+  }
+
+  /// The same editor, deterministically: `checkout` and `switch` are paused before each of their
+  /// I/O events in turn (`MVC_IO_PAUSE`) and the editor's file is renamed over the model there.
+  @Test func editorRenamingOverTheModelAtEveryIOEvent() throws {
+    try withTemporaryDirectory { dir in
+      let history = try History.make(in: dir)
+      let model = dir.appendingPathComponent("model.safetensors")
+      var foreign = transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 31)
+      for index in 0..<foreign.count { H.edit(&foreign, index: index, rank: 1, seed: UInt64(8000 + index)) }
+      let staging = dir.appendingPathComponent("editor.safetensors")
+      try writeSafetensors(foreign, to: staging)
+      let foreignBytes = Array(try Data(contentsOf: staging))
+      let operations: [(from: String, command: [String])] = [
+        (history.main.last ?? "", ["checkout", "-q", history.main[2]]),
+        ("main", ["switch", "-q", "alt"]),
+        (history.main.last ?? "", ["checkout", "-q", "--force", history.alt]),
+      ]
+      var trials = 0
+      var bad = 0
+      var outcomes: [String: Int] = [:]
+      for operation in operations {
+        for index in 1..<60 {
+          #expect(try H.mvc(["checkout", "-q", "--force", operation.from], in: dir).status == 0)
+          try writeSafetensors(foreign, to: staging)
+          let log = dir.appendingPathComponent("stderr.txt")
+          _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+          let process = Process()
+          process.executableURL = URL(fileURLWithPath: H.mvcPath)
+          process.arguments = operation.command
+          process.currentDirectoryURL = dir
+          var environment = H.environment(time: 1_700_000_000)
+          environment["MVC_IO_PAUSE"] = "any:\(index):0.2"
+          process.environment = environment
+          process.standardOutput = FileHandle.nullDevice
+          process.standardError = try FileHandle(forWritingTo: log)
+          try process.run()
+          var renamed = false
+          while process.isRunning {
+            if !renamed, let text = try? String(contentsOf: log, encoding: .utf8), text.contains("mvc: paused before") {
+              renamed = rename(staging.path, model.path) == 0
+            }
+            usleep(2_000)
+          }
+          process.waitUntilExit()
+          guard renamed else { break }
+          trials += 1
+          let stderr = ((try? String(contentsOf: log, encoding: .utf8)) ?? "")
+            .split(separator: "\n").filter { !$0.hasPrefix("mvc: paused before") }.joined(separator: "\n")
+          let (kind, ok) = try Self.judge(
+            .init(status: process.terminationStatus, stdout: "", stderr: stderr), in: dir, history: history,
+            editor: foreignBytes, "\(operation.command), editor renamed before I/O event \(index)")
+          if !ok { bad += 1 }
+          outcomes[kind, default: 0] += 1
+        }
+      }
+      print("[editor at every I/O event] \(trials) trials, \(bad) bad; outcomes: \(outcomes.sorted { $0.key < $1.key })")
     }
   }
 
