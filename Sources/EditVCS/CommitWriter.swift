@@ -110,6 +110,8 @@ extension EditRepository {
   /// The root commit: every tensor stored complete (or by reference to the base file).
   func commitBase(working: WorkingModel, message: String, reference: WorkingModel?) throws -> ObjectID {
     let referenceBase = reference != nil
+    // Taken before the bytes are hashed: the cache is saved only if the files are unchanged since.
+    let stats = working.fileStats()
     var trees: [String: ObjectID] = [:]
     var changes: [EditRecord.TensorChange] = []
     let names = working.tensorNames
@@ -147,7 +149,7 @@ extension EditRepository {
     try RepositoryError.wrap("creating branch 'main'") {
       try git.updateReference("refs/heads/" + Self.defaultBranch, to: commit, expected: nil, message: "init: base model")
     }
-    saveStatCache(working: working, hashes: hashes)
+    saveStatCache(working: working, hashes: hashes, stats: stats)
     return commit
   }
 

@@ -29,7 +29,8 @@ extension EditRepository {
         // An unborn HEAD is no problem in an empty repository; garbage, or a branch that does
         // not exist beside others that do, is.
         do {
-          if case .branch(let branch, nil) = try git.head(), !names.isEmpty {
+          let hasBranches = names.contains { $0.hasPrefix("refs/heads/") }
+          if case .branch(let branch, nil) = try git.head(), hasBranches {
             problems.append("HEAD points at branch '\(branch)', which does not exist")
           }
         } catch let headError as GitError {
