@@ -256,7 +256,8 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
     ]
   }
 
-  /// `.mvc` on a real size-limited tmpfs, filled beforehand to leave 0 B to 256 KiB free.
+  /// `.mvc` on a real size-limited tmpfs, filled beforehand to leave 0 B to 256 KiB free (the
+  /// journal's reserve is ~80 KiB here: below it the move stops before the model is touched).
   @Test(.enabled(if: tmpfsUnavailableReason == nil, "\(tmpfsUnavailableReason ?? "")"))
   func checkoutAndSwitchOnAFullRepositoryDisk() throws {
     try withTemporaryDirectory { root in
@@ -266,7 +267,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       let work = root.appendingPathComponent("work")
       var outcomes: [String: Int] = [:]
       for operation in Self.operations(history) {
-        for free in [0, 4096, 8192, 12288, 16384, 24576, 32768, 65536, 131072, 262144] {
+        for free in [0, 4096, 16384, 65536, 262144] {
           try Self.withRepositoryOnTmpfs(template, at: work, scratch: root) { mount in
             let before = try RemoteTests.head(work)
             let filler = try fill(mount, leaving: free)
