@@ -116,7 +116,10 @@ extension EditRepository {
       : Array(targetContents.tensorTrees.keys).sorted()
     // Files rewritten in place are opened now, while nothing is changed, and must be the very
     // files hashed: an editor may have renamed another file over the model meanwhile.
-    let writers = try working.map { inPlace ? try openForRewrite($0, hashedAt: hashedStats) : [] } ?? []
+    var writers: [Int: InPlaceFileWriter] = [:]
+    if inPlace, let working {
+      writers = try openForRewrite(working, holding: toRewrite, hashedAt: hashedStats)
+    }
 
     // Everything is checked: record the intent (with the space finishing it needs), then write.
     let journal = Journal(
@@ -131,8 +134,8 @@ extension EditRepository {
       if inPlace, let working {
         try timed("rewrite \(toRewrite.count) tensors in place") {
           written = try rewriteInPlace(
-            working, writers: writers, tensors: toRewrite, at: target, currentHashes: currentHashes)
-          written += hashedStats.dropFirst(working.shards.count)  // the index, not rewritten
+            working, writers: writers, tensors: toRewrite, at: target, currentHashes: currentHashes,
+            stats: hashedStats)
         }
       } else {
         try timed("write whole model") {
@@ -147,9 +150,10 @@ extension EditRepository {
       // makes the next command finish the move instead.
       let headTensors = headState.commit.flatMap { try? tensorHashes(at: $0) } ?? [:]
       if inPlace, let headCommit = headState.commit, let working,
-        let unhooked = try? openForRewrite(working, hashedAt: nil, hooked: false),
+        let unhooked = try? openForRewrite(working, holding: toRewrite, hashedAt: nil, hooked: false),
         (try? rewriteInPlace(
-          working, writers: unhooked, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit)) != nil
+          working, writers: unhooked, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit,
+          stats: hashedStats)) != nil
       {
         try? FileManager.default.removeItem(atPath: journalPath)
       } else if !inPlace && replacedFiles == 0 {
@@ -295,10 +299,10 @@ extension EditRepository {
     if let working, try sameLayout(working, as: journal.target) {
       let stats = working.fileStats()
       let current = working.hashAll()
+      let changed = working.tensorNames.filter { current[$0] != targetHashes[$0] }
       written = try rewriteInPlace(
-        working, writers: openForRewrite(working, hashedAt: nil),
-        tensors: working.tensorNames.filter { current[$0] != targetHashes[$0] }, at: journal.target)
-      written += stats.dropFirst(working.shards.count)
+        working, writers: openForRewrite(working, holding: changed, hashedAt: stats), tensors: changed,
+        at: journal.target, stats: stats)
     } else {
       written = try writeWholeModel(at: journal.target, to: modelPath, previous: working, tensors: nil)
     }
@@ -307,13 +311,15 @@ extension EditRepository {
       reflog: "recover: finish interrupted \(journal.operation)")
   }
 
-  /// Opens every shard of `working` for writing in place, each checked to be the file mapped
-  /// (and, given `hashedAt`, unchanged since those stat records were taken before hashing).
+  /// Opens the shards of `working` that hold `tensors` for writing in place, each checked to be
+  /// the file mapped (and, given `hashedAt`, unchanged since those stat records were taken
+  /// before hashing), keyed by shard index.
   /// - Throws: `RepositoryError.fileReplaced` when another program replaced or rewrote one.
-  func openForRewrite(_ working: WorkingModel, hashedAt stats: [FileStat]?, hooked: Bool = true) throws
-    -> [InPlaceFileWriter]
-  {
-    try (0..<working.shards.count).map { index in
+  func openForRewrite(
+    _ working: WorkingModel, holding tensors: [String], hashedAt stats: [FileStat]?, hooked: Bool = true
+  ) throws -> [Int: InPlaceFileWriter] {
+    var writers: [Int: InPlaceFileWriter] = [:]
+    for index in Set(tensors.compactMap { working.location(of: $0)?.shard }).sorted() {
       let path = working.shardPath(index)
       let writer = try InPlaceFileWriter(path: path, hook: hooked ? environment.ioHook : nil)
       let now = FileStat(try writer.status(), path: path)
@@ -321,37 +327,45 @@ extension EditRepository {
       guard now.inode == working.shards[index].mappedFile.inode, unchanged else {
         throw RepositoryError.fileReplaced(path: path)
       }
-      return writer
+      writers[index] = writer
     }
+    return writers
   }
 
   /// Overwrites the named tensors' bytes in the working files with their state at `commit`,
-  /// through `writers` (one per shard, from `openForRewrite`).
-  /// - Parameter currentHashes: the working tensors' hashes when the caller has them.
-  /// - Returns: what `fstat` says of each shard after the writes were synced.
+  /// through `writers` (from `openForRewrite` for the same tensors).
+  /// - Parameters:
+  ///   - currentHashes: the working tensors' hashes when the caller has them.
+  ///   - stats: the model files' stat records (shards, then the index) taken before hashing.
+  /// - Returns: `stats` with each shard written replaced by what `fstat` said of it after the
+  ///   writes were synced: the records for the stat cache.
   @discardableResult
   func rewriteInPlace(
-    _ working: WorkingModel, writers: [InPlaceFileWriter], tensors: [String], at commit: ObjectID,
-    currentHashes: [String: String] = [:]
+    _ working: WorkingModel, writers: [Int: InPlaceFileWriter], tensors: [String], at commit: ObjectID,
+    currentHashes: [String: String] = [:], stats: [FileStat]
   ) throws -> [FileStat] {
     var done = 0
-    var touched = Set<Int>()
     let present = tensors.filter { working.location(of: $0) != nil }
     try materializeInOrder(present, at: commit, current: { name in
       guard let bytes = working.bytes(of: name) else { return nil }
       return (currentHashes[name] ?? ContentHash.of(bytes).description, bytes)
     }, releaseCurrent: working.releasePages(of:range:)) { name, fresh in
-      guard let (shard, info) = working.location(of: name) else { return }
-      touched.insert(shard)
+      guard let (shard, info) = working.location(of: name), let writer = writers[shard] else {
+        preconditionFailure("no writer for the shard of '\(name)'")
+      }
       try fresh.withUnsafeBytes {
-        try writers[shard].write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
+        try writer.write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
       }
       working.releasePages(of: name)
       done += 1
       report("writing tensors", done, present.count, bytes: fresh.count)
     }
-    for shard in touched.sorted() { try writers[shard].sync() }
-    return try writers.map { FileStat(try $0.status(), path: $0.path) }
+    var written = stats
+    for (shard, writer) in writers.sorted(by: { $0.key < $1.key }) {
+      try writer.sync()
+      if shard < written.count { written[shard] = FileStat(try writer.status(), path: writer.path) }
+    }
+    return written
   }
 
   /// Worker threads that rebuild tensors: both cores of a small machine, no more (each worker
