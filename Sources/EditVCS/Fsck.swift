@@ -50,7 +50,8 @@ extension EditRepository {
   public func fsck(full: Bool) throws -> FsckReport {
     var problems: [String] = []
     if let error = unfinishedMoveError {
-      problems.append("interrupted move in '\(journalPath)' not finished: \(Self.describe(error))")
+      let text = Self.describe(error)
+      problems.append(text.contains(journalPath) ? text : "interrupted move in '\(journalPath)' not finished: \(text)")
     }
     let tips = try referenceTips(problems: &problems)
 

@@ -155,8 +155,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
         + "command, e.g. 'mvc status', to finish it"
     case .unreadableHead:
       return
-        "HEAD must hold 'ref: refs/heads/<branch>' or a 40-hex commit id; 'mvc branch' lists the branches, "
-        + "'mvc fsck' checks the rest"
+        "HEAD must hold 'ref: refs/heads/<branch>' (e.g. 'ref: refs/heads/main') or a 40-hex commit id; "
+        + "'git --git-dir=.mvc branch' lists the branches"
     case .fileReplaced:
       return "run the command again once the other program has finished writing the model"
     }
