@@ -10,7 +10,7 @@ import Testing
 // and the model consistent, and a journal or HEAD that cannot be used gives a clear error.
 
 /// A repository with commits on `main`, a branch `alt`, and each commit's model bytes.
-fileprivate struct History {
+private struct History {
   var states: [String: [UInt8]] = [:]
   /// `main`'s commits, oldest first.
   var main: [String] = []
@@ -33,7 +33,9 @@ fileprivate struct History {
     }
     #expect(try H.mvc(["switch", "-q", "-c", "alt", "HEAD~2"], in: dir).status == 0)
     var alt = transformerFixture(blocks: blocks, hidden: hidden, intermediate: intermediate, seed: 31)
-    for step in 0..<3 { H.edit(&alt, index: [0, 1, 3, 4][step % 4], rank: step % 3 == 0 ? 2 : 1, seed: UInt64(100 + step)) }
+    for step in 0..<3 {
+      H.edit(&alt, index: [0, 1, 3, 4][step % 4], rank: step % 3 == 0 ? 2 : 1, seed: UInt64(100 + step))
+    }
     let (altID, altBytes) = try RemoteTests.commitEdit(&alt, in: dir, step: 7)
     history.states[altID] = altBytes
     history.alt = altID
@@ -48,7 +50,8 @@ private func branchTip(_ dir: URL, _ branch: String) throws -> String {
 }
 
 private func expectNoTypeDump(_ text: String, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
-  #expect(!text.contains("GitError(") && !text.contains("Optional("), "\(what): \(text)", sourceLocation: sourceLocation)
+  #expect(
+    !text.contains("GitError(") && !text.contains("Optional("), "\(what): \(text)", sourceLocation: sourceLocation)
 }
 
 @Suite("journal and HEAD errors")
@@ -132,8 +135,9 @@ struct JournalErrorTests {
       let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
       try Data(
         #"{"operation":"commit","target":"\#(tip)","branch":"main","format":2,"head_from":"\#(parent)","branch_from":"\#(parent)"}"#
-          .utf8)
-        .write(to: journal)
+          .utf8
+      )
+      .write(to: journal)
       let status = try H.mvc(["status"], in: dir)
       #expect(status.status == 0, "\(status.stderr)")
       #expect(status.stdout.contains("nothing to commit"), "\(status.stdout)")
@@ -152,7 +156,8 @@ let tmpfsUnavailableReason: String? = {
   defer { try? FileManager.default.removeItem(at: probe) }
   let result = try? RemoteHarness.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe.path], in: probe)
   guard let result, result.status == 0 else {
-    return "cannot mount a tmpfs (needs root): \(result?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "no /bin/mount")"
+    return
+      "cannot mount a tmpfs (needs root): \(result?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "no /bin/mount")"
   }
   _ = try? RemoteHarness.run("/bin/umount", [probe.path], in: probe)
   return nil
@@ -196,7 +201,8 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       let attributes = try? FileManager.default.attributesOfItem(atPath: saved.appendingPathComponent(path).path)
       return sum + ((attributes?[.size] as? Int) ?? 0) + 4096
     }
-    let mounted = try H.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(used + (1 << 20))", "tmpfs", mount.path], in: scratch)
+    let mounted = try H.run(
+      "/bin/mount", ["-t", "tmpfs", "-o", "size=\(used + (1 << 20))", "tmpfs", mount.path], in: scratch)
     try #require(mounted.status == 0, "mount: \(mounted.stderr)")
     defer { _ = try? H.run("/bin/umount", [mount.path], in: scratch) }
     #expect(try H.run("/bin/cp", ["-a", saved.path + "/.", mount.path], in: scratch).status == 0)
@@ -218,31 +224,45 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       kind = "succeeded"
       let head = try RemoteTests.head(work)
       let bytes = Array(try Data(contentsOf: model))
-      #expect(head == target && bytes == history.states[target], "\(what): exit 0 but inconsistent", sourceLocation: sourceLocation)
+      #expect(
+        head == target && bytes == history.states[target], "\(what): exit 0 but inconsistent",
+        sourceLocation: sourceLocation)
     } else if outcome.journalLeft {
       kind = "failed, finished by the next command"
-      #expect(result.stderr.hasPrefix("fatal: ") && result.stderr.contains("mvc-journal.json"), "\(what): journal left, error does not say so: \(result.stderr)", sourceLocation: sourceLocation)
+      #expect(
+        result.stderr.hasPrefix("fatal: ") && result.stderr.contains("mvc-journal.json"),
+        "\(what): journal left, error does not say so: \(result.stderr)", sourceLocation: sourceLocation)
     } else {
       kind = "failed, old state kept"
       #expect(result.stderr.hasPrefix("fatal: "), "\(what): \(result.stderr)", sourceLocation: sourceLocation)
       let head = try RemoteTests.head(work)
       let bytes = Array(try Data(contentsOf: model))
-      #expect(head == before && bytes == history.states[before], "\(what): failed but changed HEAD or the model: \(result.stderr)", sourceLocation: sourceLocation)
+      #expect(
+        head == before && bytes == history.states[before],
+        "\(what): failed but changed HEAD or the model: \(result.stderr)", sourceLocation: sourceLocation)
     }
     let fullStatus = try H.mvc(["status"], in: work)
     expectNoTypeDump(fullStatus.stderr, "\(what): status on a full disk", sourceLocation: sourceLocation)
     try FileManager.default.removeItem(at: filler)
     let status = try H.mvc(["status"], in: work)
-    #expect(status.status == 0 && status.stdout.contains("nothing to commit"), "\(what): status after freeing space: \(status.stdout) \(status.stderr)", sourceLocation: sourceLocation)
+    #expect(
+      status.status == 0 && status.stdout.contains("nothing to commit"),
+      "\(what): status after freeing space: \(status.stdout) \(status.stderr)", sourceLocation: sourceLocation)
     let head = try RemoteTests.head(work)
     #expect(head == before || head == target, "\(what): HEAD \(head)", sourceLocation: sourceLocation)
-    #expect(Array(try Data(contentsOf: model)) == history.states[head], "\(what): model is not HEAD's state", sourceLocation: sourceLocation)
+    #expect(
+      Array(try Data(contentsOf: model)) == history.states[head], "\(what): model is not HEAD's state",
+      sourceLocation: sourceLocation)
     let fsck = try H.mvc(["fsck"], in: work)
-    #expect(fsck.status == 0 && fsck.stdout.isEmpty, "\(what): fsck \(fsck.stdout) \(fsck.stderr)", sourceLocation: sourceLocation)
+    #expect(
+      fsck.status == 0 && fsck.stdout.isEmpty, "\(what): fsck \(fsck.stdout) \(fsck.stderr)",
+      sourceLocation: sourceLocation)
     #expect(try branchTip(work, "main") == history.main.last, "\(what): main moved", sourceLocation: sourceLocation)
     if result.status != 0 {
       let line = String(result.stderr.prefix { $0 != "\n" }).replacingOccurrences(of: work.path, with: "")
-      kind += ": " + line.replacingOccurrences(of: #"mvc-tmp-[0-9a-z-]+"#, with: "mvc-tmp-*", options: .regularExpression)
+      kind +=
+        ": "
+        + line.replacingOccurrences(of: #"mvc-tmp-[0-9a-z-]+"#, with: "mvc-tmp-*", options: .regularExpression)
         .replacingOccurrences(of: #"holds [0-9a-f]{7}"#, with: "holds <target>", options: .regularExpression)
     }
     return kind
@@ -315,7 +335,9 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
             try process.run()
             var filler: URL?
             while process.isRunning {
-              if filler == nil, let text = try? String(contentsOf: log, encoding: .utf8), text.contains("mvc: paused before") {
+              if filler == nil, let text = try? String(contentsOf: log, encoding: .utf8),
+                text.contains("mvc: paused before")
+              {
                 filler = try fill(mount, leaving: 0)
               }
               usleep(2_000)
@@ -338,7 +360,8 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
           index += 1
         }
       }
-      print("[full disk, filled mid-move] \(outcomes.values.reduce(0, +)) trials: \(outcomes.sorted { $0.key < $1.key })")
+      print(
+        "[full disk, filled mid-move] \(outcomes.values.reduce(0, +)) trials: \(outcomes.sorted { $0.key < $1.key })")
     }
   }
 }
@@ -369,7 +392,8 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
     try? FileManager.default.removeItem(at: out)
     let checkout = try H.mvc(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
     let outOK = checkout.status == 0 && (try? Data(contentsOf: out)).map(Array.init) == history.states[head]
-    #expect(outOK, "\(what): checkout HEAD -o did not write HEAD's bytes: \(checkout.stderr)", sourceLocation: sourceLocation)
+    #expect(
+      outOK, "\(what): checkout HEAD -o did not write HEAD's bytes: \(checkout.stderr)", sourceLocation: sourceLocation)
     ok = ok && outOK
     let error = result.status == 0 ? "" : " (\(result.stderr.prefix { $0 != "\n" }.prefix(70))…)"
     return ("exit \(result.status)\(error), model \(owner), status \(clean ? "clean" : "changed")", ok)
@@ -395,7 +419,9 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
         let reset = try H.mvc(["checkout", "-q", "--force", from], in: dir)
         #expect(reset.status == 0, "trial \(trial): checkout --force: \(reset.stderr)")
         try writeSafetensors(foreign, to: staging)
-        let command = trial % 3 == 2 ? ["switch", "-q", trial % 2 == 0 ? "alt" : "main"]
+        let command =
+          trial % 3 == 2
+          ? ["switch", "-q", trial % 2 == 0 ? "alt" : "main"]
           : ["checkout", "-q", trial % 2 == 0 ? history.alt : history.main[2]]
         let running = try H.start(H.mvcPath, command, in: dir)
         usleep(useconds_t(rng.next() % 120_000))
@@ -464,7 +490,8 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
           outcomes[kind, default: 0] += 1
         }
       }
-      print("[editor at every I/O event] \(trials) trials, \(bad) bad; outcomes: \(outcomes.sorted { $0.key < $1.key })")
+      print(
+        "[editor at every I/O event] \(trials) trials, \(bad) bad; outcomes: \(outcomes.sorted { $0.key < $1.key })")
     }
   }
 
@@ -487,17 +514,20 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       var info = stat()
       try #require(stat(model.path, &info) == 0)
       var forged = honest
-      forged["files"] = [[
-        "path": model.path, "inode": Int(info.st_ino), "byte_count": Int(info.st_size),
-        "mtime_ns": Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec),
-        "ctime_ns": Int(info.st_ctim.tv_sec) * 1_000_000_000 + Int(info.st_ctim.tv_nsec),
-      ]]
+      forged["files"] = [
+        [
+          "path": model.path, "inode": Int(info.st_ino), "byte_count": Int(info.st_size),
+          "mtime_ns": Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec),
+          "ctime_ns": Int(info.st_ctim.tv_sec) * 1_000_000_000 + Int(info.st_ctim.tv_nsec),
+        ]
+      ]
       forged["written_at_ns"] = (Int(Date().timeIntervalSince1970) + 5) * 1_000_000_000
       try JSONSerialization.data(withJSONObject: forged).write(to: cacheURL)
       let out = dir.appendingPathComponent("out.safetensors")
       let result = try H.mvc(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
       #expect(result.status == 0, "\(result.stderr)")
-      #expect((try? Data(contentsOf: out)).map(Array.init) == history.states[tip], "checkout HEAD -o copied unverified bytes")
+      #expect(
+        (try? Data(contentsOf: out)).map(Array.init) == history.states[tip], "checkout HEAD -o copied unverified bytes")
       #expect(Array(try Data(contentsOf: model)) == edited, "-o changed the working model")
       // A checkout to another commit starts rebuilds from the edited bytes the cache vouches
       // for; their results fail verification and are rebuilt from the repository alone (no
@@ -508,7 +538,8 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       let repair = try H.mvc(["checkout", "-q", "--force", "HEAD"], in: dir)
       #expect(repair.status == 0, "\(repair.stderr)")
       let head = try RemoteTests.head(dir)
-      #expect(Array(try Data(contentsOf: model)) == history.states[head], "checkout --force HEAD did not repair the model")
+      #expect(
+        Array(try Data(contentsOf: model)) == history.states[head], "checkout --force HEAD did not repair the model")
       let status = try H.mvc(["status"], in: dir)
       #expect(status.stdout.contains("nothing to commit"), "\(status.stdout)")
     }
