@@ -123,6 +123,25 @@ struct JournalErrorTests {
     }
   }
 
+  /// A first-format journal (no recorded start) that moves the branch forward, to a descendant
+  /// (an interrupted fast-forward), is still completed.
+  @Test func firstFormatJournalMovingForwardIsCompleted() throws {
+    try withTemporaryDirectory { dir in
+      let history = try History.make(in: dir)
+      let tip = history.main[history.main.count - 1]
+      let parent = history.main[history.main.count - 2]
+      #expect(
+        try H.git(["--git-dir=\(dir.path)/.mvc", "update-ref", "refs/heads/main", parent], in: dir).status == 0)
+      let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
+      try Data(#"{"operation":"checkout","target":"\#(tip)","branch":"main"}"#.utf8).write(to: journal)
+      let status = try H.mvc(["status"], in: dir)
+      #expect(status.status == 0 && status.stdout.contains("nothing to commit"), "\(status.stdout) \(status.stderr)")
+      #expect(try branchTip(dir, "main") == tip)
+      #expect(Array(try Data(contentsOf: dir.appendingPathComponent("model.safetensors"))) == history.states[tip])
+      #expect(!FileManager.default.fileExists(atPath: journal.path))
+    }
+  }
+
   /// A new-format journal recording the move from the branch's tip (an interrupted commit that
   /// normalizes the model) is completed: the branch moves from that tip to the target.
   @Test func journalFromTheCurrentTipIsCompleted() throws {
@@ -240,6 +259,8 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       #expect(
         head == before && bytes == history.states[before],
         "\(what): failed but changed HEAD or the model: \(result.stderr)", sourceLocation: sourceLocation)
+      let created = try H.git(["--git-dir=\(work.path)/.mvc", "show-ref", "refs/heads/fresh"], in: work)
+      #expect(created.status != 0, "\(what): a failed switch -c left its branch", sourceLocation: sourceLocation)
     }
     let fullStatus = try H.mvc(["status"], in: work)
     expectNoTypeDump(fullStatus.stderr, "\(what): status on a full disk", sourceLocation: sourceLocation)
