@@ -149,11 +149,15 @@ extension EditRepository {
       // so a failed command leaves the working model as it was; if even that fails, the journal
       // makes the next command finish the move instead.
       let headTensors = headState.commit.flatMap { try? tensorHashes(at: $0) } ?? [:]
-      if inPlace, let headCommit = headState.commit, let working,
+      if case RepositoryError.fileReplaced = error {
+        // Another program is writing the file: putting old bytes back would overwrite its work,
+        // and finishing the move later would too. Leave both (status shows the file as it is).
+        try? FileManager.default.removeItem(atPath: journalPath)
+      } else if inPlace, let headCommit = headState.commit, let working,
         let unhooked = try? openForRewrite(working, holding: toRewrite, hashedAt: nil, hooked: false),
         (try? rewriteInPlace(
           working, writers: unhooked, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit,
-          stats: hashedStats)) != nil
+          stats: hashedStats, checkingUnchanged: false)) != nil
       {
         try? FileManager.default.removeItem(atPath: journalPath)
       } else if !inPlace && replacedFiles == 0 {
@@ -337,13 +341,23 @@ extension EditRepository {
   /// - Parameters:
   ///   - currentHashes: the working tensors' hashes when the caller has them.
   ///   - stats: the model files' stat records (shards, then the index) taken before hashing.
+  ///   - checkingUnchanged: before each write, `fstat` must still say what it said after mvc's
+  ///     previous write (at first: `stats`), or another program is writing the file too.
   /// - Returns: `stats` with each shard written replaced by what `fstat` said of it after the
   ///   writes were synced: the records for the stat cache.
+  /// - Throws: `RepositoryError.fileReplaced` when another program wrote to a shard meanwhile.
   @discardableResult
   func rewriteInPlace(
     _ working: WorkingModel, writers: [Int: InPlaceFileWriter], tensors: [String], at commit: ObjectID,
-    currentHashes: [String: String] = [:], stats: [FileStat]
+    currentHashes: [String: String] = [:], stats: [FileStat], checkingUnchanged: Bool = true
   ) throws -> [FileStat] {
+    // Size and times after mvc's own last write; an editor's write (or truncation) changes them.
+    // Writes within one tick of the file-time clock are not seen: this narrows the race, as
+    // git's racy checks do, and the stat cache is keyed by the records taken after mvc's writes.
+    var expected: [Int: FileStat] = [:]
+    if checkingUnchanged {
+      for shard in writers.keys where shard < stats.count { expected[shard] = stats[shard] }
+    }
     var done = 0
     let present = tensors.filter { working.location(of: $0) != nil }
     try materializeInOrder(present, at: commit, current: { name in
@@ -353,9 +367,13 @@ extension EditRepository {
       guard let (shard, info) = working.location(of: name), let writer = writers[shard] else {
         preconditionFailure("no writer for the shard of '\(name)'")
       }
+      if let before = expected[shard], FileStat(try writer.status(), path: writer.path) != before {
+        throw RepositoryError.fileReplaced(path: writer.path)
+      }
       try fresh.withUnsafeBytes {
         try writer.write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
       }
+      if checkingUnchanged { expected[shard] = FileStat(try writer.status(), path: writer.path) }
       working.releasePages(of: name)
       done += 1
       report("writing tensors", done, present.count, bytes: fresh.count)

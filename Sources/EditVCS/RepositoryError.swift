@@ -34,7 +34,7 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case moveIncomplete(journal: String, target: String, detail: String)
   /// `.mvc/HEAD` cannot be read as a reference.
   case unreadableHead(path: String, detail: String)
-  /// Another program replaced (renamed a file over) or rewrote a working file mvc was using.
+  /// Another program replaced (renamed a file over) or wrote to a working file mvc was rewriting.
   case fileReplaced(path: String)
 
   public var errorDescription: String? {
@@ -91,7 +91,9 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
     case .unreadableHead(let path, let detail):
       return "cannot read HEAD '\(path)': \(detail)"
     case .fileReplaced(let path):
-      return "'\(path)' was replaced or rewritten by another program while mvc was using it; nothing was written to it"
+      return
+        "'\(path)' was replaced or rewritten by another program while mvc was writing the model; "
+        + "HEAD was not moved"
     }
   }
 
@@ -158,7 +160,9 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
         "HEAD must hold 'ref: refs/heads/<branch>' (e.g. 'ref: refs/heads/main') or a 40-hex commit id; "
         + "'git --git-dir=.mvc branch' lists the branches"
     case .fileReplaced:
-      return "run the command again once the other program has finished writing the model"
+      return
+        "'mvc status' shows how the model now differs from HEAD; run the command again once the other "
+        + "program is done"
     }
   }
 }
