@@ -218,6 +218,11 @@ public final class AtomicFileWriter {
 public final class InPlaceFileWriter {
   /// The file being rewritten.
   public let path: String
+  /// Called with what `fstat` says of the file right before each `pwrite` and each `fsync`, after
+  /// the hook; throwing stops the operation. A caller that knows what the file's size and times
+  /// must be (those after its own last write) notices another program writing the same file as
+  /// late, and so as surely, as it can.
+  public var check: ((stat) throws -> Void)?
   private let hook: IOHook?
   private let fd: Int32
 
@@ -238,6 +243,7 @@ public final class InPlaceFileWriter {
   /// - Throws: The hook's error, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
   public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
     try hook?(.willWrite(path: path))
+    if let check { try check(try status()) }
     try pwriteAll(fd, bytes, at: offset, path: path)
   }
 
@@ -255,6 +261,7 @@ public final class InPlaceFileWriter {
   /// - Throws: The hook's error or `DeltaStoreError`.
   public func sync() throws {
     try hook?(.willFsync(path: path))
+    if let check { try check(try status()) }
     try fsyncChecked(fd, path: path)
   }
 }

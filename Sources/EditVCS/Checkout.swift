@@ -356,8 +356,16 @@ extension EditRepository {
     // git's racy checks do, and the stat cache is keyed by the records taken after mvc's writes.
     var expected: [Int: FileStat] = [:]
     if checkingUnchanged {
-      for shard in writers.keys where shard < stats.count { expected[shard] = stats[shard] }
+      for (shard, writer) in writers where shard < stats.count {
+        expected[shard] = stats[shard]
+        writer.check = { info in
+          guard FileStat(info, path: writer.path) == expected[shard] else {
+            throw RepositoryError.fileReplaced(path: writer.path)
+          }
+        }
+      }
     }
+    defer { for writer in writers.values { writer.check = nil } }
     var done = 0
     let present = tensors.filter { working.location(of: $0) != nil }
     try materializeInOrder(present, at: commit, current: { name in
@@ -366,9 +374,6 @@ extension EditRepository {
     }, releaseCurrent: working.releasePages(of:range:)) { name, fresh in
       guard let (shard, info) = working.location(of: name), let writer = writers[shard] else {
         preconditionFailure("no writer for the shard of '\(name)'")
-      }
-      if let before = expected[shard], FileStat(try writer.status(), path: writer.path) != before {
-        throw RepositoryError.fileReplaced(path: writer.path)
       }
       try fresh.withUnsafeBytes {
         try writer.write($0, at: working.shards[shard].dataStart + info.dataOffsets.lowerBound)
@@ -381,7 +386,10 @@ extension EditRepository {
     var written = stats
     for (shard, writer) in writers.sorted(by: { $0.key < $1.key }) {
       try writer.sync()
-      if shard < written.count { written[shard] = FileStat(try writer.status(), path: writer.path) }
+      let synced = FileStat(try writer.status(), path: writer.path)
+      // fsync changes no time: a difference is another program's write during it.
+      if let last = expected[shard], synced != last { throw RepositoryError.fileReplaced(path: writer.path) }
+      if shard < written.count { written[shard] = synced }
     }
     return written
   }

@@ -458,8 +458,10 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
   }
 
   /// The same editor, deterministically: `checkout` and `switch` are paused before each of their
-  /// I/O events in turn (`MVC_IO_PAUSE`) and the editor's file is renamed over the model there.
-  @Test func editorRenamingOverTheModelAtEveryIOEvent() throws {
+  /// I/O events in turn (`MVC_IO_PAUSE`), and there the editor renames its file over the model,
+  /// or writes into the model in place (same inode, the last 64 bytes).
+  @Test(arguments: ["rename", "write in place"])
+  func editorAtEveryIOEvent(_ mode: String) throws {
     try withTemporaryDirectory { dir in
       let history = try History.make(in: dir)
       let model = dir.appendingPathComponent("model.safetensors")
@@ -473,6 +475,17 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
         ("main", ["switch", "-q", "alt"]),
         (history.main.last ?? "", ["checkout", "-q", "--force", history.alt]),
       ]
+      /// What the editor does while mvc is paused; true when done.
+      func act() -> Bool {
+        guard mode == "write in place" else { return rename(staging.path, model.path) == 0 }
+        let fd = open(model.path, O_WRONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return false }
+        let garbage = [UInt8](repeating: 0x7F, count: 64)
+        return pwrite(fd, garbage, garbage.count, off_t(info.st_size) - 64) == 64
+      }
       var trials = 0
       var bad = 0
       var outcomes: [String: Int] = [:]
@@ -492,27 +505,28 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
           process.standardOutput = FileHandle.nullDevice
           process.standardError = try FileHandle(forWritingTo: log)
           try process.run()
-          var renamed = false
+          var acted = false
           while process.isRunning {
-            if !renamed, let text = try? String(contentsOf: log, encoding: .utf8), text.contains("mvc: paused before") {
-              renamed = rename(staging.path, model.path) == 0
+            if !acted, let text = try? String(contentsOf: log, encoding: .utf8), text.contains("mvc: paused before") {
+              acted = act()
             }
             usleep(2_000)
           }
           process.waitUntilExit()
-          guard renamed else { break }
+          guard acted else { break }
           trials += 1
           let stderr = ((try? String(contentsOf: log, encoding: .utf8)) ?? "")
             .split(separator: "\n").filter { !$0.hasPrefix("mvc: paused before") }.joined(separator: "\n")
           let (kind, ok) = try Self.judge(
             .init(status: process.terminationStatus, stdout: "", stderr: stderr), in: dir, history: history,
-            editor: foreignBytes, "\(operation.command), editor renamed before I/O event \(index)")
+            editor: foreignBytes, "\(operation.command), editor (\(mode)) before I/O event \(index)")
           if !ok { bad += 1 }
           outcomes[kind, default: 0] += 1
         }
       }
       print(
-        "[editor at every I/O event] \(trials) trials, \(bad) bad; outcomes: \(outcomes.sorted { $0.key < $1.key })")
+        "[editor (\(mode)) at every I/O event] \(trials) trials, \(bad) bad; outcomes: \(outcomes.sorted { $0.key < $1.key })"
+      )
     }
   }
 
