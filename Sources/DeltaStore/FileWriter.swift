@@ -116,56 +116,6 @@ public final class AtomicFileWriter {
     try pwriteAll(fd, bytes, at: offset, path: temporaryPath)
   }
 
-  /// Copies `count` bytes at `sourceOffset` of the file at `sourcePath` to `offset` of the
-  /// temporary file, inside the kernel (`sendfile` into a regular file, the page-cache copy `cp`
-  /// gets), falling back to `pread`/`pwrite` where the kernel refuses.
-  ///
-  /// - Throws: The hook's error, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
-  public func copy(fromFile sourcePath: String, sourceOffset: Int, count: Int, to offset: Int) throws {
-    precondition(state == .open, "write after commit or abandon")
-    try hook?(.willWrite(path: temporaryPath))
-    let source = open(sourcePath, O_RDONLY | O_CLOEXEC)
-    guard source >= 0 else { throw DeltaStoreError.system("open", path: sourcePath, errno: errno) }
-    defer { close(source) }
-    var inOffset = off_t(sourceOffset)
-    var outOffset = off_t(offset)
-    var remaining = count
-    // sendfile writes at the descriptor's own offset: position it first.
-    guard lseek(fd, outOffset, SEEK_SET) == outOffset else {
-      throw DeltaStoreError.system("lseek", path: temporaryPath, errno: errno)
-    }
-    while remaining > 0 {
-      let copied = sendfile(fd, source, &inOffset, remaining)
-      if copied > 0 {
-        remaining -= copied
-        outOffset += off_t(copied)
-        continue
-      }
-      if copied < 0 && errno == EINTR { continue }
-      if copied < 0 && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) {
-        throw DeltaStoreError.system("sendfile", path: temporaryPath, errno: errno)
-      }
-      if copied == 0 || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP {
-        // Not supported here (or an unexpected end): copy through user space.
-        var buffer = [UInt8](repeating: 0, count: min(remaining, 8 << 20))
-        while remaining > 0 {
-          let want = min(remaining, buffer.count)
-          let got = buffer.withUnsafeMutableBytes { pread(source, $0.baseAddress, want, inOffset) }
-          if got < 0 && errno == EINTR { continue }
-          guard got > 0 else { throw DeltaStoreError.system("pread", path: sourcePath, errno: got < 0 ? errno : EIO) }
-          try buffer.withUnsafeBytes {
-            try pwriteAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<got]), at: Int(outOffset), path: temporaryPath)
-          }
-          inOffset += off_t(got)
-          outOffset += off_t(got)
-          remaining -= got
-        }
-        return
-      }
-      throw DeltaStoreError.system("sendfile", path: temporaryPath, errno: errno)
-    }
-  }
-
   /// Syncs the temporary file, renames it over `path`, and syncs the directory.
   ///
   /// On failure before the rename the temporary file is removed and the target is unchanged.
