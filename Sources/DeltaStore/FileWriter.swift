@@ -57,8 +57,16 @@ public final class AtomicFileWriter {
   private let hook: IOHook?
   private var fd: Int32
   private var state = State.open
+  /// What `fstat` said of the file written, taken after the rename (which may change its ctime)
+  /// through the descriptor the bytes went through: a caller compares it with the path's `stat`
+  /// to know the file now at `path` is this one. Nil until `commit()` has renamed it.
+  public private(set) var committedStatus: stat?
 
   private enum State { case open, committed, abandoned }
+
+  /// Whether `commit()` renamed the file over `path` (true even when the directory sync after the
+  /// rename failed).
+  public var isRenamed: Bool { state == .committed }
 
   /// Creates the temporary file for `path`.
   ///
@@ -108,64 +116,6 @@ public final class AtomicFileWriter {
     try pwriteAll(fd, bytes, at: offset, path: temporaryPath)
   }
 
-  /// Copies `count` bytes at `sourceOffset` of the open file `sourceFile` (the very file that was
-  /// read and hashed, not whatever its path names now) to `offset` of the temporary file, inside
-  /// the kernel (`sendfile` into a regular file, the page-cache copy `cp` gets), falling back to
-  /// `pread`/`pwrite` where the kernel refuses.
-  ///
-  /// - Throws: The hook's error, `DeltaStoreError.fileChanged` when the source changed since it
-  ///   was opened, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
-  public func copy(from sourceFile: ReadOnlyFile, sourceOffset: Int, count: Int, to offset: Int) throws {
-    precondition(state == .open, "write after commit or abandon")
-    try hook?(.willWrite(path: temporaryPath))
-    try copyBytes(from: sourceFile.descriptor, path: sourceFile.path, sourceOffset: sourceOffset, count: count, to: offset)
-    try sourceFile.checkUnchanged()
-  }
-
-  private func copyBytes(from source: Int32, path sourcePath: String, sourceOffset: Int, count: Int, to offset: Int)
-    throws
-  {
-    var inOffset = off_t(sourceOffset)
-    var outOffset = off_t(offset)
-    var remaining = count
-    // sendfile writes at the descriptor's own offset: position it first.
-    guard lseek(fd, outOffset, SEEK_SET) == outOffset else {
-      throw DeltaStoreError.system("lseek", path: temporaryPath, errno: errno)
-    }
-    while remaining > 0 {
-      let copied = sendfile(fd, source, &inOffset, remaining)
-      if copied > 0 {
-        remaining -= copied
-        outOffset += off_t(copied)
-        continue
-      }
-      if copied < 0 && errno == EINTR { continue }
-      if copied < 0 && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) {
-        throw DeltaStoreError.system("sendfile", path: temporaryPath, errno: errno)
-      }
-      if copied == 0 || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP {
-        // Not supported here (or an unexpected end): copy through user space.
-        var buffer = [UInt8](repeating: 0, count: min(remaining, 8 << 20))
-        while remaining > 0 {
-          let want = min(remaining, buffer.count)
-          let got = buffer.withUnsafeMutableBytes { pread(source, $0.baseAddress, want, inOffset) }
-          if got < 0 && errno == EINTR { continue }
-          // An end before `count`: the source was truncated since it was opened.
-          guard got != 0 else { throw DeltaStoreError.fileChanged(path: sourcePath) }
-          guard got > 0 else { throw DeltaStoreError.system("pread", path: sourcePath, errno: errno) }
-          try buffer.withUnsafeBytes {
-            try pwriteAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<got]), at: Int(outOffset), path: temporaryPath)
-          }
-          inOffset += off_t(got)
-          outOffset += off_t(got)
-          remaining -= got
-        }
-        return
-      }
-      throw DeltaStoreError.system("sendfile", path: temporaryPath, errno: errno)
-    }
-  }
-
   /// Syncs the temporary file, renames it over `path`, and syncs the directory.
   ///
   /// On failure before the rename the temporary file is removed and the target is unchanged.
@@ -188,6 +138,8 @@ public final class AtomicFileWriter {
       throw error
     }
     state = .committed
+    var info = stat()
+    if fstat(fd, &info) == 0 { committedStatus = info }
     close(fd)
     fd = -1
     guard durable else { return }
@@ -216,6 +168,11 @@ public final class AtomicFileWriter {
 public final class InPlaceFileWriter {
   /// The file being rewritten.
   public let path: String
+  /// Called with what `fstat` says of the file right before each `pwrite` and each `fsync`, after
+  /// the hook; throwing stops the operation. A caller that knows what the file's size and times
+  /// must be (those after its own last write) notices another program writing the same file as
+  /// late, and so as surely, as it can.
+  public var check: ((stat) throws -> Void)?
   private let hook: IOHook?
   private let fd: Int32
 
@@ -247,7 +204,17 @@ public final class InPlaceFileWriter {
   /// - Throws: The hook's error, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
   public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
     try hook?(.willWrite(path: path))
+    if let check { try check(try status()) }
     try pwriteAll(fd, bytes, at: offset, path: path)
+  }
+
+  /// What `fstat` says of the open file (the inode written to, its size and times).
+  ///
+  /// - Throws: `DeltaStoreError.io` naming `fstat`.
+  public func status() throws -> stat {
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw DeltaStoreError.system("fstat", path: path, errno: errno) }
+    return info
   }
 
   /// Flushes the file's data to disk (`fsync`).
@@ -255,6 +222,7 @@ public final class InPlaceFileWriter {
   /// - Throws: The hook's error or `DeltaStoreError`.
   public func sync() throws {
     try hook?(.willFsync(path: path))
+    if let check { try check(try status()) }
     try fsyncChecked(fd, path: path)
   }
 }

@@ -58,11 +58,9 @@ extension EditRepository {
     if let startPoint {
       guard GitRepository.isValidBranchName(name) else { throw RepositoryError.invalidRefName(name) }
       if try branchTarget(name) != nil { throw RepositoryError.branchExists(name) }
-      // Check the move first, create the branch last: a refused switch leaves no branch behind.
-      let summary = try checkout(startPoint, branch: nil, force: force)
-      try createBranch(name, at: startPoint)
-      try RepositoryError.wrap("moving HEAD") { try git.setHead(branch: name) }
-      return summary
+      // One journaled move creates the branch where HEAD goes, after the model is rewritten: a
+      // refused or failed switch leaves no branch behind, an interrupted one is finished.
+      return try checkout(startPoint, branch: name, force: force)
     }
     guard let target = try branchTarget(name) else { throw RepositoryError.branchNotFound(name) }
     return try checkout(target, branch: name, force: force)

@@ -40,7 +40,7 @@ extension EditRepository {
     let headState = try head()
     guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
     let working = try WorkingModel(path: modelPath)
-    let hashes = try timed("working hashes") { try workingHashes(working) }
+    let (hashes, hashedStats) = try timed("working hashes") { try hashedWorkingModel(working) }
     let status = try self.status(of: working, against: parent, head: headState, hashes: hashes)
     guard !status.isClean else { throw RepositoryError.nothingToCommit }
     let parentContents = try contents(of: parent)
@@ -88,7 +88,7 @@ extension EditRepository {
       try advanceHead(from: parent, to: commit, message: "commit: \(options.message)")
       var newHashes = hashes
       for change in changes where change.storage == "removed" { newHashes[change.name] = nil }
-      saveStatCache(working: working, hashes: newHashes)
+      saveStatCache(working: working, hashes: newHashes, stats: hashedStats)
     } else {
       // The committed state differs from the file (tolerance): rewrite those tensors under the journal.
       try moveWorkingModel(to: commit, attach: headState, force: true, expectedHead: parent, reflog: "commit: \(options.message)")

@@ -110,6 +110,8 @@ extension EditRepository {
   /// The root commit: every tensor stored complete (or by reference to the base file).
   func commitBase(working: WorkingModel, message: String, reference: WorkingModel?) throws -> ObjectID {
     let referenceBase = reference != nil
+    // Taken before the bytes are hashed: the cache is saved only if the files are unchanged since.
+    let stats = working.fileStats()
     var trees: [String: ObjectID] = [:]
     var changes: [EditRecord.TensorChange] = []
     let names = working.tensorNames
@@ -153,27 +155,58 @@ extension EditRepository {
     try RepositoryError.wrap("creating branch 'main'") {
       try git.updateReference("refs/heads/" + Self.defaultBranch, to: commit, expected: nil, message: "init: base model")
     }
-    saveStatCache(working: working, hashes: hashes)
+    saveStatCache(working: working, hashes: hashes, stats: stats)
     return commit
   }
 
+  /// Records hashes mvc computed from the working files' bytes.
   /// - Parameter stats: the files' stat records taken before `hashes` were computed (nil: now).
   func saveStatCache(working: WorkingModel, hashes: [String: String], stats: [FileStat]? = nil) {
     let files = working.fileStats()
     // Hashes of files that changed while being hashed, or of a file renamed over the mapped one,
     // describe neither version.
     guard stats == nil || stats == files, working.stillMapped(files) else { return }
-    let cache = StatCache(files: files, tensorHashes: hashes, writtenAtNanoseconds: StatCache.writeTime(after: files))
-    guard let data = try? JSONCoding.encode(cache) else { return }
+    writeStatCache(
+      StatCache(files: files, tensorHashes: hashes, writtenAtNanoseconds: StatCache.writeTime(after: files)))
+  }
+
+  /// Records the verified hashes of a model mvc has just written.
+  /// - Parameter written: what `fstat` said of each file through the descriptor its bytes went
+  ///   through (shards in layout order, then the index). The record is keyed by those, so it can
+  ///   only ever vouch for the files mvc wrote: when a path names another file by now (an editor
+  ///   renamed one over it), no cache is left and the next command hashes what is there.
+  func recordStatCache(written: [FileStat], hashes: [String: String]) {
+    guard !written.isEmpty, written.allSatisfy({ FileStat(path: $0.path) == $0 }) else {
+      invalidateStatCache()
+      return
+    }
+    writeStatCache(
+      StatCache(files: written, tensorHashes: hashes, writtenAtNanoseconds: StatCache.writeTime(after: written)))
+  }
+
+  private func writeStatCache(_ cache: StatCache) {
     // The cache only saves time: a lost or torn cache costs a rehash (a torn one fails to
-    // decode), so it is renamed into place without the fsyncs that durable files get.
-    try? Data(data).write(to: URL(fileURLWithPath: statCachePath), options: .atomic)
+    // decode), so it is renamed into place without the fsyncs that durable files get. One that
+    // cannot be written (a full disk) must not leave the old one behind.
+    guard let data = try? JSONCoding.encode(cache),
+      (try? Data(data).write(to: URL(fileURLWithPath: statCachePath), options: .atomic)) != nil
+    else {
+      invalidateStatCache()
+      return
+    }
   }
 
   /// The stat cache's hashes when it vouches for the working files as they are, else nil.
   func cachedWorkingHashes(_ working: WorkingModel) -> [String: String]? {
-    guard let cache = StatCache.load(from: statCachePath), working.stillMapped(working.fileStats()) else { return nil }
-    return cache.hashes(matching: working.fileStats())
+    cachedWorkingHashesAndStats(working)?.hashes
+  }
+
+  private func cachedWorkingHashesAndStats(_ working: WorkingModel) -> (hashes: [String: String], stats: [FileStat])? {
+    let stats = working.fileStats()
+    guard let cache = StatCache.load(from: statCachePath), working.stillMapped(stats),
+      let hashes = cache.hashes(matching: stats)
+    else { return nil }
+    return (hashes, stats)
   }
 
   func invalidateStatCache() {
@@ -182,10 +215,19 @@ extension EditRepository {
 
   /// Tensor hashes of the working model, from the stat cache when the files are unchanged.
   func workingHashes(_ working: WorkingModel) throws -> [String: String] {
-    if let hashes = cachedWorkingHashes(working) { return hashes }
+    try hashedWorkingModel(working).hashes
+  }
+
+  /// Tensor hashes of the working model and the files' stat records they belong to (taken before
+  /// hashing): from the stat cache when it vouches for the files, else hashed now.
+  /// - Parameter trustCache: false rehashes whatever the cache says (`checkout --force`).
+  func hashedWorkingModel(
+    _ working: WorkingModel, trustCache: Bool = true
+  ) throws -> (hashes: [String: String], stats: [FileStat]) {
+    if trustCache, let cached = cachedWorkingHashesAndStats(working) { return cached }
     let stats = working.fileStats()
     let hashes = try working.hashAll { done, total in self.report("hashing", done, total) }
     saveStatCache(working: working, hashes: hashes, stats: stats)
-    return hashes
+    return (hashes, stats)
   }
 }

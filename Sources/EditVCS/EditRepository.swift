@@ -53,6 +53,10 @@ public final class EditRepository {
   let environment: RepositoryEnvironment
   private let lock: RepositoryLock
 
+  /// Why the interrupted move in the journal could not be finished when the repository was
+  /// opened with `toleratingUnfinishedMove` (nil: there was none, or it was finished).
+  public private(set) var unfinishedMoveError: Error?
+
   var contentsCache: [ObjectID: CommitContents] = [:]
   var stateCache: [ObjectID: StoredTensorState] = [:]
 
@@ -76,14 +80,17 @@ public final class EditRepository {
   }
 
   /// Finds `.mvc/` in `directory` or the nearest parent and opens it.
-  public static func open(searchingFrom directory: String, environment: RepositoryEnvironment = .init()) throws
-    -> EditRepository
-  {
+  /// - Parameter toleratingUnfinishedMove: when the journal's move cannot be finished, open
+  ///   anyway and keep the error in `unfinishedMoveError` (for `fsck`) instead of throwing it.
+  public static func open(
+    searchingFrom directory: String, environment: RepositoryEnvironment = .init(),
+    toleratingUnfinishedMove: Bool = false
+  ) throws -> EditRepository {
     var current = (directory as NSString).standardizingPath
     while true {
       let candidate = (current as NSString).appendingPathComponent(directoryName)
       if FileManager.default.fileExists(atPath: (candidate as NSString).appendingPathComponent("HEAD")) {
-        return try open(root: current, environment: environment)
+        return try open(root: current, environment: environment, toleratingUnfinishedMove: toleratingUnfinishedMove)
       }
       if current == "/" || current.isEmpty { break }
       current = (current as NSString).deletingLastPathComponent
@@ -91,14 +98,20 @@ public final class EditRepository {
     throw RepositoryError.notARepository(searchedFrom: directory)
   }
 
-  static func open(root: String, environment: RepositoryEnvironment) throws -> EditRepository {
+  static func open(
+    root: String, environment: RepositoryEnvironment, toleratingUnfinishedMove: Bool = false
+  ) throws -> EditRepository {
     let gitDirectory = (root as NSString).appendingPathComponent(directoryName)
     let lock = try RepositoryLock(path: (gitDirectory as NSString).appendingPathComponent("lock"))
     removeStaleGitLocks(in: gitDirectory)
     let git = try RepositoryError.wrap("opening '\(gitDirectory)'") { try GitRepository.open(at: gitDirectory) }
     git.ioHook = environment.ioHook
     let repository = try EditRepository(root: root, git: git, lock: lock, environment: environment)
-    try repository.recoverFromJournal()
+    do {
+      try repository.recoverFromJournal()
+    } catch let error where toleratingUnfinishedMove {
+      repository.unfinishedMoveError = error
+    }
     return repository
   }
 
@@ -160,7 +173,12 @@ public final class EditRepository {
   // MARK: HEAD and revisions
 
   public func head() throws -> HeadState {
-    try RepositoryError.wrap("reading HEAD") { try git.head() }
+    do {
+      return try git.head()
+    } catch let error as GitError {
+      throw RepositoryError.unreadableHead(
+        path: (gitDirectory as NSString).appendingPathComponent("HEAD"), detail: error.message)
+    }
   }
 
   /// The commit HEAD points at; throws when the history is empty.

@@ -22,9 +22,21 @@ extension EditRepository {
       do {
         tips.append(try git.resolveCommit(name))
       } catch let error as GitError {
-        // An unborn HEAD is no problem; a reference to nothing is.
-        if name == "HEAD", (try? head())?.commit == nil { continue }
-        problems.append("broken reference '\(name)': \(error.message)")
+        guard name == "HEAD" else {
+          problems.append("broken reference '\(name)': \(error.message)")
+          continue
+        }
+        // An unborn HEAD is no problem in an empty repository; garbage, or a branch that does
+        // not exist beside others that do, is.
+        do {
+          let hasBranches = names.contains { $0.hasPrefix("refs/heads/") }
+          if case .branch(let branch, nil) = try git.head(), hasBranches {
+            problems.append("HEAD points at branch '\(branch)', which does not exist")
+          }
+        } catch let headError as GitError {
+          let path = (gitDirectory as NSString).appendingPathComponent("HEAD")
+          problems.append("HEAD '\(path)' is unreadable: \(headError.message)")
+        }
       }
     }
     return Array(Set(tips)).sorted { $0.hex < $1.hex }
@@ -37,6 +49,10 @@ extension EditRepository {
   /// objects alone (no snapshot cache) and checked against its hash.
   public func fsck(full: Bool) throws -> FsckReport {
     var problems: [String] = []
+    if let error = unfinishedMoveError {
+      let text = Self.describe(error)
+      problems.append(text.contains(journalPath) ? text : "interrupted move in '\(journalPath)' not finished: \(text)")
+    }
     let tips = try referenceTips(problems: &problems)
 
     // Commits, breadth first through all parents.

@@ -36,6 +36,14 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case insufficientResources(what: String, needed: UInt64, available: UInt64, resource: String)
   /// A setting in `.mvc/config` that mvc refuses to act on.
   case invalidConfig(key: String, file: String, reason: String)
+  /// The journal of an interrupted working-model move cannot be completed as it stands.
+  case journalUnusable(path: String, reason: String)
+  /// A move of the working model and HEAD stopped half done; the journal finishes it.
+  case moveIncomplete(journal: String, target: String, detail: String)
+  /// `.mvc/HEAD` cannot be read as a reference.
+  case unreadableHead(path: String, detail: String)
+  /// Another program replaced (renamed a file over) or wrote to a working file mvc was rewriting.
+  case fileReplaced(path: String)
 
   public var errorDescription: String? {
     switch self {
@@ -94,6 +102,16 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
           ?? "and this repository has no reference base")
     case .invalidArgument(let text):
       return text
+    case .journalUnusable(let path, let reason):
+      return "cannot finish the interrupted move recorded in '\(path)': \(reason)"
+    case .moveIncomplete(_, let target, let detail):
+      return "the move to \(target) did not finish: \(detail)"
+    case .unreadableHead(let path, let detail):
+      return "cannot read HEAD '\(path)': \(detail)"
+    case .fileReplaced(let path):
+      return
+        "'\(path)' was replaced or rewritten by another program while mvc was writing the model; "
+        + "HEAD was not moved"
     }
   }
 
@@ -161,6 +179,22 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
     case .untrustedData:
       return "the repository (or the remote it came from) holds data mvc will not use; nothing was written. "
         + "'mvc fsck' lists every such object; if it came from a remote, tell its owner"
+    case .journalUnusable(let path, _):
+      return
+        "'mvc fsck' shows the repository's state; to abandon the move, delete '\(path)' and run "
+        + "'mvc checkout --force HEAD'"
+    case .moveIncomplete(let journal, _, _):
+      return
+        "the move is recorded in '\(journal)': fix the cause (free space on the disk of .mvc) and run any mvc "
+        + "command, e.g. 'mvc status', to finish it"
+    case .unreadableHead:
+      return
+        "HEAD must hold 'ref: refs/heads/<branch>' (e.g. 'ref: refs/heads/main') or a 40-hex commit id; "
+        + "'git --git-dir=.mvc branch' lists the branches"
+    case .fileReplaced:
+      return
+        "'mvc status' shows how the model now differs from HEAD; run the command again once the other "
+        + "program is done"
     }
   }
 }

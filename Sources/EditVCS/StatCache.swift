@@ -15,6 +15,11 @@ struct FileStat: Codable, Equatable {
   init?(path: String) {
     var info = stat()
     guard stat(path, &info) == 0 else { return nil }
+    self.init(info, path: path)
+  }
+
+  /// The record of `info`, what `fstat` said of a descriptor opened on `path`.
+  init(_ info: stat, path: String) {
     self.path = path
     byteCount = Int64(info.st_size)
     modifiedNanoseconds = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
@@ -32,6 +37,15 @@ struct FileStat: Codable, Equatable {
 
 /// Like git's index: the tensor hashes of the working files as they were when last hashed,
 /// keyed by their stat records, so an unchanged model is not hashed again.
+///
+/// It vouches only for bytes mvc saw: hashes it computed from the files' bytes (with the files'
+/// stat records taken before hashing and unchanged after), or the verified hashes of bytes it
+/// wrote itself, recorded with what `fstat` said of the descriptor it wrote through — and only
+/// when the path's `stat` still says the same (an editor that renamed a new file over the
+/// model, or wrote into it, leaves no cache). Like git's index, the file itself is trusted:
+/// `status` and `commit` believe a hand-edited cache, but no checkout writes a byte it has not
+/// verified (copies are hashed as they are made, rebuilt tensors are checked against their
+/// hash), and `mvc checkout --force` ignores the cache and rehashes.
 ///
 /// Racy entries are not trusted, as in git: file times come from the kernel's coarse clock (up to
 /// one tick, 1–10 ms, behind the real time), so a file changed within a tick after the cache was

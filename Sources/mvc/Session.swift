@@ -41,8 +41,12 @@ enum Session {
     return { line in sink(String(format: "performance: +%.3f ", Date().timeIntervalSince(started)) + line + "\n") }
   }
 
-  static func open(_ global: GlobalOptions) throws -> EditRepository {
-    try EditRepository.open(searchingFrom: global.workingDirectory, environment: environment(quiet: global.quiet))
+  /// - Parameter toleratingUnfinishedMove: open even when an interrupted move cannot be
+  ///   finished (`fsck` reports it instead of failing).
+  static func open(_ global: GlobalOptions, toleratingUnfinishedMove: Bool = false) throws -> EditRepository {
+    try EditRepository.open(
+      searchingFrom: global.workingDirectory, environment: environment(quiet: global.quiet),
+      toleratingUnfinishedMove: toleratingUnfinishedMove)
   }
 }
 

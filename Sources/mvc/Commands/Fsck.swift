@@ -20,7 +20,7 @@ extension MVC {
     @Flag(help: "Rebuild and verify every tensor state of every commit.") var full = false
 
     func run() throws {
-      let repository = try Session.open(global)
+      let repository = try Session.open(global, toleratingUnfinishedMove: true)
       let report = try repository.fsck(full: full)
       for problem in report.problems { output(problem) }
       if !global.quiet {
