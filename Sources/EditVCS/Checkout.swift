@@ -370,21 +370,27 @@ extension EditRepository {
     defer { for writer in writers.values { writer.check = nil } }
     var done = 0
     let present = tensors.filter { working.location(of: $0) != nil }
-    try materializeInOrder(present, at: commit, current: { name in
-      try working.currentBytes(of: name, hash: currentHashes[name])
-    }) { name, fresh in
-      guard let (shard, info) = working.location(of: name), let writer = writers[shard] else {
-        preconditionFailure("no writer for the shard of '\(name)'")
+    do {
+      try materializeInOrder(present, at: commit, current: { name in
+        try working.currentBytes(of: name, hash: currentHashes[name])
+      }) { name, fresh in
+        guard let (shard, info) = working.location(of: name), let writer = writers[shard] else {
+          preconditionFailure("no writer for the shard of '\(name)'")
+        }
+        // The working files are still read for the tensors not yet written: tell the reader
+        // these writes are mvc's own.
+        let file = working.shards[shard]
+        try fresh.withUnsafeBytes { bytes in
+          try file.file.absorbingChanges { try writer.write(bytes, at: file.fileOffset(of: info)) }
+        }
+        if checkingUnchanged { expected[shard] = FileStat(try writer.status(), path: writer.path) }
+        done += 1
+        report("writing tensors", done, present.count, bytes: fresh.count)
       }
-      // The working files are still read for the tensors not yet written: tell the reader
-      // these writes are mvc's own.
-      let file = working.shards[shard]
-      try fresh.withUnsafeBytes { bytes in
-        try file.file.absorbingChanges { try writer.write(bytes, at: file.fileOffset(of: info)) }
-      }
-      if checkingUnchanged { expected[shard] = FileStat(try writer.status(), path: writer.path) }
-      done += 1
-      report("writing tensors", done, present.count, bytes: fresh.count)
+    } catch DeltaStoreError.fileChanged(let path) {
+      // The reader saw the file change between mvc's own writes: another program is writing it
+      // (or renamed a file over it), which the caller must treat like a replaced file.
+      throw RepositoryError.fileReplaced(path: path)
     }
     var written = stats
     for (shard, writer) in writers.sorted(by: { $0.key < $1.key }) {

@@ -48,7 +48,10 @@ extension MVC {
     @Argument(help: "The branch.") var name: String
     @Argument(help: "With -c: where the new branch starts (default HEAD).") var startPoint: String?
     @Flag(name: [.customShort("c"), .long], help: "Create the branch first.") var create = false
-    @Flag(name: .shortAndLong, help: "Discard uncommitted changes in the working model.") var force = false
+    @Flag(
+      name: .shortAndLong,
+      help: "Discard uncommitted changes in the working model; rehash it rather than trust the stat cache.")
+    var force = false
 
     func validate() throws {
       if startPoint != nil && !create { throw ValidationError("a start point needs -c") }

@@ -23,7 +23,10 @@ extension MVC {
     @Argument(help: "The revision to check out.") var revision: String
     @Option(name: .shortAndLong, help: "Write the model here instead (HEAD and the working model stay).")
     var output: String?
-    @Flag(name: .shortAndLong, help: "Discard uncommitted changes in the working model.") var force = false
+    @Flag(
+      name: .shortAndLong,
+      help: "Discard uncommitted changes in the working model; rehash it rather than trust the stat cache.")
+    var force = false
     @Option(help: "With -o: only these shard files of a sharded model (1-based, comma-separated).")
     var shards: String?
     @Option(help: "With -o: only the tensors matching this glob, in files listing just them.")
