@@ -98,19 +98,22 @@ func mvcEnvironment(dir: URL, extra: [String: String]) -> [String: String] {
 func runProcess(
   _ executable: URL, _ args: [String], in dir: URL, environment: [String: String]
 ) -> (status: Int32, stdout: String, stderr: String) {
-  let outcome = runProcessOutcome(executable, args, in: dir, environment: environment)
-  return (outcome.signal.map { 128 + $0 } ?? outcome.status, outcome.stdout, outcome.stderr)
+  runProcessOutcome(executable, args, in: dir, environment: environment).tuple
 }
 
 /// How a child ended: its exit status, or the signal that killed it, and whether the harness
 /// killed it for running past `timeout`.
 struct ProcessOutcome {
+  /// The exit status, or 128 + the signal's number, as a shell reports it.
   var status: Int32
   var stdout: String
   var stderr: String
-  /// The signal that ended the child (SIGKILL after a timeout included), nil for an exit.
+  /// The signal the child died of (its own, not the harness's SIGKILL after a timeout).
   var signal: Int32?
+  /// The harness killed the child: it hung.
   var timedOut: Bool
+
+  var tuple: (status: Int32, stdout: String, stderr: String) { (status, stdout, stderr) }
 
   /// One line for a test failure message.
   var summary: String {
@@ -160,8 +163,9 @@ func runProcessOutcome(
   let signaled = process.terminationReason == .uncaughtSignal
   checkDiagnosticsAreReadable(stderrText, command: [executable.lastPathComponent] + args)
   return ProcessOutcome(
-    status: signaled ? -1 : process.terminationStatus, stdout: stdoutText, stderr: stderrText,
-    signal: signaled ? process.terminationStatus : nil, timedOut: timedOut.isSet)
+    status: signaled ? 128 + process.terminationStatus : process.terminationStatus, stdout: stdoutText,
+    stderr: stderrText, signal: signaled && !timedOut.isSet ? process.terminationStatus : nil,
+    timedOut: timedOut.isSet)
 }
 
 /// Every `fatal:`, `error:` and `hint:` line any test makes mvc print says what went wrong in

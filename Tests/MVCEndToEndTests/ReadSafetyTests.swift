@@ -11,70 +11,11 @@ import Testing
 // never a hang or a signal.
 
 /// What a bounded run of `mvc` ended as.
-struct BoundedRun {
-  var status: Int32
-  var stdout: String
-  var stderr: String
-  /// The child was killed by a signal (its own, not the watchdog's).
-  var signal: Int32?
-  /// The watchdog killed the child: it hung.
-  var timedOut: Bool
+typealias BoundedRun = ProcessOutcome
 
-  var tuple: (status: Int32, stdout: String, stderr: String) { (status, stdout, stderr) }
-}
-
-/// Runs `mvc args` in `dir`, killing it (SIGKILL) after `seconds`; stdout and stderr drained
-/// while it runs, the termination reason kept apart from the exit code.
+/// Runs `mvc args` in `dir`, killing it (SIGKILL) after `seconds`.
 func runMVCBounded(_ args: [String], in dir: URL, seconds: Double = 20) -> BoundedRun {
-  guard let executable = mvcExecutable else {
-    return BoundedRun(status: -1, stdout: "", stderr: "test harness: no mvc executable", signal: nil, timedOut: false)
-  }
-  let process = Process()
-  process.executableURL = executable
-  process.arguments = args
-  process.currentDirectoryURL = dir
-  process.environment = mvcEnvironment(dir: dir, extra: [:])
-  let out = Pipe()
-  let err = Pipe()
-  process.standardOutput = out
-  process.standardError = err
-  process.standardInput = FileHandle.nullDevice
-  do {
-    try process.run()
-  } catch {
-    return BoundedRun(status: -1, stdout: "", stderr: "cannot start mvc: \(error)", signal: nil, timedOut: false)
-  }
-  try? out.fileHandleForWriting.close()
-  try? err.fileHandleForWriting.close()
-  /// Set by the watchdog when it kills the child.
-  final class Watchdog: @unchecked Sendable {
-    let lock = NSLock()
-    var fired = false
-    let finished = DispatchSemaphore(value: 0)
-  }
-  let watchdog = Watchdog()
-  let pid = process.processIdentifier
-  DispatchQueue.global().async {
-    if watchdog.finished.wait(timeout: .now() + seconds) == .timedOut {
-      watchdog.lock.lock()
-      watchdog.fired = true
-      watchdog.lock.unlock()
-      kill(pid, SIGKILL)
-    }
-  }
-  let stdoutDrain = PipeDrain(out.fileHandleForReading)
-  let stderrDrain = PipeDrain(err.fileHandleForReading)
-  let stdoutText = stdoutDrain.wait()
-  let stderrText = stderrDrain.wait()
-  process.waitUntilExit()
-  watchdog.finished.signal()
-  watchdog.lock.lock()
-  let timedOut = watchdog.fired
-  watchdog.lock.unlock()
-  let bySignal = process.terminationReason == .uncaughtSignal
-  return BoundedRun(
-    status: bySignal ? 128 + process.terminationStatus : process.terminationStatus, stdout: stdoutText,
-    stderr: stderrText, signal: bySignal && !timedOut ? process.terminationStatus : nil, timedOut: timedOut)
+  runMVCOutcome(args, in: dir, timeout: seconds)
 }
 
 @Suite("files of the wrong kind")
