@@ -17,7 +17,7 @@ public final class ReadOnlyFile: @unchecked Sendable {
   public let byteCount: Int
   /// The inode opened: a path whose inode differs now names another file.
   public let inode: UInt64
-  /// The open descriptor; `AtomicFileWriter.copy(from:…)` copies from it inside the kernel.
+  /// The open descriptor (reads go through `read(into:at:)`, which checks the identity).
   let descriptor: Int32
   /// The identity reads must still find: the one seen at `open`, moved on only by this process's
   /// own writes (`absorbingChanges(of:)`). Guarded by `identityLock`.
