@@ -94,7 +94,9 @@ public enum NpyFile {
   public static func read(from path: String) throws -> NpyArray {
     let data: Data
     do {
-      data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
+      // Read, not mapped: a file truncated under a mapping would kill mvc with SIGBUS. A regular
+      // file only (a FIFO or device would block or never end).
+      data = Data(try ReadOnlyFile.contents(of: path, followSymlink: true))
     } catch {
       throw NpyError.unreadable(path: path, reason: error.localizedDescription)
     }

@@ -241,6 +241,25 @@ struct NpyFileTests {
     }
   }
 
+  @Test("a FIFO is refused at once, not waited on")
+  func fifoIsRefused() throws {
+    try withTemporaryDirectory { directory in
+      let path = directory.appendingPathComponent("keys.npy").path
+      try #require(mkfifo(path, 0o600) == 0)
+      do {
+        _ = try NpyFile.read(from: path)
+        Issue.record("read a FIFO")
+      } catch let error as NpyError {
+        guard case .unreadable(let reported, let reason) = error else {
+          Issue.record("unexpected case \(error)")
+          return
+        }
+        #expect(reported == path)
+        #expect(reason.contains("FIFO"), "\(reason)")
+      }
+    }
+  }
+
   @Test("a missing file names the path")
   func missingFile() throws {
     try withTemporaryDirectory { directory in
