@@ -485,12 +485,15 @@ extension EditRepository {
   ///     byte-exact, plus the index, so each node of a multi-node job writes just its part.
   ///   - previousHashes: hashes of `previous`'s tensors when known (copies are verified anyway).
   ///   - replaced: called after each file is renamed into place.
+  ///   - durable: fsync each file (and its folder) before and after its rename: the working
+  ///     model, whose state the journal and HEAD vouch for. A copy elsewhere (`-o`) is not synced,
+  ///     as git does not sync the files it checks out; its rename is still atomic.
   /// - Returns: what `fstat` said of each file written (shards in layout order, then the index),
   ///   through the descriptor its bytes went through, after its rename.
   @discardableResult
   func writeWholeModel(
     at commit: ObjectID, to path: String, previous: WorkingModel?, tensors: Set<String>?, shards: Set<Int>? = nil,
-    previousHashes: [String: String] = [:], replaced: () -> Void = {}
+    previousHashes: [String: String] = [:], replaced: () -> Void = {}, durable: Bool = true
   ) throws -> [FileStat] {
     var written: [FileStat] = []
     let contents = try contents(of: commit)
@@ -576,7 +579,7 @@ extension EditRepository {
           done += 1
           report("writing tensors", done, total, bytes: fresh.count)
         }
-        try writer.commit()
+        try writer.commit(durable: durable)
         replaced()
         if let status = writer.committedStatus { written.append(FileStat(status, path: shardPath)) }
       } catch {
@@ -591,7 +594,7 @@ extension EditRepository {
       let writer = try AtomicFileWriter(path: indexPath, byteCount: bytes.count, hook: environment.ioHook)
       do {
         try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
-        try writer.commit()
+        try writer.commit(durable: durable)
         replaced()
         if let status = writer.committedStatus { written.append(FileStat(status, path: indexPath)) }
       } catch {
@@ -663,7 +666,7 @@ extension EditRepository {
     }
     try writeWholeModel(
       at: commit, to: output, previous: working, tensors: tensors, shards: shards,
-      previousHashes: working.flatMap(cachedWorkingHashes) ?? [:])
+      previousHashes: working.flatMap(cachedWorkingHashes) ?? [:], durable: false)
   }
 
   /// Tensor names at `commit` matching a shell glob (`*`, `?`, `[...]`), for partial checkouts.
