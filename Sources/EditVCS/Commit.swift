@@ -59,7 +59,8 @@ extension EditRepository {
           let hash = hashes[entry.name]
         else { continue }
         let written = try bytes.withUnsafeBytes {
-          try writeFullState(name: entry.name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
+          try writeFullState(
+            name: entry.name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
         }
         trees[entry.name] = written.tree
         changes.append(.init(name: entry.name, storage: "added", storedByteCount: written.storedByteCount))

@@ -77,16 +77,17 @@ extension EditRepository {
     guard let layoutID = blobs[TreeEntryName.layout] else {
       throw RepositoryError.corruptObject(what: "commit \(contents.commit.shortHex)", reason: "no model/layout.json")
     }
-    let layout = try JSONCoding.decode(
-      ModelLayout.self, from: try git.readBlob(layoutID), what: "layout of \(contents.commit.shortHex)"
-    ).validated(what: "commit \(contents.commit.shortHex)", blobs: Set(blobs.keys))
+    let decoded = try JSONCoding.decode(
+      ModelLayout.self, from: try git.readBlob(layoutID), what: "layout of \(contents.commit.shortHex)")
+    let layout = try decoded.validated(what: "commit \(contents.commit.shortHex)", blobs: Set(blobs.keys))
     return (layout, blobs)
   }
 
   func editRecord(of contents: CommitContents) throws -> EditRecord? {
     guard let blob = contents.editRecordBlob else { return nil }
-    return try JSONCoding.decode(EditRecord.self, from: try git.readBlob(blob), what: "edit.json of \(contents.commit.shortHex)")
-      .validated(what: "commit \(contents.commit.shortHex)")
+    let record = try JSONCoding.decode(
+      EditRecord.self, from: try git.readBlob(blob), what: "edit.json of \(contents.commit.shortHex)")
+    return try record.validated(what: "commit \(contents.commit.shortHex)")
   }
 
   func storedState(_ tree: ObjectID, tensor: String) throws -> StoredTensorState {
@@ -96,8 +97,9 @@ extension EditRepository {
     guard let metaID = blobs[TreeEntryName.meta] else {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "no meta.json in \(tree.shortHex)")
     }
-    let state = try JSONCoding.decode(TensorState.self, from: try git.readBlob(metaID), what: "meta.json of '\(tensor)'")
-      .validated(tensor: tensor, blobs: Set(blobs.keys))
+    let decoded = try JSONCoding.decode(
+      TensorState.self, from: try git.readBlob(metaID), what: "meta.json of '\(tensor)'")
+    let state = try decoded.validated(tensor: tensor, blobs: Set(blobs.keys))
     guard state.name == tensor else {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "meta.json names '\(state.name)'")
     }

@@ -105,7 +105,8 @@ extension EditRepository {
   public func diff(from: ObjectID, to: ObjectID?) throws -> [TensorDiff] {
     let fromHashes = try tensorHashes(at: from)
     let working = to == nil ? try WorkingModel(path: modelPath) : nil
-    let toHashes: [String: String] = try to.map { try tensorHashes(at: $0) } ?? working.map { try workingHashes($0) } ?? [:]
+    let toHashes: [String: String] =
+      try to.map { try tensorHashes(at: $0) } ?? working.map { try workingHashes($0) } ?? [:]
     var result: [TensorDiff] = []
     for name in Set(fromHashes.keys).union(toHashes.keys).sorted() {
       guard fromHashes[name] != toHashes[name] else { continue }

@@ -71,7 +71,8 @@ public final class EditRepository {
     guard let model = try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.model") }) else {
       throw RepositoryError.corruptObject(what: "'\(git.path)/config'", reason: "no mvc.model entry")
     }
-    modelRelativePath = try ModelPathRule.validated(model, configPath: (git.path as NSString).appendingPathComponent("config"))
+    modelRelativePath = try ModelPathRule.validated(
+      model, configPath: (git.path as NSString).appendingPathComponent("config"))
     try ModelPathRule.checkStaysInside(root: root, relativePath: modelRelativePath)
     let version = Int(try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.formatversion") }) ?? "1") ?? 1
     if version > repositoryFormatVersion {

@@ -102,12 +102,14 @@ extension EditRepository {
               } catch let error as GitError {
                 nodes.append((entry.name, node))
                 problems.append(
-                  "missing or unreadable blob \(entry.id.hex) ('\(path(nodes.count - 1))' in commit \(commit.shortHex)): \(error.message)")
+                  "missing or unreadable blob \(entry.id.hex) ('\(path(nodes.count - 1))' in commit "
+                    + "\(commit.shortHex)): \(error.message)")
               }
             }
           }
         } catch let error as GitError {
-          problems.append("missing or unreadable tree \(id.hex) ('\(path(node))' in commit \(commit.shortHex)): \(error.message)")
+          problems.append(
+            "missing or unreadable tree \(id.hex) ('\(path(node))' in commit \(commit.shortHex)): \(error.message)")
         } catch {
           problems.append("unreadable tree \(id.hex) in commit \(commit.shortHex): \(Self.describe(error))")
         }
@@ -170,7 +172,8 @@ extension EditRepository {
             let bytes: [UInt8]
             if let previous = last[name] {
               bytes = try materialize(
-                name, at: commit, current: CurrentBytes(hash: previous.hash, bytes: previous.bytes), useSnapshots: false)
+                name, at: commit, current: CurrentBytes(hash: previous.hash, bytes: previous.bytes),
+                useSnapshots: false)
             } else {
               bytes = try materialize(name, at: commit, useSnapshots: false)
             }

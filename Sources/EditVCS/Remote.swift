@@ -304,8 +304,9 @@ extension EditRepository {
     guard let layoutEntry = modelEntries.first(where: { $0.name == TreeEntryName.layout }) else {
       throw RepositoryError.corruptObject(what: what, reason: "no model/layout.json")
     }
-    let layout = try JSONCoding.decode(ModelLayout.self, from: try git.readBlob(layoutEntry.id), what: "layout of \(what)")
-      .validated(what: what, blobs: Set(modelEntries.map(\.name)))
+    let decoded = try JSONCoding.decode(
+      ModelLayout.self, from: try git.readBlob(layoutEntry.id), what: "layout of \(what)")
+    let layout = try decoded.validated(what: what, blobs: Set(modelEntries.map(\.name)))
     // A validated single-file layout names one plain file name.
     return layout.kind == "file" ? layout.shards[0].file : "model"
   }

@@ -53,7 +53,9 @@ private func checkedProduct(_ factors: [Int], limit: Int, what: String) throws -
 
 private func checkHash(_ text: String?, field: String) throws {
   guard let text else { throw Violation("no \(field)") }
-  guard ContentHash(string: text) != nil else { throw Violation("\(field) '\(text.prefix(80))' is not an xxh3-128 hash") }
+  guard ContentHash(string: text) != nil else {
+    throw Violation("\(field) '\(text.prefix(80))' is not an xxh3-128 hash")
+  }
 }
 
 private func checkCount(_ value: Int?, field: String, in range: ClosedRange<Int>) throws {
@@ -62,16 +64,22 @@ private func checkCount(_ value: Int?, field: String, in range: ClosedRange<Int>
 }
 
 /// One path component that is safe to join to a folder: not empty, not `.` or `..`, no `/`,
-/// no NUL or control characters, not `.mvc` (nor `.git`), not hidden.
+/// no NUL or control characters, not `.mvc` (nor `.git`), not hidden. The same rule holds for
+/// shard names from a commit's layout and from the user's own shard index.
 enum SafePathComponent {
-  static func check(_ name: String, field: String) throws {
-    guard !name.isEmpty else { throw Violation("\(field) is empty") }
-    guard name.utf8.count <= 255 else { throw Violation("\(field) is longer than a file name can be") }
-    guard !name.hasPrefix(".") else {
-      throw Violation("\(field) '\(name)' is hidden or leaves the folder ('.', '..', '.mvc' are refused)")
+  /// Why `name` is not safe, or nil when it is.
+  static func problem(_ name: String) -> String? {
+    if name.isEmpty { return "is empty" }
+    if name.utf8.count > 255 { return "is longer than a file name can be" }
+    if name.hasPrefix(".") { return "'\(name)' is hidden or leaves the folder ('.', '..', '.mvc' are refused)" }
+    if name.unicodeScalars.contains(where: { $0 == "/" || $0 == "\\" || $0.value < 0x20 || $0.value == 0x7F }) {
+      return "'\(name)' contains '/', '\\' or a control character"
     }
-    guard !name.unicodeScalars.contains(where: { $0 == "/" || $0 == "\\" || $0.value < 0x20 || $0.value == 0x7F })
-    else { throw Violation("\(field) '\(name)' contains '/', '\\' or a control character") }
+    return nil
+  }
+
+  fileprivate static func check(_ name: String, field: String) throws {
+    if let problem = problem(name) { throw Violation("\(field) \(problem)") }
   }
 }
 
@@ -93,7 +101,9 @@ extension TensorState {
       let bytes = bits / 8
       switch kind {
       case .full:
-        guard let chunkCount, let chunkByteCount else { throw Violation("a full state needs chunk_count and chunk_byte_count") }
+        guard let chunkCount, let chunkByteCount else {
+          throw Violation("a full state needs chunk_count and chunk_byte_count")
+        }
         guard (1...RepositoryLimits.maxChunkByteCount).contains(chunkByteCount) else {
           throw Violation("chunk_byte_count is \(chunkByteCount), outside 1...\(RepositoryLimits.maxChunkByteCount)")
         }
@@ -137,7 +147,9 @@ extension ModelLayout {
   /// tensor lists are consistent. `blobs` are the entries of the commit's `model/` tree.
   func validated(what: String, blobs: Set<String>) throws -> ModelLayout {
     try rethrowing(what: "model/layout.json of \(what)") {
-      guard kind == "file" || kind == "sharded" else { throw Violation("kind '\(kind.prefix(40))' is neither 'file' nor 'sharded'") }
+      guard kind == "file" || kind == "sharded" else {
+        throw Violation("kind '\(kind.prefix(40))' is neither 'file' nor 'sharded'")
+      }
       guard !shards.isEmpty, shards.count <= RepositoryLimits.maxChangeCount else {
         throw Violation("\(shards.count) shards")
       }
@@ -157,7 +169,9 @@ extension ModelLayout {
         guard files.insert(shard.file).inserted, shard.file != indexFile else {
           throw Violation("the file '\(shard.file)' is named twice")
         }
-        guard blobs.contains(shard.headerBlob) else { throw Violation("header blob '\(shard.headerBlob.prefix(80))' is missing") }
+        guard blobs.contains(shard.headerBlob) else {
+          throw Violation("header blob '\(shard.headerBlob.prefix(80))' is missing")
+        }
         for name in shard.tensors {
           guard name.utf8.count <= RepositoryLimits.maxNameLength, tensorNames.insert(name).inserted else {
             throw Violation("tensor '\(name.prefix(200))' is listed twice or is too long")
@@ -176,7 +190,8 @@ extension EditRecord {
       for change in changes {
         try checkCount(change.storedByteCount, field: "stored_byte_count", in: 0...RepositoryLimits.maxStoredByteCount)
         try checkCount(change.rank, field: "rank", in: 0...RepositoryLimits.maxRank)
-        try checkCount(change.residualNonzeroCount, field: "residual_nonzero_count", in: 0...RepositoryLimits.maxTensorByteCount)
+        try checkCount(
+          change.residualNonzeroCount, field: "residual_nonzero_count", in: 0...RepositoryLimits.maxTensorByteCount)
       }
       if let tolerance, !(tolerance.isFinite && tolerance >= 0) { throw Violation("tolerance \(tolerance)") }
       return self
@@ -316,10 +331,13 @@ extension EditRepository {
 
   /// A shard's stored header must list exactly the tensors the layout puts in it, each with
   /// its state's dtype and shape: the header decides where bytes are written.
-  func checkHeader(_ header: [TensorInfo], matches states: [String: TensorState], shard: String, commit: ObjectID) throws {
+  func checkHeader(_ header: [TensorInfo], matches states: [String: TensorState], shard: String, commit: ObjectID)
+    throws
+  {
     let what = "the header of '\(shard)' in commit \(commit.shortHex)"
     guard header.count == states.count else {
-      throw RepositoryError.untrustedData(what: what, reason: "it lists \(header.count) tensors, the layout \(states.count)")
+      throw RepositoryError.untrustedData(
+        what: what, reason: "it lists \(header.count) tensors, the layout \(states.count)")
     }
     for info in header {
       guard let state = states[info.name], state.dtype == info.dtype, state.shape == info.shape else {

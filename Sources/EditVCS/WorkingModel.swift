@@ -69,8 +69,11 @@ final class WorkingModel {
       throw RepositoryError.layoutMismatch(file: path, tensor: "weight_map", detail: "is missing or not an object")
     }
     let files = Set(weightMap.values).sorted()
-    for file in files where file.contains("/") || file.hasPrefix(".") || file.isEmpty {
-      throw RepositoryError.layoutMismatch(file: path, tensor: file, detail: "names a shard outside the folder")
+    for file in files {
+      if let problem = SafePathComponent.problem(file) {
+        throw RepositoryError.layoutMismatch(
+          file: path, tensor: file, detail: "names a shard outside the folder: the name \(problem)")
+      }
     }
     return files
   }

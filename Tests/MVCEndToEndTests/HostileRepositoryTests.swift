@@ -26,7 +26,11 @@ import Testing
     let modelName = sharded ? "model" : "model.safetensors"
     let model = work.appendingPathComponent(modelName)
     func write() throws {
-      if sharded { try writeShardedModel(tensors, shardCount: 2, to: model) } else { try writeSafetensors(tensors, to: model) }
+      if sharded {
+        try writeShardedModel(tensors, shardCount: 2, to: model)
+      } else {
+        try writeSafetensors(tensors, to: model)
+      }
     }
     try write()
     try #require(runMVC(["init", "-q", modelName], in: work).status == 0)
@@ -114,15 +118,19 @@ import Testing
   /// Clones `url` into `landing/a/b/clone` and checks the outcome is a clean refusal: exit 128
   /// with `expected` in the message, no signal, nothing left in `landing`, `victims` untouched.
   static func expectRefusedClone(
-    _ url: String, in dir: URL, expected: String, victims: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
+    _ url: String, in dir: URL, expected: String, victims: [String] = [],
+    sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
     let landing = dir.appendingPathComponent("landing-\(UUID().uuidString.prefix(8))")
     let nested = landing.appendingPathComponent("a/b")
     try FileManager.default.createDirectory(at: nested, withIntermediateDirectories: true)
     let result = runMVCOutcome(["clone", "-q", url, "clone"], in: nested, timeout: 60)
-    #expect(result.signal == nil && !result.timedOut && result.status == 128, "\(result.summary)", sourceLocation: sourceLocation)
+    #expect(
+      result.signal == nil && !result.timedOut && result.status == 128, "\(result.summary)",
+      sourceLocation: sourceLocation)
     #expect(result.stderr.contains(expected), "\(result.stderr)", sourceLocation: sourceLocation)
-    #expect(!result.stderr.contains("GitError(") && !result.stderr.contains("Optional("), sourceLocation: sourceLocation)
+    #expect(
+      !result.stderr.contains("GitError(") && !result.stderr.contains("Optional("), sourceLocation: sourceLocation)
     #expect(files(under: landing).isEmpty, "left behind: \(files(under: landing))", sourceLocation: sourceLocation)
     for victim in victims {
       #expect(!FileManager.default.fileExists(atPath: victim), "wrote '\(victim)'", sourceLocation: sourceLocation)
@@ -165,7 +173,8 @@ import Testing
       }
       try Self.forge(bare, ["model/layout.json": try Self.bytes(layout)])
       let victims = [
-        dir.appendingPathComponent("escaped-index.json").path, dir.appendingPathComponent("escaped-shard.safetensors").path,
+        dir.appendingPathComponent("escaped-index.json").path,
+        dir.appendingPathComponent("escaped-shard.safetensors").path,
         "/tmp/mvc-hostile-index.json", "/tmp/mvc-hostile-shard.safetensors",
       ]
       try Self.expectRefusedClone(bare.path, in: dir, expected: "layout.json", victims: victims)
@@ -191,12 +200,16 @@ import Testing
 
   /// `mvc.model` in the local config is confined too: a path leaving the folder, one inside
   /// `.mvc`, or one whose folder is a symlink out are refused, and nothing is written.
-  @Test(arguments: ["../../outside.safetensors", ".mvc/HEAD", "/tmp/mvc-hostile-config.safetensors", "link/model.safetensors"])
+  @Test(arguments: [
+    "../../outside.safetensors", ".mvc/HEAD", "/tmp/mvc-hostile-config.safetensors", "link/model.safetensors",
+  ])
   func configModelPathIsConfined(path: String) throws {
     try withTemporaryDirectory { dir in
       let work = dir.appendingPathComponent("x/y/work")
       try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-      try writeSafetensors(transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3), to: work.appendingPathComponent("model.safetensors"))
+      try writeSafetensors(
+        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3),
+        to: work.appendingPathComponent("model.safetensors"))
       try #require(runMVC(["init", "-q", "model.safetensors"], in: work).status == 0)
       let outside = dir.appendingPathComponent("elsewhere")
       try FileManager.default.createDirectory(at: outside, withIntermediateDirectories: true)
@@ -285,18 +298,26 @@ import Testing
       try Self.expectRefusedClone(bare.path, in: dir, expected: "refusing")
 
       // `mvc fetch` checks what it received and keeps no reference to it ...
-      let originBefore = try Self.git(healthy.appendingPathComponent(".mvc"), ["rev-parse", "refs/remotes/origin/main"])
+      let originBefore = try Self.git(
+        healthy.appendingPathComponent(".mvc"), ["rev-parse", "refs/remotes/origin/main"])
       let fetch = runMVCOutcome(["fetch", "-q"], in: healthy, timeout: 60)
-      #expect(fetch.signal == nil && fetch.status == 128 && fetch.stderr.contains("refusing"), "fetch: \(fetch.summary)")
-      #expect(try Self.git(healthy.appendingPathComponent(".mvc"), ["rev-parse", "refs/remotes/origin/main"]) == originBefore)
+      #expect(
+        fetch.signal == nil && fetch.status == 128 && fetch.stderr.contains("refusing"), "fetch: \(fetch.summary)")
+      #expect(
+        try Self.git(healthy.appendingPathComponent(".mvc"), ["rev-parse", "refs/remotes/origin/main"]) == originBefore)
       // ... and a repository that got the commit another way (plain git) still refuses it cleanly.
-      _ = try Self.git(healthy.appendingPathComponent(".mvc"), ["fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*"])
+      _ = try Self.git(
+        healthy.appendingPathComponent(".mvc"), ["fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*"])
       let model = healthy.appendingPathComponent("model.safetensors")
       let before = try Data(contentsOf: model)
-      for command in [["fsck"], ["log", "--stat", "origin/main"], ["show", "origin/main"], ["checkout", "origin/main"], ["fsck", "--full"]] {
+      for command in [
+        ["fsck"], ["log", "--stat", "origin/main"], ["show", "origin/main"], ["checkout", "origin/main"],
+        ["fsck", "--full"],
+      ] {
         let result = runMVCOutcome(command, in: healthy, timeout: 60)
         #expect(result.signal == nil && !result.timedOut, "\(command): \(result.summary)")
-        #expect(!result.stderr.contains("GitError(") && !result.stderr.contains("Optional("), "\(command): \(result.stderr)")
+        #expect(
+          !result.stderr.contains("GitError(") && !result.stderr.contains("Optional("), "\(command): \(result.stderr)")
         if (command == ["checkout", "origin/main"] && kind != "edit") || command.first == "fsck" {
           #expect(result.status != 0, "\(command) accepted the forged commit: \(result.stdout)")
         }
@@ -312,11 +333,13 @@ import Testing
   /// A few-KB repository that declares a 1 GiB tensor (consistent metadata, 16 chunk blobs
   /// whose zstd headers declare 64 MiB each, then garbage) fails at the first chunk having
   /// touched about one chunk of memory, not the declared gigabyte.
-  @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/time"), "needs /usr/bin/time (Debian: time)"))
+  @Test(
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/time"), "needs /usr/bin/time (Debian: time)"))
   func declaredSizeIsNotAllocatedBeforeTheDataChecksOut() throws {
     try withTemporaryDirectory { dir in
       let bare = try Self.publish(in: dir, sharded: false)
-      let metaPath = try #require(try Self.paths(bare).first { $0.hasSuffix("layers.0.post_attention_layernorm.weight/meta.json") })
+      let metaPath = try #require(
+        try Self.paths(bare).first { $0.hasSuffix("layers.0.post_attention_layernorm.weight/meta.json") })
       var meta = try Self.json(try Self.blob(bare, metaPath))
       let chunk = 64 << 20
       meta["shape"] = [1 << 28]  // F32: 1 GiB
@@ -354,14 +377,17 @@ import Testing
       try FileManager.default.createDirectory(at: landing, withIntermediateDirectories: true)
       let executable = try #require(mvcExecutable)
       let result = runProcessOutcome(
-        URL(fileURLWithPath: "/usr/bin/time"), ["-f", "peak-rss-kb %M", executable.path, "clone", "-q", bare.path, "clone"],
+        URL(fileURLWithPath: "/usr/bin/time"),
+        ["-f", "peak-rss-kb %M", executable.path, "clone", "-q", bare.path, "clone"],
         in: landing, environment: mvcEnvironment(dir: landing, extra: [:]), timeout: 120)
       #expect(result.status == 128 && result.signal == nil, "\(result.summary)")
       let peak = result.stderr.split(separator: "\n").compactMap { line -> Int? in
         line.hasPrefix("peak-rss-kb ") ? Int(line.dropFirst("peak-rss-kb ".count)) : nil
       }.last
       let kilobytes = try #require(peak, "\(result.stderr)")
-      print("clone of a repository declaring a 1 GiB tensor: peak RSS \(kilobytes / 1024) MiB, \(result.stderr.prefix(300))")
+      print(
+        "clone of a repository declaring a 1 GiB tensor: peak RSS \(kilobytes / 1024) MiB, \(result.stderr.prefix(300))"
+      )
       #expect(kilobytes < 256 * 1024, "peak RSS \(kilobytes / 1024) MiB for a tensor that failed at its first chunk")
       #expect(Self.files(under: landing).isEmpty)
     }
@@ -385,7 +411,7 @@ import Testing
       switch pick(6) {
       case 0: object[key] = nil
       case 1, 2: object[key] = hostileValues[pick(hostileValues.count)]
-      default: object[key] = mutate(object[key]!, &rng, depth: depth + 1)
+      default: object[key] = object[key].map { mutate($0, &rng, depth: depth + 1) }
       }
       return object
     }
@@ -427,7 +453,8 @@ import Testing
         case 0..<7:
           let path = jsonPaths[Int(rng.next() % UInt64(jsonPaths.count))]
           let mutated = Self.mutate(try JSONSerialization.jsonObject(with: Data(try Self.blob(bare, path))), &rng)
-          let bytes = (try? JSONSerialization.data(withJSONObject: mutated, options: [.fragmentsAllowed])).map(Array.init)
+          let bytes =
+            (try? JSONSerialization.data(withJSONObject: mutated, options: [.fragmentsAllowed])).map(Array.init)
             ?? Array("{".utf8)
           description = "\(path) := \(String(decoding: bytes, as: UTF8.self).prefix(160))"
           try Self.forge(bare, [path: bytes])
@@ -453,20 +480,28 @@ import Testing
         let landing = dir.appendingPathComponent("landing/a/b")
         try FileManager.default.createDirectory(at: landing, withIntermediateDirectories: true)
         let clone = runMVCOutcome(["clone", "-q", bare.path, "clone"], in: landing, timeout: 60)
-        #expect(clone.signal == nil && !clone.timedOut && [0, 128].contains(clone.status), "#\(iteration) \(description): clone \(clone.summary)")
-        #expect(!clone.stderr.contains("GitError(") && !clone.stderr.contains("Optional("), "#\(iteration): \(clone.stderr)")
+        #expect(
+          clone.signal == nil && !clone.timedOut && [0, 128].contains(clone.status),
+          "#\(iteration) \(description): clone \(clone.summary)")
+        #expect(
+          !clone.stderr.contains("GitError(") && !clone.stderr.contains("Optional("), "#\(iteration): \(clone.stderr)")
         outcomes[clone.status == 0 ? "cloned" : clone.signal == nil ? "refused" : "signal", default: 0] += 1
         if clone.status == 0 {
           for command in [["fsck", "--full"], ["status"], ["log", "--stat"]] {
             let result = runMVCOutcome(command, in: landing.appendingPathComponent("clone"), timeout: 60)
-            #expect(result.signal == nil && !result.timedOut && [0, 1, 128].contains(result.status), "#\(iteration) \(description): \(command) \(result.summary)")
+            #expect(
+              result.signal == nil && !result.timedOut && [0, 1, 128].contains(result.status),
+              "#\(iteration) \(description): \(command) \(result.summary)")
           }
         } else {
-          #expect(Self.files(under: dir.appendingPathComponent("landing")).isEmpty, "#\(iteration) \(description): clone left files")
+          #expect(
+            Self.files(under: dir.appendingPathComponent("landing")).isEmpty,
+            "#\(iteration) \(description): clone left files")
         }
         try FileManager.default.removeItem(at: dir.appendingPathComponent("landing"))
         let entries = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path))
-        #expect(entries == expectedEntries, "#\(iteration) \(description): wrote \(entries.subtracting(expectedEntries))")
+        #expect(
+          entries == expectedEntries, "#\(iteration) \(description): wrote \(entries.subtracting(expectedEntries))")
         #expect(!FileManager.default.fileExists(atPath: "/tmp/mvc-pwned"), "#\(iteration) \(description)")
       }
       print("hostile mutations: \(iterations) (seed \(seed)): \(outcomes.sorted { $0.key < $1.key })")
@@ -477,7 +512,8 @@ import Testing
 
   /// python3, which writes the deep tree's objects (libgit2, fsync on as mvc opens it, takes
   /// over a minute for 60,000 trees; git's plumbing cannot chain them in bulk).
-  static let python: String? = (["/usr/bin"] + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init))
+  static let python: String? =
+    (["/usr/bin"] + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init))
     .map { "\($0)/python3" }.first(where: FileManager.default.isExecutableFile)
 
   /// A tree nested 60,000 deep under a commit: `fsck` walks it without recursion.
@@ -486,7 +522,9 @@ import Testing
     try withTemporaryDirectory { dir in
       let work = dir.appendingPathComponent("work")
       try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-      try writeSafetensors(transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3), to: work.appendingPathComponent("model.safetensors"))
+      try writeSafetensors(
+        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3),
+        to: work.appendingPathComponent("model.safetensors"))
       try #require(runMVC(["init", "-q", "model.safetensors"], in: work).status == 0)
       let python = try #require(Self.python)
       let script = """
@@ -538,7 +576,9 @@ import Testing
   /// Branch, tag and remote names git gives a meaning of its own are refused, as git does.
   @Test func reservedNamesAreRefused() throws {
     try withTemporaryDirectory { dir in
-      try writeSafetensors(transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3), to: dir.appendingPathComponent("model.safetensors"))
+      try writeSafetensors(
+        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3),
+        to: dir.appendingPathComponent("model.safetensors"))
       try #require(runMVC(["init", "-q", "model.safetensors"], in: dir).status == 0)
       for name in ["@", "HEAD", "FETCH_HEAD", "ORIG_HEAD", "refs/heads/x", "-x"] {
         let branch = runMVC(["branch", "--", name], in: dir)

@@ -297,15 +297,19 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
     ]
   }
 
+  /// A repository with a history in `root/template`, copied to `root/work` for each trial.
+  fileprivate static func template(in root: URL) throws -> (template: URL, history: History, work: URL) {
+    let template = root.appendingPathComponent("template")
+    try FileManager.default.createDirectory(at: template, withIntermediateDirectories: true)
+    return (template, try History.make(in: template), root.appendingPathComponent("work"))
+  }
+
   /// `.mvc` on a real size-limited tmpfs, filled beforehand to leave 0 B to 256 KiB free (the
   /// journal's reserve is ~80 KiB here: below it the move stops before the model is touched).
   @Test(.enabled(if: tmpfsUnavailableReason == nil, "\(tmpfsUnavailableReason ?? "")"))
   func checkoutAndSwitchOnAFullRepositoryDisk() throws {
     try withTemporaryDirectory { root in
-      let template = root.appendingPathComponent("template")
-      try FileManager.default.createDirectory(at: template, withIntermediateDirectories: true)
-      let history = try History.make(in: template)
-      let work = root.appendingPathComponent("work")
+      let (template, history, work) = try Self.template(in: root)
       var outcomes: [String: Int] = [:]
       for operation in Self.operations(history) {
         for free in [0, 4096, 16384, 65536, 262144] {
@@ -331,10 +335,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
   @Test(.enabled(if: tmpfsUnavailableReason == nil, "\(tmpfsUnavailableReason ?? "")"))
   func diskFillingUpAtEveryIOEventOfAMove() throws {
     try withTemporaryDirectory { root in
-      let template = root.appendingPathComponent("template")
-      try FileManager.default.createDirectory(at: template, withIntermediateDirectories: true)
-      let history = try History.make(in: template)
-      let work = root.appendingPathComponent("work")
+      let (template, history, work) = try Self.template(in: root)
       var outcomes: [String: Int] = [:]
       for operation in Self.operations(history) {
         var index = 1

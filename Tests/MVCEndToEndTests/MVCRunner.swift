@@ -194,7 +194,8 @@ func runMVCOutcome(
   _ args: [String], in dir: URL, environment: [String: String] = [:], timeout: TimeInterval = 120
 ) -> ProcessOutcome {
   guard let executable = mvcExecutable else {
-    return ProcessOutcome(status: -1, stdout: "", stderr: "test harness: no built mvc executable", signal: nil, timedOut: false)
+    return ProcessOutcome(
+      status: -1, stdout: "", stderr: "test harness: no built mvc executable", signal: nil, timedOut: false)
   }
   return runProcessOutcome(
     executable, args, in: dir, environment: mvcEnvironment(dir: dir, extra: environment), timeout: timeout)

@@ -32,6 +32,16 @@ struct SpecialFileTests {
     #expect(treeHash(of: s.repository) == before, "\(args): .mvc changed", sourceLocation: sourceLocation)
   }
 
+  /// An initialized repository whose working model is the folder `model` of `shardCount` shards;
+  /// returns the weight map (tensor → shard file).
+  func shardedScenario(in dir: URL, shardCount: Int) throws -> (Scenario, [String: String]) {
+    var s = Scenario(dir: dir, modelName: "model")
+    let map = try writeShardedModel(
+      transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 1), shardCount: shardCount, to: s.model)
+    try s.initialize()
+    return (s, map)
+  }
+
   func replaceWithFIFO(_ url: URL) throws {
     try FileManager.default.removeItem(at: url)
     try #require(mkfifo(url.path, 0o644) == 0, "mkfifo: \(String(cString: strerror(errno)))")
@@ -65,10 +75,7 @@ struct SpecialFileTests {
 
   @Test func shardIsAFIFO() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir, modelName: "model")
-      let map = try writeShardedModel(
-        transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 1), shardCount: 3, to: s.model)
-      try s.initialize()
+      let (s, map) = try shardedScenario(in: dir, shardCount: 3)
       let shard = try #require(Set(map.values).sorted().last)
       try replaceWithFIFO(s.model.appendingPathComponent(shard))
       for args in [["status"], ["commit", "-m", "fifo"], ["checkout", "HEAD"]] {
@@ -79,10 +86,7 @@ struct SpecialFileTests {
 
   @Test func shardIndexIsAFIFO() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir, modelName: "model")
-      try writeShardedModel(
-        transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 1), shardCount: 2, to: s.model)
-      try s.initialize()
+      let (s, _) = try shardedScenario(in: dir, shardCount: 2)
       try replaceWithFIFO(s.model.appendingPathComponent("model.safetensors.index.json"))
       for args in [["status"], ["commit", "-m", "fifo"]] {
         expectRefusedPromptly(args, in: s, naming: ["model.safetensors.index.json", "FIFO"])
@@ -92,10 +96,7 @@ struct SpecialFileTests {
 
   @Test func shardIsASymlinkOutOfTheFolder() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir, modelName: "model")
-      let map = try writeShardedModel(
-        transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 1), shardCount: 2, to: s.model)
-      try s.initialize()
+      let (s, map) = try shardedScenario(in: dir, shardCount: 2)
       let shard = try #require(Set(map.values).sorted().first)
       let outside = dir.appendingPathComponent("outside.safetensors")
       try FileManager.default.moveItem(at: s.model.appendingPathComponent(shard), to: outside)

@@ -66,7 +66,8 @@ enum RemoteHarness {
         try? FileManager.default.removeItem(at: err)
       }
       let stderr = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
-      checkDiagnosticsAreReadable(stderr, command: [process.executableURL?.lastPathComponent ?? "?"] + (process.arguments ?? []))
+      checkDiagnosticsAreReadable(
+        stderr, command: [process.executableURL?.lastPathComponent ?? "?"] + (process.arguments ?? []))
       return Result(
         status: process.terminationStatus,
         stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",

@@ -24,7 +24,9 @@ extension GitError: LocalizedError {
   }
 
   public var recoverySuggestion: String? {
-    if isLocked { return "another git process may be writing to .mvc; wait for it, or remove the stale .lock file it names" }
+    if isLocked {
+      return "another git process may be writing to .mvc; wait for it, or remove the stale .lock file it names"
+    }
     if isNotFound { return "an object or reference is missing: 'mvc fsck' checks the repository" }
     if isInvalidSpec || isAmbiguous { return "'mvc log --oneline' lists the commits; use a longer id or a branch name" }
     return "'mvc fsck' checks the repository"
