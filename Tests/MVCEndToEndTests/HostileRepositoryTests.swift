@@ -48,6 +48,17 @@ import Testing
     return bare
   }
 
+  /// A one-block model in `folder`, committed by `mvc init`.
+  @discardableResult
+  static func smallRepository(at folder: URL) throws -> URL {
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    try writeSafetensors(
+      transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3),
+      to: folder.appendingPathComponent("model.safetensors"))
+    try #require(runMVC(["init", "-q", "model.safetensors"], in: folder).status == 0)
+    return folder
+  }
+
   static func git(_ bare: URL, _ args: [String], index: URL? = nil) throws -> String {
     var environment = mvcEnvironment(dir: bare, extra: [:])
     if let index {
@@ -205,12 +216,7 @@ import Testing
   ])
   func configModelPathIsConfined(path: String) throws {
     try withTemporaryDirectory { dir in
-      let work = dir.appendingPathComponent("x/y/work")
-      try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-      try writeSafetensors(
-        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3),
-        to: work.appendingPathComponent("model.safetensors"))
-      try #require(runMVC(["init", "-q", "model.safetensors"], in: work).status == 0)
+      let work = try Self.smallRepository(at: dir.appendingPathComponent("x/y/work"))
       let outside = dir.appendingPathComponent("elsewhere")
       try FileManager.default.createDirectory(at: outside, withIntermediateDirectories: true)
       try FileManager.default.createSymbolicLink(at: work.appendingPathComponent("link"), withDestinationURL: outside)
@@ -520,12 +526,7 @@ import Testing
   @Test(.enabled(if: python != nil, "needs python3 to write 60,000 tree objects"))
   func deeplyNestedTreeDoesNotOverflowTheStack() throws {
     try withTemporaryDirectory { dir in
-      let work = dir.appendingPathComponent("work")
-      try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-      try writeSafetensors(
-        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3),
-        to: work.appendingPathComponent("model.safetensors"))
-      try #require(runMVC(["init", "-q", "model.safetensors"], in: work).status == 0)
+      let work = try Self.smallRepository(at: dir.appendingPathComponent("work"))
       let python = try #require(Self.python)
       let script = """
         import hashlib, os, sys, zlib
@@ -576,10 +577,7 @@ import Testing
   /// Branch, tag and remote names git gives a meaning of its own are refused, as git does.
   @Test func reservedNamesAreRefused() throws {
     try withTemporaryDirectory { dir in
-      try writeSafetensors(
-        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 3),
-        to: dir.appendingPathComponent("model.safetensors"))
-      try #require(runMVC(["init", "-q", "model.safetensors"], in: dir).status == 0)
+      try Self.smallRepository(at: dir)
       for name in ["@", "HEAD", "FETCH_HEAD", "ORIG_HEAD", "refs/heads/x", "-x"] {
         let branch = runMVC(["branch", "--", name], in: dir)
         #expect(branch.status != 0, "branch '\(name)' was accepted")
