@@ -170,19 +170,6 @@ enum TensorMath {
   }
 }
 
-/// The blob formats of tensor states, on top of DeltaStore's codecs.
-enum TensorBlobs {
-  static let chunkByteCount = 64 << 20
-
-  static func encodeFactor(_ values: [Float], compressor: ZstdCompressor) throws -> [UInt8] {
-    try values.withUnsafeBufferPointer { try FactorCodec.encode($0, compressor: compressor) }
-  }
-
-  static func decodeFactor(_ blob: [UInt8], elementCount: Int) throws -> [Float] {
-    try blob.withUnsafeBytes { try FactorCodec.decode($0, elementCount: elementCount) }
-  }
-}
-
 extension TensorMath {
   /// ‖W‖_F of a float tensor, accumulated in Float64.
   static func frobenius(_ raw: UnsafeRawBufferPointer, dtype: DType, count: Int) throws -> Double {
@@ -229,22 +216,5 @@ extension TensorMath {
     y.withUnsafeMutableBufferPointer { FloatConversion.decode(b, dtype: dtype, elements: 0..<count, into: $0) }
     for i in 0..<count { x[i] -= y[i] }
     return x
-  }
-}
-
-/// The canonical reconstruction rule of docs/FORMAT.md, for tests and tools that check it.
-public enum CanonicalRule {
-  /// `raw = round_dtype(raw + U·Vᵀ)` in place (raw: rows×cols elements of `dtype`).
-  /// - Parameter generalPathOnly: skip the fused F32 rank-one kernel (to check they agree).
-  public static func apply(
-    to raw: UnsafeMutableRawBufferPointer, dtype: DType, rows: Int, cols: Int, u: [Float], v: [Float], rank: Int,
-    generalPathOnly: Bool = false
-  ) throws {
-    try u.withUnsafeBufferPointer { up in
-      try v.withUnsafeBufferPointer { vp in
-        try TensorMath.addLowRankCanonical(
-          raw, dtype: dtype, rows: rows, cols: cols, u: up, v: vp, rank: rank, allowFastPath: !generalPathOnly)
-      }
-    }
   }
 }

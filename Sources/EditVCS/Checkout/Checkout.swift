@@ -1,0 +1,178 @@
+import DeltaStore
+import Foundation
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+public struct CheckoutSummary: Sendable {
+  public var target: ObjectID
+  /// Tensors whose bytes were rewritten.
+  public var rewrittenTensors: [String]
+  /// True when whole files were written (layout change or missing model), false for in-place.
+  public var wroteWholeFiles: Bool
+}
+
+extension EditRepository {
+  /// `mvc checkout REV`: the working model becomes REV's state; HEAD attaches to `branch` if
+  /// given (creating it at REV when it does not exist), otherwise detaches at REV. Refuses to
+  /// discard uncommitted changes unless `force`, which also rehashes the working model instead
+  /// of trusting the stat cache.
+  @discardableResult
+  public func checkout(_ target: ObjectID, branch: String?, force: Bool) throws -> CheckoutSummary {
+    let headState = try head()
+    let attach: HeadState = branch.map { .branch(name: $0, commit: target) } ?? .detached(target)
+    return try moveWorkingModel(
+      to: target, attach: attach, force: force, expectedHead: nil,
+      reflog: "checkout: moving to \(branch ?? target.hex)", current: headState, rehash: force)
+  }
+
+  /// Rewrites the working model to `target` and points HEAD as `attach` says, as one journaled
+  /// step: a failure before the model is touched leaves the old state; one after it leaves the
+  /// journal, which the next command completes (the error says so).
+  /// - Parameters:
+  ///   - expectedHead: for a commit that normalizes the working model: the branch must still be
+  ///     at this commit; it moves from there to `target` (compare-and-swap).
+  ///   - rehash: hash the working model even when the stat cache vouches for it.
+  @discardableResult
+  func moveWorkingModel(
+    to target: ObjectID, attach: HeadState, force: Bool, expectedHead: ObjectID?, reflog: String,
+    current: HeadState? = nil, rehash: Bool = false
+  ) throws -> CheckoutSummary {
+    let headState = try current ?? head()
+    let targetContents = try contents(of: target)
+    let targetHashes = try timed("target hashes") { try tensorHashes(at: target) }
+
+    var working: WorkingModel?
+    do {
+      working = try WorkingModel(path: modelPath)
+    } catch {
+      // A missing or unreadable working model can be rewritten, but only on request.
+      if !force { throw error }
+    }
+    var currentHashes: [String: String] = [:]
+    var hashedStats: [FileStat] = []
+    if let working {
+      (currentHashes, hashedStats) = try timed("working hashes") {
+        try hashedWorkingModel(working, trustCache: !rehash)
+      }
+      if !force, let headCommit = headState.commit {
+        let status = try status(of: working, against: headCommit, head: headState, hashes: currentHashes)
+        if !status.isClean {
+          throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name))
+        }
+      }
+    }
+    // The branch moves from where it is now (compare-and-swap when HEAD moves).
+    var branchTip: ObjectID?
+    if let name = attach.branchName {
+      let ref = "refs/heads/" + name
+      branchTip = try RepositoryError.wrap("reading '\(ref)'") { try git.referenceTarget(ref) }
+    }
+    if let expectedHead, let name = attach.branchName, branchTip != expectedHead {
+      throw RepositoryError.concurrentUpdate(ref: "refs/heads/" + name)
+    }
+    let inPlace = try working.map { try sameLayout($0, as: target) } ?? false
+    let toRewrite =
+      inPlace
+      ? (working?.tensorNames ?? []).filter { currentHashes[$0] != targetHashes[$0] }
+      : Array(targetContents.tensorTrees.keys).sorted()
+    // Files rewritten in place are opened now, while nothing is changed, and must be the very
+    // files hashed: an editor may have renamed another file over the model meanwhile.
+    var writers: [Int: InPlaceFileWriter] = [:]
+    if inPlace, let working {
+      writers = try openForRewrite(working, holding: toRewrite, hashedAt: hashedStats)
+    }
+
+    // Everything is checked: record the intent (with the space finishing it needs), then write.
+    let journal = Journal(
+      operation: "checkout", target: target, branch: attach.branchName, format: Journal.currentFormat,
+      headFrom: headState.commit, branchFrom: branchTip)
+    try writeJournal(journal, reserving: finishingByteCount(hashes: targetHashes))
+    // The old cache describes files about to change; a stale one must never outlive a crash.
+    invalidateStatCache()
+    var written: [FileStat] = []
+    var replacedFiles = 0
+    do {
+      if inPlace, let working {
+        try timed("rewrite \(toRewrite.count) tensors in place") {
+          written = try rewriteInPlace(
+            working, writers: writers, tensors: toRewrite, at: target, currentHashes: currentHashes,
+            stats: hashedStats)
+        }
+      } else {
+        try timed("write whole model") {
+          written = try writeWholeModel(
+            at: target, to: modelPath, previous: working, tensors: nil, previousHashes: currentHashes,
+            replaced: { replacedFiles += 1 })
+        }
+      }
+    } catch {
+      // Put back what was written (the old state is committed), through the same descriptors,
+      // so a failed command leaves the working model as it was; if even that fails, the journal
+      // makes the next command finish the move instead.
+      let headTensors = headState.commit.flatMap { try? tensorHashes(at: $0) } ?? [:]
+      if case RepositoryError.fileReplaced = error {
+        // Another program is writing the file: putting old bytes back would overwrite its work,
+        // and finishing the move later would too. Leave both (status shows the file as it is).
+        try? FileManager.default.removeItem(atPath: journalPath)
+      } else if inPlace, let headCommit = headState.commit, let working,
+        let unhooked = try? openForRewrite(working, holding: toRewrite, hashedAt: nil, hooked: false),
+        (try? rewriteInPlace(
+          working, writers: unhooked, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit,
+          stats: hashedStats, checkingUnchanged: false)) != nil
+      {
+        try? FileManager.default.removeItem(atPath: journalPath)
+      } else if !inPlace && replacedFiles == 0 {
+        // Whole files go through temporary files: none of the model's was replaced yet.
+        try? FileManager.default.removeItem(atPath: journalPath)
+      } else {
+        throw RepositoryError.moveIncomplete(
+          journal: journalPath, target: target.shortHex,
+          detail: "rewriting the working model failed and its old state could not be put back: "
+            + Self.describe(error))
+      }
+      throw error
+    }
+    try timed("finish move") {
+      try finishMove(journal, branchTip: branchTip, written: written, hashes: targetHashes, reflog: reflog)
+    }
+    return CheckoutSummary(target: target, rewrittenTensors: toRewrite, wroteWholeFiles: !inPlace)
+  }
+
+  /// `mvc checkout REV -o PATH`: materializes REV somewhere else; HEAD and the working model
+  /// are untouched. `tensors` (names) limits a partial checkout.
+  /// - Parameters:
+  ///   - tensors: only these tensors (names), in files listing just them.
+  ///   - shards: only these shard files (0-based indices) of a sharded model.
+  public func materialize(
+    _ commit: ObjectID, to output: String, tensors: Set<String>? = nil, shards: Set<Int>? = nil, force: Bool = false
+  ) throws {
+    let working = try? WorkingModel(path: modelPath)
+    let target = (output as NSString).standardizingPath
+    if target == (modelPath as NSString).standardizingPath && !force {
+      // That is the working model: rewriting it behind HEAD's back would lose changes silently.
+      throw RepositoryError.invalidArgument(
+        "'\(output)' is the working model; use 'mvc checkout REV' (or add --force to overwrite it and leave HEAD where it is)")
+    }
+    let layout = try layout(of: contents(of: commit)).0
+    if let shards {
+      guard layout.kind == "sharded" else {
+        throw RepositoryError.invalidArgument("--shards needs a sharded model; this one is a single file")
+      }
+      if let bad = shards.first(where: { $0 < 0 || $0 >= layout.shards.count }) {
+        throw RepositoryError.invalidArgument("shard \(bad + 1) does not exist: the model has \(layout.shards.count) shards")
+      }
+    }
+    if let tensors, tensors.isEmpty {
+      throw RepositoryError.invalidArgument("no tensor of \(commit.shortHex) matches the --tensors pattern")
+    }
+    try writeWholeModel(
+      at: commit, to: output, previous: working, tensors: tensors, shards: shards,
+      previousHashes: working.flatMap(cachedWorkingHashes) ?? [:], durable: false)
+  }
+
+  /// Tensor names at `commit` matching a shell glob (`*`, `?`, `[...]`), for partial checkouts.
+  public func tensorNames(at commit: ObjectID, matching pattern: String) throws -> Set<String> {
+    Set(try contents(of: commit).tensorTrees.keys.filter { fnmatch(pattern, $0, 0) == 0 })
+  }
+}

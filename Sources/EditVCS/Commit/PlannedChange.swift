@@ -1,0 +1,83 @@
+import Apply
+import DeltaStore
+import Foundation
+
+/// One tensor's change to commit: exact factors, or a dense difference in Float64.
+struct PlannedChange {
+  enum Change {
+    case factors(u: [Float], v: [Float], rank: Int)
+    case dense([Double])
+  }
+  var name: String
+  var change: Change
+}
+
+extension EditRepository {
+  /// Commits the given changes on top of `parent` and moves the working model there.
+  /// Shared by `--delta`, revert and cherry-pick. Factor changes follow the canonical rule
+  /// with no residual (the new state *is* the rule's result); dense changes store new bytes.
+  func commitChanges(
+    _ deltas: [PlannedChange], message: String, method: String, details: [String: String]?,
+    parent: ObjectID, mergedParents: [ObjectID] = [], extraEntries: [GitRepository.TreeEntry] = []
+  ) throws -> CommitResult {
+    let parentContents = try contents(of: parent)
+    var trees = parentContents.tensorTrees
+    var changes: [EditRecord.TensorChange] = []
+    for (i, delta) in deltas.enumerated() {
+      report("applying", i, deltas.count)
+      guard let tree = parentContents.tensorTrees[delta.name] else {
+        throw RepositoryError.deltaMismatch(file: "-", tensor: delta.name, detail: "is not in the parent commit")
+      }
+      let state = try storedState(tree, tensor: delta.name).state
+      let (rows, cols) = TensorMath.matrixShape(state.shape)
+      var bytes = try materialize(delta.name, at: parent)
+      let weightNorm = try bytes.withUnsafeBytes { try TensorMath.frobenius($0, dtype: state.dtype, count: rows * cols) }
+      switch delta.change {
+      case .factors(let u, let v, let rank):
+        try bytes.withUnsafeMutableBytes { raw in
+          try u.withUnsafeBufferPointer { up in
+            try v.withUnsafeBufferPointer { vp in
+              try TensorMath.addLowRankCanonical(raw, dtype: state.dtype, rows: rows, cols: cols, u: up, v: vp, rank: rank)
+            }
+          }
+        }
+        let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
+        if hash == state.hash { continue }  // a zero (or sub-ulp) delta changes nothing
+        let norms = try factorNorms(u, v, rows: rows, cols: cols, rank: rank, weightFrobenius: weightNorm)
+        let written = try writeLowRankState(
+          name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, hash: hash,
+          parentHash: state.hash, rows: rows, cols: cols, rank: rank, u: u, v: v, residual: nil,
+          approximate: false, norms: norms)
+        bytes.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
+        trees[delta.name] = written.tree
+        changes.append(
+          .init(name: delta.name, storage: "low_rank", rank: rank, norms: norms, residualNonzeroCount: 0,
+                storedByteCount: written.storedByteCount))
+      case .dense(let difference):
+        try bytes.withUnsafeMutableBytes { raw in
+          try TensorMath.addDense(raw, dtype: state.dtype, difference: difference)
+        }
+        let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
+        if hash == state.hash { continue }
+        let written = try bytes.withUnsafeBytes {
+          try writeFullState(name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, bytes: $0, hash: hash)
+        }
+        trees[delta.name] = written.tree
+        changes.append(.init(name: delta.name, storage: "full", storedByteCount: written.storedByteCount))
+      }
+    }
+    if changes.isEmpty && mergedParents.isEmpty { throw RepositoryError.nothingToCommit }
+    let (layout, blobs) = try layout(of: parentContents)
+    var headers: [String: [UInt8]] = [:]
+    for shard in layout.shards {
+      if let id = blobs[shard.headerBlob] { headers[shard.headerBlob] = try git.readBlob(id) }
+    }
+    let indexBytes = try blobs[TreeEntryName.index].map { try git.readBlob($0) }
+    let record = EditRecord(formatVersion: repositoryFormatVersion, method: method, changes: changes, details: details)
+    let commit = try writeCommit(
+      layout: layout, headers: headers, indexBytes: indexBytes, tensorTrees: trees, record: record, message: message,
+      parents: [parent] + mergedParents, extraEntries: extraEntries)
+    try moveWorkingModel(to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)")
+    return CommitResult(commit: commit, record: record)
+  }
+}

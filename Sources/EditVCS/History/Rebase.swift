@@ -1,0 +1,52 @@
+import Apply
+import DeltaStore
+import Foundation
+
+extension EditRepository {
+  /// Replays the current branch's commits since its merge base with `onto` on top of `onto`
+  /// (each commit's delta as factors, like cherry-pick, with its message and recorded keys),
+  /// then moves the branch there (`pull --rebase`). On failure the branch and the working
+  /// model go back to where they were.
+  /// - Returns: the new tip and how many commits were replayed.
+  public func rebase(onto: ObjectID) throws -> (tip: ObjectID, replayed: Int) {
+    try refuseDuringBisect()
+    let headState = try head()
+    guard let branch = headState.branchName, let local = headState.commit else {
+      throw RepositoryError.invalidArgument("rebase needs HEAD on a branch with commits")
+    }
+    let working = try WorkingModel(path: modelPath)
+    let status = try status(of: working, against: local, head: headState)
+    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    guard let base = try RepositoryError.wrap("finding the merge base", { try git.mergeBase(local, onto) }) else {
+      throw RepositoryError.invalidArgument("the histories share no commit; nothing to rebase onto")
+    }
+    let commits = try RepositoryError.wrap("walking history") { try git.walk(from: [local], hiding: [base], reverse: true) }
+    for id in commits where try commitInfo(id).parents.count > 1 {
+      throw RepositoryError.invalidArgument("commit \(id.shortHex) is a merge; rebasing merges is not supported, use 'mvc merge'")
+    }
+    try moveWorkingModel(to: onto, attach: .detached(onto), force: false, expectedHead: nil, reflog: "rebase: start onto \(onto.hex)")
+    var tip = onto
+    do {
+      for id in commits {
+        let info = try commitInfo(id)
+        let planned = try plannedChanges(of: id, sign: 1)
+        let editData = try git.readTree(info.tree).filter { $0.name == TreeEntryName.editData }
+        let record = try editRecord(of: contents(of: id))
+        let result = try commitChanges(
+          planned, message: info.message, method: record?.method ?? "rebase",
+          details: (record?.details ?? [:]).merging(["rebased_from": id.hex]) { $1 }, parent: tip,
+          extraEntries: editData)
+        tip = result.commit
+      }
+      try RepositoryError.wrap("moving '\(branch)'") {
+        try git.updateReference("refs/heads/" + branch, to: tip, expected: local, message: "rebase: onto \(onto.hex)")
+      }
+      try RepositoryError.wrap("moving HEAD") { try git.setHead(branch: branch) }
+    } catch {
+      try? moveWorkingModel(
+        to: local, attach: .branch(name: branch, commit: local), force: true, expectedHead: nil, reflog: "rebase: abort")
+      throw error
+    }
+    return (tip, commits.count)
+  }
+}
