@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Lint first: a style finding fails the run as a test would (config: .swift-format).
+swift format lint --strict --recursive --parallel Sources Tests Package.swift
 swift build -c release --product mvc
 swift build -c release --product mvc-demo-editor
 swift test -c release "$@"

@@ -346,8 +346,7 @@ public enum EditSolvers {
   /// - Throws: ``EditSolverError/invalidDimension(name:value:)``,
   ///   ``EditSolverError/shapeMismatch(input:expected:actual:)``,
   ///   ``EditSolverError/nonFinite(input:index:rowLength:)``.
-  public static func secondMoment(ofKeys keys: [Double], count m: Int, dIn: Int) throws -> [Double]
-  {
+  public static func secondMoment(ofKeys keys: [Double], count m: Int, dIn: Int) throws -> [Double] {
     try requireDimension("m", m)
     try requireDimension("d_in", dIn)
     let (count, overflow) = m.multipliedReportingOverflow(by: dIn)

@@ -155,11 +155,12 @@ private struct RowBlockedDelta {
   func timesTransposed(_ g: [Double], k: Int) -> [Double] {
     var yt = [Double](repeating: 0, count: k * rows)
     yt.withUnsafeMutableBufferPointer { ytp in
+      guard let yt = ytp.baseAddress else { return }
       forEachBlock { first, count, block in
         // Yᵀ[:, first..<first+count] (k × count, ld = rows) = G (k × cols) · blockᵀ (cols × count)
         cblas_dgemm(
           CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(k), blasInt(count), blasInt(cols),
-          1, g, blasInt(cols), block, blasInt(cols), 0, ytp.baseAddress! + first, blasInt(rows))
+          1, g, blasInt(cols), block, blasInt(cols), 0, yt + first, blasInt(rows))
       }
     }
     return yt
@@ -172,9 +173,10 @@ private struct RowBlockedDelta {
     forEachBlock { first, count, block in
       // B (k × cols) += Qᵀ[:, first..<first+count] (k × count, ld = rows) · block (count × cols)
       qt.withUnsafeBufferPointer { qtp in
+        guard let qt = qtp.baseAddress else { return }
         cblas_dgemm(
           CblasRowMajor, CblasNoTrans, CblasNoTrans, blasInt(k), blasInt(cols), blasInt(count),
-          1, qtp.baseAddress! + first, blasInt(rows), block, blasInt(cols),
+          1, qt + first, blasInt(rows), block, blasInt(cols),
           first == 0 ? 0 : 1, &b, blasInt(cols))
       }
     }
@@ -189,10 +191,11 @@ private struct RowBlockedDelta {
     forEachBlock { first, count, block in
       if rank > 0 {
         ud.withUnsafeBufferPointer { up in
+          guard let u = up.baseAddress else { return }
           // block (count × cols) −= U[first..<first+count] (count × rank) · Vᵀ (rank × cols)
           cblas_dgemm(
             CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(count), blasInt(cols),
-            blasInt(rank), -1, up.baseAddress! + first * rank, blasInt(rank), vd, blasInt(rank),
+            blasInt(rank), -1, u + first * rank, blasInt(rank), vd, blasInt(rank),
             1, block, blasInt(cols))
         }
       }

@@ -128,10 +128,11 @@ public enum LowRankAlgebra {
         block.initialize(repeating: 0, count: count * cols)
       } else {
         u.withUnsafeBufferPointer { up in
+          guard let u = up.baseAddress else { return }
           // block (count × cols) = U[first..<first+count] (count × rank) · Vᵀ (rank × cols)
           cblas_dgemm(
             CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(count), blasInt(cols), blasInt(rank),
-            1, up.baseAddress! + first * rank, blasInt(rank), v, blasInt(rank), 0, block,
+            1, u + first * rank, blasInt(rank), v, blasInt(rank), 0, block,
             blasInt(cols))
         }
       }

@@ -10,8 +10,7 @@ public enum FullTensorCodec {
   ///
   /// Chunks hold whole elements, so `chunkByteCount` is rounded down to a multiple of the
   /// element size (at least one element).
-  public static func chunkRanges(byteCount: Int, dtype: DType, chunkByteCount: Int) -> [Range<Int>]
-  {
+  public static func chunkRanges(byteCount: Int, dtype: DType, chunkByteCount: Int) -> [Range<Int>] {
     let width = dtype.byteCount ?? 1
     let step = max(width, chunkByteCount / width * width)
     return stride(from: 0, to: byteCount, by: step).map { $0..<min(byteCount, $0 + step) }

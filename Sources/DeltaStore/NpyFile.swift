@@ -394,8 +394,7 @@ public enum NpyFile {
       default:
         for (word, value) in [("True", true), ("False", false)] {
           let end = position + word.unicodeScalars.count
-          if end <= scalars.count, String(String.UnicodeScalarView(scalars[position..<end])) == word
-          {
+          if end <= scalars.count, String(String.UnicodeScalarView(scalars[position..<end])) == word {
             position = end
             return .bool(value)
           }

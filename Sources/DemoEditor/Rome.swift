@@ -12,8 +12,7 @@ struct EditTarget {
   let transposed: Bool
 
   init(file: SafetensorsFile, layer: Int) throws {
-    if let t = file.tensor(named: "model.layers.\(layer).mlp.down_proj.weight"), t.shape.count == 2
-    {
+    if let t = file.tensor(named: "model.layers.\(layer).mlp.down_proj.weight"), t.shape.count == 2 {
       tensor = t
       (dOut, dIn, transposed) = (t.shape[0], t.shape[1], false)
     } else if let t = file.tensor(named: "transformer.h.\(layer).mlp.c_proj.weight"),

@@ -25,7 +25,9 @@ enum BLASSetup {
   static func needsBLAS(_ arguments: [String]) -> Bool {
     // No command (`--version`, `--help`): re-exec, so `OPENBLAS_VERBOSE=2 mvc --version` shows the kernel used.
     guard let command = arguments.first(where: { !$0.hasPrefix("-") }) else { return true }
-    if command == "bisect" { return arguments.contains { argument in blasBisectOptions.contains { argument.hasPrefix($0) } } }
+    if command == "bisect" {
+      return arguments.contains { argument in blasBisectOptions.contains { argument.hasPrefix($0) } }
+    }
     return !blasFreeCommands.contains(command)
   }
 

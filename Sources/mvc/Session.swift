@@ -27,10 +27,13 @@ enum Session {
     let sink: (String) -> Void
     if setting.hasPrefix("/") {
       sink = { line in
-        guard let handle = FileHandle(forWritingAtPath: setting) ?? {
-          FileManager.default.createFile(atPath: setting, contents: nil)
-          return FileHandle(forWritingAtPath: setting)
-        }() else { return }
+        guard
+          let handle = FileHandle(forWritingAtPath: setting)
+            ?? {
+              FileManager.default.createFile(atPath: setting, contents: nil)
+              return FileHandle(forWritingAtPath: setting)
+            }()
+        else { return }
         handle.seekToEndOfFile()
         handle.write(Data(line.utf8))
         handle.closeFile()

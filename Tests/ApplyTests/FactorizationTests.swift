@@ -22,8 +22,9 @@ func factorize(_ a: [Float], rows: Int, cols: Int, noiseRMS: Double, maxRank: In
   -> LowRankFactors?
 {
   try a.withUnsafeBufferPointer { p in
-    try Factorization.lowRank(
-      of: p.baseAddress!, rows: rows, cols: cols, noiseRMS: noiseRMS, maxRank: maxRank)
+    guard let base = p.baseAddress else { return nil }
+    return try Factorization.lowRank(
+      of: base, rows: rows, cols: cols, noiseRMS: noiseRMS, maxRank: maxRank)
   }
 }
 

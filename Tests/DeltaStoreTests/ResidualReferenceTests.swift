@@ -217,7 +217,8 @@ private func expectSameEncoding(
     let block = max(1, elementCount / 7 + 1)
     while start < elementCount {
       let entries = decoded.entries(in: start..<min(elementCount, start + block), from: cursor)
-      decoded.add(to: raw.baseAddress!, entries: entries)
+      guard let base = raw.baseAddress else { break }
+      decoded.add(to: base, entries: entries)
       cursor = entries.upperBound
       start += block
     }

@@ -14,8 +14,7 @@ private func rawFile(_ json: String, data: [UInt8] = [], declared: UInt64? = nil
 }
 
 /// Writes `bytes` to `name` in `dir` and opens it, returning the error thrown.
-private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safetensors") -> Error?
-{
+private func openError(_ bytes: [UInt8], in dir: URL, name: String = "model.safetensors") -> Error? {
   let url = dir.appendingPathComponent(name)
   do {
     try Data(bytes).write(to: url)

@@ -5,7 +5,9 @@ import Testing
 @Suite struct NormOutlierTests {
   static func summary(_ id: UInt8, tensor: String, norm: Double, method: String = "working-model") -> CommitSummary {
     // A fixed id per commit (20 copies of one byte); valid hex by construction.
-    let oid = ObjectID(hex: String(repeating: String(format: "%02x", id), count: 20)) ?? ObjectID(hex: String(repeating: "0", count: 40))
+    let oid =
+      ObjectID(hex: String(repeating: String(format: "%02x", id), count: 20))
+      ?? ObjectID(hex: String(repeating: "0", count: 40))
     guard let oid else { preconditionFailure("hex ids are valid") }
     let change = EditRecord.TensorChange(
       name: tensor, storage: "low_rank", rank: 1,

@@ -46,7 +46,8 @@ import Testing
 
   @Test func secondOpenIsRefusedWhileTheLockIsHeld() throws {
     try withTemporaryDirectory { dir in
-      try writeSafetensors(transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 1),
+      try writeSafetensors(
+        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 1),
         to: dir.appendingPathComponent("model.safetensors"))
       let (repository, _) = try EditRepository.initialize(root: dir.path, modelPath: "model.safetensors")
       #expect(throws: RepositoryError.self) {
@@ -86,7 +87,8 @@ import Testing
 
   @Test func unknownRevisionNamesItAndTheHistoryLength() throws {
     try withTemporaryDirectory { dir in
-      try writeSafetensors(transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 1),
+      try writeSafetensors(
+        transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 1),
         to: dir.appendingPathComponent("model.safetensors"))
       let (repository, _) = try EditRepository.initialize(root: dir.path, modelPath: "model.safetensors")
       #expect(throws: RepositoryError.unknownRevision("HEAD~40", commitCount: 1)) {

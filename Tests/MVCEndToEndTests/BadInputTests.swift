@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Every bad input: exit 128, `fatal: ` naming the file, tensor or revision, nothing changed.
 @Suite("bad input")
@@ -72,8 +72,12 @@ struct BadInputTests {
       // A LoRA pair whose product has the wrong shape.
       try writeSafetensors(
         [
-          FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", shape: [2, 31], floats: [Float](repeating: 0.1, count: 62)),
-          FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight", shape: [96, 2], floats: [Float](repeating: 0.1, count: 192)),
+          FixtureTensor(
+            name: "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", shape: [2, 31],
+            floats: [Float](repeating: 0.1, count: 62)),
+          FixtureTensor(
+            name: "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight", shape: [96, 2],
+            floats: [Float](repeating: 0.1, count: 192)),
         ], to: dir.appendingPathComponent("lora.safetensors"))
       s.expectRefused(["commit", "--delta", "lora.safetensors", "-m", "bad"], naming: [name])
     }
@@ -91,8 +95,12 @@ struct BadInputTests {
       s.expectRefused(["commit", "--delta", "delta.safetensors", "-m", "bad"], naming: [name])
       try writeSafetensors(
         [
-          FixtureTensor(name: "base_model.model.model.layers.9.mlp.up_proj.lora_A.weight", shape: [2, 32], floats: [Float](repeating: 0.1, count: 64)),
-          FixtureTensor(name: "base_model.model.model.layers.9.mlp.up_proj.lora_B.weight", shape: [96, 2], floats: [Float](repeating: 0.1, count: 192)),
+          FixtureTensor(
+            name: "base_model.model.model.layers.9.mlp.up_proj.lora_A.weight", shape: [2, 32],
+            floats: [Float](repeating: 0.1, count: 64)),
+          FixtureTensor(
+            name: "base_model.model.model.layers.9.mlp.up_proj.lora_B.weight", shape: [96, 2],
+            floats: [Float](repeating: 0.1, count: 192)),
         ], to: dir.appendingPathComponent("lora.safetensors"))
       s.expectRefused(["commit", "--delta", "lora.safetensors", "-m", "bad"], naming: [name])
       s.expectRefused(["commit", "--delta", "missing.safetensors", "-m", "bad"], naming: ["missing.safetensors"])
@@ -108,7 +116,11 @@ struct BadInputTests {
       try s.writeModel()
       try s.initialize()
       try writeSafetensors(
-        [FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", shape: [2, 32], floats: [Float](repeating: 0.1, count: 64))],
+        [
+          FixtureTensor(
+            name: "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", shape: [2, 32],
+            floats: [Float](repeating: 0.1, count: 64))
+        ],
         to: dir.appendingPathComponent("lora.safetensors"))
       let result = s.expectRefused(
         ["commit", "--delta", "lora.safetensors", "-m", "bad"],
@@ -124,8 +136,12 @@ struct BadInputTests {
       try s.initialize()
       try writeSafetensors(
         [
-          FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", shape: [2, 32], floats: [Float](repeating: 0.1, count: 64)),
-          FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight", shape: [96, 2], floats: [Float](repeating: 0.1, count: 192)),
+          FixtureTensor(
+            name: "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", shape: [2, 32],
+            floats: [Float](repeating: 0.1, count: 64)),
+          FixtureTensor(
+            name: "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight", shape: [96, 2],
+            floats: [Float](repeating: 0.1, count: 192)),
         ], to: dir.appendingPathComponent("lora.safetensors"))
       try Data("{not json".utf8).write(to: dir.appendingPathComponent("adapter_config.json"))
       s.expectRefused(["commit", "--delta", "lora.safetensors", "-m", "bad"], naming: ["adapter_config.json"])

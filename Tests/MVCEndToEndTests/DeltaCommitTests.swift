@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite("commit --delta")
 struct DeltaCommitTests {
@@ -86,7 +86,8 @@ struct DeltaCommitTests {
       expectSuccess(runMVC(["checkout", "main"], in: dir))
       try s.expectWorkingState(1, "checkout of the delta commit")
       expectSuccess(runMVC(["checkout", "HEAD", "-o", "copy.safetensors"], in: dir))
-      try s.expectState(of: dir.appendingPathComponent("copy.safetensors"), equals: s.states[1], "-o of the delta commit")
+      try s.expectState(
+        of: dir.appendingPathComponent("copy.safetensors"), equals: s.states[1], "-o of the delta commit")
 
       // A regular edit on top, then back through the delta commit.
       try s.editAndCommit(1)
@@ -167,8 +168,10 @@ struct DeltaOrientationTests {
       let name = "transformer.h.0.attn.c_proj.weight"
       try writeSafetensors(
         [
-          FixtureTensor(name: name, shape: [inDim, outDim], floats: rng.gaussianArray(count: inDim * outDim, scale: 0.02)),
-          FixtureTensor(name: "transformer.h.0.ln_1.weight", shape: [inDim], floats: [Float](repeating: 1, count: inDim)),
+          FixtureTensor(
+            name: name, shape: [inDim, outDim], floats: rng.gaussianArray(count: inDim * outDim, scale: 0.02)),
+          FixtureTensor(
+            name: "transformer.h.0.ln_1.weight", shape: [inDim], floats: [Float](repeating: 1, count: inDim)),
         ], to: s.model)
       try s.initialize()
       let base = try readSafetensorsFixture(s.model).tensors
@@ -178,8 +181,10 @@ struct DeltaOrientationTests {
         .write(to: dir.appendingPathComponent("adapter_config.json"))
       try writeSafetensors(
         [
-          FixtureTensor(name: "base_model.model.transformer.h.0.attn.c_proj.lora_A.weight", shape: [4, inDim], floats: a),
-          FixtureTensor(name: "base_model.model.transformer.h.0.attn.c_proj.lora_B.weight", shape: [outDim, 4], floats: b),
+          FixtureTensor(
+            name: "base_model.model.transformer.h.0.attn.c_proj.lora_A.weight", shape: [4, inDim], floats: a),
+          FixtureTensor(
+            name: "base_model.model.transformer.h.0.attn.c_proj.lora_B.weight", shape: [outDim, 4], floats: b),
         ], to: dir.appendingPathComponent("adapter_model.safetensors"))
       let result = runMVC(["commit", "--delta", "adapter_model.safetensors", "-m", "conv1d lora"], in: dir)
       expectSuccess(result)
@@ -218,7 +223,8 @@ struct DeltaOrientationTests {
       let delta = DeltaCommitTests.product(b, a, rows: 96, rank: 2, cols: 32, scale: 1)
       let expected = zip(before, delta).map { Double($0) + $1 }
       for (got, want) in zip(after, expected) {
-        #expect(Double(got) == Double(floatFromBF16(bf16Bits(Float(want)))) || abs(Double(got) - want) <= abs(want) * 0x1p-8)
+        #expect(
+          Double(got) == Double(floatFromBF16(bf16Bits(Float(want)))) || abs(Double(got) - want) <= abs(want) * 0x1p-8)
       }
       s.states.append(try snapshot(s.model))
       expectSuccess(runMVC(["checkout", "HEAD~1"], in: dir))
@@ -231,7 +237,8 @@ struct DeltaOrientationTests {
   @Test func deltaOnShardedModel() throws {
     try withTemporaryDirectory { dir in
       var s = Scenario(dir: dir, modelName: "model")
-      try writeShardedModel(transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 6), shardCount: 4, to: s.model)
+      try writeShardedModel(
+        transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 6), shardCount: 4, to: s.model)
       try s.initialize()
       var rng = SplitMix64(seed: 9)
       let name = "model.layers.1.mlp.down_proj.weight"  // [32, 96]

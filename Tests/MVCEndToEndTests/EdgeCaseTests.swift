@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Less common but legal models and edits: each must round-trip byte for byte.
 @Suite("edge cases")
@@ -54,14 +54,21 @@ struct EdgeCaseTests {
     try withTemporaryDirectory { dir in
       var s = Scenario(dir: dir)
       var tensors = transformerFixture(blocks: 1, hidden: 32, intermediate: 64, seed: 3)
-      tensors.append(FixtureTensor(name: "position_ids", dtype: "I64", shape: [1, 16], bytes: (0..<16).flatMap { i in withUnsafeBytes(of: Int64(i).littleEndian, Array.init) }))
+      tensors.append(
+        FixtureTensor(
+          name: "position_ids", dtype: "I64", shape: [1, 16],
+          bytes: (0..<16).flatMap { i in withUnsafeBytes(of: Int64(i).littleEndian, Array.init) }))
       tensors.append(FixtureTensor(name: "mask", dtype: "U8", shape: [7], bytes: [1, 0, 1, 1, 0, 0, 1]))
       tensors.append(FixtureTensor(name: "flags", dtype: "BOOL", shape: [3], bytes: [1, 0, 1]))
       tensors.append(FixtureTensor(name: "logit_scale", shape: [], floats: [2.5]))
       tensors.append(FixtureTensor(name: "row", shape: [1, 40], floats: (0..<40).map { Float($0) / 40 }))
       tensors.append(FixtureTensor(name: "column", shape: [40, 1], floats: (0..<40).map { Float($0) / 40 }))
       tensors.append(FixtureTensor(name: "conv", shape: [8, 4, 3], floats: (0..<96).map { Float($0) * 0.01 }))
-      tensors.append(FixtureTensor(name: "f64", dtype: "F64", shape: [12, 10], bytes: (0..<120).flatMap { i in withUnsafeBytes(of: (Double(i) * 0.001).bitPattern.littleEndian, Array.init) }))
+      tensors.append(
+        FixtureTensor(
+          name: "f64", dtype: "F64", shape: [12, 10],
+          bytes: (0..<120).flatMap { i in withUnsafeBytes(of: (Double(i) * 0.001).bitPattern.littleEndian, Array.init) }
+        ))
       try writeSafetensors(tensors, to: s.model)
       try Self.roundTrip(
         &s,
@@ -80,7 +87,9 @@ struct EdgeCaseTests {
           (
             "rank-1 edits of a 3-D and an F64 tensor",
             { t, _ in
-              Self.mutate(&t, "conv") { v in for i in 0..<8 { for j in 0..<12 { v[i * 12 + j] += Float(i + 1) * Float(j - 5) * 0.003 } } }
+              Self.mutate(&t, "conv") { v in
+                for i in 0..<8 { for j in 0..<12 { v[i * 12 + j] += Float(i + 1) * Float(j - 5) * 0.003 } }
+              }
               if let i = t.firstIndex(where: { $0.name == "f64" }) {
                 var bytes = t[i].bytes
                 for r in 0..<12 {
@@ -88,7 +97,9 @@ struct EdgeCaseTests {
                     let o = (r * 10 + c) * 8
                     let old = Double(bitPattern: bytes[o..<(o + 8)].reversed().reduce(0) { $0 << 8 | UInt64($1) })
                     let new = old + Double(r) * Double(c) * 1e-3
-                    withUnsafeBytes(of: new.bitPattern.littleEndian) { for (k, b) in $0.enumerated() { bytes[o + k] = b } }
+                    withUnsafeBytes(of: new.bitPattern.littleEndian) {
+                      for (k, b) in $0.enumerated() { bytes[o + k] = b }
+                    }
                   }
                 }
                 t[i].bytes = bytes
@@ -108,7 +119,10 @@ struct EdgeCaseTests {
       try Self.roundTrip(
         &s,
         [
-          ("edit next to an empty tensor", { t, _ in Self.mutate(&t, "model.layers.0.mlp.up_proj.weight") { $0[3] += 0.5 } }),
+          (
+            "edit next to an empty tensor",
+            { t, _ in Self.mutate(&t, "model.layers.0.mlp.up_proj.weight") { $0[3] += 0.5 } }
+          ),
           ("another empty tensor", { t, _ in t.append(FixtureTensor(name: "empty2", shape: [4, 0], floats: [])) }),
         ])
     }
@@ -125,10 +139,20 @@ struct EdgeCaseTests {
       try Self.roundTrip(
         &s,
         [
-          ("full-rank", { t, _ in Self.mutate(&t, up) { v in original = v; for i in v.indices { v[i] += rng.nextGaussian() * 0.001 } } }),
+          (
+            "full-rank",
+            { t, _ in
+              Self.mutate(&t, up) { v in
+                original = v; for i in v.indices { v[i] += rng.nextGaussian() * 0.001 }
+              }
+            }
+          ),
           ("one ulp", { t, _ in Self.mutate(&t, up) { $0[17] = $0[17].nextUp } }),
           ("revert", { t, _ in Self.mutate(&t, up) { $0 = original } }),
-          ("sign flips", { t, _ in Self.mutate(&t, up) { v in for i in stride(from: 0, to: v.count, by: 3) { v[i] = -v[i] } } }),
+          (
+            "sign flips",
+            { t, _ in Self.mutate(&t, up) { v in for i in stride(from: 0, to: v.count, by: 3) { v[i] = -v[i] } } }
+          ),
           ("zeroed", { t, _ in Self.mutate(&t, up) { v in for i in v.indices { v[i] = 0 } } }),
         ])
     }
@@ -199,7 +223,10 @@ struct EdgeCaseTests {
       let oneline = runMVC(["log", "--oneline", "main"], in: work)
       #expect(oneline.stdout.split(separator: "\n").count == 2, "\(oneline.stdout)")
       let limited = runMVC(["log", "--json", "-n", "1", "main"], in: work)
-      #expect((try? JSONSerialization.jsonObject(with: Data(limited.stdout.utf8)) as? [String: Any])?["commits"].map { ($0 as? [Any])?.count } == 1)
+      #expect(
+        (try? JSONSerialization.jsonObject(with: Data(limited.stdout.utf8)) as? [String: Any])?["commits"].map {
+          ($0 as? [Any])?.count
+        } == 1)
       // From a subfolder: the repository is found upwards.
       let sub = work.appendingPathComponent("sub")
       try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
@@ -232,7 +259,8 @@ struct EdgeCaseTests {
   @Test func duplicateKeyInHeader() throws {
     try withTemporaryDirectory { dir in
       let model = dir.appendingPathComponent("model.safetensors")
-      let header = #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
+      let header =
+        #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
       var bytes: [UInt8] = []
       withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
       bytes += Array(header.utf8) + [UInt8](repeating: 0, count: 8)

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Half-precision models and sharded model folders through the whole cycle.
 @Suite("dtypes and shards")
@@ -19,7 +19,8 @@ struct FormatTests {
     }
     for k in [0, 5, 10] {
       let out = s.dir.appendingPathComponent("out-\(k)")
-      expectSuccess(runMVC(["checkout", ids[10 - k], "-o", out.lastPathComponent], in: s.dir), sourceLocation: sourceLocation)
+      expectSuccess(
+        runMVC(["checkout", ids[10 - k], "-o", out.lastPathComponent], in: s.dir), sourceLocation: sourceLocation)
       try s.expectState(of: out, equals: s.states[k], "-o state \(k)", sourceLocation: sourceLocation)
     }
     expectSuccess(runMVC(["checkout", "main"], in: s.dir), sourceLocation: sourceLocation)
@@ -92,7 +93,8 @@ struct ShardLayoutTests {
       func rewrite(_ shardCount: Int) throws -> [FixtureTensor] {
         // Collect the current tensors from every shard, then write them into a new layout.
         var all: [FixtureTensor] = []
-        for file in try FileManager.default.contentsOfDirectory(atPath: s.model.path).sorted() where file.hasSuffix(".safetensors") {
+        for file in try FileManager.default.contentsOfDirectory(atPath: s.model.path).sorted()
+        where file.hasSuffix(".safetensors") {
           all += try readSafetensorsFixture(s.model.appendingPathComponent(file)).tensors
         }
         for file in try FileManager.default.contentsOfDirectory(atPath: s.model.path) {
@@ -111,7 +113,8 @@ struct ShardLayoutTests {
       try s.commit("3 shards plus an edit")
       // The index alone changes (total_size written differently).
       let index = s.model.appendingPathComponent("model.safetensors.index.json")
-      let text = try String(contentsOf: index, encoding: .utf8).replacingOccurrences(of: "\"metadata\": {", with: "\"metadata\": {\"format\": \"pt\",")
+      let text = try String(contentsOf: index, encoding: .utf8).replacingOccurrences(
+        of: "\"metadata\": {", with: "\"metadata\": {\"format\": \"pt\",")
       try Data(text.utf8).write(to: index)
       try s.commit("index metadata")
 
@@ -132,16 +135,20 @@ struct ShardLayoutTests {
   @Test func brokenIndex() throws {
     try withTemporaryDirectory { dir in
       var s = Scenario(dir: dir, modelName: "model")
-      try writeShardedModel(transformerFixture(blocks: 1, hidden: 16, intermediate: 32, seed: 8), shardCount: 2, to: s.model)
+      try writeShardedModel(
+        transformerFixture(blocks: 1, hidden: 16, intermediate: 32, seed: 8), shardCount: 2, to: s.model)
       try s.initialize()
       let index = s.model.appendingPathComponent("model.safetensors.index.json")
       let good = try Data(contentsOf: index)
       try Data("{\"weight_map\": 3}".utf8).write(to: index)
       s.expectRefused(["commit", "-m", "x"], naming: ["model.safetensors.index.json"])
-      let text = String(decoding: good, as: UTF8.self).replacingOccurrences(of: "model-00002-of-00002", with: "model-00009-of-00002")
+      let text = String(decoding: good, as: UTF8.self).replacingOccurrences(
+        of: "model-00002-of-00002", with: "model-00009-of-00002")
       try Data(text.utf8).write(to: index)
       s.expectRefused(["commit", "-m", "x"], naming: ["model-00009-of-00002.safetensors"])
-      try Data(String(decoding: good, as: UTF8.self).replacingOccurrences(of: "model-00002-of-00002", with: "../escape").utf8).write(to: index)
+      try Data(
+        String(decoding: good, as: UTF8.self).replacingOccurrences(of: "model-00002-of-00002", with: "../escape").utf8
+      ).write(to: index)
       s.expectRefused(["commit", "-m", "x"], naming: ["../escape"])
     }
   }

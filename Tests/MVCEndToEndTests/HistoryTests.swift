@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite("history: commit, checkout, log, show")
 struct HistoryTests {
@@ -35,7 +35,8 @@ struct HistoryTests {
       for (k, commit) in commits.enumerated() {
         let parents = commit["parents"] as? [String] ?? []
         #expect(parents == (k + 1 < ids.count ? [ids[k + 1]] : []), "parents of commit \(k)")
-        #expect((commit["date"] as? String)?.hasPrefix("2023-11-14T22:13:20") == true, "date \(commit["date"] ?? "nil")")
+        #expect(
+          (commit["date"] as? String)?.hasPrefix("2023-11-14T22:13:20") == true, "date \(commit["date"] ?? "nil")")
         guard k < 20 else { continue }
         let edit = 19 - k  // commits are newest first
         let changes = commit["changes"] as? [[String: Any]] ?? []
@@ -53,7 +54,9 @@ struct HistoryTests {
       #expect(shown["schema"] as? String == "mvc.show/1")
       let shownCommit = shown["commit"] as? [String: Any]
       #expect(shownCommit?["id"] as? String == ids[0])
-      #expect(shownCommit?["message"] as? String == "edit 20: \(touched[19])\n" || shownCommit?["summary"] as? String == "edit 20: \(touched[19])")
+      #expect(
+        shownCommit?["message"] as? String == "edit 20: \(touched[19])\n"
+          || shownCommit?["summary"] as? String == "edit 20: \(touched[19])")
 
       // git agrees: fsck clean, 21 commits on main.
       if gitExecutable != nil {
@@ -236,7 +239,8 @@ struct HistoryTests {
       #expect(removed.stdout.contains("removed"), "\(removed.stdout)")
 
       // 3: added at the front, plus an edit of an existing tensor.
-      tensors.insert(FixtureTensor(name: "embed.weight", shape: [40, 32], floats: rng.gaussianArray(count: 1280)), at: 0)
+      tensors.insert(
+        FixtureTensor(name: "embed.weight", shape: [40, 32], floats: rng.gaussianArray(count: 1280)), at: 0)
       try writeSafetensors(tensors, to: s.model)
       try s.edit(rank: 1, tensor: "model.layers.1.mlp.up_proj.weight")
       try s.commit("add embed, edit up_proj")

@@ -1,7 +1,6 @@
 import Foundation
-import Testing
-
 import TestSupport
+import Testing
 
 /// The `--json` documents are an API (docs/JSON.md): schema names and field names are tested.
 @Suite("JSON schemas")

@@ -1,7 +1,6 @@
 import Foundation
-import Testing
-
 import TestSupport
+import Testing
 
 /// Exactness must not rest on BLAS: OpenBLAS gives different bits under different CPU kernels,
 /// so commits made under one kernel are checked out under another, both ways.
@@ -23,7 +22,8 @@ struct KernelTests {
         s.states.append(try snapshot(s.model))
         for i in 0..<6 {
           _ = try s.edit(rank: i % 2 == 0 ? 1 : 8)
-          expectSuccess(runMVC(["commit", "-m", "edit \(i)"], in: dir, environment: commitEnv), "commit under \(commitKernel)")
+          expectSuccess(
+            runMVC(["commit", "-m", "edit \(i)"], in: dir, environment: commitEnv), "commit under \(commitKernel)")
           s.states.append(try snapshot(s.model))
         }
         for back in stride(from: 6, through: 0, by: -1) {

@@ -96,7 +96,10 @@ import Testing
         ("commit", [], ["commit", "-q", "-m", "killed commit"]),
         ("checkout", [["checkout", "-q", "--force", "main"]], ["checkout", "-q", "HEAD~2"]),
         ("switch", [["checkout", "-q", "--force", "main"]], ["switch", "-q", "alt"]),
-        ("bisect step", [["checkout", "-q", "--force", "main"], ["bisect", "start", "main", "main~6"]], ["bisect", "good"]),
+        (
+          "bisect step", [["checkout", "-q", "--force", "main"], ["bisect", "start", "main", "main~6"]],
+          ["bisect", "good"]
+        ),
         ("gc", [], ["gc"]),
       ]
       var tried = 0
@@ -107,7 +110,9 @@ import Testing
         var delayedRuns = 0
         while index < 200 {
           try Self.copy(templateDir, to: work)
-          for step in operation.setup { #expect(try H.mvc(step, in: work).status == 0, "\(operation.name) setup \(step)") }
+          for step in operation.setup {
+            #expect(try H.mvc(step, in: work).status == 0, "\(operation.name) setup \(step)")
+          }
           let before = try RemoteTests.head(work)
           if index > 0 {
             guard try Self.killAt(index, operation.command, in: work) else {
@@ -148,7 +153,9 @@ import Testing
         }
         print("[kill points] \(operation.name): \(index > 0 ? "\(index - 1) I/O events" : "random-delay kills")")
       }
-      print("[kill points] \(tried) kill points tried (every write/fsync/rename of commit, checkout, switch, bisect step, gc), \(survived) survived")
+      print(
+        "[kill points] \(tried) kill points tried (every write/fsync/rename of commit, checkout, switch, bisect step, gc), \(survived) survived"
+      )
     }
   }
 }

@@ -21,7 +21,9 @@ let mvcExecutable: URL? = {
     var up = runner
     while up.path != "/" {
       up = up.deletingLastPathComponent()
-      if up.pathExtension == "xctest" { candidates.append(up.deletingLastPathComponent().appendingPathComponent("mvc")) }
+      if up.pathExtension == "xctest" {
+        candidates.append(up.deletingLastPathComponent().appendingPathComponent("mvc"))
+      }
     }
   }
   for start in [URL(fileURLWithPath: #filePath), URL(fileURLWithPath: manager.currentDirectoryPath)] {
@@ -303,7 +305,8 @@ func expectFatal(
   #expect(result.status == 128, "exit \(result.status), stderr: \(result.stderr)", sourceLocation: sourceLocation)
   #expect(result.stderr.hasPrefix("fatal: "), "stderr: \(result.stderr)", sourceLocation: sourceLocation)
   for name in names {
-    #expect(result.stderr.contains(name), "stderr does not name '\(name)': \(result.stderr)", sourceLocation: sourceLocation)
+    #expect(
+      result.stderr.contains(name), "stderr does not name '\(name)': \(result.stderr)", sourceLocation: sourceLocation)
   }
 }
 

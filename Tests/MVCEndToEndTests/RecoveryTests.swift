@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 #if canImport(Glibc)
   import Glibc
@@ -98,7 +98,10 @@ struct DataLossGuardTests {
       try s.writeModel()
       try s.initialize()
       try writeSafetensors(
-        [FixtureTensor(name: "model.layers.0.mlp.up_proj.weight", shape: [96, 32], floats: [Float](repeating: 0, count: 96 * 32))],
+        [
+          FixtureTensor(
+            name: "model.layers.0.mlp.up_proj.weight", shape: [96, 32], floats: [Float](repeating: 0, count: 96 * 32))
+        ],
         to: dir.appendingPathComponent("zero.safetensors"))
       s.expectRefused(["commit", "--delta", "zero.safetensors", "-m", "zero"], naming: ["nothing to commit"])
       try s.expectWorkingState(0, "a zero delta leaves the model")

@@ -152,7 +152,8 @@ import Testing
     try withTemporaryDirectory { dir in
       let served = dir.appendingPathComponent("srv")
       try FileManager.default.createDirectory(at: served, withIntermediateDirectories: true)
-      #expect(try H.git(["init", "-q", "--bare", served.appendingPathComponent("models.git").path], in: dir).status == 0)
+      #expect(
+        try H.git(["init", "-q", "--bare", served.appendingPathComponent("models.git").path], in: dir).status == 0)
       let daemon = try H.startGitDaemon(basePath: served, probe: "models.git")
       defer { daemon.stop() }
       try Self.roundTrip(url: daemon.url("models.git"), in: dir, commitCount: 20, label: "git://")

@@ -1,7 +1,6 @@
 import Foundation
-import Testing
-
 import TestSupport
+import Testing
 
 // Shared steps of the end-to-end tests: a repository in a temporary folder driven through the CLI.
 

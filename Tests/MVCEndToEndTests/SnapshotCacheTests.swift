@@ -1,8 +1,7 @@
 import DeltaStore
 import Foundation
-import Testing
-
 import TestSupport
+import Testing
 
 /// The snapshot cache (`.mvc/mvc-snapshots/<hash>.bin`, docs/FORMAT.md) only saves time: its
 /// files hold exactly the state they are named after, and damaged ones are dropped and rebuilt

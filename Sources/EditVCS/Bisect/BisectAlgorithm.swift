@@ -98,8 +98,7 @@ public struct BisectGraph<ID: Hashable> {
     var seen = Set<Int>([start])
     var stack = [start]
     while let current = stack.popLast() {
-      for parent in parentPositions[current] where parent <= target && seen.insert(parent).inserted
-      {
+      for parent in parentPositions[current] where parent <= target && seen.insert(parent).inserted {
         if parent == target { return true }
         stack.append(parent)
       }

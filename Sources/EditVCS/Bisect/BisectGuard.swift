@@ -1,5 +1,6 @@
 import DeltaStore
 import Foundation
+
 #if canImport(Glibc)
   import Glibc
 #endif

@@ -32,7 +32,8 @@ extension EditRepository {
   public func bisectState() throws -> BisectState? {
     guard let start = try? String(contentsOfFile: bisectStartPath, encoding: .utf8) else { return nil }
     let refs = try RepositoryError.wrap("reading refs/bisect") { try git.references(withPrefix: "refs/bisect/") }
-    var state = BisectState(start: start.trimmingCharacters(in: .whitespacesAndNewlines), bad: nil, good: [], skipped: [])
+    var state = BisectState(
+      start: start.trimmingCharacters(in: .whitespacesAndNewlines), bad: nil, good: [], skipped: [])
     for (name, target) in refs {
       let short = String(name.dropFirst("refs/bisect/".count))
       if short == "bad" {
@@ -100,7 +101,9 @@ extension EditRepository {
     case .good: ref = "refs/bisect/good-\(commit.hex)"
     case .skip: ref = "refs/bisect/skip-\(commit.hex)"
     }
-    try RepositoryError.wrap("writing '\(ref)'") { try git.forceReference(ref, to: commit, message: "bisect \(term.rawValue)") }
+    try RepositoryError.wrap("writing '\(ref)'") {
+      try git.forceReference(ref, to: commit, message: "bisect \(term.rawValue)")
+    }
     let subject = (try? commitInfo(commit).summary) ?? ""
     try appendBisectLog("# \(term.rawValue): [\(commit.hex)] \(subject)")
     try appendBisectLog("mvc bisect \(term.rawValue) \(commit.hex)")
@@ -140,7 +143,8 @@ extension EditRepository {
       try Data((commit.hex + "\n").utf8).write(
         to: URL(fileURLWithPath: bisectFile("BISECT_EXPECTED_REV")), options: .atomic)
       try moveWorkingModel(
-        to: commit, attach: .detached(commit), force: false, expectedHead: nil, reflog: "bisect: checkout \(commit.hex)")
+        to: commit, attach: .detached(commit), force: false, expectedHead: nil, reflog: "bisect: checkout \(commit.hex)"
+      )
       return .testing(commit, remaining: remaining, steps: steps)
     case .firstBad(let commit):
       let subject = (try? commitInfo(commit).summary) ?? ""
@@ -158,7 +162,8 @@ extension EditRepository {
     let commits = try RepositoryError.wrap("walking history") { try git.walk(from: [bad]) }
     var parents: [ObjectID: [ObjectID]] = [:]
     for id in commits { parents[id] = try commitInfo(id).parents }
-    return BisectAlgorithm.candidates(graph: BisectGraph(commits: commits, parents: parents), bad: bad, good: Set(state.good))
+    return BisectAlgorithm.candidates(
+      graph: BisectGraph(commits: commits, parents: parents), bad: bad, good: Set(state.good))
   }
 
   /// `mvc bisect reset [REV]`: back to where the bisection started (or to REV), working model
@@ -166,7 +171,8 @@ extension EditRepository {
   public func bisectReset(to commit: ObjectID? = nil) throws {
     guard let state = try bisectState() else { throw RepositoryError.noBisectInProgress }
     if let commit {
-      try moveWorkingModel(to: commit, attach: .detached(commit), force: true, expectedHead: nil, reflog: "bisect reset")
+      try moveWorkingModel(
+        to: commit, attach: .detached(commit), force: true, expectedHead: nil, reflog: "bisect reset")
     } else if let branchCommit = try branchTarget(state.start) {
       try moveWorkingModel(
         to: branchCommit, attach: .branch(name: state.start, commit: branchCommit), force: true, expectedHead: nil,
@@ -174,7 +180,8 @@ extension EditRepository {
     } else if let id = ObjectID(hex: state.start) {
       try moveWorkingModel(to: id, attach: .detached(id), force: true, expectedHead: nil, reflog: "bisect reset")
     }
-    for (name, _) in try RepositoryError.wrap("reading refs/bisect", { try git.references(withPrefix: "refs/bisect/") }) {
+    for (name, _) in try RepositoryError.wrap("reading refs/bisect", { try git.references(withPrefix: "refs/bisect/") })
+    {
       try RepositoryError.wrap("deleting '\(name)'") { try git.deleteReference(name) }
     }
     for file in ["BISECT_LOG", "BISECT_TERMS", "BISECT_EXPECTED_REV"] {

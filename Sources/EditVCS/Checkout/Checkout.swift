@@ -1,5 +1,6 @@
 import DeltaStore
 import Foundation
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -152,7 +153,8 @@ extension EditRepository {
     if target == (modelPath as NSString).standardizingPath && !force {
       // That is the working model: rewriting it behind HEAD's back would lose changes silently.
       throw RepositoryError.invalidArgument(
-        "'\(output)' is the working model; use 'mvc checkout REV' (or add --force to overwrite it and leave HEAD where it is)")
+        "'\(output)' is the working model; use 'mvc checkout REV' (or add --force to overwrite it and leave HEAD where it is)"
+      )
     }
     let layout = try layout(of: contents(of: commit)).0
     if let shards {
@@ -160,7 +162,8 @@ extension EditRepository {
         throw RepositoryError.invalidArgument("--shards needs a sharded model; this one is a single file")
       }
       if let bad = shards.first(where: { $0 < 0 || $0 >= layout.shards.count }) {
-        throw RepositoryError.invalidArgument("shard \(bad + 1) does not exist: the model has \(layout.shards.count) shards")
+        throw RepositoryError.invalidArgument(
+          "shard \(bad + 1) does not exist: the model has \(layout.shards.count) shards")
       }
     }
     if let tensors, tensors.isEmpty {

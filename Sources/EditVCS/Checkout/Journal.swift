@@ -1,5 +1,6 @@
 import DeltaStore
 import Foundation
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -34,7 +35,6 @@ struct Journal: Codable {
     case branchFrom = "branch_from"
   }
 }
-
 
 extension EditRepository {
   /// What finishing a move writes in `.mvc`, generously: libgit2's lock files and reflog lines for

@@ -1,5 +1,6 @@
 import DeltaStore
 import Foundation
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -39,7 +40,8 @@ extension EditRepository {
       let fresh: [UInt8]
       do {
         // nil: a damaged snapshot was dropped; rebuild from the object database alone.
-        fresh = try oldest.result.get()
+        fresh =
+          try oldest.result.get()
           ?? materialize(oldest.name, at: commit, current: try current(oldest.name), useSnapshots: false)
       } catch RepositoryError.hashMismatch where (try? current(oldest.name)) != nil {
         // The caller's bytes were not the state their hash (say, from a hand-edited stat cache)

@@ -1,5 +1,6 @@
 import DeltaStore
 import Foundation
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -59,9 +60,12 @@ extension EditRepository {
     var done = 0
     let present = tensors.filter { working.location(of: $0) != nil }
     do {
-      try materializeInOrder(present, at: commit, current: { name in
-        try working.currentBytes(of: name, hash: currentHashes[name])
-      }) { name, fresh in
+      try materializeInOrder(
+        present, at: commit,
+        current: { name in
+          try working.currentBytes(of: name, hash: currentHashes[name])
+        }
+      ) { name, fresh in
         guard let (shard, info) = working.location(of: name), let writer = writers[shard] else {
           preconditionFailure("no writer for the shard of '\(name)'")
         }

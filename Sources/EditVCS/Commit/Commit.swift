@@ -82,9 +82,11 @@ extension EditRepository {
     let record = EditRecord(
       formatVersion: repositoryFormatVersion, method: options.method ?? "working-model", changes: changes,
       tolerance: options.tolerance, details: options.details)
-    let commit = try timed("write commit") { try writeCommit(
-      layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
-      message: options.message, parents: [parent]) }
+    let commit = try timed("write commit") {
+      try writeCommit(
+        layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
+        message: options.message, parents: [parent])
+    }
     if !needsNormalization {
       try advanceHead(from: parent, to: commit, message: "commit: \(options.message)")
       var newHashes = hashes
@@ -92,7 +94,8 @@ extension EditRepository {
       saveStatCache(working: working, hashes: newHashes, stats: hashedStats)
     } else {
       // The committed state differs from the file (tolerance): rewrite those tensors under the journal.
-      try moveWorkingModel(to: commit, attach: headState, force: true, expectedHead: parent, reflog: "commit: \(options.message)")
+      try moveWorkingModel(
+        to: commit, attach: headState, force: true, expectedHead: parent, reflog: "commit: \(options.message)")
     }
     return CommitResult(commit: commit, record: record)
   }
@@ -185,7 +188,8 @@ extension EditRepository {
         }
       }
     }
-    let norms = try factorNorms(factors.u, factors.v, rows: rows, cols: cols, rank: factors.rank, weightFrobenius: measured.oldFrobenius)
+    let norms = try factorNorms(
+      factors.u, factors.v, rows: rows, cols: cols, rank: factors.rank, weightFrobenius: measured.oldFrobenius)
     let written = try writeLowRankState(
       name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: stateHash,
       parentHash: parentState.state.hash, rows: rows, cols: cols, rank: factors.rank, u: factors.u, v: factors.v,

@@ -93,14 +93,17 @@ extension EditRepository {
     if let indexBytes {
       modelEntries.append(.init(name: TreeEntryName.index, id: try writeBlob(indexBytes), isTree: false))
     }
-    let tensorEntries = tensorTrees.map { GitRepository.TreeEntry(name: TreeName.escape($0.key), id: $0.value, isTree: true) }
+    let tensorEntries = tensorTrees.map {
+      GitRepository.TreeEntry(name: TreeName.escape($0.key), id: $0.value, isTree: true)
+    }
     let format = Array("mvc repository format \(repositoryFormatVersion)\n".utf8)
-    let root: [GitRepository.TreeEntry] = [
-      .init(name: TreeEntryName.format, id: try writeBlob(format), isTree: false),
-      .init(name: TreeEntryName.model, id: try writeTree(modelEntries), isTree: true),
-      .init(name: TreeEntryName.edit, id: try writeBlob(try JSONCoding.encode(record)), isTree: false),
-      .init(name: TreeEntryName.tensors, id: try writeTree(tensorEntries), isTree: true),
-    ] + extraEntries
+    let root: [GitRepository.TreeEntry] =
+      [
+        .init(name: TreeEntryName.format, id: try writeBlob(format), isTree: false),
+        .init(name: TreeEntryName.model, id: try writeTree(modelEntries), isTree: true),
+        .init(name: TreeEntryName.edit, id: try writeBlob(try JSONCoding.encode(record)), isTree: false),
+        .init(name: TreeEntryName.tensors, id: try writeTree(tensorEntries), isTree: true),
+      ] + extraEntries
     let tree = try writeTree(root)
     return try RepositoryError.wrap("writing a commit") {
       try git.createCommit(tree: tree, parents: parents, message: message, author: signature())
@@ -142,7 +145,8 @@ extension EditRepository {
       }
       hashes[name] = hash
       trees[name] = written.tree
-      changes.append(.init(name: name, storage: referenceBase ? "reference" : "full", storedByteCount: written.storedByteCount))
+      changes.append(
+        .init(name: name, storage: referenceBase ? "reference" : "full", storedByteCount: written.storedByteCount))
       report("storing base", i + 1, names.count, bytes: info.byteCount)
     }
     let (layout, headers) = working.layout()
@@ -153,7 +157,8 @@ extension EditRepository {
       layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
       message: message, parents: [])
     try RepositoryError.wrap("creating branch 'main'") {
-      try git.updateReference("refs/heads/" + Self.defaultBranch, to: commit, expected: nil, message: "init: base model")
+      try git.updateReference(
+        "refs/heads/" + Self.defaultBranch, to: commit, expected: nil, message: "init: base model")
     }
     saveStatCache(working: working, hashes: hashes, stats: stats)
     return commit

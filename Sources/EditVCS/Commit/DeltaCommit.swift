@@ -29,7 +29,8 @@ extension EditRepository {
           }
         }
         guard let found else {
-          throw RepositoryError.deltaMismatch(file: file, tensor: entry.tensor, detail: "dense delta could not be factorized")
+          throw RepositoryError.deltaMismatch(
+            file: file, tensor: entry.tensor, detail: "dense delta could not be factorized")
         }
         planned.append(PlannedChange(name: entry.tensor, change: .factors(u: found.u, v: found.v, rank: found.rank)))
       } else {

@@ -31,13 +31,16 @@ extension EditRepository {
       let state = try storedState(tree, tensor: delta.name).state
       let (rows, cols) = TensorMath.matrixShape(state.shape)
       var bytes = try materialize(delta.name, at: parent)
-      let weightNorm = try bytes.withUnsafeBytes { try TensorMath.frobenius($0, dtype: state.dtype, count: rows * cols) }
+      let weightNorm = try bytes.withUnsafeBytes {
+        try TensorMath.frobenius($0, dtype: state.dtype, count: rows * cols)
+      }
       switch delta.change {
       case .factors(let u, let v, let rank):
         try bytes.withUnsafeMutableBytes { raw in
           try u.withUnsafeBufferPointer { up in
             try v.withUnsafeBufferPointer { vp in
-              try TensorMath.addLowRankCanonical(raw, dtype: state.dtype, rows: rows, cols: cols, u: up, v: vp, rank: rank)
+              try TensorMath.addLowRankCanonical(
+                raw, dtype: state.dtype, rows: rows, cols: cols, u: up, v: vp, rank: rank)
             }
           }
         }
@@ -51,8 +54,9 @@ extension EditRepository {
         bytes.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
         trees[delta.name] = written.tree
         changes.append(
-          .init(name: delta.name, storage: "low_rank", rank: rank, norms: norms, residualNonzeroCount: 0,
-                storedByteCount: written.storedByteCount))
+          .init(
+            name: delta.name, storage: "low_rank", rank: rank, norms: norms, residualNonzeroCount: 0,
+            storedByteCount: written.storedByteCount))
       case .dense(let difference):
         try bytes.withUnsafeMutableBytes { raw in
           try TensorMath.addDense(raw, dtype: state.dtype, difference: difference)
@@ -60,7 +64,8 @@ extension EditRepository {
         let hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
         if hash == state.hash { continue }
         let written = try bytes.withUnsafeBytes {
-          try writeFullState(name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, bytes: $0, hash: hash)
+          try writeFullState(
+            name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, bytes: $0, hash: hash)
         }
         trees[delta.name] = written.tree
         changes.append(.init(name: delta.name, storage: "full", storedByteCount: written.storedByteCount))
@@ -77,7 +82,8 @@ extension EditRepository {
     let commit = try writeCommit(
       layout: layout, headers: headers, indexBytes: indexBytes, tensorTrees: trees, record: record, message: message,
       parents: [parent] + mergedParents, extraEntries: extraEntries)
-    try moveWorkingModel(to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)")
+    try moveWorkingModel(
+      to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)")
     return CommitResult(commit: commit, record: record)
   }
 }

@@ -45,21 +45,24 @@ extension EditRepository {
       throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "no mvc-format entry")
     }
     let formatText = String(decoding: try git.readBlob(format.id), as: UTF8.self)
-    let version = Int(formatText.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+    let version =
+      Int(formatText.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
     guard version >= 1 else {
       throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "bad mvc-format '\(formatText)'")
     }
     guard version <= repositoryFormatVersion else {
       throw RepositoryError.unsupportedFormat(found: version, supported: repositoryFormatVersion)
     }
-    guard let model = entry(TreeEntryName.model), model.isTree, let tensors = entry(TreeEntryName.tensors), tensors.isTree
+    guard let model = entry(TreeEntryName.model), model.isTree, let tensors = entry(TreeEntryName.tensors),
+      tensors.isTree
     else {
       throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "no model/ or tensors/ tree")
     }
     var tensorTrees: [String: ObjectID] = [:]
     for item in try git.readTree(tensors.id) {
       guard let name = TreeName.unescape(item.name), item.isTree else {
-        throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "bad tensor entry '\(item.name)'")
+        throw RepositoryError.corruptObject(
+          what: "commit \(commit.shortHex)", reason: "bad tensor entry '\(item.name)'")
       }
       tensorTrees[name] = item.id
     }

@@ -231,7 +231,8 @@ enum TreeName {
     var out = ""
     for (i, byte) in name.utf8.enumerated() {
       let c = Character(Unicode.Scalar(byte))
-      let plain = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A)
+      let plain =
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A)
         || (byte >= 0x61 && byte <= 0x7A) || byte == 0x5F || byte == 0x2D || (byte == 0x2E && i > 0)
       out += plain ? String(c) : String(format: "%%%02X", byte)
     }

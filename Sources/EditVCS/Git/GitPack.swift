@@ -1,5 +1,5 @@
-import Foundation
 internal import CGit2
+import Foundation
 
 /// What `packReachableObjects` did.
 struct PackOutcome {
@@ -89,7 +89,9 @@ extension GitRepository {
 
     var builder: OpaquePointer?
     try check(git_packbuilder_new(&builder, handle), "git_packbuilder_new")
-    guard let builder else { throw GitError(code: -1, function: "git_packbuilder_new", subject: path, message: "no builder") }
+    guard let builder else {
+      throw GitError(code: -1, function: "git_packbuilder_new", subject: path, message: "no builder")
+    }
     defer { git_packbuilder_free(builder) }
     var walker: OpaquePointer?
     try check(git_revwalk_new(&walker, handle), "git_revwalk_new")

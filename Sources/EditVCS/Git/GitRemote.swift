@@ -1,5 +1,5 @@
-import Foundation
 internal import CGit2
+import Foundation
 
 /// Calls `body` with a `git_strarray` of copies of `strings`; the copies are `strdup`ed and
 /// freed when the call returns, so no pointer escapes.

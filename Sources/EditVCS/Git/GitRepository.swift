@@ -1,6 +1,6 @@
+internal import CGit2
 import DeltaStore
 import Foundation
-internal import CGit2
 
 /// A bare git repository opened through libgit2, with loose objects written uncompressed.
 ///
@@ -172,7 +172,9 @@ public final class GitRepository {
   public func writeTree(_ entries: [TreeEntry]) throws -> ObjectID {
     var builder: OpaquePointer?
     try check(git_treebuilder_new(&builder, handle, nil), "git_treebuilder_new")
-    guard let builder else { throw GitError(code: -1, function: "git_treebuilder_new", subject: nil, message: "no builder") }
+    guard let builder else {
+      throw GitError(code: -1, function: "git_treebuilder_new", subject: nil, message: "no builder")
+    }
     defer { git_treebuilder_free(builder) }
     for entry in entries {
       var oid = entry.id.raw
@@ -256,7 +258,9 @@ public final class GitRepository {
     var oid = id.raw
     var commit: OpaquePointer?
     try check(git_commit_lookup(&commit, handle, &oid), "git_commit_lookup", id.hex)
-    guard let commit else { throw GitError(code: -3, function: "git_commit_lookup", subject: id.hex, message: "missing") }
+    guard let commit else {
+      throw GitError(code: -3, function: "git_commit_lookup", subject: id.hex, message: "missing")
+    }
     defer { git_commit_free(commit) }
     var parents: [ObjectID] = []
     for i in 0..<git_commit_parentcount(commit) {

@@ -1,7 +1,7 @@
-import DeltaStore
-import Foundation
 internal import CGit2
 internal import CZlib
+import DeltaStore
+import Foundation
 
 /// A loose blob (`objects/xx/yyyy…`) mapped read-only, whose content is read in place.
 ///

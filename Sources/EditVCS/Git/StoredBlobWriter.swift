@@ -1,7 +1,7 @@
-import DeltaStore
-import Foundation
 internal import CGit2
 internal import CZlib
+import DeltaStore
+import Foundation
 
 /// Writes large blobs as loose objects whose zlib stream holds *stored* deflate blocks.
 ///
@@ -55,7 +55,9 @@ enum StoredBlobWriter {
             return out.count - Int(streamPointer.pointee.avail_out)
           }
           if produced > 0 {
-            try output.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced]), at: written) }
+            try output.withUnsafeBytes {
+              try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<produced]), at: written)
+            }
             written += produced
           }
         } while streamPointer.pointee.avail_in > 0 || (finish && streamPointer.pointee.avail_out == 0)

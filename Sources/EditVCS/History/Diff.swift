@@ -42,7 +42,8 @@ extension EditRepository {
         } else {
           continue
         }
-        result.append(TensorDiff(name: name, change: fromHashes[name] == nil ? "added" : "removed", dtype: dtype, shape: shape))
+        result.append(
+          TensorDiff(name: name, change: fromHashes[name] == nil ? "added" : "removed", dtype: dtype, shape: shape))
         continue
       }
       guard let fromState else { continue }
@@ -68,8 +69,9 @@ extension EditRepository {
         }
         entry.weightFrobenius = measured.oldFrobenius
         entry.frobenius = DenseNorms.frobenius(delta, count: count)
-        if measured.allFinite, let factors = try Factorization.lowRank(
-          of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: max(1, count / (rows + cols) / 2))
+        if measured.allFinite,
+          let factors = try Factorization.lowRank(
+            of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: max(1, count / (rows + cols) / 2))
         {
           entry.rank = factors.rank
           entry.spectral = factors.singularValues.first ?? 0

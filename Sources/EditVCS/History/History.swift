@@ -16,9 +16,13 @@ public struct CommitSummary: Sendable {
 
 extension EditRepository {
   /// History from `start` (HEAD when nil), newest first; `limit` caps the count.
-  public func log(from start: ObjectID? = nil, limit: Int? = nil, firstParentOnly: Bool = false) throws -> [CommitSummary] {
+  public func log(from start: ObjectID? = nil, limit: Int? = nil, firstParentOnly: Bool = false) throws
+    -> [CommitSummary]
+  {
     let tip = try start ?? headCommit()
-    var ids = try RepositoryError.wrap("walking history") { try git.walk(from: [tip], firstParentOnly: firstParentOnly) }
+    var ids = try RepositoryError.wrap("walking history") {
+      try git.walk(from: [tip], firstParentOnly: firstParentOnly)
+    }
     if let limit { ids = Array(ids.prefix(limit)) }
     let decorations = try decorationMap()
     return try ids.map { try summary(of: $0, decorations: decorations) }

@@ -77,8 +77,11 @@ extension EditRepository {
     let baseHashes = try tensorHashes(at: base)
     let ourHashes = try tensorHashes(at: ours)
     let theirHashes = try tensorHashes(at: theirs)
-    for n in Set(baseHashes.keys).symmetricDifference(ourHashes.keys).union(Set(baseHashes.keys).symmetricDifference(theirHashes.keys)) {
-      throw RepositoryError.invalidArgument("tensor '\(n)' is added or removed since the merge base; merging such histories is not supported")
+    for n in Set(baseHashes.keys).symmetricDifference(ourHashes.keys).union(
+      Set(baseHashes.keys).symmetricDifference(theirHashes.keys))
+    {
+      throw RepositoryError.invalidArgument(
+        "tensor '\(n)' is added or removed since the merge base; merging such histories is not supported")
     }
     let ourEdits = try recordedEdits(from: ours, since: base, requireKeys: strategy == .resolve)
     let theirEdits = try recordedEdits(from: theirs, since: base, requireKeys: strategy == .resolve)
@@ -124,7 +127,8 @@ extension EditRepository {
             }
             (u, v, rank) = (nu, nv, rank + orank)
           case .dense:
-            throw RepositoryError.invalidArgument("tensor '\(tensor)' has a dense change on HEAD's side; use --strategy sum")
+            throw RepositoryError.invalidArgument(
+              "tensor '\(tensor)' has a dense change on HEAD's side; use --strategy sum")
           }
         }
         resolvePlan.append(PlannedChange(name: tensor, change: .factors(u: u, v: v, rank: rank)))
@@ -157,13 +161,16 @@ extension EditRepository {
     for id in try git.walk(from: [tip], hiding: [base], reverse: true) {
       if let edit = try recordedEdit(id) {
         out.append(edit)
-      } else if let record = try editRecord(of: contents(of: id)), !record.changes.isEmpty, !record.method.hasPrefix("merge") {
+      } else if let record = try editRecord(of: contents(of: id)), !record.changes.isEmpty,
+        !record.method.hasPrefix("merge")
+      {
         missing.append("\(id.shortHex) (\(try commitInfo(id).summary))")
       }
     }
     if requireKeys && !missing.isEmpty {
       throw RepositoryError.invalidArgument(
-        "cannot re-solve: commit\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) recorded no keys; use --strategy sum")
+        "cannot re-solve: commit\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) recorded no keys; use --strategy sum"
+      )
     }
     return out
   }
@@ -174,25 +181,27 @@ extension EditRepository {
     var count = 0
     var revisedCache: [String: [Float]] = [:]
     for edit in edits {
-      let revised = try revisedCache[edit.tensor] ?? {
-        var (w, shape) = try floatTensor(edit.tensor, at: commit)
-        let (rows, cols) = (shape[0], shape[1])
-        for change in plan where change.name == edit.tensor {
-          switch change.change {
-          case .factors(let u, let v, let rank):
-            for i in 0..<rows {
-              for j in 0..<cols {
-                var d = 0.0
-                for r in 0..<rank { d += Double(u[i * rank + r]) * Double(v[j * rank + r]) }
-                w[i * cols + j] = Float(Double(w[i * cols + j]) + d)
+      let revised =
+        try revisedCache[edit.tensor]
+        ?? {
+          var (w, shape) = try floatTensor(edit.tensor, at: commit)
+          let (rows, cols) = (shape[0], shape[1])
+          for change in plan where change.name == edit.tensor {
+            switch change.change {
+            case .factors(let u, let v, let rank):
+              for i in 0..<rows {
+                for j in 0..<cols {
+                  var d = 0.0
+                  for r in 0..<rank { d += Double(u[i * rank + r]) * Double(v[j * rank + r]) }
+                  w[i * cols + j] = Float(Double(w[i * cols + j]) + d)
+                }
               }
+            case .dense(let diff):
+              for i in w.indices { w[i] = Float(Double(w[i]) + diff[i]) }
             }
-          case .dense(let diff):
-            for i in w.indices { w[i] = Float(Double(w[i]) + diff[i]) }
           }
-        }
-        return w
-      }()
+          return w
+        }()
       revisedCache[edit.tensor] = revised
       guard let parent = try commitInfo(edit.commit).parents.first else { continue }
       let original = try floatTensor(edit.tensor, at: parent).values
@@ -214,7 +223,9 @@ extension EditRepository {
 
 extension Optional {
   func unwrap(_ what: String) throws -> Wrapped {
-    guard let self else { throw RepositoryError.corruptObject(what: "tensor '\(what)'", reason: "missing from the commit") }
+    guard let self else {
+      throw RepositoryError.corruptObject(what: "tensor '\(what)'", reason: "missing from the commit")
+    }
     return self
   }
 }

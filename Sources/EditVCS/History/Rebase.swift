@@ -20,11 +20,15 @@ extension EditRepository {
     guard let base = try RepositoryError.wrap("finding the merge base", { try git.mergeBase(local, onto) }) else {
       throw RepositoryError.invalidArgument("the histories share no commit; nothing to rebase onto")
     }
-    let commits = try RepositoryError.wrap("walking history") { try git.walk(from: [local], hiding: [base], reverse: true) }
-    for id in commits where try commitInfo(id).parents.count > 1 {
-      throw RepositoryError.invalidArgument("commit \(id.shortHex) is a merge; rebasing merges is not supported, use 'mvc merge'")
+    let commits = try RepositoryError.wrap("walking history") {
+      try git.walk(from: [local], hiding: [base], reverse: true)
     }
-    try moveWorkingModel(to: onto, attach: .detached(onto), force: false, expectedHead: nil, reflog: "rebase: start onto \(onto.hex)")
+    for id in commits where try commitInfo(id).parents.count > 1 {
+      throw RepositoryError.invalidArgument(
+        "commit \(id.shortHex) is a merge; rebasing merges is not supported, use 'mvc merge'")
+    }
+    try moveWorkingModel(
+      to: onto, attach: .detached(onto), force: false, expectedHead: nil, reflog: "rebase: start onto \(onto.hex)")
     var tip = onto
     do {
       for id in commits {
@@ -44,7 +48,8 @@ extension EditRepository {
       try RepositoryError.wrap("moving HEAD") { try git.setHead(branch: branch) }
     } catch {
       try? moveWorkingModel(
-        to: local, attach: .branch(name: branch, commit: local), force: true, expectedHead: nil, reflog: "rebase: abort")
+        to: local, attach: .branch(name: branch, commit: local), force: true, expectedHead: nil, reflog: "rebase: abort"
+      )
       throw error
     }
     return (tip, commits.count)

@@ -23,7 +23,8 @@ extension EditRepository {
   public func cherryPick(_ source: ObjectID) throws -> CommitResult {
     let info = try commitInfo(source)
     guard info.parents.first != nil else {
-      throw RepositoryError.invalidArgument("cannot cherry-pick the root commit \(source.shortHex): it is the base model")
+      throw RepositoryError.invalidArgument(
+        "cannot cherry-pick the root commit \(source.shortHex): it is the base model")
     }
     let message = info.message.trimmingCharacters(in: .newlines) + "\n\n(cherry picked from commit \(source.hex))\n"
     return try replay(source, sign: 1, message: message, method: "cherry-pick")
@@ -42,7 +43,8 @@ extension EditRepository {
       if a == b { continue }
       guard let a, let b else {
         throw RepositoryError.invalidArgument(
-          "commit \(source.shortHex) \(a == nil ? "removes" : "adds") tensor '\(name)'; replaying added or removed tensors is not supported")
+          "commit \(source.shortHex) \(a == nil ? "removes" : "adds") tensor '\(name)'; replaying added or removed tensors is not supported"
+        )
       }
       let state = try storedState(a, tensor: name)
       if state.state.kind == .lowRank {
@@ -53,7 +55,8 @@ extension EditRepository {
         let oldBytes = try materialize(name, at: sourceParent)
         let beforeState = try storedState(b, tensor: name).state
         guard beforeState.dtype.isEditableFloat else {
-          throw RepositoryError.invalidArgument("tensor '\(name)' is \(beforeState.dtype.rawValue): only float tensors can be replayed")
+          throw RepositoryError.invalidArgument(
+            "tensor '\(name)' is \(beforeState.dtype.rawValue): only float tensors can be replayed")
         }
         var difference = newBytes.withUnsafeBytes { n in
           oldBytes.withUnsafeBytes { o in

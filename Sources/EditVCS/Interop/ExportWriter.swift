@@ -16,8 +16,7 @@ public enum ExportWriter {
   /// The PEFT `adapter_config.json` for `tensors`: `lora_alpha = r` per module, so every
   /// module's scale is 1; `target_modules` are the full module names (PEFT matches a target
   /// as the whole name or a `.`-separated suffix, so a full name selects exactly one module).
-  public static func adapterConfig(_ tensors: [ExportedTensor], baseModel: String) -> [String: Any]
-  {
+  public static func adapterConfig(_ tensors: [ExportedTensor], baseModel: String) -> [String: Any] {
     let r = tensors.map(\.rank).max() ?? 0
     var rankPattern: [String: Int] = [:]
     for t in tensors where t.rank != r { rankPattern[t.moduleName] = t.rank }

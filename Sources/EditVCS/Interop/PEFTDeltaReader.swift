@@ -51,7 +51,8 @@ enum DeltaFileReader {
 
   static func floats(_ file: SafetensorsFile, _ info: TensorInfo) throws -> [Float] {
     guard info.dtype.isEditableFloat else {
-      throw RepositoryError.deltaMismatch(file: file.path, tensor: info.name, detail: "dtype \(info.dtype.rawValue) is not a float type")
+      throw RepositoryError.deltaMismatch(
+        file: file.path, tensor: info.name, detail: "dtype \(info.dtype.rawValue) is not a float type")
     }
     var doubles = [Double](repeating: 0, count: info.elementCount)
     let raw = try file.read(info)
@@ -91,10 +92,12 @@ enum DeltaFileReader {
     for (tensor, pair) in pairs.sorted(by: { $0.key < $1.key }) {
       guard let a = pair.a, let b = pair.b else {
         throw RepositoryError.deltaMismatch(
-          file: path, tensor: tensor, detail: "has lora_\(pair.a == nil ? "B" : "A") but no lora_\(pair.a == nil ? "A" : "B")")
+          file: path, tensor: tensor,
+          detail: "has lora_\(pair.a == nil ? "B" : "A") but no lora_\(pair.a == nil ? "A" : "B")")
       }
       guard let (_, target) = model.location(of: tensor) else {
-        throw RepositoryError.deltaMismatch(file: path, tensor: tensor, detail: "LoRA target is not a tensor of the model")
+        throw RepositoryError.deltaMismatch(
+          file: path, tensor: tensor, detail: "LoRA target is not a tensor of the model")
       }
       guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1], target.shape.count == 2 else {
         throw RepositoryError.deltaMismatch(

@@ -15,7 +15,8 @@ struct MaterializationPlan {
       return try body()
     } catch let error as DeltaStoreError {
       throw RepositoryError.corruptObject(
-        what: "stored data of tensor '\(tensor)' at \(revision.shortHex)", reason: error.errorDescription ?? "undecodable")
+        what: "stored data of tensor '\(tensor)' at \(revision.shortHex)",
+        reason: error.errorDescription ?? "undecodable")
     }
   }
 

@@ -65,13 +65,14 @@ extension EditRepository {
     var bytes = [UInt8](repeating: 0, count: state.byteCount)
     let complete = bytes.withUnsafeMutableBytes { buffer -> Bool in
       var done = 0
+      var probe: UInt8 = 0
+      guard let base = buffer.baseAddress else { return read(fd, &probe, 1) == 0 }
       while done < buffer.count {
-        let n = read(fd, buffer.baseAddress! + done, buffer.count - done)
+        let n = read(fd, base + done, buffer.count - done)
         if n < 0 && errno == EINTR { continue }
         guard n > 0 else { return false }
         done += n
       }
-      var probe: UInt8 = 0
       return read(fd, &probe, 1) == 0
     }
     guard complete, bytes.withUnsafeBytes({ ContentHash.of($0).description }) == state.hash else {

@@ -27,7 +27,8 @@ extension EditRepository {
     while true {
       let stored = try storedState(tree, tensor: tensor)
       chain.append(stored)
-      if stored.state.kind != .lowRank || stored.state.hash == known || (useSnapshots && hasSnapshot(stored.state.hash)) {
+      if stored.state.kind != .lowRank || stored.state.hash == known || (useSnapshots && hasSnapshot(stored.state.hash))
+      {
         return chain
       }
       // Find the commit that introduced this state: walk first parents while the entry stays.
@@ -123,7 +124,9 @@ extension EditRepository {
         try plan.decodingStoredData { try decodeFull(plan.startState, chunks: chunks, tensor: tensor) }
       }
     case .reference(let path):
-      bytes = try timed("complete bytes (reference)") { try referenceBytes(plan.startState, path: path, tensor: tensor) }
+      bytes = try timed("complete bytes (reference)") {
+        try referenceBytes(plan.startState, path: path, tensor: tensor)
+      }
     }
     var next = 0
     while next < plan.steps.count {
@@ -228,7 +231,9 @@ extension EditRepository {
   }
 
   /// Loads a low-rank state's factors.
-  func factors(of stored: StoredTensorState, tensor: String) throws -> (u: [Float], v: [Float], rows: Int, cols: Int, rank: Int) {
+  func factors(of stored: StoredTensorState, tensor: String) throws -> (
+    u: [Float], v: [Float], rows: Int, cols: Int, rank: Int
+  ) {
     let f = try encodedFactors(of: stored, tensor: tensor)
     let (u, v) = try decodedFactors(f)
     return (u, v, f.rows, f.cols, f.rank)
@@ -265,7 +270,8 @@ extension EditRepository {
         u, v,
         try step.residual.map {
           try ResidualCodec.decode($0, dtype: step.state.dtype, elementCount: step.state.elementCount)
-        })
+        }
+      )
     }
     guard let factors = steps.first?.factors else { return }
     let (rows, cols) = (factors.rows, factors.cols)
@@ -284,7 +290,9 @@ extension EditRepository {
           if !state.u.isEmpty {
             state.u.withUnsafeBufferPointer { u in
               state.v.withUnsafeBufferPointer { v in
-                TensorMath.addRankOneF32(base + elements.lowerBound * 4, rows: count, cols: cols, u: u.baseAddress! + row, v: v.baseAddress!)
+                guard let u = u.baseAddress, let v = v.baseAddress else { return }
+                TensorMath.addRankOneF32(
+                  base + elements.lowerBound * 4, rows: count, cols: cols, u: u + row, v: v)
               }
             }
           }

@@ -123,12 +123,14 @@ extension EditRepository {
     }
     let updates = before == tip ? [] : [RefUpdate(name: "refs/heads/\(branch)", old: before ?? nil, new: tip)]
     return PushSummary(
-      remote: name, url: remote.url, branch: branch, updates: updates, referenceBasePath: try referenceBasePath(from: tip))
+      remote: name, url: remote.url, branch: branch, updates: updates,
+      referenceBasePath: try referenceBasePath(from: tip))
   }
 
   /// The base file of a `--reference-base` history, from its root commit's first tensor state.
   func referenceBasePath(from tip: ObjectID) throws -> String? {
-    guard let root = try RepositoryError.wrap("walking history", { try git.walk(from: [tip], firstParentOnly: true) }).last
+    guard
+      let root = try RepositoryError.wrap("walking history", { try git.walk(from: [tip], firstParentOnly: true) }).last
     else { return nil }
     let contents = try contents(of: root)
     guard let (name, tree) = contents.tensorTrees.min(by: { $0.key < $1.key }) else { return nil }
@@ -272,8 +274,10 @@ extension EditRepository {
       throw RemoteError.transport(operation: "clone from", url: url, message: error.message)
     }
     let branches = try RepositoryError.wrap("listing fetched branches") {
-      try git.referenceNames(withPrefix: "refs/remotes/origin/").map { String($0.dropFirst("refs/remotes/origin/".count)) }
-        .filter { $0 != "HEAD" }.sorted()
+      try git.referenceNames(withPrefix: "refs/remotes/origin/").map {
+        String($0.dropFirst("refs/remotes/origin/".count))
+      }
+      .filter { $0 != "HEAD" }.sorted()
     }
     let candidates = [advertised, defaultBranch, "master"].compactMap { $0 }
     guard let branch = candidates.first(where: branches.contains) ?? branches.first,

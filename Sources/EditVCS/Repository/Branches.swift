@@ -40,7 +40,8 @@ extension EditRepository {
     guard GitRepository.isValidBranchName(name) else { throw RepositoryError.invalidRefName(name) }
     if try branchTarget(name) != nil { throw RepositoryError.branchExists(name) }
     try RepositoryError.wrap("creating branch '\(name)'") {
-      try git.updateReference("refs/heads/" + name, to: commit, expected: nil, message: "branch: created from \(commit.hex)")
+      try git.updateReference(
+        "refs/heads/" + name, to: commit, expected: nil, message: "branch: created from \(commit.hex)")
     }
   }
 
@@ -74,7 +75,9 @@ extension EditRepository {
       throw RepositoryError.tagExists(name)
     }
     try RepositoryError.wrap("creating tag '\(name)'") {
-      let target = try message.map { try git.createTagObject(name: name, commit: commit, message: $0, tagger: signature()) } ?? commit
+      let target =
+        try message.map { try git.createTagObject(name: name, commit: commit, message: $0, tagger: signature()) }
+        ?? commit
       try git.updateReference(ref, to: target, expected: nil, message: "tag: \(name)")
     }
   }

@@ -74,7 +74,8 @@ public final class EditRepository {
     modelRelativePath = try ModelPathRule.validated(
       model, configPath: (git.path as NSString).appendingPathComponent("config"))
     try ModelPathRule.checkStaysInside(root: root, relativePath: modelRelativePath)
-    let version = Int(try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.formatversion") }) ?? "1") ?? 1
+    let version =
+      Int(try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.formatversion") }) ?? "1") ?? 1
     if version > repositoryFormatVersion {
       throw RepositoryError.unsupportedFormat(found: version, supported: repositoryFormatVersion)
     }
@@ -130,7 +131,8 @@ public final class EditRepository {
       throw RepositoryError.alreadyInitialized(path: gitDirectory)
     }
     let absoluteModel =
-      modelPath.hasPrefix("/") ? (modelPath as NSString).standardizingPath
+      modelPath.hasPrefix("/")
+      ? (modelPath as NSString).standardizingPath
       : ((root as NSString).appendingPathComponent(modelPath) as NSString).standardizingPath
     guard absoluteModel.hasPrefix(root + "/") else {
       throw RepositoryError.invalidArgument("the model '\(modelPath)' must be inside '\(root)'")

@@ -68,7 +68,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "another mvc is running\(pid.map { " (pid \($0))" } ?? "") on '\(path)'"
     case .uncommittedChanges(let tensors):
       let shown = tensors.prefix(3).map { "'\($0)'" }.joined(separator: ", ")
-      return "the working model has uncommitted changes in \(tensors.count) tensor\(tensors.count == 1 ? "" : "s") (\(shown)\(tensors.count > 3 ? ", ..." : ""))"
+      return
+        "the working model has uncommitted changes in \(tensors.count) tensor\(tensors.count == 1 ? "" : "s") (\(shown)\(tensors.count > 3 ? ", ..." : ""))"
     case .nothingToCommit:
       return "nothing to commit: the working model equals HEAD"
     case .layoutMismatch(let file, let tensor, let detail):

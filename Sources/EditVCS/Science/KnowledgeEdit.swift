@@ -82,11 +82,14 @@ extension EditRepository {
 
   /// Decides the orientation from the key length: nn.Linear stores W as d_out×d_in, GPT-2's
   /// Conv1D as d_in×d_out. A square matrix is taken as nn.Linear.
-  static func orientation(shape: [Int], keyLength: Int, tensor: String) throws -> (dOut: Int, dIn: Int, transposed: Bool) {
+  static func orientation(shape: [Int], keyLength: Int, tensor: String) throws -> (
+    dOut: Int, dIn: Int, transposed: Bool
+  ) {
     if shape[1] == keyLength { return (shape[0], shape[1], false) }
     if shape[0] == keyLength { return (shape[1], shape[0], true) }
     throw RepositoryError.invalidArgument(
-      "keys have length \(keyLength) but tensor '\(tensor)' is \(shape): neither d_in of a Linear [d_out, d_in] nor of a Conv1D [d_in, d_out]")
+      "keys have length \(keyLength) but tensor '\(tensor)' is \(shape): neither d_in of a Linear [d_out, d_in] nor of a Conv1D [d_in, d_out]"
+    )
   }
 
   func compressedNpy(_ values: [Double], shape: [Int]) throws -> [UInt8] {
@@ -112,14 +115,17 @@ extension EditRepository {
     let status = try status(of: working, against: parent, head: headState)
     guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
     let (w, shape) = try floatTensor(request.tensor, at: parent)
-    guard request.keys.shape.count == 2, request.values.shape.count == 2, request.keys.shape[0] == request.values.shape[0]
+    guard request.keys.shape.count == 2, request.values.shape.count == 2,
+      request.keys.shape[0] == request.values.shape[0]
     else {
       throw RepositoryError.invalidArgument(
         "keys \(request.keys.shape) and values \(request.values.shape) must be n×d_in and n×d_out with the same n")
     }
-    let (dOut, dIn, transposed) = try Self.orientation(shape: shape, keyLength: request.keys.shape[1], tensor: request.tensor)
+    let (dOut, dIn, transposed) = try Self.orientation(
+      shape: shape, keyLength: request.keys.shape[1], tensor: request.tensor)
     guard request.values.shape[1] == dOut else {
-      throw RepositoryError.invalidArgument("values have length \(request.values.shape[1]); tensor '\(request.tensor)' has d_out \(dOut)")
+      throw RepositoryError.invalidArgument(
+        "values have length \(request.values.shape[1]); tensor '\(request.tensor)' has d_out \(dOut)")
     }
     let covariance: [Double]
     if let c = request.covariance {
@@ -144,10 +150,16 @@ extension EditRepository {
       change: .factors(
         u: update.storageLeft.map { Float($0) }, v: update.storageRight.map { Float($0) }, rank: update.rank))
     var data: [GitRepository.TreeEntry] = [
-      .init(name: EditDataName.keys, id: try writeBlob(try compressedNpy(request.keys.values, shape: request.keys.shape)), isTree: false),
-      .init(name: EditDataName.values, id: try writeBlob(try compressedNpy(request.values.values, shape: request.values.shape)), isTree: false),
+      .init(
+        name: EditDataName.keys, id: try writeBlob(try compressedNpy(request.keys.values, shape: request.keys.shape)),
+        isTree: false),
+      .init(
+        name: EditDataName.values,
+        id: try writeBlob(try compressedNpy(request.values.values, shape: request.values.shape)), isTree: false),
       // The same C₀ in every edit of a layer is one blob: git stores identical content once.
-      .init(name: EditDataName.covariance, id: try writeBlob(try compressedNpy(covariance, shape: [dIn, dIn])), isTree: false),
+      .init(
+        name: EditDataName.covariance, id: try writeBlob(try compressedNpy(covariance, shape: [dIn, dIn])),
+        isTree: false),
     ]
     if let facts = request.facts {
       data.append(.init(name: EditDataName.facts, id: try writeBlob(facts), isTree: false))
@@ -173,8 +185,10 @@ extension EditRepository {
     else { return nil }
     var blobs: [String: ObjectID] = [:]
     for e in try git.readTree(dataTree.id) { blobs[e.name] = e.id }
-    guard let k = blobs[EditDataName.keys], let v = blobs[EditDataName.values], let c = blobs[EditDataName.covariance] else {
-      throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "edit-data/ lacks keys, values or covariance")
+    guard let k = blobs[EditDataName.keys], let v = blobs[EditDataName.values], let c = blobs[EditDataName.covariance]
+    else {
+      throw RepositoryError.corruptObject(
+        what: "commit \(commit.shortHex)", reason: "edit-data/ lacks keys, values or covariance")
     }
     let keys = try readCompressedNpy(k, what: "keys of \(commit.shortHex)")
     let values = try readCompressedNpy(v, what: "values of \(commit.shortHex)")

@@ -54,7 +54,8 @@ extension EditRepository {
       for e in try git.readTree(try commitInfo(previous).tree) { entries[e.name] = e }
     }
     let name = TreeName.escape(tensor) + ".npy.zst"
-    entries[name] = .init(name: name, id: try writeBlob(try compressedNpy(keys.values, shape: keys.shape)), isTree: false)
+    entries[name] = .init(
+      name: name, id: try writeBlob(try compressedNpy(keys.values, shape: keys.shape)), isTree: false)
     let tree = try writeTree(Array(entries.values))
     let commit = try RepositoryError.wrap("writing probes") {
       try git.createCommit(
@@ -67,7 +68,8 @@ extension EditRepository {
 
   /// Probe keys by tensor.
   func probes() throws -> [String: NpyArray] {
-    guard let tip = try RepositoryError.wrap("reading \(Self.probesRef)", { try git.referenceTarget(Self.probesRef) }) else {
+    guard let tip = try RepositoryError.wrap("reading \(Self.probesRef)", { try git.referenceTarget(Self.probesRef) })
+    else {
       return [:]
     }
     var out: [String: NpyArray] = [:]
@@ -105,8 +107,9 @@ extension EditRepository {
       }
       for (i, value) in retention.enumerated() {
         report.edits.append(
-          .init(commit: id, summary: summary.commit.summary, tensor: edit.tensor, method: edit.method.rawValue, index: i,
-                retention: value))
+          .init(
+            commit: id, summary: summary.commit.summary, tensor: edit.tensor, method: edit.method.rawValue, index: i,
+            retention: value))
       }
     }
     guard let root = history.last?.commit.id else { return report }

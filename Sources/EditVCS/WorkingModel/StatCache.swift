@@ -80,7 +80,8 @@ struct StatCache: Codable {
   /// The cached hashes when `current` matches the recorded files and none is racy.
   func hashes(matching current: [FileStat]) -> [String: String]? {
     guard current == files else { return nil }
-    for file in files where max(file.modifiedNanoseconds, file.changedNanoseconds) >= writtenAtNanoseconds - Self.racyMargin {
+    for file in files
+    where max(file.modifiedNanoseconds, file.changedNanoseconds) >= writtenAtNanoseconds - Self.racyMargin {
       return nil
     }
     return tensorHashes

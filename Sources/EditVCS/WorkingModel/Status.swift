@@ -44,7 +44,9 @@ extension EditRepository {
         if stored.dtype != info.dtype || stored.shape != info.shape {
           throw RepositoryError.layoutMismatch(
             file: working.path, tensor: name,
-            detail: "is \(info.dtype.rawValue) \(info.shape) in the working model but \(stored.dtype.rawValue) \(stored.shape) at HEAD")
+            detail:
+              "is \(info.dtype.rawValue) \(info.shape) in the working model but \(stored.dtype.rawValue) \(stored.shape) at HEAD"
+          )
         }
         if current[name] != stored.hash {
           entries.append(.init(name: name, change: .modified, dtype: info.dtype, shape: info.shape))

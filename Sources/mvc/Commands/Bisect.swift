@@ -21,7 +21,8 @@ extension MVC {
       subcommands: [Start.self, Good.self, Bad.self, Skip.self, Run.self, Log.self, Visualize.self, Reset.self])
 
     struct Start: ParsableCommand {
-      static let configuration = CommandConfiguration(abstract: "Start a bisection: [BAD [GOOD...]] (BAD defaults to HEAD).")
+      static let configuration = CommandConfiguration(
+        abstract: "Start a bisection: [BAD [GOOD...]] (BAD defaults to HEAD).")
       @OptionGroup var global: GlobalOptions
       @Argument(help: "The bad commit, then good commits.") var revisions: [String] = []
 
@@ -101,7 +102,9 @@ extension MVC {
         try repository.bisectReset(to: try revision.map { try repository.resolve($0) })
         if !global.quiet {
           let head = try repository.head()
-          Diagnostics.printError("Bisection ended; HEAD is \(head.branchName.map { "on branch '\($0)'" } ?? "at \(head.commit?.shortHex ?? "?")")")
+          Diagnostics.printError(
+            "Bisection ended; HEAD is \(head.branchName.map { "on branch '\($0)'" } ?? "at \(head.commit?.shortHex ?? "?")")"
+          )
         }
       }
     }
@@ -137,7 +140,8 @@ extension MVC {
         if let program = command.first {
           executable = BisectReport.findExecutable(program, cwd: global.workingDirectory)
           guard executable != nil else {
-            throw RepositoryError.invalidArgument("cannot run '\(program)': no such program; the bisection is unchanged")
+            throw RepositoryError.invalidArgument(
+              "cannot run '\(program)': no such program; the bisection is unchanged")
           }
         }
         while true {
@@ -163,11 +167,13 @@ extension MVC {
               } else {
                 let worst = report.preservation.map(\.error).max() ?? 0
                 term = worst > (maxPreservationError ?? .infinity) ? .bad : .good
-                output("\(current.shortHex): max preservation error \(String(format: "%.4g", worst)) -> \(term.rawValue)")
+                output(
+                  "\(current.shortHex): max preservation error \(String(format: "%.4g", worst)) -> \(term.rawValue)")
               }
             } else if let executable {
               output("running '\(command.joined(separator: " "))' on \(current.shortHex)")
-              term = try BisectReport.runProgram(executable, arguments: Array(command.dropFirst()), cwd: global.workingDirectory)
+              term = try BisectReport.runProgram(
+                executable, arguments: Array(command.dropFirst()), cwd: global.workingDirectory)
             } else {
               return
             }
@@ -197,9 +203,13 @@ enum BisectReport {
   static func print(_ outcome: BisectOutcome, repository: EditRepository) throws {
     switch outcome {
     case .waiting(let needGood, let needBad):
-      output("status: waiting for \(needBad ? "a bad" : "")\(needBad && needGood ? " and " : "")\(needGood ? "good" : "") commit\(needGood && needBad ? "s" : "")")
+      output(
+        "status: waiting for \(needBad ? "a bad" : "")\(needBad && needGood ? " and " : "")\(needGood ? "good" : "") commit\(needGood && needBad ? "s" : "")"
+      )
     case .testing(let id, let remaining, let steps):
-      output("Bisecting: \(remaining) revision\(remaining == 1 ? "" : "s") left to test after this (roughly \(steps) step\(steps == 1 ? "" : "s"))")
+      output(
+        "Bisecting: \(remaining) revision\(remaining == 1 ? "" : "s") left to test after this (roughly \(steps) step\(steps == 1 ? "" : "s"))"
+      )
       output("[\(id.hex)] \(try repository.commitInfo(id).summary)")
     case .firstBad(let id):
       output("\(id.hex) is the first bad commit")
@@ -237,13 +247,15 @@ enum BisectReport {
     do {
       try process.run()
     } catch {
-      throw RepositoryError.invalidArgument("cannot run '\(executable.path)': \(error.localizedDescription); the bisection is unchanged")
+      throw RepositoryError.invalidArgument(
+        "cannot run '\(executable.path)': \(error.localizedDescription); the bisection is unchanged")
     }
     process.waitUntilExit()
     let status = process.terminationStatus
     if process.terminationReason == .uncaughtSignal {
       throw RepositoryError.invalidArgument(
-        "bisect run failed: '\(executable.lastPathComponent)' was killed by signal \(status); the bisection is kept, 'mvc bisect log' shows it")
+        "bisect run failed: '\(executable.lastPathComponent)' was killed by signal \(status); the bisection is kept, 'mvc bisect log' shows it"
+      )
     }
     switch status {
     case 0: return .good
@@ -251,7 +263,8 @@ enum BisectReport {
     case 1..<128: return .bad
     default:
       throw RepositoryError.invalidArgument(
-        "bisect run failed: exit code \(status) from '\(executable.lastPathComponent)' is >= 128; the bisection is kept, 'mvc bisect log' shows it")
+        "bisect run failed: exit code \(status) from '\(executable.lastPathComponent)' is >= 128; the bisection is kept, 'mvc bisect log' shows it"
+      )
     }
   }
 }

@@ -36,7 +36,9 @@ extension MVC {
       if output == nil && (shards != nil || tensors != nil) {
         throw ValidationError("--shards and --tensors need -o PATH")
       }
-      if let shards, shards.split(separator: ",").contains(where: { Int($0.trimmingCharacters(in: .whitespaces)) == nil }) {
+      if let shards,
+        shards.split(separator: ",").contains(where: { Int($0.trimmingCharacters(in: .whitespaces)) == nil })
+      {
         throw ValidationError("--shards takes comma-separated shard numbers, e.g. 2,3")
       }
     }
@@ -46,7 +48,9 @@ extension MVC {
       let target = try repository.resolve(revision)
       if let output {
         let path = global.path(output)
-        let shardSet = shards.map { Set($0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.map { $0 - 1 }) }
+        let shardSet = shards.map {
+          Set($0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.map { $0 - 1 })
+        }
         let tensorSet = try tensors.map { try repository.tensorNames(at: target, matching: $0) }
         try repository.materialize(target, to: path, tensors: tensorSet, shards: shardSet, force: force)
         if !global.quiet { Diagnostics.printError("Wrote \(target.shortHex) to '\(output)'") }
@@ -62,7 +66,8 @@ extension MVC {
         Diagnostics.printError("HEAD is now at \(target.shortHex) \(subject)")
       }
       Diagnostics.printError(
-        "\(summary.rewrittenTensors.count) tensor\(summary.rewrittenTensors.count == 1 ? "" : "s") rewritten\(summary.wroteWholeFiles ? " (whole files)" : " in place")")
+        "\(summary.rewrittenTensors.count) tensor\(summary.rewrittenTensors.count == 1 ? "" : "s") rewritten\(summary.wroteWholeFiles ? " (whole files)" : " in place")"
+      )
     }
   }
 }

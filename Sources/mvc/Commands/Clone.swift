@@ -46,7 +46,9 @@ extension MVC {
       let path = target.hasPrefix("/") ? target : (base as NSString).appendingPathComponent(target)
       // A relative local path is relative to where the user is, not to the clone.
       var source = url
-      if !url.contains("://"), !url.hasPrefix("/"), FileManager.default.fileExists(atPath: (base as NSString).appendingPathComponent(url)) {
+      if !url.contains("://"), !url.hasPrefix("/"),
+        FileManager.default.fileExists(atPath: (base as NSString).appendingPathComponent(url))
+      {
         source = ((base as NSString).appendingPathComponent(url) as NSString).standardizingPath
       }
       if !quiet { Diagnostics.printError("Cloning into '\(target)'...") }

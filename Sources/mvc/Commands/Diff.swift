@@ -34,7 +34,8 @@ extension MVC {
         output(try Format.json(DiffJSON(from: from.hex, to: to?.hex, diffs: diffs)))
       } else {
         for d in diffs {
-          var line = "\(d.change.padding(toLength: 9, withPad: " ", startingAt: 0)) \(d.name) \(d.dtype.rawValue) \(Format.shape(d.shape))"
+          var line =
+            "\(d.change.padding(toLength: 9, withPad: " ", startingAt: 0)) \(d.name) \(d.dtype.rawValue) \(Format.shape(d.shape))"
           if d.change == "modified" {
             line += d.rank.map { " rank \($0)" } ?? " dense"
             if let f = d.frobenius { line += String(format: " ‖ΔW‖_F %.4g", f) }

@@ -35,9 +35,11 @@ extension MVC {
     @Option(help: "Target values, n×d_out (.npy).") var values: String
     @Option(help: "C₀ = E[kkᵀ], d_in×d_in (.npy).") var cov: String?
     @Option(name: .customLong("cov-keys"), help: "Preserved keys K₀, m×d_in: C₀ = K₀ᵀK₀/m (.npy).") var covKeys: String?
-    @Option(help: "λ, the covariance weight (mom2_update_weight); default 1 (MEMIT papers: 15000-20000).") var lambda = 1.0
+    @Option(help: "λ, the covariance weight (mom2_update_weight); default 1 (MEMIT papers: 15000-20000).") var lambda =
+      1.0
     @Option(help: "μ, EMMET's ridge, added when n > 1.") var mu = 0.1
-    @Option(help: "Facts as JSON lines (e.g. CounterFact's subject/prompt/target_new), recorded verbatim.") var facts: String?
+    @Option(help: "Facts as JSON lines (e.g. CounterFact's subject/prompt/target_new), recorded verbatim.") var facts:
+      String?
     @Option(name: .shortAndLong, help: "The commit message.") var message: String
 
     func validate() throws {
@@ -57,7 +59,8 @@ extension MVC {
         return Array(data)
       }
       let request = KnowledgeEditRequest(
-        method: method, tensor: tensor, keys: try NpyFile.read(from: path(keys)), values: try NpyFile.read(from: path(values)),
+        method: method, tensor: tensor, keys: try NpyFile.read(from: path(keys)),
+        values: try NpyFile.read(from: path(values)),
         covariance: try cov.map { try NpyFile.read(from: path($0)) },
         covarianceKeys: try covKeys.map { try NpyFile.read(from: path($0)) }, lambda: lambda, mu: mu, facts: factsBytes,
         message: message)

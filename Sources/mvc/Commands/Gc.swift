@@ -23,7 +23,8 @@ extension MVC {
       output("\(summary.byteCountBefore) bytes on disk before, \(summary.byteCountAfter) bytes on disk after")
       if !global.quiet {
         Diagnostics.printError(
-          "packed \(summary.packedObjectCount) objects (\(Format.bytes(summary.byteCountBefore)) -> \(Format.bytes(summary.byteCountAfter))); removed \(summary.removedLooseObjectCount) loose objects, \(summary.removedPackCount) old packs, \(summary.removedSnapshotCount) snapshots; kept \(summary.unreachableLooseObjectCount) unreachable loose objects")
+          "packed \(summary.packedObjectCount) objects (\(Format.bytes(summary.byteCountBefore)) -> \(Format.bytes(summary.byteCountAfter))); removed \(summary.removedLooseObjectCount) loose objects, \(summary.removedPackCount) old packs, \(summary.removedSnapshotCount) snapshots; kept \(summary.unreachableLooseObjectCount) unreachable loose objects"
+        )
       }
     }
   }

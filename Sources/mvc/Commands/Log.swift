@@ -86,7 +86,9 @@ enum CommitText {
       lines.append(line)
     }
     lines.append(contentsOf: flags.map(flagLine))
-    lines.append(" \(record.changes.count) tensor\(record.changes.count == 1 ? "" : "s") changed, \(Format.bytes(total)) stored, method \(record.method)")
+    lines.append(
+      " \(record.changes.count) tensor\(record.changes.count == 1 ? "" : "s") changed, \(Format.bytes(total)) stored, method \(record.method)"
+    )
     return lines
   }
 }
@@ -148,7 +150,9 @@ struct CommitJSON: Encodable {
         outlierRatio: nil)
     }
     for flag in flags {
-      if let i = changes.firstIndex(where: { $0.tensor == flag.tensor }) { changes[i].outlierRatio = flag.ratioToMedian }
+      if let i = changes.firstIndex(where: { $0.tensor == flag.tensor }) {
+        changes[i].outlierRatio = flag.ratioToMedian
+      }
     }
   }
 

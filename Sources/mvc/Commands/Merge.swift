@@ -28,7 +28,8 @@ extension MVC {
 
     func run() throws {
       let repository = try Session.open(global)
-      let result = try repository.merge(try repository.resolve(branch), name: branch, strategy: strategy, message: message)
+      let result = try repository.merge(
+        try repository.resolve(branch), name: branch, strategy: strategy, message: message)
       switch result.kind {
       case .upToDate: output("Already up to date.")
       case .fastForward: output("Fast-forward to \(result.commit.shortHex)")

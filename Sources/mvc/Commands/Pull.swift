@@ -30,7 +30,8 @@ extension MVC {
         Diagnostics.printError("Updating \(from?.shortHex ?? "(none)")..\(to.shortHex)")
         Diagnostics.printError("Fast-forward: \(rewritten) tensor\(rewritten == 1 ? "" : "s") rewritten")
       case .rebased(let onto, let tip, let replayed):
-        Diagnostics.printError("Rebased \(replayed) commit\(replayed == 1 ? "" : "s") onto \(onto.shortHex): now at \(tip.shortHex)")
+        Diagnostics.printError(
+          "Rebased \(replayed) commit\(replayed == 1 ? "" : "s") onto \(onto.shortHex): now at \(tip.shortHex)")
       }
     }
   }

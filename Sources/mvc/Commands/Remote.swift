@@ -36,7 +36,8 @@ extension MVC {
     }
 
     struct Add: ParsableCommand {
-      static let configuration = CommandConfiguration(abstract: "Add a remote named <name> for the repository at <url>.")
+      static let configuration = CommandConfiguration(
+        abstract: "Add a remote named <name> for the repository at <url>.")
       @OptionGroup var global: GlobalOptions
       @Argument(help: "The remote's name.") var name: String
       @Argument(help: "The remote's URL or path.") var url: String

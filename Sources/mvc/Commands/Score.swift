@@ -30,7 +30,9 @@ extension MVC {
         return
       }
       for e in report.edits {
-        output("\(e.commit.shortHex) \(e.method) \(e.tensor)[\(e.index)] retention \(String(format: "%.4f", e.retention))  \(e.summary)")
+        output(
+          "\(e.commit.shortHex) \(e.method) \(e.tensor)[\(e.index)] retention \(String(format: "%.4f", e.retention))  \(e.summary)"
+        )
       }
       for (commit, summary) in report.unscored { output("\(commit.shortHex) unscored (no keys recorded)  \(summary)") }
       for p in report.preservation {
@@ -76,8 +78,9 @@ struct ScoreJSON: Encodable {
   init(_ r: ScoreReport) {
     revision = r.revision.hex
     edits = r.edits.map {
-      Edit(commit: $0.commit.hex, tensor: $0.tensor, method: $0.method, index: $0.index,
-           retention: $0.retention.isFinite ? $0.retention : nil, summary: $0.summary)
+      Edit(
+        commit: $0.commit.hex, tensor: $0.tensor, method: $0.method, index: $0.index,
+        retention: $0.retention.isFinite ? $0.retention : nil, summary: $0.summary)
     }
     unscored = r.unscored.map { Unscored(commit: $0.commit.hex, summary: $0.summary) }
     preservation = r.preservation.map { Preservation(tensor: $0.tensor, keyCount: $0.keyCount, error: $0.error) }

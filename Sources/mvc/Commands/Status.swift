@@ -36,7 +36,9 @@ extension MVC {
       }
       output("Changes in '\(repository.modelRelativePath)':")
       for entry in status.entries {
-        output("  \(entry.change.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(entry.name)  \(entry.dtype.rawValue) \(Format.shape(entry.shape))")
+        output(
+          "  \(entry.change.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(entry.name)  \(entry.dtype.rawValue) \(Format.shape(entry.shape))"
+        )
       }
       if status.headerChanged { output("  header    (metadata or padding changed)") }
     }
@@ -62,7 +64,9 @@ struct StatusJSON: Encodable {
     head = status.head.commit?.hex
     clean = status.isClean
     headerChanged = status.headerChanged
-    tensors = status.entries.map { Entry(name: $0.name, change: $0.change.rawValue, dtype: $0.dtype.rawValue, shape: $0.shape) }
+    tensors = status.entries.map {
+      Entry(name: $0.name, change: $0.change.rawValue, dtype: $0.dtype.rawValue, shape: $0.shape)
+    }
   }
 
   enum CodingKeys: String, CodingKey {

@@ -29,7 +29,8 @@ extension MVC {
       let start = create ? try startPoint.map { try repository.resolve($0) } ?? repository.headCommit() : nil
       let summary = try repository.switchBranch(name, create: start, force: force)
       if !global.quiet {
-        Diagnostics.printError("Switched to \(create ? "a new " : "")branch '\(name)' (\(summary.rewrittenTensors.count) tensors rewritten)")
+        Diagnostics.printError(
+          "Switched to \(create ? "a new " : "")branch '\(name)' (\(summary.rewrittenTensors.count) tensors rewritten)")
       }
     }
   }
