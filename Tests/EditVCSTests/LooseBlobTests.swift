@@ -90,7 +90,7 @@ import Testing
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
       let command = arguments.joined(separator: " ")
-      throw RepositoryError.invalidArgument("git \(command) exited \(process.terminationStatus)")
+      throw RepositoryError.programNotRunnable(path: "git \(command)", reason: "exited \(process.terminationStatus)")
     }
     return String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
   }
@@ -122,7 +122,7 @@ import Testing
     #expect(read == (try repository.readBlob(id)), sourceLocation: sourceLocation)
   }
 
-  /// Opening and reading `id` throws a `GitError` that names the object, its file and `reason`.
+  /// Opening and reading `id` throws `RepositoryError.git` naming the object, its file and `reason`.
   static func expectCorrupt(
     _ id: ObjectID, in repository: GitRepository, _ reason: String,
     sourceLocation: SourceLocation = #_sourceLocation
@@ -130,12 +130,12 @@ import Testing
     do {
       try repository.looseBlob(id)?.forEachPiece { _ in }
       Issue.record("no error for '\(reason)'", sourceLocation: sourceLocation)
-    } catch let error as GitError {
+    } catch RepositoryError.git(let error, _) {
       #expect(error.message.contains("object \(id.hex) ('"), sourceLocation: sourceLocation)
       #expect(error.message.contains("/objects/\(id.hex.prefix(2))/"), sourceLocation: sourceLocation)
       #expect(error.message.contains(reason), "\(error.message)", sourceLocation: sourceLocation)
     } catch {
-      Issue.record("not a GitError: \(error)", sourceLocation: sourceLocation)
+      Issue.record("not a RepositoryError.git: \(error)", sourceLocation: sourceLocation)
     }
   }
 

@@ -86,10 +86,9 @@ extension EditRepository {
 
   func validateMarks(bad: ObjectID, good: [ObjectID]) throws {
     for g in good {
-      if g == bad { throw RepositoryError.invalidArgument("commit \(g.shortHex) was marked both good and bad") }
+      if g == bad { throw RepositoryError.contradictoryBisectMarks(good: g.shortHex, bad: bad.shortHex) }
       guard try git.isAncestor(g, of: bad) else {
-        throw RepositoryError.invalidArgument(
-          "good commit \(g.shortHex) is not an ancestor of bad commit \(bad.shortHex): the marks contradict each other")
+        throw RepositoryError.contradictoryBisectMarks(good: g.shortHex, bad: bad.shortHex)
       }
     }
   }

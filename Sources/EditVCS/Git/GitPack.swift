@@ -20,7 +20,7 @@ final class SinglePackDatabase {
   init(indexPath: String) throws {
     var odb: OpaquePointer?
     try check(git_odb_new(&odb), "git_odb_new")
-    guard let odb else { throw GitError(code: -1, function: "git_odb_new", subject: indexPath, message: "no odb") }
+    guard let odb else { throw RepositoryError.libgit2(function: "git_odb_new", subject: indexPath, message: "no odb") }
     var backend: UnsafeMutablePointer<git_odb_backend>?
     let code = git_odb_backend_one_pack(&backend, indexPath)
     if code < 0 {
@@ -65,11 +65,11 @@ final class SinglePackDatabase {
 private func fsyncPath(_ path: String) throws {
   let fd = open(path, O_RDONLY)
   guard fd >= 0 else {
-    throw GitError(code: -1, function: "open", subject: path, message: String(cString: strerror(errno)))
+    throw RepositoryError.libgit2(function: "open", subject: path, message: String(cString: strerror(errno)))
   }
   defer { close(fd) }
   guard fsync(fd) == 0 else {
-    throw GitError(code: -1, function: "fsync", subject: path, message: String(cString: strerror(errno)))
+    throw RepositoryError.libgit2(function: "fsync", subject: path, message: String(cString: strerror(errno)))
   }
 }
 
@@ -90,12 +90,14 @@ extension GitRepository {
     var builder: OpaquePointer?
     try check(git_packbuilder_new(&builder, handle), "git_packbuilder_new")
     guard let builder else {
-      throw GitError(code: -1, function: "git_packbuilder_new", subject: path, message: "no builder")
+      throw RepositoryError.libgit2(function: "git_packbuilder_new", subject: path, message: "no builder")
     }
     defer { git_packbuilder_free(builder) }
     var walker: OpaquePointer?
     try check(git_revwalk_new(&walker, handle), "git_revwalk_new")
-    guard let walker else { throw GitError(code: -1, function: "git_revwalk_new", subject: path, message: "no walker") }
+    guard let walker else {
+      throw RepositoryError.libgit2(function: "git_revwalk_new", subject: path, message: "no walker")
+    }
     defer { git_revwalk_free(walker) }
     try check(git_revwalk_push_glob(walker, "refs/*"), "git_revwalk_push_glob")
     if let head = try? self.head().commit {
@@ -111,7 +113,7 @@ extension GitRepository {
     let objectCount = Int(git_packbuilder_object_count(builder))
     try check(git_packbuilder_write(builder, packDirectory, 0, nil, nil), "git_packbuilder_write", packDirectory)
     guard let namePointer = git_packbuilder_name(builder) else {
-      throw GitError(code: -1, function: "git_packbuilder_name", subject: packDirectory, message: "no pack name")
+      throw RepositoryError.libgit2(function: "git_packbuilder_name", subject: packDirectory, message: "no pack name")
     }
     let packName = "pack-" + String(cString: namePointer)
     let indexPath = (packDirectory as NSString).appendingPathComponent(packName + ".idx")

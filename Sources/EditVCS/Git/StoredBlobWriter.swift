@@ -30,7 +30,7 @@ enum StoredBlobWriter {
     streamPointer.initialize(to: z_stream())
     defer { streamPointer.deallocate() }
     guard deflateInit_(streamPointer, Z_NO_COMPRESSION, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
-      throw GitError(code: -1, function: "deflateInit", subject: hex, message: "zlib initialization failed")
+      throw RepositoryError.libgit2(function: "deflateInit", subject: hex, message: "zlib initialization failed")
     }
     defer { deflateEnd(streamPointer) }
     let header = Array("blob \(bytes.count)\0".utf8)
@@ -50,7 +50,7 @@ enum StoredBlobWriter {
             streamPointer.pointee.avail_out = uInt(out.count)
             let code = deflate(streamPointer, finish ? Z_FINISH : Z_NO_FLUSH)
             guard code == Z_OK || code == Z_STREAM_END || code == Z_BUF_ERROR else {
-              throw GitError(code: -1, function: "deflate", subject: hex, message: "zlib error \(code)")
+              throw RepositoryError.libgit2(function: "deflate", subject: hex, message: "zlib error \(code)")
             }
             return out.count - Int(streamPointer.pointee.avail_out)
           }

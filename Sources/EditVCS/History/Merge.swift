@@ -65,7 +65,7 @@ extension EditRepository {
     let status = try status(of: working, against: ours, head: headState)
     guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
     guard let base = try RepositoryError.wrap("finding the merge base", { try git.mergeBase(ours, theirs) }) else {
-      throw RepositoryError.invalidArgument("'\(name)' shares no history with HEAD")
+      throw RepositoryError.unrelatedHistories(revision: name, operation: "merge")
     }
     if base == theirs { return MergeResult(kind: .upToDate, commit: ours, record: nil, scores: [:]) }
     if base == ours {
@@ -80,8 +80,9 @@ extension EditRepository {
     for n in Set(baseHashes.keys).symmetricDifference(ourHashes.keys).union(
       Set(baseHashes.keys).symmetricDifference(theirHashes.keys))
     {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(n)' is added or removed since the merge base; merging such histories is not supported")
+      throw RepositoryError.tensorAddedOrRemoved(
+        tensor: n, change: "added or removed", revisions: "the histories since the merge base \(base.shortHex)",
+        operation: "a merge")
     }
     let ourEdits = try recordedEdits(from: ours, since: base, requireKeys: strategy == .resolve)
     let theirEdits = try recordedEdits(from: theirs, since: base, requireKeys: strategy == .resolve)
@@ -127,8 +128,7 @@ extension EditRepository {
             }
             (u, v, rank) = (nu, nv, rank + orank)
           case .dense:
-            throw RepositoryError.invalidArgument(
-              "tensor '\(tensor)' has a dense change on HEAD's side; use --strategy sum")
+            throw RepositoryError.cannotResolve(reason: "tensor '\(tensor)' has a dense change on HEAD's side")
           }
         }
         resolvePlan.append(PlannedChange(name: tensor, change: .factors(u: u, v: v, rank: rank)))
@@ -168,9 +168,8 @@ extension EditRepository {
       }
     }
     if requireKeys && !missing.isEmpty {
-      throw RepositoryError.invalidArgument(
-        "cannot re-solve: commit\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) recorded no keys; use --strategy sum"
-      )
+      throw RepositoryError.cannotResolve(
+        reason: "commit\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) recorded no keys")
     }
     return out
   }

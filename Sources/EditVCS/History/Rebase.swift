@@ -12,20 +12,19 @@ extension EditRepository {
     try refuseDuringBisect()
     let headState = try head()
     guard let branch = headState.branchName, let local = headState.commit else {
-      throw RepositoryError.invalidArgument("rebase needs HEAD on a branch with commits")
+      throw headState.commit == nil ? RepositoryError.emptyHistory : RepositoryError.detachedHead(operation: "rebase")
     }
     let working = try WorkingModel(path: modelPath)
     let status = try status(of: working, against: local, head: headState)
     guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
     guard let base = try RepositoryError.wrap("finding the merge base", { try git.mergeBase(local, onto) }) else {
-      throw RepositoryError.invalidArgument("the histories share no commit; nothing to rebase onto")
+      throw RepositoryError.unrelatedHistories(revision: onto.shortHex, operation: "rebase")
     }
     let commits = try RepositoryError.wrap("walking history") {
       try git.walk(from: [local], hiding: [base], reverse: true)
     }
     for id in commits where try commitInfo(id).parents.count > 1 {
-      throw RepositoryError.invalidArgument(
-        "commit \(id.shortHex) is a merge; rebasing merges is not supported, use 'mvc merge'")
+      throw RepositoryError.mergeCommitInRange(commit: id.shortHex, operation: "rebase")
     }
     try moveWorkingModel(
       to: onto, attach: .detached(onto), force: false, expectedHead: nil, reflog: "rebase: start onto \(onto.hex)")

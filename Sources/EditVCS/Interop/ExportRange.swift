@@ -79,9 +79,9 @@ extension EditRepository {
   /// - Parameters:
   ///   - from: the start; nil means the root of `to`'s first-parent chain.
   ///   - requireMatrix: refuse tensors that are not 2-D (LoRA holds matrices only).
-  /// - Throws: `RepositoryError.invalidArgument` when `from` is not a first-parent ancestor of
-  ///   `to`, a tensor was added or removed, is not a float tensor, or its difference is not
-  ///   low-rank.
+  /// - Throws: `RepositoryError.notAnAncestor` when `from` is not a first-parent ancestor of
+  ///   `to`, `.tensorAddedOrRemoved`, `.notAFloatTensor`, `.notAMatrix`, `.notLowRank` when its
+  ///   difference is not low-rank, `.apply` when the factorization fails.
   public func exportRange(
     from: ObjectID?, to: ObjectID, targetRank: Int? = nil, requireMatrix: Bool = false
   ) throws -> ExportedRange {
@@ -101,9 +101,7 @@ extension EditRepository {
       current = parent
     }
     guard let start else {
-      throw RepositoryError.invalidArgument(
-        "'\(from?.shortHex ?? "-")' is not on the first-parent history of '\(to.shortHex)'; export takes FROM..TO with FROM an ancestor of TO"
-      )
+      throw RepositoryError.notAnAncestor(from: from?.shortHex ?? "-", to: to.shortHex)
     }
     commits.reverse()
     let chain = [start] + commits
@@ -115,9 +113,9 @@ extension EditRepository {
       report("exporting", index, names.count)
       guard let fromTree = fromContents.tensorTrees[name], let toTree = toContents.tensorTrees[name]
       else {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)' is \(fromContents.tensorTrees[name] == nil ? "added" : "removed") in \(start.shortHex)..\(to.shortHex); an adapter can only change existing tensors"
-        )
+        throw RepositoryError.tensorAddedOrRemoved(
+          tensor: name, change: fromContents.tensorTrees[name] == nil ? "added" : "removed",
+          revisions: "\(start.shortHex)..\(to.shortHex)", operation: "an adapter")
       }
       if fromTree == toTree { continue }
       if let exported = try combinedChange(
@@ -139,14 +137,13 @@ extension EditRepository {
     guard let first = chain.first, let last = chain.last else { return nil }
     let startState = try storedState(fromTree, tensor: name).state
     guard startState.dtype.isEditableFloat else {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(name)' is \(startState.dtype.rawValue): only float tensors can be exported as deltas"
-      )
+      throw RepositoryError.notAFloatTensor(
+        tensor: name, dtype: startState.dtype.rawValue, operation: "exported as deltas")
     }
     if requireMatrix && startState.shape.count != 2 {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(name)' has shape \(startState.shape) and changed in \(first.shortHex)..\(last.shortHex); a LoRA adapter holds 2-D weights only (use 'mvc export --delta FILE --dense')"
-      )
+      throw RepositoryError.notAMatrix(
+        tensor: name, dtype: startState.dtype.rawValue, shape: startState.shape, operation: "a LoRA adapter",
+        revisions: "\(first.shortHex)..\(last.shortHex)")
     }
     // The states the tensor went through, and whether each is a low-rank change of the one before.
     var steps: [StoredTensorState] = []
@@ -155,9 +152,8 @@ extension EditRepository {
     var previousHash = startState.hash
     for commit in chain.dropFirst() {
       guard let tree = try contents(of: commit).tensorTrees[name] else {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)' is absent in \(commit.shortHex); an adapter can only change existing tensors"
-        )
+        throw RepositoryError.tensorAddedOrRemoved(
+          tensor: name, change: "removed", revisions: "commit \(commit.shortHex)", operation: "an adapter")
       }
       if tree == previousTree { continue }
       let stored = try storedState(tree, tensor: name)
@@ -212,13 +208,11 @@ extension EditRepository {
         found = try Factorization.lowRank(
           of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
       } catch let error as ApplyError {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+        throw RepositoryError.apply(error, tensor: name)
       }
       guard let found else {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)': the difference \(first.shortHex)..\(last.shortHex) is not low-rank (rank above \(maxRank) of [\(rows), \(cols)]), so it cannot be exported as factors; use 'mvc export --delta FILE --dense'"
-        )
+        throw RepositoryError.notLowRank(
+          tensor: name, revisions: "\(first.shortHex)..\(last.shortHex)", maxRank: maxRank, rows: rows, cols: cols)
       }
       (u, v, rank) = (found.u, found.v, found.rank)
     }
@@ -230,8 +224,7 @@ extension EditRepository {
         truncated = try LowRankAlgebra.truncate(
           u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
       } catch let error as ApplyError {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+        throw RepositoryError.apply(error, tensor: name)
       }
       (u, v, rank) = (truncated.u, truncated.v, truncated.rank)
       truncationError = truncated.relativeFrobeniusError

@@ -14,9 +14,7 @@ struct MaterializationPlan {
     do {
       return try body()
     } catch let error as DeltaStoreError {
-      throw RepositoryError.corruptObject(
-        what: "stored data of tensor '\(tensor)' at \(revision.shortHex)",
-        reason: error.errorDescription ?? "undecodable")
+      throw RepositoryError.storedData(error, tensor: tensor, revision: revision.shortHex)
     }
   }
 

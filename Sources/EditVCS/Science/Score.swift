@@ -45,8 +45,8 @@ extension EditRepository {
     guard let head = try head().commit else { throw RepositoryError.emptyHistory }
     let (_, shape) = try floatTensor(tensor, at: head)
     guard keys.shape.count == 2, shape.contains(keys.shape[1]) else {
-      throw RepositoryError.invalidArgument(
-        "probe keys are \(keys.shape) but tensor '\(tensor)' is \(shape): expected [m, d_in]")
+      throw RepositoryError.inputShapeMismatch(
+        input: "probe keys", shape: keys.shape, expected: "[m, d_in] with d_in of tensor '\(tensor)' \(shape)")
     }
     let previous = try RepositoryError.wrap("reading \(Self.probesRef)") { try git.referenceTarget(Self.probesRef) }
     var entries: [String: GitRepository.TreeEntry] = [:]

@@ -140,8 +140,7 @@ extension MVC {
         if let program = command.first {
           executable = BisectReport.findExecutable(program, cwd: global.workingDirectory)
           guard executable != nil else {
-            throw RepositoryError.invalidArgument(
-              "cannot run '\(program)': no such program; the bisection is unchanged")
+            throw RepositoryError.programNotRunnable(path: program, reason: "no such program")
           }
         }
         while true {
@@ -151,7 +150,7 @@ extension MVC {
             let repository = try Session.open(global)
             guard let state = try repository.bisectState() else { throw RepositoryError.noBisectInProgress }
             guard state.bad != nil, !state.good.isEmpty else {
-              throw RepositoryError.invalidArgument("'bisect run' needs a bad and a good commit; mark them first")
+              throw RepositoryError.bisectRunNeedsMarks
             }
             let current = try repository.headCommit()
             if let maxNormRatio {
@@ -247,24 +246,21 @@ enum BisectReport {
     do {
       try process.run()
     } catch {
-      throw RepositoryError.invalidArgument(
-        "cannot run '\(executable.path)': \(error.localizedDescription); the bisection is unchanged")
+      throw RepositoryError.programNotRunnable(path: executable.path, reason: error.localizedDescription)
     }
     process.waitUntilExit()
     let status = process.terminationStatus
     if process.terminationReason == .uncaughtSignal {
-      throw RepositoryError.invalidArgument(
-        "bisect run failed: '\(executable.lastPathComponent)' was killed by signal \(status); the bisection is kept, 'mvc bisect log' shows it"
-      )
+      throw RepositoryError.bisectRunAborted(
+        program: executable.lastPathComponent, reason: "was killed by signal \(status)")
     }
     switch status {
     case 0: return .good
     case 125: return .skip
     case 1..<128: return .bad
     default:
-      throw RepositoryError.invalidArgument(
-        "bisect run failed: exit code \(status) from '\(executable.lastPathComponent)' is >= 128; the bisection is kept, 'mvc bisect log' shows it"
-      )
+      throw RepositoryError.bisectRunAborted(
+        program: executable.lastPathComponent, reason: "exited with \(status), and a code >= 128 stops the run")
     }
   }
 }
