@@ -228,4 +228,12 @@ struct BadInputTests {
       #expect(runMVC(["checkout"], in: dir).status == 129)
     }
   }
+
+  /// The harness's own rule: a `fatal:` line that no `hint:` line follows fails the test that ran it.
+  @Test func aFatalLineWithoutAHintIsAnIssue() {
+    withKnownIssue {
+      checkDiagnosticsAreReadable("fatal: something failed\n", command: ["mvc", "status"])
+    }
+    checkDiagnosticsAreReadable("fatal: something failed\nhint: do this\n", command: ["mvc", "status"])
+  }
 }

@@ -120,7 +120,7 @@ extension EditRepository {
     else {
       throw RepositoryError.inputShapeMismatch(
         input: "values", shape: request.values.shape,
-        expected: "[n, d_out] with the n of keys \(request.keys.shape) (keys are [n, d_in])")
+        expected: "[n, d_out] with the same n as keys \(request.keys.shape) ([n, d_in])")
     }
     let (dOut, dIn, transposed) = try Self.orientation(
       shape: shape, keyLength: request.keys.shape[1], tensor: request.tensor)
