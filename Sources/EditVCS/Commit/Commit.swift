@@ -153,7 +153,9 @@ extension EditRepository {
       factors =
         measured.allFinite
         ? try timed("rank finder") {
-          try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+          try RepositoryError.applying(to: name) {
+            try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+          }
         }
         : nil
     }

@@ -23,9 +23,11 @@ extension EditRepository {
       }
       let (rows, cols) = TensorMath.matrixShape(info.shape)
       if let dense = entry.dense {
-        let found = try dense.withUnsafeBufferPointer { buffer in
-          try buffer.baseAddress.flatMap {
-            try Factorization.lowRank(of: $0, rows: rows, cols: cols, noiseRMS: 0, maxRank: min(rows, cols))
+        let found = try RepositoryError.applying(to: entry.tensor) {
+          try dense.withUnsafeBufferPointer { buffer in
+            try buffer.baseAddress.flatMap {
+              try Factorization.lowRank(of: $0, rows: rows, cols: cols, noiseRMS: 0, maxRank: min(rows, cols))
+            }
           }
         }
         guard let found else {

@@ -104,7 +104,9 @@ extension EditRepository {
           keys: edits.flatMap(\.keys), values: edits.flatMap(\.values), covariance: first.covariance,
           lambda: first.lambda, mu: first.mu)
         let method: EditMethod = edits.contains { $0.method == .memit } ? .memit : .emmet
-        resolvedTensors[tensor] = (shape, try EditSolvers.solve(problem, method: method))
+        resolvedTensors[tensor] = (
+          shape, try RepositoryError.applying(to: tensor) { try EditSolvers.solve(problem, method: method) }
+        )
       }
       for (tensor, resolved) in resolvedTensors.sorted(by: { $0.key < $1.key }) {
         let rows = resolved.update.storageRowCount

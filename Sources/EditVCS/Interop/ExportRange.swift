@@ -203,12 +203,8 @@ extension EditRepository {
         }
       }
       let maxRank = max(1, count / max(rows + cols, 1) / 2)
-      let found: LowRankFactors?
-      do {
-        found = try Factorization.lowRank(
-          of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
-      } catch let error as ApplyError {
-        throw RepositoryError.apply(error, tensor: name)
+      let found = try RepositoryError.applying(to: name) {
+        try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
       }
       guard let found else {
         throw RepositoryError.notLowRank(
@@ -219,12 +215,8 @@ extension EditRepository {
     let fullRank = rank
     var truncationError: Double?
     if let targetRank, rank > targetRank {
-      let truncated: TruncatedFactors
-      do {
-        truncated = try LowRankAlgebra.truncate(
-          u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
-      } catch let error as ApplyError {
-        throw RepositoryError.apply(error, tensor: name)
+      let truncated = try RepositoryError.applying(to: name) {
+        try LowRankAlgebra.truncate(u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
       }
       (u, v, rank) = (truncated.u, truncated.v, truncated.rank)
       truncationError = truncated.relativeFrobeniusError

@@ -408,6 +408,15 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
 }
 
 extension RepositoryError {
+  /// Runs Apply's work on one tensor; an `ApplyError` is carried as `.apply` naming the tensor.
+  static func applying<T>(to tensor: String, _ body: () throws -> T) throws -> T {
+    do {
+      return try body()
+    } catch let error as ApplyError {
+      throw RepositoryError.apply(error, tensor: tensor)
+    }
+  }
+
   /// Adds what mvc was doing to a libgit2 failure that has no context yet. Optional: without it
   /// the failure still reaches the user as `.git` with libgit2's function, subject and message.
   static func wrap<T>(_ context: @autoclosure () -> String, _ body: () throws -> T) throws -> T {

@@ -146,7 +146,9 @@ extension EditRepository {
     let problem = EditProblem(
       w0: .float32(w), dOut: dOut, dIn: dIn, weightIsTransposed: transposed, keys: request.keys.values,
       values: request.values.values, covariance: covariance, lambda: request.lambda, mu: request.mu)
-    let update = try EditSolvers.solve(problem, method: request.method)
+    let update = try RepositoryError.applying(to: request.tensor) {
+      try EditSolvers.solve(problem, method: request.method)
+    }
     let planned = PlannedChange(
       name: request.tensor,
       change: .factors(
