@@ -358,8 +358,7 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
     case .cannotAccess:
       return "check the path and its permissions, then try again"
     case .tensorNotInCommit(_, let revision):
-      return "'mvc show \(revision == "HEAD" ? "HEAD" : revision)' lists the tensors a commit changes; "
-        + "names are those of the model file"
+      return "tensor names are those of the model file; 'mvc show \(revision)' lists the tensors a commit changes"
     case .notAFloatTensor:
       return "only F64, F32, F16 and BF16 tensors have deltas; leave this tensor out"
     case .notAMatrix:
@@ -390,8 +389,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "leave out --shards; the whole file is written"
     case .shardOutOfRange(_, let count):
       return "shards are numbered 1 to \(count)"
-    case .noTensorMatches(let revision):
-      return "'mvc show \(revision)' shows the tensors; --tensors takes their names or glob patterns"
+    case .noTensorMatches:
+      return "--tensors takes a glob over the model's tensor names, e.g. '*.mlp.*'"
     case .nothingToExport:
       return "'mvc log --stat' shows which commits change tensors; export a range that holds one"
     case .notAnAncestor:
