@@ -211,6 +211,21 @@ import Testing
     #expect(decoded.recoverySuggestion == stored.recoverySuggestion)
   }
 
+  @Test func aFoundationFileErrorBecomesCannotAccessWithAHint() throws {
+    try withTemporaryDirectory { dir in
+      let missing = dir.appendingPathComponent("no-such-file").path
+      do {
+        try RepositoryError.fileSystem("remove", missing) { try FileManager.default.removeItem(atPath: missing) }
+        Issue.record("removed \(missing)")
+      } catch RepositoryError.cannotAccess(let path, let operation, let reason) {
+        #expect(path == missing && operation == "remove" && reason?.isEmpty == false)
+      }
+      #expect(throws: RepositoryError.nothingToCommit) {
+        try RepositoryError.fileSystem("write", missing) { throw RepositoryError.nothingToCommit }
+      }
+    }
+  }
+
   /// Representative refusals of the library, matched on their cases; nothing is written by any.
   @Test func refusalsAreTypedCases() throws {
     try withTemporaryDirectory { dir in

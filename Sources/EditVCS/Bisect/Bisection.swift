@@ -50,12 +50,14 @@ extension EditRepository {
   func appendBisectLog(_ line: String) throws {
     let path = bisectFile("BISECT_LOG")
     let data = Data((line + "\n").utf8)
-    if let handle = FileHandle(forWritingAtPath: path) {
-      defer { try? handle.close() }
-      try handle.seekToEnd()
-      try handle.write(contentsOf: data)
-    } else {
-      try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    try RepositoryError.fileSystem("write", path) {
+      if let handle = FileHandle(forWritingAtPath: path) {
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: data)
+      } else {
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+      }
     }
   }
 
@@ -76,8 +78,12 @@ extension EditRepository {
     try validateMarks(bad: bad, good: good)
     // BISECT_START first: from here on, every command sees a bisection in progress.
     let start = headState.branchName ?? headCommit.hex
-    try Data((start + "\n").utf8).write(to: URL(fileURLWithPath: bisectStartPath), options: .atomic)
-    try Data("bad\ngood\n".utf8).write(to: URL(fileURLWithPath: bisectFile("BISECT_TERMS")), options: .atomic)
+    try RepositoryError.fileSystem("write", bisectStartPath) {
+      try Data((start + "\n").utf8).write(to: URL(fileURLWithPath: bisectStartPath), options: .atomic)
+    }
+    try RepositoryError.fileSystem("write", bisectFile("BISECT_TERMS")) {
+      try Data("bad\ngood\n".utf8).write(to: URL(fileURLWithPath: bisectFile("BISECT_TERMS")), options: .atomic)
+    }
     try appendBisectLog("mvc bisect start \(([bad] + good).map(\.hex).joined(separator: " "))")
     try setMark(.bad, bad)
     for g in good { try setMark(.good, g) }
@@ -186,7 +192,9 @@ extension EditRepository {
     for file in ["BISECT_LOG", "BISECT_TERMS", "BISECT_EXPECTED_REV"] {
       try? FileManager.default.removeItem(atPath: bisectFile(file))
     }
-    try FileManager.default.removeItem(atPath: bisectStartPath)
+    try RepositoryError.fileSystem("remove", bisectStartPath) {
+      try FileManager.default.removeItem(atPath: bisectStartPath)
+    }
   }
 
   /// The largest relative update norm ‖ΔW‖_F/‖W‖_F of any commit reachable from `commit`:

@@ -83,7 +83,9 @@ extension GitRepository {
   func packReachableObjects() throws -> PackOutcome {
     let objects = (path as NSString).appendingPathComponent("objects")
     let packDirectory = (objects as NSString).appendingPathComponent("pack")
-    try FileManager.default.createDirectory(atPath: packDirectory, withIntermediateDirectories: true)
+    try RepositoryError.fileSystem("create", packDirectory) {
+      try FileManager.default.createDirectory(atPath: packDirectory, withIntermediateDirectories: true)
+    }
     let oldIndexes = Set(
       ((try? FileManager.default.contentsOfDirectory(atPath: packDirectory)) ?? []).filter { $0.hasSuffix(".idx") })
 
@@ -130,7 +132,8 @@ extension GitRepository {
       for file in (try? fileManager.contentsOfDirectory(atPath: directory)) ?? [] {
         guard let id = ObjectID(hex: fanout + file) else { continue }
         if pack.contains(id) {
-          try fileManager.removeItem(atPath: (directory as NSString).appendingPathComponent(file))
+          let loose = (directory as NSString).appendingPathComponent(file)
+          try RepositoryError.fileSystem("remove", loose) { try fileManager.removeItem(atPath: loose) }
           removedLoose += 1
         } else {
           keptLoose += 1
@@ -147,9 +150,9 @@ extension GitRepository {
       let old = try SinglePackDatabase(indexPath: (packDirectory as NSString).appendingPathComponent(index))
       guard try old.allObjects().allSatisfy({ pack.contains($0) }) else { continue }
       // The index goes first: a pack without its index is invisible, never half-read.
-      try fileManager.removeItem(atPath: base + ".idx")
+      try RepositoryError.fileSystem("remove", base + ".idx") { try fileManager.removeItem(atPath: base + ".idx") }
       try? fileManager.removeItem(atPath: base + ".rev")
-      try fileManager.removeItem(atPath: base + ".pack")
+      try RepositoryError.fileSystem("remove", base + ".pack") { try fileManager.removeItem(atPath: base + ".pack") }
       removedPacks += 1
     }
     try check(git_odb_refresh_for(self), "git_odb_refresh")

@@ -22,7 +22,9 @@ enum StoredBlobWriter {
     let directory = (objectsDirectory as NSString).appendingPathComponent(String(hex.prefix(2)))
     let path = (directory as NSString).appendingPathComponent(String(hex.dropFirst(2)))
     if FileManager.default.fileExists(atPath: path) { return id }
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try RepositoryError.fileSystem("create", directory) {
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
 
     // zlib checks that the stream has not moved since deflateInit (`state->strm == strm`), and
     // `&local` is not guaranteed to be the same address on every call: keep it on the heap.

@@ -416,6 +416,18 @@ extension RepositoryError {
     }
   }
 
+  /// Runs a Foundation file operation (`FileManager`, `Data.write`, `FileHandle`) on `path`; what it
+  /// throws (a `CocoaError`, which has no hint) becomes `.cannotAccess` naming the operation and path.
+  static func fileSystem<T>(_ operation: String, _ path: String, _ body: () throws -> T) throws -> T {
+    do {
+      return try body()
+    } catch let error as RepositoryError {
+      throw error
+    } catch {
+      throw RepositoryError.cannotAccess(path: path, operation: operation, reason: error.localizedDescription)
+    }
+  }
+
   /// Adds what mvc was doing to a libgit2 failure that has no context yet. Optional: without it
   /// the failure still reaches the user as `.git` with libgit2's function, subject and message.
   static func wrap<T>(_ context: @autoclosure () -> String, _ body: () throws -> T) throws -> T {
