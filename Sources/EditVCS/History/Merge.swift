@@ -206,11 +206,13 @@ extension EditRepository {
       revisedCache[edit.tensor] = revised
       guard let parent = try commitInfo(edit.commit).parents.first else { continue }
       let original = try floatTensor(edit.tensor, at: parent).values
-      let values = try revised.withUnsafeBufferPointer { r in
-        try original.withUnsafeBufferPointer { o in
-          try EditSolvers.retention(
-            revised: r, original: o, dOut: edit.dOut, dIn: edit.dIn, weightIsTransposed: edit.transposed,
-            keys: edit.keys, values: edit.values)
+      let values = try RepositoryError.applying(to: edit.tensor) {
+        try revised.withUnsafeBufferPointer { r in
+          try original.withUnsafeBufferPointer { o in
+            try EditSolvers.retention(
+              revised: r, original: o, dOut: edit.dOut, dIn: edit.dIn, weightIsTransposed: edit.transposed,
+              keys: edit.keys, values: edit.values)
+          }
         }
       }
       for value in values where value.isFinite {

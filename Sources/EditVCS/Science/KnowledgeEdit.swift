@@ -139,7 +139,9 @@ extension EditRepository {
       guard k0.shape.count == 2, k0.shape[1] == dIn else {
         throw RepositoryError.inputShapeMismatch(input: "covariance keys", shape: k0.shape, expected: "[m, \(dIn)]")
       }
-      covariance = try EditSolvers.secondMoment(ofKeys: k0.values, count: k0.shape[0], dIn: dIn)
+      covariance = try RepositoryError.applying(to: request.tensor) {
+        try EditSolvers.secondMoment(ofKeys: k0.values, count: k0.shape[0], dIn: dIn)
+      }
     } else {
       throw RepositoryError.missingCovariance
     }
