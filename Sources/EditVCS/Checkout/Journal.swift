@@ -23,6 +23,9 @@ struct Journal: Codable {
   var headFrom: ObjectID?
   /// `branch`'s tip when the move started (nil: the move creates the branch).
   var branchFrom: ObjectID?
+  /// What `ORIG_HEAD` records when the move finishes (reset, merge, pull, rebase: where HEAD was,
+  /// as git writes it before such a move); nil leaves `ORIG_HEAD` alone.
+  var origHead: ObjectID?
 
   static let currentFormat = 2
 
@@ -33,6 +36,7 @@ struct Journal: Codable {
     case operation, target, branch, format
     case headFrom = "head_from"
     case branchFrom = "branch_from"
+    case origHead = "orig_head"
   }
 }
 
@@ -84,6 +88,10 @@ extension EditRepository {
     // libgit2 writes the refs; the hook still sees each write (fault injection, kill points).
     let headPath = (gitDirectory as NSString).appendingPathComponent("HEAD")
     do {
+      if let origHead = journal.origHead {
+        try environment.ioHook?(.willWrite(path: (gitDirectory as NSString).appendingPathComponent("ORIG_HEAD")))
+        try git.forceReference("ORIG_HEAD", to: origHead, message: reflog)
+      }
       if let branch = journal.branch {
         let ref = "refs/heads/" + branch
         if branchTip != journal.target {
@@ -96,11 +104,11 @@ extension EditRepository {
         }
         if try head().branchName != branch {
           try environment.ioHook?(.willWrite(path: headPath))
-          try git.setHead(branch: branch)
+          try git.setHead(branch: branch, message: reflog)
         }
       } else {
         try environment.ioHook?(.willWrite(path: headPath))
-        try git.setHead(detachedAt: journal.target)
+        try git.setHead(detachedAt: journal.target, message: reflog)
       }
     } catch {
       throw RepositoryError.moveIncomplete(

@@ -39,7 +39,9 @@ public final class GitRepository {
     guard let repository else {
       throw GitError(code: -1, function: "git_repository_init_ext", subject: path, message: "no repository")
     }
-    return try GitRepository(handle: repository, path: path)
+    let created = try GitRepository(handle: repository, path: path)
+    try created.keepReflogs()
+    return created
   }
 
   /// Opens the bare repository at `path`.

@@ -19,9 +19,13 @@ extension EditRepository {
   public func log(from start: ObjectID? = nil, limit: Int? = nil, firstParentOnly: Bool = false) throws
     -> [CommitSummary]
   {
-    let tip = try start ?? headCommit()
+    try log(from: [try start ?? headCommit()], limit: limit, firstParentOnly: firstParentOnly)
+  }
+
+  /// History reachable from any of `tips`, newest first (topological, then by time).
+  public func log(from tips: [ObjectID], limit: Int? = nil, firstParentOnly: Bool = false) throws -> [CommitSummary] {
     var ids = try RepositoryError.wrap("walking history") {
-      try git.walk(from: [tip], firstParentOnly: firstParentOnly)
+      try git.walk(from: tips, firstParentOnly: firstParentOnly)
     }
     if let limit { ids = Array(ids.prefix(limit)) }
     let decorations = try decorationMap()
