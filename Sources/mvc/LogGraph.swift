@@ -20,7 +20,7 @@ struct LogGraph {
     next.replaceSubrange(index...index, with: parents)
     var rest: [String] = []
     if parents.count > 1 {
-      var fan = Array(repeating: Character(" "), count: 2 * next.count)
+      var fan = Array(repeating: Character(" "), count: 2 * next.count - 1)
       for column in 0...index { fan[2 * column] = "|" }
       for column in (index + 1)..<next.count { fan[2 * column - 1] = "\\" }
       rest.append(String(fan))
@@ -28,7 +28,7 @@ struct LogGraph {
     row = row.padding(toLength: max(row.count, 2 * next.count - 1), withPad: " ", startingAt: 0)
     // Columns that wait for the same commit join the leftmost one.
     while let (keep, drop) = Self.firstDuplicate(next) {
-      var join = Array(repeating: Character(" "), count: 2 * next.count)
+      var join = Array(repeating: Character(" "), count: 2 * next.count - 1)
       for column in next.indices where column < drop { join[2 * column] = "|" }
       for position in (2 * keep + 1)..<(2 * drop - 1) where join[position] == " " { join[position] = "_" }
       for column in drop..<next.count { join[2 * column - 1] = "/" }
@@ -36,7 +36,8 @@ struct LogGraph {
       next.remove(at: drop)
     }
     columns = next
-    let filler = columns.isEmpty ? "" : columns.map { _ in "|" }.joined(separator: " ")
+    let width = ([row] + rest).map(\.count).max() ?? 0
+    let filler = columns.map { _ in "|" }.joined(separator: " ").padding(toLength: width, withPad: " ", startingAt: 0)
     return (row, rest, filler)
   }
 

@@ -41,7 +41,7 @@ extension MVC {
       } else if tips.isEmpty {
         tips = [try repository.headCommit()]
       }
-      let commits = try repository.log(from: tips, limit: nil, firstParentOnly: firstParent)
+      let commits = try repository.log(from: tips, limit: nil, firstParentOnly: firstParent, topoOrder: graph)
       let flags = Dictionary(grouping: NormOutliers.flags(commits.reversed()), by: \.commit)
       let shown = maxCount.map { Array(commits.prefix($0)) } ?? commits
       if json {

@@ -1,0 +1,241 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// What a git user types and scripts against: `log --oneline` is one line per commit, `help`
+/// fails on an unknown command, `reset` and `reflog` behave as git's, `log --all --graph` draws
+/// what git draws.
+@Suite("git's CLI contract")
+struct GitContractTests {
+  /// Short ids, newest first, from `mvc log --json`.
+  static func shortIDs(_ s: Scenario, _ revision: String? = nil) throws -> [String] {
+    try s.commitIDs(revision).map { String($0.prefix(7)) }
+  }
+
+  @Test func onelineIsOneLinePerCommitEvenWhenAnEditIsFlagged() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      let tensor = try #require(try s.matrixNames().first)
+      for i in 1...4 {
+        try LowRankEditor.edit(try s.file(holding: tensor), tensor: tensor, rank: 1, rng: &s.rng)
+        try s.commit("edit \(i)")
+      }
+      // ~1000× the others' ‖ΔW‖_F: a disabling edit, flagged.
+      try LowRankEditor.edit(try s.file(holding: tensor), tensor: tensor, rank: 1, rng: &s.rng, scale: 10)
+      try s.commit("edit 5: disabling")
+
+      let oneline = runMVC(["log", "--oneline"], in: dir)
+      expectSuccess(oneline, "log --oneline")
+      let lines = oneline.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+      #expect(lines.count == 6, "log --oneline: \(oneline.stdout)")
+      // `awk '{print $1}'` gives the short ids, and nothing else is printed.
+      #expect(lines.map { String($0.split(separator: " ")[0]) } == (try Self.shortIDs(s)))
+      #expect(!oneline.stdout.contains("outlier"), "log --oneline: \(oneline.stdout)")
+
+      // The flag is still where a reader looks: the default format, --stat, show and --json.
+      let tip = try #require(try s.commitIDs().first)
+      for args in [["log", "-n", "1"], ["log", "--stat", "-n", "1"], ["show"]] {
+        let result = runMVC(args, in: dir)
+        expectSuccess(result, args.joined(separator: " "))
+        #expect(result.stdout.contains(" ! outlier: '\(tensor)'"), "\(args): \(result.stdout)")
+      }
+      let commits = try #require(try s.logJSON()["commits"] as? [[String: Any]])
+      let ratio = (commits.first?["changes"] as? [[String: Any]])?.first?["outlier_ratio"] as? Double
+      #expect((ratio ?? 0) > 10, "outlier_ratio of \(tip): \(String(describing: ratio))")
+    }
+  }
+
+  @Test func helpOnAnUnknownCommandFailsAsGitsDoes() throws {
+    try withTemporaryDirectory { dir in
+      for args in [["help", "nosuch"], ["help", "bisect", "nosuch"]] {
+        let result = runMVC(args, in: dir)
+        #expect(result.status == 129, "\(args): exit \(result.status)")
+        #expect(result.stdout.isEmpty, "\(args): \(result.stdout)")
+        #expect(
+          result.stderr == "mvc: 'nosuch' is not an mvc command. See 'mvc --help'.\n", "\(args): \(result.stderr)")
+      }
+      let known = runMVC(["help", "bisect", "run"], in: dir)
+      expectSuccess(known, "help bisect run")
+      #expect(known.stdout.hasPrefix("OVERVIEW: Run a program at each step"), "\(known.stdout)")
+      let reset = runMVC(["help", "reset"], in: dir)
+      expectSuccess(reset, "help reset")
+      #expect(reset.stdout.contains("--hard"), "\(reset.stdout)")
+    }
+  }
+
+  /// The test: a `reset --hard` to an old commit loses the tip from the branch, the
+  /// reflog still has it, and `reset --hard HEAD@{1}` brings it back bit for bit.
+  @Test func resetHardIsUndoneThroughTheReflog() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      try s.editAndCommit(3)
+      let ids = try s.commitIDs()
+      let tip = ids[0]
+
+      let reset = runMVC(["reset", "--hard", "HEAD~2"], in: dir)
+      expectSuccess(reset, "reset --hard HEAD~2")
+      #expect(reset.stdout == "HEAD is now at \(ids[2].prefix(7)) edit 1: \(try Self.subjectTail(s, ids[2]))\n")
+      try s.expectWorkingState(1, "after reset --hard HEAD~2")
+      s.expectClean("reset --hard")
+      #expect(try s.commitIDs() == Array(ids[2...]), "the branch did not move back")
+      let origHead = try String(contentsOf: s.repository.appendingPathComponent("ORIG_HEAD"), encoding: .utf8)
+      #expect(origHead == tip + "\n")
+
+      let reflog = runMVC(["reflog"], in: dir)
+      expectSuccess(reflog, "reflog")
+      let lines = reflog.stdout.split(separator: "\n").map(String.init)
+      #expect(lines.count == 5, "reflog: \(reflog.stdout)")
+      #expect(lines.first == "\(ids[2].prefix(7)) HEAD@{0}: reset: moving to HEAD~2")
+      #expect(lines.dropFirst().first?.hasPrefix("\(tip.prefix(7)) HEAD@{1}: commit: edit 3") == true, "\(lines)")
+      #expect(lines.last == "\(ids[3].prefix(7)) HEAD@{4}: init: base model")
+      // The same log as git reads it.
+      if gitExecutable != nil {
+        let git = runGit(["--git-dir=.mvc", "reflog"], in: dir)
+        #expect(git.stdout == reflog.stdout, "git reflog: \(git.stdout)")
+      }
+      let branchLog = runMVC(["reflog", "main"], in: dir)
+      #expect(branchLog.stdout.hasPrefix("\(ids[2].prefix(7)) main@{0}: reset: moving to HEAD~2\n"))
+
+      let back = runMVC(["reset", "--hard", "HEAD@{1}"], in: dir)
+      expectSuccess(back, "reset --hard HEAD@{1}")
+      try s.expectWorkingState(3, "after reset --hard HEAD@{1}")
+      #expect(try s.commitIDs() == ids)
+      s.expectClean("reset --hard HEAD@{1}")
+      #expect(runMVC(["log", "-n", "1", "--oneline", "HEAD@{99}"], in: dir).status == 128)
+    }
+  }
+
+  static func subjectTail(_ s: Scenario, _ id: String) throws -> String {
+    let commits = try #require(try s.logJSON(id)["commits"] as? [[String: Any]])
+    let summary = try #require(commits.first?["summary"] as? String)
+    return String(summary.split(separator: ":", maxSplits: 1)[1].dropFirst())
+  }
+
+  @Test func resetSoftMovesTheBranchOnlyAndMixedRefusesChanges() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      try s.editAndCommit(2)
+      let ids = try s.commitIDs()
+      let modelBefore = try snapshot(s.model)
+
+      let soft = runMVC(["reset", "--soft", "HEAD~1"], in: dir)
+      expectSuccess(soft, "reset --soft")
+      #expect(soft.stdout.isEmpty)
+      #expect(try s.commitIDs() == Array(ids[1...]))
+      #expect(try snapshot(s.model) == modelBefore, "reset --soft rewrote the working model")
+      let status = try JSONSchemaTests.document(["status", "--json"], in: dir)
+      #expect(status["clean"] as? Bool == false, "the undone commit's change should show as uncommitted")
+      #expect(
+        try String(contentsOf: s.repository.appendingPathComponent("ORIG_HEAD"), encoding: .utf8) == ids[0] + "\n")
+
+      // git's default (--mixed): with no index, a soft reset; it refuses to mix changes in.
+      let refused = s.expectRefused(["reset", "HEAD~1"], naming: ["uncommitted changes"])
+      #expect(
+        refused.stderr.contains(
+          "hint: commit them ('mvc commit -m ...') first, or discard them with 'mvc reset --hard HEAD~1'"),
+        "\(refused.stderr)")
+      s.expectRefused(["reset", "--soft", "HEAD~1"], naming: ["uncommitted changes"])
+
+      // Committing again gives the same tree back (the same change, recommitted).
+      try s.commit("again")
+      let again = try s.commitIDs()
+      #expect(again.count == ids.count && again[1] == ids[1])
+      expectSuccess(runMVC(["reset", "--mixed", "HEAD~1"], in: dir), "reset --mixed")
+      #expect(try s.commitIDs() == Array(ids[1...]))
+      // --hard with no revision: back to HEAD, the change discarded.
+      expectSuccess(runMVC(["reset", "--hard"], in: dir), "reset --hard")
+      try s.expectWorkingState(1, "after reset --hard")
+      s.expectClean("reset --hard")
+      let usage = runMVC(["reset", "--soft", "--hard", "HEAD"], in: dir)
+      #expect(usage.status == 129, "--soft --hard: exit \(usage.status)")
+    }
+  }
+
+  @Test func mergeAndFastForwardWriteOrigHead() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      try s.editAndCommit(1)
+      let before = try #require(try s.commitIDs().first)
+      expectSuccess(runMVC(["switch", "-c", "alt"], in: dir), "switch -c alt")
+      try s.editAndCommit(1)
+      expectSuccess(runMVC(["switch", "main"], in: dir), "switch main")
+      expectSuccess(runMVC(["merge", "alt"], in: dir), "merge alt (fast-forward)")
+      let orig = try String(contentsOf: s.repository.appendingPathComponent("ORIG_HEAD"), encoding: .utf8)
+      #expect(orig == before + "\n")
+      let reflog = runMVC(["reflog", "-n", "1"], in: dir)
+      #expect(reflog.stdout.hasSuffix("HEAD@{0}: merge alt: Fast-forward\n"), "\(reflog.stdout)")
+      // ORIG_HEAD is a revision: back to before the merge.
+      expectSuccess(runMVC(["reset", "--hard", "ORIG_HEAD"], in: dir), "reset --hard ORIG_HEAD")
+      #expect(try s.commitIDs().first == before)
+      try s.expectWorkingState(1, "after reset --hard ORIG_HEAD")
+    }
+  }
+
+  /// `log --all` reaches the other branch; `--graph` draws the merge as git draws it.
+  @Test func logAllAndGraphDrawAMergeAsGitDoes() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      let names = try s.matrixNames()
+      var date = 1_700_000_000
+      func commit(_ message: String, tensor: String) throws {
+        date += 60
+        try LowRankEditor.edit(try s.file(holding: tensor), tensor: tensor, rank: 1, rng: &s.rng)
+        expectSuccess(
+          runMVC(["commit", "-m", message], in: dir, environment: ["MVC_AUTHOR_DATE": String(date)]), message)
+      }
+      try commit("edit 1", tensor: names[0])
+      expectSuccess(runMVC(["switch", "-c", "alt"], in: dir), "switch -c alt")
+      try commit("alt edit", tensor: names[1])
+      expectSuccess(runMVC(["switch", "main"], in: dir), "switch main")
+      try commit("main edit", tensor: names[2])
+
+      let mainOnly = runMVC(["log", "--oneline"], in: dir).stdout
+      #expect(!mainOnly.contains("alt edit"))
+      let all = runMVC(["log", "--all", "--oneline"], in: dir)
+      expectSuccess(all, "log --all")
+      #expect(all.stdout.split(separator: "\n").count == 4 && all.stdout.contains("(alt) alt edit"), "\(all.stdout)")
+
+      date += 60
+      expectSuccess(
+        runMVC(["merge", "alt"], in: dir, environment: ["MVC_AUTHOR_DATE": String(date)]), "merge alt")
+      let ids = try Self.shortIDs(s)
+      let graph = runMVC(["log", "--graph", "--oneline"], in: dir)
+      expectSuccess(graph, "log --graph --oneline")
+      let alt = try #require(try Self.shortIDs(s, "alt").first)
+      let mainEdit = try #require(ids.first { $0 != ids[0] && $0 != alt })
+      #expect(
+        graph.stdout.split(separator: "\n").map(String.init) == [
+          "*   \(ids[0]) (HEAD -> main) Merge 'alt' (strategy sum)",
+          "|\\",
+          "| * \(alt) (alt) alt edit",
+          "* | \(mainEdit) main edit",
+          "|/",
+          "* \(ids[ids.count - 2]) edit 1",
+          "* \(ids[ids.count - 1]) base model",
+        ], "log --graph --oneline:\n\(graph.stdout)")
+      if gitExecutable != nil {
+        let git = runGit(["--git-dir=.mvc", "log", "--graph", "--oneline", "--decorate"], in: dir)
+        let trimmed = git.stdout.split(separator: "\n").map {
+          $0.replacingOccurrences(of: " +$", with: "", options: .regularExpression)
+        }
+        #expect(trimmed == graph.stdout.split(separator: "\n").map(String.init), "git log --graph:\n\(git.stdout)")
+      }
+      // The full format keeps the graph's columns on every line of a commit.
+      let full = runMVC(["log", "--graph", "-n", "2"], in: dir).stdout.split(
+        separator: "\n", omittingEmptySubsequences: false)
+      #expect(full.first == "*   commit \(try #require(try s.commitIDs().first)) (HEAD -> main)", "\(full)")
+      #expect(full.dropFirst().first?.hasPrefix("|\\  Merge: ") == true, "\(full)")
+      #expect(full.dropFirst(2).first?.hasPrefix("| | Author: ") == true, "\(full)")
+    }
+  }
+}
