@@ -238,4 +238,29 @@ struct GitContractTests {
       #expect(full.dropFirst(2).first?.hasPrefix("| | Author: ") == true, "\(full)")
     }
   }
+
+  /// `clone` takes the options every command takes (`GlobalOptions`), not copies of them.
+  @Test func cloneTakesTheGlobalOptions() throws {
+    try withTemporaryDirectory { dir in
+      let source = dir.appendingPathComponent("src")
+      try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
+      var s = Scenario(dir: source)
+      try s.writeModel()
+      try s.initialize()
+      try s.editAndCommit(1)
+      let elsewhere = dir.appendingPathComponent("elsewhere")
+      try FileManager.default.createDirectory(at: elsewhere, withIntermediateDirectories: true)
+      // -C names the folder the URL and the destination are relative to; -q silences progress.
+      let clone = runMVC(["clone", "-q", "-C", dir.path, "src/.mvc", "copy"], in: elsewhere)
+      expectSuccess(clone, "clone -q -C")
+      #expect(clone.stdout.isEmpty && clone.stderr.isEmpty, "clone -q printed: \(clone.stdout) \(clone.stderr)")
+      let copy = dir.appendingPathComponent("copy")
+      try s.expectState(of: copy.appendingPathComponent("model.safetensors"), equals: s.states[1], "clone")
+      let quiet = runMVC(["clone", "--quiet", "src/.mvc", "quiet"], in: dir)
+      expectSuccess(quiet, "clone --quiet")
+      #expect(quiet.stderr.isEmpty, "\(quiet.stderr)")
+      let help = runMVC(["clone", "--help"], in: dir)
+      #expect(help.stdout.components(separatedBy: "Run as if mvc was started in").count == 2, "\(help.stdout)")
+    }
+  }
 }

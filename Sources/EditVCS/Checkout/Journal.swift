@@ -55,14 +55,7 @@ extension EditRepository {
     let json = try JSONCoding.encode(journal)
     var bytes = [UInt8](repeating: UInt8(ascii: " "), count: json.count + reserve)
     bytes.replaceSubrange(0..<json.count, with: json)
-    let writer = try AtomicFileWriter(path: journalPath, byteCount: bytes.count, hook: environment.ioHook)
-    do {
-      try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
-      try writer.commit()
-    } catch {
-      writer.abandon()
-      throw error
-    }
+    try bytes.withUnsafeBytes { try AtomicFileWriter.replace(journalPath, with: $0, hook: environment.ioHook) }
   }
 
   /// Gives the journal's reserve back to the file system (truncating its trailing whitespace,
