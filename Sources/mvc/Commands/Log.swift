@@ -7,16 +7,16 @@ extension MVC {
     static let configuration = CommandConfiguration(
       abstract: "Show the commit history.",
       discussion: """
-          mvc log
         --oneline is git's: exactly one line per commit, '<short id> (<refs>) <subject>'. \
         Norm outliers (a possible disabling edit) are flagged under the commit in the default \
         format, in --stat, in 'mvc show' and as outlier_ratio in --json.
 
+          mvc log
           mvc log --oneline -n 10
           mvc log --stat            # per commit: tensors, rank, ‖ΔW‖_F, ‖ΔW‖_2, ratio to ‖W‖
           mvc log --json            # schema mvc.log/1
           mvc log alt               # history of another revision
-          mvc log --all --graph --oneline   # every branch and tag, merges drawn as git draws them
+          mvc log --all --graph --oneline   # every branch, merges drawn
         """)
 
     @OptionGroup var global: GlobalOptions

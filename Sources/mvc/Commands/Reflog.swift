@@ -18,7 +18,7 @@ extension MVC {
         """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The reference (default HEAD).") var reference = "HEAD"
+    @Argument(help: "The reference: HEAD, a branch, a tag, ORIG_HEAD.") var reference = "HEAD"
     @Option(name: [.customShort("n"), .long], help: "Show at most this many entries.") var maxCount: Int?
     @Flag(help: "Write one JSON document (schema mvc.reflog/1).") var json = false
 

@@ -23,14 +23,14 @@ extension MVC {
         working model as it is and refuse when it has uncommitted changes; --hard rewrites it \
         through the same journaled move as checkout and discards uncommitted changes.
 
-          mvc reset --hard HEAD~3       # drop the last three edits (still in 'mvc reflog')
-          mvc reset --soft HEAD~2       # the last two edits become one uncommitted change
+          mvc reset --hard HEAD~3       # drop the last three edits
+          mvc reset --soft HEAD~2       # their changes, uncommitted
           mvc reset --hard HEAD@{1}     # undo the reset
         """)
 
     @OptionGroup var global: GlobalOptions
     @Flag var mode: ResetMode = .mixed
-    @Argument(help: "Where the branch goes (default HEAD).") var revision = "HEAD"
+    @Argument(help: "Where the branch goes.") var revision = "HEAD"
 
     func run() throws {
       let repository = try Session.open(global)
