@@ -78,7 +78,7 @@ struct GitContractTests {
 
       let reset = runMVC(["reset", "--hard", "HEAD~2"], in: dir)
       expectSuccess(reset, "reset --hard HEAD~2")
-      #expect(reset.stdout == "HEAD is now at \(ids[2].prefix(7)) edit 1: \(try Self.subjectTail(s, ids[2]))\n")
+      #expect(reset.stdout == "HEAD is now at \(ids[2].prefix(7)) \(try Self.subject(s, ids[2]))\n")
       try s.expectWorkingState(1, "after reset --hard HEAD~2")
       s.expectClean("reset --hard")
       #expect(try s.commitIDs() == Array(ids[2...]), "the branch did not move back")
@@ -107,12 +107,6 @@ struct GitContractTests {
       s.expectClean("reset --hard HEAD@{1}")
       #expect(runMVC(["log", "-n", "1", "--oneline", "HEAD@{99}"], in: dir).status == 128)
     }
-  }
-
-  static func subjectTail(_ s: Scenario, _ id: String) throws -> String {
-    let commits = try #require(try s.logJSON(id)["commits"] as? [[String: Any]])
-    let summary = try #require(commits.first?["summary"] as? String)
-    return String(summary.split(separator: ":", maxSplits: 1)[1].dropFirst())
   }
 
   @Test func resetSoftMovesTheBranchOnlyAndMixedRefusesChanges() throws {
@@ -262,5 +256,40 @@ struct GitContractTests {
       let help = runMVC(["clone", "--help"], in: dir)
       #expect(help.stdout.components(separatedBy: "Run as if mvc was started in").count == 2, "\(help.stdout)")
     }
+  }
+
+  /// `.mvc` is bare, where git keeps no reflogs by default: mvc sets `core.logAllRefUpdates` at
+  /// init, and on the first open of a repository made before (a value the user set is kept).
+  @Test func reflogsAreKeptAlsoInRepositoriesMadeBefore() throws {
+    try withTemporaryDirectory { dir in
+      guard gitExecutable != nil else { return }
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      #expect(runGit(["--git-dir=.mvc", "config", "core.logAllRefUpdates"], in: dir).stdout == "always\n")
+      // As a repository from before: no setting, no logs.
+      expectSuccess(runGit(["--git-dir=.mvc", "config", "--unset", "core.logAllRefUpdates"], in: dir), "unset")
+      try FileManager.default.removeItem(at: s.repository.appendingPathComponent("logs"))
+      try s.editAndCommit(1)
+      #expect(runGit(["--git-dir=.mvc", "config", "core.logAllRefUpdates"], in: dir).stdout == "always\n")
+      let tip = try #require(try s.commitIDs().first)
+      let reflog = runMVC(["reflog"], in: dir)
+      #expect(reflog.stdout == "\(tip.prefix(7)) HEAD@{0}: commit: \(try Self.subject(s, tip))\n", "\(reflog.stdout)")
+      // Tags and branches are logged too (git logs them only in non-bare repositories).
+      expectSuccess(runMVC(["tag", "v1"], in: dir), "tag")
+      expectSuccess(runMVC(["branch", "alt"], in: dir), "branch")
+      #expect(runMVC(["reflog", "v1"], in: dir).stdout == "\(tip.prefix(7)) v1@{0}: tag: v1\n")
+      #expect(runMVC(["reflog", "alt"], in: dir).stdout.hasPrefix("\(tip.prefix(7)) alt@{0}: branch: created from "))
+
+      // A user's own setting stays.
+      expectSuccess(runGit(["--git-dir=.mvc", "config", "core.logAllRefUpdates", "false"], in: dir), "set false")
+      expectSuccess(runMVC(["status"], in: dir), "status")
+      #expect(runGit(["--git-dir=.mvc", "config", "core.logAllRefUpdates"], in: dir).stdout == "false\n")
+    }
+  }
+
+  static func subject(_ s: Scenario, _ id: String) throws -> String {
+    let commits = try #require(try s.logJSON(id)["commits"] as? [[String: Any]])
+    return try #require(commits.first?["summary"] as? String)
   }
 }
