@@ -292,4 +292,40 @@ struct GitContractTests {
     let commits = try #require(try s.logJSON(id)["commits"] as? [[String: Any]])
     return try #require(commits.first?["summary"] as? String)
   }
+
+  /// `pull` (a fast-forward, git's merge) and `pull --rebase` leave where HEAD was in
+  /// `ORIG_HEAD`, as git does, so `reset --hard ORIG_HEAD` undoes them.
+  @Test func pullAndPullRebaseWriteOrigHead() throws {
+    try withTemporaryDirectory { dir in
+      let source = dir.appendingPathComponent("src")
+      try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
+      var origin = Scenario(dir: source)
+      try origin.writeModel()
+      try origin.initialize()
+      try origin.editAndCommit(1)
+      expectSuccess(runMVC(["clone", "-q", "src/.mvc", "copy"], in: dir), "clone")
+      var copy = Scenario(dir: dir.appendingPathComponent("copy"), seed: 99)
+      copy.states = [try snapshot(copy.model)]
+      let cloned = try #require(try copy.commitIDs().first)
+
+      try origin.editAndCommit(1)
+      expectSuccess(runMVC(["pull", "-q"], in: copy.dir), "pull")
+      let orig = { try String(contentsOf: copy.repository.appendingPathComponent("ORIG_HEAD"), encoding: .utf8) }
+      #expect(try orig() == cloned + "\n")
+      #expect(
+        runMVC(["reflog", "-n", "1"], in: copy.dir).stdout.hasSuffix("HEAD@{0}: pull: fast-forward to origin/main\n"))
+
+      // Diverged: the local commit is replayed on origin's new tip.
+      try origin.editAndCommit(1)
+      try copy.editAndCommit(1)
+      let local = try #require(try copy.commitIDs().first)
+      let rebase = runMVC(["pull", "--rebase"], in: copy.dir)
+      expectSuccess(rebase, "pull --rebase")
+      #expect(try orig() == local + "\n")
+      #expect(try copy.commitIDs().first != local)
+      expectSuccess(runMVC(["reset", "--hard", "ORIG_HEAD"], in: copy.dir), "reset --hard ORIG_HEAD")
+      #expect(try copy.commitIDs().first == local)
+      try copy.expectWorkingState(1, "after undoing pull --rebase")
+    }
+  }
 }
