@@ -233,15 +233,21 @@ struct GitContractTests {
     }
   }
 
+  /// A repository in `dir/src` with the base and one commit, to clone from (`src/.mvc`).
+  static func origin(in dir: URL) throws -> Scenario {
+    let source = dir.appendingPathComponent("src")
+    try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
+    var s = Scenario(dir: source)
+    try s.writeModel()
+    try s.initialize()
+    try s.editAndCommit(1)
+    return s
+  }
+
   /// `clone` takes the options every command takes (`GlobalOptions`), not copies of them.
   @Test func cloneTakesTheGlobalOptions() throws {
     try withTemporaryDirectory { dir in
-      let source = dir.appendingPathComponent("src")
-      try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
-      var s = Scenario(dir: source)
-      try s.writeModel()
-      try s.initialize()
-      try s.editAndCommit(1)
+      let s = try Self.origin(in: dir)
       let elsewhere = dir.appendingPathComponent("elsewhere")
       try FileManager.default.createDirectory(at: elsewhere, withIntermediateDirectories: true)
       // -C names the folder the URL and the destination are relative to; -q silences progress.
@@ -297,12 +303,7 @@ struct GitContractTests {
   /// `ORIG_HEAD`, as git does, so `reset --hard ORIG_HEAD` undoes them.
   @Test func pullAndPullRebaseWriteOrigHead() throws {
     try withTemporaryDirectory { dir in
-      let source = dir.appendingPathComponent("src")
-      try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
-      var origin = Scenario(dir: source)
-      try origin.writeModel()
-      try origin.initialize()
-      try origin.editAndCommit(1)
+      var origin = try Self.origin(in: dir)
       expectSuccess(runMVC(["clone", "-q", "src/.mvc", "copy"], in: dir), "clone")
       var copy = Scenario(dir: dir.appendingPathComponent("copy"), seed: 99)
       copy.states = [try snapshot(copy.model)]
