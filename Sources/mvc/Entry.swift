@@ -5,10 +5,10 @@ import Foundation
   import Glibc
 #endif
 
-/// git accepts `log -n5`; swift-argument-parser wants `-n 5`. Only `log`'s arguments are
-/// rewritten, so a `bisect run` program's own flags pass through untouched.
+/// git accepts `log -n5`; swift-argument-parser wants `-n 5`. Only `log`'s and `reflog`'s
+/// arguments are rewritten, so a `bisect run` program's own flags pass through untouched.
 func gitStyleArguments(_ arguments: [String]) -> [String] {
-  guard arguments.first == "log" else { return arguments }
+  guard arguments.first == "log" || arguments.first == "reflog" else { return arguments }
   return arguments.flatMap { argument -> [String] in
     if argument.hasPrefix("-n"), argument.count > 2, Int(argument.dropFirst(2)) != nil {
       return ["-n", String(argument.dropFirst(2))]

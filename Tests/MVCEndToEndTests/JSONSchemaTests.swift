@@ -72,7 +72,7 @@ struct JSONSchemaTests {
       #expect(entry["tensor"] as? String == applied.tensor)
       #expect(entry["rank"] as? Int == 1)
 
-      try s.commit("the edit")
+      _ = try s.commit("the edit")
       let show = try Self.document(["show", "--json"], in: dir)
       #expect(show["schema"] as? String == "mvc.show/1")
       Self.expectKeys(show, ["schema", "commit"], "show")

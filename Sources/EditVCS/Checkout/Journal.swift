@@ -55,7 +55,7 @@ extension EditRepository {
     let json = try JSONCoding.encode(journal)
     var bytes = [UInt8](repeating: UInt8(ascii: " "), count: json.count + reserve)
     bytes.replaceSubrange(0..<json.count, with: json)
-    try bytes.withUnsafeBytes { try AtomicFileWriter.replace(journalPath, with: $0, hook: environment.ioHook) }
+    _ = try bytes.withUnsafeBytes { try AtomicFileWriter.replace(journalPath, with: $0, hook: environment.ioHook) }
   }
 
   /// Gives the journal's reserve back to the file system (truncating its trailing whitespace,

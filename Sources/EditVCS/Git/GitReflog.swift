@@ -23,7 +23,7 @@ extension GitRepository {
   /// by git's rules (`git_reference_dwim`); nil when none exists. A name that is a reference
   /// itself is kept as it is: dwim follows symbolic references, so it would turn `HEAD` into
   /// the branch HEAD is on.
-  public func referenceFullName(_ name: String) throws -> String? {
+  func referenceFullName(_ name: String) throws -> String? {
     var reference: OpaquePointer?
     if git_reference_lookup(&reference, handle, name) == 0 {
       git_reference_free(reference)
@@ -38,7 +38,7 @@ extension GitRepository {
 
   /// The log of reference `fullName`, newest first (index n is `REF@{n}`); empty when none is kept.
   /// Wraps `git_reflog_read` / `git_reflog_free`.
-  public func reflog(_ fullName: String) throws -> [ReflogEntry] {
+  func reflog(_ fullName: String) throws -> [ReflogEntry] {
     var log: OpaquePointer?
     try check(git_reflog_read(&log, handle, fullName), "git_reflog_read", fullName)
     defer { git_reflog_free(log) }

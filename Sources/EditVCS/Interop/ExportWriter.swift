@@ -131,6 +131,6 @@ public enum ExportWriter {
   }
 
   static func writeFile(_ bytes: [UInt8], to path: String, hook: IOHook?) throws {
-    try bytes.withUnsafeBytes { try AtomicFileWriter.replace(path, with: $0, hook: hook) }
+    _ = try bytes.withUnsafeBytes { try AtomicFileWriter.replace(path, with: $0, hook: hook) }
   }
 }
