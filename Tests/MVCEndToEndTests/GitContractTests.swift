@@ -330,4 +330,34 @@ struct GitContractTests {
       try copy.expectWorkingState(1, "after undoing pull --rebase")
     }
   }
+
+  /// A `reset --hard` killed mid-move is finished by the next command, and the branch it moved
+  /// back is still recoverable: `ORIG_HEAD` and the reflog record the old tip.
+  @Test func anInterruptedResetIsFinishedWithItsOrigHeadAndReflog() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir)
+      try s.writeModel()
+      try s.initialize()
+      try s.editAndCommit(3)
+      let ids = try s.commitIDs()
+      // Write 1 is the journal; the harness kills mvc while it waits before write 2, the first
+      // write to the model.
+      let killed = runMVCOutcome(
+        ["reset", "--hard", "HEAD~3"], in: dir, environment: ["MVC_IO_PAUSE": "write:2:30"], timeout: 4)
+      #expect(killed.timedOut, "reset was not killed mid-move: exit \(killed.status), \(killed.stderr)")
+      #expect(FileManager.default.fileExists(atPath: s.repository.appendingPathComponent("mvc-journal.json").path))
+
+      s.expectClean("the interrupted reset, finished")
+      try s.expectWorkingState(0, "after the interrupted reset")
+      #expect(try s.commitIDs() == [ids[3]])
+      let orig = try String(contentsOf: s.repository.appendingPathComponent("ORIG_HEAD"), encoding: .utf8)
+      #expect(orig == ids[0] + "\n")
+      let reflog = runMVC(["reflog", "-n", "2"], in: dir).stdout
+      #expect(
+        reflog == "\(ids[3].prefix(7)) HEAD@{0}: recover: finish interrupted reset: moving to HEAD~3\n"
+          + "\(ids[0].prefix(7)) HEAD@{1}: commit: \(try Self.subject(s, ids[0]))\n", "\(reflog)")
+      expectSuccess(runMVC(["reset", "--hard", "ORIG_HEAD"], in: dir), "reset --hard ORIG_HEAD")
+      try s.expectWorkingState(3, "back at the old tip")
+    }
+  }
 }

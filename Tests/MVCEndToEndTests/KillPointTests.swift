@@ -96,6 +96,7 @@ import Testing
         ("commit", [], ["commit", "-q", "-m", "killed commit"]),
         ("checkout", [["checkout", "-q", "--force", "main"]], ["checkout", "-q", "HEAD~2"]),
         ("switch", [["checkout", "-q", "--force", "main"]], ["switch", "-q", "alt"]),
+        ("reset --hard", [["checkout", "-q", "--force", "main"]], ["reset", "-q", "--hard", "HEAD~3"]),
         (
           "bisect step", [["checkout", "-q", "--force", "main"], ["bisect", "start", "main", "main~6"]],
           ["bisect", "good"]

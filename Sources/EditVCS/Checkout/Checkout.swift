@@ -90,7 +90,7 @@ extension EditRepository {
     // Everything is checked: record the intent (with the space finishing it needs), then write.
     let journal = Journal(
       operation: "checkout", target: target, branch: attach.branchName, format: Journal.currentFormat,
-      headFrom: headState.commit, branchFrom: branchTip, origHead: origHead)
+      headFrom: headState.commit, branchFrom: branchTip, origHead: origHead, reflog: reflog)
     try writeJournal(journal, reserving: finishingByteCount(hashes: targetHashes))
     // The old cache describes files about to change; a stale one must never outlive a crash.
     invalidateStatCache()

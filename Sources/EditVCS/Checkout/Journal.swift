@@ -26,6 +26,9 @@ struct Journal: Codable {
   /// What `ORIG_HEAD` records when the move finishes (reset, merge, pull, rebase: where HEAD was,
   /// as git writes it before such a move); nil leaves `ORIG_HEAD` alone.
   var origHead: ObjectID?
+  /// The reflog message of the move (`reset: moving to HEAD~3`), for the reference logs the
+  /// next command writes if it has to finish the move.
+  var reflog: String?
 
   static let currentFormat = 2
 
@@ -37,6 +40,7 @@ struct Journal: Codable {
     case headFrom = "head_from"
     case branchFrom = "branch_from"
     case origHead = "orig_head"
+    case reflog
   }
 }
 
@@ -173,6 +177,6 @@ extension EditRepository {
     }
     try finishMove(
       journal, branchTip: branchTip, written: written, hashes: targetHashes,
-      reflog: "recover: finish interrupted \(journal.operation)")
+      reflog: "recover: finish interrupted " + (journal.reflog ?? journal.operation))
   }
 }
