@@ -69,11 +69,7 @@ struct GitContractTests {
   /// reflog still has it, and `reset --hard HEAD@{1}` brings it back bit for bit.
   @Test func resetHardIsUndoneThroughTheReflog() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir)
-      try s.writeModel()
-      try s.initialize()
-      try s.editAndCommit(3)
-      let ids = try s.commitIDs()
+      let (s, ids) = try Self.history(in: dir, edits: 3)
       let tip = ids[0]
 
       let reset = runMVC(["reset", "--hard", "HEAD~2"], in: dir)
@@ -111,11 +107,7 @@ struct GitContractTests {
 
   @Test func resetSoftMovesTheBranchOnlyAndMixedRefusesChanges() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir)
-      try s.writeModel()
-      try s.initialize()
-      try s.editAndCommit(2)
-      let ids = try s.commitIDs()
+      var (s, ids) = try Self.history(in: dir, edits: 2)
       let modelBefore = try snapshot(s.model)
 
       let soft = runMVC(["reset", "--soft", "HEAD~1"], in: dir)
@@ -153,11 +145,8 @@ struct GitContractTests {
 
   @Test func mergeAndFastForwardWriteOrigHead() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir)
-      try s.writeModel()
-      try s.initialize()
-      try s.editAndCommit(1)
-      let before = try #require(try s.commitIDs().first)
+      var (s, ids) = try Self.history(in: dir, edits: 1)
+      let before = ids[0]
       expectSuccess(runMVC(["switch", "-c", "alt"], in: dir), "switch -c alt")
       try s.editAndCommit(1)
       expectSuccess(runMVC(["switch", "main"], in: dir), "switch main")
@@ -238,11 +227,16 @@ struct GitContractTests {
   static func origin(in dir: URL) throws -> Scenario {
     let source = dir.appendingPathComponent("src")
     try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
-    var s = Scenario(dir: source)
+    return try history(in: source, edits: 1).0
+  }
+
+  /// A repository in `dir`: the base and `edits` commits, and their ids, newest first.
+  static func history(in dir: URL, edits: Int) throws -> (Scenario, [String]) {
+    var s = Scenario(dir: dir)
     try s.writeModel()
     try s.initialize()
-    try s.editAndCommit(1)
-    return s
+    try s.editAndCommit(edits)
+    return (s, try s.commitIDs())
   }
 
   /// `clone` takes the options every command takes (`GlobalOptions`), not copies of them.
@@ -335,11 +329,7 @@ struct GitContractTests {
   /// back is still recoverable: `ORIG_HEAD` and the reflog record the old tip.
   @Test func anInterruptedResetIsFinishedWithItsOrigHeadAndReflog() throws {
     try withTemporaryDirectory { dir in
-      var s = Scenario(dir: dir)
-      try s.writeModel()
-      try s.initialize()
-      try s.editAndCommit(3)
-      let ids = try s.commitIDs()
+      let (s, ids) = try Self.history(in: dir, edits: 3)
       // Write 1 is the journal; the harness kills mvc while it waits before write 2, the first
       // write to the model.
       let killed = runMVCOutcome(

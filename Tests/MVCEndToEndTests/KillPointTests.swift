@@ -155,7 +155,7 @@ import Testing
         print("[kill points] \(operation.name): \(index > 0 ? "\(index - 1) I/O events" : "random-delay kills")")
       }
       print(
-        "[kill points] \(tried) kill points tried (every write/fsync/rename of commit, checkout, switch, bisect step, gc), \(survived) survived"
+        "[kill points] \(tried) kill points tried (every write/fsync/rename of commit, checkout, switch, reset --hard, bisect step, gc), \(survived) survived"
       )
     }
   }
