@@ -220,6 +220,21 @@ struct GitContractTests {
       #expect(full.first == "*   commit \(try #require(try s.commitIDs().first)) (HEAD -> main)", "\(full)")
       #expect(full.dropFirst().first?.hasPrefix("|\\  Merge: ") == true, "\(full)")
       #expect(full.dropFirst(2).first?.hasPrefix("| | Author: ") == true, "\(full)")
+
+      // A newer branch off an old commit: --all starts from the newest tip, as git does.
+      expectSuccess(runMVC(["switch", "-c", "side", "HEAD~2"], in: dir), "switch -c side")
+      try commit("side edit", tensor: names[0])
+      expectSuccess(runMVC(["switch", "main"], in: dir), "switch main")
+      let allGraph = runMVC(["log", "--all", "--graph", "--oneline"], in: dir).stdout.split(separator: "\n")
+      #expect(allGraph.count == 10 && allGraph.first?.hasSuffix("(side) side edit") == true, "\(allGraph)")
+      #expect(allGraph.dropFirst().first?.hasPrefix("| *   ") == true, "\(allGraph)")
+      if gitExecutable != nil {
+        let git = runGit(["--git-dir=.mvc", "log", "--all", "--graph", "--oneline", "--decorate"], in: dir)
+        let trimmed = git.stdout.split(separator: "\n").map {
+          $0.replacingOccurrences(of: " +$", with: "", options: .regularExpression)
+        }
+        #expect(trimmed == allGraph.map(String.init), "git log --all --graph:\n\(git.stdout)")
+      }
     }
   }
 

@@ -21,6 +21,12 @@ extension EditRepository {
       tips += references.map(\.target)
     }
     var seen = Set<ObjectID>()
-    return tips.filter { seen.insert($0).inserted }
+    tips = tips.filter { seen.insert($0).inserted }
+    // Newest first, as git starts its walk (a topological walk keeps this order between tips).
+    let times = try Dictionary(uniqueKeysWithValues: tips.map { ($0, try commitInfo($0).time) })
+    return tips.enumerated().sorted { a, b in
+      let (x, y) = (times[a.element] ?? 0, times[b.element] ?? 0)
+      return x != y ? x > y : a.offset < b.offset
+    }.map(\.element)
   }
 }
