@@ -112,6 +112,8 @@ struct LogGraph {
       out.append(Self.trimmed(graph + " " + line))
     }
     if lines.count - 1 < rest.count { out += rest[max(lines.count - 1, 0)...].map(Self.trimmed) }
+    // Plain column rows after the joins settle every line (git's padding state).
+    if lines.count - 1 > rest.count { stillMoving = [] }
     return out
   }
 

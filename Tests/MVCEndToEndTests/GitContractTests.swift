@@ -177,6 +177,18 @@ struct GitContractTests {
         expectSuccess(
           runMVC(["commit", "-m", message], in: dir, environment: ["MVC_AUTHOR_DATE": String(date)]), message)
       }
+      func merge(_ branch: String) {
+        date += 60
+        expectSuccess(
+          runMVC(["merge", branch], in: dir, environment: ["MVC_AUTHOR_DATE": String(date)]), "merge \(branch)")
+      }
+      /// What git itself draws for `args`, trailing blanks trimmed (nil without git).
+      func gitDraws(_ args: [String]) -> [String]? {
+        guard gitExecutable != nil else { return nil }
+        return runGit(["--git-dir=.mvc", "log", "--decorate"] + args, in: dir).stdout.split(separator: "\n").map {
+          $0.replacingOccurrences(of: " +$", with: "", options: .regularExpression)
+        }
+      }
       try commit("edit 1", tensor: names[0])
       expectSuccess(runMVC(["switch", "-c", "alt"], in: dir), "switch -c alt")
       try commit("alt edit", tensor: names[1])
@@ -189,9 +201,7 @@ struct GitContractTests {
       expectSuccess(all, "log --all")
       #expect(all.stdout.split(separator: "\n").count == 4 && all.stdout.contains("(alt) alt edit"), "\(all.stdout)")
 
-      date += 60
-      expectSuccess(
-        runMVC(["merge", "alt"], in: dir, environment: ["MVC_AUTHOR_DATE": String(date)]), "merge alt")
+      merge("alt")
       let ids = try Self.shortIDs(s)
       let graph = runMVC(["log", "--graph", "--oneline"], in: dir)
       expectSuccess(graph, "log --graph --oneline")
@@ -207,12 +217,8 @@ struct GitContractTests {
           "* \(ids[ids.count - 2]) edit 1",
           "* \(ids[ids.count - 1]) base model",
         ], "log --graph --oneline:\n\(graph.stdout)")
-      if gitExecutable != nil {
-        let git = runGit(["--git-dir=.mvc", "log", "--graph", "--oneline", "--decorate"], in: dir)
-        let trimmed = git.stdout.split(separator: "\n").map {
-          $0.replacingOccurrences(of: " +$", with: "", options: .regularExpression)
-        }
-        #expect(trimmed == graph.stdout.split(separator: "\n").map(String.init), "git log --graph:\n\(git.stdout)")
+      if let git = gitDraws(["--graph", "--oneline"]) {
+        #expect(git == graph.stdout.split(separator: "\n").map(String.init), "git log --graph: \(git)")
       }
       // The full format keeps the graph's columns on every line of a commit.
       let full = runMVC(["log", "--graph", "-n", "2"], in: dir).stdout.split(
@@ -228,12 +234,30 @@ struct GitContractTests {
       let allGraph = runMVC(["log", "--all", "--graph", "--oneline"], in: dir).stdout.split(separator: "\n")
       #expect(allGraph.count == 10 && allGraph.first?.hasSuffix("(side) side edit") == true, "\(allGraph)")
       #expect(allGraph.dropFirst().first?.hasPrefix("| *   ") == true, "\(allGraph)")
-      if gitExecutable != nil {
-        let git = runGit(["--git-dir=.mvc", "log", "--all", "--graph", "--oneline", "--decorate"], in: dir)
-        let trimmed = git.stdout.split(separator: "\n").map {
-          $0.replacingOccurrences(of: " +$", with: "", options: .regularExpression)
-        }
-        #expect(trimmed == allGraph.map(String.init), "git log --all --graph:\n\(git.stdout)")
+      if let git = gitDraws(["--all", "--graph", "--oneline"]) {
+        #expect(git == allGraph.map(String.init), "git log --all --graph: \(git)")
+      }
+
+      // Five branches, three merges: lines that join across another column move one column a
+      // row and cross it (`|/|`), as git draws them.
+      expectSuccess(runMVC(["switch", "-c", "b2", "main~2"], in: dir), "switch -c b2")
+      try commit("b2 one", tensor: names[1])
+      try commit("b2 two", tensor: names[0])
+      expectSuccess(runMVC(["switch", "-c", "b3", "HEAD~1"], in: dir), "switch -c b3")
+      try commit("b3 one", tensor: names[1])
+      expectSuccess(runMVC(["switch", "side"], in: dir), "switch side")
+      merge("b3")
+      expectSuccess(runMVC(["switch", "main"], in: dir), "switch main")
+      merge("b2")
+      merge("side")
+      let big = runMVC(["log", "--all", "--graph", "--oneline"], in: dir).stdout.split(separator: "\n").map(String.init)
+      #expect(big.contains("|/|") || big.contains("| |/|"), "\(big)")
+      #expect(big.filter { $0.contains("*") }.count == 12, "\(big)")
+      if let git = gitDraws(["--all", "--graph", "--oneline"]) { #expect(git == big, "git log --all --graph: \(git)") }
+      let fullGraph = runMVC(["log", "--graph"], in: dir).stdout.split(separator: "\n").filter { !$0.contains("Date:") }
+      if let git = gitDraws(["--graph"]) {
+        // The same graph beside every line (mvc writes ISO dates).
+        #expect(git.filter { !$0.contains("Date:") && !$0.isEmpty } == fullGraph.map(String.init), "\(git)")
       }
     }
   }
