@@ -29,7 +29,10 @@ struct EdgeCaseTests {
   }
 
   static func mutate(_ tensors: inout [FixtureTensor], _ name: String, _ body: (inout [Float]) -> Void) {
-    guard let i = tensors.firstIndex(where: { $0.name == name }) else { return }
+    guard let i = tensors.firstIndex(where: { $0.name == name }) else {
+      Issue.record("the fixture has no tensor '\(name)' to change")
+      return
+    }
     var values = tensors[i].decodedFloats
     body(&values)
     tensors[i] = FixtureTensor(name: name, dtype: tensors[i].dtype, shape: tensors[i].shape, floats: values)
