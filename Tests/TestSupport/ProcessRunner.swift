@@ -152,8 +152,8 @@ public final class RunningProcess {
     let scratch = FileManager.default.temporaryDirectory
     out = scratch.appendingPathComponent("mvc-tests-out-\(UUID().uuidString)")
     err = scratch.appendingPathComponent("mvc-tests-err-\(UUID().uuidString)")
-    FileManager.default.createFile(atPath: out.path, contents: nil)
-    FileManager.default.createFile(atPath: err.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: err.path, contents: nil)
     process.standardOutput = try FileHandle(forWritingTo: out)
     process.standardError = try FileHandle(forWritingTo: err)
     process.standardInput = FileHandle.nullDevice
