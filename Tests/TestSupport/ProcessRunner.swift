@@ -6,7 +6,7 @@ import Synchronization
 #endif
 
 // The one way the tests start a program (mvc, mvc-demo-editor, git, git-daemon, python3, mount):
-// `runProcessOutcome` for a program that runs to its end, `startProcess` for one the test acts on
+// `runProcessOutcome` for a program that runs to its end, `RunningProcess` for one the test acts on
 // while it runs. Both give the child the same environment, `childEnvironment(home:extra:)`.
 
 /// How a child ended: its exit status, or the signal that killed it, and whether the harness
