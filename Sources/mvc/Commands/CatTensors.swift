@@ -21,7 +21,8 @@ extension MVC {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The revision.") var revision: String
     @Argument(help: "Tensor names (default: all).") var names: [String] = []
-    @Option(name: [.customShort("o"), .customLong("output")], help: "The safetensors file to write (replaced atomically).")
+    @Option(
+      name: [.customShort("o"), .customLong("output")], help: "The safetensors file to write (replaced atomically).")
     var outputPath: String
     @Flag(help: "Write one JSON document (schema mvc.cat-tensors/1).") var json = false
 
@@ -32,9 +33,12 @@ extension MVC {
       if json {
         output(
           try Format.json(
-            TensorListJSON(schema: "mvc.cat-tensors/1", commit: commit.hex, path: export.path, tensors: export.tensors)))
+            TensorListJSON(schema: "mvc.cat-tensors/1", commit: commit.hex, path: export.path, tensors: export.tensors))
+        )
       } else if !global.quiet {
-        Diagnostics.printError("Wrote \(export.tensors.count) tensor\(export.tensors.count == 1 ? "" : "s") of \(commit.shortHex) to \(outputPath)")
+        Diagnostics.printError(
+          "Wrote \(export.tensors.count) tensor\(export.tensors.count == 1 ? "" : "s") of \(commit.shortHex) to \(outputPath)"
+        )
       }
     }
   }

@@ -25,7 +25,8 @@ extension MVC {
       let commit = try repository.resolve(revision)
       let tensors = try repository.listTensors(at: commit)
       if json {
-        output(try Format.json(TensorListJSON(schema: "mvc.ls-tensors/1", commit: commit.hex, path: nil, tensors: tensors)))
+        output(
+          try Format.json(TensorListJSON(schema: "mvc.ls-tensors/1", commit: commit.hex, path: nil, tensors: tensors)))
         return
       }
       for t in tensors {

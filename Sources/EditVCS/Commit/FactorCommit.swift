@@ -73,14 +73,16 @@ enum FactorFileReader {
     for (tensor, pair) in pairs.sorted(by: { $0.key < $1.key }) {
       guard let u = pair.u, let v = pair.v else {
         throw RepositoryError.deltaMismatch(
-          file: path, tensor: tensor, detail: "has '\(tensor).\(pair.u == nil ? "v" : "u")' but no '\(tensor).\(pair.u == nil ? "u" : "v")'")
+          file: path, tensor: tensor,
+          detail: "has '\(tensor).\(pair.u == nil ? "v" : "u")' but no '\(tensor).\(pair.u == nil ? "u" : "v")'")
       }
       guard let (_, target) = model.location(of: tensor) else {
         throw RepositoryError.deltaMismatch(file: path, tensor: tensor, detail: "is not a tensor of the model")
       }
       guard target.dtype.isEditableFloat, target.shape.count >= 2 else {
         throw RepositoryError.deltaMismatch(
-          file: path, tensor: tensor, detail: "is \(target.dtype.rawValue) \(target.shape); factors need a float matrix")
+          file: path, tensor: tensor, detail: "is \(target.dtype.rawValue) \(target.shape); factors need a float matrix"
+        )
       }
       let (rows, cols) = TensorMath.matrixShape(target.shape)
       guard u.shape.count == 2, v.shape.count == 2, u.shape[1] == v.shape[1], u.shape[1] >= 1,
@@ -88,7 +90,9 @@ enum FactorFileReader {
       else {
         throw RepositoryError.deltaMismatch(
           file: path, tensor: tensor,
-          detail: "factors u \(u.shape) and v \(v.shape) do not fit \(target.shape): expected u [\(rows), r] and v [\(cols), r]")
+          detail:
+            "factors u \(u.shape) and v \(v.shape) do not fit \(target.shape): expected u [\(rows), r] and v [\(cols), r]"
+        )
       }
       let rounded = u.dtype == .f64 || v.dtype == .f64
       entries.append(
@@ -148,7 +152,8 @@ extension EditRepository {
         throw RepositoryError.invalidArgument(
           "keys (\(keys.shape)) are recorded for one edited 2-D tensor, as n×d_in; this commit edits \(entries.count)")
       }
-      let (dOut, dIn, transposed) = try Self.orientation(shape: shape, keyLength: keys.shape[1], tensor: entries[0].tensor)
+      let (dOut, dIn, transposed) = try Self.orientation(
+        shape: shape, keyLength: keys.shape[1], tensor: entries[0].tensor)
       data.append((EditDataName.keys, try compressedNpy(keys.values, shape: keys.shape)))
       details["orientation"] = transposed ? "conv1d" : "linear"
       if let values = request.values {

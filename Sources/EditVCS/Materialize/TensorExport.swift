@@ -67,7 +67,8 @@ extension EditRepository {
       for name in names where seen.insert(name).inserted {
         guard let entry = byName[name] else {
           throw RepositoryError.invalidArgument(
-            "tensor '\(name)' is not in commit \(commit.shortHex) (\(all.count) tensors; 'mvc ls-tensors \(commit.shortHex)' lists them)")
+            "tensor '\(name)' is not in commit \(commit.shortHex) (\(all.count) tensors; 'mvc ls-tensors \(commit.shortHex)' lists them)"
+          )
         }
         chosen.append(entry)
       }
@@ -83,7 +84,8 @@ extension EditRepository {
       let bytes = try materialize(info.name, at: commit)
       guard bytes.count == info.dataOffsets.count else {
         throw RepositoryError.corruptObject(
-          what: "tensor '\(info.name)'", reason: "rebuilt \(bytes.count) bytes, its shape needs \(info.dataOffsets.count)")
+          what: "tensor '\(info.name)'",
+          reason: "rebuilt \(bytes.count) bytes, its shape needs \(info.dataOffsets.count)")
       }
       try bytes.withUnsafeBytes { try writer.write($0, at: header.count + info.dataOffsets.lowerBound) }
     }
