@@ -25,8 +25,9 @@ extension MVC {
       let commit = try repository.resolve(revision)
       let tensors = try repository.listTensors(at: commit)
       if json {
-        output(
-          try Format.json(TensorListJSON(schema: "mvc.ls-tensors/1", commit: commit.hex, path: nil, tensors: tensors)))
+        var document = TensorListJSON(schema: "mvc.ls-tensors/1", commit: commit.hex, path: nil, tensors: tensors)
+        document.workingModel = repository.modelRelativePath
+        output(try Format.json(document))
         return
       }
       for t in tensors {
@@ -49,6 +50,8 @@ struct TensorListJSON: Encodable {
   var schema: String
   var commit: String
   var path: String?
+  /// ls-tensors only: the working model, relative to the folder holding `.mvc`.
+  var workingModel: String?
   var tensors: [Tensor]
 
   init(schema: String, commit: String, path: String?, tensors: [TensorListingEntry]) {
@@ -62,6 +65,7 @@ struct TensorListJSON: Encodable {
 
   enum CodingKeys: String, CodingKey {
     case schema, commit, path, tensors
+    case workingModel = "working_model"
   }
 
   func encode(to encoder: Encoder) throws {
@@ -69,6 +73,7 @@ struct TensorListJSON: Encodable {
     try container.encode(schema, forKey: .schema)
     try container.encode(commit, forKey: .commit)
     try container.encodeIfPresent(path, forKey: .path)
+    try container.encodeIfPresent(workingModel, forKey: .workingModel)
     try container.encode(tensors, forKey: .tensors)
   }
 }
