@@ -217,7 +217,10 @@ class Repo:
 
         with tempfile.TemporaryDirectory(prefix="mvc-") as tmp_name:
             tmp = Path(tmp_name)
-            head_bytes = self._cat(listing.commit, list(storage), tmp)
+            # HEAD's bytes from the working model: 'mvc commit-factors' refuses below unless the
+            # working model is clean, i.e. holds exactly HEAD, so a check against a dirty file
+            # never lets a commit through.
+            head_bytes = self._read_working(listing, list(storage))
             for name, (up, vp) in storage.items():
                 self._check_matches_head(name, tensors.tensors[name], head_bytes[name], up, vp)
             factor_file = tmp / "factors.safetensors"
@@ -238,10 +241,10 @@ class Repo:
                     args += [option, str(path)]
             document = self._mvc.json(args, self.root)
         commit = CommitInfo.from_json(document["commit"])
-        new_listing = self._listing(commit.id)
-        # The working model now holds the committed bytes (mvc rewrote and verified them).
-        tensors.copy_in(self._read_working(new_listing, list(storage)))
-        self._advance(model, held, listing.commit, new_listing, tensors, set(storage))
+        # The working model now holds the committed bytes (mvc rewrote and verified them); the
+        # commit keeps HEAD's layout, so the parent's listing says which file holds each tensor.
+        tensors.copy_in(self._read_working(listing, list(storage)))
+        self._advance(model, held, listing.commit, commit.id, tensors, set(storage))
         return CommitFactorsResult(commit, list(document.get("rounded_from_f64", [])), notes)
 
     def commit(self, model: nn.Module, message: str, changed: Optional[Iterable[str]] = None) -> CommitInfo:
@@ -278,19 +281,19 @@ class Repo:
                 self._write_working(listing, {n: head_bytes[n] for n in names})
                 raise
         commit = self.head()
-        self._advance(model, held, listing.commit, self._listing(commit.id), tensors, set(names))
+        self._advance(model, held, listing.commit, commit.id, tensors, set(names))
         return commit
 
     # -- moving a loaded model ----------------------------------------------------------------
 
-    def checkout(self, rev: str, model: nn.Module, force: bool = False) -> CommitInfo:
+    def checkout(self, rev: str, model: nn.Module, force: bool = False) -> str:
         """Moves HEAD, the working model and the loaded ``model`` to ``rev``, copying into memory
         only the tensors whose content differs, bit-exact, on each parameter's device and dtype.
 
         Refused (nothing changes) when the model's parameters changed since the client recorded
         its commit, or no commit is recorded; ``force=True`` then also copies every changed
         tensor (all of them when nothing is recorded). A dtype other than the stored one, meta
-        (offloaded) or quantized parameters are refused by name.
+        (offloaded) or quantized parameters are refused by name. Returns the commit id.
         """
         target = self._listing(rev)
         tensors = ModelTensors(model, target.tensors)
@@ -299,7 +302,7 @@ class Repo:
         self._mvc.run(["checkout", rev, "-q"], self.root)
         tensors.copy_in(self._read_working(target, sorted(copy)))
         self._record(model, target, tensors)
-        return self.show(target.commit)
+        return target.commit
 
     def bisect(self, model: nn.Module, bad: str = "HEAD", good: Union[str, Sequence[str]] = (),
                is_good: Optional[Callable[[nn.Module], Optional[bool]]] = None) -> BisectResult:
@@ -370,10 +373,11 @@ class Repo:
         self._listings[listing.commit] = listing
         return listing
 
-    def _record(self, model: nn.Module, listing: _Listing, tensors: ModelTensors) -> None:
-        _HELD.setdefault(model, {})[str(self.root)] = _Held(listing.commit, tensors.fingerprint())
+    def _record(self, model: nn.Module, listing: Union[_Listing, str], tensors: ModelTensors) -> None:
+        commit = listing if isinstance(listing, str) else listing.commit
+        _HELD.setdefault(model, {})[str(self.root)] = _Held(commit, tensors.fingerprint())
 
-    def _advance(self, model: nn.Module, held: Optional[_Held], parent: str, new: _Listing,
+    def _advance(self, model: nn.Module, held: Optional[_Held], parent: str, new: str,
                  tensors: ModelTensors, touched: set[str]) -> None:
         """After a commit: the model holds the new commit if it held the parent and nothing but
         the committed tensors changed since; otherwise what it holds is unknown."""
@@ -420,10 +424,11 @@ class Repo:
         if not step["no_checkout"]:
             raise MVCError("a bisection that checks out the working model is in progress",
                            hint="finish it with 'mvc bisect good|bad', or end it with repo.bisect_reset()")
-        wanted_bad = self._listing(bad).commit
-        wanted_good = {self._listing(g).commit for g in goods}
-        if log["bad"] != wanted_bad or not wanted_good <= set(log["good"]):
-            raise MVCError(f"a bisection between other commits is in progress (bad {str(log['bad'])[:12]})",
+        # Marks move refs/bisect/bad as steps go; the start line keeps what the caller asked.
+        started = next((line.split()[4:] for line in log["lines"] if line.startswith("mvc bisect start")), [])
+        wanted = [self._listing(bad).commit, *(self._listing(g).commit for g in goods)]
+        if started[:1] != wanted[:1] or not set(wanted[1:]) <= set(started[1:]):
+            raise MVCError(f"a bisection between other commits is in progress (started {' '.join(s[:12] for s in started)})",
                            hint="resume it with the same bad= and good=, or end it with repo.bisect_reset()")
         return step
 
