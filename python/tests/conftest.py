@@ -54,7 +54,9 @@ def folder_hash(*paths: Path) -> str:
     for root in paths:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for f in files:
-            if f.name in ("lock",):
+            # The lock file holds the last pid; the stat cache and snapshots are caches that a
+            # read-only 'mvc status' may refresh. Objects, refs, config and bisect state count.
+            if f.name in ("lock", "mvc-index.json") or "mvc-snapshots" in f.parts:
                 continue
             h.update(str(f.relative_to(root.parent)).encode())
             h.update(f.read_bytes())
@@ -65,6 +67,9 @@ def model_hash(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
+        if t.is_meta:
+            h.update(b"meta" + str(tuple(t.shape)).encode())
+            continue
         h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
