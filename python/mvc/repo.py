@@ -135,11 +135,16 @@ class Repo:
         held = _HELD.get(model, {}).get(str(self.root))
         return held.commit if held else None
 
-    def attach(self, model: nn.Module, rev: str = "HEAD") -> None:
+    def attach(self, model: nn.Module, rev: str = "HEAD", verify: bool = True) -> None:
         """Records that ``model`` holds ``rev`` after comparing every tensor with it (one pass
-        over the model): for a model loaded by ``from_pretrained`` rather than by this client."""
+        over the model): for a model loaded by ``from_pretrained`` rather than by this client.
+        ``verify=False`` skips the comparison, for a model just loaded from the working model
+        at ``rev``; a wrong claim then makes later checkouts wrong, so it is the caller's word."""
         listing = self._listing(rev)
         tensors = ModelTensors(model, listing.tensors)
+        if not verify:
+            self._record(model, listing, tensors)
+            return
         with tempfile.TemporaryDirectory(prefix="mvc-") as tmp:
             stored = self._cat(listing.commit, list(listing.tensors), Path(tmp))
             differ = [n for n, t in stored.items() if not torch.equal(tensors.tensors[n].detach().cpu(), t)]
