@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoModel, AutoModelForCausalLM
 
 import mvc
+
+transformers = pytest.importorskip("transformers", reason="the round trips build transformers models")
+AutoModel, AutoModelForCausalLM = transformers.AutoModel, transformers.AutoModelForCausalLM
 from conftest import MODELS, model_hash, mvc as run_mvc
 
 

@@ -44,6 +44,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case unreadableHead(path: String, detail: String)
   /// Another program replaced (renamed a file over) or wrote to a working file mvc was rewriting.
   case fileReplaced(path: String)
+  /// A delta file holds LoRA factors but nothing says their scale `lora_alpha/r`.
+  case loraScaleUnknown(file: String)
 
   public var errorDescription: String? {
     switch self {
@@ -113,6 +115,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return
         "'\(path)' was replaced or rewritten by another program while mvc was writing the model; "
         + "HEAD was not moved"
+    case .loraScaleUnknown(let file):
+      return "'\(file)' holds LoRA factors but no adapter_config.json is beside it: their scale lora_alpha/r is unknown"
     }
   }
 
@@ -196,6 +200,9 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return
         "'mvc status' shows how the model now differs from HEAD; run the command again once the other "
         + "program is done"
+    case .loraScaleUnknown:
+      return "give the scale ('mvc commit --delta FILE --scale ALPHA_OVER_R'), or put the adapter's "
+        + "adapter_config.json beside the file"
     }
   }
 }
