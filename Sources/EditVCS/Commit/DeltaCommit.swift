@@ -10,12 +10,8 @@ extension EditRepository {
   public func commitDelta(
     file: String, message: String, method: String = "delta", scale: Double? = nil
   ) throws -> CommitResult {
-    try refuseDuringBisect()
-    let headState = try head()
-    guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
-    let working = try WorkingModel(path: modelPath)
-    let status = try status(of: working, against: parent, head: headState)
-    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    let clean = try requireCleanHead()
+    let (parent, working) = (clean.commit, clean.working)
     let (entries, loraScales) = try DeltaFileReader.read(file, model: working, scale: scale)
     guard !entries.isEmpty else {
       throw RepositoryError.deltaMismatch(file: file, tensor: "-", detail: "holds no tensors")

@@ -68,12 +68,17 @@ struct TensorListJSON: Encodable {
     case workingModel = "working_model"
   }
 
+  /// Each schema has one fixed key set (docs/JSON.md): `working_model` in ls-tensors, `path` in
+  /// cat-tensors, both always written.
   func encode(to encoder: Encoder) throws {
     var container = encoder.container(keyedBy: CodingKeys.self)
     try container.encode(schema, forKey: .schema)
     try container.encode(commit, forKey: .commit)
-    try container.encodeIfPresent(path, forKey: .path)
-    try container.encodeIfPresent(workingModel, forKey: .workingModel)
+    if schema == "mvc.ls-tensors/1" {
+      try container.encode(workingModel, forKey: .workingModel)
+    } else {
+      try container.encode(path, forKey: .path)
+    }
     try container.encode(tensors, forKey: .tensors)
   }
 }
