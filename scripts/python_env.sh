@@ -35,8 +35,12 @@ start=$(date +%s)
 echo "python_env.sh: creating $venv (torch, transformers, peft: ~1.5 GB, about a minute with a CPU wheel)" >&2
 "$python" -m venv "$building"
 "$building/bin/pip" install -q "${extra[@]}" -r "$requirements" >&2
-rm -rf "$venv"
-mv "$building" "$venv"
+if "$venv/bin/python" -c 'import torch, transformers, peft, pytest' 2>/dev/null; then
+  rm -rf "$building"  # another run finished the same venv meanwhile: keep the one in use
+else
+  rm -rf "$venv"
+  mv "$building" "$venv"
+fi
 # Scripts in bin/ name the folder they were made in.
 sed -i "s|$building|$venv|g" "$venv"/bin/* 2>/dev/null || true
 trap - EXIT
