@@ -80,6 +80,10 @@ import Testing
     .notLowRank(tensor: "w", revisions: "0123abc..4567def", maxRank: 4, rows: 16, cols: 16),
     .inputShapeMismatch(input: "covariance", shape: [3, 4], expected: "[8, 8]"),
     .missingCovariance,
+    .loraScaleUnknown(file: "adapter_model.safetensors"),
+    .invalidMethodName("ROME!"),
+    .invalidProvenance(what: "hyper-parameters", reason: "they are not a JSON object"),
+    .scaleDisagreesWithConfig(scale: 2, configScale: 1, file: "adapter_model.safetensors"),
   ]
 
   static func caseIndex(_ error: RepositoryError) -> Int {
@@ -150,9 +154,13 @@ import Testing
     case .notLowRank: 63
     case .inputShapeMismatch: 64
     case .missingCovariance: 65
+    case .loraScaleUnknown: 66
+    case .invalidMethodName: 67
+    case .invalidProvenance: 68
+    case .scaleDisagreesWithConfig: 69
     }
   }
-  static let caseCount = 66
+  static let caseCount = 70
 
   @Test func everyCaseHasASample() {
     #expect(Set(Self.samples.map(Self.caseIndex)) == Set(0..<Self.caseCount))

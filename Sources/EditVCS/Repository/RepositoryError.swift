@@ -50,6 +50,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case unreadableHead(path: String, detail: String)
   /// Another program replaced (renamed a file over) or wrote to a working file mvc was rewriting.
   case fileReplaced(path: String)
+  /// A delta file holds LoRA factors but nothing says their scale `lora_alpha/r`.
+  case loraScaleUnknown(file: String)
 
   // MARK: Remotes (remote, push, fetch, pull, clone), naming the remote or URL
 
@@ -121,6 +123,12 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case inputShapeMismatch(input: String, shape: [Int], expected: String)
   /// A knowledge edit needs a covariance and was given neither `--cov` nor `--cov-keys`.
   case missingCovariance
+  /// `commit-factors --method`: a name that cannot go into a commit record.
+  case invalidMethodName(String)
+  /// Provenance given to `commit-factors` (hyper-parameters, keys, values) that cannot be recorded.
+  case invalidProvenance(what: String, reason: String)
+  /// `--scale` given beside an adapter_config.json that says otherwise.
+  case scaleDisagreesWithConfig(scale: Double, configScale: Double, file: String)
 
   public var errorDescription: String? {
     switch self {
@@ -256,6 +264,14 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "\(input) has shape \(shape), expected \(expected)"
     case .missingCovariance:
       return "a closed-form edit needs the covariance of the layer's keys"
+    case .invalidMethodName(let method):
+      return "method '\(method)' is not 1-64 of the characters a-z 0-9 . _ -"
+    case .invalidProvenance(let what, let reason):
+      return "cannot record the \(what): \(reason)"
+    case .scaleDisagreesWithConfig(let scale, let configScale, let file):
+      return "--scale \(scale) disagrees with lora_alpha/r = \(configScale) of the adapter_config.json beside '\(file)'"
+    case .loraScaleUnknown(let file):
+      return "'\(file)' holds LoRA factors but no adapter_config.json is beside it: their scale lora_alpha/r is unknown"
     }
   }
 
@@ -402,6 +418,16 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
         + "with d_in and d_out of the tensor (a Linear [d_out, d_in] or a Conv1D [d_in, d_out])"
     case .missingCovariance:
       return "give the covariance (--cov) or keys to estimate it from (--cov-keys)"
+    case .invalidMethodName:
+      return "name the editor in lowercase, e.g. --method rome, memit or emmet"
+    case .invalidProvenance:
+      return "keys are n×d_in and values n×d_out for the one 2-D tensor edited, the covariance d_in×d_in, "
+        + "hyper-parameters a JSON object; nothing was committed"
+    case .scaleDisagreesWithConfig:
+      return "leave out --scale to use the adapter's own, or move the file away from that adapter_config.json"
+    case .loraScaleUnknown:
+      return "give the scale ('mvc commit --delta FILE --scale ALPHA_OVER_R'), or put the adapter's "
+        + "adapter_config.json beside the file"
     }
   }
 }

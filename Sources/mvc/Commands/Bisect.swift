@@ -18,19 +18,24 @@ extension MVC {
           mvc bisect run --max-norm-ratio 0.5     # built-in: bad when some ‖ΔW‖/‖W‖ > 0.5
           mvc bisect log; mvc bisect visualize; mvc bisect reset
         """,
-      subcommands: [Start.self, Good.self, Bad.self, Skip.self, Run.self, Log.self, Visualize.self, Reset.self])
+      subcommands: [
+        Start.self, Good.self, Bad.self, Skip.self, Next.self, Run.self, Log.self, Visualize.self, Reset.self,
+      ])
 
     struct Start: ParsableCommand {
       static let configuration = CommandConfiguration(
         abstract: "Start a bisection: [BAD [GOOD...]] (BAD defaults to HEAD).")
       @OptionGroup var global: GlobalOptions
       @Argument(help: "The bad commit, then good commits.") var revisions: [String] = []
+      @Flag(help: "Leave HEAD and the working model alone; the commit to test is in .mvc/BISECT_HEAD.")
+      var noCheckout = false
+      @Flag(help: "Write one JSON document (schema mvc.bisect-step/1).") var json = false
 
       func run() throws {
         let repository = try Session.open(global)
         let ids = try revisions.map { try repository.resolve($0) }
-        let outcome = try repository.bisectStart(bad: ids.first, good: Array(ids.dropFirst()))
-        try BisectReport.print(outcome, repository: repository)
+        let outcome = try repository.bisectStart(bad: ids.first, good: Array(ids.dropFirst()), noCheckout: noCheckout)
+        try BisectReport.print(outcome, repository: repository, json: json)
       }
     }
 
@@ -38,21 +43,24 @@ extension MVC {
       static let configuration = CommandConfiguration(abstract: "Mark a commit (default: the one under test) good.")
       @OptionGroup var global: GlobalOptions
       @Argument var revision: String?
-      func run() throws { try BisectReport.mark(.good, revision, global) }
+      @Flag(help: "Write one JSON document (schema mvc.bisect-step/1).") var json = false
+      func run() throws { try BisectReport.mark(.good, revision, global, json: json) }
     }
 
     struct Bad: ParsableCommand {
       static let configuration = CommandConfiguration(abstract: "Mark a commit (default: the one under test) bad.")
       @OptionGroup var global: GlobalOptions
       @Argument var revision: String?
-      func run() throws { try BisectReport.mark(.bad, revision, global) }
+      @Flag(help: "Write one JSON document (schema mvc.bisect-step/1).") var json = false
+      func run() throws { try BisectReport.mark(.bad, revision, global, json: json) }
     }
 
     struct Skip: ParsableCommand {
       static let configuration = CommandConfiguration(abstract: "Skip a commit that cannot be tested.")
       @OptionGroup var global: GlobalOptions
       @Argument var revision: String?
-      func run() throws { try BisectReport.mark(.skip, revision, global) }
+      @Flag(help: "Write one JSON document (schema mvc.bisect-step/1).") var json = false
+      func run() throws { try BisectReport.mark(.skip, revision, global, json: json) }
     }
 
     struct Log: ParsableCommand {
@@ -152,7 +160,7 @@ extension MVC {
             guard state.bad != nil, !state.good.isEmpty else {
               throw RepositoryError.bisectRunNeedsMarks
             }
-            let current = try repository.headCommit()
+            let current = try repository.bisectCurrent()
             if let maxNormRatio {
               let ratio = try repository.maxRelativeNorm(upTo: current)
               term = ratio > maxNormRatio ? .bad : .good
@@ -193,13 +201,17 @@ extension MVC {
 }
 
 enum BisectReport {
-  static func mark(_ term: BisectTerm, _ revision: String?, _ global: GlobalOptions) throws {
+  static func mark(_ term: BisectTerm, _ revision: String?, _ global: GlobalOptions, json: Bool = false) throws {
     let repository = try Session.open(global)
     let outcome = try repository.bisectMark(term, try revision.map { try repository.resolve($0) })
-    try print(outcome, repository: repository)
+    try print(outcome, repository: repository, json: json)
   }
 
-  static func print(_ outcome: BisectOutcome, repository: EditRepository) throws {
+  static func print(_ outcome: BisectOutcome, repository: EditRepository, json: Bool = false) throws {
+    if json {
+      output(try Format.json(BisectStepJSON(outcome, noCheckout: repository.isNoCheckoutBisect)))
+      return
+    }
     switch outcome {
     case .waiting(let needGood, let needBad):
       output(
