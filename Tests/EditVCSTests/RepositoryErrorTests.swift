@@ -84,6 +84,8 @@ import Testing
     .invalidMethodName("ROME!"),
     .invalidProvenance(what: "hyper-parameters", reason: "they are not a JSON object"),
     .scaleDisagreesWithConfig(scale: 2, configScale: 1, file: "adapter_model.safetensors"),
+    .sideFileTooLarge(path: "model/tokenizer.json", byteCount: 70_000_000, limit: 67_108_864),
+    .resavedModelFolder(folder: "model", detail: "it names 'model-00002-of-00002.safetensors', which is not there"),
   ]
 
   static func caseIndex(_ error: RepositoryError) -> Int {
@@ -158,9 +160,11 @@ import Testing
     case .invalidMethodName: 67
     case .invalidProvenance: 68
     case .scaleDisagreesWithConfig: 69
+    case .sideFileTooLarge: 70
+    case .resavedModelFolder: 71
     }
   }
-  static let caseCount = 70
+  static let caseCount = 72
 
   @Test func everyCaseHasASample() {
     #expect(Set(Self.samples.map(Self.caseIndex)) == Set(0..<Self.caseCount))

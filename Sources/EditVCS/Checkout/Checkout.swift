@@ -57,6 +57,9 @@ extension EditRepository {
     if let expectedHead, let name = attach.branchName, branchTip != expectedHead {
       throw RepositoryError.concurrentUpdate(ref: "refs/heads/" + name)
     }
+    // Side files are read and checked before anything is written (a hostile commit writes nothing).
+    let targetFiles = try sideFiles(at: target)
+    let previousFiles = try headState.commit.map { Set(try sideFileBlobs(of: contents(of: $0)).keys) } ?? []
     let inPlace = try working.map { try sameLayout($0, as: target) } ?? false
     let toRewrite =
       inPlace
@@ -92,6 +95,9 @@ extension EditRepository {
             replaced: { replacedFiles += 1 })
         }
       }
+      try writeSideFiles(
+        targetFiles, into: SideFiles.folder(modelPath: modelPath, sharded: try isSharded(target)),
+        removing: previousFiles, durable: true)
     } catch {
       try undoFailedRewrite(
         error, inPlace: inPlace, working: working, tensors: toRewrite, head: headState, stats: hashedStats,
@@ -165,8 +171,12 @@ extension EditRepository {
   /// - Parameters:
   ///   - tensors: only these tensors (names), in files listing just them.
   ///   - shards: only these shard files (0-based indices) of a sharded model.
+  ///   - intoFolder: for a single-file model, `output` is a folder that receives
+  ///     `model.safetensors` and the side files (a sharded model's output is always a folder
+  ///     holding its side files); false writes the one file `output`, without side files.
   public func materialize(
-    _ commit: ObjectID, to output: String, tensors: Set<String>? = nil, shards: Set<Int>? = nil, force: Bool = false
+    _ commit: ObjectID, to output: String, tensors: Set<String>? = nil, shards: Set<Int>? = nil, force: Bool = false,
+    intoFolder: Bool = false
   ) throws {
     let working = try? WorkingModel(path: modelPath)
     let target = (output as NSString).standardizingPath
@@ -175,6 +185,7 @@ extension EditRepository {
       throw RepositoryError.outputIsWorkingModel(path: output)
     }
     let layout = try layout(of: contents(of: commit)).0
+    let files = try sideFiles(at: commit)
     if let shards {
       guard layout.kind == "sharded" else {
         throw RepositoryError.notSharded
@@ -186,9 +197,24 @@ extension EditRepository {
     if let tensors, tensors.isEmpty {
       throw RepositoryError.noTensorMatches(revision: commit.shortHex)
     }
+    let sharded = layout.kind == "sharded"
+    let modelFile = sharded || !intoFolder ? output : (output as NSString).appendingPathComponent("model.safetensors")
+    if intoFolder && !sharded {
+      try RepositoryError.fileSystem("create", output) {
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+      }
+    }
     try writeWholeModel(
-      at: commit, to: output, previous: working, tensors: tensors, shards: shards,
+      at: commit, to: modelFile, previous: working, tensors: tensors, shards: shards,
       previousHashes: working.flatMap(cachedWorkingHashes) ?? [:], durable: false)
+    if sharded || intoFolder {
+      try writeSideFiles(files, into: output, removing: [], durable: false)
+    }
+  }
+
+  /// Whether `commit`'s model is a folder of shards.
+  func isSharded(_ commit: ObjectID) throws -> Bool {
+    try layout(of: contents(of: commit)).0.kind == "sharded"
   }
 
   /// Tensor names at `commit` matching a shell glob (`*`, `?`, `[...]`), for partial checkouts.

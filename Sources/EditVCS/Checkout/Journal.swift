@@ -175,6 +175,11 @@ extension EditRepository {
     } else {
       written = try writeWholeModel(at: journal.target, to: modelPath, previous: working, tensors: nil)
     }
+    let previousFiles = try journal.headFrom.map { Set(try sideFileBlobs(of: contents(of: $0)).keys) } ?? []
+    try writeSideFiles(
+      try sideFiles(at: journal.target),
+      into: SideFiles.folder(modelPath: modelPath, sharded: try isSharded(journal.target)),
+      removing: previousFiles, durable: true)
     try finishMove(
       journal, branchTip: branchTip, written: written, hashes: targetHashes,
       reflog: "recover: finish interrupted " + (journal.reflog ?? journal.operation))

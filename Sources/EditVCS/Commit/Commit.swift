@@ -80,12 +80,12 @@ extension EditRepository {
     // re-sharding rewrites only `model/`, never a state (a rewritten state would break its chain).
     let (layout, headers) = working.layout()
     let record = EditRecord(
-      formatVersion: repositoryFormatVersion, method: options.method ?? "working-model", changes: changes,
+      formatVersion: baseFormatVersion, method: options.method ?? "working-model", changes: changes,
       tolerance: options.tolerance, details: options.details)
     let commit = try timed("write commit") {
       try writeCommit(
         layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
-        message: options.message, parents: [parent])
+        message: options.message, parents: [parent], sideFiles: .tree(try writeSideFilesTree(try working.sideFiles())))
     }
     if !needsNormalization {
       try advanceHead(from: parent, to: commit, message: "commit: \(options.message)")

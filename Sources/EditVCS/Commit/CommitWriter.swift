@@ -78,12 +78,25 @@ extension EditRepository {
     return (try writeTree(entries), stored + meta.count, state)
   }
 
+  /// Where a new commit's side files (`files/`) come from.
+  enum SideFileTree {
+    /// The first parent's (commits that change tensors only: delta, factors, merge, revert, rebase).
+    case inherited
+    /// This tree (nil: none), from the working model's folder.
+    case tree(ObjectID?)
+  }
+
   /// Writes the root tree and the commit object; moves no reference.
   func writeCommit(
     layout: ModelLayout, headers: [String: [UInt8]], indexBytes: [UInt8]?,
     tensorTrees: [String: ObjectID], record: EditRecord, message: String, parents: [ObjectID],
-    extraEntries: [GitRepository.TreeEntry] = []
+    extraEntries: [GitRepository.TreeEntry] = [], sideFiles: SideFileTree = .inherited
   ) throws -> ObjectID {
+    let filesTree: ObjectID?
+    switch sideFiles {
+    case .inherited: filesTree = try parents.first.flatMap { try contents(of: $0).filesTree }
+    case .tree(let tree): filesTree = tree
+    }
     var modelEntries: [GitRepository.TreeEntry] = [
       .init(name: TreeEntryName.layout, id: try writeBlob(try JSONCoding.encode(layout)), isTree: false)
     ]
@@ -96,14 +109,16 @@ extension EditRepository {
     let tensorEntries = tensorTrees.map {
       GitRepository.TreeEntry(name: TreeName.escape($0.key), id: $0.value, isTree: true)
     }
-    let format = Array("mvc repository format \(repositoryFormatVersion)\n".utf8)
+    // Format 2 only when needed: a commit without side files stays readable by older builds.
+    let version = filesTree == nil ? baseFormatVersion : sideFilesFormatVersion
+    let format = Array("mvc repository format \(version)\n".utf8)
     let root: [GitRepository.TreeEntry] =
       [
         .init(name: TreeEntryName.format, id: try writeBlob(format), isTree: false),
         .init(name: TreeEntryName.model, id: try writeTree(modelEntries), isTree: true),
         .init(name: TreeEntryName.edit, id: try writeBlob(try JSONCoding.encode(record)), isTree: false),
         .init(name: TreeEntryName.tensors, id: try writeTree(tensorEntries), isTree: true),
-      ] + extraEntries
+      ] + extraEntries + (filesTree.map { [.init(name: TreeEntryName.files, id: $0, isTree: true)] } ?? [])
     let tree = try writeTree(root)
     return try RepositoryError.wrap("writing a commit") {
       try git.createCommit(tree: tree, parents: parents, message: message, author: signature())
@@ -151,11 +166,11 @@ extension EditRepository {
     }
     let (layout, headers) = working.layout()
     let record = EditRecord(
-      formatVersion: repositoryFormatVersion, method: "base", changes: changes,
+      formatVersion: baseFormatVersion, method: "base", changes: changes,
       details: reference.map { ["reference_base": $0.path] })
     let commit = try writeCommit(
       layout: layout, headers: headers, indexBytes: working.indexBytes, tensorTrees: trees, record: record,
-      message: message, parents: [])
+      message: message, parents: [], sideFiles: .tree(try writeSideFilesTree(try working.sideFiles())))
     try RepositoryError.wrap("creating branch 'main'") {
       try git.updateReference(
         "refs/heads/" + Self.defaultBranch, to: commit, expected: nil, message: "init: base model")

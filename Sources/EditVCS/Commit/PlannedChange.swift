@@ -88,7 +88,7 @@ extension EditRepository {
       if let id = blobs[shard.headerBlob] { headers[shard.headerBlob] = try git.readBlob(id) }
     }
     let indexBytes = try blobs[TreeEntryName.index].map { try git.readBlob($0) }
-    let record = EditRecord(formatVersion: repositoryFormatVersion, method: method, changes: changes, details: details)
+    let record = EditRecord(formatVersion: baseFormatVersion, method: method, changes: changes, details: details)
     let commit = try writeCommit(
       layout: layout, headers: headers, indexBytes: indexBytes, tensorTrees: trees, record: record, message: message,
       parents: [parent] + mergedParents, extraEntries: extraEntries)

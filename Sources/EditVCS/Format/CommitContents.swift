@@ -10,6 +10,8 @@ struct CommitContents {
   let editRecordBlob: ObjectID?
   /// Tensor name → subtree id.
   let tensorTrees: [String: ObjectID]
+  /// The `files/` tree of side files (format 2), nil when the commit tracks none.
+  var filesTree: ObjectID? = nil
 }
 
 /// One tensor state's subtree: its `meta.json` and the ids of its data blobs.
@@ -27,6 +29,7 @@ enum TreeEntryName {
   static let index = "index.json"
   static let edit = "edit.json"
   static let tensors = "tensors"
+  static let files = "files"
   static let editData = "edit-data"
   static let meta = "meta.json"
   static let u = "u.zst"
@@ -68,7 +71,10 @@ extension EditRepository {
     }
     let result = CommitContents(
       commit: commit, layoutTree: model.id, editRecordBlob: entry(TreeEntryName.edit)?.id,
-      tensorTrees: tensorTrees)
+      tensorTrees: tensorTrees, filesTree: entry(TreeEntryName.files).flatMap { $0.isTree ? $0.id : nil })
+    if let files = entry(TreeEntryName.files), !files.isTree {
+      throw RepositoryError.untrustedData(what: "commit \(commit.shortHex)", reason: "files is not a tree")
+    }
     contentsCache[commit] = result
     return result
   }

@@ -1,9 +1,14 @@
 import DeltaStore
 import Foundation
 
-/// The repository format this build reads and writes. Every commit's tree records it in
-/// `mvc-format`, and `.mvc/config` records it as `mvc.formatversion`.
-public let repositoryFormatVersion = 1
+/// The newest repository format this build reads. Every commit's tree records its own format
+/// in `mvc-format`: 1, or 2 when the commit tracks side files (`files/`), which a version-1
+/// reader would ignore. `.mvc/config` records `mvc.formatversion` = 1 (`baseFormatVersion`).
+public let repositoryFormatVersion = 2
+/// The format of commits without side files, of `edit.json` and of `.mvc/config`.
+public let baseFormatVersion = 1
+/// The format of commits that track side files in `files/`.
+let sideFilesFormatVersion = 2
 
 /// How one tensor's state at a commit is stored: the `meta.json` blob of its tree entry.
 ///

@@ -200,7 +200,8 @@ extension EditRecord {
 }
 
 /// The working model's path from `.mvc/config` (`mvc.model`), relative to the repository's
-/// folder: a plain relative path inside it, never `.mvc` or anything in it.
+/// folder: a plain relative path inside it, never `.mvc` or anything in it; or `.`, the folder
+/// itself (a sharded model whose folder holds `.mvc`).
 enum ModelPathRule {
   static func validated(_ path: String, configPath: String) throws -> String {
     do {
@@ -212,6 +213,8 @@ enum ModelPathRule {
 
   private static func check(_ path: String) throws -> String {
     guard !path.hasPrefix("/") else { throw Violation("'\(path)' is absolute") }
+    // The repository's folder itself is the model folder (`mvc init .` in a sharded folder).
+    if path == "." { return path }
     let components = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
     guard !components.isEmpty else { throw Violation("it is empty") }
     for component in components {

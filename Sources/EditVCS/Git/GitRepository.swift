@@ -162,6 +162,22 @@ public final class GitRepository {
     return git_odb_exists(odb, &oid) != 0
   }
 
+  /// The size of object `id` as its header declares it, read without loading the object.
+  public func objectSize(_ id: ObjectID) throws -> Int {
+    var odb: OpaquePointer?
+    try check(git_repository_odb(&odb, handle), "git_repository_odb")
+    guard let odb else {
+      throw RepositoryError.libgit2(
+        code: GIT_ENOTFOUND.rawValue, function: "git_repository_odb", subject: id.hex, message: "no object database")
+    }
+    defer { git_odb_free(odb) }
+    var oid = id.raw
+    var size = 0
+    var type = GIT_OBJECT_ANY
+    try check(git_odb_read_header(&size, &type, odb, &oid), "git_odb_read_header", id.hex)
+    return size
+  }
+
   // MARK: Trees
 
   /// One entry of a tree, copied out of libgit2.

@@ -60,7 +60,9 @@ public final class EditRepository {
   var contentsCache: [ObjectID: CommitContents] = [:]
   var stateCache: [ObjectID: StoredTensorState] = [:]
 
-  public var modelPath: String { (root as NSString).appendingPathComponent(modelRelativePath) }
+  public var modelPath: String {
+    modelRelativePath == "." ? root : (root as NSString).appendingPathComponent(modelRelativePath)
+  }
 
   private init(root: String, git: GitRepository, lock: RepositoryLock, environment: RepositoryEnvironment) throws {
     self.root = root
@@ -133,23 +135,35 @@ public final class EditRepository {
     if FileManager.default.fileExists(atPath: gitDirectory) {
       throw RepositoryError.alreadyInitialized(path: gitDirectory)
     }
-    let absoluteModel =
+    var absoluteModel =
       modelPath.hasPrefix("/")
       ? (modelPath as NSString).standardizingPath
       : ((root as NSString).appendingPathComponent(modelPath) as NSString).standardizingPath
-    guard absoluteModel.hasPrefix(root + "/") else {
+    // A Hugging Face folder saved as one file (model.safetensors, no index): track that file; its
+    // side files are beside it in the same folder.
+    let index = (absoluteModel as NSString).appendingPathComponent(WorkingModel.indexFileName)
+    let single = (absoluteModel as NSString).appendingPathComponent(WorkingModel.singleFileName)
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: absoluteModel, isDirectory: &isDirectory), isDirectory.boolValue,
+      !FileManager.default.fileExists(atPath: index), FileManager.default.fileExists(atPath: single)
+    {
+      absoluteModel = single
+    }
+    // The folder itself may be the model (`mvc init .` in a sharded folder): `.mvc` goes inside it.
+    guard absoluteModel.hasPrefix(root + "/") || absoluteModel == root else {
       throw RepositoryError.modelOutsideRepository(model: modelPath, root: root)
     }
     // Validate the model completely before anything is created.
     let working = try WorkingModel(path: absoluteModel)
-    let relative = String(absoluteModel.dropFirst(root.count + 1))
+    _ = try working.sideFiles()
+    let relative = absoluteModel == root ? "." : String(absoluteModel.dropFirst(root.count + 1))
     let git = try RepositoryError.wrap("creating '\(gitDirectory)'") {
       try GitRepository.create(at: gitDirectory, initialBranch: defaultBranch)
     }
     do {
       try RepositoryError.wrap("writing .mvc/config") {
         try git.setConfigString("mvc.model", relative)
-        try git.setConfigString("mvc.formatversion", String(repositoryFormatVersion))
+        try git.setConfigString("mvc.formatversion", String(baseFormatVersion))
         // Our objects are zstd frames; keep git's own gc from recompressing them needlessly.
         try git.setConfigString("core.compression", "0")
         try git.setConfigString("pack.compression", "0")

@@ -129,6 +129,11 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   case invalidProvenance(what: String, reason: String)
   /// `--scale` given beside an adapter_config.json that says otherwise.
   case scaleDisagreesWithConfig(scale: Double, configScale: Double, file: String)
+  /// A tracked side file (`config.json`, `tokenizer.json`, ...) of the working model is larger than mvc tracks.
+  case sideFileTooLarge(path: String, byteCount: Int, limit: Int)
+  /// A model folder whose files no longer match its shard index (re-saved with another shard
+  /// count, or as one file beside a stale index).
+  case resavedModelFolder(folder: String, detail: String)
 
   public var errorDescription: String? {
     switch self {
@@ -272,6 +277,10 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "--scale \(scale) disagrees with lora_alpha/r = \(configScale) of the adapter_config.json beside '\(file)'"
     case .loraScaleUnknown(let file):
       return "'\(file)' holds LoRA factors but no adapter_config.json is beside it: their scale lora_alpha/r is unknown"
+    case .sideFileTooLarge(let path, let byteCount, let limit):
+      return "'\(path)' is \(byteCount) bytes, more than the \(limit) mvc tracks beside the weights"
+    case .resavedModelFolder(let folder, let detail):
+      return "the model folder '\(folder)' does not match its shard index: \(detail)"
     }
   }
 
@@ -428,6 +437,11 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
     case .loraScaleUnknown:
       return "give the scale ('mvc commit --delta FILE --scale ALPHA_OVER_R'), or put the adapter's "
         + "adapter_config.json beside the file"
+    case .sideFileTooLarge:
+      return "move the file out of the model's folder; nothing was changed"
+    case .resavedModelFolder:
+      return "save it again in shards beside a fresh model.safetensors.index.json (save_pretrained does both), "
+        + "or track the single file: 'mvc init FOLDER/model.safetensors' in a new repository"
     }
   }
 }

@@ -14,11 +14,21 @@ public struct WorkingStatus: Sendable {
     public var shape: [Int]
   }
 
+  /// A tracked side file (`config.json`, `tokenizer.json`, ...) that differs from HEAD's.
+  public struct FileEntry: Sendable {
+    public var name: String
+    public var change: Change
+  }
+
   public var head: HeadState
   public var entries: [Entry]
   /// True when a file's header differs from HEAD's although no tensor changed (e.g. metadata).
   public var headerChanged: Bool
-  public var isClean: Bool { entries.isEmpty && !headerChanged }
+  /// Side files added, modified or removed against HEAD.
+  public var files: [FileEntry] = []
+  /// Other files in the model's folder, which mvc does not track.
+  public var untracked: [String] = []
+  public var isClean: Bool { entries.isEmpty && !headerChanged && files.isEmpty }
 }
 
 extension EditRepository {
@@ -61,7 +71,18 @@ extension EditRepository {
       entries.append(.init(name: name, change: .removed, dtype: stored.dtype, shape: stored.shape))
     }
     let headerChanged = try !sameLayout(working, as: commit)
-    return WorkingStatus(head: head, entries: entries, headerChanged: entries.isEmpty && headerChanged)
+    var status = WorkingStatus(head: head, entries: entries, headerChanged: entries.isEmpty && headerChanged)
+    let committed = try sideFileBlobs(of: contents)
+    let files = try working.sideFiles()
+    for name in Set(committed.keys).union(files.keys).sorted() {
+      if let id = committed[name], let bytes = files[name] {
+        if try git.readBlob(id) != bytes { status.files.append(.init(name: name, change: .modified)) }
+      } else {
+        status.files.append(.init(name: name, change: committed[name] == nil ? .added : .removed))
+      }
+    }
+    status.untracked = SideFiles.untracked(in: working.sideFileFolder, excluding: working.ownFileNames)
+    return status
   }
 
   /// Whether the working files' headers (and index) are byte for byte those of `commit`.

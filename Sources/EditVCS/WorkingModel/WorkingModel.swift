@@ -11,6 +11,8 @@ import Foundation
 /// lead out of the folder, and checkout rewrites shards in place).
 final class WorkingModel {
   static let indexFileName = "model.safetensors.index.json"
+  /// The weights file of a model `save_pretrained` wrote unsharded.
+  static let singleFileName = "model.safetensors"
 
   /// Absolute path of the model file or folder.
   let path: String
@@ -34,10 +36,27 @@ final class WorkingModel {
       do {
         data = try ReadOnlyFile.contents(of: indexPath)
       } catch DeltaStoreError.io(_, "open", ENOENT, _) {
+        if FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(Self.singleFileName)) {
+          throw RepositoryError.resavedModelFolder(
+            folder: path, detail: "it holds \(Self.singleFileName) and no \(Self.indexFileName) (saved as one file?)")
+        }
         throw RepositoryError.layoutMismatch(
           file: path, tensor: Self.indexFileName, detail: "is missing (a model folder needs a shard index)")
       }
       let files = try Self.shardFiles(fromIndex: Data(data), path: indexPath)
+      // A folder re-saved in another layout leaves an index naming files that are gone: say so,
+      // rather than report one missing file.
+      if let missing = files.first(where: {
+        !FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent($0))
+      }) {
+        let single = FileManager.default.fileExists(
+          atPath: (path as NSString).appendingPathComponent(Self.singleFileName))
+        throw RepositoryError.resavedModelFolder(
+          folder: path,
+          detail: "\(Self.indexFileName) names '\(missing)', which is not there"
+            + (single && !files.contains(Self.singleFileName)
+              ? " (the folder holds \(Self.singleFileName): saved as one file?)" : ""))
+      }
       isSharded = true
       indexBytes = data
       shardFiles = files

@@ -12,9 +12,16 @@ extension MVC {
         command completes if this one is interrupted. Uncommitted changes are refused unless \
         --force. With -o, nothing but the output is written.
 
+        The files a loader reads beside the weights (config.json, tokenizer*, ...) are tracked \
+        and written too. -o PATH of a sharded model is a folder. For a single-file model, \
+        -o PATH is that one file (the weights only), and -o DIR/ (a trailing slash) or an \
+        existing folder is a folder holding model.safetensors and the tracked files, which \
+        AutoModel.from_pretrained(DIR) loads.
+
           mvc checkout HEAD~5
           mvc checkout main
           mvc checkout v1 -o /tmp/m.safetensors
+          mvc checkout v1 -o /tmp/m/                               # /tmp/m/model.safetensors, config.json, ...
           mvc checkout main -o /scratch/llama --shards 2,3          # only shards 2 and 3 (1-based)
           mvc checkout main -o /tmp/mlp.safetensors --tensors '*.mlp.*'
         """)
@@ -52,7 +59,12 @@ extension MVC {
           Set($0.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.map { $0 - 1 })
         }
         let tensorSet = try tensors.map { try repository.tensorNames(at: target, matching: $0) }
-        try repository.materialize(target, to: path, tensors: tensorSet, shards: shardSet, force: force)
+        var isDirectory: ObjCBool = false
+        let intoFolder =
+          output.hasSuffix("/")
+          || (FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue)
+        try repository.materialize(
+          target, to: path, tensors: tensorSet, shards: shardSet, force: force, intoFolder: intoFolder)
         if !global.quiet { Diagnostics.printError("Wrote \(target.shortHex) to '\(output)'") }
         return
       }

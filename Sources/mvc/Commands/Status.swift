@@ -9,7 +9,10 @@ extension MVC {
       discussion: """
         Lists changed, added and removed tensors with their shapes. The rank of each change \
         is shown by 'mvc commit' (computing it means factorizing the change). Unchanged files \
-        are not hashed again (a stat cache like git's index).
+        are not hashed again (a stat cache like git's index). The files a loader reads beside \
+        the weights (config.json, generation_config.json, tokenizer*, special_tokens_map.json, \
+        chat_template*, vocab/merges files) are tracked too and listed as '(file)'; other files \
+        in the model's folder are listed as untracked.
 
           mvc status
           mvc status --json
@@ -30,6 +33,7 @@ extension MVC {
       case .detached(let id): output("HEAD detached at \(id.shortHex)")
       }
       if repository.isBisecting { output("You are currently bisecting.") }
+      defer { printUntracked(status.untracked) }
       if status.isClean {
         output("nothing to commit, working model '\(repository.modelRelativePath)' equals HEAD")
         return
@@ -40,7 +44,16 @@ extension MVC {
           "  \(entry.change.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(entry.name)  \(entry.dtype.rawValue) \(Format.shape(entry.shape))"
         )
       }
+      for file in status.files {
+        output("  \(file.change.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(file.name)  (file)")
+      }
       if status.headerChanged { output("  header    (metadata or padding changed)") }
+    }
+
+    private func printUntracked(_ names: [String]) {
+      guard !names.isEmpty else { return }
+      output("Untracked files beside the model (mvc tracks config.json, tokenizer* and the like):")
+      for name in names { output("  \(name)") }
     }
   }
 }
@@ -58,6 +71,9 @@ struct StatusJSON: Encodable {
   var clean: Bool
   var headerChanged: Bool
   var tensors: [Entry]
+  /// Side files that differ from HEAD: name → added, modified or removed.
+  var files: [String: String]
+  var untracked: [String]
 
   init(_ status: WorkingStatus) {
     branch = status.head.branchName
@@ -67,10 +83,12 @@ struct StatusJSON: Encodable {
     tensors = status.entries.map {
       Entry(name: $0.name, change: $0.change.rawValue, dtype: $0.dtype.rawValue, shape: $0.shape)
     }
+    files = Dictionary(uniqueKeysWithValues: status.files.map { ($0.name, $0.change.rawValue) })
+    untracked = status.untracked
   }
 
   enum CodingKeys: String, CodingKey {
-    case schema, branch, head, clean, tensors
+    case schema, branch, head, clean, tensors, files, untracked
     case headerChanged = "header_changed"
   }
 }
