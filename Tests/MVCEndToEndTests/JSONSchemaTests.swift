@@ -56,7 +56,8 @@ struct JSONSchemaTests {
       #expect(status["schema"] as? String == "mvc.status/1")
       #expect(status["branch"] as? String == "main")
       #expect(status["clean"] as? Bool == false)
-      Self.expectKeys(status, ["schema", "branch", "head", "clean", "header_changed", "tensors"], "status")
+      Self.expectKeys(
+        status, ["schema", "branch", "head", "clean", "header_changed", "tensors", "files", "untracked"], "status")
       let changed = try #require(status["tensors"] as? [[String: Any]])
       #expect(changed.count == 1)
       #expect(changed.first?["name"] as? String == applied.tensor)
@@ -143,7 +144,8 @@ struct JSONSchemaTests {
       expectSuccess(runMVC(["checkout", "HEAD~1"], in: dir), "checkout HEAD~1")
       let detached = try Self.document(["status", "--json"], in: dir)
       Self.expectKeys(
-        detached, ["schema", "branch", "head", "clean", "header_changed", "tensors"], nulls: ["branch"],
+        detached, ["schema", "branch", "head", "clean", "header_changed", "tensors", "files", "untracked"],
+        nulls: ["branch"],
         "detached status")
     }
   }

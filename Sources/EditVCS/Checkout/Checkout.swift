@@ -129,7 +129,7 @@ extension EditRepository {
     if !force, let headCommit = headState.commit {
       let status = try status(of: working, against: headCommit, head: headState, hashes: currentHashes)
       if !status.isClean {
-        throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name))
+        throw RepositoryError.uncommittedChanges(tensors: status.changedNames)
       }
     }
     return (working, currentHashes, hashedStats)

@@ -366,7 +366,40 @@ extension EditRepository {
       let contents = try contents(of: commit)
       _ = try layout(of: contents)
       _ = try editRecord(of: contents)
+      _ = try sideFileBlobs(of: contents)
       for (name, tree) in contents.tensorTrees { _ = try storedState(tree, tensor: name) }
     }
+  }
+}
+
+// MARK: Side files
+
+extension EditRepository {
+  /// The side files of a commit (name → blob), every name and size checked before use.
+  /// - Throws: `RepositoryError.untrustedData` when the `files/` tree breaks a rule.
+  func sideFileBlobs(of contents: CommitContents) throws -> [String: ObjectID] {
+    guard let tree = contents.filesTree else { return [:] }
+    let what = "files/ of commit \(contents.commit.shortHex)"
+    let entries = try git.readTree(tree)
+    guard entries.count <= SideFiles.maxCount else {
+      throw RepositoryError.untrustedData(
+        what: what, reason: "it holds \(entries.count) files (at most \(SideFiles.maxCount))")
+    }
+    var out: [String: ObjectID] = [:]
+    for entry in entries {
+      if let problem = SideFiles.problem(entry.name) {
+        throw RepositoryError.untrustedData(what: what, reason: "the name \(problem)")
+      }
+      guard !entry.isTree else {
+        throw RepositoryError.untrustedData(what: what, reason: "'\(entry.name)' is a folder, not a file")
+      }
+      let size = try RepositoryError.wrap("reading the size of '\(entry.name)'") { try git.objectSize(entry.id) }
+      guard size <= SideFiles.maxByteCount else {
+        throw RepositoryError.untrustedData(
+          what: what, reason: "'\(entry.name)' is \(size) bytes (at most \(SideFiles.maxByteCount))")
+      }
+      out[entry.name] = entry.id
+    }
+    return out
   }
 }

@@ -156,6 +156,7 @@ extension EditRepository {
         problems.append("commit \(commit.hex): tensors/ has '\(name)' but the layout does not name it")
       }
       _ = try editRecord(of: contents)
+      _ = try sideFileBlobs(of: contents)
       var broken = false
       for (name, tree) in contents.tensorTrees.sorted(by: { $0.key < $1.key }) {
         do {

@@ -160,7 +160,7 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
     case .uncommittedChanges(let tensors):
       let shown = tensors.prefix(3).map { "'\($0)'" }.joined(separator: ", ")
       return
-        "the working model has uncommitted changes in \(tensors.count) tensor\(tensors.count == 1 ? "" : "s") (\(shown)\(tensors.count > 3 ? ", ..." : ""))"
+        "the working model has uncommitted changes in \(tensors.count) tensor\(tensors.count == 1 ? "" : "s") or file\(tensors.count == 1 ? "" : "s") (\(shown)\(tensors.count > 3 ? ", ..." : ""))"
     case .nothingToCommit:
       return "nothing to commit: the working model equals HEAD"
     case .layoutMismatch(let file, let tensor, let detail):

@@ -22,7 +22,7 @@ package enum SideFiles {
   static let names: Set<String> = [
     "config.json", "generation_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
     "vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "preprocessor_config.json",
-    "processor_config.json", "adapter_config.json",
+    "processor_config.json",
   ]
   static let prefixes = ["tokenizer", "chat_template"]
 
@@ -106,34 +106,6 @@ extension WorkingModel {
 }
 
 extension EditRepository {
-  /// The side files of a commit (name → blob), every name and size checked before use.
-  /// - Throws: `RepositoryError.untrustedData` when the `files/` tree breaks a rule.
-  func sideFileBlobs(of contents: CommitContents) throws -> [String: ObjectID] {
-    guard let tree = contents.filesTree else { return [:] }
-    let what = "files/ of commit \(contents.commit.shortHex)"
-    let entries = try git.readTree(tree)
-    guard entries.count <= SideFiles.maxCount else {
-      throw RepositoryError.untrustedData(
-        what: what, reason: "it holds \(entries.count) files (at most \(SideFiles.maxCount))")
-    }
-    var out: [String: ObjectID] = [:]
-    for entry in entries {
-      if let problem = SideFiles.problem(entry.name) {
-        throw RepositoryError.untrustedData(what: what, reason: "the name \(problem)")
-      }
-      guard !entry.isTree else {
-        throw RepositoryError.untrustedData(what: what, reason: "'\(entry.name)' is a folder, not a file")
-      }
-      let size = try RepositoryError.wrap("reading the size of '\(entry.name)'") { try git.objectSize(entry.id) }
-      guard size <= SideFiles.maxByteCount else {
-        throw RepositoryError.untrustedData(
-          what: what, reason: "'\(entry.name)' is \(size) bytes (at most \(SideFiles.maxByteCount))")
-      }
-      out[entry.name] = entry.id
-    }
-    return out
-  }
-
   /// The side files of `commit`, name → bytes, every rule checked before anything is returned.
   func sideFiles(at commit: ObjectID) throws -> [String: [UInt8]] {
     var out: [String: [UInt8]] = [:]

@@ -29,6 +29,8 @@ public struct WorkingStatus: Sendable {
   /// Other files in the model's folder, which mvc does not track.
   public var untracked: [String] = []
   public var isClean: Bool { entries.isEmpty && !headerChanged && files.isEmpty }
+  /// Changed tensors, then changed side files.
+  public var changedNames: [String] { entries.map(\.name) + files.map(\.name) }
 }
 
 extension EditRepository {

@@ -71,8 +71,12 @@ struct StatusJSON: Encodable {
   var clean: Bool
   var headerChanged: Bool
   var tensors: [Entry]
-  /// Side files that differ from HEAD: name → added, modified or removed.
-  var files: [String: String]
+  struct FileEntry: Encodable {
+    var name: String
+    var change: String
+  }
+  /// Side files that differ from HEAD.
+  var files: [FileEntry]
   var untracked: [String]
 
   init(_ status: WorkingStatus) {
@@ -83,7 +87,7 @@ struct StatusJSON: Encodable {
     tensors = status.entries.map {
       Entry(name: $0.name, change: $0.change.rawValue, dtype: $0.dtype.rawValue, shape: $0.shape)
     }
-    files = Dictionary(uniqueKeysWithValues: status.files.map { ($0.name, $0.change.rawValue) })
+    files = status.files.map { FileEntry(name: $0.name, change: $0.change.rawValue) }
     untracked = status.untracked
   }
 
