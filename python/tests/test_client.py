@@ -4,7 +4,7 @@ working model and against from_pretrained of 'mvc checkout REV -o DIR'."""
 
 from __future__ import annotations
 
-import shutil
+import json
 from pathlib import Path
 
 import pytest
@@ -37,12 +37,11 @@ def assert_agree(repo: mvc.Repo, model: torch.nn.Module) -> None:
 
 
 def from_checkout(repo: mvc.Repo, rev: str, tmp: Path, model: torch.nn.Module) -> torch.nn.Module:
-    """from_pretrained of 'mvc checkout REV -o DIR' (config.json copied beside: mvc does not track it yet)."""
+    """from_pretrained of 'mvc checkout REV -o DIR/': the folder holds the weights and the tracked
+    config.json, generation_config.json (nothing copied by hand)."""
     out = tmp / f"out-{rev.replace('~', '_')}"
-    out.mkdir()
-    sharded = (repo.root / "model" / "model.safetensors.index.json").exists()
-    run_mvc(repo.root, "checkout", rev, "-o", str(out if sharded else out / "model.safetensors"))
-    shutil.copy(repo.root / "model" / "config.json", out / "config.json")
+    run_mvc(repo.root, "checkout", rev, "-o", f"{out}/")
+    assert (out / "config.json").read_bytes() == (repo.root / "model" / "config.json").read_bytes()
     loader = AutoModelForCausalLM if hasattr(model, "lm_head") else AutoModel
     dtype = next(model.parameters()).dtype
     return loader.from_pretrained(str(out), dtype=dtype).eval()
@@ -158,3 +157,37 @@ def test_attach_model_loaded_with_from_pretrained(tmp_path: Path) -> None:
     again.attach(loaded)
     again.checkout("HEAD~1", loaded)
     assert_agree(again, loaded)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama-bf16-sharded"])
+def test_checkout_folder_loads_with_from_pretrained(kind: str, tmp_path: Path) -> None:
+    """'mvc checkout REV -o DIR' gives a folder AutoModel.from_pretrained loads as it is: the config
+    tracked beside the weights, a config change carried by a branch, weights torch.equal."""
+    build, edited, shard_size = MODELS[kind]
+    model = build()
+    repo = mvc.Repo.init(tmp_path / "work", model, max_shard_size=shard_size)
+    dtype = next(model.parameters()).dtype
+    u, v = edit_in_memory(model, edited, 1e-2, seed=3)
+    repo.commit_factors({edited: (u, v)}, model=model, message="edit", method="rome")
+    edited_state = {k: t.clone() for k, t in model.state_dict().items()}
+
+    # A branch that changes config.json only: commit picks it up, checkout -o writes it.
+    run_mvc(repo.root, "branch", "cfg")
+    run_mvc(repo.root, "switch", "cfg")
+    config = repo.root / "model" / "config.json"
+    original = config.read_bytes()
+    config.write_text(json.dumps({**json.loads(original), "mvc_marker": "cfg"}, indent=2))
+    run_mvc(repo.root, "commit", "-q", "-m", "no cache")
+    run_mvc(repo.root, "switch", "main")
+    assert config.read_bytes() == original
+
+    for rev, marker in (("main", None), ("cfg", "cfg")):
+        out = tmp_path / f"out-{rev}"
+        run_mvc(repo.root, "checkout", rev, "-o", f"{out}/")
+        loaded = AutoModel.from_pretrained(str(out), dtype=dtype).eval()
+        assert getattr(loaded.config, "mvc_marker", None) == marker
+        base = getattr(model, "base_model_prefix", "")
+        for name, tensor in loaded.state_dict().items():
+            source = edited_state.get(name, edited_state.get(f"{base}.{name}"))
+            assert source is not None, name
+            assert torch.equal(source, tensor), name

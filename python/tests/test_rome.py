@@ -128,9 +128,7 @@ def test_rome_edits_checkout_and_bisect(tmp_path: Path, capsys: pytest.CaptureFi
     repo.checkout("main~20", model)
     assert model_hash(model) == hashes[commits[20]]
     out = tmp_path / "old"
-    out.mkdir()
-    run_mvc(repo.root, "checkout", commits[20], "-o", str(out / "model.safetensors"))
-    (out / "config.json").write_bytes((repo.root / "model" / "config.json").read_bytes())
+    run_mvc(repo.root, "checkout", commits[20], "-o", f"{out}/")
     from transformers import AutoModelForCausalLM
     reloaded = AutoModelForCausalLM.from_pretrained(str(out)).eval()
     for k, t in reloaded.state_dict().items():
