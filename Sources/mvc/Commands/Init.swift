@@ -9,10 +9,16 @@ extension MVC {
       discussion: """
         Creates .mvc/ in the current folder (or -C <dir>) and stores the model as compressed \
         chunks. The model is a .safetensors file or a folder of shards with \
-        model.safetensors.index.json; it must lie inside the folder.
+        model.safetensors.index.json; it must lie inside the folder, or be the folder \
+        itself ('mvc init .' inside a Hugging Face model folder). A folder holding \
+        model.safetensors and no index tracks that file. The files a loader reads beside \
+        the weights (config.json, generation_config.json, tokenizer*, \
+        special_tokens_map.json, chat_template*, vocab/merges files; at most 64 MiB each) are \
+        tracked too; other files are left untracked.
 
           mvc init model.safetensors
           mvc init llama/ -m "Llama-3-8B base"
+          cd gpt2-finetuned && mvc init .
           mvc init model.safetensors --reference-base /models/base.safetensors
         """)
 
