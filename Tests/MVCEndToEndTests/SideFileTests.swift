@@ -95,6 +95,27 @@ import Testing
     }
   }
 
+  /// A tracked side file over the cap in the working folder: refused before it is read, nothing
+  /// committed; `init` refuses before `.mvc` is created.
+  @Test func anOversizedSideFileIsRefused() throws {
+    try withTemporaryDirectory { dir in
+      try Self.modelFolder(dir)
+      let big = dir.appendingPathComponent("tokenizer.model")
+      try Data(count: (64 << 20) + 1).write(to: big)
+      let refusedInit = runMVC(["init", "-q", "."], in: dir)
+      expectFatal(refusedInit, naming: ["tokenizer.model", "67108865 bytes"])
+      #expect(refusedInit.stderr.contains("hint: "), "\(refusedInit.stderr)")
+      #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent(".mvc").path))
+      try FileManager.default.removeItem(at: big)
+      expectSuccess(runMVC(["init", "-q", "."], in: dir))
+      let head = try Self.git(dir, ["rev-parse", "main"])
+      try Data(count: (64 << 20) + 1).write(to: big)
+      expectFatal(runMVC(["status"], in: dir), naming: ["tokenizer.model"])
+      expectFatal(runMVC(["commit", "-q", "-m", "big"], in: dir), naming: ["tokenizer.model"])
+      #expect(try Self.git(dir, ["rev-parse", "main"]) == head)
+    }
+  }
+
   /// A model without side files keeps writing format-1 commits, readable by older builds.
   @Test func noSideFilesStaysFormatOne() throws {
     try withTemporaryDirectory { dir in

@@ -21,7 +21,7 @@ extension MVC {
           mvc checkout HEAD~5
           mvc checkout main
           mvc checkout v1 -o /tmp/m.safetensors
-          mvc checkout v1 -o /tmp/m/                               # /tmp/m/model.safetensors, config.json, ...
+          mvc checkout v1 -o /tmp/m/                # a folder from_pretrained loads
           mvc checkout main -o /scratch/llama --shards 2,3          # only shards 2 and 3 (1-based)
           mvc checkout main -o /tmp/mlp.safetensors --tensors '*.mlp.*'
         """)
