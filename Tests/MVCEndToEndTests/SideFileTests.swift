@@ -116,11 +116,35 @@ import Testing
     }
   }
 
-  /// A model without side files keeps writing format-1 commits, readable by older builds.
-  @Test func noSideFilesStaysFormatOne() throws {
+  /// A model without side files keeps writing format-1 commits, readable by older builds. A
+  /// config.json added later (or beside a repository made before side files were tracked) is a
+  /// new file: status lists it, moves keep it, commit records it (format 2); a checkout of a
+  /// commit without it then removes it, as git removes a tracked file.
+  @Test func aSideFileAddedToAFormatOneRepository() throws {
     try withTemporaryDirectory { dir in
       try HostileRepositoryTests.smallRepository(at: dir)
       #expect(try Self.git(dir, ["cat-file", "blob", "main:mvc-format"]) == "mvc repository format 1")
+      expectSuccess(runMVC(["branch", "other"], in: dir))
+      let config = dir.appendingPathComponent("config.json")
+      try Data(Self.config).write(to: config)
+      let status = runMVC(["status"], in: dir)
+      expectSuccess(status)
+      #expect(status.stdout.contains("added     config.json  (file)"), "\(status.stdout)")
+      expectSuccess(runMVC(["switch", "other"], in: dir), "a new side file does not block a move")
+      #expect(Self.bytes(config) == Self.config)
+      expectSuccess(runMVC(["commit", "-q", "-m", "track the config"], in: dir))
+      #expect(try Self.git(dir, ["cat-file", "blob", "other:mvc-format"]) == "mvc repository format 2")
+      // The parent is still format 1: the format is per commit.
+      #expect(try Self.git(dir, ["cat-file", "blob", "other~1:mvc-format"]) == "mvc repository format 1")
+      expectSuccess(runMVC(["switch", "main"], in: dir))
+      #expect(!FileManager.default.fileExists(atPath: config.path))
+      // A new file the target would overwrite with other bytes is refused, and kept.
+      try Data("{}".utf8).write(to: config)
+      expectFatal(runMVC(["switch", "other"], in: dir), naming: ["config.json"])
+      #expect(Self.bytes(config) == Array("{}".utf8))
+      try FileManager.default.removeItem(at: config)
+      expectSuccess(runMVC(["switch", "other"], in: dir))
+      #expect(Self.bytes(config) == Self.config)
     }
   }
 

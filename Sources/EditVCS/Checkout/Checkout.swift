@@ -47,7 +47,7 @@ extension EditRepository {
     let targetHashes = try timed("target hashes") { try tensorHashes(at: target) }
 
     let (working, currentHashes, hashedStats) = try hashedCleanWorkingModel(
-      force: force, rehash: rehash, head: headState)
+      force: force, rehash: rehash, head: headState, target: target)
     // The branch moves from where it is now (compare-and-swap when HEAD moves).
     var branchTip: ObjectID?
     if let name = attach.branchName {
@@ -113,7 +113,7 @@ extension EditRepository {
   /// The working model (nil when missing or unreadable, allowed only with `force`), its tensor
   /// hashes and the stats of the files hashed; without `force` it must be clean against HEAD.
   private func hashedCleanWorkingModel(
-    force: Bool, rehash: Bool, head headState: HeadState
+    force: Bool, rehash: Bool, head headState: HeadState, target: ObjectID? = nil
   ) throws -> (WorkingModel?, [String: String], [FileStat]) {
     var working: WorkingModel?
     do {
@@ -128,8 +128,15 @@ extension EditRepository {
     }
     if !force, let headCommit = headState.commit {
       let status = try status(of: working, against: headCommit, head: headState, hashes: currentHashes)
-      if !status.isClean {
+      if !status.isCleanBesidesNewFiles {
         throw RepositoryError.uncommittedChanges(tensors: status.changedNames)
+      }
+      // A side file HEAD does not track is kept, unless the target would overwrite it with other bytes.
+      if !status.newFiles.isEmpty, let target {
+        let present = try working.sideFiles()
+        let targetFiles = try sideFiles(at: target)
+        let clobbered = status.newFiles.filter { targetFiles[$0] != nil && targetFiles[$0] != present[$0] }
+        if !clobbered.isEmpty { throw RepositoryError.uncommittedChanges(tensors: clobbered.sorted()) }
       }
     }
     return (working, currentHashes, hashedStats)

@@ -128,7 +128,7 @@ extension EditRepository {
     guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
     let working = try WorkingModel(path: modelPath)
     let status = try status(of: working, against: parent, head: headState)
-    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.changedNames) }
+    guard status.isCleanBesidesNewFiles else { throw RepositoryError.uncommittedChanges(tensors: status.changedNames) }
     let entries = try FactorFileReader.read(request.file, model: working)
 
     var details: [String: String] = ["factor_file": (request.file as NSString).lastPathComponent]

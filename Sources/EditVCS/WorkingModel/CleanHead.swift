@@ -19,7 +19,7 @@ extension EditRepository {
     guard let commit = state.commit else { throw RepositoryError.emptyHistory }
     let working = try WorkingModel(path: modelPath)
     let status = try status(of: working, against: commit, head: state)
-    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.changedNames) }
+    guard status.isCleanBesidesNewFiles else { throw RepositoryError.uncommittedChanges(tensors: status.changedNames) }
     return CleanHead(state: state, commit: commit, working: working)
   }
 }

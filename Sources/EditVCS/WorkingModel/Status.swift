@@ -31,6 +31,14 @@ public struct WorkingStatus: Sendable {
   public var isClean: Bool { entries.isEmpty && !headerChanged && files.isEmpty }
   /// Changed tensors, then changed side files.
   public var changedNames: [String] { entries.map(\.name) + files.map(\.name) }
+  /// Clean but for side files HEAD does not track (like git's untracked files, a move keeps
+  /// them, and refuses only to overwrite one with other bytes): a repository made before side
+  /// files were tracked keeps working with a config.json beside its model.
+  var isCleanBesidesNewFiles: Bool {
+    entries.isEmpty && !headerChanged && files.allSatisfy { $0.change == .added }
+  }
+  /// Side files present but not tracked at HEAD.
+  var newFiles: Set<String> { Set(files.filter { $0.change == .added }.map(\.name)) }
 }
 
 extension EditRepository {
