@@ -44,5 +44,5 @@ let package = Package(
     .testTarget(name: "EditVCSTests", dependencies: ["EditVCS", "DeltaStore", "Apply", "TestSupport"]),
     .testTarget(name: "MVCEndToEndTests", dependencies: ["mvc", "DemoEditor", "EditVCS", "DeltaStore", "TestSupport"]),
   ],
-  swiftLanguageModes: [.v5]
+  swiftLanguageModes: [.v6]
 )

@@ -10,7 +10,11 @@ import Foundation
 /// git never changes once written): a file truncated under a mapping raises `SIGBUS` when the
 /// lost pages are touched. Files users edit (the working model, the reference base) are read
 /// with `ReadOnlyFile` instead.
-public final class MappedFile {
+///
+/// `@unchecked Sendable` because of the raw pointer alone: every stored property is a `let`, the
+/// mapping is read-only (`PROT_READ`) and never remapped, and it is unmapped only in `deinit`,
+/// when no thread can hold the object any more. `releasePages` only advises the kernel.
+public final class MappedFile: @unchecked Sendable {
   /// The path the file was opened at.
   public let path: String
   /// The file's size in bytes when it was mapped.

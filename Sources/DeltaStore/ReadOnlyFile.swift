@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A regular file read with `pread` into the caller's buffers, never mapped.
 ///
@@ -10,7 +11,7 @@ import Foundation
 /// can recover from. Instead every read checks that it got every byte and that the file's
 /// identity (inode, size, modification and change times) is still the one seen at `open`, and
 /// throws `DeltaStoreError.fileChanged` otherwise.
-public final class ReadOnlyFile: @unchecked Sendable {
+public final class ReadOnlyFile: Sendable {
   /// The path the file was opened at; errors name it.
   public let path: String
   /// The file's size in bytes when it was opened.
@@ -20,12 +21,11 @@ public final class ReadOnlyFile: @unchecked Sendable {
   /// The open descriptor (reads go through `read(into:at:)`, which checks the identity).
   let descriptor: Int32
   /// The identity reads must still find: the one seen at `open`, moved on only by this process's
-  /// own writes (`absorbingChanges(of:)`). Guarded by `identityLock`.
-  private var expected: Identity
-  private let identityLock = NSLock()
+  /// own writes (`absorbingChanges(of:)`).
+  private let expected: Mutex<Identity>
 
   /// What `fstat` says of a file that must not change while it is read.
-  private struct Identity: Equatable {
+  private struct Identity: Equatable, Sendable {
     var device: UInt64
     var inode: UInt64
     var byteCount: Int64
@@ -78,7 +78,7 @@ public final class ReadOnlyFile: @unchecked Sendable {
       throw DeltaStoreError.system("fcntl", path: path, errno: code)
     }
     descriptor = fd
-    expected = Identity(info)
+    expected = Mutex(Identity(info))
     byteCount = Int(info.st_size)
     inode = UInt64(info.st_ino)
   }
@@ -169,12 +169,10 @@ public final class ReadOnlyFile: @unchecked Sendable {
   ///
   /// - Throws: `DeltaStoreError.fileChanged`, or `.io` naming `fstat`.
   public func checkUnchanged() throws {
-    identityLock.lock()
-    defer { identityLock.unlock() }
-    try checkUnchangedLocked()
+    try expected.withLock { try checkUnchanged(expected: $0) }
   }
 
-  private func checkUnchangedLocked() throws {
+  private func checkUnchanged(expected: Identity) throws {
     var info = stat()
     guard fstat(descriptor, &info) == 0 else {
       throw DeltaStoreError.system("fstat", path: path, errno: errno)
@@ -192,16 +190,16 @@ public final class ReadOnlyFile: @unchecked Sendable {
   /// - Throws: `DeltaStoreError.fileChanged` when the file changed before the write, what
   ///   `write` throws, or `.io` naming `fstat`.
   public func absorbingChanges<Result>(of write: () throws -> Result) throws -> Result {
-    identityLock.lock()
-    defer { identityLock.unlock() }
-    try checkUnchangedLocked()
-    let result = try write()
-    var info = stat()
-    guard fstat(descriptor, &info) == 0 else {
-      throw DeltaStoreError.system("fstat", path: path, errno: errno)
+    try expected.withLock { expected in
+      try checkUnchanged(expected: expected)
+      let result = try write()
+      var info = stat()
+      guard fstat(descriptor, &info) == 0 else {
+        throw DeltaStoreError.system("fstat", path: path, errno: errno)
+      }
+      expected = Identity(info)
+      return result
     }
-    expected = Identity(info)
-    return result
   }
 
   /// The whole content of a small regular file (an index or a config), read as `ReadOnlyFile`

@@ -6,7 +6,7 @@ import Foundation
 /// `read_metadata` / `Metadata::validate`); a file that opens is safe to slice by `TensorInfo`.
 /// Tensor bytes are copied into owned buffers, never read through a mapping, so a file rewritten
 /// while it is read ends in `DeltaStoreError.fileChanged`, not in `SIGBUS`.
-public final class SafetensorsFile {
+public final class SafetensorsFile: Sendable {
   /// The reference reader's limit on the header length field.
   public static let maximumHeaderByteCount = 100_000_000
   /// How much `hash(of:hasher:scratch:)` callers read at a time: large enough that `pread`'s

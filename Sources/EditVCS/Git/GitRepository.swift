@@ -407,6 +407,12 @@ public final class GitRepository {
 }
 
 /// A blob read by libgit2 (`git_blob_lookup`), freed with `git_blob_free` when released.
+///
+/// `@unchecked Sendable` because of the C handle alone: the handle is a `let`, and the only calls
+/// on it are `git_blob_rawcontent` / `git_blob_rawsize`, which read an object libgit2 never
+/// changes once loaded, and `git_blob_free` in `deinit`, which drops a reference count libgit2
+/// updates atomically (its object cache is thread-safe). So a plan built on the thread that owns
+/// the repository may hand the blob to a worker thread.
 public final class GitBlob: @unchecked Sendable {
   private let handle: OpaquePointer
 

@@ -16,7 +16,7 @@ import Foundation
 ///
 /// The instance is immutable after `init`, so `forEachPiece` may run on several threads at once.
 /// No libgit2 handle is involved.
-public final class LooseBlob: @unchecked Sendable {
+public final class LooseBlob: Sendable {
   /// The object's id.
   public let id: ObjectID
   /// The loose object file.

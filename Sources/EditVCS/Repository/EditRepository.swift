@@ -21,17 +21,25 @@ public struct RepositoryEnvironment {
   /// zstd worker threads for full-tensor compression (0 = single-threaded).
   public var compressionWorkers: Int32
   /// Receives one line per timed phase (`MVC_TRACE_PERFORMANCE`, like git's `GIT_TRACE_PERFORMANCE`).
-  public var tracePerformance: ((String) -> Void)?
+  /// Called from worker threads too (tensors rebuilt during a checkout), so it must serialize
+  /// its own writes.
+  public var tracePerformance: (@Sendable (String) -> Void)?
+  /// Threads that rebuild tensors during a checkout and hash the working model (at least 1).
+  /// Each rebuilding thread holds a tensor in memory; the caller picks the count (the CLI: the
+  /// machine's cores), the library never does. `progress` and `ioHook` are still called on the
+  /// calling thread only.
+  public var workerThreads: Int
 
   public init(
     commitTime: Int64? = nil, ioHook: IOHook? = nil, progress: ((ProgressEvent) -> Void)? = nil,
-    compressionWorkers: Int32 = 0, tracePerformance: ((String) -> Void)? = nil
+    compressionWorkers: Int32 = 0, tracePerformance: (@Sendable (String) -> Void)? = nil, workerThreads: Int = 1
   ) {
     self.commitTime = commitTime
     self.ioHook = ioHook
     self.progress = progress
     self.compressionWorkers = compressionWorkers
     self.tracePerformance = tracePerformance
+    self.workerThreads = max(1, workerThreads)
   }
 }
 
@@ -232,12 +240,19 @@ public final class EditRepository {
 
   /// Runs `body`, reporting its wall time to the performance trace when one is set.
   func timed<T>(_ phase: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
-    guard let trace = environment.tracePerformance else { return try body() }
-    let start = DispatchTime.now().uptimeNanoseconds
-    defer {
-      let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-      trace(String(format: "%.6f s: ", seconds) + phase())
-    }
-    return try body()
+    try timePhase(environment.tracePerformance, phase(), body)
   }
+}
+
+/// Runs `body`, reporting its wall time to `trace` (one line: seconds, then the phase) when set.
+func timePhase<T>(
+  _ trace: (@Sendable (String) -> Void)?, _ phase: @autoclosure () -> String, _ body: () throws -> T
+) rethrows -> T {
+  guard let trace else { return try body() }
+  let start = DispatchTime.now().uptimeNanoseconds
+  defer {
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    trace(String(format: "%.6f s: ", seconds) + phase())
+  }
+  return try body()
 }
