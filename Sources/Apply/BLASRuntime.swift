@@ -25,7 +25,7 @@ public enum BLASRuntime {
 
   /// The build description, e.g. `"OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY SkylakeX
   /// MAX_THREADS=64"` (`openblas_get_config`).
-  public static var configDescription: String {
+  package static var configDescription: String {
     guard let config = openblas_get_config() else { return "unknown" }
     return String(cString: config)
   }
@@ -44,14 +44,14 @@ public enum BLASRuntime {
 
   /// Core names OpenBLAS falls back to when it does not recognize the CPU model (platform-notes G1:
   /// family 6 / model 0xCF gets `Prescott`). All are SSE-only kernels.
-  public static let genericCoreNames: Set<String> = [
+  package static let genericCoreNames: Set<String> = [
     "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Katmai", "Coppermine", "Northwood",
     "Banias", "Atom", "Opteron", "Opteron_SSE3", "Barcelona", "Generic",
   ]
 
   /// The `flags` of the first processor in a `/proc/cpuinfo` text (x86 `flags`, or ARM
   /// `Features`); empty if there is no such line. Pure: the caller reads the file.
-  public static func cpuFlags(fromCPUInfo text: String) -> Set<String> {
+  package static func cpuFlags(fromCPUInfo text: String) -> Set<String> {
     for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
       guard let colon = line.firstIndex(of: ":") else { continue }
       let key = line[..<colon].filter { $0 != " " && $0 != "\t" }
@@ -67,7 +67,7 @@ public enum BLASRuntime {
   /// The `OPENBLAS_CORETYPE` to request for a CPU with these flags: `"SkylakeX"` when
   /// AVX-512 F, CD, BW, DQ and VL are all present, `"Haswell"` when AVX2 and FMA are, otherwise
   /// nil (leave OpenBLAS's own choice alone). Pure.
-  public static func preferredCoreType(cpuFlags: Set<String>) -> String? {
+  package static func preferredCoreType(cpuFlags: Set<String>) -> String? {
     if ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(cpuFlags.contains) {
       return "SkylakeX"
     }
@@ -81,12 +81,12 @@ public enum BLASRuntime {
   ///
   /// Takes the flags as a parameter (instead of reading `/proc/cpuinfo`) because only the CLI
   /// touches process state.
-  public static func isGenericFallback(cpuFlags: Set<String>) -> Bool {
+  package static func isGenericFallback(cpuFlags: Set<String>) -> Bool {
     isGenericFallback(coreName: coreName, cpuFlags: cpuFlags)
   }
 
   /// Pure form of ``isGenericFallback(cpuFlags:)`` for a given core name.
-  public static func isGenericFallback(coreName: String, cpuFlags: Set<String>) -> Bool {
+  package static func isGenericFallback(coreName: String, cpuFlags: Set<String>) -> Bool {
     genericCoreNames.contains(coreName) && preferredCoreType(cpuFlags: cpuFlags) != nil
   }
 

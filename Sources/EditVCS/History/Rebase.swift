@@ -8,7 +8,7 @@ extension EditRepository {
   /// then moves the branch there (`pull --rebase`). On failure the branch and the working
   /// model go back to where they were.
   /// - Returns: the new tip and how many commits were replayed.
-  public func rebase(onto: ObjectID) throws -> (tip: ObjectID, replayed: Int) {
+  package func rebase(onto: ObjectID) throws -> (tip: ObjectID, replayed: Int) {
     try refuseDuringBisect()
     let headState = try head()
     guard let branch = headState.branchName, let local = headState.commit else {

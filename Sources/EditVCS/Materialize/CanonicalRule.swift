@@ -3,10 +3,10 @@ import DeltaStore
 import Foundation
 
 /// The canonical reconstruction rule of docs/FORMAT.md, for tests and tools that check it.
-public enum CanonicalRule {
+package enum CanonicalRule {
   /// `raw = round_dtype(raw + U·Vᵀ)` in place (raw: rows×cols elements of `dtype`).
   /// - Parameter generalPathOnly: skip the fused F32 rank-one kernel (to check they agree).
-  public static func apply(
+  package static func apply(
     to raw: UnsafeMutableRawBufferPointer, dtype: DType, rows: Int, cols: Int, u: [Float], v: [Float], rank: Int,
     generalPathOnly: Bool = false
   ) throws {

@@ -14,21 +14,21 @@ public struct ProgressEvent: Sendable {
 /// environment; the CLI turns variables into these.
 public struct RepositoryEnvironment {
   /// Commit time in seconds since the epoch; nil means now.
-  public var commitTime: Int64?
+  package var commitTime: Int64?
   /// Called before each write, fsync and rename of the I/O layer (fault injection in tests).
-  public var ioHook: IOHook?
-  public var progress: ((ProgressEvent) -> Void)?
+  package var ioHook: IOHook?
+  package var progress: ((ProgressEvent) -> Void)?
   /// zstd worker threads for full-tensor compression (0 = single-threaded).
-  public var compressionWorkers: Int32
+  package var compressionWorkers: Int32
   /// Receives one line per timed phase (`MVC_TRACE_PERFORMANCE`, like git's `GIT_TRACE_PERFORMANCE`).
   /// Called from worker threads too (tensors rebuilt during a checkout), so it must serialize
   /// its own writes.
-  public var tracePerformance: (@Sendable (String) -> Void)?
+  package var tracePerformance: (@Sendable (String) -> Void)?
   /// Threads that rebuild tensors during a checkout and hash the working model (at least 1).
   /// Each rebuilding thread holds a tensor in memory; the caller picks the count (the CLI: the
   /// machine's cores), the library never does. `progress` and `ioHook` are still called on the
   /// calling thread only.
-  public var workerThreads: Int
+  package var workerThreads: Int
 
   public init(
     commitTime: Int64? = nil, ioHook: IOHook? = nil, progress: ((ProgressEvent) -> Void)? = nil,
@@ -48,11 +48,11 @@ public struct RepositoryEnvironment {
 /// Opening one takes the repository lock (released when the object goes away) and finishes
 /// any rewrite of the working model that an interrupted command left in the journal.
 public final class EditRepository {
-  public static let directoryName = ".mvc"
+  package static let directoryName = ".mvc"
   static let defaultBranch = "main"
 
   /// The folder that holds `.mvc/`.
-  public let root: String
+  package let root: String
   /// The `.mvc` folder.
   public let gitDirectory: String
   /// The working model path relative to `root`, as recorded at init.
@@ -63,12 +63,12 @@ public final class EditRepository {
 
   /// Why the interrupted move in the journal could not be finished when the repository was
   /// opened with `toleratingUnfinishedMove` (nil: there was none, or it was finished).
-  public private(set) var unfinishedMoveError: Error?
+  package private(set) var unfinishedMoveError: Error?
 
   var contentsCache: [ObjectID: CommitContents] = [:]
   var stateCache: [ObjectID: StoredTensorState] = [:]
 
-  public var modelPath: String { (root as NSString).appendingPathComponent(modelRelativePath) }
+  package var modelPath: String { (root as NSString).appendingPathComponent(modelRelativePath) }
 
   private init(root: String, git: GitRepository, lock: RepositoryLock, environment: RepositoryEnvironment) throws {
     self.root = root
