@@ -40,7 +40,7 @@ let package = Package(
       dependencies: [
         "Apply", "DeltaStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
-    .target(name: "TestSupport", path: "Tests/TestSupport"),
+    .target(name: "TestSupport", dependencies: ["Apply"], path: "Tests/TestSupport"),
     .testTarget(name: "DeltaStoreTests", dependencies: ["DeltaStore", "TestSupport"]),
     .testTarget(name: "ApplyTests", dependencies: ["Apply", "TestSupport"]),
     .testTarget(name: "EditVCSTests", dependencies: ["EditVCS", "DeltaStore", "Apply", "TestSupport"]),

@@ -207,10 +207,10 @@ private struct RowBlockedDelta {
   /// Steps 1–3 of ``Factorization/lowRank(of:rows:cols:noiseRMS:maxRank:seed:)`` for a sketch of
   /// `k` columns (`k ≤ min(rows, cols)`).
   func randomizedSVD(sketchColumns k: Int, seed: UInt64) throws -> SketchSVD {
-    var rng = SplitMix64Stream(seed: seed)
+    var rng = SplitMix64(seed: seed)
     // Ωᵀ (k × cols) row-major; Y = ΔW·Ω.
     var omegaT = [Double](repeating: 0, count: k * cols)
-    for idx in 0..<omegaT.count { omegaT[idx] = rng.nextGaussian() }
+    for idx in 0..<omegaT.count { omegaT[idx] = rng.nextGaussianDouble() }
     var qt = timesTransposed(omegaT, k: k)
     orthonormalizeColumns(&qt, m: rows, n: k)  // column-major Q₁ (rows × k) ≡ row-major Q₁ᵀ
     // One power iteration: Z = ΔWᵀ·Q₁ is column-major (cols × k) ≡ row-major Qᵀ·ΔW.
@@ -279,26 +279,4 @@ private func orthonormalizeColumns(_ a: inout [Double], m: Int, n: Int) {
   info = LAPACKE_dorgqr(
     LAPACK_COL_MAJOR, blasInt(m), blasInt(n), blasInt(n), &a, blasInt(m), tau)
   precondition(info == 0, "LAPACKE_dorgqr returned \(info)")
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014) with arithmetic-only Gaussians, so `Ω` is bit-identical on
-/// every platform (no `log`/`cos` from a libm that may differ).
-private struct SplitMix64Stream {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-
-  /// Irwin–Hall: the sum of 4 uniforms on [0, 1) (53-bit), centred and scaled to unit variance.
-  mutating func nextGaussian() -> Double {
-    var s = 0.0
-    for _ in 0..<4 { s += Double(next() >> 11) * 0x1p-53 }
-    return (s - 2) * 1.7320508075688772
-  }
 }

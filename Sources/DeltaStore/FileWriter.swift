@@ -161,6 +161,35 @@ public final class AtomicFileWriter {
   }
 }
 
+extension AtomicFileWriter {
+  /// Replaces the whole of `path` with `bytes`: a temporary file beside it, then `commit`
+  /// (fsync, rename, fsync of the directory); on failure before the rename nothing is left.
+  ///
+  /// - Parameters:
+  ///   - durable: as in `commit(durable:)`.
+  ///   - renamed: called once the file is in place, also when the directory sync after the
+  ///     rename fails (the caller then knows the old file is gone).
+  /// - Returns: what `fstat` said of the file written (`committedStatus`).
+  /// - Throws: The hook's error or `DeltaStoreError`.
+  @discardableResult
+  package static func replace(
+    _ path: String, with bytes: UnsafeRawBufferPointer, hook: IOHook?, durable: Bool = true,
+    renamed: () -> Void = {}
+  ) throws -> stat? {
+    let writer = try AtomicFileWriter(path: path, byteCount: bytes.count, hook: hook)
+    do {
+      try writer.write(bytes, at: 0)
+      try writer.commit(durable: durable)
+    } catch {
+      if writer.isRenamed { renamed() }
+      writer.abandon()
+      throw error
+    }
+    renamed()
+    return writer.committedStatus
+  }
+}
+
 /// Rewrites ranges of an existing file in place with `pwrite`, then `fsync`.
 ///
 /// Not crash-safe by itself: the caller uses it only where a journal or a re-checkout can repair

@@ -1,3 +1,4 @@
+import Apply
 import ArgumentParser
 import DeltaStore
 import Foundation

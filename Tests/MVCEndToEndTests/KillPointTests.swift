@@ -96,6 +96,7 @@ import Testing
         ("commit", [], ["commit", "-q", "-m", "killed commit"]),
         ("checkout", [["checkout", "-q", "--force", "main"]], ["checkout", "-q", "HEAD~2"]),
         ("switch", [["checkout", "-q", "--force", "main"]], ["switch", "-q", "alt"]),
+        ("reset --hard", [["checkout", "-q", "--force", "main"]], ["reset", "-q", "--hard", "HEAD~3"]),
         (
           "bisect step", [["checkout", "-q", "--force", "main"], ["bisect", "start", "main", "main~6"]],
           ["bisect", "good"]
@@ -154,7 +155,7 @@ import Testing
         print("[kill points] \(operation.name): \(index > 0 ? "\(index - 1) I/O events" : "random-delay kills")")
       }
       print(
-        "[kill points] \(tried) kill points tried (every write/fsync/rename of commit, checkout, switch, bisect step, gc), \(survived) survived"
+        "[kill points] \(tried) kill points tried (every write/fsync/rename of commit, checkout, switch, reset --hard, bisect step, gc), \(survived) survived"
       )
     }
   }

@@ -66,12 +66,8 @@ extension EditRepository {
 
   /// `mvc bisect start [BAD [GOOD...]]`.
   public func bisectStart(bad: ObjectID?, good: [ObjectID]) throws -> BisectOutcome {
-    if isBisecting { throw RepositoryError.bisectInProgress }
-    let headState = try head()
-    guard let headCommit = headState.commit else { throw RepositoryError.emptyHistory }
-    let working = try WorkingModel(path: modelPath)
-    let status = try status(of: working, against: headCommit, head: headState)
-    if !status.isClean { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    let clean = try requireCleanHead()
+    let (headState, headCommit) = (clean.state, clean.commit)
     let bad = bad ?? headCommit
     try validateMarks(bad: bad, good: good)
     // BISECT_START first: from here on, every command sees a bisection in progress.

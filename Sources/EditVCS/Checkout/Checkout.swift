@@ -22,9 +22,10 @@ extension EditRepository {
   public func checkout(_ target: ObjectID, branch: String?, force: Bool) throws -> CheckoutSummary {
     let headState = try head()
     let attach: HeadState = branch.map { .branch(name: $0, commit: target) } ?? .detached(target)
+    let from = headState.branchName ?? headState.commit?.hex ?? "nothing"
     return try moveWorkingModel(
       to: target, attach: attach, force: force, expectedHead: nil,
-      reflog: "checkout: moving to \(branch ?? target.hex)", current: headState, rehash: force)
+      reflog: "checkout: moving from \(from) to \(branch ?? target.hex)", current: headState, rehash: force)
   }
 
   /// Rewrites the working model to `target` and points HEAD as `attach` says, as one journaled
@@ -34,10 +35,12 @@ extension EditRepository {
   ///   - expectedHead: for a commit that normalizes the working model: the branch must still be
   ///     at this commit; it moves from there to `target` (compare-and-swap).
   ///   - rehash: hash the working model even when the stat cache vouches for it.
+  ///   - origHead: written to `ORIG_HEAD` as the move finishes (git's record of where HEAD was
+  ///     before a reset, merge, pull or rebase).
   @discardableResult
   func moveWorkingModel(
     to target: ObjectID, attach: HeadState, force: Bool, expectedHead: ObjectID?, reflog: String,
-    current: HeadState? = nil, rehash: Bool = false
+    current: HeadState? = nil, rehash: Bool = false, origHead: ObjectID? = nil
   ) throws -> CheckoutSummary {
     let headState = try current ?? head()
     let targetContents = try contents(of: target)
@@ -87,7 +90,7 @@ extension EditRepository {
     // Everything is checked: record the intent (with the space finishing it needs), then write.
     let journal = Journal(
       operation: "checkout", target: target, branch: attach.branchName, format: Journal.currentFormat,
-      headFrom: headState.commit, branchFrom: branchTip)
+      headFrom: headState.commit, branchFrom: branchTip, origHead: origHead, reflog: reflog)
     try writeJournal(journal, reserving: finishingByteCount(hashes: targetHashes))
     // The old cache describes files about to change; a stale one must never outlive a crash.
     invalidateStatCache()

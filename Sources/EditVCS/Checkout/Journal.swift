@@ -23,6 +23,12 @@ struct Journal: Codable {
   var headFrom: ObjectID?
   /// `branch`'s tip when the move started (nil: the move creates the branch).
   var branchFrom: ObjectID?
+  /// What `ORIG_HEAD` records when the move finishes (reset, merge, pull, rebase: where HEAD was,
+  /// as git writes it before such a move); nil leaves `ORIG_HEAD` alone.
+  var origHead: ObjectID?
+  /// The reflog message of the move (`reset: moving to HEAD~3`), for the reference logs the
+  /// next command writes if it has to finish the move.
+  var reflog: String?
 
   static let currentFormat = 2
 
@@ -33,6 +39,8 @@ struct Journal: Codable {
     case operation, target, branch, format
     case headFrom = "head_from"
     case branchFrom = "branch_from"
+    case origHead = "orig_head"
+    case reflog
   }
 }
 
@@ -51,14 +59,7 @@ extension EditRepository {
     let json = try JSONCoding.encode(journal)
     var bytes = [UInt8](repeating: UInt8(ascii: " "), count: json.count + reserve)
     bytes.replaceSubrange(0..<json.count, with: json)
-    let writer = try AtomicFileWriter(path: journalPath, byteCount: bytes.count, hook: environment.ioHook)
-    do {
-      try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
-      try writer.commit()
-    } catch {
-      writer.abandon()
-      throw error
-    }
+    _ = try bytes.withUnsafeBytes { try AtomicFileWriter.replace(journalPath, with: $0, hook: environment.ioHook) }
   }
 
   /// Gives the journal's reserve back to the file system (truncating its trailing whitespace,
@@ -84,6 +85,10 @@ extension EditRepository {
     // libgit2 writes the refs; the hook still sees each write (fault injection, kill points).
     let headPath = (gitDirectory as NSString).appendingPathComponent("HEAD")
     do {
+      if let origHead = journal.origHead {
+        try environment.ioHook?(.willWrite(path: (gitDirectory as NSString).appendingPathComponent("ORIG_HEAD")))
+        try git.forceReference("ORIG_HEAD", to: origHead, message: reflog)
+      }
       if let branch = journal.branch {
         let ref = "refs/heads/" + branch
         if branchTip != journal.target {
@@ -96,11 +101,11 @@ extension EditRepository {
         }
         if try head().branchName != branch {
           try environment.ioHook?(.willWrite(path: headPath))
-          try git.setHead(branch: branch)
+          try git.setHead(branch: branch, message: reflog)
         }
       } else {
         try environment.ioHook?(.willWrite(path: headPath))
-        try git.setHead(detachedAt: journal.target)
+        try git.setHead(detachedAt: journal.target, message: reflog)
       }
     } catch {
       throw RepositoryError.moveIncomplete(
@@ -172,6 +177,6 @@ extension EditRepository {
     }
     try finishMove(
       journal, branchTip: branchTip, written: written, hashes: targetHashes,
-      reflog: "recover: finish interrupted \(journal.operation)")
+      reflog: "recover: finish interrupted " + (journal.reflog ?? journal.operation))
   }
 }

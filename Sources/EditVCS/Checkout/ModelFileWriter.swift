@@ -210,17 +210,11 @@ extension EditRepository {
     if sharded, tensors == nil, let indexFile = layout.indexFile, let indexID = blobs[TreeEntryName.index] {
       let bytes = try git.readBlob(indexID)
       let indexPath = (path as NSString).appendingPathComponent(indexFile)
-      let writer = try AtomicFileWriter(path: indexPath, byteCount: bytes.count, hook: environment.ioHook)
-      do {
-        try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
-        try writer.commit(durable: durable)
-        replaced()
-        if let status = writer.committedStatus { written.append(FileStat(status, path: indexPath)) }
-      } catch {
-        if writer.isRenamed { replaced() }
-        writer.abandon()
-        throw error
+      let status = try bytes.withUnsafeBytes {
+        try AtomicFileWriter.replace(
+          indexPath, with: $0, hook: environment.ioHook, durable: durable, renamed: replaced)
       }
+      if let status { written.append(FileStat(status, path: indexPath)) }
       // Shards of the old layout that the new one does not name would confuse loaders.
       if shards == nil, let previous, previous.isSharded, previous.path == path {
         let keep = Set(layout.shards.map(\.file))

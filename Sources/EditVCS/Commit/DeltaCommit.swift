@@ -6,12 +6,8 @@ extension EditRepository {
   /// `mvc commit --delta FILE`: applies the delta to the (clean) working model under the
   /// canonical rule and commits it; LoRA factors are stored exactly as given.
   public func commitDelta(file: String, message: String, method: String = "delta") throws -> CommitResult {
-    try refuseDuringBisect()
-    let headState = try head()
-    guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
-    let working = try WorkingModel(path: modelPath)
-    let status = try status(of: working, against: parent, head: headState)
-    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    let clean = try requireCleanHead()
+    let (parent, working) = (clean.commit, clean.working)
     let entries = try DeltaFileReader.read(file, model: working)
     guard !entries.isEmpty else {
       throw RepositoryError.deltaMismatch(file: file, tensor: "-", detail: "holds no tensors")

@@ -16,9 +16,11 @@ extension EditRepository {
   /// Commits the given changes on top of `parent` and moves the working model there.
   /// Shared by `--delta`, revert and cherry-pick. Factor changes follow the canonical rule
   /// with no residual (the new state *is* the rule's result); dense changes store new bytes.
+  /// `origHead` is written to `ORIG_HEAD` as HEAD moves (a merge, as git does).
   func commitChanges(
     _ deltas: [PlannedChange], message: String, method: String, details: [String: String]?,
-    parent: ObjectID, mergedParents: [ObjectID] = [], extraEntries: [GitRepository.TreeEntry] = []
+    parent: ObjectID, mergedParents: [ObjectID] = [], extraEntries: [GitRepository.TreeEntry] = [],
+    origHead: ObjectID? = nil
   ) throws -> CommitResult {
     let parentContents = try contents(of: parent)
     var trees = parentContents.tensorTrees
@@ -83,7 +85,8 @@ extension EditRepository {
       layout: layout, headers: headers, indexBytes: indexBytes, tensorTrees: trees, record: record, message: message,
       parents: [parent] + mergedParents, extraEntries: extraEntries)
     try moveWorkingModel(
-      to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)")
+      to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)",
+      origHead: origHead)
     return CommitResult(commit: commit, record: record)
   }
 }

@@ -82,15 +82,18 @@ extension GitRepository {
     try check(git_reference_delete(reference), "git_reference_delete", name)
   }
 
-  /// Points HEAD at branch `name` (which may not exist yet).
-  package func setHead(branch name: String) throws {
-    try check(git_repository_set_head(handle, "refs/heads/" + name), "git_repository_set_head", name)
+  /// Points HEAD at branch `name` (which may not exist yet); `message` goes to HEAD's reflog.
+  package func setHead(branch name: String, message: String) throws {
+    var reference: OpaquePointer?
+    try check(
+      git_reference_symbolic_create(&reference, handle, "HEAD", "refs/heads/" + name, 1, message),
+      "git_reference_symbolic_create", name)
+    git_reference_free(reference)
   }
 
-  /// Detaches HEAD at `commit`.
-  package func setHead(detachedAt commit: ObjectID) throws {
-    var oid = commit.raw
-    try check(git_repository_set_head_detached(handle, &oid), "git_repository_set_head_detached", commit.hex)
+  /// Detaches HEAD at `commit`; `message` goes to HEAD's reflog.
+  package func setHead(detachedAt commit: ObjectID, message: String) throws {
+    try forceReference("HEAD", to: commit, message: message)
   }
 
   /// Full names and targets of the references under `prefix` (e.g. "refs/heads/"), sorted by name.

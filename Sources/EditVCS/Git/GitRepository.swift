@@ -39,7 +39,9 @@ public final class GitRepository {
     guard let repository else {
       throw GitError(code: -1, function: "git_repository_init_ext", subject: path, message: "no repository")
     }
-    return try GitRepository(handle: repository, path: path)
+    let created = try GitRepository(handle: repository, path: path)
+    try created.keepReflogs()
+    return created
   }
 
   /// Opens the bare repository at `path`.
@@ -241,11 +243,11 @@ public final class GitRepository {
     }
   }
 
-  package struct Signature: Sendable {
-    package var name: String
-    package var email: String
-    package var time: Int64
-    package var offsetMinutes: Int32
+  public struct Signature: Sendable {
+    public var name: String
+    public var email: String
+    public var time: Int64
+    public var offsetMinutes: Int32
     package init(name: String, email: String, time: Int64, offsetMinutes: Int32 = 0) {
       self.name = name
       self.email = email
@@ -334,16 +336,18 @@ public final class GitRepository {
     return ObjectID(oid.pointee)
   }
 
-  /// Commits reachable from `tips` and not from `hidden`, newest first (topological, then time).
+  /// Commits reachable from `tips` and not from `hidden`, newest first: topological, then by
+  /// time (git's `--date-order`), or with `byTime` false git's `--topo-order` (a merge's
+  /// second-parent line whole before its first-parent line, as `log --graph` shows them).
   package func walk(
     from tips: [ObjectID], hiding hidden: [ObjectID] = [], firstParentOnly: Bool = false,
-    reverse: Bool = false
+    reverse: Bool = false, byTime: Bool = true
   ) throws -> [ObjectID] {
     var walker: OpaquePointer?
     try check(git_revwalk_new(&walker, handle), "git_revwalk_new")
     guard let walker else { return [] }
     defer { git_revwalk_free(walker) }
-    var mode = GIT_SORT_TOPOLOGICAL.rawValue | GIT_SORT_TIME.rawValue
+    var mode = GIT_SORT_TOPOLOGICAL.rawValue | (byTime ? GIT_SORT_TIME.rawValue : 0)
     if reverse { mode |= GIT_SORT_REVERSE.rawValue }
     try check(git_revwalk_sorting(walker, mode), "git_revwalk_sorting")
     if firstParentOnly { try check(git_revwalk_simplify_first_parent(walker), "git_revwalk_simplify_first_parent") }

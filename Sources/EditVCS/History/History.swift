@@ -19,9 +19,16 @@ extension EditRepository {
   public func log(from start: ObjectID? = nil, limit: Int? = nil, firstParentOnly: Bool = false) throws
     -> [CommitSummary]
   {
-    let tip = try start ?? headCommit()
+    try log(from: [try start ?? headCommit()], limit: limit, firstParentOnly: firstParentOnly)
+  }
+
+  /// History reachable from any of `tips`, newest first: topological, then by time; with
+  /// `topoOrder`, git's `--topo-order` (what `log --graph` draws).
+  public func log(
+    from tips: [ObjectID], limit: Int? = nil, firstParentOnly: Bool = false, topoOrder: Bool = false
+  ) throws -> [CommitSummary] {
     var ids = try RepositoryError.wrap("walking history") {
-      try git.walk(from: [tip], firstParentOnly: firstParentOnly)
+      try git.walk(from: tips, firstParentOnly: firstParentOnly, byTime: !topoOrder)
     }
     if let limit { ids = Array(ids.prefix(limit)) }
     let decorations = try decorationMap()

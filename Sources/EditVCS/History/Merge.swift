@@ -58,12 +58,8 @@ extension EditRepository {
 
   /// `mvc merge BRANCH [--strategy sum|resolve]`: a merge commit with both parents, as git's.
   public func merge(_ theirs: ObjectID, name: String, strategy: MergeStrategy, message: String?) throws -> MergeResult {
-    try refuseDuringBisect()
-    let headState = try head()
-    guard let ours = headState.commit else { throw RepositoryError.emptyHistory }
-    let working = try WorkingModel(path: modelPath)
-    let status = try status(of: working, against: ours, head: headState)
-    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    let clean = try requireCleanHead()
+    let (headState, ours) = (clean.state, clean.commit)
     guard let base = try RepositoryError.wrap("finding the merge base", { try git.mergeBase(ours, theirs) }) else {
       throw RepositoryError.invalidArgument("'\(name)' shares no history with HEAD")
     }
@@ -71,7 +67,7 @@ extension EditRepository {
     if base == ours {
       try moveWorkingModel(
         to: theirs, attach: headState.branchName.map { .branch(name: $0, commit: theirs) } ?? .detached(theirs),
-        force: false, expectedHead: ours, reflog: "merge \(name): fast-forward")
+        force: false, expectedHead: ours, reflog: "merge \(name): Fast-forward", origHead: ours)
       return MergeResult(kind: .fastForward, commit: theirs, record: nil, scores: [:])
     }
     let baseHashes = try tensorHashes(at: base)
@@ -149,7 +145,7 @@ extension EditRepository {
     text += "\n"
     let result = try commitChanges(
       plan, message: text, method: "merge-\(strategy.rawValue)", details: ["merged": theirs.hex, "base": base.hex],
-      parent: ours, mergedParents: [theirs])
+      parent: ours, mergedParents: [theirs], origHead: ours)
     return MergeResult(kind: .merged, commit: result.commit, record: result.record, scores: scores)
   }
 

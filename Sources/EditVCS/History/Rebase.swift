@@ -9,14 +9,11 @@ extension EditRepository {
   /// model go back to where they were.
   /// - Returns: the new tip and how many commits were replayed.
   package func rebase(onto: ObjectID) throws -> (tip: ObjectID, replayed: Int) {
-    try refuseDuringBisect()
-    let headState = try head()
-    guard let branch = headState.branchName, let local = headState.commit else {
+    let clean = try requireCleanHead()
+    guard let branch = clean.state.branchName else {
       throw RepositoryError.invalidArgument("rebase needs HEAD on a branch with commits")
     }
-    let working = try WorkingModel(path: modelPath)
-    let status = try status(of: working, against: local, head: headState)
-    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    let local = clean.commit
     guard let base = try RepositoryError.wrap("finding the merge base", { try git.mergeBase(local, onto) }) else {
       throw RepositoryError.invalidArgument("the histories share no commit; nothing to rebase onto")
     }
@@ -28,7 +25,9 @@ extension EditRepository {
         "commit \(id.shortHex) is a merge; rebasing merges is not supported, use 'mvc merge'")
     }
     try moveWorkingModel(
-      to: onto, attach: .detached(onto), force: false, expectedHead: nil, reflog: "rebase: start onto \(onto.hex)")
+      to: onto, attach: .detached(onto), force: false, expectedHead: nil,
+      reflog: "rebase (start): checkout \(onto.hex)",
+      origHead: local)
     var tip = onto
     do {
       for id in commits {
@@ -45,7 +44,9 @@ extension EditRepository {
       try RepositoryError.wrap("moving '\(branch)'") {
         try git.updateReference("refs/heads/" + branch, to: tip, expected: local, message: "rebase: onto \(onto.hex)")
       }
-      try RepositoryError.wrap("moving HEAD") { try git.setHead(branch: branch) }
+      try RepositoryError.wrap("moving HEAD") {
+        try git.setHead(branch: branch, message: "rebase (finish): returning to refs/heads/\(branch)")
+      }
     } catch {
       try? moveWorkingModel(
         to: local, attach: .branch(name: branch, commit: local), force: true, expectedHead: nil, reflog: "rebase: abort"

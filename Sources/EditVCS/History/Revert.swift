@@ -71,12 +71,7 @@ extension EditRepository {
   }
 
   func replay(_ source: ObjectID, sign: Float, message: String, method: String) throws -> CommitResult {
-    try refuseDuringBisect()
-    let headState = try head()
-    guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
-    let working = try WorkingModel(path: modelPath)
-    let status = try status(of: working, against: parent, head: headState)
-    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    let parent = try requireCleanHead().commit
     let planned = try plannedChanges(of: source, sign: sign)
     let headContents = try contents(of: parent)
     for change in planned where headContents.tensorTrees[change.name] == nil {

@@ -131,13 +131,6 @@ public enum ExportWriter {
   }
 
   static func writeFile(_ bytes: [UInt8], to path: String, hook: IOHook?) throws {
-    let writer = try AtomicFileWriter(path: path, byteCount: bytes.count, hook: hook)
-    do {
-      try bytes.withUnsafeBytes { try writer.write($0, at: 0) }
-      try writer.commit()
-    } catch {
-      writer.abandon()
-      throw error
-    }
+    _ = try bytes.withUnsafeBytes { try AtomicFileWriter.replace(path, with: $0, hook: hook) }
   }
 }

@@ -58,13 +58,7 @@ struct SnapshotCache {
     guard !FileManager.default.fileExists(atPath: path) else { return }
     do {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-      let writer = try AtomicFileWriter(path: path, byteCount: bytes.count, hook: nil)
-      do {
-        try writer.write(bytes, at: 0)
-        try writer.commit(durable: false)
-      } catch {
-        writer.abandon()
-      }
+      try AtomicFileWriter.replace(path, with: bytes, hook: nil, durable: false)
     } catch {}
   }
 

@@ -204,7 +204,7 @@ extension EditRepository {
     }
     let summary = try moveWorkingModel(
       to: incoming, attach: .branch(name: current, commit: incoming), force: false, expectedHead: local,
-      reflog: "pull: fast-forward to \(name)/\(remoteBranch)", current: headState)
+      reflog: "pull: fast-forward to \(name)/\(remoteBranch)", current: headState, origHead: local)
     return .fastForward(from: local, to: incoming, rewrittenTensors: summary.rewrittenTensors.count)
   }
 

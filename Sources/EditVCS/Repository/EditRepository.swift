@@ -116,6 +116,9 @@ public final class EditRepository {
     removeStaleGitLocks(in: gitDirectory)
     let git = try RepositoryError.wrap("opening '\(gitDirectory)'") { try GitRepository.open(at: gitDirectory) }
     git.ioHook = environment.ioHook
+    // Repositories made before mvc kept reflogs get them from now on (best effort: a repository
+    // on read-only media is still readable).
+    try? git.keepReflogs()
     let repository = try EditRepository(root: root, git: git, lock: lock, environment: environment)
     do {
       try repository.recoverFromJournal()
@@ -201,7 +204,7 @@ public final class EditRepository {
   /// Resolves a user's revision text once, at the edge, into a commit id.
   public func resolve(_ revision: String) throws -> ObjectID {
     do {
-      return try git.resolveCommit(revision)
+      return try git.resolveCommit(try git.expandingReflogSelector(revision) ?? revision)
     } catch let error as GitError where error.isNotFound || error.isInvalidSpec || error.isAmbiguous {
       let count = try? git.walk(from: [headCommit()]).count
       throw RepositoryError.unknownRevision(revision, commitCount: count)
@@ -230,7 +233,7 @@ public final class EditRepository {
         throw RepositoryError.concurrentUpdate(ref: "refs/heads/" + name)
       }
     case .detached:
-      try RepositoryError.wrap("moving HEAD") { try git.setHead(detachedAt: new) }
+      try RepositoryError.wrap("moving HEAD") { try git.setHead(detachedAt: new, message: message) }
     }
   }
 

@@ -108,12 +108,7 @@ extension EditRepository {
   /// `mvc edit`: computes ROME/EMMET/MEMIT against the tensor at HEAD, commits the factors the
   /// formula gives (no dense ΔW is formed) and records keys, targets and covariance.
   public func edit(_ request: KnowledgeEditRequest) throws -> (CommitResult, EditDiagnostics) {
-    try refuseDuringBisect()
-    let headState = try head()
-    guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
-    let working = try WorkingModel(path: modelPath)
-    let status = try status(of: working, against: parent, head: headState)
-    guard status.isClean else { throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name)) }
+    let parent = try requireCleanHead().commit
     let (w, shape) = try floatTensor(request.tensor, at: parent)
     guard request.keys.shape.count == 2, request.values.shape.count == 2,
       request.keys.shape[0] == request.values.shape[0]

@@ -271,8 +271,8 @@ enum BisectReport {
 
 struct BisectLogJSON: Encodable {
   var schema = "mvc.bisect-log/1"
-  var start: String?
-  var bad: String?
+  @NullWhenAbsent var start: String?
+  @NullWhenAbsent var bad: String?
   var good: [String]
   var skipped: [String]
   var lines: [String]

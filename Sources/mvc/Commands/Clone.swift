@@ -15,8 +15,7 @@ extension MVC {
           mvc clone /srv/models/llama.git work
         """)
 
-    @Option(name: .customShort("C"), help: "Run as if mvc was started in <dir>.") var directory: String?
-    @Flag(name: [.short, .long], help: "Print nothing but errors and results.") var quiet = false
+    @OptionGroup var global: GlobalOptions
     @Argument(help: "The repository to clone (path, file://, git://, https://).") var url: String
     @Argument(help: "The new folder.") var destination: String?
     @Option(
@@ -41,22 +40,19 @@ extension MVC {
 
     func run() throws {
       let cwd = FileManager.default.currentDirectoryPath
-      let base = directory.map { $0.hasPrefix("/") ? $0 : (cwd as NSString).appendingPathComponent($0) } ?? cwd
       let target = destination ?? Self.defaultDestination(for: url)
-      let path = target.hasPrefix("/") ? target : (base as NSString).appendingPathComponent(target)
-      // A relative local path is relative to where the user is, not to the clone.
+      let path = global.path(target)
+      // A relative local path is relative to where the user is (-C included), not to the clone.
       var source = url
-      if !url.contains("://"), !url.hasPrefix("/"),
-        FileManager.default.fileExists(atPath: (base as NSString).appendingPathComponent(url))
-      {
-        source = ((base as NSString).appendingPathComponent(url) as NSString).standardizingPath
+      if !url.contains("://"), !url.hasPrefix("/"), FileManager.default.fileExists(atPath: global.path(url)) {
+        source = (global.path(url) as NSString).standardizingPath
       }
-      if !quiet { Diagnostics.printError("Cloning into '\(target)'...") }
+      if !global.quiet { Diagnostics.printError("Cloning into '\(target)'...") }
       let (_, summary) = try EditRepository.clone(
         url: source, into: path,
         referenceBase: referenceBase.map { $0.hasPrefix("/") ? $0 : (cwd as NSString).appendingPathComponent($0) },
-        environment: Session.environment(quiet: quiet))
-      if !quiet {
+        environment: Session.environment(quiet: global.quiet))
+      if !global.quiet {
         Diagnostics.printError(
           "Checked out '\(summary.branch)' at \(summary.commit.shortHex) into '\(summary.modelRelativePath)'")
       }

@@ -57,10 +57,10 @@ struct DiffJSON: Encodable {
     var change: String
     var dtype: String
     var shape: [Int]
-    var rank: Int?
-    var frobeniusNorm: Double?
-    var spectralNorm: Double?
-    var weightFrobeniusNorm: Double?
+    @NullWhenAbsent var rank: Int?
+    @NullWhenAbsent var frobeniusNorm: Double?
+    @NullWhenAbsent var spectralNorm: Double?
+    @NullWhenAbsent var weightFrobeniusNorm: Double?
 
     enum CodingKeys: String, CodingKey {
       case tensor, change, dtype, shape, rank
@@ -71,7 +71,7 @@ struct DiffJSON: Encodable {
   }
   var schema = "mvc.diff/1"
   var from: String
-  var to: String?
+  @NullWhenAbsent var to: String?
   var tensors: [Entry]
 
   init(from: String, to: String?, diffs: [TensorDiff]) {

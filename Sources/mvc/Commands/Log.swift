@@ -7,33 +7,59 @@ extension MVC {
     static let configuration = CommandConfiguration(
       abstract: "Show the commit history.",
       discussion: """
+        --oneline is git's: exactly one line per commit, '<short id> (<refs>) <subject>'. \
+        Norm outliers (a possible disabling edit) are flagged under the commit in the default \
+        format, in --stat, in 'mvc show' and as outlier_ratio in --json.
+
           mvc log
           mvc log --oneline -n 10
           mvc log --stat            # per commit: tensors, rank, ‖ΔW‖_F, ‖ΔW‖_2, ratio to ‖W‖
           mvc log --json            # schema mvc.log/1
           mvc log alt               # history of another revision
+          mvc log --all --graph --oneline   # every branch, merges drawn
         """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Where to start (default HEAD).") var revision: String?
-    @Flag(help: "One line per commit.") var oneline = false
+    @Flag(help: "One line per commit: '<short id> (<refs>) <subject>', as git's.") var oneline = false
     @Flag(help: "Per changed tensor: storage, rank and norms.") var stat = false
     @Flag(help: "Write one JSON document (schema mvc.log/1).") var json = false
     @Option(name: [.customShort("n"), .long], help: "Show at most this many commits.") var maxCount: Int?
     @Flag(help: "Follow only the first parent of merges.") var firstParent = false
+    @Flag(help: "Start from HEAD and every branch, tag and remote-tracking branch.") var all = false
+    @Flag(help: "Draw the history's lines of descent beside the commits (text graph, as git's).") var graph = false
+
+    func validate() throws {
+      if json && graph { throw ValidationError("--graph draws text; --json already lists each commit's parents") }
+    }
 
     func run() throws {
       let repository = try Session.open(global)
-      let start = try revision.map { try repository.resolve($0) }
-      let commits = try repository.log(from: start, limit: nil, firstParentOnly: firstParent)
+      var tips = try revision.map { [try repository.resolve($0)] } ?? []
+      if all {
+        tips += try repository.allTips()
+      } else if tips.isEmpty {
+        tips = [try repository.headCommit()]
+      }
+      let commits = try repository.log(from: tips, limit: nil, firstParentOnly: firstParent, topoOrder: graph)
       let flags = Dictionary(grouping: NormOutliers.flags(commits.reversed()), by: \.commit)
       let shown = maxCount.map { Array(commits.prefix($0)) } ?? commits
       if json {
         output(try Format.json(LogJSON(commits: shown.map { CommitJSON($0, flags: flags[$0.commit.id] ?? []) })))
         return
       }
+      var lines = LogGraph()
       for summary in shown {
-        output(CommitText.render(summary, oneline: oneline, stat: stat, flags: flags[summary.commit.id] ?? []))
+        let text = CommitText.render(summary, oneline: oneline, stat: stat, flags: flags[summary.commit.id] ?? [])
+        guard graph else {
+          output(text)
+          continue
+        }
+        let parents = firstParent ? Array(summary.commit.parents.prefix(1)) : summary.commit.parents
+        let drawn = lines.prefix(
+          text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init), id: summary.commit.id,
+          parents: parents)
+        output(drawn.joined(separator: "\n"))
       }
     }
   }
@@ -59,7 +85,7 @@ enum CommitText {
     }
     if stat, let record = summary.record {
       lines.append(contentsOf: statLines(record, flags: flags))
-    } else if !flags.isEmpty {
+    } else if !flags.isEmpty && !oneline {
       lines.append(contentsOf: flags.map(flagLine))
     }
     if !oneline { lines.append("") }
@@ -102,14 +128,14 @@ struct CommitJSON: Encodable {
   struct Change: Encodable {
     var tensor: String
     var storage: String
-    var rank: Int?
-    var frobeniusNorm: Double?
-    var spectralNorm: Double?
-    var relativeNorm: Double?
-    var residualNonzeroCount: Int?
+    @NullWhenAbsent var rank: Int?
+    @NullWhenAbsent var frobeniusNorm: Double?
+    @NullWhenAbsent var spectralNorm: Double?
+    @NullWhenAbsent var relativeNorm: Double?
+    @NullWhenAbsent var residualNonzeroCount: Int?
     var storedByteCount: Int
     /// ‖ΔW‖_F over the median of earlier edits, when flagged as an outlier.
-    var outlierRatio: Double?
+    @NullWhenAbsent var outlierRatio: Double?
 
     enum CodingKeys: String, CodingKey {
       case tensor, storage, rank
@@ -129,7 +155,7 @@ struct CommitJSON: Encodable {
   var message: String
   var summary: String
   var refs: [String]
-  var method: String?
+  @NullWhenAbsent var method: String?
   var changes: [Change]
 
   init(_ s: CommitSummary, flags: [NormOutliers.Flag] = []) {

@@ -51,7 +51,7 @@ struct ScoreJSON: Encodable {
     var tensor: String
     var method: String
     var index: Int
-    var retention: Double?
+    @NullWhenAbsent var retention: Double?
     var summary: String
   }
   struct Unscored: Encodable {
@@ -72,8 +72,8 @@ struct ScoreJSON: Encodable {
   var edits: [Edit]
   var unscored: [Unscored]
   var preservation: [Preservation]
-  var meanRetention: Double?
-  var minimumRetention: Double?
+  @NullWhenAbsent var meanRetention: Double?
+  @NullWhenAbsent var minimumRetention: Double?
 
   init(_ r: ScoreReport) {
     revision = r.revision.hex

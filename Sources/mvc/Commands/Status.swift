@@ -53,8 +53,8 @@ struct StatusJSON: Encodable {
     var shape: [Int]
   }
   var schema = "mvc.status/1"
-  var branch: String?
-  var head: String?
+  @NullWhenAbsent var branch: String?
+  @NullWhenAbsent var head: String?
   var clean: Bool
   var headerChanged: Bool
   var tensors: [Entry]
