@@ -34,22 +34,11 @@ import Testing
     process.standardError = err
     try process.run()
     // stderr is drained on another thread while stdout is read here, so neither pipe fills.
-    final class Box: @unchecked Sendable { var data = Data() }
-    let errBox = Box()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async {
-      errBox.data = err.fileHandleForReading.readDataToEndOfFile()
-      group.leave()
-    }
+    let errDrain = PipeDrain(err.fileHandleForReading)
     let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    let errData = errBox.data
+    let errText = errDrain.wait()
     process.waitUntilExit()
-    return (
-      process.terminationStatus, String(decoding: outData, as: UTF8.self),
-      String(decoding: errData, as: UTF8.self)
-    )
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), errText)
   }
 
   /// The first `python3` on PATH that has numpy, or nil with the reason printed.

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -45,26 +46,21 @@ struct MVCResult {
 }
 
 /// Collects one pipe's bytes on its own thread, so a chatty child never blocks on a full pipe.
-final class PipeDrain: @unchecked Sendable {
-  private let lock = NSLock()
-  private var data = Data()
+final class PipeDrain: Sendable {
+  private let data = Mutex(Data())
   private let done = DispatchSemaphore(value: 0)
 
   init(_ handle: FileHandle) {
     Thread.detachNewThread { [self] in
       let bytes = handle.readDataToEndOfFile()
-      lock.lock()
-      data = bytes
-      lock.unlock()
+      data.withLock { $0 = bytes }
       done.signal()
     }
   }
 
   func wait() -> String {
     done.wait()
-    lock.lock()
-    defer { lock.unlock() }
-    return String(decoding: data, as: UTF8.self)
+    return data.withLock { String(decoding: $0, as: UTF8.self) }
   }
 }
 
@@ -184,11 +180,10 @@ func checkDiagnosticsAreReadable(_ stderr: String, command: [String]) {
 }
 
 /// Set once from the timeout's queue, read after the child ended.
-private final class TimeoutFlag: @unchecked Sendable {
-  private let lock = NSLock()
-  private var value = false
-  func set() { lock.withLock { value = true } }
-  var isSet: Bool { lock.withLock { value } }
+private final class TimeoutFlag: Sendable {
+  private let value = Mutex(false)
+  func set() { value.withLock { $0 = true } }
+  var isSet: Bool { value.withLock { $0 } }
 }
 
 /// Runs `mvc args` like `runMVC`, reporting signals and hangs (killed after `timeout` seconds).
