@@ -120,113 +120,157 @@ public enum ResidualCodec {
     guard let encoding = OrderedBits.encoding(of: dtype), let width = dtype.byteCount else {
       throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
     }
-    guard elementCount >= 0, elementCount <= Int(UInt32.max) else {
-      throw DeltaStoreError.corruptResidual(reason: "\(elementCount) elements: more than positions hold")
-    }
-    func corrupt(_ reason: String) -> DeltaStoreError { .corruptResidual(reason: reason) }
-    guard encoded.count >= 4 else { throw corrupt("blob is \(encoded.count) bytes") }
-    guard encoded[0] == formatVersion else { throw corrupt("unknown format \(encoded[0])") }
-    guard let kind = Kind(rawValue: encoded[1]) else {
-      throw corrupt("unknown encoding \(encoded[1])")
-    }
-    let denseWidth = Int(encoded[2])
-    guard Int(encoded[3]) == width else {
-      throw corrupt("element width \(encoded[3]), expected \(width) for \(dtype.rawValue)")
-    }
-    var cursor = 4
-    let (n, nonzero, payloadByteCount) = try encoded.withUnsafeBufferPointer {
-      (try readLEB($0, &cursor), try readLEB($0, &cursor), try readLEB($0, &cursor))
-    }
-    guard n == UInt64(elementCount) else {
-      throw corrupt("\(n) elements, expected \(elementCount)")
-    }
-    guard nonzero >= 1, nonzero <= n else { throw corrupt("\(nonzero) nonzero of \(n) elements") }
-    let count = Int(nonzero)
-    let expectedPayload: ClosedRange<Int>
-    switch kind {
-    case .twoBit:
-      guard denseWidth == 0 else { throw corrupt("two-bit blob with width \(denseWidth)") }
-      expectedPayload = ((elementCount + 3) / 4)...((elementCount + 3) / 4)
-    case .sparse:
-      guard denseWidth == 0 else { throw corrupt("sparse blob with width \(denseWidth)") }
-      expectedPayload = (2 * count)...(20 * count)
-    case .dense:
-      guard [1, 2, 4, 8].contains(denseWidth), denseWidth <= width else {
-        throw corrupt("dense width \(denseWidth)")
-      }
-      expectedPayload = (elementCount * denseWidth)...(elementCount * denseWidth)
-    }
-    guard payloadByteCount <= UInt64(expectedPayload.upperBound),
-      expectedPayload.contains(Int(payloadByteCount))
-    else { throw corrupt("payload of \(payloadByteCount) bytes") }
+    let header = try Header(encoded, width: width, dtype: dtype, elementCount: elementCount)
     let payload = try encoded.withUnsafeBytes {
       try Zstd.decompress(
-        UnsafeRawBufferPointer(rebasing: $0[cursor...]), expectedByteCount: Int(payloadByteCount))
+        UnsafeRawBufferPointer(rebasing: $0[header.payloadOffset...]), expectedByteCount: header.payloadByteCount)
     }
     // Decode to (position, difference) pairs first so a corrupt blob changes nothing.
-    var positions: [UInt32] = []
-    var values: [Int64] = []
-    positions.reserveCapacity(count)
-    values.reserveCapacity(count)
+    var pairs = (positions: [UInt32](), values: [Int64]())
+    pairs.positions.reserveCapacity(header.nonzeroCount)
+    pairs.values.reserveCapacity(header.nonzeroCount)
     try payload.withUnsafeBufferPointer { payload in
-      switch kind {
-      case .twoBit:
-        // Most bytes are zero (four unchanged elements); skip them whole.
-        for j in 0..<payload.count where payload[j] != 0 {
-          var codes = payload[j]
-          for i in (j * 4)..<min(j * 4 + 4, elementCount) {
-            switch codes & 3 {
-            case 0: break
-            case 1:
-              positions.append(UInt32(i))
-              values.append(1)
-            case 2:
-              positions.append(UInt32(i))
-              values.append(-1)
-            default: throw corrupt("two-bit code 3 at element \(i)")
-            }
-            codes >>= 2
-          }
-        }
-        let tail = elementCount & 3
-        if tail != 0, let lastByte = payload.last, lastByte >> UInt8(tail * 2) != 0 {
-          throw corrupt("nonzero padding bits")
-        }
+      switch header.kind {
+      case .twoBit: try decodeTwoBit(payload, elementCount: elementCount, into: &pairs)
       case .sparse:
-        var p = 0
-        var position = -1
-        for _ in 0..<count {
-          let gap = try readLEB(payload, &p)
-          guard gap < UInt64(elementCount), position + 1 + Int(gap) < elementCount else {
-            throw corrupt("position past element \(elementCount)")
-          }
-          position += 1 + Int(gap)
-          positions.append(UInt32(position))
-        }
-        for _ in 0..<count {
-          let z = try readLEB(payload, &p)
-          values.append(Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1))))
-        }
-        guard p == payload.count else {
-          throw corrupt("\(payload.count - p) bytes after the values")
-        }
+        try decodeSparse(payload, nonzeroCount: header.nonzeroCount, elementCount: elementCount, into: &pairs)
       case .dense:
-        for i in 0..<elementCount {
-          var u: UInt64 = 0
-          for b in 0..<denseWidth { u |= UInt64(payload[i * denseWidth + b]) << UInt64(8 * b) }
-          let d = signExtend(u, bits: denseWidth * 8)
-          if d != 0 {
-            positions.append(UInt32(i))
-            values.append(d)
-          }
-          guard positions.count <= count else { break }
-        }
+        decodeDense(
+          payload, width: header.denseWidth, nonzeroCount: header.nonzeroCount, elementCount: elementCount,
+          into: &pairs)
       }
     }
-    guard positions.count == count else {
-      throw corrupt("\(positions.count) nonzero differences, header says \(count)")
+    guard pairs.positions.count == header.nonzeroCount else {
+      throw DeltaStoreError.corruptResidual(
+        reason: "\(pairs.positions.count) nonzero differences, header says \(header.nonzeroCount)")
     }
-    return DecodedResidual(positions: positions, values: values, width: width, encoding: encoding)
+    return DecodedResidual(positions: pairs.positions, values: pairs.values, width: width, encoding: encoding)
+  }
+
+  /// A residual blob's header, checked against the tensor it belongs to before anything is
+  /// decompressed: version, encoding, element width and count, and a payload size that fits.
+  private struct Header {
+    var kind: Kind
+    var denseWidth: Int
+    var nonzeroCount: Int
+    var payloadByteCount: Int
+    var payloadOffset: Int
+
+    init(_ encoded: [UInt8], width: Int, dtype: DType, elementCount: Int) throws {
+      guard elementCount >= 0, elementCount <= Int(UInt32.max) else {
+        throw DeltaStoreError.corruptResidual(reason: "\(elementCount) elements: more than positions hold")
+      }
+      func corrupt(_ reason: String) -> DeltaStoreError { .corruptResidual(reason: reason) }
+      guard encoded.count >= 4 else { throw corrupt("blob is \(encoded.count) bytes") }
+      guard encoded[0] == formatVersion else { throw corrupt("unknown format \(encoded[0])") }
+      guard let kind = Kind(rawValue: encoded[1]) else {
+        throw corrupt("unknown encoding \(encoded[1])")
+      }
+      let denseWidth = Int(encoded[2])
+      guard Int(encoded[3]) == width else {
+        throw corrupt("element width \(encoded[3]), expected \(width) for \(dtype.rawValue)")
+      }
+      var cursor = 4
+      let (n, nonzero, payloadByteCount) = try encoded.withUnsafeBufferPointer {
+        (try readLEB($0, &cursor), try readLEB($0, &cursor), try readLEB($0, &cursor))
+      }
+      guard n == UInt64(elementCount) else {
+        throw corrupt("\(n) elements, expected \(elementCount)")
+      }
+      guard nonzero >= 1, nonzero <= n else { throw corrupt("\(nonzero) nonzero of \(n) elements") }
+      let count = Int(nonzero)
+      let expectedPayload: ClosedRange<Int>
+      switch kind {
+      case .twoBit:
+        guard denseWidth == 0 else { throw corrupt("two-bit blob with width \(denseWidth)") }
+        expectedPayload = ((elementCount + 3) / 4)...((elementCount + 3) / 4)
+      case .sparse:
+        guard denseWidth == 0 else { throw corrupt("sparse blob with width \(denseWidth)") }
+        expectedPayload = (2 * count)...(20 * count)
+      case .dense:
+        guard [1, 2, 4, 8].contains(denseWidth), denseWidth <= width else {
+          throw corrupt("dense width \(denseWidth)")
+        }
+        expectedPayload = (elementCount * denseWidth)...(elementCount * denseWidth)
+      }
+      guard payloadByteCount <= UInt64(expectedPayload.upperBound),
+        expectedPayload.contains(Int(payloadByteCount))
+      else { throw corrupt("payload of \(payloadByteCount) bytes") }
+      self.kind = kind
+      self.denseWidth = denseWidth
+      self.nonzeroCount = count
+      self.payloadByteCount = Int(payloadByteCount)
+      self.payloadOffset = cursor
+    }
+  }
+
+  /// Two bits per element (0 same, 1 one up, 2 one down).
+  private static func decodeTwoBit(
+    _ payload: UnsafeBufferPointer<UInt8>, elementCount: Int, into pairs: inout (positions: [UInt32], values: [Int64])
+  ) throws {
+    // Most bytes are zero (four unchanged elements); skip them whole.
+    for j in 0..<payload.count where payload[j] != 0 {
+      var codes = payload[j]
+      for i in (j * 4)..<min(j * 4 + 4, elementCount) {
+        switch codes & 3 {
+        case 0: break
+        case 1:
+          pairs.positions.append(UInt32(i))
+          pairs.values.append(1)
+        case 2:
+          pairs.positions.append(UInt32(i))
+          pairs.values.append(-1)
+        default: throw DeltaStoreError.corruptResidual(reason: "two-bit code 3 at element \(i)")
+        }
+        codes >>= 2
+      }
+    }
+    let tail = elementCount & 3
+    if tail != 0, let lastByte = payload.last, lastByte >> UInt8(tail * 2) != 0 {
+      throw DeltaStoreError.corruptResidual(reason: "nonzero padding bits")
+    }
+  }
+
+  /// Gap-coded positions, then zigzag differences, all LEB128.
+  private static func decodeSparse(
+    _ payload: UnsafeBufferPointer<UInt8>, nonzeroCount count: Int, elementCount: Int,
+    into pairs: inout (positions: [UInt32], values: [Int64])
+  ) throws {
+    var p = 0
+    var position = -1
+    for _ in 0..<count {
+      let gap = try readLEB(payload, &p)
+      guard gap < UInt64(elementCount), position + 1 + Int(gap) < elementCount else {
+        throw DeltaStoreError.corruptResidual(reason: "position past element \(elementCount)")
+      }
+      position += 1 + Int(gap)
+      pairs.positions.append(UInt32(position))
+    }
+    for _ in 0..<count {
+      let z = try readLEB(payload, &p)
+      pairs.values.append(Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1))))
+    }
+    guard p == payload.count else {
+      throw DeltaStoreError.corruptResidual(reason: "\(payload.count - p) bytes after the values")
+    }
+  }
+
+  /// One signed `width`-byte difference per element; stops past `count` nonzero ones (the
+  /// caller then reports the mismatch).
+  private static func decodeDense(
+    _ payload: UnsafeBufferPointer<UInt8>, width denseWidth: Int, nonzeroCount count: Int, elementCount: Int,
+    into pairs: inout (positions: [UInt32], values: [Int64])
+  ) {
+    for i in 0..<elementCount {
+      var u: UInt64 = 0
+      for b in 0..<denseWidth { u |= UInt64(payload[i * denseWidth + b]) << UInt64(8 * b) }
+      let d = signExtend(u, bits: denseWidth * 8)
+      if d != 0 {
+        pairs.positions.append(UInt32(i))
+        pairs.values.append(d)
+      }
+      guard pairs.positions.count <= count else { break }
+    }
   }
 
   /// Moves each element at `positions` by its difference in `values`, in ordered-integer space.

@@ -143,7 +143,28 @@ public final class SafetensorsFile: Sendable {
       throw DeltaStoreError.headerOutOfBounds(
         path: path, declaredByteCount: declared, fileByteCount: fileByteCount)
     }
-    let json = UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + n)])
+    let entries = try headerEntries(UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + n)]), path: path)
+    let metadata = try metadata(of: entries, path: path)
+    // (5)
+    var tensors: [TensorInfo] = []
+    tensors.reserveCapacity(entries.count)
+    for entry in entries where entry.key != "__metadata__" {
+      tensors.append(try tensorInfo(name: entry.key, entry.value, path: path))
+    }
+    let end = try endOfContiguousData(tensors, path: path)
+    // (8) end ≤ Int.max from the parse; 8 + n + end may overflow only for absurd offsets
+    let (total, overflow) = (8 + n).addingReportingOverflow(end)
+    guard !overflow, total == fileByteCount else {
+      throw DeltaStoreError.fileSizeMismatch(
+        path: path, expected: overflow ? Int.max : total, actual: fileByteCount)
+    }
+    return (metadata, tensors, n)
+  }
+
+  /// The header's JSON object, in file order (checks 3 and 4's duplicate keys).
+  private static func headerEntries(
+    _ json: UnsafeRawBufferPointer, path: String
+  ) throws -> [(key: String, value: HeaderJSON.Value)] {
     // (3)
     guard String(validating: json, as: UTF8.self) != nil else {
       throw DeltaStoreError.headerNotUTF8(path: path)
@@ -167,7 +188,13 @@ public final class SafetensorsFile: Sendable {
     guard case .object(let entries) = root else {
       throw DeltaStoreError.invalidHeaderJSON(path: path, byteOffset: 8, reason: "not an object")
     }
-    // (4) metadata
+    return entries
+  }
+
+  /// `__metadata__`, a string-to-string map, or nil (check 4).
+  private static func metadata(
+    of entries: [(key: String, value: HeaderJSON.Value)], path: String
+  ) throws -> [String: String]? {
     var metadata: [String: String]?
     for entry in entries where entry.key == "__metadata__" {
       guard case .object(let pairs) = entry.value else {
@@ -184,13 +211,12 @@ public final class SafetensorsFile: Sendable {
       }
       metadata = map
     }
-    // (5)
-    var tensors: [TensorInfo] = []
-    tensors.reserveCapacity(entries.count)
-    for entry in entries where entry.key != "__metadata__" {
-      tensors.append(try tensorInfo(name: entry.key, entry.value, path: path))
-    }
-    // (6) and (7), in offset order as the reference does
+    return metadata
+  }
+
+  /// Checks 6 and 7, in offset order as the reference does: the tensors' data are contiguous
+  /// from 0, each exactly its shape × dtype bytes. Returns where the last one ends.
+  private static func endOfContiguousData(_ tensors: [TensorInfo], path: String) throws -> Int {
     let order = tensors.indices.sorted {
       let a = tensors[$0].dataOffsets
       let b = tensors[$1].dataOffsets
@@ -220,13 +246,7 @@ public final class SafetensorsFile: Sendable {
       }
       end = t.dataOffsets.upperBound
     }
-    // (8) end ≤ Int.max from the parse; 8 + n + end may overflow only for absurd offsets
-    let (total, overflow) = (8 + n).addingReportingOverflow(end)
-    guard !overflow, total == fileByteCount else {
-      throw DeltaStoreError.fileSizeMismatch(
-        path: path, expected: overflow ? Int.max : total, actual: fileByteCount)
-    }
-    return (metadata, tensors, n)
+    return end
   }
 
   /// Interprets one header entry as a tensor description (check 5).

@@ -3,21 +3,13 @@ import Foundation
 import TestSupport
 import Testing
 
-/// Runs `python3 -c script args…`; returns the exit status and stdout, or nil without python3.
+/// Runs `python3 -c script args…` (the python3 that has numpy); returns the exit status and
+/// stdout, or nil without one.
 private func runPython(_ script: String, _ arguments: [String] = []) -> (Int32, String)? {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  process.arguments = ["python3", "-c", script] + arguments
-  let output = Pipe()
-  process.standardOutput = output
-  process.standardError = FileHandle.nullDevice
-  do { try process.run() } catch { return nil }
-  let data = output.fileHandleForReading.readDataToEndOfFile()  // drain before waiting
-  process.waitUntilExit()
-  return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+  guard let python = python3WithNumpy else { return nil }
+  let result = runProcessOutcome(python, ["-c", script] + arguments, in: FileManager.default.temporaryDirectory)
+  return (result.status, result.stdout)
 }
-
-private let numpyAvailable: Bool = runPython("import numpy")?.0 == 0
 
 /// A hand-built .npy file: header text padded as numpy does, then `payload`.
 private func npyBytes(
@@ -93,7 +85,7 @@ struct NpyFileTests {
 
   @Test(
     "files written by numpy load exactly, and numpy loads ours",
-    .enabled(if: numpyAvailable, "python3 with numpy is not installed; numpy interop not checked"))
+    .enabled(if: python3WithNumpy != nil, Comment(rawValue: numpyUnavailableReason)))
   func numpyInterop() throws {
     try withTemporaryDirectory { directory in
       let script = """

@@ -1,3 +1,4 @@
+import Apply
 import DeltaStore
 import EditVCS
 import Foundation
@@ -23,12 +24,18 @@ import Testing
     u[3] = 1e30  // overflow to infinity in some elements
     var fused = values.withUnsafeBytes { Array($0) }
     var general = fused
-    try fused.withUnsafeMutableBytes {
-      try CanonicalRule.apply(to: $0, dtype: .f32, rows: rows, cols: cols, u: u, v: v, rank: 1)
+    func apply(_ bytes: inout [UInt8], allowFastPath: Bool) {
+      bytes.withUnsafeMutableBytes { raw in
+        u.withUnsafeBufferPointer { u in
+          v.withUnsafeBufferPointer { v in
+            CanonicalRule.apply(
+              to: raw, storage: .init(.f32), rows: rows, cols: cols, u: u, v: v, rank: 1, allowFastPath: allowFastPath)
+          }
+        }
+      }
     }
-    try general.withUnsafeMutableBytes {
-      try CanonicalRule.apply(to: $0, dtype: .f32, rows: rows, cols: cols, u: u, v: v, rank: 1, generalPathOnly: true)
-    }
+    apply(&fused, allowFastPath: true)
+    apply(&general, allowFastPath: false)
     #expect(fused == general)
     #expect(fused != values.withUnsafeBytes { Array($0) })
   }

@@ -72,28 +72,12 @@ import Testing
 
   @discardableResult
   static func git(_ arguments: [String], input: [UInt8] = []) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["git"] + arguments
-    let stdin = Pipe()
-    let stdout = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    // Write and read on separate threads so neither pipe can fill up and block git.
-    let writer = Thread {
-      stdin.fileHandleForWriting.write(Data(input))
-      try? stdin.fileHandleForWriting.close()
+    let git = try #require(gitExecutable, "no git on PATH")
+    let result = runProcessOutcome(git, arguments, in: FileManager.default.temporaryDirectory, input: Data(input))
+    guard result.status == 0 else {
+      throw FixtureError("git \(arguments.joined(separator: " ")): \(result.summary)")
     }
-    writer.start()
-    let output = stdout.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-      let command = arguments.joined(separator: " ")
-      throw RepositoryError.invalidArgument("git \(command) exited \(process.terminationStatus)")
-    }
-    return String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
   }
 
   static func contents(_ blob: LooseBlob) throws -> [UInt8] {

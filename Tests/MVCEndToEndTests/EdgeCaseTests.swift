@@ -29,7 +29,10 @@ struct EdgeCaseTests {
   }
 
   static func mutate(_ tensors: inout [FixtureTensor], _ name: String, _ body: (inout [Float]) -> Void) {
-    guard let i = tensors.firstIndex(where: { $0.name == name }) else { return }
+    guard let i = tensors.firstIndex(where: { $0.name == name }) else {
+      Issue.record("the fixture has no tensor '\(name)' to change")
+      return
+    }
     var values = tensors[i].decodedFloats
     body(&values)
     tensors[i] = FixtureTensor(name: name, dtype: tensors[i].dtype, shape: tensors[i].shape, floats: values)
@@ -173,7 +176,6 @@ struct EdgeCaseTests {
       let commit = runMVC(["commit", "-m", "edit a tensor with \(special)"], in: dir)
       expectSuccess(commit, "commit of a tensor holding \(special)")
       try #require(commit.status == 0)
-      guard commit.status == 0 else { return }
       s.states.append(try snapshot(s.model))
       expectSuccess(runMVC(["checkout", "HEAD~1"], in: dir))
       try s.expectWorkingState(0, "before")

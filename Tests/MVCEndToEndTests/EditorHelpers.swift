@@ -18,7 +18,7 @@ func runEditor(_ args: [String], in dir: URL) -> (status: Int32, stdout: String,
   guard let editor = demoEditorExecutable else {
     return (-1, "", "test harness: no mvc-demo-editor beside mvc")
   }
-  return runProcess(editor, args, in: dir, environment: mvcEnvironment(dir: dir, extra: [:]))
+  return runProcessOutcome(editor, args, in: dir).tuple
 }
 
 /// Writes an executable `/bin/sh` script.

@@ -17,12 +17,11 @@ private struct History {
   var alt = ""
 
   static func make(in dir: URL, blocks: Int = 2, hidden: Int = 32, intermediate: Int = 96) throws -> History {
-    typealias H = RemoteHarness
     var history = History()
     var tensors = transformerFixture(blocks: blocks, hidden: hidden, intermediate: intermediate, seed: 31)
     let model = dir.appendingPathComponent("model.safetensors")
     try writeSafetensors(tensors, to: model)
-    #expect(try H.mvc(["init", "-q", "model.safetensors"], in: dir).status == 0)
+    #expect(runMVC(["init", "-q", "model.safetensors"], in: dir).status == 0)
     let root = try RemoteTests.head(dir)
     history.states[root] = Array(try Data(contentsOf: model))
     history.main.append(root)
@@ -31,21 +30,21 @@ private struct History {
       history.states[id] = bytes
       history.main.append(id)
     }
-    #expect(try H.mvc(["switch", "-q", "-c", "alt", "HEAD~2"], in: dir).status == 0)
+    #expect(runMVC(["switch", "-q", "-c", "alt", "HEAD~2"], in: dir).status == 0)
     var alt = transformerFixture(blocks: blocks, hidden: hidden, intermediate: intermediate, seed: 31)
     for step in 0..<3 {
-      H.edit(&alt, index: [0, 1, 3, 4][step % 4], rank: step % 3 == 0 ? 2 : 1, seed: UInt64(100 + step))
+      applyLowRankEdit(&alt, index: [0, 1, 3, 4][step % 4], rank: step % 3 == 0 ? 2 : 1, seed: UInt64(100 + step))
     }
     let (altID, altBytes) = try RemoteTests.commitEdit(&alt, in: dir, step: 7)
     history.states[altID] = altBytes
     history.alt = altID
-    #expect(try H.mvc(["switch", "-q", "main"], in: dir).status == 0)
+    #expect(runMVC(["switch", "-q", "main"], in: dir).status == 0)
     return history
   }
 }
 
 private func branchTip(_ dir: URL, _ branch: String) throws -> String {
-  try RemoteHarness.git(["--git-dir=\(dir.path)/.mvc", "rev-parse", "refs/heads/\(branch)"], in: dir).stdout
+  runGit(["--git-dir=\(dir.path)/.mvc", "rev-parse", "refs/heads/\(branch)"], in: dir).stdout
     .trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
@@ -56,7 +55,6 @@ private func expectNoTypeDump(_ text: String, _ what: String, sourceLocation: So
 
 @Suite("journal and HEAD errors")
 struct JournalErrorTests {
-  typealias H = RemoteHarness
 
   /// A journal naming a commit that does not exist: every command says so (naming the journal,
   /// with a hint), and `fsck` still runs and reports it.
@@ -66,20 +64,20 @@ struct JournalErrorTests {
       let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
       let missing = String(repeating: "ab", count: 20)
       try Data(#"{"operation":"checkout","target":"\#(missing)","branch":"main"}"#.utf8).write(to: journal)
-      let status = try H.mvc(["status"], in: dir)
+      let status = runMVC(["status"], in: dir)
       #expect(status.status == 128, "status: \(status.stderr)")
       #expect(status.stderr.hasPrefix("fatal: ") && status.stderr.contains("mvc-journal.json"), "\(status.stderr)")
       #expect(status.stderr.contains("\nhint: "), "\(status.stderr)")
       expectNoTypeDump(status.stderr, "status")
-      let fsck = try H.mvc(["fsck"], in: dir)
+      let fsck = runMVC(["fsck"], in: dir)
       #expect(fsck.status == 1, "fsck exit \(fsck.status): \(fsck.stderr)")
       #expect(fsck.stdout.contains("mvc-journal.json") && fsck.stdout.contains(missing), "fsck: \(fsck.stdout)")
       expectNoTypeDump(fsck.stdout + fsck.stderr, "fsck")
       #expect(try branchTip(dir, "main") == history.main.last)
       // Discarding it as the hint says makes the repository usable again.
       try FileManager.default.removeItem(at: journal)
-      #expect(try H.mvc(["checkout", "-q", "--force", "HEAD"], in: dir).status == 0)
-      #expect(try H.mvc(["fsck"], in: dir).status == 0)
+      #expect(runMVC(["checkout", "-q", "--force", "HEAD"], in: dir).status == 0)
+      #expect(runMVC(["fsck"], in: dir).status == 0)
     }
   }
 
@@ -88,11 +86,11 @@ struct JournalErrorTests {
     try withTemporaryDirectory { dir in
       _ = try History.make(in: dir)
       try Data("this is not a ref\n".utf8).write(to: dir.appendingPathComponent(".mvc/HEAD"))
-      let fsck = try H.mvc(["fsck"], in: dir)
+      let fsck = runMVC(["fsck"], in: dir)
       #expect(fsck.status != 0, "fsck passed a garbage HEAD: \(fsck.stdout) \(fsck.stderr)")
       #expect((fsck.stdout + fsck.stderr).contains("HEAD"), "fsck: \(fsck.stdout) \(fsck.stderr)")
       expectNoTypeDump(fsck.stdout + fsck.stderr, "fsck")
-      let status = try H.mvc(["status"], in: dir)
+      let status = runMVC(["status"], in: dir)
       #expect(status.status == 128 && status.stderr.contains("HEAD"), "status: \(status.stderr)")
       expectNoTypeDump(status.stderr, "status")
     }
@@ -107,17 +105,17 @@ struct JournalErrorTests {
       let back = history.main[history.main.count - 5]
       let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
       try Data(#"{"operation":"checkout","target":"\#(back)","branch":"main"}"#.utf8).write(to: journal)
-      let status = try H.mvc(["status"], in: dir)
+      let status = runMVC(["status"], in: dir)
       #expect(status.status == 128, "status exit \(status.status): \(status.stdout) \(status.stderr)")
       #expect(status.stderr.contains("mvc-journal.json") && status.stderr.contains("\nhint: "), "\(status.stderr)")
       #expect(try branchTip(dir, "main") == tip, "main moved back")
-      let fsck = try H.mvc(["fsck"], in: dir)
+      let fsck = runMVC(["fsck"], in: dir)
       #expect(fsck.status == 1 && fsck.stdout.contains("mvc-journal.json"), "fsck: \(fsck.stdout) \(fsck.stderr)")
       // A new-format journal whose recorded start is not where the branch is: refused too.
       let other = history.main[1]
       try Data(#"{"operation":"commit","target":"\#(back)","branch":"main","branch_from":"\#(other)"}"#.utf8)
         .write(to: journal)
-      let again = try H.mvc(["status"], in: dir)
+      let again = runMVC(["status"], in: dir)
       #expect(again.status == 128 && again.stderr.contains("mvc-journal.json"), "\(again.stderr)")
       #expect(try branchTip(dir, "main") == tip, "main moved back")
     }
@@ -131,10 +129,10 @@ struct JournalErrorTests {
       let tip = history.main[history.main.count - 1]
       let parent = history.main[history.main.count - 2]
       #expect(
-        try H.git(["--git-dir=\(dir.path)/.mvc", "update-ref", "refs/heads/main", parent], in: dir).status == 0)
+        runGit(["--git-dir=\(dir.path)/.mvc", "update-ref", "refs/heads/main", parent], in: dir).status == 0)
       let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
       try Data(#"{"operation":"checkout","target":"\#(tip)","branch":"main"}"#.utf8).write(to: journal)
-      let status = try H.mvc(["status"], in: dir)
+      let status = runMVC(["status"], in: dir)
       #expect(status.status == 0 && status.stdout.contains("nothing to commit"), "\(status.stdout) \(status.stderr)")
       #expect(try branchTip(dir, "main") == tip)
       #expect(Array(try Data(contentsOf: dir.appendingPathComponent("model.safetensors"))) == history.states[tip])
@@ -150,14 +148,14 @@ struct JournalErrorTests {
       let tip = history.main[history.main.count - 1]
       let parent = history.main[history.main.count - 2]
       // Pretend the branch still pointed at the parent when the command died.
-      #expect(try H.git(["--git-dir=\(dir.path)/.mvc", "update-ref", "refs/heads/main", parent], in: dir).status == 0)
+      #expect(runGit(["--git-dir=\(dir.path)/.mvc", "update-ref", "refs/heads/main", parent], in: dir).status == 0)
       let journal = dir.appendingPathComponent(".mvc/mvc-journal.json")
       try Data(
         #"{"operation":"commit","target":"\#(tip)","branch":"main","format":2,"head_from":"\#(parent)","branch_from":"\#(parent)"}"#
           .utf8
       )
       .write(to: journal)
-      let status = try H.mvc(["status"], in: dir)
+      let status = runMVC(["status"], in: dir)
       #expect(status.status == 0, "\(status.stderr)")
       #expect(status.stdout.contains("nothing to commit"), "\(status.stdout)")
       #expect(try branchTip(dir, "main") == tip)
@@ -173,12 +171,12 @@ let tmpfsUnavailableReason: String? = {
   let probe = FileManager.default.temporaryDirectory.appendingPathComponent("mvc-tmpfs-probe-\(UUID().uuidString)")
   try? FileManager.default.createDirectory(at: probe, withIntermediateDirectories: true)
   defer { try? FileManager.default.removeItem(at: probe) }
-  let result = try? RemoteHarness.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe.path], in: probe)
-  guard let result, result.status == 0 else {
-    return
-      "cannot mount a tmpfs (needs root): \(result?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "no /bin/mount")"
+  let mount = URL(fileURLWithPath: "/bin/mount")
+  let result = runProcessOutcome(mount, ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe.path], in: probe)
+  guard result.status == 0 else {
+    return "cannot mount a tmpfs (needs root): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
   }
-  _ = try? RemoteHarness.run("/bin/umount", [probe.path], in: probe)
+  _ = runProcessOutcome(URL(fileURLWithPath: "/bin/umount"), [probe.path], in: probe)
   return nil
 }()
 
@@ -196,11 +194,10 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
 }
 
 @Suite(.serialized) struct FullDiskTests {
-  typealias H = RemoteHarness
 
   /// What one trial left: the command's result, and HEAD and the model right after it.
   struct Outcome {
-    var result: RemoteHarness.Result
+    var result: (status: Int32, stdout: String, stderr: String)
     var journalLeft: Bool
   }
 
@@ -220,11 +217,14 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       let attributes = try? FileManager.default.attributesOfItem(atPath: saved.appendingPathComponent(path).path)
       return sum + ((attributes?[.size] as? Int) ?? 0) + 4096
     }
-    let mounted = try H.run(
-      "/bin/mount", ["-t", "tmpfs", "-o", "size=\(used + (1 << 20))", "tmpfs", mount.path], in: scratch)
+    let mounted = runProcessOutcome(
+      URL(fileURLWithPath: "/bin/mount"), ["-t", "tmpfs", "-o", "size=\(used + (1 << 20))", "tmpfs", mount.path],
+      in: scratch)
     try #require(mounted.status == 0, "mount: \(mounted.stderr)")
-    defer { _ = try? H.run("/bin/umount", [mount.path], in: scratch) }
-    #expect(try H.run("/bin/cp", ["-a", saved.path + "/.", mount.path], in: scratch).status == 0)
+    defer { _ = runProcessOutcome(URL(fileURLWithPath: "/bin/umount"), [mount.path], in: scratch) }
+    #expect(
+      runProcessOutcome(URL(fileURLWithPath: "/bin/cp"), ["-a", saved.path + "/.", mount.path], in: scratch).status == 0
+    )
     try body(mount)
   }
 
@@ -259,13 +259,13 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       #expect(
         head == before && bytes == history.states[before],
         "\(what): failed but changed HEAD or the model: \(result.stderr)", sourceLocation: sourceLocation)
-      let created = try H.git(["--git-dir=\(work.path)/.mvc", "show-ref", "refs/heads/fresh"], in: work)
+      let created = runGit(["--git-dir=\(work.path)/.mvc", "show-ref", "refs/heads/fresh"], in: work)
       #expect(created.status != 0, "\(what): a failed switch -c left its branch", sourceLocation: sourceLocation)
     }
-    let fullStatus = try H.mvc(["status"], in: work)
+    let fullStatus = runMVC(["status"], in: work)
     expectNoTypeDump(fullStatus.stderr, "\(what): status on a full disk", sourceLocation: sourceLocation)
     try FileManager.default.removeItem(at: filler)
-    let status = try H.mvc(["status"], in: work)
+    let status = runMVC(["status"], in: work)
     #expect(
       status.status == 0 && status.stdout.contains("nothing to commit"),
       "\(what): status after freeing space: \(status.stdout) \(status.stderr)", sourceLocation: sourceLocation)
@@ -274,7 +274,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
     #expect(
       Array(try Data(contentsOf: model)) == history.states[head], "\(what): model is not HEAD's state",
       sourceLocation: sourceLocation)
-    let fsck = try H.mvc(["fsck"], in: work)
+    let fsck = runMVC(["fsck"], in: work)
     #expect(
       fsck.status == 0 && fsck.stdout.isEmpty, "\(what): fsck \(fsck.stdout) \(fsck.stderr)",
       sourceLocation: sourceLocation)
@@ -316,7 +316,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
           try Self.withRepositoryOnTmpfs(template, at: work, scratch: root) { mount in
             let before = try RemoteTests.head(work)
             let filler = try fill(mount, leaving: free)
-            let result = try H.mvc(operation.command, in: work)
+            let result = runMVC(operation.command, in: work)
             let left = FileManager.default.fileExists(atPath: mount.appendingPathComponent("mvc-journal.json").path)
             let kind = try Self.check(
               Outcome(result: result, journalLeft: left), "\(operation.name) with \(free) B free", in: work,
@@ -343,29 +343,17 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
         while !finished && index < 80 {
           try Self.withRepositoryOnTmpfs(template, at: work, scratch: root) { mount in
             let before = try RemoteTests.head(work)
-            var environment = H.environment(time: 1_700_000_000)
-            environment["MVC_IO_PAUSE"] = "any:\(index):0.3"
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: H.mvcPath)
-            process.arguments = operation.command
-            process.currentDirectoryURL = work
-            process.environment = environment
-            let log = root.appendingPathComponent("stderr.txt")
-            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = try FileHandle(forWritingTo: log)
-            try process.run()
+            let running = try startMVC(
+              operation.command, in: work, environment: ["MVC_IO_PAUSE": "any:\(index):0.3"])
             var filler: URL?
-            while process.isRunning {
-              if filler == nil, let text = try? String(contentsOf: log, encoding: .utf8),
-                text.contains("mvc: paused before")
-              {
+            while running.isRunning {
+              if filler == nil, running.stderrSoFar.contains("mvc: paused before") {
                 filler = try fill(mount, leaving: 0)
               }
               usleep(2_000)
             }
-            process.waitUntilExit()
-            let stderr = ((try? String(contentsOf: log, encoding: .utf8)) ?? "")
+            let outcome = running.finishMVC()
+            let stderr = outcome.stderr
               .split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("mvc: paused before") }
               .joined(separator: "\n")
             guard let filler else {
@@ -374,7 +362,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
             }
             let left = FileManager.default.fileExists(atPath: mount.appendingPathComponent("mvc-journal.json").path)
             let kind = try Self.check(
-              Outcome(result: .init(status: process.terminationStatus, stdout: "", stderr: stderr), journalLeft: left),
+              Outcome(result: (outcome.status, "", stderr), journalLeft: left),
               "\(operation.name), disk filled before I/O event \(index)", in: work, filler: filler, before: before,
               target: operation.target, history: history)
             outcomes[kind, default: 0] += 1
@@ -391,20 +379,20 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
 // MARK: Races and forged caches
 
 @Suite(.serialized) struct StatCacheIntegrityTests {
-  typealias H = RemoteHarness
 
   /// After an editor renamed its file over the model during a command: `status` is never clean
   /// while the model is not HEAD's state, and `checkout HEAD -o` writes HEAD's exact bytes.
   /// Returns the outcome's description and whether it is good.
   fileprivate static func judge(
-    _ result: RemoteHarness.Result, in dir: URL, history: History, editor: [UInt8], _ what: String,
+    _ result: (status: Int32, stdout: String, stderr: String), in dir: URL, history: History, editor: [UInt8],
+    _ what: String,
     sourceLocation: SourceLocation = #_sourceLocation
   ) throws -> (kind: String, ok: Bool) {
     let model = dir.appendingPathComponent("model.safetensors")
     expectNoTypeDump(result.stderr, what, sourceLocation: sourceLocation)
     let head = try RemoteTests.head(dir)
     let bytes = Array(try Data(contentsOf: model))
-    let status = try H.mvc(["status"], in: dir)
+    let status = runMVC(["status"], in: dir)
     let clean = status.status == 0 && status.stdout.contains("nothing to commit")
     let isHeads = bytes == history.states[head]
     let owner = isHeads ? "HEAD's" : bytes == editor ? "editor's" : "neither"
@@ -412,7 +400,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
     #expect(ok, "\(what): status is clean but the model is \(owner)", sourceLocation: sourceLocation)
     let out = dir.appendingPathComponent("out.safetensors")
     try? FileManager.default.removeItem(at: out)
-    let checkout = try H.mvc(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
+    let checkout = runMVC(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
     let outOK = checkout.status == 0 && (try? Data(contentsOf: out)).map(Array.init) == history.states[head]
     #expect(
       outOK, "\(what): checkout HEAD -o did not write HEAD's bytes: \(checkout.stderr)", sourceLocation: sourceLocation)
@@ -428,7 +416,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       let history = try History.make(in: dir, blocks: 4, hidden: 96, intermediate: 288)
       let model = dir.appendingPathComponent("model.safetensors")
       var foreign = transformerFixture(blocks: 4, hidden: 96, intermediate: 288, seed: 31)
-      for index in 0..<foreign.count { H.edit(&foreign, index: index, rank: 1, seed: UInt64(7000 + index)) }
+      for index in 0..<foreign.count { applyLowRankEdit(&foreign, index: index, rank: 1, seed: UInt64(7000 + index)) }
       let staging = dir.appendingPathComponent("editor.safetensors")
       try writeSafetensors(foreign, to: staging)
       let foreignBytes = Array(try Data(contentsOf: staging))
@@ -438,19 +426,19 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       var outcomes: [String: Int] = [:]
       for trial in 0..<trials {
         let from = trial % 2 == 0 ? history.main.last ?? "" : history.alt
-        let reset = try H.mvc(["checkout", "-q", "--force", from], in: dir)
+        let reset = runMVC(["checkout", "-q", "--force", from], in: dir)
         #expect(reset.status == 0, "trial \(trial): checkout --force: \(reset.stderr)")
         try writeSafetensors(foreign, to: staging)
         let command =
           trial % 3 == 2
           ? ["switch", "-q", trial % 2 == 0 ? "alt" : "main"]
           : ["checkout", "-q", trial % 2 == 0 ? history.alt : history.main[2]]
-        let running = try H.start(H.mvcPath, command, in: dir)
+        let running = try startMVC(command, in: dir)
         usleep(useconds_t(rng.next() % 120_000))
         rename(staging.path, model.path)
         running.process.waitUntilExit()
         let (kind, ok) = try Self.judge(
-          running.finish(), in: dir, history: history, editor: foreignBytes, "trial \(trial) \(command)")
+          running.finishMVC().tuple, in: dir, history: history, editor: foreignBytes, "trial \(trial) \(command)")
         if !ok { bad += 1 }
         outcomes[kind, default: 0] += 1
       }
@@ -467,7 +455,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       let history = try History.make(in: dir)
       let model = dir.appendingPathComponent("model.safetensors")
       var foreign = transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 31)
-      for index in 0..<foreign.count { H.edit(&foreign, index: index, rank: 1, seed: UInt64(8000 + index)) }
+      for index in 0..<foreign.count { applyLowRankEdit(&foreign, index: index, rank: 1, seed: UInt64(8000 + index)) }
       let staging = dir.appendingPathComponent("editor.safetensors")
       try writeSafetensors(foreign, to: staging)
       let foreignBytes = Array(try Data(contentsOf: staging))
@@ -492,34 +480,21 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       var outcomes: [String: Int] = [:]
       for operation in operations {
         for index in 1..<60 {
-          #expect(try H.mvc(["checkout", "-q", "--force", operation.from], in: dir).status == 0)
+          #expect(runMVC(["checkout", "-q", "--force", operation.from], in: dir).status == 0)
           try writeSafetensors(foreign, to: staging)
-          let log = dir.appendingPathComponent("stderr.txt")
-          _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-          let process = Process()
-          process.executableURL = URL(fileURLWithPath: H.mvcPath)
-          process.arguments = operation.command
-          process.currentDirectoryURL = dir
-          var environment = H.environment(time: 1_700_000_000)
-          environment["MVC_IO_PAUSE"] = "any:\(index):0.2"
-          process.environment = environment
-          process.standardOutput = FileHandle.nullDevice
-          process.standardError = try FileHandle(forWritingTo: log)
-          try process.run()
+          let running = try startMVC(operation.command, in: dir, environment: ["MVC_IO_PAUSE": "any:\(index):0.2"])
           var acted = false
-          while process.isRunning {
-            if !acted, let text = try? String(contentsOf: log, encoding: .utf8), text.contains("mvc: paused before") {
-              acted = act()
-            }
+          while running.isRunning {
+            if !acted, running.stderrSoFar.contains("mvc: paused before") { acted = act() }
             usleep(2_000)
           }
-          process.waitUntilExit()
+          let outcome = running.finishMVC()
           guard acted else { break }
           trials += 1
-          let stderr = ((try? String(contentsOf: log, encoding: .utf8)) ?? "")
+          let stderr = outcome.stderr
             .split(separator: "\n").filter { !$0.hasPrefix("mvc: paused before") }.joined(separator: "\n")
           let (kind, ok) = try Self.judge(
-            .init(status: process.terminationStatus, stdout: "", stderr: stderr), in: dir, history: history,
+            (outcome.status, "", stderr), in: dir, history: history,
             editor: foreignBytes, "\(operation.command), editor (\(mode)) before I/O event \(index)")
           if !ok { bad += 1 }
           outcomes[kind, default: 0] += 1
@@ -539,12 +514,12 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       let history = try History.make(in: dir)
       let model = dir.appendingPathComponent("model.safetensors")
       let tip = history.main.last ?? ""
-      #expect(try H.mvc(["status"], in: dir).status == 0)
+      #expect(runMVC(["status"], in: dir).status == 0)
       let cacheURL = dir.appendingPathComponent(".mvc/mvc-index.json")
       let honest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: cacheURL)) as? [String: Any])
       var tensors = try readSafetensorsFixture(model).tensors
-      H.edit(&tensors, index: 1, rank: 2, seed: 4242)
-      H.edit(&tensors, index: 3, rank: 1, seed: 4243)
+      applyLowRankEdit(&tensors, index: 1, rank: 2, seed: 4242)
+      applyLowRankEdit(&tensors, index: 3, rank: 1, seed: 4243)
       try writeSafetensors(tensors, to: model)
       let edited = Array(try Data(contentsOf: model))
       var info = stat()
@@ -560,7 +535,7 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       forged["written_at_ns"] = (Int(Date().timeIntervalSince1970) + 5) * 1_000_000_000
       try JSONSerialization.data(withJSONObject: forged).write(to: cacheURL)
       let out = dir.appendingPathComponent("out.safetensors")
-      let result = try H.mvc(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
+      let result = runMVC(["checkout", "-q", "HEAD", "-o", out.path], in: dir)
       #expect(result.status == 0, "\(result.stderr)")
       #expect(
         (try? Data(contentsOf: out)).map(Array.init) == history.states[tip], "checkout HEAD -o copied unverified bytes")
@@ -569,14 +544,14 @@ private func fill(_ directory: URL, leaving free: Int) throws -> URL {
       // for; their results fail verification and are rebuilt from the repository alone (no
       // "repository damaged" error). Tensors the cache says are already right are kept, as git
       // keeps files its index vouches for.
-      let move = try H.mvc(["checkout", "-q", history.main[3]], in: dir)
+      let move = runMVC(["checkout", "-q", history.main[3]], in: dir)
       #expect(move.status == 0, "checkout with a forged cache: \(move.stderr)")
-      let repair = try H.mvc(["checkout", "-q", "--force", "HEAD"], in: dir)
+      let repair = runMVC(["checkout", "-q", "--force", "HEAD"], in: dir)
       #expect(repair.status == 0, "\(repair.stderr)")
       let head = try RemoteTests.head(dir)
       #expect(
         Array(try Data(contentsOf: model)) == history.states[head], "checkout --force HEAD did not repair the model")
-      let status = try H.mvc(["status"], in: dir)
+      let status = runMVC(["status"], in: dir)
       #expect(status.stdout.contains("nothing to commit"), "\(status.stdout)")
     }
   }

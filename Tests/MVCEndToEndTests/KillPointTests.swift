@@ -11,7 +11,6 @@ import Testing
 /// a bisect step and gc. Afterwards the next command must succeed, `mvc fsck` be clean, HEAD be
 /// the old or the new commit and the working model be exactly what that state says.
 @Suite(.serialized) struct KillPointTests {
-  typealias H = RemoteHarness
 
   struct Template {
     let dir: URL
@@ -25,18 +24,18 @@ import Testing
     var tensors = transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 31)
     let model = dir.appendingPathComponent("model.safetensors")
     try writeSafetensors(tensors, to: model)
-    #expect(try H.mvc(["init", "-q", "model.safetensors"], in: dir).status == 0)
+    #expect(runMVC(["init", "-q", "model.safetensors"], in: dir).status == 0)
     t.states[try RemoteTests.head(dir)] = Array(try Data(contentsOf: model))
     for step in 0..<6 {
       let (id, bytes) = try RemoteTests.commitEdit(&tensors, in: dir, step: step)
       t.states[id] = bytes
     }
-    #expect(try H.mvc(["switch", "-q", "-c", "alt", "HEAD~2"], in: dir).status == 0)
+    #expect(runMVC(["switch", "-q", "-c", "alt", "HEAD~2"], in: dir).status == 0)
     var alt = tensors
     let (altID, altBytes) = try RemoteTests.commitEdit(&alt, in: dir, step: 7)
     t.states[altID] = altBytes
-    #expect(try H.mvc(["switch", "-q", "main"], in: dir).status == 0)
-    H.edit(&tensors, index: 1, rank: 1, seed: 999)
+    #expect(runMVC(["switch", "-q", "main"], in: dir).status == 0)
+    applyLowRankEdit(&tensors, index: 1, rank: 1, seed: 999)
     try writeSafetensors(tensors, to: model)
     t.edited = Array(try Data(contentsOf: model))
     return t
@@ -51,37 +50,24 @@ import Testing
   /// it after `delay` seconds instead (for writes that go through libgit2, which mvc cannot
   /// hook). Returns false when the command finished first (no more kill points).
   static func killAt(_ index: Int, _ arguments: [String], in dir: URL, delay: Double = 0) throws -> Bool {
-    let log = dir.appendingPathComponent("stderr.txt")
-    FileManager.default.createFile(atPath: log.path, contents: nil)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: H.mvcPath)
-    process.arguments = arguments
-    process.currentDirectoryURL = dir
-    var environment = H.environment(time: 1_700_000_100)
+    var environment = ["MVC_AUTHOR_DATE": "1700000100"]
     if index > 0 { environment["MVC_IO_PAUSE"] = "any:\(index):30" }
-    process.environment = environment
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = try FileHandle(forWritingTo: log)
-    try process.run()
+    let running = try startMVC(arguments, in: dir, environment: environment)
     if index == 0 {
       usleep(useconds_t(delay * 1_000_000))
-      guard process.isRunning else { return false }
-      kill(process.processIdentifier, SIGKILL)
-      process.waitUntilExit()
+      guard running.isRunning else { return false }
+      running.kill()
+      _ = running.finish()
       return true
     }
-    let deadline = Date().addingTimeInterval(20)
-    while Date() < deadline {
-      if let text = try? String(contentsOf: log, encoding: .utf8), text.contains("mvc: paused before") {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        return true
-      }
-      if !process.isRunning { return false }
-      usleep(2_000)
+    if running.waitForStderr(containing: "mvc: paused before") {
+      running.kill()
+      _ = running.finish()
+      return true
     }
-    kill(process.processIdentifier, SIGKILL)
-    process.waitUntilExit()
+    guard running.isRunning else { return false }
+    running.kill()
+    _ = running.finish()
     Issue.record("mvc \(arguments) neither paused nor finished within 20 s")
     return false
   }
@@ -112,7 +98,7 @@ import Testing
         while index < 200 {
           try Self.copy(templateDir, to: work)
           for step in operation.setup {
-            #expect(try H.mvc(step, in: work).status == 0, "\(operation.name) setup \(step)")
+            #expect(runMVC(step, in: work).status == 0, "\(operation.name) setup \(step)")
           }
           let before = try RemoteTests.head(work)
           if index > 0 {
@@ -130,7 +116,7 @@ import Testing
           }
           tried += 1
           let model = work.appendingPathComponent("model.safetensors")
-          let status = try H.mvc(["status"], in: work)
+          let status = runMVC(["status"], in: work)
           #expect(status.status == 0, "\(operation.name) killed at event \(index): status: \(status.stderr)")
           let head = try RemoteTests.head(work)
           let bytes = Array(try Data(contentsOf: model))
@@ -140,13 +126,13 @@ import Testing
             // the old commit or the new one.
             ok = ok && bytes == template.edited
             if head != before {
-              let newest = try H.mvc(["log", "-n", "1", "--oneline"], in: work).stdout
+              let newest = runMVC(["log", "-n", "1", "--oneline"], in: work).stdout
               ok = ok && newest.contains("killed commit")
             }
           } else {
             ok = ok && template.states[head] == bytes
           }
-          let fsck = try H.mvc(["fsck"], in: work)
+          let fsck = runMVC(["fsck"], in: work)
           ok = ok && fsck.status == 0 && fsck.stdout.isEmpty
           #expect(ok, "\(operation.name) killed before I/O event \(index): HEAD \(head), fsck \(fsck.stdout)")
           if ok { survived += 1 }

@@ -1,10 +1,6 @@
 import Foundation
-import Synchronization
+import TestSupport
 import Testing
-
-#if canImport(Glibc)
-  import Glibc
-#endif
 
 // Runs the built `mvc` binary the way a user does, and compares trees of files.
 
@@ -39,131 +35,43 @@ let mvcExecutable: URL? = {
   return candidates.first { manager.isExecutableFile(atPath: $0.path) }
 }()
 
-struct MVCResult {
-  var status: Int32
-  var stdout: String
-  var stderr: String
-}
-
-/// Collects one pipe's bytes on its own thread, so a chatty child never blocks on a full pipe.
-final class PipeDrain: Sendable {
-  private let data = Mutex(Data())
-  private let done = DispatchSemaphore(value: 0)
-
-  init(_ handle: FileHandle) {
-    Thread.detachNewThread { [self] in
-      let bytes = handle.readDataToEndOfFile()
-      data.withLock { $0 = bytes }
-      done.signal()
-    }
-  }
-
-  func wait() -> String {
-    done.wait()
-    return data.withLock { String(decoding: $0, as: UTF8.self) }
-  }
-}
-
-/// Runs `mvc args` in `dir`, stdout and stderr kept apart and drained while the child runs.
-///
-/// The environment is minimal and fixed: `MVC_AUTHOR_DATE=1700000000` (stable commit ids),
-/// `HOME` = `dir` (no user git identity leaks in), `PATH`, and `OPENBLAS_CORETYPE` passed
-/// through; `environment` adds or overrides variables.
+/// Runs `mvc args` in `dir` (the one runner, `runProcessOutcome`, and its environment policy,
+/// `childEnvironment`: Tests/TestSupport/ProcessRunner.swift); `environment` adds or overrides
+/// variables. Every `fatal:`/`error:`/`hint:` line it prints is checked for readability.
 @discardableResult
 func runMVC(
   _ args: [String], in dir: URL, environment: [String: String] = [:]
 ) -> (status: Int32, stdout: String, stderr: String) {
-  guard let executable = mvcExecutable else {
-    return (-1, "", "test harness: no built mvc executable found beside \(CommandLine.arguments.first ?? "?")")
-  }
-  return runProcess(executable, args, in: dir, environment: mvcEnvironment(dir: dir, extra: environment))
+  runMVCOutcome(args, in: dir, environment: environment, timeout: nil).tuple
 }
 
-func mvcEnvironment(dir: URL, extra: [String: String]) -> [String: String] {
-  let inherited = ProcessInfo.processInfo.environment
-  var env: [String: String] = [
-    "MVC_AUTHOR_DATE": "1700000000",
-    "HOME": dir.path,
-    "XDG_CONFIG_HOME": dir.appendingPathComponent(".config").path,
-    "PATH": inherited["PATH"] ?? "/usr/bin:/bin",
-    "LANG": "C.UTF-8",
-  ]
-  if let core = inherited["OPENBLAS_CORETYPE"] { env["OPENBLAS_CORETYPE"] = core }
-  for (key, value) in extra { env[key] = value }
-  return env
-}
-
-func runProcess(
-  _ executable: URL, _ args: [String], in dir: URL, environment: [String: String]
-) -> (status: Int32, stdout: String, stderr: String) {
-  runProcessOutcome(executable, args, in: dir, environment: environment).tuple
-}
-
-/// How a child ended: its exit status, or the signal that killed it, and whether the harness
-/// killed it for running past `timeout`.
-struct ProcessOutcome {
-  /// The exit status, or 128 + the signal's number, as a shell reports it.
-  var status: Int32
-  var stdout: String
-  var stderr: String
-  /// The signal the child died of (its own, not the harness's SIGKILL after a timeout).
-  var signal: Int32?
-  /// The harness killed the child: it hung.
-  var timedOut: Bool
-
-  var tuple: (status: Int32, stdout: String, stderr: String) { (status, stdout, stderr) }
-
-  /// One line for a test failure message.
-  var summary: String {
-    let end = timedOut ? "timed out" : signal.map { "killed by signal \($0)" } ?? "exit \(status)"
-    return "\(end); stderr: \(stderr.prefix(600))"
-  }
-}
-
-func runProcessOutcome(
-  _ executable: URL, _ args: [String], in dir: URL, environment: [String: String], timeout: TimeInterval? = nil
+/// Runs `mvc args` like `runMVC`, reporting signals and hangs (killed after `timeout` seconds).
+func runMVCOutcome(
+  _ args: [String], in dir: URL, environment: [String: String] = [:], timeout: TimeInterval? = 120
 ) -> ProcessOutcome {
-  let process = Process()
-  process.executableURL = executable
-  process.arguments = args
-  process.currentDirectoryURL = dir
-  process.environment = environment
-  let out = Pipe()
-  let err = Pipe()
-  process.standardOutput = out
-  process.standardError = err
-  process.standardInput = FileHandle.nullDevice
-  do {
-    try process.run()
-  } catch {
+  guard let executable = mvcExecutable else {
     return ProcessOutcome(
-      status: -1, stdout: "", stderr: "test harness: cannot start \(executable.path): \(error)", signal: nil,
-      timedOut: false)
+      status: -1, stdout: "",
+      stderr: "test harness: no built mvc executable beside \(CommandLine.arguments.first ?? "?")")
   }
-  // Our copies of the write ends must close, or the readers never see EOF.
-  try? out.fileHandleForWriting.close()
-  try? err.fileHandleForWriting.close()
-  let timedOut = TimeoutFlag()
-  if let timeout {
-    let pid = process.processIdentifier
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout) {
-      if process.isRunning {
-        timedOut.set()
-        kill(pid, SIGKILL)
-      }
-    }
+  let outcome = runProcessOutcome(executable, args, in: dir, environment: environment, timeout: timeout)
+  checkDiagnosticsAreReadable(outcome.stderr, command: ["mvc"] + args)
+  return outcome
+}
+
+/// Starts `mvc args` in `dir` for a test that acts on it while it runs (kills it, fills the disk
+/// under it); `finishMVC()` waits for it and checks its diagnostics as `runMVC` does.
+func startMVC(_ args: [String], in dir: URL, environment: [String: String] = [:]) throws -> RunningProcess {
+  guard let executable = mvcExecutable else { throw FixtureError("test harness: no built mvc executable") }
+  return try RunningProcess(executable, args, in: dir, environment: environment)
+}
+
+extension RunningProcess {
+  func finishMVC() -> ProcessOutcome {
+    let outcome = finish()
+    checkDiagnosticsAreReadable(outcome.stderr, command: ["mvc"] + (process.arguments ?? []))
+    return outcome
   }
-  let stdoutDrain = PipeDrain(out.fileHandleForReading)
-  let stderrDrain = PipeDrain(err.fileHandleForReading)
-  let stdoutText = stdoutDrain.wait()
-  let stderrText = stderrDrain.wait()
-  process.waitUntilExit()
-  let signaled = process.terminationReason == .uncaughtSignal
-  checkDiagnosticsAreReadable(stderrText, command: [executable.lastPathComponent] + args)
-  return ProcessOutcome(
-    status: signaled ? 128 + process.terminationStatus : process.terminationStatus, stdout: stdoutText,
-    stderr: stderrText, signal: signaled && !timedOut.isSet ? process.terminationStatus : nil,
-    timedOut: timedOut.isSet)
 }
 
 /// Every `fatal:`, `error:` and `hint:` line any test makes mvc print says what went wrong in
@@ -179,37 +87,10 @@ func checkDiagnosticsAreReadable(_ stderr: String, command: [String]) {
   }
 }
 
-/// Set once from the timeout's queue, read after the child ended.
-private final class TimeoutFlag: Sendable {
-  private let value = Mutex(false)
-  func set() { value.withLock { $0 = true } }
-  var isSet: Bool { value.withLock { $0 } }
-}
-
-/// Runs `mvc args` like `runMVC`, reporting signals and hangs (killed after `timeout` seconds).
-func runMVCOutcome(
-  _ args: [String], in dir: URL, environment: [String: String] = [:], timeout: TimeInterval = 120
-) -> ProcessOutcome {
-  guard let executable = mvcExecutable else {
-    return ProcessOutcome(
-      status: -1, stdout: "", stderr: "test harness: no built mvc executable", signal: nil, timedOut: false)
-  }
-  return runProcessOutcome(
-    executable, args, in: dir, environment: mvcEnvironment(dir: dir, extra: environment), timeout: timeout)
-}
-
-/// `git` on PATH, or nil (tests that need it skip).
-let gitExecutable: URL? = {
-  for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-    let url = URL(fileURLWithPath: String(dir)).appendingPathComponent("git")
-    if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-  }
-  return nil
-}()
-
+/// Runs `git args` in `dir` (same runner and environment as mvc).
 func runGit(_ args: [String], in dir: URL) -> (status: Int32, stdout: String, stderr: String) {
   guard let git = gitExecutable else { return (-1, "", "git not found") }
-  return runProcess(git, args, in: dir, environment: mvcEnvironment(dir: dir, extra: [:]))
+  return runProcessOutcome(git, args, in: dir).tuple
 }
 
 // MARK: Trees and bytes

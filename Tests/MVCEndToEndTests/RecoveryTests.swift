@@ -67,7 +67,6 @@ struct RecoveryTests {
       let commit = runMVC(["commit", "-m", "first edit"], in: dir)
       expectSuccess(commit, "commit after init --reference-base")
       try #require(commit.status == 0)
-      guard commit.status == 0 else { return }
       s.states.append(try snapshot(s.model))
       expectSuccess(runMVC(["checkout", "HEAD~1"], in: dir))
       try s.expectWorkingState(0, "base")

@@ -12,10 +12,13 @@ import Testing
     var commits: [(id: String, bytes: [UInt8])] = []
   }
 
+  /// Commit dates one second apart, so that each commit has a later date than its parent.
+  static func authorDate(_ seconds: Int64) -> [String: String] { ["MVC_AUTHOR_DATE": "@\(seconds)"] }
+
   static func bytes(_ url: URL) throws -> [UInt8] { Array(try Data(contentsOf: url)) }
 
   static func head(_ root: URL) throws -> String {
-    try H.git(["--git-dir=\(root.path)/.mvc", "rev-parse", "HEAD"], in: root).stdout
+    runGit(["--git-dir=\(root.path)/.mvc", "rev-parse", "HEAD"], in: root).stdout
       .trimmingCharacters(in: .whitespacesAndNewlines)
   }
 
@@ -23,19 +26,20 @@ import Testing
   static func commitEdit(
     _ tensors: inout [FixtureTensor], in root: URL, step: Int, sourceLocation: SourceLocation = #_sourceLocation
   ) throws -> (String, [UInt8]) {
-    H.edit(&tensors, index: [0, 1, 3, 4][step % 4], rank: step % 3 == 0 ? 2 : 1, seed: UInt64(100 + step))
+    applyLowRankEdit(&tensors, index: [0, 1, 3, 4][step % 4], rank: step % 3 == 0 ? 2 : 1, seed: UInt64(100 + step))
     let model = root.appendingPathComponent("model.safetensors")
     try writeSafetensors(tensors, to: model)
-    let result = try H.mvc(["commit", "-q", "-m", "edit \(step)"], in: root, time: t0 + Int64(step) + 1)
+    let result = runMVC(
+      ["commit", "-q", "-m", "edit \(step)"], in: root, environment: authorDate(t0 + Int64(step) + 1))
     #expect(result.status == 0, "commit \(step): \(result.stderr)", sourceLocation: sourceLocation)
     return (try head(root), try bytes(model))
   }
 
   static func expectClean(_ root: URL, sourceLocation: SourceLocation = #_sourceLocation) throws {
-    let fsck = try H.mvc(["fsck", "--full"], in: root)
+    let fsck = runMVC(["fsck", "--full"], in: root)
     #expect(fsck.status == 0, "mvc fsck --full: \(fsck.stdout) \(fsck.stderr)", sourceLocation: sourceLocation)
     #expect(fsck.stdout == "", sourceLocation: sourceLocation)
-    let git = try H.git(["--git-dir=\(root.path)/.mvc", "fsck", "--strict"], in: root)
+    let git = runGit(["--git-dir=\(root.path)/.mvc", "fsck", "--strict"], in: root)
     #expect(git.status == 0, "git fsck: \(git.stdout) \(git.stderr)", sourceLocation: sourceLocation)
   }
 
@@ -49,22 +53,22 @@ import Testing
     var tensors = transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 11)
     let model = work.appendingPathComponent("model.safetensors")
     try writeSafetensors(tensors, to: model)
-    #expect(try H.mvc(["init", "-q", "model.safetensors"], in: work, time: t0).status == 0)
+    #expect(runMVC(["init", "-q", "model.safetensors"], in: work, environment: authorDate(t0)).status == 0)
     var history: [(String, [UInt8])] = [(try head(work), try bytes(model))]
     for step in 0..<commitCount { history.append(try commitEdit(&tensors, in: work, step: step)) }
 
-    #expect(try H.mvc(["remote", "add", "origin", url], in: work).status == 0)
-    let listed = try H.mvc(["remote", "-v"], in: work)
+    #expect(runMVC(["remote", "add", "origin", url], in: work).status == 0)
+    let listed = runMVC(["remote", "-v"], in: work)
     #expect(listed.stdout == "origin\t\(url) (fetch)\norigin\t\(url) (push)\n")
 
     let pushStart = Date()
-    let push = try H.mvc(["push"], in: work)
+    let push = runMVC(["push"], in: work)
     let pushTime = seconds(since: pushStart)
     try #require(push.status == 0, "push: \(push.stderr)")
     #expect(!push.stderr.contains("warning:"))
 
     let cloneStart = Date()
-    let cloned = try H.mvc(["clone", url, clone.path], in: dir)
+    let cloned = runMVC(["clone", url, clone.path], in: dir)
     let cloneTime = seconds(since: cloneStart)
     try #require(cloned.status == 0, "clone: \(cloned.stderr)")
     #expect(try head(clone) == history.last?.0)
@@ -73,25 +77,25 @@ import Testing
 
     let checkoutStart = Date()
     for (id, expected) in history {
-      let result = try H.mvc(["checkout", "-q", id], in: clone)
+      let result = runMVC(["checkout", "-q", id], in: clone)
       #expect(result.status == 0, "checkout \(id): \(result.stderr)")
       #expect(try bytes(cloneModel) == expected, "commit \(id) differs in the clone")
     }
     let checkoutTime = seconds(since: checkoutStart)
-    #expect(try H.mvc(["checkout", "-q", "main"], in: clone).status == 0)
+    #expect(runMVC(["checkout", "-q", "main"], in: clone).status == 0)
 
     // Two more commits at origin, then a fast-forward pull.
     for step in commitCount..<(commitCount + 2) { history.append(try commitEdit(&tensors, in: work, step: step)) }
-    #expect(try H.mvc(["push", "-q"], in: work).status == 0)
+    #expect(runMVC(["push", "-q"], in: work).status == 0)
     let pullStart = Date()
-    let pull = try H.mvc(["pull"], in: clone)
+    let pull = runMVC(["pull"], in: clone)
     let pullTime = seconds(since: pullStart)
     #expect(pull.status == 0, "pull: \(pull.stderr)")
     #expect(pull.stderr.contains("Fast-forward"))
     #expect(try head(clone) == history.last?.0)
     #expect(try bytes(cloneModel) == history.last?.1)
-    #expect(try H.mvc(["status"], in: clone).stdout.contains("nothing to commit"))
-    let again = try H.mvc(["pull"], in: clone)
+    #expect(runMVC(["status"], in: clone).stdout.contains("nothing to commit"))
+    let again = runMVC(["pull"], in: clone)
     #expect(again.status == 0 && again.stderr.contains("Already up to date"))
 
     let fsckStart = Date()
@@ -100,38 +104,38 @@ import Testing
     let fsckTime = seconds(since: fsckStart)
 
     // gc: no growth on disk, and everything still checks out.
-    let gc = try H.mvc(["gc", "-q"], in: clone)
+    let gc = runMVC(["gc", "-q"], in: clone)
     #expect(gc.status == 0, "gc: \(gc.stderr)")
     let figures = gc.stdout.split(separator: " ").compactMap { Int($0) }
     try #require(figures.count == 2, "gc output: \(gc.stdout)")
     #expect(figures[1] <= figures[0], "gc grew .mvc from \(figures[0]) to \(figures[1]) bytes")
-    let gcWork = try H.mvc(["gc", "-q"], in: work)
+    let gcWork = runMVC(["gc", "-q"], in: work)
     #expect(gcWork.status == 0, "gc: \(gcWork.stderr)")
     for (id, expected) in [history[0], history[history.count / 2], history[history.count - 1]] {
-      #expect(try H.mvc(["checkout", "-q", id], in: clone).status == 0)
+      #expect(runMVC(["checkout", "-q", id], in: clone).status == 0)
       #expect(try bytes(cloneModel) == expected)
     }
-    #expect(try H.mvc(["checkout", "-q", "main"], in: clone).status == 0)
+    #expect(runMVC(["checkout", "-q", "main"], in: clone).status == 0)
     try expectClean(clone)
     try expectClean(work)
 
     // Diverged histories: pull refuses and points at merge; push is rejected.
     _ = try commitEdit(&tensors, in: work, step: 90)
-    #expect(try H.mvc(["push", "-q"], in: work).status == 0)
+    #expect(runMVC(["push", "-q"], in: work).status == 0)
     var other = tensors
     let before = try bytes(cloneModel)
     _ = try commitEdit(&other, in: clone, step: 91)
-    let diverged = try H.mvc(["pull"], in: clone)
+    let diverged = runMVC(["pull"], in: clone)
     #expect(diverged.status == 128)
     #expect(diverged.stderr.hasPrefix("fatal: "))
     #expect(diverged.stderr.contains("mvc merge"))
     #expect(try bytes(cloneModel) != before)  // the clone's own commit stays
-    let rejected = try H.mvc(["push"], in: clone)
+    let rejected = runMVC(["push"], in: clone)
     #expect(rejected.status == 128)
     #expect(rejected.stderr.hasPrefix("fatal: failed to push"), "\(rejected.stderr)")
-    let rebase = try H.mvc(["pull", "--rebase"], in: clone)
+    let rebase = runMVC(["pull", "--rebase"], in: clone)
     #expect(rebase.status == 0, "pull --rebase: \(rebase.stderr)")
-    #expect(try H.mvc(["push", "-q"], in: clone).status == 0)
+    #expect(runMVC(["push", "-q"], in: clone).status == 0)
 
     print(
       "[\(label)] \(commitCount + 1) commits, model \(history[0].1.count) bytes: push \(pushTime), clone \(cloneTime), "
@@ -141,19 +145,14 @@ import Testing
 
   @Test(
     .enabled(
-      if: { () -> Bool in
-        if let reason = RemoteHarness.gitDaemonUnavailableReason {
-          print("SKIPPED roundTripOverGitDaemon: \(reason)")
-          return false
-        }
-        return true
-      }(), "needs git daemon (reason printed)"))
+      if: RemoteHarness.gitDaemonUnavailableReason == nil,
+      Comment(rawValue: RemoteHarness.gitDaemonUnavailableReason ?? "")))
   func roundTripOverGitDaemon() throws {
     try withTemporaryDirectory { dir in
       let served = dir.appendingPathComponent("srv")
       try FileManager.default.createDirectory(at: served, withIntermediateDirectories: true)
       #expect(
-        try H.git(["init", "-q", "--bare", served.appendingPathComponent("models.git").path], in: dir).status == 0)
+        runGit(["init", "-q", "--bare", served.appendingPathComponent("models.git").path], in: dir).status == 0)
       let daemon = try H.startGitDaemon(basePath: served, probe: "models.git")
       defer { daemon.stop() }
       try Self.roundTrip(url: daemon.url("models.git"), in: dir, commitCount: 20, label: "git://")
@@ -163,7 +162,7 @@ import Testing
   @Test func roundTripThroughABareRepositoryPath() throws {
     try withTemporaryDirectory { dir in
       let bare = dir.appendingPathComponent("origin.git")
-      #expect(try H.git(["init", "-q", "--bare", bare.path], in: dir).status == 0)
+      #expect(runGit(["init", "-q", "--bare", bare.path], in: dir).status == 0)
       try Self.roundTrip(url: bare.path, in: dir, commitCount: 6, label: "path")
     }
   }
@@ -174,37 +173,37 @@ import Testing
       try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
       var tensors = transformerFixture(blocks: 1, hidden: 16, intermediate: 48, seed: 5)
       try writeSafetensors(tensors, to: work.appendingPathComponent("model.safetensors"))
-      #expect(try H.mvc(["init", "-q", "model.safetensors"], in: work).status == 0)
+      #expect(runMVC(["init", "-q", "model.safetensors"], in: work).status == 0)
       let bare = dir.appendingPathComponent("o.git")
-      #expect(try H.git(["init", "-q", "--bare", bare.path], in: dir).status == 0)
-      #expect(try H.mvc(["remote", "add", "origin", bare.path], in: work).status == 0)
-      #expect(try H.mvc(["push", "-q"], in: work).status == 0)
+      #expect(runGit(["init", "-q", "--bare", bare.path], in: dir).status == 0)
+      #expect(runMVC(["remote", "add", "origin", bare.path], in: work).status == 0)
+      #expect(runMVC(["push", "-q"], in: work).status == 0)
       let clone = dir.appendingPathComponent("c")
-      #expect(try H.mvc(["clone", "-q", bare.path, clone.path], in: dir).status == 0)
+      #expect(runMVC(["clone", "-q", bare.path, clone.path], in: dir).status == 0)
       _ = try Self.commitEdit(&tensors, in: work, step: 1)
-      #expect(try H.mvc(["push", "-q"], in: work).status == 0)
+      #expect(runMVC(["push", "-q"], in: work).status == 0)
 
       var local = transformerFixture(blocks: 1, hidden: 16, intermediate: 48, seed: 5)
-      H.edit(&local, index: 1, rank: 1, seed: 77)
+      applyLowRankEdit(&local, index: 1, rank: 1, seed: 77)
       let cloneModel = clone.appendingPathComponent("model.safetensors")
       try writeSafetensors(local, to: cloneModel)
       let dirty = try Self.bytes(cloneModel)
-      let refused = try H.mvc(["pull"], in: clone)
+      let refused = runMVC(["pull"], in: clone)
       #expect(refused.status == 128)
       #expect(refused.stderr.hasPrefix("fatal: "))
       #expect(try Self.bytes(cloneModel) == dirty)
 
-      let missing = try H.mvc(["push", "nowhere"], in: work)
+      let missing = runMVC(["push", "nowhere"], in: work)
       #expect(missing.status == 128 && missing.stderr.hasPrefix("fatal: no such remote 'nowhere'"))
-      let duplicate = try H.mvc(["remote", "add", "origin", "/x"], in: work)
+      let duplicate = runMVC(["remote", "add", "origin", "/x"], in: work)
       #expect(duplicate.status == 128 && duplicate.stderr.contains("already exists"))
-      #expect(try H.mvc(["remote", "add", "dead", dir.appendingPathComponent("none.git").path], in: work).status == 0)
-      let unreachable = try H.mvc(["fetch", "dead"], in: work)
+      #expect(runMVC(["remote", "add", "dead", dir.appendingPathComponent("none.git").path], in: work).status == 0)
+      let unreachable = runMVC(["fetch", "dead"], in: work)
       #expect(unreachable.status == 128)
       #expect(unreachable.stderr.contains("none.git"), "\(unreachable.stderr)")
-      #expect(try H.mvc(["remote", "remove", "dead"], in: work).status == 0)
-      #expect(try H.mvc(["remote"], in: work).stdout == "origin\n")
-      let occupied = try H.mvc(["clone", bare.path, clone.path], in: dir)
+      #expect(runMVC(["remote", "remove", "dead"], in: work).status == 0)
+      #expect(runMVC(["remote"], in: work).stdout == "origin\n")
+      let occupied = runMVC(["clone", bare.path, clone.path], in: dir)
       #expect(occupied.status == 128 && occupied.stderr.contains("already exists"))
     }
   }
@@ -217,22 +216,22 @@ import Testing
       try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
       var tensors = transformerFixture(blocks: 1, hidden: 16, intermediate: 48, seed: 5)
       try writeSafetensors(tensors, to: work.appendingPathComponent("model.safetensors"))
-      #expect(try H.mvc(["init", "-q", "model.safetensors"], in: work).status == 0)
+      #expect(runMVC(["init", "-q", "model.safetensors"], in: work).status == 0)
       let bare = dir.appendingPathComponent("o.git")
-      #expect(try H.git(["init", "-q", "--bare", bare.path], in: dir).status == 0)
-      #expect(try H.mvc(["remote", "add", "origin", bare.path], in: work).status == 0)
-      #expect(try H.mvc(["push", "-q"], in: work).status == 0)
+      #expect(runGit(["init", "-q", "--bare", bare.path], in: dir).status == 0)
+      #expect(runMVC(["remote", "add", "origin", bare.path], in: work).status == 0)
+      #expect(runMVC(["push", "-q"], in: work).status == 0)
       let clone = dir.appendingPathComponent("c")
-      #expect(try H.mvc(["clone", "-q", bare.path, clone.path], in: dir).status == 0)
+      #expect(runMVC(["clone", "-q", bare.path, clone.path], in: dir).status == 0)
       _ = try Self.commitEdit(&tensors, in: work, step: 4)  // tensor 0
-      #expect(try H.mvc(["push", "-q"], in: work).status == 0)
+      #expect(runMVC(["push", "-q"], in: work).status == 0)
       var theirs = transformerFixture(blocks: 1, hidden: 16, intermediate: 48, seed: 5)
       _ = try Self.commitEdit(&theirs, in: clone, step: 5)  // tensor 1, on the clone
-      let diverged = try H.mvc(["pull"], in: clone)
+      let diverged = runMVC(["pull"], in: clone)
       #expect(diverged.status == 128 && diverged.stderr.contains("diverged"), "\(diverged.stderr)")
-      let rebased = try H.mvc(["pull", "--rebase"], in: clone)
+      let rebased = runMVC(["pull", "--rebase"], in: clone)
       #expect(rebased.status == 0, "\(rebased.stderr)")
-      let log = try H.mvc(["log", "--oneline"], in: clone).stdout.split(separator: "\n")
+      let log = runMVC(["log", "--oneline"], in: clone).stdout.split(separator: "\n")
       #expect(log.count == 3)  // base, the remote's edit, the replayed local edit
       #expect(log.first?.hasSuffix("edit 5") == true)
       // Each edit touched its own tensor, so the rebased model holds both exactly.
@@ -255,11 +254,11 @@ import Testing
       try writeSafetensors(fixture, to: work.appendingPathComponent("model.safetensors"))
       try writeSafetensors(fixture, to: dir.appendingPathComponent("base.safetensors"))
       let base = dir.appendingPathComponent("base.safetensors").path
-      #expect(try H.mvc(["init", "-q", "model.safetensors", "--reference-base", base], in: work).status == 0)
+      #expect(runMVC(["init", "-q", "model.safetensors", "--reference-base", base], in: work).status == 0)
       let bare = dir.appendingPathComponent("o.git")
-      #expect(try H.git(["init", "-q", "--bare", bare.path], in: dir).status == 0)
-      #expect(try H.mvc(["remote", "add", "origin", bare.path], in: work).status == 0)
-      let push = try H.mvc(["push", "-q"], in: work)
+      #expect(runGit(["init", "-q", "--bare", bare.path], in: dir).status == 0)
+      #expect(runMVC(["remote", "add", "origin", bare.path], in: work).status == 0)
+      let push = runMVC(["push", "-q"], in: work)
       #expect(push.status == 0)
       #expect(push.stderr.hasPrefix("warning: the base model is stored by reference"), "\(push.stderr)")
     }
@@ -269,16 +268,16 @@ import Testing
     try withTemporaryDirectory { dir in
       var tensors = transformerFixture(blocks: 1, hidden: 16, intermediate: 48, seed: 9)
       try writeSafetensors(tensors, to: dir.appendingPathComponent("model.safetensors"))
-      #expect(try H.mvc(["init", "-q", "model.safetensors"], in: dir).status == 0)
+      #expect(runMVC(["init", "-q", "model.safetensors"], in: dir).status == 0)
       _ = try Self.commitEdit(&tensors, in: dir, step: 0)
       try Self.expectClean(dir)
       // Remove the blob of the edited tensor's u.zst from the newest commit.
-      let blob = try H.git(
+      let blob = runGit(
         ["--git-dir=.mvc", "rev-parse", "HEAD:tensors/model.layers.0.mlp.up_proj.weight/u.zst"], in: dir
       ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
       let path = dir.appendingPathComponent(".mvc/objects/\(blob.prefix(2))/\(blob.dropFirst(2))")
       try FileManager.default.removeItem(at: path)
-      let fsck = try H.mvc(["fsck", "--full"], in: dir)
+      let fsck = runMVC(["fsck", "--full"], in: dir)
       #expect(fsck.status == 1)
       #expect(fsck.stdout.contains(blob), "\(fsck.stdout)")
     }

@@ -46,26 +46,8 @@ extension EditRepository {
     let targetContents = try contents(of: target)
     let targetHashes = try timed("target hashes") { try tensorHashes(at: target) }
 
-    var working: WorkingModel?
-    do {
-      working = try WorkingModel(path: modelPath)
-    } catch {
-      // A missing or unreadable working model can be rewritten, but only on request.
-      if !force { throw error }
-    }
-    var currentHashes: [String: String] = [:]
-    var hashedStats: [FileStat] = []
-    if let working {
-      (currentHashes, hashedStats) = try timed("working hashes") {
-        try hashedWorkingModel(working, trustCache: !rehash)
-      }
-      if !force, let headCommit = headState.commit {
-        let status = try status(of: working, against: headCommit, head: headState, hashes: currentHashes)
-        if !status.isClean {
-          throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name))
-        }
-      }
-    }
+    let (working, currentHashes, hashedStats) = try hashedCleanWorkingModel(
+      force: force, rehash: rehash, head: headState)
     // The branch moves from where it is now (compare-and-swap when HEAD moves).
     var branchTip: ObjectID?
     if let name = attach.branchName {
@@ -111,36 +93,71 @@ extension EditRepository {
         }
       }
     } catch {
-      // Put back what was written (the old state is committed), through the same descriptors,
-      // so a failed command leaves the working model as it was; if even that fails, the journal
-      // makes the next command finish the move instead.
-      let headTensors = headState.commit.flatMap { try? tensorHashes(at: $0) } ?? [:]
-      if case RepositoryError.fileReplaced = error {
-        // Another program is writing the file: putting old bytes back would overwrite its work,
-        // and finishing the move later would too. Leave both (status shows the file as it is).
-        try? FileManager.default.removeItem(atPath: journalPath)
-      } else if inPlace, let headCommit = headState.commit, let working,
-        let unhooked = try? openForRewrite(working, holding: toRewrite, hashedAt: nil, hooked: false),
-        (try? rewriteInPlace(
-          working, writers: unhooked, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit,
-          stats: hashedStats, checkingUnchanged: false)) != nil
-      {
-        try? FileManager.default.removeItem(atPath: journalPath)
-      } else if !inPlace && replacedFiles == 0 {
-        // Whole files go through temporary files: none of the model's was replaced yet.
-        try? FileManager.default.removeItem(atPath: journalPath)
-      } else {
-        throw RepositoryError.moveIncomplete(
-          journal: journalPath, target: target.shortHex,
-          detail: "rewriting the working model failed and its old state could not be put back: "
-            + Self.describe(error))
-      }
+      try undoFailedRewrite(
+        error, inPlace: inPlace, working: working, tensors: toRewrite, head: headState, stats: hashedStats,
+        replacedFiles: replacedFiles, target: target)
       throw error
     }
     try timed("finish move") {
       try finishMove(journal, branchTip: branchTip, written: written, hashes: targetHashes, reflog: reflog)
     }
     return CheckoutSummary(target: target, rewrittenTensors: toRewrite, wroteWholeFiles: !inPlace)
+  }
+
+  /// The working model (nil when missing or unreadable, allowed only with `force`), its tensor
+  /// hashes and the stats of the files hashed; without `force` it must be clean against HEAD.
+  private func hashedCleanWorkingModel(
+    force: Bool, rehash: Bool, head headState: HeadState
+  ) throws -> (WorkingModel?, [String: String], [FileStat]) {
+    var working: WorkingModel?
+    do {
+      working = try WorkingModel(path: modelPath)
+    } catch {
+      // A missing or unreadable working model can be rewritten, but only on request.
+      if !force { throw error }
+    }
+    guard let working else { return (nil, [:], []) }
+    let (currentHashes, hashedStats) = try timed("working hashes") {
+      try hashedWorkingModel(working, trustCache: !rehash)
+    }
+    if !force, let headCommit = headState.commit {
+      let status = try status(of: working, against: headCommit, head: headState, hashes: currentHashes)
+      if !status.isClean {
+        throw RepositoryError.uncommittedChanges(tensors: status.entries.map(\.name))
+      }
+    }
+    return (working, currentHashes, hashedStats)
+  }
+
+  /// After rewriting the working model failed with `error`: puts back what was written (the old
+  /// state is committed), through the same descriptors, so a failed command leaves the working
+  /// model as it was, and drops the journal; if even that fails, keeps the journal, so that the
+  /// next command finishes the move instead, and throws `moveIncomplete`.
+  private func undoFailedRewrite(
+    _ error: Error, inPlace: Bool, working: WorkingModel?, tensors toRewrite: [String], head headState: HeadState,
+    stats hashedStats: [FileStat], replacedFiles: Int, target: ObjectID
+  ) throws {
+    let headTensors = headState.commit.flatMap { try? tensorHashes(at: $0) } ?? [:]
+    if case RepositoryError.fileReplaced = error {
+      // Another program is writing the file: putting old bytes back would overwrite its work,
+      // and finishing the move later would too. Leave both (status shows the file as it is).
+      try? FileManager.default.removeItem(atPath: journalPath)
+    } else if inPlace, let headCommit = headState.commit, let working,
+      let unhooked = try? openForRewrite(working, holding: toRewrite, hashedAt: nil, hooked: false),
+      (try? rewriteInPlace(
+        working, writers: unhooked, tensors: toRewrite.filter { headTensors[$0] != nil }, at: headCommit,
+        stats: hashedStats, checkingUnchanged: false)) != nil
+    {
+      try? FileManager.default.removeItem(atPath: journalPath)
+    } else if !inPlace && replacedFiles == 0 {
+      // Whole files go through temporary files: none of the model's was replaced yet.
+      try? FileManager.default.removeItem(atPath: journalPath)
+    } else {
+      throw RepositoryError.moveIncomplete(
+        journal: journalPath, target: target.shortHex,
+        detail: "rewriting the working model failed and its old state could not be put back: "
+          + Self.describe(error))
+    }
   }
 
   /// `mvc checkout REV -o PATH`: materializes REV somewhere else; HEAD and the working model

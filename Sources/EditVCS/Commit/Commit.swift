@@ -131,41 +131,17 @@ extension EditRepository {
     }
     let previous = try timed("materialize parent state") { try materialize(name, at: parent) }
     let count = rows * cols
-    // Break-even: r·(rows+cols) factor elements against rows·cols dense ones; the residual
-    // and the factors' own entropy make dense storage win a little earlier.
-    let maxRank = max(1, count / (rows + cols) / 2)
-    let delta = UnsafeMutablePointer<Float>.allocate(capacity: count)
-    let measured: (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool)
-    let factors: LowRankFactors?
-    do {
-      defer { delta.deallocate() }
-      let block = UnsafeMutableRawBufferPointer.allocate(
-        byteCount: TensorMath.blockElementCount * width, alignment: 64)
-      defer { block.deallocate() }
-      measured = try previous.withUnsafeBytes { old in
-        try TensorMath.difference(
-          newBlock: { elements in
-            let piece = UnsafeMutableRawBufferPointer(rebasing: block[0..<(elements.count * width)])
-            try file.file.read(into: piece, at: file.fileOffset(of: info) + elements.lowerBound * width)
-            return UnsafeRawBufferPointer(piece)
-          }, old: old, dtype: info.dtype, count: count, into: delta)
-      }
-      factors =
-        measured.allFinite
-        ? try timed("rank finder") {
-          try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
-        }
-        : nil
-    }
+    let (measured, factors) = try lowRankDifference(
+      of: info, in: file, from: previous, rows: rows, cols: cols, width: width)
     guard let factors else { return try storeComplete() }
     let workBytes = try file.read(info)
     // The parent's bytes are not needed past the difference: reconstruct in the same buffer.
     var reconstructed = consume previous
-    try reconstructed.withUnsafeMutableBytes { raw in
-      try factors.u.withUnsafeBufferPointer { u in
-        try factors.v.withUnsafeBufferPointer { v in
-          try TensorMath.addLowRankCanonical(
-            raw, dtype: info.dtype, rows: rows, cols: cols, u: u, v: v, rank: factors.rank)
+    reconstructed.withUnsafeMutableBytes { raw in
+      factors.u.withUnsafeBufferPointer { u in
+        factors.v.withUnsafeBufferPointer { v in
+          CanonicalRule.apply(
+            to: raw, storage: .init(info.dtype), rows: rows, cols: cols, u: u, v: v, rank: factors.rank)
         }
       }
     }
@@ -205,6 +181,38 @@ extension EditRepository {
         name: name, storage: "low_rank", rank: factors.rank, norms: norms,
         residualNonzeroCount: residual?.nonzeroCount ?? 0, storedByteCount: written.storedByteCount),
       hash: stateHash, differsFromWorkingModel: approximate)
+  }
+
+  /// `W_work − W_parent` (the working bytes read from `file` a block at a time, beside the
+  /// parent's bytes and the Float32 difference), its noise and norms, and its factors from the
+  /// rank finder: nil when the change is not finite or not low-rank.
+  private func lowRankDifference(
+    of info: TensorInfo, in file: SafetensorsFile, from previous: [UInt8], rows: Int, cols: Int, width: Int
+  ) throws -> (
+    measured: (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool), factors: LowRankFactors?
+  ) {
+    let count = rows * cols
+    // Break-even: r·(rows+cols) factor elements against rows·cols dense ones; the residual
+    // and the factors' own entropy make dense storage win a little earlier.
+    let maxRank = max(1, count / (rows + cols) / 2)
+    let delta = UnsafeMutablePointer<Float>.allocate(capacity: count)
+    defer { delta.deallocate() }
+    let block = UnsafeMutableRawBufferPointer.allocate(
+      byteCount: TensorMath.blockElementCount * width, alignment: 64)
+    defer { block.deallocate() }
+    let measured = try previous.withUnsafeBytes { old in
+      try TensorMath.difference(
+        newBlock: { elements in
+          let piece = UnsafeMutableRawBufferPointer(rebasing: block[0..<(elements.count * width)])
+          try file.file.read(into: piece, at: file.fileOffset(of: info) + elements.lowerBound * width)
+          return UnsafeRawBufferPointer(piece)
+        }, old: old, dtype: info.dtype, count: count, into: delta)
+    }
+    guard measured.allFinite else { return (measured, nil) }
+    let factors = try timed("rank finder") {
+      try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+    }
+    return (measured, factors)
   }
 
   func factorNorms(_ u: [Float], _ v: [Float], rows: Int, cols: Int, rank: Int, weightFrobenius: Double) throws

@@ -38,11 +38,11 @@ extension EditRepository {
       }
       switch delta.change {
       case .factors(let u, let v, let rank):
-        try bytes.withUnsafeMutableBytes { raw in
-          try u.withUnsafeBufferPointer { up in
-            try v.withUnsafeBufferPointer { vp in
-              try TensorMath.addLowRankCanonical(
-                raw, dtype: state.dtype, rows: rows, cols: cols, u: up, v: vp, rank: rank)
+        bytes.withUnsafeMutableBytes { raw in
+          u.withUnsafeBufferPointer { up in
+            v.withUnsafeBufferPointer { vp in
+              CanonicalRule.apply(
+                to: raw, storage: .init(state.dtype), rows: rows, cols: cols, u: up, v: vp, rank: rank)
             }
           }
         }

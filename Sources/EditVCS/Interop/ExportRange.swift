@@ -138,21 +138,73 @@ extension EditRepository {
   ) throws -> ExportedTensor? {
     guard let first = chain.first, let last = chain.last else { return nil }
     let startState = try storedState(fromTree, tensor: name).state
-    guard startState.dtype.isEditableFloat else {
+    try checkExportable(startState, name: name, range: (first, last), requireMatrix: requireMatrix)
+    let (steps, followsChain) = try statesAlong(chain, of: name, fromTree: fromTree, startHash: startState.hash)
+    let old = try materialize(name, at: first)
+    let new = try materialize(name, at: last)
+    let (rows, cols) = TensorMath.matrixShape(startState.shape)
+    let dtype = startState.dtype
+
+    var source = ExportedTensor.Source.concatenatedFactors
+    var (u, v, rank): ([Float], [Float], Int) = ([], [], 0)
+    if followsChain { (u, v, rank) = try concatenatedFactors(of: steps, tensor: name, rows: rows, cols: cols) }
+    let measured = try measure(
+      u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype)
+    // Each step rounds once (½ ulp) and drops a residual of about 1 ulp; more than that is signal
+    // the factors miss, so the exact difference is factorized instead.
+    let ulp = Double(Float(measured.maxAbsNew).ulp) * TensorMath.ulpScale(dtype)
+    let rounding = (2 * Double(steps.count) + 1) * ulp
+    var maxAbsError = measured.maxAbsError
+    if !followsChain || maxAbsError > rounding {
+      source = .denseDifference
+      (u, v, rank) = try factorizedDifference(
+        of: name, new: new, old: old, dtype: dtype, rows: rows, cols: cols, range: (first, last))
+    }
+    let fullRank = rank
+    var truncationError: Double?
+    if let targetRank, rank > targetRank {
+      let truncated = try truncate(u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank, tensor: name)
+      (u, v, rank) = (truncated.u, truncated.v, truncated.rank)
+      truncationError = truncated.relativeFrobeniusError
+    }
+    if source == .denseDifference || truncationError != nil {
+      maxAbsError = try measure(
+        u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype
+      )
+      .maxAbsError
+    }
+    return ExportedTensor(
+      name: name, dtype: dtype, shape: startState.shape, rows: rows, cols: cols,
+      isConv1D: startState.shape.count == 2 && ExportedTensor.isConv1DName(name), source: source,
+      stepCount: steps.count, fullRank: fullRank, rank: rank, truncationError: truncationError,
+      maxAbsError: maxAbsError, deltaFrobenius: measured.deltaFrobenius, u: u, v: v)
+  }
+
+  /// Refuses a tensor an adapter cannot carry: not a float, or (for LoRA) not 2-D.
+  private func checkExportable(
+    _ state: TensorState, name: String, range: (ObjectID, ObjectID), requireMatrix: Bool
+  ) throws {
+    guard state.dtype.isEditableFloat else {
       throw RepositoryError.invalidArgument(
-        "tensor '\(name)' is \(startState.dtype.rawValue): only float tensors can be exported as deltas"
+        "tensor '\(name)' is \(state.dtype.rawValue): only float tensors can be exported as deltas"
       )
     }
-    if requireMatrix && startState.shape.count != 2 {
+    if requireMatrix && state.shape.count != 2 {
       throw RepositoryError.invalidArgument(
-        "tensor '\(name)' has shape \(startState.shape) and changed in \(first.shortHex)..\(last.shortHex); a LoRA adapter holds 2-D weights only (use 'mvc export --delta FILE --dense')"
+        "tensor '\(name)' has shape \(state.shape) and changed in \(range.0.shortHex)..\(range.1.shortHex); a LoRA adapter holds 2-D weights only (use 'mvc export --delta FILE --dense')"
       )
     }
-    // The states the tensor went through, and whether each is a low-rank change of the one before.
+  }
+
+  /// The states the tensor went through after `chain[0]`, and whether each is a low-rank change
+  /// of the one before (then their factors, side by side, are the whole change).
+  private func statesAlong(
+    _ chain: [ObjectID], of name: String, fromTree: ObjectID, startHash: String
+  ) throws -> (steps: [StoredTensorState], followsChain: Bool) {
     var steps: [StoredTensorState] = []
     var followsChain = true
     var previousTree = fromTree
-    var previousHash = startState.hash
+    var previousHash = startHash
     for commit in chain.dropFirst() {
       guard let tree = try contents(of: commit).tensorTrees[name] else {
         throw RepositoryError.invalidArgument(
@@ -168,85 +220,65 @@ extension EditRepository {
       previousTree = tree
       previousHash = stored.state.hash
     }
-    let old = try materialize(name, at: first)
-    let new = try materialize(name, at: last)
-    let (rows, cols) = TensorMath.matrixShape(startState.shape)
-    let count = rows * cols
-    let dtype = startState.dtype
+    return (steps, followsChain)
+  }
 
-    var source = ExportedTensor.Source.concatenatedFactors
-    var u: [Float] = []
-    var v: [Float] = []
-    var rank = 0
-    if followsChain {
-      let loaded = try steps.map { try factors(of: $0, tensor: name) }
-      rank = loaded.reduce(0) { $0 + $1.rank }
-      u = [Float](repeating: 0, count: rows * rank)
-      v = [Float](repeating: 0, count: cols * rank)
-      var offset = 0
-      for f in loaded {
-        for i in 0..<rows { for k in 0..<f.rank { u[i * rank + offset + k] = f.u[i * f.rank + k] } }
-        for j in 0..<cols { for k in 0..<f.rank { v[j * rank + offset + k] = f.v[j * f.rank + k] } }
-        offset += f.rank
+  /// The low-rank steps' factors side by side: `U = [U₁ U₂ …]`, `V = [V₁ V₂ …]`.
+  private func concatenatedFactors(
+    of steps: [StoredTensorState], tensor name: String, rows: Int, cols: Int
+  ) throws -> (u: [Float], v: [Float], rank: Int) {
+    let loaded = try steps.map { try factors(of: $0, tensor: name) }
+    let rank = loaded.reduce(0) { $0 + $1.rank }
+    var u = [Float](repeating: 0, count: rows * rank)
+    var v = [Float](repeating: 0, count: cols * rank)
+    var offset = 0
+    for f in loaded {
+      for i in 0..<rows { for k in 0..<f.rank { u[i * rank + offset + k] = f.u[i * f.rank + k] } }
+      for j in 0..<cols { for k in 0..<f.rank { v[j * rank + offset + k] = f.v[j * f.rank + k] } }
+      offset += f.rank
+    }
+    return (u, v, rank)
+  }
+
+  /// `new − old` factorized by the rank finder; refused when it is not low-rank.
+  private func factorizedDifference(
+    of name: String, new: [UInt8], old: [UInt8], dtype: DType, rows: Int, cols: Int, range: (ObjectID, ObjectID)
+  ) throws -> (u: [Float], v: [Float], rank: Int) {
+    let count = rows * cols
+    let delta = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+    defer { delta.deallocate() }
+    let difference = try new.withUnsafeBytes { n in
+      try old.withUnsafeBytes { o in
+        try TensorMath.difference(new: n, old: o, dtype: dtype, count: count, into: delta)
       }
     }
-    let measured = try measure(
-      u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype)
-    // Each step rounds once (½ ulp) and drops a residual of about 1 ulp; more than that is signal
-    // the factors miss, so the exact difference is factorized instead.
-    let ulp = Double(Float(measured.maxAbsNew).ulp) * TensorMath.ulpScale(dtype)
-    let rounding = (2 * Double(steps.count) + 1) * ulp
-    var maxAbsError = measured.maxAbsError
-    if !followsChain || maxAbsError > rounding {
-      source = .denseDifference
-      let delta = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-      defer { delta.deallocate() }
-      let difference = try new.withUnsafeBytes { n in
-        try old.withUnsafeBytes { o in
-          try TensorMath.difference(new: n, old: o, dtype: dtype, count: count, into: delta)
-        }
-      }
-      let maxRank = max(1, count / max(rows + cols, 1) / 2)
-      let found: LowRankFactors?
-      do {
-        found = try Factorization.lowRank(
-          of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
-      } catch let error as ApplyError {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
-      }
-      guard let found else {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)': the difference \(first.shortHex)..\(last.shortHex) is not low-rank (rank above \(maxRank) of [\(rows), \(cols)]), so it cannot be exported as factors; use 'mvc export --delta FILE --dense'"
-        )
-      }
-      (u, v, rank) = (found.u, found.v, found.rank)
+    let maxRank = max(1, count / max(rows + cols, 1) / 2)
+    let found: LowRankFactors?
+    do {
+      found = try Factorization.lowRank(
+        of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
+    } catch let error as ApplyError {
+      throw RepositoryError.invalidArgument(
+        "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
     }
-    let fullRank = rank
-    var truncationError: Double?
-    if let targetRank, rank > targetRank {
-      let truncated: TruncatedFactors
-      do {
-        truncated = try LowRankAlgebra.truncate(
-          u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
-      } catch let error as ApplyError {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
-      }
-      (u, v, rank) = (truncated.u, truncated.v, truncated.rank)
-      truncationError = truncated.relativeFrobeniusError
-    }
-    if source == .denseDifference || truncationError != nil {
-      maxAbsError = try measure(
-        u: u, v: v, rank: rank, rows: rows, cols: cols, new: new, old: old, dtype: dtype
+    guard let found else {
+      throw RepositoryError.invalidArgument(
+        "tensor '\(name)': the difference \(range.0.shortHex)..\(range.1.shortHex) is not low-rank (rank above \(maxRank) of [\(rows), \(cols)]), so it cannot be exported as factors; use 'mvc export --delta FILE --dense'"
       )
-      .maxAbsError
     }
-    return ExportedTensor(
-      name: name, dtype: dtype, shape: startState.shape, rows: rows, cols: cols,
-      isConv1D: startState.shape.count == 2 && ExportedTensor.isConv1DName(name), source: source,
-      stepCount: steps.count, fullRank: fullRank, rank: rank, truncationError: truncationError,
-      maxAbsError: maxAbsError, deltaFrobenius: measured.deltaFrobenius, u: u, v: v)
+    return (found.u, found.v, found.rank)
+  }
+
+  /// The best rank-`targetRank` approximation of `U·Vᵀ` (`--rank`).
+  private func truncate(
+    u: [Float], v: [Float], rows: Int, cols: Int, rank: Int, to targetRank: Int, tensor name: String
+  ) throws -> TruncatedFactors {
+    do {
+      return try LowRankAlgebra.truncate(u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
+    } catch let error as ApplyError {
+      throw RepositoryError.invalidArgument(
+        "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+    }
   }
 
   /// `max |U·Vᵀ − (new − old)|`, `‖new − old‖_F` and `max |new|`, in Float64, one row block at a time.

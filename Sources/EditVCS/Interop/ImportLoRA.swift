@@ -55,36 +55,7 @@ extension EditRepository {
     let modules = Set(
       modelNames.filter { $0.hasSuffix(".weight") }.map { String($0.dropLast(".weight".count)) })
 
-    // target_modules: a list of names/suffixes, or one regular expression (PEFT's two forms).
-    var targets: [String] = []
-    var selects: (String) -> Bool
-    if let list = config["target_modules"] as? [String] {
-      targets = list
-      selects = { module in list.contains { module == $0 || module.hasSuffix("." + $0) } }
-      for target in list
-      where !modules.contains(where: { $0 == target || $0.hasSuffix("." + target) }) {
-        throw RepositoryError.deltaMismatch(
-          file: configPath, tensor: target, detail: "target module matches no weight of the model")
-      }
-    } else if let pattern = config["target_modules"] as? String {
-      targets = [pattern]
-      guard let regex = try? NSRegularExpression(pattern: "^(?:" + pattern + ")$") else {
-        throw RepositoryError.deltaMismatch(
-          file: configPath, tensor: pattern,
-          detail: "target_modules is not a valid regular expression")
-      }
-      selects = { module in
-        regex.firstMatch(in: module, range: NSRange(module.startIndex..., in: module)) != nil
-      }
-      guard modules.contains(where: selects) else {
-        throw RepositoryError.deltaMismatch(
-          file: configPath, tensor: pattern, detail: "target_modules matches no weight of the model"
-        )
-      }
-    } else {
-      throw RepositoryError.deltaMismatch(
-        file: configPath, tensor: "target_modules", detail: "is missing")
-    }
+    let (targets, selects) = try Self.targetModules(config, in: configPath, modules: modules)
 
     // Every LoRA pair must sit on a targeted module of the model, with the adapter's one scale.
     let file = try SafetensorsFile(path: weightsPath, followSymlink: true)
@@ -118,6 +89,39 @@ extension EditRepository {
     }
     let result = try commitDelta(file: weightsPath, message: message, method: "lora-import")
     return ImportResult(commit: result, touchedTensors: touched.sorted(), targetModules: targets)
+  }
+
+  /// `target_modules`, a list of names/suffixes or one regular expression (PEFT's two forms):
+  /// as written, and as a test of a module name. Each must select a weight of the model.
+  static func targetModules(
+    _ config: [String: Any], in configPath: String, modules: Set<String>
+  ) throws -> (targets: [String], selects: (String) -> Bool) {
+    if let list = config["target_modules"] as? [String] {
+      for target in list
+      where !modules.contains(where: { $0 == target || $0.hasSuffix("." + target) }) {
+        throw RepositoryError.deltaMismatch(
+          file: configPath, tensor: target, detail: "target module matches no weight of the model")
+      }
+      return (list, { module in list.contains { module == $0 || module.hasSuffix("." + $0) } })
+    } else if let pattern = config["target_modules"] as? String {
+      guard let regex = try? NSRegularExpression(pattern: "^(?:" + pattern + ")$") else {
+        throw RepositoryError.deltaMismatch(
+          file: configPath, tensor: pattern,
+          detail: "target_modules is not a valid regular expression")
+      }
+      let selects = { (module: String) in
+        regex.firstMatch(in: module, range: NSRange(module.startIndex..., in: module)) != nil
+      }
+      guard modules.contains(where: selects) else {
+        throw RepositoryError.deltaMismatch(
+          file: configPath, tensor: pattern, detail: "target_modules matches no weight of the model"
+        )
+      }
+      return ([pattern], selects)
+    } else {
+      throw RepositoryError.deltaMismatch(
+        file: configPath, tensor: "target_modules", detail: "is missing")
+    }
   }
 
   /// PEFT's `rank_pattern`/`alpha_pattern` lookup: a key matches a module when the module name

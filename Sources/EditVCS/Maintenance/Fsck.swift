@@ -54,8 +54,22 @@ extension EditRepository {
       problems.append(text.contains(journalPath) ? text : "interrupted move in '\(journalPath)' not finished: \(text)")
     }
     let tips = try referenceTips(problems: &problems)
+    let commits = try reachableCommits(from: tips, problems: &problems)
+    var objects = ObjectsSeen()
+    for commit in commits {
+      guard let info = try? git.commit(commit) else { continue }
+      checkTree(info.tree, commit: commit, seen: &objects, problems: &problems)
+      report("checking objects", objects.trees.count, objects.trees.count)
+    }
+    let wellFormed = commits.filter { checkStructure(of: $0, problems: &problems) }
+    let verified = full ? verifyStates(from: tips, wellFormed: wellFormed, problems: &problems) : 0
+    return FsckReport(
+      problems: problems, commitCount: commits.count, treeCount: objects.trees.count, blobCount: objects.blobs.count,
+      verifiedStateCount: verified)
+  }
 
-    // Commits, breadth first through all parents.
+  /// The commits reachable from `tips`, breadth first through all parents.
+  private func reachableCommits(from tips: [ObjectID], problems: inout [String]) throws -> [ObjectID] {
     var commits: [ObjectID] = []
     var seenCommits = Set<ObjectID>()
     var queue = tips
@@ -69,126 +83,125 @@ extension EditRepository {
         problems.append("missing or unreadable commit \(id.hex): \(error.message)")
       }
     }
+    return commits
+  }
 
-    // Trees and blobs.
-    var seenTrees = Set<ObjectID>()
-    var seenBlobs = Set<ObjectID>()
-    // Iteratively (an explicit stack): a hostile tree may be nested tens of thousands deep.
-    // Entry paths are built only for problems (from each node's parent), not per level, which
-    // would cost the square of the depth.
-    func visitTree(_ root: ObjectID, commit: ObjectID) {
-      var nodes: [(name: String, parent: Int)] = [("", -1)]
-      func path(_ node: Int) -> String {
-        var parts: [String] = []
-        var current = node
-        while current > 0 {
-          parts.append(nodes[current].name)
-          current = nodes[current].parent
-        }
-        let joined = parts.reversed().joined(separator: "/")
-        return joined.count > 200 ? "…" + joined.suffix(200) : joined
-      }
-      var pending: [(id: ObjectID, node: Int)] = [(root, 0)]
-      while let (id, node) = pending.popLast() {
-        guard seenTrees.insert(id).inserted else { continue }
-        do {
-          for entry in try git.readTree(id) {
-            if entry.isTree {
-              nodes.append((entry.name, node))
-              pending.append((entry.id, nodes.count - 1))
-            } else if seenBlobs.insert(entry.id).inserted {
-              do {
-                try git.withBlob(entry.id) { _ in }
-              } catch let error as GitError {
-                nodes.append((entry.name, node))
-                problems.append(
-                  "missing or unreadable blob \(entry.id.hex) ('\(path(nodes.count - 1))' in commit "
-                    + "\(commit.shortHex)): \(error.message)")
-              }
-            }
-          }
-        } catch let error as GitError {
-          problems.append(
-            "missing or unreadable tree \(id.hex) ('\(path(node))' in commit \(commit.shortHex)): \(error.message)")
-        } catch {
-          problems.append("unreadable tree \(id.hex) in commit \(commit.shortHex): \(Self.describe(error))")
-        }
-      }
-    }
-    for commit in commits {
-      guard let info = try? git.commit(commit) else { continue }
-      visitTree(info.tree, commit: commit)
-      report("checking objects", seenTrees.count, seenTrees.count)
-    }
+  /// The trees and blobs visited so far (each object is checked once).
+  private struct ObjectsSeen {
+    var trees = Set<ObjectID>()
+    var blobs = Set<ObjectID>()
+  }
 
-    // mvc structure of each commit.
-    var wellFormed: [ObjectID] = []
-    for commit in commits {
+  /// Every tree and blob under `root` is present and readable. Iteratively (an explicit stack):
+  /// a hostile tree may be nested tens of thousands deep. Entry paths are built only for problems
+  /// (from each node's parent), not per level, which would cost the square of the depth.
+  private func checkTree(_ root: ObjectID, commit: ObjectID, seen: inout ObjectsSeen, problems: inout [String]) {
+    var nodes: [(name: String, parent: Int)] = [("", -1)]
+    func path(_ node: Int) -> String {
+      var parts: [String] = []
+      var current = node
+      while current > 0 {
+        parts.append(nodes[current].name)
+        current = nodes[current].parent
+      }
+      let joined = parts.reversed().joined(separator: "/")
+      return joined.count > 200 ? "…" + joined.suffix(200) : joined
+    }
+    var pending: [(id: ObjectID, node: Int)] = [(root, 0)]
+    while let (id, node) = pending.popLast() {
+      guard seen.trees.insert(id).inserted else { continue }
       do {
-        let contents = try contents(of: commit)
-        let (layout, blobs) = try layout(of: contents)
-        var named = Set<String>()
-        for shard in layout.shards {
-          if blobs[shard.headerBlob] == nil {
-            problems.append("commit \(commit.hex): model/ has no header blob '\(shard.headerBlob)' for '\(shard.file)'")
-          }
-          named.formUnion(shard.tensors)
-        }
-        let stored = Set(contents.tensorTrees.keys)
-        for name in named.subtracting(stored).sorted() {
-          problems.append("commit \(commit.hex): layout names tensor '\(name)' but tensors/ has no state for it")
-        }
-        for name in stored.subtracting(named).sorted() {
-          problems.append("commit \(commit.hex): tensors/ has '\(name)' but the layout does not name it")
-        }
-        _ = try editRecord(of: contents)
-        var broken = false
-        for (name, tree) in contents.tensorTrees.sorted(by: { $0.key < $1.key }) {
-          do {
-            _ = try storedState(tree, tensor: name)
-          } catch {
-            problems.append("commit \(commit.hex): \(Self.describe(error))")
-            broken = true
-          }
-        }
-        if !broken { wellFormed.append(commit) }
-      } catch {
-        problems.append("commit \(commit.hex): \(Self.describe(error))")
-      }
-    }
-
-    // Every state rebuilt, oldest commits first so each step replays one change.
-    var verified = 0
-    if full {
-      let order = (try? git.walk(from: tips, reverse: true)) ?? wellFormed.reversed()
-      let wellFormedSet = Set(wellFormed)
-      var checkedTrees = Set<ObjectID>()
-      var last: [String: (hash: String, bytes: [UInt8])] = [:]
-      for (index, commit) in order.enumerated() where wellFormedSet.contains(commit) {
-        guard let contents = try? contents(of: commit) else { continue }
-        for (name, tree) in contents.tensorTrees.sorted(by: { $0.key < $1.key }) {
-          guard checkedTrees.insert(tree).inserted else { continue }
-          do {
-            let bytes: [UInt8]
-            if let previous = last[name] {
-              bytes = try materialize(
-                name, at: commit, current: CurrentBytes(hash: previous.hash, bytes: previous.bytes),
-                useSnapshots: false)
-            } else {
-              bytes = try materialize(name, at: commit, useSnapshots: false)
+        for entry in try git.readTree(id) {
+          if entry.isTree {
+            nodes.append((entry.name, node))
+            pending.append((entry.id, nodes.count - 1))
+          } else if seen.blobs.insert(entry.id).inserted {
+            do {
+              try git.withBlob(entry.id) { _ in }
+            } catch let error as GitError {
+              nodes.append((entry.name, node))
+              problems.append(
+                "missing or unreadable blob \(entry.id.hex) ('\(path(nodes.count - 1))' in commit "
+                  + "\(commit.shortHex)): \(error.message)")
             }
-            last[name] = (try storedState(tree, tensor: name).state.hash, bytes)
-            verified += 1
-          } catch {
-            problems.append("commit \(commit.hex): tensor '\(name)': \(Self.describe(error))")
           }
         }
-        report("verifying states", index + 1, order.count)
+      } catch let error as GitError {
+        problems.append(
+          "missing or unreadable tree \(id.hex) ('\(path(node))' in commit \(commit.shortHex)): \(error.message)")
+      } catch {
+        problems.append("unreadable tree \(id.hex) in commit \(commit.shortHex): \(Self.describe(error))")
       }
     }
-    return FsckReport(
-      problems: problems, commitCount: commits.count, treeCount: seenTrees.count, blobCount: seenBlobs.count,
-      verifiedStateCount: verified)
+  }
+
+  /// The mvc structure of one commit: its layout and its tensor trees name the same tensors, and
+  /// every state decodes. True when the commit is well formed.
+  private func checkStructure(of commit: ObjectID, problems: inout [String]) -> Bool {
+    do {
+      let contents = try contents(of: commit)
+      let (layout, blobs) = try layout(of: contents)
+      var named = Set<String>()
+      for shard in layout.shards {
+        if blobs[shard.headerBlob] == nil {
+          problems.append("commit \(commit.hex): model/ has no header blob '\(shard.headerBlob)' for '\(shard.file)'")
+        }
+        named.formUnion(shard.tensors)
+      }
+      let stored = Set(contents.tensorTrees.keys)
+      for name in named.subtracting(stored).sorted() {
+        problems.append("commit \(commit.hex): layout names tensor '\(name)' but tensors/ has no state for it")
+      }
+      for name in stored.subtracting(named).sorted() {
+        problems.append("commit \(commit.hex): tensors/ has '\(name)' but the layout does not name it")
+      }
+      _ = try editRecord(of: contents)
+      var broken = false
+      for (name, tree) in contents.tensorTrees.sorted(by: { $0.key < $1.key }) {
+        do {
+          _ = try storedState(tree, tensor: name)
+        } catch {
+          problems.append("commit \(commit.hex): \(Self.describe(error))")
+          broken = true
+        }
+      }
+      return !broken
+    } catch {
+      problems.append("commit \(commit.hex): \(Self.describe(error))")
+      return false
+    }
+  }
+
+  /// `fsck --full`: every state rebuilt, oldest commits first so each step replays one change.
+  /// Returns the number of states verified.
+  private func verifyStates(from tips: [ObjectID], wellFormed: [ObjectID], problems: inout [String]) -> Int {
+    var verified = 0
+    let order = (try? git.walk(from: tips, reverse: true)) ?? wellFormed.reversed()
+    let wellFormedSet = Set(wellFormed)
+    var checkedTrees = Set<ObjectID>()
+    var last: [String: (hash: String, bytes: [UInt8])] = [:]
+    for (index, commit) in order.enumerated() where wellFormedSet.contains(commit) {
+      guard let contents = try? contents(of: commit) else { continue }
+      for (name, tree) in contents.tensorTrees.sorted(by: { $0.key < $1.key }) {
+        guard checkedTrees.insert(tree).inserted else { continue }
+        do {
+          let bytes: [UInt8]
+          if let previous = last[name] {
+            bytes = try materialize(
+              name, at: commit, current: CurrentBytes(hash: previous.hash, bytes: previous.bytes),
+              useSnapshots: false)
+          } else {
+            bytes = try materialize(name, at: commit, useSnapshots: false)
+          }
+          last[name] = (try storedState(tree, tensor: name).state.hash, bytes)
+          verified += 1
+        } catch {
+          problems.append("commit \(commit.hex): tensor '\(name)': \(Self.describe(error))")
+        }
+      }
+      report("verifying states", index + 1, order.count)
+    }
+    return verified
   }
 
   static func describe(_ error: Error) -> String {

@@ -315,6 +315,7 @@ struct TensorRebuilder: Sendable {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "states of different shapes in one chain")
     }
     let blockRows = max(1, (256 << 10) / max(1, cols * 4))
+    let binary32 = CanonicalRule.Storage(.f32)
     var cursors = [Int](repeating: 0, count: decoded.count)
     bytes.withUnsafeMutableBytes { raw in
       guard let base = raw.baseAddress else { return }
@@ -327,8 +328,8 @@ struct TensorRebuilder: Sendable {
             state.u.withUnsafeBufferPointer { u in
               state.v.withUnsafeBufferPointer { v in
                 guard let u = u.baseAddress, let v = v.baseAddress else { return }
-                TensorMath.addRankOneF32(
-                  base + elements.lowerBound * 4, rows: count, cols: cols, u: u + row, v: v)
+                CanonicalRule.addRankOneF32(
+                  base + elements.lowerBound * 4, rows: count, cols: cols, u: u + row, v: v, storage: binary32)
               }
             }
           }
@@ -352,10 +353,10 @@ struct TensorRebuilder: Sendable {
     }
     let (u, v) = try Self.decodedFactors(f)
     try bytes.withUnsafeMutableBytes { raw in
-      try u.withUnsafeBufferPointer { u in
-        try v.withUnsafeBufferPointer { v in
-          try TensorMath.addLowRankCanonical(
-            raw, dtype: state.dtype, rows: f.rows, cols: f.cols, u: u, v: v, rank: f.rank)
+      u.withUnsafeBufferPointer { u in
+        v.withUnsafeBufferPointer { v in
+          CanonicalRule.apply(
+            to: raw, storage: .init(state.dtype), rows: f.rows, cols: f.cols, u: u, v: v, rank: f.rank)
         }
       }
       if let residual = step.residual {

@@ -15,69 +15,6 @@ enum TensorMath {
     return (first, shape.dropFirst().reduce(1, *))
   }
 
-  static func rowsPerBlock(cols: Int) -> Int { max(1, blockElementCount / max(cols, 1)) }
-
-  /// The canonical reconstruction, in place: each element becomes
-  /// `round_dtype(Double(x) + Σ_r Double(u[i,r])·Double(v[j,r]))`, the sum in increasing r, no FMA,
-  /// one rounding to the stored dtype (round to nearest, ties to even).
-  static func addLowRankCanonical(
-    _ raw: UnsafeMutableRawBufferPointer, dtype: DType, rows: Int, cols: Int,
-    u: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>, rank: Int, allowFastPath: Bool = true
-  ) throws {
-    guard rank > 0 else { return }
-    guard let uBase = u.baseAddress, let vBase = v.baseAddress else { return }
-    if allowFastPath && dtype == .f32 && rank == 1, let base = raw.baseAddress {
-      addRankOneF32(base, rows: rows, cols: cols, u: uBase, v: vBase)
-      return
-    }
-    let blockRows = rowsPerBlock(cols: cols)
-    let scratch = UnsafeMutablePointer<Double>.allocate(capacity: blockRows * cols)
-    defer { scratch.deallocate() }
-    var row = 0
-    while row < rows {
-      let count = min(blockRows, rows - row)
-      let elements = (row * cols)..<((row + count) * cols)
-      let block = UnsafeMutableBufferPointer(start: scratch, count: elements.count)
-      FloatConversion.decode(UnsafeRawBufferPointer(raw), dtype: dtype, elements: elements, into: block)
-      CanonicalReconstruction.addLowRank(
-        into: scratch, rowRange: 0..<count, columnCount: cols, u: uBase + row * rank, v: vBase, rank: rank)
-      FloatConversion.encode(UnsafeBufferPointer(block), dtype: dtype, into: raw, elementOffset: elements.lowerBound)
-      row += count
-    }
-  }
-
-  /// The canonical rule for the commonest case (F32, one rank-one edit) in a single pass, without
-  /// the Float64 block: `x = round_f32(Double(x) + Double(u_i)·Double(v_j))`. The product of two
-  /// Float32 values is exact in Float64, so this is bit for bit the general path: one product, one
-  /// addition, one rounding (`Float(_:)` for finite results, the portable `f32Bits` otherwise).
-  static func addRankOneF32(
-    _ raw: UnsafeMutableRawPointer, rows: Int, cols: Int, u: UnsafePointer<Float>, v: UnsafePointer<Float>
-  ) {
-    // A row's sums go to a Float64 buffer first, so both loops are branch-free and vectorize;
-    // only a row holding an Inf/NaN sum takes the software narrowing (its NaN payload rule).
-    let sums = UnsafeMutablePointer<Double>.allocate(capacity: cols)
-    defer { sums.deallocate() }
-    for i in 0..<rows {
-      let ui = Double(u[i])
-      let row = (raw + i &* cols &* 4).assumingMemoryBound(to: UInt32.self)
-      var nonFinite: UInt64 = 0
-      for j in 0..<cols {
-        let y = Double(Float(bitPattern: UInt32(littleEndian: row[j]))) + ui * Double(v[j])
-        sums[j] = y
-        // 1 exactly when the exponent field is all ones (Inf or NaN), without a compare.
-        nonFinite |= (((y.bitPattern >> 52) & 0x7FF) &+ 1) >> 11
-      }
-      if nonFinite == 0 {
-        for j in 0..<cols { row[j] = Float(sums[j]).bitPattern.littleEndian }
-      } else {
-        for j in 0..<cols {
-          let y = sums[j]
-          row[j] = (y.isFinite ? Float(y).bitPattern : FloatConversion.f32Bits(y)).littleEndian
-        }
-      }
-    }
-  }
-
   /// `new − old` as a dense Float32 matrix, with the RMS rounding noise of `new` in its dtype
   /// and ‖old‖_F, all in one pass.
   static func difference(
