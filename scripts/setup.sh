@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages mvc builds and runs against, if any are missing.
-# Quiet and idempotent when everything is present; needs root or sudo otherwise.
+# Installs the Debian packages mvc builds and runs against, if any are missing, then the Python
+# venv of the client's tests (scripts/python_env.sh: cached outside the clone, built once;
+# MVC_NO_PYTHON=1 skips it). Quiet and idempotent when everything is present; needs root or
+# sudo for missing Debian packages.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python_env() {
+  [[ ${MVC_NO_PYTHON:-} == 1 ]] && return 0
+  bash scripts/python_env.sh >/dev/null ||
+    echo "setup.sh: the Python venv could not be built; the Python tests will be skipped" >&2
+}
 
 packages=(libgit2-dev libzstd-dev libxxhash-dev libopenblas-dev liblapacke-dev zlib1g-dev
   pkg-config git time)
@@ -11,7 +20,10 @@ for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ $status == "install ok installed" ]] || missing+=("$p")
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+if [[ ${#missing[@]} -eq 0 ]]; then
+  python_env
+  exit 0
+fi
 
 if [[ $(id -u) -eq 0 ]]; then
   as_root=()
@@ -27,3 +39,4 @@ echo "setup.sh: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+python_env

@@ -20,7 +20,7 @@ enum DenseKernels {
 
   static func requireFinite(_ a: [Double], input: String, rowLength: Int) throws {
     if let index = a.firstIndex(where: { !$0.isFinite }) {
-      throw EditSolverError.nonFinite(input: input, index: index, rowLength: rowLength)
+      throw ApplyError.nonFiniteInput(input: input, index: index, rowLength: rowLength)
     }
   }
 
@@ -32,7 +32,7 @@ enum DenseKernels {
     _ a: UnsafeBufferPointer<Float>, input: String, rowLength: Int
   ) throws {
     if let index = a.firstIndex(where: { !$0.isFinite }) {
-      throw EditSolverError.nonFinite(input: input, index: index, rowLength: rowLength)
+      throw ApplyError.nonFiniteInput(input: input, index: index, rowLength: rowLength)
     }
   }
 

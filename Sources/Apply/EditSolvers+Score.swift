@@ -13,9 +13,9 @@ extension EditSolvers {
   ///   - dIn: d_in.
   ///   - weightIsTransposed: whether `weights` stores Wᵀ (GPT-2 `Conv1D`).
   /// - Returns: n×d_out rows. Wraps `cblas_dgemm`.
-  /// - Throws: ``EditSolverError/invalidDimension(name:value:)``,
-  ///   ``EditSolverError/shapeMismatch(input:expected:actual:)``,
-  ///   ``EditSolverError/nonFinite(input:index:rowLength:)``.
+  /// - Throws: ``ApplyError/invalidDimension(name:value:)``,
+  ///   ``ApplyError/shapeMismatch(input:expected:actual:)``,
+  ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
   package static func project(
     keys: [Double], through weights: UnsafeBufferPointer<Float>, dOut: Int, dIn: Int,
     weightIsTransposed: Bool
@@ -39,14 +39,14 @@ extension EditSolvers {
   ///   - values: the targets v_i as n×d_out rows.
   ///   - dOut: d_out.
   /// - Returns: n retention values.
-  /// - Throws: ``EditSolverError/shapeMismatch(input:expected:actual:)``,
-  ///   ``EditSolverError/nonFinite(input:index:rowLength:)``.
+  /// - Throws: ``ApplyError/shapeMismatch(input:expected:actual:)``,
+  ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
   package static func retention(
     revisedOutputs: [Double], originalOutputs: [Double], values: [Double], dOut: Int
   ) throws -> [Double] {
     try requireDimension("d_out", dOut)
     guard !values.isEmpty, values.count % dOut == 0 else {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: "values", expected: "[n, \(dOut)] with n ≥ 1", actual: "\(values.count) elements")
     }
     let n = values.count / dOut
@@ -54,7 +54,7 @@ extension EditSolvers {
       ("revised outputs", revisedOutputs), ("original outputs", originalOutputs),
     ]
     where array.count != values.count {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: name, expected: "[\(n), \(dOut)]", actual: "\(array.count) elements")
     }
     try DenseKernels.requireFinite(values, input: "values", rowLength: dOut)
@@ -86,9 +86,9 @@ extension EditSolvers {
   ///   - keys: k_i as n×d_in rows.
   ///   - values: v_i as n×d_out rows.
   /// - Returns: n retention values (see ``retention(revisedOutputs:originalOutputs:values:dOut:)``).
-  /// - Throws: ``EditSolverError/shapeMismatch(input:expected:actual:)``,
-  ///   ``EditSolverError/invalidDimension(name:value:)``,
-  ///   ``EditSolverError/nonFinite(input:index:rowLength:)``.
+  /// - Throws: ``ApplyError/shapeMismatch(input:expected:actual:)``,
+  ///   ``ApplyError/invalidDimension(name:value:)``,
+  ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
   package static func retention(
     revised: UnsafeBufferPointer<Float>, original: UnsafeBufferPointer<Float>,
     dOut: Int, dIn: Int, weightIsTransposed: Bool, keys: [Double], values: [Double]
@@ -97,7 +97,7 @@ extension EditSolvers {
       weights: [("revised weights", revised), ("original weights", original)], dOut: dOut,
       dIn: dIn, transposed: weightIsTransposed, keys: keys, keysName: "keys")
     guard values.count == n * dOut else {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: "values", expected: "[\(n), \(dOut)]", actual: "\(values.count) elements")
     }
     let revisedOutputs = DenseKernels.project(
@@ -124,9 +124,9 @@ extension EditSolvers {
   ///   - weightIsTransposed: whether both buffers store Wᵀ.
   ///   - keys: K₀ as m×d_in rows.
   /// - Returns: the relative drift. Wraps `cblas_dgemm`.
-  /// - Throws: ``EditSolverError/shapeMismatch(input:expected:actual:)``,
-  ///   ``EditSolverError/invalidDimension(name:value:)``,
-  ///   ``EditSolverError/nonFinite(input:index:rowLength:)``.
+  /// - Throws: ``ApplyError/shapeMismatch(input:expected:actual:)``,
+  ///   ``ApplyError/invalidDimension(name:value:)``,
+  ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
   package static func preservationError(
     revised: UnsafeBufferPointer<Float>, original: UnsafeBufferPointer<Float>,
     dOut: Int, dIn: Int, weightIsTransposed: Bool, keys: [Double]
@@ -172,17 +172,17 @@ extension EditSolvers {
     try requireDimension("d_out", dOut)
     try requireDimension("d_in", dIn)
     let (count, overflow) = dOut.multipliedReportingOverflow(by: dIn)
-    guard !overflow else { throw EditSolverError.invalidDimension(name: "d_out×d_in", value: .max) }
+    guard !overflow else { throw ApplyError.invalidDimension(name: "d_out×d_in", value: .max) }
     let shape = transposed ? "[\(dIn), \(dOut)]" : "[\(dOut), \(dIn)]"
     for (name, buffer) in weights {
       guard buffer.count == count else {
-        throw EditSolverError.shapeMismatch(
+        throw ApplyError.shapeMismatch(
           input: name, expected: shape, actual: "\(buffer.count) elements")
       }
       try DenseKernels.requireFinite(buffer, input: name, rowLength: transposed ? dOut : dIn)
     }
     guard !keys.isEmpty, keys.count % dIn == 0 else {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: keysName, expected: "[n, \(dIn)] with n ≥ 1", actual: "\(keys.count) elements")
     }
     try requireDimension("n", keys.count / dIn)

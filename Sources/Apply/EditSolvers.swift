@@ -144,79 +144,6 @@ public struct EditUpdate: Sendable {
   public var storageColumnCount: Int { weightIsTransposed ? dOut : dIn }
 }
 
-/// Why an edit could not be solved. Every case is caused by the inputs, never by the code.
-public enum EditSolverError: Error, LocalizedError, Equatable, Sendable {
-  /// `input` does not have the shape the others imply.
-  case shapeMismatch(input: String, expected: String, actual: String)
-  /// A dimension is not positive or exceeds what BLAS can index (Int32).
-  case invalidDimension(name: String, value: Int)
-  /// λ or μ is out of range.
-  case invalidParameter(name: String, value: Double, requirement: String)
-  /// `input` holds NaN or ±Inf; `index` is the first such element, `rowLength` its row width.
-  case nonFinite(input: String, index: Int, rowLength: Int)
-  /// The d_in×d_in matrix `matrix` is not (numerically) positive definite. `leadingMinor` is the
-  /// 1-based order of the first non-positive leading minor (`dpotrf` info), `nil` when Cholesky
-  /// succeeded but the condition estimate `reciprocalCondition` is below the limit.
-  case covarianceNotPositiveDefinite(
-    matrix: String, dimension: Int, leadingMinor: Int?, reciprocalCondition: Double?,
-    lambda: Double)
-  /// EMMET's K_EᵀC⁻¹K_E + μI is singular: key `keyIndex` (0-based) is (nearly) a linear combination
-  /// of keys 0..<keyIndex in the C⁻¹ inner product.
-  case keysCollinear(keyIndex: Int, editCount: Int, reciprocalCondition: Double)
-  /// ROME's kᵀC⁻¹k is not positive (a zero key, or C lost definiteness in rounding).
-  case romeDenominatorNotPositive(denominator: Double)
-
-  public var errorDescription: String? {
-    switch self {
-    case .shapeMismatch(let input, let expected, let actual):
-      return "input '\(input)' has shape \(actual), expected \(expected)"
-    case .invalidDimension(let name, let value):
-      return "dimension '\(name)' is \(value), expected 1...\(Int32.max)"
-    case .invalidParameter(let name, let value, let requirement):
-      return "parameter '\(name)' is \(value), expected \(requirement)"
-    case .nonFinite(let input, let index, let rowLength):
-      let width = max(rowLength, 1)
-      return "input '\(input)' has a non-finite value at element \(index)"
-        + " (row \(index / width), column \(index % width))"
-    case .covarianceNotPositiveDefinite(let matrix, let dimension, let minor, let rcond, _):
-      if let minor {
-        return "'\(matrix)' (\(dimension)×\(dimension)) is not positive definite:"
-          + " leading minor \(minor) is not positive"
-      }
-      return "'\(matrix)' (\(dimension)×\(dimension)) is numerically singular:"
-        + " reciprocal condition \(rcond ?? 0)"
-    case .keysCollinear(let keyIndex, let editCount, let rcond):
-      return "edit key \(keyIndex) of \(editCount) is (nearly) a linear combination of keys"
-        + " 0..<\(keyIndex): K_Eᵀ·C⁻¹·K_E is singular (reciprocal condition \(rcond))"
-    case .romeDenominatorNotPositive(let denominator):
-      return "rome denominator kᵀ·C⁻¹·k is \(denominator), expected a positive value"
-    }
-  }
-
-  public var recoverySuggestion: String? {
-    switch self {
-    case .shapeMismatch:
-      return "keys are n×d_in rows, values n×d_out rows, the covariance d_in×d_in and the weight"
-        + " d_out×d_in (d_in×d_out when transposed), all row-major"
-    case .invalidDimension:
-      return "check the tensor's shape in the model file"
-    case .invalidParameter(let name, _, _):
-      return name == "lambda"
-        ? "λ is mom2_update_weight from the edit's hparams (e.g. 20000 for MEMIT on GPT-2 XL)"
-        : "μ is emmet_lambda from the edit's hparams (0.1 in the authors' code)"
-    case .nonFinite(let input, _, _):
-      return "the '\(input)' data is corrupt or overflowed when it was computed; recompute it"
-    case .covarianceNotPositiveDefinite(_, let dimension, _, _, let lambda):
-      return "λ (\(lambda)) may be too small, or the preservation keys too few: fewer than"
-        + " \(dimension) linearly independent keys make C₀ singular"
-    case .keysCollinear(let keyIndex, _, _):
-      return "drop or merge edit \(keyIndex) (duplicate subject?), or use a ridge μ > 0"
-    case .romeDenominatorNotPositive:
-      return "the edit key is zero or C is not positive definite; check the key and the covariance"
-    }
-  }
-}
-
 /// Closed-form edit solvers and the weight-only scores built on them.
 public enum EditSolvers {
   /// A factorization whose reciprocal condition estimate is below `dimension · ε` (Float64) is
@@ -240,13 +167,13 @@ public enum EditSolvers {
   ///   - problem: the weights, keys, targets, covariance, λ and μ.
   ///   - method: the update rule.
   /// - Returns: ΔW = U·Vᵀ in math orientation; see ``EditUpdate`` for the storage orientation.
-  /// - Throws: ``EditSolverError/shapeMismatch(input:expected:actual:)``,
-  ///   ``EditSolverError/invalidDimension(name:value:)``,
-  ///   ``EditSolverError/invalidParameter(name:value:requirement:)``,
-  ///   ``EditSolverError/nonFinite(input:index:rowLength:)``,
-  ///   ``EditSolverError/covarianceNotPositiveDefinite(matrix:dimension:leadingMinor:reciprocalCondition:lambda:)``,
-  ///   ``EditSolverError/keysCollinear(keyIndex:editCount:reciprocalCondition:)`` (EMMET),
-  ///   ``EditSolverError/romeDenominatorNotPositive(denominator:)`` (ROME).
+  /// - Throws: ``ApplyError/shapeMismatch(input:expected:actual:)``,
+  ///   ``ApplyError/invalidDimension(name:value:)``,
+  ///   ``ApplyError/invalidParameter(name:value:requirement:)``,
+  ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``,
+  ///   ``ApplyError/covarianceNotPositiveDefinite(matrix:dimension:leadingMinor:reciprocalCondition:lambda:)``,
+  ///   ``ApplyError/keysCollinear(keyIndex:editCount:reciprocalCondition:)`` (EMMET),
+  ///   ``ApplyError/romeDenominatorNotPositive(denominator:)`` (ROME).
   public static func solve(_ problem: EditProblem, method: EditMethod) throws -> EditUpdate {
     try validate(problem, method: method)
     let n = problem.editCount
@@ -269,7 +196,7 @@ public enum EditSolvers {
       DenseKernels.choleskySolve(factor: c, dimension: dIn, rightHandSides: &x, count: 1)
       let denominator = DenseKernels.dot(problem.keys, x)
       guard denominator > 0, denominator.isFinite else {
-        throw EditSolverError.romeDenominatorNotPositive(denominator: denominator)
+        throw ApplyError.romeDenominatorNotPositive(denominator: denominator)
       }
       let u = residualRows.map { $0 / denominator }
       let diagnostics = EditDiagnostics(
@@ -337,21 +264,21 @@ public enum EditSolvers {
   /// The uncentred second moment C₀ = K₀ᵀK₀/m of preservation keys given as rows.
   ///
   /// With fewer than `dIn` linearly independent keys the result is singular and every solver
-  /// rejects it (``EditSolverError/covarianceNotPositiveDefinite(matrix:dimension:leadingMinor:reciprocalCondition:lambda:)``).
+  /// rejects it (``ApplyError/covarianceNotPositiveDefinite(matrix:dimension:leadingMinor:reciprocalCondition:lambda:)``).
   /// - Parameters:
   ///   - keys: K₀ as rows, m×d_in row-major.
   ///   - m: the number of keys (rows).
   ///   - dIn: the key length.
   /// - Returns: C₀, d_in×d_in row-major, symmetric (both triangles filled). Wraps `cblas_dsyrk`.
-  /// - Throws: ``EditSolverError/invalidDimension(name:value:)``,
-  ///   ``EditSolverError/shapeMismatch(input:expected:actual:)``,
-  ///   ``EditSolverError/nonFinite(input:index:rowLength:)``.
+  /// - Throws: ``ApplyError/invalidDimension(name:value:)``,
+  ///   ``ApplyError/shapeMismatch(input:expected:actual:)``,
+  ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
   public static func secondMoment(ofKeys keys: [Double], count m: Int, dIn: Int) throws -> [Double] {
     try requireDimension("m", m)
     try requireDimension("d_in", dIn)
     let (count, overflow) = m.multipliedReportingOverflow(by: dIn)
     guard !overflow, keys.count == count else {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: "preservation keys", expected: "[\(m), \(dIn)]", actual: "\(keys.count) elements")
     }
     try DenseKernels.requireFinite(keys, input: "preservation keys", rowLength: dIn)
@@ -365,7 +292,7 @@ public enum EditSolvers {
 
   static func requireDimension(_ name: String, _ value: Int) throws {
     guard value > 0, value <= Int(Int32.max) else {
-      throw EditSolverError.invalidDimension(name: name, value: value)
+      throw ApplyError.invalidDimension(name: name, value: value)
     }
   }
 
@@ -375,38 +302,38 @@ public enum EditSolvers {
     let (weightCount, overflow1) = p.dOut.multipliedReportingOverflow(by: p.dIn)
     let (covarianceCount, overflow2) = p.dIn.multipliedReportingOverflow(by: p.dIn)
     guard !overflow1, !overflow2 else {
-      throw EditSolverError.invalidDimension(name: "d_out×d_in", value: Int.max)
+      throw ApplyError.invalidDimension(name: "d_out×d_in", value: Int.max)
     }
     let weightShape = p.weightIsTransposed ? "[\(p.dIn), \(p.dOut)]" : "[\(p.dOut), \(p.dIn)]"
     guard p.w0.elementCount == weightCount else {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: "w0", expected: weightShape, actual: "\(p.w0.elementCount) elements")
     }
     guard !p.keys.isEmpty, p.keys.count % p.dIn == 0 else {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: "keys", expected: "[n, \(p.dIn)] with n ≥ 1", actual: "\(p.keys.count) elements")
     }
     let n = p.editCount
     try requireDimension("n", n)
     if method == .rome && n != 1 {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: "keys", expected: "[1, \(p.dIn)] (rome edits one key)", actual: "[\(n), \(p.dIn)]")
     }
     guard p.values.count == n * p.dOut else {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: "values", expected: "[\(n), \(p.dOut)]", actual: "\(p.values.count) elements")
     }
     guard p.covariance.count == covarianceCount else {
-      throw EditSolverError.shapeMismatch(
+      throw ApplyError.shapeMismatch(
         input: "covariance", expected: "[\(p.dIn), \(p.dIn)]",
         actual: "\(p.covariance.count) elements")
     }
     guard p.lambda.isFinite, p.lambda > 0 else {
-      throw EditSolverError.invalidParameter(
+      throw ApplyError.invalidParameter(
         name: "lambda", value: p.lambda, requirement: "a finite value > 0")
     }
     guard p.mu.isFinite, p.mu >= 0 else {
-      throw EditSolverError.invalidParameter(
+      throw ApplyError.invalidParameter(
         name: "mu", value: p.mu, requirement: "a finite value ≥ 0")
     }
     let storageRowLength = p.weightIsTransposed ? p.dOut : p.dIn
@@ -447,12 +374,12 @@ public enum EditSolvers {
   ) throws -> Double {
     let result = DenseKernels.choleskyFactor(&a, dimension: dimension)
     if result.info > 0 {
-      throw EditSolverError.covarianceNotPositiveDefinite(
+      throw ApplyError.covarianceNotPositiveDefinite(
         matrix: name, dimension: dimension, leadingMinor: result.info, reciprocalCondition: nil,
         lambda: lambda)
     }
     guard result.rcond >= singularityLimit(dimension: dimension) else {
-      throw EditSolverError.covarianceNotPositiveDefinite(
+      throw ApplyError.covarianceNotPositiveDefinite(
         matrix: name, dimension: dimension, leadingMinor: nil,
         reciprocalCondition: result.rcond, lambda: lambda)
     }
@@ -460,7 +387,7 @@ public enum EditSolvers {
   }
 
   /// Solves G·X = B for EMMET's n×n G: Cholesky first, LU (`dgesv`) if Cholesky fails; throws
-  /// ``EditSolverError/keysCollinear(keyIndex:editCount:reciprocalCondition:)`` if both say singular.
+  /// ``ApplyError/keysCollinear(keyIndex:editCount:reciprocalCondition:)`` if both say singular.
   static func solveGram(
     _ gram: [Double], dimension n: Int, rightHandSides b: inout [Double], count: Int
   ) throws -> (rcond: Double, usedLU: Bool) {
@@ -493,7 +420,7 @@ public enum EditSolvers {
     var solution = b
     let luResult = DenseKernels.luSolve(&lu, dimension: n, rightHandSides: &solution, count: count)
     guard luResult.info == 0, luResult.rcond >= limit else {
-      throw EditSolverError.keysCollinear(
+      throw ApplyError.keysCollinear(
         keyIndex: keyIndex, editCount: n, reciprocalCondition: min(cholesky.rcond, luResult.rcond))
     }
     b = solution

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// Cases carry structured fields so callers and tests match on what failed; `errorDescription`
 /// is one line in git's style and `recoverySuggestion` names the next step.
-public enum DeltaStoreError: Error, LocalizedError, Equatable {
+public enum DeltaStoreError: Error, LocalizedError, Equatable, Sendable {
   /// The file is shorter than the 8-byte header length field.
   case fileTooSmall(path: String, byteCount: Int)
   /// The header length field exceeds the 100 000 000 byte limit of the reference reader.
@@ -64,6 +64,26 @@ public enum DeltaStoreError: Error, LocalizedError, Equatable {
   case notRegularFile(path: String, kind: String)
   /// The file was truncated, rewritten or replaced while it was being read.
   case fileChanged(path: String)
+  /// A NumPy `.npy` file could not be opened or read.
+  case npyUnreadable(path: String, reason: String)
+  /// The file does not start with `\x93NUMPY`.
+  case npyBadMagic(path: String)
+  /// A `.npy` format version other than 1.0, 2.0 or 3.0.
+  case npyUnsupportedVersion(path: String, major: Int, minor: Int)
+  /// The `.npy` header length field points past the end of the file.
+  case npyTruncatedHeader(path: String, declaredByteCount: Int, availableByteCount: Int)
+  /// The `.npy` header is not the Python dict literal NumPy writes.
+  case npyMalformedHeader(path: String, reason: String)
+  /// A `.npy` dtype other than `<f4` or `<f8`.
+  case npyUnsupportedDType(path: String, descr: String)
+  /// `fortran_order` is `True`: the data is column-major.
+  case npyFortranOrder(path: String, shape: [Int])
+  /// A `.npy` shape that is not 1-D or 2-D.
+  case npyUnsupportedShape(path: String, shape: [Int])
+  /// The bytes after the `.npy` header are not exactly Πshape × itemsize.
+  case npyDataLengthMismatch(path: String, expectedByteCount: Int, actualByteCount: Int)
+  /// A `.npy` file could not be written.
+  case npyUnwritable(path: String, reason: String)
 
   /// One line in git's style: lowercase, subject in single quotes, no trailing period.
   public var errorDescription: String? {
@@ -132,6 +152,26 @@ public enum DeltaStoreError: Error, LocalizedError, Equatable {
       return "cannot read '\(path)': is a \(kind), not a regular file"
     case .fileChanged(let path):
       return "'\(path)' changed while being read; run the command again"
+    case .npyUnreadable(let path, let reason):
+      return "cannot read '\(path)': \(reason)"
+    case .npyBadMagic(let path):
+      return "cannot read '\(path)': not a .npy file (no \\x93NUMPY magic)"
+    case .npyUnsupportedVersion(let path, let major, let minor):
+      return "cannot read '\(path)': .npy format version \(major).\(minor) is not supported"
+    case .npyTruncatedHeader(let path, let declared, let available):
+      return "cannot read '\(path)': header declares \(declared) bytes, only \(available) follow"
+    case .npyMalformedHeader(let path, let reason):
+      return "cannot read '\(path)': malformed .npy header: \(reason)"
+    case .npyUnsupportedDType(let path, let descr):
+      return "cannot read '\(path)': dtype '\(descr)' is not supported"
+    case .npyFortranOrder(let path, let shape):
+      return "cannot read '\(path)': array \(shape) is stored in Fortran (column-major) order"
+    case .npyUnsupportedShape(let path, let shape):
+      return "cannot read '\(path)': shape \(shape) is not 1-D or 2-D"
+    case .npyDataLengthMismatch(let path, let expected, let actual):
+      return "cannot read '\(path)': data is \(actual) bytes, the header implies \(expected)"
+    case .npyUnwritable(let path, let reason):
+      return "cannot write '\(path)': \(reason)"
     }
   }
 
@@ -170,6 +210,16 @@ public enum DeltaStoreError: Error, LocalizedError, Equatable {
       return "mvc reads models only from regular files; put the model file itself at this path"
     case .fileChanged:
       return "another program is writing the file; wait until it has finished, then run the command again"
+    case .npyUnreadable: return "check that the file exists and is readable"
+    case .npyBadMagic, .npyMalformedHeader, .npyTruncatedHeader, .npyDataLengthMismatch:
+      return "the file is truncated or is not a .npy file; re-export it with numpy.save"
+    case .npyUnsupportedVersion: return "re-save it with numpy.save (format 1.0, 2.0 or 3.0)"
+    case .npyUnsupportedDType:
+      return "convert it first: numpy.save(path, array.astype('<f8'))"
+    case .npyFortranOrder:
+      return "re-save it in C order: numpy.save(path, numpy.ascontiguousarray(array))"
+    case .npyUnsupportedShape: return "reshape it to 1-D or 2-D before saving"
+    case .npyUnwritable: return "check the directory exists and is writable, and the disk has space"
     }
   }
 

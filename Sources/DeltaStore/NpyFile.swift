@@ -13,70 +13,6 @@ public struct NpyArray: Sendable, Equatable {
   }
 }
 
-/// Why a `.npy` file could not be read or written. Every case names the file.
-public enum NpyError: Error, LocalizedError, Equatable, Sendable {
-  /// The file could not be opened or read.
-  case unreadable(path: String, reason: String)
-  /// The file does not start with `\x93NUMPY`.
-  case badMagic(path: String)
-  /// A format version other than 1.0, 2.0 or 3.0.
-  case unsupportedVersion(path: String, major: Int, minor: Int)
-  /// The header length field points past the end of the file.
-  case truncatedHeader(path: String, declaredByteCount: Int, availableByteCount: Int)
-  /// The header is not the Python dict literal NumPy writes.
-  case malformedHeader(path: String, reason: String)
-  /// A dtype other than `<f4` or `<f8`.
-  case unsupportedDtype(path: String, descr: String)
-  /// `fortran_order` is `True`: the data is column-major.
-  case fortranOrder(path: String, shape: [Int])
-  /// A shape that is not 1-D or 2-D.
-  case unsupportedShape(path: String, shape: [Int])
-  /// The bytes after the header are not exactly Πshape × itemsize.
-  case dataLengthMismatch(path: String, expectedByteCount: Int, actualByteCount: Int)
-  /// The file could not be written.
-  case unwritable(path: String, reason: String)
-
-  public var errorDescription: String? {
-    switch self {
-    case .unreadable(let path, let reason):
-      return "cannot read '\(path)': \(reason)"
-    case .badMagic(let path):
-      return "cannot read '\(path)': not a .npy file (no \\x93NUMPY magic)"
-    case .unsupportedVersion(let path, let major, let minor):
-      return "cannot read '\(path)': .npy format version \(major).\(minor) is not supported"
-    case .truncatedHeader(let path, let declared, let available):
-      return "cannot read '\(path)': header declares \(declared) bytes, only \(available) follow"
-    case .malformedHeader(let path, let reason):
-      return "cannot read '\(path)': malformed .npy header: \(reason)"
-    case .unsupportedDtype(let path, let descr):
-      return "cannot read '\(path)': dtype '\(descr)' is not supported"
-    case .fortranOrder(let path, let shape):
-      return "cannot read '\(path)': array \(shape) is stored in Fortran (column-major) order"
-    case .unsupportedShape(let path, let shape):
-      return "cannot read '\(path)': shape \(shape) is not 1-D or 2-D"
-    case .dataLengthMismatch(let path, let expected, let actual):
-      return "cannot read '\(path)': data is \(actual) bytes, the header implies \(expected)"
-    case .unwritable(let path, let reason):
-      return "cannot write '\(path)': \(reason)"
-    }
-  }
-
-  public var recoverySuggestion: String? {
-    switch self {
-    case .unreadable: return "check that the file exists and is readable"
-    case .badMagic, .malformedHeader, .truncatedHeader, .dataLengthMismatch:
-      return "the file is truncated or is not a .npy file; re-export it with numpy.save"
-    case .unsupportedVersion: return "re-save it with numpy.save (format 1.0, 2.0 or 3.0)"
-    case .unsupportedDtype:
-      return "convert it first: numpy.save(path, array.astype('<f8'))"
-    case .fortranOrder:
-      return "re-save it in C order: numpy.save(path, numpy.ascontiguousarray(array))"
-    case .unsupportedShape: return "reshape it to 1-D or 2-D before saving"
-    case .unwritable: return "check the directory exists and is writable, and the disk has space"
-    }
-  }
-}
-
 /// NumPy `.npy` reading and writing (format versions 1.0, 2.0, 3.0; dtypes `<f4`, `<f8`; C order).
 ///
 /// Layout (numpy/lib/format.py): the magic `\x93NUMPY`, a major and a minor version byte, the header
@@ -89,7 +25,7 @@ public enum NpyFile {
   /// Reads a `.npy` file.
   /// - Parameter path: the file.
   /// - Returns: the shape and the elements widened to Float64.
-  /// - Throws: an ``NpyError`` naming the file, for every check in order: magic, version, header
+  /// - Throws: a ``DeltaStoreError`` naming the file, for every check in order: magic, version, header
   ///   length, header syntax and keys, dtype, fortran order, shape, exact data length.
   public static func read(from path: String) throws -> NpyArray {
     let data: Data
@@ -98,7 +34,7 @@ public enum NpyFile {
       // file only (a FIFO or device would block or never end).
       data = Data(try ReadOnlyFile.contents(of: path, followSymlink: true))
     } catch {
-      throw NpyError.unreadable(path: path, reason: error.localizedDescription)
+      throw DeltaStoreError.npyUnreadable(path: path, reason: error.localizedDescription)
     }
     return try parse(data, path: path)
   }
@@ -107,18 +43,18 @@ public enum NpyFile {
   package static func parse(_ data: Data, path: String) throws -> NpyArray {
     let bytes = [UInt8](data)
     guard bytes.count >= 8, Array(bytes[0..<6]) == magic else {
-      throw NpyError.badMagic(path: path)
+      throw DeltaStoreError.npyBadMagic(path: path)
     }
     let major = Int(bytes[6])
     let minor = Int(bytes[7])
     guard minor == 0, (1...3).contains(major) else {
-      throw NpyError.unsupportedVersion(path: path, major: major, minor: minor)
+      throw DeltaStoreError.npyUnsupportedVersion(path: path, major: major, minor: minor)
     }
     let lengthFieldSize = major == 1 ? 2 : 4
     let prefixSize = 8 + lengthFieldSize
     guard bytes.count >= prefixSize else {
       // Not even the length field is complete: report its own size.
-      throw NpyError.truncatedHeader(
+      throw DeltaStoreError.npyTruncatedHeader(
         path: path, declaredByteCount: lengthFieldSize, availableByteCount: bytes.count - 8)
     }
     var headerLength = 0
@@ -126,14 +62,14 @@ public enum NpyFile {
       headerLength = headerLength << 8 | Int(bytes[8 + i])
     }
     guard headerLength <= bytes.count - prefixSize else {
-      throw NpyError.truncatedHeader(
+      throw DeltaStoreError.npyTruncatedHeader(
         path: path, declaredByteCount: headerLength, availableByteCount: bytes.count - prefixSize)
     }
     let headerBytes = bytes[prefixSize..<(prefixSize + headerLength)]
     let text: String
     if major == 3 {
       guard let decoded = String(validating: headerBytes, as: UTF8.self) else {
-        throw NpyError.malformedHeader(path: path, reason: "header is not UTF-8")
+        throw DeltaStoreError.npyMalformedHeader(path: path, reason: "header is not UTF-8")
       }
       text = decoded
     } else {
@@ -143,32 +79,32 @@ public enum NpyFile {
     do {
       header = try HeaderParser.parse(text)
     } catch let error as HeaderParser.Failure {
-      throw NpyError.malformedHeader(path: path, reason: error.reason)
+      throw DeltaStoreError.npyMalformedHeader(path: path, reason: error.reason)
     }
 
     let itemSize: Int
     switch header.descr {
     case "<f4": itemSize = 4
     case "<f8": itemSize = 8
-    default: throw NpyError.unsupportedDtype(path: path, descr: header.descr)
+    default: throw DeltaStoreError.npyUnsupportedDType(path: path, descr: header.descr)
     }
     if header.fortranOrder {
-      throw NpyError.fortranOrder(path: path, shape: header.shape)
+      throw DeltaStoreError.npyFortranOrder(path: path, shape: header.shape)
     }
     guard (1...2).contains(header.shape.count) else {
-      throw NpyError.unsupportedShape(path: path, shape: header.shape)
+      throw DeltaStoreError.npyUnsupportedShape(path: path, shape: header.shape)
     }
     var elementCount = 1
     for dimension in header.shape {
       let (product, overflow) = elementCount.multipliedReportingOverflow(by: dimension)
-      guard !overflow else { throw NpyError.unsupportedShape(path: path, shape: header.shape) }
+      guard !overflow else { throw DeltaStoreError.npyUnsupportedShape(path: path, shape: header.shape) }
       elementCount = product
     }
     let (byteCount, overflow) = elementCount.multipliedReportingOverflow(by: itemSize)
     let dataOffset = prefixSize + headerLength
     let available = bytes.count - dataOffset
     guard !overflow, byteCount == available else {
-      throw NpyError.dataLengthMismatch(
+      throw DeltaStoreError.npyDataLengthMismatch(
         path: path, expectedByteCount: overflow ? Int.max : byteCount, actualByteCount: available)
     }
 
@@ -195,7 +131,7 @@ public enum NpyFile {
   ///   - values: the elements in C order.
   ///   - shape: `[count]` or `[rows, columns]`; its product must equal `values.count`.
   ///   - path: the file, replaced atomically (temporary file + rename).
-  /// - Throws: ``NpyError/unsupportedShape(path:shape:)``, ``NpyError/unwritable(path:reason:)``.
+  /// - Throws: ``DeltaStoreError/npyUnsupportedShape(path:shape:)``, ``DeltaStoreError/npyUnwritable(path:reason:)``.
   public static func write(_ values: [Double], shape: [Int], to path: String) throws {
     try write(
       descr: "<f8", elementCount: values.count, shape: shape, to: path,
@@ -222,7 +158,7 @@ public enum NpyFile {
   }
 
   /// The bytes of a `<f8` `.npy` file holding `values` (what ``write(_:shape:to:)-(Double)`` writes).
-  /// - Throws: ``NpyError/unsupportedShape(path:shape:)``.
+  /// - Throws: ``DeltaStoreError/npyUnsupportedShape(path:shape:)``.
   package static func encode(_ values: [Double], shape: [Int]) throws -> Data {
     var payload = Data(capacity: values.count * 8)
     for value in values {
@@ -238,7 +174,7 @@ public enum NpyFile {
     do {
       try data.write(to: URL(fileURLWithPath: path), options: .atomic)
     } catch {
-      throw NpyError.unwritable(path: path, reason: error.localizedDescription)
+      throw DeltaStoreError.npyUnwritable(path: path, reason: error.localizedDescription)
     }
   }
 
@@ -248,7 +184,7 @@ public enum NpyFile {
     guard (1...2).contains(shape.count), shape.allSatisfy({ $0 >= 0 }),
       shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).partialValue }) == elementCount
     else {
-      throw NpyError.unsupportedShape(path: path, shape: shape)
+      throw DeltaStoreError.npyUnsupportedShape(path: path, shape: shape)
     }
     let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(\(shape[0]), \(shape[1]))"
     var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"

@@ -108,6 +108,7 @@ enum FaultInjection {
   struct Injected: Error, LocalizedError {
     var event: String
     var errorDescription: String? { "no space left on device (injected at \(event) by MVC_IO_FAIL)" }
+    var recoverySuggestion: String? { "unset MVC_IO_FAIL and run the command again; nothing was changed" }
   }
 
   static func hook(from variables: [String: String]) -> IOHook? {

@@ -184,18 +184,18 @@ private func editedOutputs(_ fixture: Fixture, _ update: EditUpdate) -> Dense {
 }
 
 private func expectError(
-  _ expected: (EditSolverError) -> Bool, sourceLocation: SourceLocation = #_sourceLocation,
+  _ expected: (ApplyError) -> Bool, sourceLocation: SourceLocation = #_sourceLocation,
   _ body: () throws -> Void
 ) {
   do {
     try body()
-    Issue.record("expected an EditSolverError, nothing was thrown", sourceLocation: sourceLocation)
-  } catch let error as EditSolverError {
+    Issue.record("expected an ApplyError, nothing was thrown", sourceLocation: sourceLocation)
+  } catch let error as ApplyError {
     #expect(expected(error), "unexpected case \(error)", sourceLocation: sourceLocation)
     #expect(error.errorDescription?.isEmpty == false, sourceLocation: sourceLocation)
     #expect(error.recoverySuggestion?.isEmpty == false, sourceLocation: sourceLocation)
   } catch {
-    Issue.record("expected an EditSolverError, got \(error)", sourceLocation: sourceLocation)
+    Issue.record("expected an ApplyError, got \(error)", sourceLocation: sourceLocation)
   }
 }
 
@@ -370,28 +370,28 @@ struct EditSolversTests {
     var p = fixture.problem()
     p.keys[57] = .nan
     p.keys[90] = .nan
-    expectError({ $0 == .nonFinite(input: "keys", index: 57, rowLength: 40) }) {
+    expectError({ $0 == .nonFiniteInput(input: "keys", index: 57, rowLength: 40) }) {
       _ = try EditSolvers.solve(p, method: .emmet)
     }
     #expect(
-      EditSolverError.nonFinite(input: "keys", index: 57, rowLength: 40).errorDescription
+      ApplyError.nonFiniteInput(input: "keys", index: 57, rowLength: 40).errorDescription
         == "input 'keys' has a non-finite value at element 57 (row 1, column 17)")
     p = fixture.problem(float32: true, transposed: true)
     if case .float32(var w) = p.w0 {
       w[100] = .infinity
       p.w0 = .float32(w)
     }
-    expectError({ $0 == .nonFinite(input: "w0", index: 100, rowLength: 24) }) {
+    expectError({ $0 == .nonFiniteInput(input: "w0", index: 100, rowLength: 24) }) {
       _ = try EditSolvers.solve(p, method: .memit)
     }
     p = fixture.problem()
     p.values[5] = -.infinity
-    expectError({ $0 == .nonFinite(input: "values", index: 5, rowLength: 24) }) {
+    expectError({ $0 == .nonFiniteInput(input: "values", index: 5, rowLength: 24) }) {
       _ = try EditSolvers.solve(p, method: .memit)
     }
     p = fixture.problem()
     p.covariance[41] = .nan
-    expectError({ $0 == .nonFinite(input: "covariance", index: 41, rowLength: 40) }) {
+    expectError({ $0 == .nonFiniteInput(input: "covariance", index: 41, rowLength: 40) }) {
       _ = try EditSolvers.solve(p, method: .emmet)
     }
   }
@@ -404,7 +404,7 @@ struct EditSolversTests {
     }) {
       _ = try EditSolvers.solve(fixture.problem(), method: method)
     }
-    let message = EditSolverError.covarianceNotPositiveDefinite(
+    let message = ApplyError.covarianceNotPositiveDefinite(
       matrix: "λ·C₀", dimension: 40, leadingMinor: 11, reciprocalCondition: nil, lambda: 1)
     #expect(
       message.errorDescription

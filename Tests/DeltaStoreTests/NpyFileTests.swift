@@ -39,17 +39,17 @@ private func f8Bytes(_ values: [Double]) -> [UInt8] {
 
 private func expectNpyError(
   _ data: Data, sourceLocation: SourceLocation = #_sourceLocation,
-  _ matches: (NpyError) -> Bool
+  _ matches: (DeltaStoreError) -> Bool
 ) {
   do {
     let array = try NpyFile.parse(data, path: "bad.npy")
-    Issue.record("expected an NpyError, read \(array.shape)", sourceLocation: sourceLocation)
-  } catch let error as NpyError {
+    Issue.record("expected a DeltaStoreError, read \(array.shape)", sourceLocation: sourceLocation)
+  } catch let error as DeltaStoreError {
     #expect(matches(error), "unexpected case \(error)", sourceLocation: sourceLocation)
     #expect(error.errorDescription?.contains("'bad.npy'") == true, sourceLocation: sourceLocation)
     #expect(error.recoverySuggestion != nil, sourceLocation: sourceLocation)
   } catch {
-    Issue.record("expected an NpyError, got \(error)", sourceLocation: sourceLocation)
+    Issue.record("expected a DeltaStoreError, got \(error)", sourceLocation: sourceLocation)
   }
 }
 
@@ -74,10 +74,10 @@ struct NpyFileTests {
       try NpyFile.write([Double](), shape: [0, 5], to: path)
       #expect(try NpyFile.read(from: path) == NpyArray(shape: [0, 5], values: []))
 
-      #expect(throws: NpyError.unsupportedShape(path: path, shape: [2, 2])) {
+      #expect(throws: DeltaStoreError.npyUnsupportedShape(path: path, shape: [2, 2])) {
         try NpyFile.write([1.0, 2, 3], shape: [2, 2], to: path)
       }
-      #expect(throws: NpyError.unsupportedShape(path: path, shape: [1, 1, 3])) {
+      #expect(throws: DeltaStoreError.npyUnsupportedShape(path: path, shape: [1, 1, 3])) {
         try NpyFile.write([1.0, 2, 3], shape: [1, 1, 3], to: path)
       }
     }
@@ -119,19 +119,19 @@ struct NpyFileTests {
       #expect(
         try NpyFile.read(from: path("f4_1d.npy"))
           == NpyArray(shape: [5], values: (0..<5).map { Double(Float($0) / Float(7)) }))
-      #expect(throws: NpyError.fortranOrder(path: path("fortran.npy"), shape: [3, 4])) {
+      #expect(throws: DeltaStoreError.npyFortranOrder(path: path("fortran.npy"), shape: [3, 4])) {
         try NpyFile.read(from: path("fortran.npy"))
       }
-      #expect(throws: NpyError.unsupportedDtype(path: path("int.npy"), descr: "<i8")) {
+      #expect(throws: DeltaStoreError.npyUnsupportedDType(path: path("int.npy"), descr: "<i8")) {
         try NpyFile.read(from: path("int.npy"))
       }
-      #expect(throws: NpyError.unsupportedDtype(path: path("big_endian.npy"), descr: ">f8")) {
+      #expect(throws: DeltaStoreError.npyUnsupportedDType(path: path("big_endian.npy"), descr: ">f8")) {
         try NpyFile.read(from: path("big_endian.npy"))
       }
-      #expect(throws: NpyError.unsupportedShape(path: path("three_d.npy"), shape: [2, 2, 2])) {
+      #expect(throws: DeltaStoreError.npyUnsupportedShape(path: path("three_d.npy"), shape: [2, 2, 2])) {
         try NpyFile.read(from: path("three_d.npy"))
       }
-      #expect(throws: NpyError.unsupportedShape(path: path("scalar.npy"), shape: [])) {
+      #expect(throws: DeltaStoreError.npyUnsupportedShape(path: path("scalar.npy"), shape: [])) {
         try NpyFile.read(from: path("scalar.npy"))
       }
 
@@ -169,19 +169,19 @@ struct NpyFileTests {
       (try? NpyFile.parse(npyBytes(header: good, major: 2, payload: payload), path: "ok.npy"))?
         .shape == [2])
 
-    expectNpyError(Data([0x93, 0x4E, 0x55])) { $0 == .badMagic(path: "bad.npy") }
+    expectNpyError(Data([0x93, 0x4E, 0x55])) { $0 == .npyBadMagic(path: "bad.npy") }
     var wrongMagic = npyBytes(header: good, payload: payload)
     wrongMagic[1] = 0x41
-    expectNpyError(wrongMagic) { $0 == .badMagic(path: "bad.npy") }
+    expectNpyError(wrongMagic) { $0 == .npyBadMagic(path: "bad.npy") }
     var version = npyBytes(header: good, payload: payload)
     version[6] = 4
-    expectNpyError(version) { $0 == .unsupportedVersion(path: "bad.npy", major: 4, minor: 0) }
+    expectNpyError(version) { $0 == .npyUnsupportedVersion(path: "bad.npy", major: 4, minor: 0) }
     var length = npyBytes(header: good, payload: payload)
     length[8] = 0xFF
     length[9] = 0xFF
-    expectNpyError(length) { if case .truncatedHeader = $0 { true } else { false } }
+    expectNpyError(length) { if case .npyTruncatedHeader = $0 { true } else { false } }
     expectNpyError(Data(npyBytes(header: good, payload: payload).prefix(9))) {
-      if case .truncatedHeader = $0 { true } else { false }
+      if case .npyTruncatedHeader = $0 { true } else { false }
     }
 
     let malformed = [
@@ -197,39 +197,39 @@ struct NpyFileTests {
     ]
     for header in malformed {
       expectNpyError(npyBytes(header: header, payload: payload)) {
-        if case .malformedHeader = $0 { true } else { false }
+        if case .npyMalformedHeader = $0 { true } else { false }
       }
     }
     expectNpyError(
       npyBytes(
         header: "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", payload: payload)
     ) {
-      $0 == .unsupportedDtype(path: "bad.npy", descr: "<i4")
+      $0 == .npyUnsupportedDType(path: "bad.npy", descr: "<i4")
     }
     expectNpyError(
       npyBytes(
         header: "{'descr': '<f8', 'fortran_order': True, 'shape': (1, 2), }", payload: payload)
     ) {
-      $0 == .fortranOrder(path: "bad.npy", shape: [1, 2])
+      $0 == .npyFortranOrder(path: "bad.npy", shape: [1, 2])
     }
     expectNpyError(
       npyBytes(
         header: "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2), }", payload: payload)
     ) {
-      $0 == .unsupportedShape(path: "bad.npy", shape: [1, 1, 2])
+      $0 == .npyUnsupportedShape(path: "bad.npy", shape: [1, 1, 2])
     }
     expectNpyError(npyBytes(header: good, payload: Array(payload.dropLast()))) {
-      $0 == .dataLengthMismatch(path: "bad.npy", expectedByteCount: 16, actualByteCount: 15)
+      $0 == .npyDataLengthMismatch(path: "bad.npy", expectedByteCount: 16, actualByteCount: 15)
     }
     expectNpyError(npyBytes(header: good, payload: payload + [0])) {
-      $0 == .dataLengthMismatch(path: "bad.npy", expectedByteCount: 16, actualByteCount: 17)
+      $0 == .npyDataLengthMismatch(path: "bad.npy", expectedByteCount: 16, actualByteCount: 17)
     }
     expectNpyError(
       npyBytes(
         header: "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 4), }",
         payload: payload)
     ) {
-      if case .unsupportedShape = $0 { true } else { false }
+      if case .npyUnsupportedShape = $0 { true } else { false }
     }
   }
 
@@ -241,8 +241,8 @@ struct NpyFileTests {
       do {
         _ = try NpyFile.read(from: path)
         Issue.record("read a FIFO")
-      } catch let error as NpyError {
-        guard case .unreadable(let reported, let reason) = error else {
+      } catch let error as DeltaStoreError {
+        guard case .npyUnreadable(let reported, let reason) = error else {
           Issue.record("unexpected case \(error)")
           return
         }
@@ -259,8 +259,8 @@ struct NpyFileTests {
       do {
         _ = try NpyFile.read(from: path)
         Issue.record("read a missing file")
-      } catch let error as NpyError {
-        guard case .unreadable(let reported, _) = error else {
+      } catch let error as DeltaStoreError {
+        guard case .npyUnreadable(let reported, _) = error else {
           Issue.record("unexpected case \(error)")
           return
         }
@@ -286,7 +286,7 @@ struct NpyFileTests {
         let array = try NpyFile.parse(data, path: "m.npy")
         #expect(array.values.count == array.shape.reduce(1, *))
       } catch {
-        #expect(error is NpyError)
+        #expect(error is DeltaStoreError)
       }
     }
   }

@@ -107,7 +107,7 @@ import Testing
     #expect(read == (try repository.readBlob(id)), sourceLocation: sourceLocation)
   }
 
-  /// Opening and reading `id` throws a `GitError` that names the object, its file and `reason`.
+  /// Opening and reading `id` throws `RepositoryError.git` naming the object, its file and `reason`.
   static func expectCorrupt(
     _ id: ObjectID, in repository: GitRepository, _ reason: String,
     sourceLocation: SourceLocation = #_sourceLocation
@@ -115,12 +115,12 @@ import Testing
     do {
       try repository.looseBlob(id)?.forEachPiece { _ in }
       Issue.record("no error for '\(reason)'", sourceLocation: sourceLocation)
-    } catch let error as GitError {
+    } catch RepositoryError.git(let error, _) {
       #expect(error.message.contains("object \(id.hex) ('"), sourceLocation: sourceLocation)
       #expect(error.message.contains("/objects/\(id.hex.prefix(2))/"), sourceLocation: sourceLocation)
       #expect(error.message.contains(reason), "\(error.message)", sourceLocation: sourceLocation)
     } catch {
-      Issue.record("not a GitError: \(error)", sourceLocation: sourceLocation)
+      Issue.record("not a RepositoryError.git: \(error)", sourceLocation: sourceLocation)
     }
   }
 

@@ -79,7 +79,7 @@ struct BadInputTests {
             name: "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight", shape: [96, 2],
             floats: [Float](repeating: 0.1, count: 192)),
         ], to: dir.appendingPathComponent("lora.safetensors"))
-      s.expectRefused(["commit", "--delta", "lora.safetensors", "-m", "bad"], naming: [name])
+      s.expectRefused(["commit", "--delta", "lora.safetensors", "--scale", "1", "-m", "bad"], naming: [name])
     }
   }
 
@@ -102,7 +102,7 @@ struct BadInputTests {
             name: "base_model.model.model.layers.9.mlp.up_proj.lora_B.weight", shape: [96, 2],
             floats: [Float](repeating: 0.1, count: 192)),
         ], to: dir.appendingPathComponent("lora.safetensors"))
-      s.expectRefused(["commit", "--delta", "lora.safetensors", "-m", "bad"], naming: [name])
+      s.expectRefused(["commit", "--delta", "lora.safetensors", "--scale", "1", "-m", "bad"], naming: [name])
       s.expectRefused(["commit", "--delta", "missing.safetensors", "-m", "bad"], naming: ["missing.safetensors"])
       // An empty delta file.
       try writeSafetensors([], to: dir.appendingPathComponent("empty.safetensors"))
@@ -123,7 +123,7 @@ struct BadInputTests {
         ],
         to: dir.appendingPathComponent("lora.safetensors"))
       let result = s.expectRefused(
-        ["commit", "--delta", "lora.safetensors", "-m", "bad"],
+        ["commit", "--delta", "lora.safetensors", "--scale", "1", "-m", "bad"],
         naming: ["model.layers.0.mlp.up_proj", "lora.safetensors"])
       #expect(result.stderr.contains("lora_B"), "\(result.stderr)")
     }
@@ -227,5 +227,13 @@ struct BadInputTests {
       #expect(runMVC(["frobnicate"], in: dir).status == 129)
       #expect(runMVC(["checkout"], in: dir).status == 129)
     }
+  }
+
+  /// The harness's own rule: a `fatal:` line that no `hint:` line follows fails the test that ran it.
+  @Test func aFatalLineWithoutAHintIsAnIssue() {
+    withKnownIssue {
+      checkDiagnosticsAreReadable("fatal: something failed\n", command: ["mvc", "status"])
+    }
+    checkDiagnosticsAreReadable("fatal: something failed\nhint: do this\n", command: ["mvc", "status"])
   }
 }

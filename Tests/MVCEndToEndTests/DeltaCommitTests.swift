@@ -96,7 +96,7 @@ struct DeltaCommitTests {
     }
   }
 
-  @Test func loraWithoutConfigUsesScaleOne() throws {
+  @Test func loraWithoutConfigNeedsAScale() throws {
     try withTemporaryDirectory { dir in
       var s = Scenario(dir: dir, seed: 8)
       try s.writeModel(blocks: 1, hidden: 32, intermediate: 96)
@@ -110,7 +110,12 @@ struct DeltaCommitTests {
           FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", shape: [2, 32], floats: a),
           FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight", shape: [96, 2], floats: b),
         ], to: dir.appendingPathComponent("lora.safetensors"))
-      let result = runMVC(["commit", "--delta", "lora.safetensors", "-m", "lora, no config"], in: dir)
+      // No adapter_config.json: the scale lora_alpha/r is unknown, so mvc refuses to guess.
+      let refused = s.expectRefused(
+        ["commit", "--delta", "lora.safetensors", "-m", "lora, no config"], naming: ["lora.safetensors"])
+      #expect(refused.stderr.contains("adapter_config.json") && refused.stderr.contains("--scale"), "\(refused.stderr)")
+      let result = runMVC(["commit", "--delta", "lora.safetensors", "--scale", "1", "-m", "lora, no config"], in: dir)
+      #expect(result.stderr.contains("LoRA scale lora_alpha/r = 1.0 (from --scale)"), "\(result.stderr)")
       expectSuccess(result)
       try Self.expectApplied(
         "model.layers.0.mlp.up_proj.weight", working: s.model, base: base,
@@ -215,7 +220,7 @@ struct DeltaOrientationTests {
           FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", shape: [2, 32], floats: a),
           FixtureTensor(name: "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight", shape: [96, 2], floats: b),
         ], to: dir.appendingPathComponent("lora.safetensors"))
-      expectSuccess(runMVC(["commit", "--delta", "lora.safetensors", "-m", "bf16 lora"], in: dir))
+      expectSuccess(runMVC(["commit", "--delta", "lora.safetensors", "--scale", "1", "-m", "bf16 lora"], in: dir))
       // One rounding to BF16 of the exact sum: within half a BF16 ulp (2⁻⁸ relative).
       let name = "model.layers.0.mlp.up_proj.weight"
       let before = try #require(base.first { $0.name == name }).decodedFloats

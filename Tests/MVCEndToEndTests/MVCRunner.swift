@@ -76,14 +76,19 @@ extension RunningProcess {
 
 /// Every `fatal:`, `error:` and `hint:` line any test makes mvc print says what went wrong in
 /// words: a Swift value dump (`GitError(`, `Optional(`, `DecodingError`) fails the test that
-/// ran the command.
+/// ran the command. Every `fatal:` line (exit 128) is followed by a `hint:` line with the next step.
 func checkDiagnosticsAreReadable(_ stderr: String, command: [String]) {
   guard command.first == "mvc" else { return }
-  for line in stderr.split(separator: "\n")
-  where ["fatal:", "error:", "hint:"].contains(where: line.hasPrefix)
-    && ["GitError(", "Optional(", "DecodingError", "CodingKeys("].contains(where: line.contains)
-  {
-    Issue.record("'\(command.joined(separator: " "))' printed a Swift value dump: \(line)")
+  let lines = stderr.split(separator: "\n")
+  for (index, line) in lines.enumerated() {
+    if ["fatal:", "error:", "hint:"].contains(where: line.hasPrefix)
+      && ["GitError(", "Optional(", "DecodingError", "CodingKeys("].contains(where: line.contains)
+    {
+      Issue.record("'\(command.joined(separator: " "))' printed a Swift value dump: \(line)")
+    }
+    if line.hasPrefix("fatal:") && !(index + 1 < lines.count && lines[index + 1].hasPrefix("hint: ")) {
+      Issue.record("'\(command.joined(separator: " "))' printed a fatal error without a hint: \(line)")
+    }
   }
 }
 

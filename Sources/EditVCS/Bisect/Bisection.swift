@@ -50,12 +50,14 @@ extension EditRepository {
   func appendBisectLog(_ line: String) throws {
     let path = bisectFile("BISECT_LOG")
     let data = Data((line + "\n").utf8)
-    if let handle = FileHandle(forWritingAtPath: path) {
-      defer { try? handle.close() }
-      try handle.seekToEnd()
-      try handle.write(contentsOf: data)
-    } else {
-      try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    try RepositoryError.fileSystem("write", path) {
+      if let handle = FileHandle(forWritingAtPath: path) {
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: data)
+      } else {
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+      }
     }
   }
 
@@ -64,17 +66,28 @@ extension EditRepository {
     return (try? String(contentsOfFile: bisectFile("BISECT_LOG"), encoding: .utf8)) ?? ""
   }
 
-  /// `mvc bisect start [BAD [GOOD...]]`.
-  public func bisectStart(bad: ObjectID?, good: [ObjectID]) throws -> BisectOutcome {
+  /// `mvc bisect start [--no-checkout] [BAD [GOOD...]]`.
+  ///
+  /// With `noCheckout` (git's `--no-checkout`), no step rewrites the working model or moves
+  /// HEAD: the commit to test is recorded in `.mvc/BISECT_HEAD` instead, for a caller that
+  /// moves a loaded model itself (the Python client), and `bisect reset` leaves HEAD and the
+  /// working model where they are.
+  public func bisectStart(bad: ObjectID?, good: [ObjectID], noCheckout: Bool = false) throws -> BisectOutcome {
     let clean = try requireCleanHead()
     let (headState, headCommit) = (clean.state, clean.commit)
     let bad = bad ?? headCommit
     try validateMarks(bad: bad, good: good)
     // BISECT_START first: from here on, every command sees a bisection in progress.
     let start = headState.branchName ?? headCommit.hex
-    try Data((start + "\n").utf8).write(to: URL(fileURLWithPath: bisectStartPath), options: .atomic)
-    try Data("bad\ngood\n".utf8).write(to: URL(fileURLWithPath: bisectFile("BISECT_TERMS")), options: .atomic)
-    try appendBisectLog("mvc bisect start \(([bad] + good).map(\.hex).joined(separator: " "))")
+    try RepositoryError.fileSystem("write", bisectStartPath) {
+      try Data((start + "\n").utf8).write(to: URL(fileURLWithPath: bisectStartPath), options: .atomic)
+    }
+    try RepositoryError.fileSystem("write", bisectFile("BISECT_TERMS")) {
+      try Data("bad\ngood\n".utf8).write(to: URL(fileURLWithPath: bisectFile("BISECT_TERMS")), options: .atomic)
+    }
+    if noCheckout { try writeBisectHead(headCommit) }
+    let option = noCheckout ? "--no-checkout " : ""
+    try appendBisectLog("mvc bisect start \(option)\(([bad] + good).map(\.hex).joined(separator: " "))")
     try setMark(.bad, bad)
     for g in good { try setMark(.good, g) }
     return try bisectNext()
@@ -82,10 +95,9 @@ extension EditRepository {
 
   func validateMarks(bad: ObjectID, good: [ObjectID]) throws {
     for g in good {
-      if g == bad { throw RepositoryError.invalidArgument("commit \(g.shortHex) was marked both good and bad") }
+      if g == bad { throw RepositoryError.contradictoryBisectMarks(good: g.shortHex, bad: bad.shortHex) }
       guard try git.isAncestor(g, of: bad) else {
-        throw RepositoryError.invalidArgument(
-          "good commit \(g.shortHex) is not an ancestor of bad commit \(bad.shortHex): the marks contradict each other")
+        throw RepositoryError.contradictoryBisectMarks(good: g.shortHex, bad: bad.shortHex)
       }
     }
   }
@@ -108,7 +120,7 @@ extension EditRepository {
   /// `mvc bisect good|bad|skip [REV]` (REV defaults to the commit under test, i.e. HEAD).
   public func bisectMark(_ term: BisectTerm, _ commit: ObjectID?) throws -> BisectOutcome {
     guard let state = try bisectState() else { throw RepositoryError.noBisectInProgress }
-    let commit = try commit ?? headCommit()
+    let commit = try commit ?? bisectCurrent()
     switch term {
     case .good:
       if let bad = state.bad { try validateMarks(bad: bad, good: [commit]) }
@@ -121,8 +133,9 @@ extension EditRepository {
     return try bisectNext()
   }
 
-  /// Computes the next step and checks it out (only the tensors that differ are rewritten).
-  func bisectNext() throws -> BisectOutcome {
+  /// `mvc bisect next`: computes the next step and checks it out (only the tensors that differ
+  /// are rewritten), or, in `--no-checkout` mode, records it in `BISECT_HEAD`.
+  public func bisectNext() throws -> BisectOutcome {
     guard let state = try bisectState() else { throw RepositoryError.noBisectInProgress }
     guard let bad = state.bad, !state.good.isEmpty else {
       return .waiting(needGood: state.good.isEmpty, needBad: state.bad == nil)
@@ -138,9 +151,13 @@ extension EditRepository {
     case .test(let commit, let remaining, let steps):
       try Data((commit.hex + "\n").utf8).write(
         to: URL(fileURLWithPath: bisectFile("BISECT_EXPECTED_REV")), options: .atomic)
-      try moveWorkingModel(
-        to: commit, attach: .detached(commit), force: false, expectedHead: nil, reflog: "bisect: checkout \(commit.hex)"
-      )
+      if isNoCheckoutBisect {
+        try writeBisectHead(commit)
+      } else {
+        try moveWorkingModel(
+          to: commit, attach: .detached(commit), force: false, expectedHead: nil,
+          reflog: "bisect: checkout \(commit.hex)")
+      }
       return .testing(commit, remaining: remaining, steps: steps)
     case .firstBad(let commit):
       let subject = (try? commitInfo(commit).summary) ?? ""
@@ -166,7 +183,9 @@ extension EditRepository {
   /// included; then the state is removed, `BISECT_START` last.
   public func bisectReset(to commit: ObjectID? = nil) throws {
     guard let state = try bisectState() else { throw RepositoryError.noBisectInProgress }
-    if let commit {
+    if isNoCheckoutBisect && commit == nil {
+      // HEAD and the working model never moved.
+    } else if let commit {
       try moveWorkingModel(
         to: commit, attach: .detached(commit), force: true, expectedHead: nil, reflog: "bisect reset")
     } else if let branchCommit = try branchTarget(state.start) {
@@ -180,10 +199,12 @@ extension EditRepository {
     {
       try RepositoryError.wrap("deleting '\(name)'") { try git.deleteReference(name) }
     }
-    for file in ["BISECT_LOG", "BISECT_TERMS", "BISECT_EXPECTED_REV"] {
+    for file in ["BISECT_LOG", "BISECT_TERMS", "BISECT_EXPECTED_REV", "BISECT_HEAD"] {
       try? FileManager.default.removeItem(atPath: bisectFile(file))
     }
-    try FileManager.default.removeItem(atPath: bisectStartPath)
+    try RepositoryError.fileSystem("remove", bisectStartPath) {
+      try FileManager.default.removeItem(atPath: bisectStartPath)
+    }
   }
 
   /// The largest relative update norm ‖ΔW‖_F/‖W‖_F of any commit reachable from `commit`:

@@ -172,22 +172,19 @@ extension EditRepository {
     let target = (output as NSString).standardizingPath
     if target == (modelPath as NSString).standardizingPath && !force {
       // That is the working model: rewriting it behind HEAD's back would lose changes silently.
-      throw RepositoryError.invalidArgument(
-        "'\(output)' is the working model; use 'mvc checkout REV' (or add --force to overwrite it and leave HEAD where it is)"
-      )
+      throw RepositoryError.outputIsWorkingModel(path: output)
     }
     let layout = try layout(of: contents(of: commit)).0
     if let shards {
       guard layout.kind == "sharded" else {
-        throw RepositoryError.invalidArgument("--shards needs a sharded model; this one is a single file")
+        throw RepositoryError.notSharded
       }
       if let bad = shards.first(where: { $0 < 0 || $0 >= layout.shards.count }) {
-        throw RepositoryError.invalidArgument(
-          "shard \(bad + 1) does not exist: the model has \(layout.shards.count) shards")
+        throw RepositoryError.shardOutOfRange(shard: bad + 1, count: layout.shards.count)
       }
     }
     if let tensors, tensors.isEmpty {
-      throw RepositoryError.invalidArgument("no tensor of \(commit.shortHex) matches the --tensors pattern")
+      throw RepositoryError.noTensorMatches(revision: commit.shortHex)
     }
     try writeWholeModel(
       at: commit, to: output, previous: working, tensors: tensors, shards: shards,

@@ -95,7 +95,7 @@ extension EditRepository {
           try environment.ioHook?(.willWrite(path: (gitDirectory as NSString).appendingPathComponent(ref)))
           do {
             try git.updateReference(ref, to: journal.target, expected: branchTip, message: reflog)
-          } catch let error as GitError where error.isModified || error.code == -4 {
+          } catch RepositoryError.git(let error, _) where error.isModified || error.isExists {
             throw RepositoryError.concurrentUpdate(ref: ref)
           }
         }

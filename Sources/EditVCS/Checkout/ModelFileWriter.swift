@@ -119,7 +119,9 @@ extension EditRepository {
     let (layout, blobs) = try layout(of: contents)
     let sharded = layout.kind == "sharded"
     if sharded {
-      try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+      try RepositoryError.fileSystem("create", path) {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+      }
     }
     try checkFreeSpace(
       forWriting: try declaredByteCount(of: contents, layout: layout, tensors: tensors, shards: shards), at: path,

@@ -210,7 +210,9 @@ extension EditRepository {
     }
     guard measured.allFinite else { return (measured, nil) }
     let factors = try timed("rank finder") {
-      try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+      try RepositoryError.applying(to: info.name) {
+        try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+      }
     }
     return (measured, factors)
   }

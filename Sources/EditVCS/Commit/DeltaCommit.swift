@@ -5,10 +5,14 @@ import Foundation
 extension EditRepository {
   /// `mvc commit --delta FILE`: applies the delta to the (clean) working model under the
   /// canonical rule and commits it; LoRA factors are stored exactly as given.
-  public func commitDelta(file: String, message: String, method: String = "delta") throws -> CommitResult {
+  /// - Parameter scale: LoRA's `lora_alpha/r` when no `adapter_config.json` is beside the file;
+  ///   the scale applied is recorded in the commit's details (`lora_scale`).
+  public func commitDelta(
+    file: String, message: String, method: String = "delta", scale: Double? = nil
+  ) throws -> CommitResult {
     let clean = try requireCleanHead()
     let (parent, working) = (clean.commit, clean.working)
-    let entries = try DeltaFileReader.read(file, model: working)
+    let (entries, loraScales) = try DeltaFileReader.read(file, model: working, scale: scale)
     guard !entries.isEmpty else {
       throw RepositoryError.deltaMismatch(file: file, tensor: "-", detail: "holds no tensors")
     }
@@ -19,9 +23,11 @@ extension EditRepository {
       }
       let (rows, cols) = TensorMath.matrixShape(info.shape)
       if let dense = entry.dense {
-        let found = try dense.withUnsafeBufferPointer { buffer in
-          try buffer.baseAddress.flatMap {
-            try Factorization.lowRank(of: $0, rows: rows, cols: cols, noiseRMS: 0, maxRank: min(rows, cols))
+        let found = try RepositoryError.applying(to: entry.tensor) {
+          try dense.withUnsafeBufferPointer { buffer in
+            try buffer.baseAddress.flatMap {
+              try Factorization.lowRank(of: $0, rows: rows, cols: cols, noiseRMS: 0, maxRank: min(rows, cols))
+            }
           }
         }
         guard let found else {
@@ -33,7 +39,15 @@ extension EditRepository {
         planned.append(PlannedChange(name: entry.tensor, change: .factors(u: entry.u, v: entry.v, rank: entry.rank)))
       }
     }
-    let details = ["delta_file": (file as NSString).lastPathComponent]
+    var details = ["delta_file": (file as NSString).lastPathComponent]
+    if !loraScales.isEmpty {
+      let distinct = Set(loraScales.values)
+      details["lora_scale"] =
+        distinct.count == 1
+        ? "\(distinct.first ?? 1)"
+        : loraScales.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+      details["lora_scale_source"] = scale == nil ? "adapter_config.json" : "--scale"
+    }
     return try commitChanges(planned, message: message, method: method, details: details, parent: parent)
   }
 }

@@ -25,6 +25,12 @@ extension EditRepository {
     let parentContents = try contents(of: parent)
     var trees = parentContents.tensorTrees
     var changes: [EditRecord.TensorChange] = []
+    // Callers commit on a clean working model at `parent`, so it holds each tensor's parent state:
+    // start from its bytes (hashes from the stat cache) rather than replay the chain from the last
+    // full state or snapshot, which costs one rank-r pass per earlier edit. The rebuilt bytes are
+    // verified against the state's hash either way.
+    let working = try? WorkingModel(path: modelPath)
+    let workingHashes = working.flatMap { try? self.workingHashes($0) } ?? [:]
     for (i, delta) in deltas.enumerated() {
       report("applying", i, deltas.count)
       guard let tree = parentContents.tensorTrees[delta.name] else {
@@ -32,7 +38,9 @@ extension EditRepository {
       }
       let state = try storedState(tree, tensor: delta.name).state
       let (rows, cols) = TensorMath.matrixShape(state.shape)
-      var bytes = try materialize(delta.name, at: parent)
+      let current =
+        workingHashes[delta.name] == state.hash ? try working?.currentBytes(of: delta.name, hash: state.hash) : nil
+      var bytes = try materialize(delta.name, at: parent, current: current)
       let weightNorm = try bytes.withUnsafeBytes {
         try TensorMath.frobenius($0, dtype: state.dtype, count: rows * cols)
       }

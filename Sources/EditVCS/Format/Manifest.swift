@@ -151,7 +151,7 @@ public struct EditRecord: Codable, Equatable, Sendable {
   public var changes: [TensorChange]
   package var tolerance: Double?
   /// Free-form details of the method (source commit of a revert, LoRA scaling, λ, ...).
-  package var details: [String: String]?
+  public var details: [String: String]?
 
   package init(
     formatVersion: Int, method: String, changes: [TensorChange], tolerance: Double? = nil,

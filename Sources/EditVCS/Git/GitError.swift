@@ -2,7 +2,11 @@ internal import CGit2
 import Foundation
 
 /// A libgit2 call that failed: the function, its return code and libgit2's own message.
-public struct GitError: Error, Equatable, Sendable {
+///
+/// Not an `Error` of its own: `check` and every other failure in `Git/` throw it as the payload of
+/// ``RepositoryError/git(_:context:)``, so a libgit2 failure reaches the user as a `RepositoryError`
+/// with a hint by construction, whether or not the caller adds a context with `RepositoryError.wrap`.
+public struct GitError: Equatable, Sendable, CustomStringConvertible {
   public var code: Int32
   public var function: String
   public var subject: String?
@@ -14,22 +18,35 @@ public struct GitError: Error, Equatable, Sendable {
   public var isLocked: Bool { code == GIT_ELOCKED.rawValue }
   /// A compare-and-swap ref update found another value than expected.
   public var isModified: Bool { code == GIT_EMODIFIED.rawValue }
-}
+  /// A reference that was to be created already exists (a compare-and-swap create lost a race).
+  public var isExists: Bool { code == GIT_EEXISTS.rawValue }
+  /// The remote refused a push that is not a fast-forward.
+  public var isNonFastForward: Bool { code == GIT_ENONFASTFORWARD.rawValue }
 
-extension GitError: LocalizedError {
   /// What libgit2 was asked to do, on what, and what it said.
-  public var errorDescription: String? {
+  public var description: String {
     let on = subject.map { " on '\($0.prefix(200))'" } ?? ""
     return "\(function)\(on) failed: \(message)"
   }
 
-  public var recoverySuggestion: String? {
+  /// The next step for the user.
+  public var recoverySuggestion: String {
     if isLocked {
       return "another git process may be writing to .mvc; wait for it, or remove the stale .lock file it names"
     }
     if isNotFound { return "an object or reference is missing: 'mvc fsck' checks the repository" }
     if isInvalidSpec || isAmbiguous { return "'mvc log --oneline' lists the commits; use a longer id or a branch name" }
     return "'mvc fsck' checks the repository"
+  }
+}
+
+extension RepositoryError {
+  /// A failure inside `Git/` that has no libgit2 return code of its own (a NULL handle, zlib, a
+  /// system call), thrown like one; `code` defaults to `GIT_ERROR`.
+  static func libgit2(
+    code: Int32 = GIT_ERROR.rawValue, function: String, subject: String?, message: String
+  ) -> RepositoryError {
+    .git(GitError(code: code, function: function, subject: subject, message: message), context: nil)
   }
 }
 
@@ -45,7 +62,7 @@ let libgit2InitCount: Int32 = {
   return count
 }()
 
-/// Throws a `GitError` for a negative libgit2 return code; positive values are counts, not errors.
+/// Throws `RepositoryError.git` for a negative libgit2 return code; positive values are counts, not errors.
 /// Reads `git_error_last()` at once, on the same thread, as libgit2's threading notes require.
 @discardableResult
 func check(_ code: Int32, _ function: StaticString, _ subject: @autoclosure () -> String? = nil)
@@ -55,5 +72,5 @@ func check(_ code: Int32, _ function: StaticString, _ subject: @autoclosure () -
   let message =
     git_error_last().flatMap { error in error.pointee.message.map { String(cString: $0) } }
     ?? "no message from libgit2"
-  throw GitError(code: code, function: "\(function)", subject: subject(), message: message)
+  throw RepositoryError.libgit2(code: code, function: "\(function)", subject: subject(), message: message)
 }

@@ -20,7 +20,7 @@ final class SinglePackDatabase {
   init(indexPath: String) throws {
     var odb: OpaquePointer?
     try check(git_odb_new(&odb), "git_odb_new")
-    guard let odb else { throw GitError(code: -1, function: "git_odb_new", subject: indexPath, message: "no odb") }
+    guard let odb else { throw RepositoryError.libgit2(function: "git_odb_new", subject: indexPath, message: "no odb") }
     var backend: UnsafeMutablePointer<git_odb_backend>?
     let code = git_odb_backend_one_pack(&backend, indexPath)
     if code < 0 {
@@ -65,11 +65,11 @@ final class SinglePackDatabase {
 private func fsyncPath(_ path: String) throws {
   let fd = open(path, O_RDONLY)
   guard fd >= 0 else {
-    throw GitError(code: -1, function: "open", subject: path, message: String(cString: strerror(errno)))
+    throw RepositoryError.libgit2(function: "open", subject: path, message: String(cString: strerror(errno)))
   }
   defer { close(fd) }
   guard fsync(fd) == 0 else {
-    throw GitError(code: -1, function: "fsync", subject: path, message: String(cString: strerror(errno)))
+    throw RepositoryError.libgit2(function: "fsync", subject: path, message: String(cString: strerror(errno)))
   }
 }
 
@@ -83,19 +83,23 @@ extension GitRepository {
   func packReachableObjects() throws -> PackOutcome {
     let objects = (path as NSString).appendingPathComponent("objects")
     let packDirectory = (objects as NSString).appendingPathComponent("pack")
-    try FileManager.default.createDirectory(atPath: packDirectory, withIntermediateDirectories: true)
+    try RepositoryError.fileSystem("create", packDirectory) {
+      try FileManager.default.createDirectory(atPath: packDirectory, withIntermediateDirectories: true)
+    }
     let oldIndexes = Set(
       ((try? FileManager.default.contentsOfDirectory(atPath: packDirectory)) ?? []).filter { $0.hasSuffix(".idx") })
 
     var builder: OpaquePointer?
     try check(git_packbuilder_new(&builder, handle), "git_packbuilder_new")
     guard let builder else {
-      throw GitError(code: -1, function: "git_packbuilder_new", subject: path, message: "no builder")
+      throw RepositoryError.libgit2(function: "git_packbuilder_new", subject: path, message: "no builder")
     }
     defer { git_packbuilder_free(builder) }
     var walker: OpaquePointer?
     try check(git_revwalk_new(&walker, handle), "git_revwalk_new")
-    guard let walker else { throw GitError(code: -1, function: "git_revwalk_new", subject: path, message: "no walker") }
+    guard let walker else {
+      throw RepositoryError.libgit2(function: "git_revwalk_new", subject: path, message: "no walker")
+    }
     defer { git_revwalk_free(walker) }
     try check(git_revwalk_push_glob(walker, "refs/*"), "git_revwalk_push_glob")
     if let head = try? self.head().commit {
@@ -111,7 +115,7 @@ extension GitRepository {
     let objectCount = Int(git_packbuilder_object_count(builder))
     try check(git_packbuilder_write(builder, packDirectory, 0, nil, nil), "git_packbuilder_write", packDirectory)
     guard let namePointer = git_packbuilder_name(builder) else {
-      throw GitError(code: -1, function: "git_packbuilder_name", subject: packDirectory, message: "no pack name")
+      throw RepositoryError.libgit2(function: "git_packbuilder_name", subject: packDirectory, message: "no pack name")
     }
     let packName = "pack-" + String(cString: namePointer)
     let indexPath = (packDirectory as NSString).appendingPathComponent(packName + ".idx")
@@ -128,7 +132,8 @@ extension GitRepository {
       for file in (try? fileManager.contentsOfDirectory(atPath: directory)) ?? [] {
         guard let id = ObjectID(hex: fanout + file) else { continue }
         if pack.contains(id) {
-          try fileManager.removeItem(atPath: (directory as NSString).appendingPathComponent(file))
+          let loose = (directory as NSString).appendingPathComponent(file)
+          try RepositoryError.fileSystem("remove", loose) { try fileManager.removeItem(atPath: loose) }
           removedLoose += 1
         } else {
           keptLoose += 1
@@ -145,9 +150,9 @@ extension GitRepository {
       let old = try SinglePackDatabase(indexPath: (packDirectory as NSString).appendingPathComponent(index))
       guard try old.allObjects().allSatisfy({ pack.contains($0) }) else { continue }
       // The index goes first: a pack without its index is invisible, never half-read.
-      try fileManager.removeItem(atPath: base + ".idx")
+      try RepositoryError.fileSystem("remove", base + ".idx") { try fileManager.removeItem(atPath: base + ".idx") }
       try? fileManager.removeItem(atPath: base + ".rev")
-      try fileManager.removeItem(atPath: base + ".pack")
+      try RepositoryError.fileSystem("remove", base + ".pack") { try fileManager.removeItem(atPath: base + ".pack") }
       removedPacks += 1
     }
     try check(git_odb_refresh_for(self), "git_odb_refresh")

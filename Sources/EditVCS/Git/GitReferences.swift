@@ -26,14 +26,14 @@ extension GitRepository {
     defer { git_reference_free(reference) }
     if git_reference_type(reference) == GIT_REFERENCE_SYMBOLIC {
       guard let target = git_reference_symbolic_target(reference) else {
-        throw GitError(code: -1, function: "git_reference_symbolic_target", subject: "HEAD", message: "no target")
+        throw RepositoryError.libgit2(function: "git_reference_symbolic_target", subject: "HEAD", message: "no target")
       }
       let refName = String(cString: target)
       let name = refName.hasPrefix("refs/heads/") ? String(refName.dropFirst(11)) : refName
       return .branch(name: name, commit: try referenceTarget(refName))
     }
     guard let oid = git_reference_target(reference) else {
-      throw GitError(code: -1, function: "git_reference_target", subject: "HEAD", message: "no target")
+      throw RepositoryError.libgit2(function: "git_reference_target", subject: "HEAD", message: "no target")
     }
     return .detached(ObjectID(oid.pointee))
   }

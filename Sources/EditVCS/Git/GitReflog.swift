@@ -75,7 +75,7 @@ extension GitRepository {
     guard !name.isEmpty, let full = try referenceFullName(name) else { return nil }
     let entries = try reflog(full)
     guard position < entries.count else {
-      throw GitError(
+      throw RepositoryError.libgit2(
         code: GIT_ENOTFOUND.rawValue, function: "git_reflog_read", subject: spec,
         message: "the log of '\(full)' has \(entries.count) entries")
     }

@@ -30,7 +30,8 @@ final class GitRemote {
     var remote: OpaquePointer?
     try check(git_remote_lookup(&remote, repository.handle, name), "git_remote_lookup", name)
     guard let remote else {
-      throw GitError(code: GIT_ENOTFOUND.rawValue, function: "git_remote_lookup", subject: name, message: "no remote")
+      throw RepositoryError.libgit2(
+        code: GIT_ENOTFOUND.rawValue, function: "git_remote_lookup", subject: name, message: "no remote")
     }
     self.repository = repository
     self.handle = remote

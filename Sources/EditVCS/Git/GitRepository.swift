@@ -37,7 +37,7 @@ public final class GitRepository {
       try check(git_repository_init_ext(&repository, path, &options), "git_repository_init_ext", path)
     }
     guard let repository else {
-      throw GitError(code: -1, function: "git_repository_init_ext", subject: path, message: "no repository")
+      throw RepositoryError.libgit2(function: "git_repository_init_ext", subject: path, message: "no repository")
     }
     let created = try GitRepository(handle: repository, path: path)
     try created.keepReflogs()
@@ -50,7 +50,7 @@ public final class GitRepository {
     var repository: OpaquePointer?
     try check(git_repository_open_bare(&repository, path), "git_repository_open_bare", path)
     guard let repository else {
-      throw GitError(code: -1, function: "git_repository_open_bare", subject: path, message: "no repository")
+      throw RepositoryError.libgit2(function: "git_repository_open_bare", subject: path, message: "no repository")
     }
     return try GitRepository(handle: repository, path: path)
   }
@@ -105,7 +105,10 @@ public final class GitRepository {
     var oid = id.raw
     var blob: OpaquePointer?
     try check(git_blob_lookup(&blob, handle, &oid), "git_blob_lookup", id.hex)
-    guard let blob else { throw GitError(code: -3, function: "git_blob_lookup", subject: id.hex, message: "missing") }
+    guard let blob else {
+      throw RepositoryError.libgit2(
+        code: GIT_ENOTFOUND.rawValue, function: "git_blob_lookup", subject: id.hex, message: "missing")
+    }
     defer { git_blob_free(blob) }
     let size = Int(git_blob_rawsize(blob))
     return try body(UnsafeRawBufferPointer(start: git_blob_rawcontent(blob), count: size))
@@ -117,7 +120,10 @@ public final class GitRepository {
     var oid = id.raw
     var blob: OpaquePointer?
     try check(git_blob_lookup(&blob, handle, &oid), "git_blob_lookup", id.hex)
-    guard let blob else { throw GitError(code: -3, function: "git_blob_lookup", subject: id.hex, message: "missing") }
+    guard let blob else {
+      throw RepositoryError.libgit2(
+        code: GIT_ENOTFOUND.rawValue, function: "git_blob_lookup", subject: id.hex, message: "missing")
+    }
     return GitBlob(blob)
   }
 
@@ -131,7 +137,7 @@ public final class GitRepository {
   /// Touches no libgit2 handle, only the file `objects/xx/yyyy…` under `path`, so it may be called
   /// from any thread, concurrently with libgit2 calls on this repository's own thread.
   ///
-  /// - Throws: `GitError` naming the object and the file when the file is unreadable or damaged.
+  /// - Throws: `RepositoryError.git` naming the object and the file when the file is unreadable or damaged.
   package func looseBlob(_ id: ObjectID) throws -> LooseBlob? {
     try LooseBlob(id, repositoryPath: path)
   }
@@ -175,7 +181,7 @@ public final class GitRepository {
     var builder: OpaquePointer?
     try check(git_treebuilder_new(&builder, handle, nil), "git_treebuilder_new")
     guard let builder else {
-      throw GitError(code: -1, function: "git_treebuilder_new", subject: nil, message: "no builder")
+      throw RepositoryError.libgit2(function: "git_treebuilder_new", subject: nil, message: "no builder")
     }
     defer { git_treebuilder_free(builder) }
     for entry in entries {
@@ -261,7 +267,8 @@ public final class GitRepository {
     var commit: OpaquePointer?
     try check(git_commit_lookup(&commit, handle, &oid), "git_commit_lookup", id.hex)
     guard let commit else {
-      throw GitError(code: -3, function: "git_commit_lookup", subject: id.hex, message: "missing")
+      throw RepositoryError.libgit2(
+        code: GIT_ENOTFOUND.rawValue, function: "git_commit_lookup", subject: id.hex, message: "missing")
     }
     defer { git_commit_free(commit) }
     var parents: [ObjectID] = []
@@ -331,7 +338,8 @@ public final class GitRepository {
     try check(git_object_peel(&peeled, object, GIT_OBJECT_COMMIT), "git_object_peel", spec)
     defer { git_object_free(peeled) }
     guard let peeled, let oid = git_object_id(peeled) else {
-      throw GitError(code: GIT_ENOTFOUND.rawValue, function: "git_object_peel", subject: spec, message: "not a commit")
+      throw RepositoryError.libgit2(
+        code: GIT_ENOTFOUND.rawValue, function: "git_object_peel", subject: spec, message: "not a commit")
     }
     return ObjectID(oid.pointee)
   }

@@ -47,7 +47,7 @@ package final class LooseBlob: Sendable {
   /// they are inflated).
   ///
   /// - Returns: nil when the object is not loose (it may be packed).
-  /// - Throws: `GitError` whose message names the object and the file: the file cannot be
+  /// - Throws: `RepositoryError.git` whose message names the object and the file: the file cannot be
   ///   read, the zlib stream is truncated or damaged, or the object is not a well-formed blob.
   package init?(_ id: ObjectID, repositoryPath: String) throws {
     let hex = id.hex
@@ -98,7 +98,7 @@ package final class LooseBlob: Sendable {
   /// Mapped pages are dropped from the resident set as they are consumed, so reading a large
   /// blob does not keep it in memory. Pieces may be views of the mapping: never write to them.
   ///
-  /// - Throws: what `body` throws, or `GitError` when a compressed stream turns out damaged,
+  /// - Throws: what `body` throws, or `RepositoryError.git` when a compressed stream turns out damaged,
   ///   truncated or of another length than declared (pieces before the damage were delivered).
   package func forEachPiece(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
     let bytes = file.bytes
@@ -231,10 +231,8 @@ private struct Subject {
   var id: ObjectID
   var path: String
 
-  func corrupt(_ reason: String) -> GitError {
-    GitError(
-      code: GIT_ERROR.rawValue, function: "LooseBlob", subject: id.hex,
-      message: "object \(id.hex) ('\(path)'): \(reason)")
+  func corrupt(_ reason: String) -> RepositoryError {
+    .libgit2(function: "LooseBlob", subject: id.hex, message: "object \(id.hex) ('\(path)'): \(reason)")
   }
 }
 

@@ -22,7 +22,9 @@ enum StoredBlobWriter {
     let directory = (objectsDirectory as NSString).appendingPathComponent(String(hex.prefix(2)))
     let path = (directory as NSString).appendingPathComponent(String(hex.dropFirst(2)))
     if FileManager.default.fileExists(atPath: path) { return id }
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try RepositoryError.fileSystem("create", directory) {
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
 
     // zlib checks that the stream has not moved since deflateInit (`state->strm == strm`), and
     // `&local` is not guaranteed to be the same address on every call: keep it on the heap.
@@ -30,7 +32,7 @@ enum StoredBlobWriter {
     streamPointer.initialize(to: z_stream())
     defer { streamPointer.deallocate() }
     guard deflateInit_(streamPointer, Z_NO_COMPRESSION, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
-      throw GitError(code: -1, function: "deflateInit", subject: hex, message: "zlib initialization failed")
+      throw RepositoryError.libgit2(function: "deflateInit", subject: hex, message: "zlib initialization failed")
     }
     defer { deflateEnd(streamPointer) }
     let header = Array("blob \(bytes.count)\0".utf8)
@@ -50,7 +52,7 @@ enum StoredBlobWriter {
             streamPointer.pointee.avail_out = uInt(out.count)
             let code = deflate(streamPointer, finish ? Z_FINISH : Z_NO_FLUSH)
             guard code == Z_OK || code == Z_STREAM_END || code == Z_BUF_ERROR else {
-              throw GitError(code: -1, function: "deflate", subject: hex, message: "zlib error \(code)")
+              throw RepositoryError.libgit2(function: "deflate", subject: hex, message: "zlib error \(code)")
             }
             return out.count - Int(streamPointer.pointee.avail_out)
           }

@@ -70,8 +70,13 @@ extension EditRepository {
         entry.weightFrobenius = measured.oldFrobenius
         entry.frobenius = DenseNorms.frobenius(delta, count: count)
         if measured.allFinite,
-          let factors = try Factorization.lowRank(
-            of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: max(1, count / (rows + cols) / 2))
+          let factors = try RepositoryError.applying(
+            to: name,
+            {
+              try Factorization.lowRank(
+                of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS,
+                maxRank: max(1, count / (rows + cols) / 2))
+            })
         {
           entry.rank = factors.rank
           entry.spectral = factors.singularValues.first ?? 0

@@ -61,7 +61,7 @@ extension EditRepository {
     let clean = try requireCleanHead()
     let (headState, ours) = (clean.state, clean.commit)
     guard let base = try RepositoryError.wrap("finding the merge base", { try git.mergeBase(ours, theirs) }) else {
-      throw RepositoryError.invalidArgument("'\(name)' shares no history with HEAD")
+      throw RepositoryError.unrelatedHistories(revision: name, operation: "merge")
     }
     if base == theirs { return MergeResult(kind: .upToDate, commit: ours, record: nil, scores: [:]) }
     if base == ours {
@@ -76,8 +76,9 @@ extension EditRepository {
     for n in Set(baseHashes.keys).symmetricDifference(ourHashes.keys).union(
       Set(baseHashes.keys).symmetricDifference(theirHashes.keys))
     {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(n)' is added or removed since the merge base; merging such histories is not supported")
+      throw RepositoryError.tensorAddedOrRemoved(
+        tensor: n, change: "added or removed", revisions: "the histories since the merge base \(base.shortHex)",
+        operation: "a merge")
     }
     let ourEdits = try recordedEdits(from: ours, since: base, requireKeys: strategy == .resolve)
     let theirEdits = try recordedEdits(from: theirs, since: base, requireKeys: strategy == .resolve)
@@ -99,7 +100,9 @@ extension EditRepository {
           keys: edits.flatMap(\.keys), values: edits.flatMap(\.values), covariance: first.covariance,
           lambda: first.lambda, mu: first.mu)
         let method: EditMethod = edits.contains { $0.method == .memit } ? .memit : .emmet
-        resolvedTensors[tensor] = (shape, try EditSolvers.solve(problem, method: method))
+        resolvedTensors[tensor] = (
+          shape, try RepositoryError.applying(to: tensor) { try EditSolvers.solve(problem, method: method) }
+        )
       }
       for (tensor, resolved) in resolvedTensors.sorted(by: { $0.key < $1.key }) {
         let rows = resolved.update.storageRowCount
@@ -123,8 +126,7 @@ extension EditRepository {
             }
             (u, v, rank) = (nu, nv, rank + orank)
           case .dense:
-            throw RepositoryError.invalidArgument(
-              "tensor '\(tensor)' has a dense change on HEAD's side; use --strategy sum")
+            throw RepositoryError.cannotResolve(reason: "tensor '\(tensor)' has a dense change on HEAD's side")
           }
         }
         resolvePlan.append(PlannedChange(name: tensor, change: .factors(u: u, v: v, rank: rank)))
@@ -164,9 +166,8 @@ extension EditRepository {
       }
     }
     if requireKeys && !missing.isEmpty {
-      throw RepositoryError.invalidArgument(
-        "cannot re-solve: commit\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) recorded no keys; use --strategy sum"
-      )
+      throw RepositoryError.cannotResolve(
+        reason: "commit\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) recorded no keys")
     }
     return out
   }
@@ -201,11 +202,13 @@ extension EditRepository {
       revisedCache[edit.tensor] = revised
       guard let parent = try commitInfo(edit.commit).parents.first else { continue }
       let original = try floatTensor(edit.tensor, at: parent).values
-      let values = try revised.withUnsafeBufferPointer { r in
-        try original.withUnsafeBufferPointer { o in
-          try EditSolvers.retention(
-            revised: r, original: o, dOut: edit.dOut, dIn: edit.dIn, weightIsTransposed: edit.transposed,
-            keys: edit.keys, values: edit.values)
+      let values = try RepositoryError.applying(to: edit.tensor) {
+        try revised.withUnsafeBufferPointer { r in
+          try original.withUnsafeBufferPointer { o in
+            try EditSolvers.retention(
+              revised: r, original: o, dOut: edit.dOut, dIn: edit.dIn, weightIsTransposed: edit.transposed,
+              keys: edit.keys, values: edit.values)
+          }
         }
       }
       for value in values where value.isFinite {

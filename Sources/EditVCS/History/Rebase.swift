@@ -11,18 +11,17 @@ extension EditRepository {
   package func rebase(onto: ObjectID) throws -> (tip: ObjectID, replayed: Int) {
     let clean = try requireCleanHead()
     guard let branch = clean.state.branchName else {
-      throw RepositoryError.invalidArgument("rebase needs HEAD on a branch with commits")
+      throw RepositoryError.detachedHead(operation: "rebase")
     }
     let local = clean.commit
     guard let base = try RepositoryError.wrap("finding the merge base", { try git.mergeBase(local, onto) }) else {
-      throw RepositoryError.invalidArgument("the histories share no commit; nothing to rebase onto")
+      throw RepositoryError.unrelatedHistories(revision: onto.shortHex, operation: "rebase")
     }
     let commits = try RepositoryError.wrap("walking history") {
       try git.walk(from: [local], hiding: [base], reverse: true)
     }
     for id in commits where try commitInfo(id).parents.count > 1 {
-      throw RepositoryError.invalidArgument(
-        "commit \(id.shortHex) is a merge; rebasing merges is not supported, use 'mvc merge'")
+      throw RepositoryError.mergeCommitInRange(commit: id.shortHex, operation: "rebase")
     }
     try moveWorkingModel(
       to: onto, attach: .detached(onto), force: false, expectedHead: nil,

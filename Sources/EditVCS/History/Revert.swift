@@ -13,7 +13,7 @@ extension EditRepository {
   public func revert(_ source: ObjectID) throws -> CommitResult {
     let info = try commitInfo(source)
     guard info.parents.first != nil else {
-      throw RepositoryError.invalidArgument("cannot revert the root commit \(source.shortHex): it is the base model")
+      throw RepositoryError.rootCommit(operation: "revert", commit: source.shortHex)
     }
     let message = "Revert \"\(info.summary)\"\n\nThis reverts commit \(source.hex).\n"
     return try replay(source, sign: -1, message: message, method: "revert")
@@ -23,8 +23,7 @@ extension EditRepository {
   public func cherryPick(_ source: ObjectID) throws -> CommitResult {
     let info = try commitInfo(source)
     guard info.parents.first != nil else {
-      throw RepositoryError.invalidArgument(
-        "cannot cherry-pick the root commit \(source.shortHex): it is the base model")
+      throw RepositoryError.rootCommit(operation: "cherry-pick", commit: source.shortHex)
     }
     let message = info.message.trimmingCharacters(in: .newlines) + "\n\n(cherry picked from commit \(source.hex))\n"
     return try replay(source, sign: 1, message: message, method: "cherry-pick")
@@ -42,9 +41,9 @@ extension EditRepository {
       let b = before.tensorTrees[name]
       if a == b { continue }
       guard let a, let b else {
-        throw RepositoryError.invalidArgument(
-          "commit \(source.shortHex) \(a == nil ? "removes" : "adds") tensor '\(name)'; replaying added or removed tensors is not supported"
-        )
+        throw RepositoryError.tensorAddedOrRemoved(
+          tensor: name, change: a == nil ? "removed" : "added", revisions: "commit \(source.shortHex)",
+          operation: "a replayed commit")
       }
       let state = try storedState(a, tensor: name)
       if state.state.kind == .lowRank {
@@ -55,8 +54,8 @@ extension EditRepository {
         let oldBytes = try materialize(name, at: sourceParent)
         let beforeState = try storedState(b, tensor: name).state
         guard beforeState.dtype.isEditableFloat else {
-          throw RepositoryError.invalidArgument(
-            "tensor '\(name)' is \(beforeState.dtype.rawValue): only float tensors can be replayed")
+          throw RepositoryError.notAFloatTensor(
+            tensor: name, dtype: beforeState.dtype.rawValue, operation: "replayed")
         }
         var difference = newBytes.withUnsafeBytes { n in
           oldBytes.withUnsafeBytes { o in
@@ -75,7 +74,7 @@ extension EditRepository {
     let planned = try plannedChanges(of: source, sign: sign)
     let headContents = try contents(of: parent)
     for change in planned where headContents.tensorTrees[change.name] == nil {
-      throw RepositoryError.invalidArgument("tensor '\(change.name)' changed by \(source.shortHex) is not in HEAD")
+      throw RepositoryError.tensorNotInCommit(tensor: change.name, revision: "HEAD")
     }
     guard !planned.isEmpty else { throw RepositoryError.nothingToCommit }
     return try commitChanges(planned, message: message, method: method, details: ["source": source.hex], parent: parent)

@@ -79,9 +79,9 @@ extension EditRepository {
   /// - Parameters:
   ///   - from: the start; nil means the root of `to`'s first-parent chain.
   ///   - requireMatrix: refuse tensors that are not 2-D (LoRA holds matrices only).
-  /// - Throws: `RepositoryError.invalidArgument` when `from` is not a first-parent ancestor of
-  ///   `to`, a tensor was added or removed, is not a float tensor, or its difference is not
-  ///   low-rank.
+  /// - Throws: `RepositoryError.notAnAncestor` when `from` is not a first-parent ancestor of
+  ///   `to`, `.tensorAddedOrRemoved`, `.notAFloatTensor`, `.notAMatrix`, `.notLowRank` when its
+  ///   difference is not low-rank, `.apply` when the factorization fails.
   public func exportRange(
     from: ObjectID?, to: ObjectID, targetRank: Int? = nil, requireMatrix: Bool = false
   ) throws -> ExportedRange {
@@ -101,9 +101,7 @@ extension EditRepository {
       current = parent
     }
     guard let start else {
-      throw RepositoryError.invalidArgument(
-        "'\(from?.shortHex ?? "-")' is not on the first-parent history of '\(to.shortHex)'; export takes FROM..TO with FROM an ancestor of TO"
-      )
+      throw RepositoryError.notAnAncestor(from: from?.shortHex ?? "-", to: to.shortHex)
     }
     commits.reverse()
     let chain = [start] + commits
@@ -115,9 +113,9 @@ extension EditRepository {
       report("exporting", index, names.count)
       guard let fromTree = fromContents.tensorTrees[name], let toTree = toContents.tensorTrees[name]
       else {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)' is \(fromContents.tensorTrees[name] == nil ? "added" : "removed") in \(start.shortHex)..\(to.shortHex); an adapter can only change existing tensors"
-        )
+        throw RepositoryError.tensorAddedOrRemoved(
+          tensor: name, change: fromContents.tensorTrees[name] == nil ? "added" : "removed",
+          revisions: "\(start.shortHex)..\(to.shortHex)", operation: "an adapter")
       }
       if fromTree == toTree { continue }
       if let exported = try combinedChange(
@@ -185,14 +183,12 @@ extension EditRepository {
     _ state: TensorState, name: String, range: (ObjectID, ObjectID), requireMatrix: Bool
   ) throws {
     guard state.dtype.isEditableFloat else {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(name)' is \(state.dtype.rawValue): only float tensors can be exported as deltas"
-      )
+      throw RepositoryError.notAFloatTensor(tensor: name, dtype: state.dtype.rawValue, operation: "exported as deltas")
     }
     if requireMatrix && state.shape.count != 2 {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(name)' has shape \(state.shape) and changed in \(range.0.shortHex)..\(range.1.shortHex); a LoRA adapter holds 2-D weights only (use 'mvc export --delta FILE --dense')"
-      )
+      throw RepositoryError.notAMatrix(
+        tensor: name, dtype: state.dtype.rawValue, shape: state.shape, operation: "a LoRA adapter",
+        revisions: "\(range.0.shortHex)..\(range.1.shortHex)")
     }
   }
 
@@ -207,9 +203,8 @@ extension EditRepository {
     var previousHash = startHash
     for commit in chain.dropFirst() {
       guard let tree = try contents(of: commit).tensorTrees[name] else {
-        throw RepositoryError.invalidArgument(
-          "tensor '\(name)' is absent in \(commit.shortHex); an adapter can only change existing tensors"
-        )
+        throw RepositoryError.tensorAddedOrRemoved(
+          tensor: name, change: "removed", revisions: "commit \(commit.shortHex)", operation: "an adapter")
       }
       if tree == previousTree { continue }
       let stored = try storedState(tree, tensor: name)
@@ -253,18 +248,12 @@ extension EditRepository {
       }
     }
     let maxRank = max(1, count / max(rows + cols, 1) / 2)
-    let found: LowRankFactors?
-    do {
-      found = try Factorization.lowRank(
-        of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
-    } catch let error as ApplyError {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+    let found = try RepositoryError.applying(to: name) {
+      try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: difference.noiseRMS, maxRank: maxRank)
     }
     guard let found else {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(name)': the difference \(range.0.shortHex)..\(range.1.shortHex) is not low-rank (rank above \(maxRank) of [\(rows), \(cols)]), so it cannot be exported as factors; use 'mvc export --delta FILE --dense'"
-      )
+      throw RepositoryError.notLowRank(
+        tensor: name, revisions: "\(range.0.shortHex)..\(range.1.shortHex)", maxRank: maxRank, rows: rows, cols: cols)
     }
     return (found.u, found.v, found.rank)
   }
@@ -273,11 +262,8 @@ extension EditRepository {
   private func truncate(
     u: [Float], v: [Float], rows: Int, cols: Int, rank: Int, to targetRank: Int, tensor name: String
   ) throws -> TruncatedFactors {
-    do {
-      return try LowRankAlgebra.truncate(u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
-    } catch let error as ApplyError {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(name)': \(error.errorDescription ?? "\(error)")")
+    try RepositoryError.applying(to: name) {
+      try LowRankAlgebra.truncate(u: u, v: v, rows: rows, cols: cols, rank: rank, to: targetRank)
     }
   }
 

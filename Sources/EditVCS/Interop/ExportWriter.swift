@@ -45,14 +45,13 @@ public enum ExportWriter {
 
   /// Writes `adapter_model.safetensors` and `adapter_config.json` into `directory` (created if
   /// needed), each through a temp file, fsync and rename.
-  /// - Throws: `RepositoryError.invalidArgument` when there is nothing to export or the folder
+  /// - Throws: `RepositoryError.nothingToExport`, `RepositoryError.cannotAccess` when the folder
   ///   cannot be created; `DeltaStoreError` from the writer.
   public static func writeAdapter(
     _ tensors: [ExportedTensor], into directory: String, baseModel: String, hook: IOHook? = nil
   ) throws {
     guard !tensors.isEmpty else {
-      throw RepositoryError.invalidArgument(
-        "the range changes no tensor; there is nothing to export")
+      throw RepositoryError.nothingToExport
     }
     var entries: [(name: String, shape: [Int], values: [Float])] = []
     for t in tensors {
@@ -70,8 +69,7 @@ public enum ExportWriter {
     do {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     } catch {
-      throw RepositoryError.invalidArgument(
-        "cannot create '\(directory)': \(error.localizedDescription)")
+      throw RepositoryError.cannotAccess(path: directory, operation: "create", reason: error.localizedDescription)
     }
     let configObject = adapterConfig(tensors, baseModel: baseModel)
     let json = try JSONSerialization.data(
@@ -91,8 +89,7 @@ public enum ExportWriter {
     _ tensors: [ExportedTensor], to path: String, dense: Bool, hook: IOHook? = nil
   ) throws {
     guard !tensors.isEmpty else {
-      throw RepositoryError.invalidArgument(
-        "the range changes no tensor; there is nothing to export")
+      throw RepositoryError.nothingToExport
     }
     var entries: [(name: String, shape: [Int], values: [Float])] = []
     for t in tensors {

@@ -18,9 +18,10 @@ extension EditRepository {
   /// Before anything is written, `target_modules` is checked against the model: each entry
   /// (PEFT's rule: the whole module name or a `.`-separated suffix of it; a string is a regular
   /// expression matched against the whole name) must select at least one weight of the model,
-  /// and every LoRA pair in the file must belong to a selected module. Adapters `commitDelta`
-  /// cannot apply exactly are refused: DoRA, and per-module `rank_pattern`/`alpha_pattern`
-  /// scales that differ from `lora_alpha/r`.
+  /// and every LoRA pair in the file must belong to a selected module. Per-module scales
+  /// (`rank_pattern`, `alpha_pattern`, rsLoRA) are applied by `commitDelta`; what is not a
+  /// low-rank addition (DoRA, `lora_bias`, `modules_to_save`, trained biases, embedding LoRA)
+  /// is refused by name.
   /// - Throws: `RepositoryError.deltaMismatch` naming the file and the module, and everything
   ///   `commitDelta` throws.
   public func importLoRA(directory: String, message: String) throws -> ImportResult {
@@ -57,12 +58,8 @@ extension EditRepository {
 
     let (targets, selects) = try Self.targetModules(config, in: configPath, modules: modules)
 
-    // Every LoRA pair must sit on a targeted module of the model, with the adapter's one scale.
+    // Every LoRA pair must sit on a targeted module of the model.
     let file = try SafetensorsFile(path: weightsPath, followSymlink: true)
-    let r = (config["r"] as? NSNumber)?.doubleValue ?? 0
-    let alpha = (config["lora_alpha"] as? NSNumber)?.doubleValue ?? r
-    let rankPattern = config["rank_pattern"] as? [String: Any] ?? [:]
-    let alphaPattern = config["alpha_pattern"] as? [String: Any] ?? [:]
     var touched = Set<String>()
     for info in file.tensors {
       guard let (tensor, _) = DeltaFileReader.loraTarget(info.name) else { continue }
@@ -75,15 +72,6 @@ extension EditRepository {
         throw RepositoryError.deltaMismatch(
           file: weightsPath, tensor: info.name,
           detail: "module '\(module)' is not in the adapter's target_modules")
-      }
-      let moduleRank = Self.patternValue(rankPattern, module) ?? r
-      let moduleAlpha = Self.patternValue(alphaPattern, module) ?? alpha
-      if moduleRank > 0, r > 0, abs(moduleAlpha / moduleRank - alpha / r) > 1e-12 * abs(alpha / r) {
-        throw RepositoryError.deltaMismatch(
-          file: configPath, tensor: module,
-          detail:
-            "scale \(moduleAlpha)/\(moduleRank) differs from lora_alpha/r = \(alpha)/\(r); per-module scales are not supported"
-        )
       }
       touched.insert(tensor)
     }

@@ -17,8 +17,44 @@ struct DeltaEntry {
 /// beside the file) and dense deltas named like the model's tensors.
 enum DeltaFileReader {
   struct AdapterConfig {
+    /// `lora_alpha/r` (`/√r` with rsLoRA): the scale of modules no pattern names.
     var scale: Double
     var fanInFanOut: Bool
+    var r: Double
+    var alpha: Double
+    var rsLoRA: Bool
+    var rankPattern: [String: Any]
+    var alphaPattern: [String: Any]
+
+    /// The scale of one module under `rank_pattern`/`alpha_pattern` (PEFT's per-module r and
+    /// alpha), and the rank the pattern gives it.
+    func scale(ofModule module: String) -> (scale: Double, rank: Double) {
+      let rank = EditRepository.patternValue(rankPattern, module) ?? r
+      let alpha = EditRepository.patternValue(alphaPattern, module) ?? self.alpha
+      return (rsLoRA ? alpha / rank.squareRoot() : alpha / rank, rank)
+    }
+  }
+
+  /// Adapter features that are not a low-rank addition to a weight, refused by name: applying
+  /// the pairs alone would commit a silently different model.
+  static func refuseUnsupported(_ object: [String: Any], path: String) throws {
+    if (object["use_dora"] as? Bool) == true {
+      throw RepositoryError.deltaMismatch(
+        file: path, tensor: "use_dora", detail: "DoRA adapters are not low-rank additions")
+    }
+    if (object["lora_bias"] as? Bool) == true {
+      throw RepositoryError.deltaMismatch(
+        file: path, tensor: "lora_bias", detail: "lora_bias trains a bias beside the factors: not a low-rank addition")
+    }
+    if let modules = object["modules_to_save"] as? [Any], !modules.isEmpty {
+      throw RepositoryError.deltaMismatch(
+        file: path, tensor: "modules_to_save",
+        detail: "modules_to_save replaces whole modules (\(modules.count)): not a low-rank addition")
+    }
+    if let bias = object["bias"] as? String, bias != "none" {
+      throw RepositoryError.deltaMismatch(
+        file: path, tensor: "bias", detail: "bias '\(bias)' trains biases: not a low-rank addition")
+    }
   }
 
   static func adapterConfig(besides file: String) throws -> AdapterConfig? {
@@ -27,6 +63,7 @@ enum DeltaFileReader {
     guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
       throw RepositoryError.deltaMismatch(file: path, tensor: "adapter_config.json", detail: "is not a JSON object")
     }
+    try refuseUnsupported(object, path: path)
     let r = (object["r"] as? NSNumber)?.doubleValue ?? 0
     let alpha = (object["lora_alpha"] as? NSNumber)?.doubleValue ?? r
     let rslora = (object["use_rslora"] as? Bool) ?? false
@@ -34,7 +71,9 @@ enum DeltaFileReader {
       throw RepositoryError.deltaMismatch(file: path, tensor: "r", detail: "must be a positive number")
     }
     return AdapterConfig(
-      scale: rslora ? alpha / r.squareRoot() : alpha / r, fanInFanOut: (object["fan_in_fan_out"] as? Bool) ?? false)
+      scale: rslora ? alpha / r.squareRoot() : alpha / r, fanInFanOut: (object["fan_in_fan_out"] as? Bool) ?? false,
+      r: r, alpha: alpha, rsLoRA: rslora, rankPattern: object["rank_pattern"] as? [String: Any] ?? [:],
+      alphaPattern: object["alpha_pattern"] as? [String: Any] ?? [:])
   }
 
   /// `base_model.model.<module>.lora_A[.adapter].weight` → (`<module>.weight`, "A").
@@ -67,13 +106,34 @@ enum DeltaFileReader {
     return doubles.map { Float($0) }
   }
 
-  static func read(_ path: String, model: WorkingModel) throws -> [DeltaEntry] {
+  /// - Parameter scale: `lora_alpha/r` given by the user; without it the scale comes from the
+  ///   `adapter_config.json` beside the file, and LoRA factors with neither are refused (a guess
+  ///   of 1 would commit a silently wrong model).
+  /// - Returns: The entries and the LoRA scale applied (nil when the file holds no LoRA pair).
+  static func read(_ path: String, model: WorkingModel, scale: Double? = nil) throws -> (
+    entries: [DeltaEntry], loraScales: [String: Double]
+  ) {
     // The user's own path: a link to it is followed, and it must reach a regular file.
     let file = try SafetensorsFile(path: path, followSymlink: true)
     let config = try adapterConfig(besides: path)
+    if let scale, let config, abs(scale - config.scale) > 1e-9 * abs(config.scale) {
+      throw RepositoryError.scaleDisagreesWithConfig(scale: scale, configScale: config.scale, file: path)
+    }
     var pairs: [String: (a: TensorInfo?, b: TensorInfo?)] = [:]
     var entries: [DeltaEntry] = []
     for info in file.tensors {
+      if info.name.contains("lora_embedding_A") || info.name.contains("lora_embedding_B") {
+        throw RepositoryError.deltaMismatch(
+          file: path, tensor: info.name, detail: "embedding LoRA (lora_embedding_A/B) is not supported")
+      }
+      if info.name.contains("lora_magnitude_vector") {
+        throw RepositoryError.deltaMismatch(
+          file: path, tensor: info.name, detail: "DoRA adapters are not low-rank additions")
+      }
+      if info.name.hasSuffix(".bias") && (info.name.contains(".lora_B.") || info.name.contains(".lora_A.")) {
+        throw RepositoryError.deltaMismatch(
+          file: path, tensor: info.name, detail: "lora_bias trains a bias beside the factors: not a low-rank addition")
+      }
       if let (tensor, which) = loraTarget(info.name) {
         var pair = pairs[tensor] ?? (nil, nil)
         if which == "A" { pair.a = info } else { pair.b = info }
@@ -89,6 +149,8 @@ enum DeltaFileReader {
       }
       entries.append(DeltaEntry(tensor: info.name, u: [], v: [], rank: 0, dense: try floats(file, info)))
     }
+    if !pairs.isEmpty && scale == nil && config == nil { throw RepositoryError.loraScaleUnknown(file: path) }
+    var loraScales: [String: Double] = [:]
     for (tensor, pair) in pairs.sorted(by: { $0.key < $1.key }) {
       guard let a = pair.a, let b = pair.b else {
         throw RepositoryError.deltaMismatch(
@@ -106,7 +168,18 @@ enum DeltaFileReader {
       let r = a.shape[0]
       let inDim = a.shape[1]
       let outDim = b.shape[0]
-      let scale = Float(config?.scale ?? 1)
+      var moduleScale = scale ?? 1
+      if scale == nil, let config {
+        let module = String(tensor.dropLast(".weight".count))
+        let (patterned, rank) = config.scale(ofModule: module)
+        guard rank == Double(r) else {
+          throw RepositoryError.deltaMismatch(
+            file: path, tensor: tensor, detail: "lora_A has rank \(r) but the adapter config gives \(rank)")
+        }
+        moduleScale = patterned
+      }
+      loraScales[tensor] = moduleScale
+      let scale = Float(moduleScale)
       let aValues = try floats(file, a)  // r × in
       let bValues = try floats(file, b)  // out × r
       // ΔW = scale·B·A (out×in). Storage is out×in for nn.Linear, in×out for GPT-2's Conv1D.
@@ -130,6 +203,6 @@ enum DeltaFileReader {
       }
       entries.append(DeltaEntry(tensor: tensor, u: u, v: v, rank: r, dense: nil))
     }
-    return entries
+    return (entries, loraScales)
   }
 }

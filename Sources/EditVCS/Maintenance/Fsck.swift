@@ -21,7 +21,7 @@ extension EditRepository {
     for name in names + ["HEAD"] {
       do {
         tips.append(try git.resolveCommit(name))
-      } catch let error as GitError {
+      } catch RepositoryError.git(let error, _) {
         guard name == "HEAD" else {
           problems.append("broken reference '\(name)': \(error.message)")
           continue
@@ -33,7 +33,7 @@ extension EditRepository {
           if case .branch(let branch, nil) = try git.head(), hasBranches {
             problems.append("HEAD points at branch '\(branch)', which does not exist")
           }
-        } catch let headError as GitError {
+        } catch RepositoryError.git(let headError, _) {
           let path = (gitDirectory as NSString).appendingPathComponent("HEAD")
           problems.append("HEAD '\(path)' is unreadable: \(headError.message)")
         }
@@ -79,7 +79,7 @@ extension EditRepository {
         let info = try git.commit(id)
         commits.append(id)
         queue.append(contentsOf: info.parents)
-      } catch let error as GitError {
+      } catch RepositoryError.git(let error, _) {
         problems.append("missing or unreadable commit \(id.hex): \(error.message)")
       }
     }
@@ -118,7 +118,7 @@ extension EditRepository {
           } else if seen.blobs.insert(entry.id).inserted {
             do {
               try git.withBlob(entry.id) { _ in }
-            } catch let error as GitError {
+            } catch RepositoryError.git(let error, _) {
               nodes.append((entry.name, node))
               problems.append(
                 "missing or unreadable blob \(entry.id.hex) ('\(path(nodes.count - 1))' in commit "
@@ -126,7 +126,7 @@ extension EditRepository {
             }
           }
         }
-      } catch let error as GitError {
+      } catch RepositoryError.git(let error, _) {
         problems.append(
           "missing or unreadable tree \(id.hex) ('\(path(node))' in commit \(commit.shortHex)): \(error.message)")
       } catch {

@@ -15,9 +15,7 @@ struct MaterializationPlan: Sendable {
     do {
       return try body()
     } catch let error as DeltaStoreError {
-      throw RepositoryError.corruptObject(
-        what: "stored data of tensor '\(tensor)' at \(revision.shortHex)",
-        reason: error.errorDescription ?? "undecodable")
+      throw RepositoryError.storedData(error, tensor: tensor, revision: revision.shortHex)
     }
   }
 

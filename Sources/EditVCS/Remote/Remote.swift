@@ -55,20 +55,20 @@ extension EditRepository {
 
   /// `mvc remote add NAME URL`.
   public func addRemote(name: String, url: String) throws {
-    guard GitRepository.isValidRemoteName(name) else { throw RemoteError.invalidRemoteName(name) }
-    if try git.remoteNames().contains(name) { throw RemoteError.remoteExists(name) }
+    guard GitRepository.isValidRemoteName(name) else { throw RepositoryError.invalidRemoteName(name) }
+    if try git.remoteNames().contains(name) { throw RepositoryError.remoteExists(name) }
     try RepositoryError.wrap("adding remote '\(name)'") { try git.createRemote(name: name, url: url) }
   }
 
   /// `mvc remote remove NAME`: its configuration and its `refs/remotes/NAME/*` go.
   public func removeRemote(name: String) throws {
-    guard try git.remoteNames().contains(name) else { throw RemoteError.remoteNotFound(name) }
+    guard try git.remoteNames().contains(name) else { throw RepositoryError.remoteNotFound(name) }
     try RepositoryError.wrap("removing remote '\(name)'") { try git.deleteRemote(name: name) }
   }
 
   func lookupRemote(_ name: String) throws -> GitRemote {
     guard try RepositoryError.wrap("listing remotes", { try git.remoteNames() }).contains(name) else {
-      throw RemoteError.remoteNotFound(name)
+      throw RepositoryError.remoteNotFound(name)
     }
     return try RepositoryError.wrap("reading remote '\(name)'") { try git.remote(named: name) }
   }
@@ -93,12 +93,12 @@ extension EditRepository {
   // MARK: push
 
   /// `mvc push [REMOTE] [BRANCH]`: sends `refs/heads/BRANCH` (fast-forward only) and every tag.
-  /// - Throws: `RemoteError.pushRejected` when the remote refuses a reference,
-  ///   `RemoteError.transport` when it cannot be reached.
+  /// - Throws: `RepositoryError.pushRejected` when the remote refuses a reference,
+  ///   `RepositoryError.transport` when it cannot be reached.
   public func push(remote name: String, branch: String?) throws -> PushSummary {
     let remote = try lookupRemote(name)
     let currentBranch = try head().branchName
-    guard let branch = branch ?? currentBranch else { throw RemoteError.detachedHead(operation: "push") }
+    guard let branch = branch ?? currentBranch else { throw RepositoryError.detachedHead(operation: "push") }
     guard let tip = try branchTarget(branch) else { throw RepositoryError.branchNotFound(branch) }
     var refspecs = ["refs/heads/\(branch):refs/heads/\(branch)"]
     for tag in try RepositoryError.wrap("listing tags", { try git.referenceNames(withPrefix: "refs/tags/") }) {
@@ -109,13 +109,13 @@ extension EditRepository {
     let rejected: [(ref: String, reason: String)]
     do {
       rejected = try remote.push(refspecs: refspecs)
-    } catch let error as GitError where error.code == -11 {  // GIT_ENONFASTFORWARD
-      throw RemoteError.pushRejected(remote: remote.url, refs: ["refs/heads/\(branch) (non-fast-forward)"])
-    } catch let error as GitError {
-      throw RemoteError.transport(operation: "push to", url: remote.url, message: error.message)
+    } catch RepositoryError.git(let error, _) where error.isNonFastForward {
+      throw RepositoryError.pushRejected(remote: remote.url, refs: ["refs/heads/\(branch) (non-fast-forward)"])
+    } catch RepositoryError.git(let error, _) {
+      throw RepositoryError.transport(operation: "push to", url: remote.url, message: error.message)
     }
     if !rejected.isEmpty {
-      throw RemoteError.pushRejected(remote: remote.url, refs: rejected.map { "\($0.ref) (\($0.reason))" })
+      throw RepositoryError.pushRejected(remote: remote.url, refs: rejected.map { "\($0.ref) (\($0.reason))" })
     }
     // libgit2 moves the remote-tracking ref only when a fetch refspec covers it.
     if (try? git.referenceTarget(tracking)) != tip {
@@ -147,8 +147,8 @@ extension EditRepository {
     let before = try referenceSnapshot(prefixes)
     do {
       try remote.fetch(refspecs: nil, reflog: "fetch \(name)")
-    } catch let error as GitError {
-      throw RemoteError.transport(operation: "fetch from", url: remote.url, message: error.message)
+    } catch RepositoryError.git(let error, _) {
+      throw RepositoryError.transport(operation: "fetch from", url: remote.url, message: error.message)
     }
     let after = try referenceSnapshot(prefixes)
     let updates = Self.updates(from: before, to: after)
@@ -173,18 +173,18 @@ extension EditRepository {
 
   /// `mvc pull [REMOTE] [BRANCH]`: fetch, then fast-forward the current branch and rewrite the
   /// working model through the journaled checkout. Refuses uncommitted changes.
-  /// - Throws: `RemoteError.diverged` when neither side contains the other,
+  /// - Throws: `RepositoryError.diverged` when neither side contains the other,
   ///   unless `rebase`, which replays the local commits' deltas onto the remote's
   ///   (``rebase(onto:)``); `RepositoryError.uncommittedChanges`.
   public func pull(remote name: String, branch: String?, rebase: Bool = false) throws -> PullOutcome {
     try refuseDuringBisect()
     let headState = try head()
-    guard let current = headState.branchName else { throw RemoteError.detachedHead(operation: "pull") }
+    guard let current = headState.branchName else { throw RepositoryError.detachedHead(operation: "pull") }
     let remoteBranch = branch ?? current
     _ = try fetch(remote: name)
     let tracking = "refs/remotes/\(name)/\(remoteBranch)"
     guard let incoming = try RepositoryError.wrap("reading '\(tracking)'", { try git.referenceTarget(tracking) }) else {
-      throw RemoteError.noRemoteBranch(remote: name, branch: remoteBranch)
+      throw RepositoryError.noRemoteBranch(remote: name, branch: remoteBranch)
     }
     guard let local = headState.commit else {
       // An unborn branch simply takes the remote's history.
@@ -198,7 +198,7 @@ extension EditRepository {
     }
     if try ancestry(incoming, local) { return .alreadyUpToDate(local) }
     guard try ancestry(local, incoming) else {
-      guard rebase else { throw RemoteError.diverged(remote: name, branch: remoteBranch) }
+      guard rebase else { throw RepositoryError.diverged(remote: name, branch: remoteBranch) }
       let (tip, replayed) = try self.rebase(onto: incoming)
       return .rebased(onto: incoming, tip: tip, replayed: replayed)
     }
@@ -225,13 +225,11 @@ extension EditRepository {
     var createdRoot = false
     if fileManager.fileExists(atPath: root) {
       guard ((try? fileManager.contentsOfDirectory(atPath: root)) ?? ["?"]).isEmpty else {
-        throw RemoteError.destinationExists(path: directory)
+        throw RepositoryError.destinationExists(path: directory)
       }
     } else {
-      try RepositoryError.wrap("creating '\(root)'") {
-        do { try fileManager.createDirectory(atPath: root, withIntermediateDirectories: true) } catch {
-          throw GitError(code: -1, function: "mkdir", subject: root, message: error.localizedDescription)
-        }
+      do { try fileManager.createDirectory(atPath: root, withIntermediateDirectories: true) } catch {
+        throw RepositoryError.cannotAccess(path: root, operation: "create", reason: error.localizedDescription)
       }
       createdRoot = true
     }
@@ -270,8 +268,8 @@ extension EditRepository {
     do {
       advertised = try remote.connectAndReadDefaultBranch()
       try remote.fetch(refspecs: nil, reflog: "clone: from \(url)")
-    } catch let error as GitError {
-      throw RemoteError.transport(operation: "clone from", url: url, message: error.message)
+    } catch RepositoryError.git(let error, _) {
+      throw RepositoryError.transport(operation: "clone from", url: url, message: error.message)
     }
     let branches = try RepositoryError.wrap("listing fetched branches") {
       try git.referenceNames(withPrefix: "refs/remotes/origin/").map {
@@ -282,7 +280,7 @@ extension EditRepository {
     let candidates = [advertised, defaultBranch, "master"].compactMap { $0 }
     guard let branch = candidates.first(where: branches.contains) ?? branches.first,
       let commit = try git.referenceTarget("refs/remotes/origin/\(branch)")
-    else { throw RemoteError.emptyRemote(url: url) }
+    else { throw RepositoryError.emptyRemote(url: url) }
 
     let model = try modelRelativePath(git: git, commit: commit)
     try RepositoryError.wrap("writing .mvc/config") {

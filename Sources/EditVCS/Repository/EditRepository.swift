@@ -146,7 +146,7 @@ public final class EditRepository {
       ? (modelPath as NSString).standardizingPath
       : ((root as NSString).appendingPathComponent(modelPath) as NSString).standardizingPath
     guard absoluteModel.hasPrefix(root + "/") else {
-      throw RepositoryError.invalidArgument("the model '\(modelPath)' must be inside '\(root)'")
+      throw RepositoryError.modelOutsideRepository(model: modelPath, root: root)
     }
     // Validate the model completely before anything is created.
     let working = try WorkingModel(path: absoluteModel)
@@ -189,7 +189,7 @@ public final class EditRepository {
   public func head() throws -> HeadState {
     do {
       return try git.head()
-    } catch let error as GitError {
+    } catch RepositoryError.git(let error, _) {
       throw RepositoryError.unreadableHead(
         path: (gitDirectory as NSString).appendingPathComponent("HEAD"), detail: error.message)
     }
@@ -205,10 +205,10 @@ public final class EditRepository {
   public func resolve(_ revision: String) throws -> ObjectID {
     do {
       return try git.resolveCommit(try git.expandingReflogSelector(revision) ?? revision)
-    } catch let error as GitError where error.isNotFound || error.isInvalidSpec || error.isAmbiguous {
+    } catch RepositoryError.git(let error, _) where error.isNotFound || error.isInvalidSpec || error.isAmbiguous {
       let count = try? git.walk(from: [headCommit()]).count
       throw RepositoryError.unknownRevision(revision, commitCount: count)
-    } catch let error as GitError {
+    } catch RepositoryError.git(let error, _) {
       throw RepositoryError.git(error, context: "resolving '\(revision)'")
     }
   }
@@ -229,7 +229,7 @@ public final class EditRepository {
     case .branch(let name, _):
       do {
         try git.updateReference("refs/heads/" + name, to: new, expected: old, message: message)
-      } catch let error as GitError where error.isModified || error.code == -4 {
+      } catch RepositoryError.git(let error, _) where error.isModified || error.isExists {
         throw RepositoryError.concurrentUpdate(ref: "refs/heads/" + name)
       }
     case .detached:

@@ -14,7 +14,8 @@ final class RepositoryLock {
   init(path: String) throws {
     let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
     guard fd >= 0 else {
-      throw RepositoryError.invalidArgument("cannot open lock '\(path)': \(String(cString: strerror(errno)))")
+      throw RepositoryError.cannotAccess(
+        path: path, operation: "open lock", reason: String(cString: strerror(errno)))
     }
     if flock(fd, LOCK_EX | LOCK_NB) != 0 {
       var buffer = [UInt8](repeating: 0, count: 32)

@@ -63,12 +63,12 @@ extension EditRepository {
   /// Loads a float tensor's state at `commit` as Float32 (scoring and solving read it so).
   func floatTensor(_ name: String, at commit: ObjectID) throws -> (values: [Float], shape: [Int]) {
     guard let tree = try contents(of: commit).tensorTrees[name] else {
-      throw RepositoryError.invalidArgument("tensor '\(name)' is not in commit \(commit.shortHex)")
+      throw RepositoryError.tensorNotInCommit(tensor: name, revision: commit.shortHex)
     }
     let state = try storedState(tree, tensor: name).state
     guard state.dtype.isEditableFloat, state.shape.count == 2 else {
-      throw RepositoryError.invalidArgument(
-        "tensor '\(name)' is \(state.dtype.rawValue) \(state.shape): closed-form edits need a float matrix")
+      throw RepositoryError.notAMatrix(
+        tensor: name, dtype: state.dtype.rawValue, shape: state.shape, operation: "a closed-form edit", revisions: nil)
     }
     let bytes = try materialize(name, at: commit)
     var values = [Float](repeating: 0, count: state.elementCount)
@@ -87,9 +87,9 @@ extension EditRepository {
   ) {
     if shape[1] == keyLength { return (shape[0], shape[1], false) }
     if shape[0] == keyLength { return (shape[1], shape[0], true) }
-    throw RepositoryError.invalidArgument(
-      "keys have length \(keyLength) but tensor '\(tensor)' is \(shape): neither d_in of a Linear [d_out, d_in] nor of a Conv1D [d_in, d_out]"
-    )
+    throw RepositoryError.inputShapeMismatch(
+      input: "keys", shape: [keyLength],
+      expected: "rows of length d_in of tensor '\(tensor)' \(shape) (a Linear [d_out, d_in] or a Conv1D [d_in, d_out])")
   }
 
   func compressedNpy(_ values: [Double], shape: [Int]) throws -> [UInt8] {
@@ -113,33 +113,39 @@ extension EditRepository {
     guard request.keys.shape.count == 2, request.values.shape.count == 2,
       request.keys.shape[0] == request.values.shape[0]
     else {
-      throw RepositoryError.invalidArgument(
-        "keys \(request.keys.shape) and values \(request.values.shape) must be n×d_in and n×d_out with the same n")
+      throw RepositoryError.inputShapeMismatch(
+        input: "values", shape: request.values.shape,
+        expected: "[n, d_out] with the same n as keys \(request.keys.shape) ([n, d_in])")
     }
     let (dOut, dIn, transposed) = try Self.orientation(
       shape: shape, keyLength: request.keys.shape[1], tensor: request.tensor)
     guard request.values.shape[1] == dOut else {
-      throw RepositoryError.invalidArgument(
-        "values have length \(request.values.shape[1]); tensor '\(request.tensor)' has d_out \(dOut)")
+      throw RepositoryError.inputShapeMismatch(
+        input: "values", shape: request.values.shape,
+        expected: "[\(request.values.shape[0]), \(dOut)] (d_out of tensor '\(request.tensor)')")
     }
     let covariance: [Double]
     if let c = request.covariance {
       guard c.shape == [dIn, dIn] else {
-        throw RepositoryError.invalidArgument("covariance is \(c.shape), expected [\(dIn), \(dIn)]")
+        throw RepositoryError.inputShapeMismatch(input: "covariance", shape: c.shape, expected: "[\(dIn), \(dIn)]")
       }
       covariance = c.values
     } else if let k0 = request.covarianceKeys {
       guard k0.shape.count == 2, k0.shape[1] == dIn else {
-        throw RepositoryError.invalidArgument("covariance keys are \(k0.shape), expected [m, \(dIn)]")
+        throw RepositoryError.inputShapeMismatch(input: "covariance keys", shape: k0.shape, expected: "[m, \(dIn)]")
       }
-      covariance = try EditSolvers.secondMoment(ofKeys: k0.values, count: k0.shape[0], dIn: dIn)
+      covariance = try RepositoryError.applying(to: request.tensor) {
+        try EditSolvers.secondMoment(ofKeys: k0.values, count: k0.shape[0], dIn: dIn)
+      }
     } else {
-      throw RepositoryError.invalidArgument("give the covariance (--cov) or keys to estimate it from (--cov-keys)")
+      throw RepositoryError.missingCovariance
     }
     let problem = EditProblem(
       w0: .float32(w), dOut: dOut, dIn: dIn, weightIsTransposed: transposed, keys: request.keys.values,
       values: request.values.values, covariance: covariance, lambda: request.lambda, mu: request.mu)
-    let update = try EditSolvers.solve(problem, method: request.method)
+    let update = try RepositoryError.applying(to: request.tensor) {
+      try EditSolvers.solve(problem, method: request.method)
+    }
     let planned = PlannedChange(
       name: request.tensor,
       change: .factors(

@@ -45,8 +45,8 @@ extension EditRepository {
     guard let head = try head().commit else { throw RepositoryError.emptyHistory }
     let (_, shape) = try floatTensor(tensor, at: head)
     guard keys.shape.count == 2, shape.contains(keys.shape[1]) else {
-      throw RepositoryError.invalidArgument(
-        "probe keys are \(keys.shape) but tensor '\(tensor)' is \(shape): expected [m, d_in]")
+      throw RepositoryError.inputShapeMismatch(
+        input: "probe keys", shape: keys.shape, expected: "[m, d_in] with d_in of tensor '\(tensor)' \(shape)")
     }
     let previous = try RepositoryError.wrap("reading \(Self.probesRef)") { try git.referenceTarget(Self.probesRef) }
     var entries: [String: GitRepository.TreeEntry] = [:]
@@ -98,11 +98,13 @@ extension EditRepository {
       let revised = try current[edit.tensor] ?? floatTensor(edit.tensor, at: revision)
       current[edit.tensor] = revised
       let original = try floatTensor(edit.tensor, at: parent)
-      let retention = try revised.values.withUnsafeBufferPointer { r in
-        try original.values.withUnsafeBufferPointer { o in
-          try EditSolvers.retention(
-            revised: r, original: o, dOut: edit.dOut, dIn: edit.dIn, weightIsTransposed: edit.transposed,
-            keys: edit.keys, values: edit.values)
+      let retention = try RepositoryError.applying(to: edit.tensor) {
+        try revised.values.withUnsafeBufferPointer { r in
+          try original.values.withUnsafeBufferPointer { o in
+            try EditSolvers.retention(
+              revised: r, original: o, dOut: edit.dOut, dIn: edit.dIn, weightIsTransposed: edit.transposed,
+              keys: edit.keys, values: edit.values)
+          }
         }
       }
       for (i, value) in retention.enumerated() {
@@ -118,10 +120,12 @@ extension EditRepository {
       let revised = try current[tensor] ?? floatTensor(tensor, at: revision)
       let base = try floatTensor(tensor, at: root)
       let (dOut, dIn, transposed) = try Self.orientation(shape: base.shape, keyLength: keys.shape[1], tensor: tensor)
-      let error = try revised.values.withUnsafeBufferPointer { r in
-        try base.values.withUnsafeBufferPointer { b in
-          try EditSolvers.preservationError(
-            revised: r, original: b, dOut: dOut, dIn: dIn, weightIsTransposed: transposed, keys: keys.values)
+      let error = try RepositoryError.applying(to: tensor) {
+        try revised.values.withUnsafeBufferPointer { r in
+          try base.values.withUnsafeBufferPointer { b in
+            try EditSolvers.preservationError(
+              revised: r, original: b, dOut: dOut, dIn: dIn, weightIsTransposed: transposed, keys: keys.values)
+          }
         }
       }
       report.preservation.append(.init(tensor: tensor, keyCount: keys.shape[0], error: error))

@@ -18,19 +18,24 @@ extension MVC {
           mvc bisect run --max-norm-ratio 0.5     # built-in: bad when some ‖ΔW‖/‖W‖ > 0.5
           mvc bisect log; mvc bisect visualize; mvc bisect reset
         """,
-      subcommands: [Start.self, Good.self, Bad.self, Skip.self, Run.self, Log.self, Visualize.self, Reset.self])
+      subcommands: [
+        Start.self, Good.self, Bad.self, Skip.self, Next.self, Run.self, Log.self, Visualize.self, Reset.self,
+      ])
 
     struct Start: ParsableCommand {
       static let configuration = CommandConfiguration(
         abstract: "Start a bisection: [BAD [GOOD...]] (BAD defaults to HEAD).")
       @OptionGroup var global: GlobalOptions
       @Argument(help: "The bad commit, then good commits.") var revisions: [String] = []
+      @Flag(help: "Leave HEAD and the working model alone; the commit to test is in .mvc/BISECT_HEAD.")
+      var noCheckout = false
+      @Flag(help: "Write one JSON document (schema mvc.bisect-step/1).") var json = false
 
       func run() throws {
         let repository = try Session.open(global)
         let ids = try revisions.map { try repository.resolve($0) }
-        let outcome = try repository.bisectStart(bad: ids.first, good: Array(ids.dropFirst()))
-        try BisectReport.print(outcome, repository: repository)
+        let outcome = try repository.bisectStart(bad: ids.first, good: Array(ids.dropFirst()), noCheckout: noCheckout)
+        try BisectReport.print(outcome, repository: repository, json: json)
       }
     }
 
@@ -38,21 +43,24 @@ extension MVC {
       static let configuration = CommandConfiguration(abstract: "Mark a commit (default: the one under test) good.")
       @OptionGroup var global: GlobalOptions
       @Argument var revision: String?
-      func run() throws { try BisectReport.mark(.good, revision, global) }
+      @Flag(help: "Write one JSON document (schema mvc.bisect-step/1).") var json = false
+      func run() throws { try BisectReport.mark(.good, revision, global, json: json) }
     }
 
     struct Bad: ParsableCommand {
       static let configuration = CommandConfiguration(abstract: "Mark a commit (default: the one under test) bad.")
       @OptionGroup var global: GlobalOptions
       @Argument var revision: String?
-      func run() throws { try BisectReport.mark(.bad, revision, global) }
+      @Flag(help: "Write one JSON document (schema mvc.bisect-step/1).") var json = false
+      func run() throws { try BisectReport.mark(.bad, revision, global, json: json) }
     }
 
     struct Skip: ParsableCommand {
       static let configuration = CommandConfiguration(abstract: "Skip a commit that cannot be tested.")
       @OptionGroup var global: GlobalOptions
       @Argument var revision: String?
-      func run() throws { try BisectReport.mark(.skip, revision, global) }
+      @Flag(help: "Write one JSON document (schema mvc.bisect-step/1).") var json = false
+      func run() throws { try BisectReport.mark(.skip, revision, global, json: json) }
     }
 
     struct Log: ParsableCommand {
@@ -140,8 +148,7 @@ extension MVC {
         if let program = command.first {
           executable = BisectReport.findExecutable(program, cwd: global.workingDirectory)
           guard executable != nil else {
-            throw RepositoryError.invalidArgument(
-              "cannot run '\(program)': no such program; the bisection is unchanged")
+            throw RepositoryError.programNotRunnable(path: program, reason: "no such program")
           }
         }
         while true {
@@ -151,9 +158,9 @@ extension MVC {
             let repository = try Session.open(global)
             guard let state = try repository.bisectState() else { throw RepositoryError.noBisectInProgress }
             guard state.bad != nil, !state.good.isEmpty else {
-              throw RepositoryError.invalidArgument("'bisect run' needs a bad and a good commit; mark them first")
+              throw RepositoryError.bisectRunNeedsMarks
             }
-            let current = try repository.headCommit()
+            let current = try repository.bisectCurrent()
             if let maxNormRatio {
               let ratio = try repository.maxRelativeNorm(upTo: current)
               term = ratio > maxNormRatio ? .bad : .good
@@ -194,13 +201,17 @@ extension MVC {
 }
 
 enum BisectReport {
-  static func mark(_ term: BisectTerm, _ revision: String?, _ global: GlobalOptions) throws {
+  static func mark(_ term: BisectTerm, _ revision: String?, _ global: GlobalOptions, json: Bool = false) throws {
     let repository = try Session.open(global)
     let outcome = try repository.bisectMark(term, try revision.map { try repository.resolve($0) })
-    try print(outcome, repository: repository)
+    try print(outcome, repository: repository, json: json)
   }
 
-  static func print(_ outcome: BisectOutcome, repository: EditRepository) throws {
+  static func print(_ outcome: BisectOutcome, repository: EditRepository, json: Bool = false) throws {
+    if json {
+      output(try Format.json(BisectStepJSON(outcome, noCheckout: repository.isNoCheckoutBisect)))
+      return
+    }
     switch outcome {
     case .waiting(let needGood, let needBad):
       output(
@@ -247,24 +258,21 @@ enum BisectReport {
     do {
       try process.run()
     } catch {
-      throw RepositoryError.invalidArgument(
-        "cannot run '\(executable.path)': \(error.localizedDescription); the bisection is unchanged")
+      throw RepositoryError.programNotRunnable(path: executable.path, reason: error.localizedDescription)
     }
     process.waitUntilExit()
     let status = process.terminationStatus
     if process.terminationReason == .uncaughtSignal {
-      throw RepositoryError.invalidArgument(
-        "bisect run failed: '\(executable.lastPathComponent)' was killed by signal \(status); the bisection is kept, 'mvc bisect log' shows it"
-      )
+      throw RepositoryError.bisectRunAborted(
+        program: executable.lastPathComponent, reason: "was killed by signal \(status)")
     }
     switch status {
     case 0: return .good
     case 125: return .skip
     case 1..<128: return .bad
     default:
-      throw RepositoryError.invalidArgument(
-        "bisect run failed: exit code \(status) from '\(executable.lastPathComponent)' is >= 128; the bisection is kept, 'mvc bisect log' shows it"
-      )
+      throw RepositoryError.bisectRunAborted(
+        program: executable.lastPathComponent, reason: "exited with \(status), and a code >= 128 stops the run")
     }
   }
 }

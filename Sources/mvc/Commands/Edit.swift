@@ -54,7 +54,7 @@ extension MVC {
       let repository = try Session.open(global)
       let factsBytes = try facts.map { f -> [UInt8] in
         guard let data = FileManager.default.contents(atPath: path(f)) else {
-          throw RepositoryError.invalidArgument("cannot read facts file '\(f)'")
+          throw RepositoryError.cannotAccess(path: f, operation: "read facts file", reason: nil)
         }
         return Array(data)
       }

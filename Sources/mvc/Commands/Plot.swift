@@ -28,7 +28,7 @@ extension MVC {
       do {
         try Data(NormPlot.svg(input).utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
       } catch {
-        throw RepositoryError.invalidArgument("cannot write '\(out)': \(error.localizedDescription)")
+        throw RepositoryError.cannotAccess(path: out, operation: "write", reason: error.localizedDescription)
       }
       if !global.quiet { Diagnostics.printError("Wrote \(input.commitLabels.count) commits to '\(out)'") }
     }
