@@ -22,13 +22,15 @@ let package = Package(
     .systemLibrary(
       name: "CBLAS", pkgConfig: "openblas",
       providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+    // glibc's malloc.h (mallopt), which Swift's Glibc module leaves out; only the mvc executable tunes malloc.
+    .systemLibrary(name: "CMalloc"),
     .target(name: "DeltaStore", dependencies: ["CZstd", "CXXHash"]),
     .target(name: "Apply", dependencies: ["CBLAS"]),
     .target(name: "EditVCS", dependencies: ["DeltaStore", "Apply", "CGit2", "CZlib"]),
     .executableTarget(
       name: "mvc",
       dependencies: [
-        "EditVCS", "DeltaStore", "Apply",
+        "EditVCS", "DeltaStore", "Apply", "CMalloc",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // A stand-in for an external editor (EasyEdit, the ROME code): generates models and
@@ -44,5 +46,5 @@ let package = Package(
     .testTarget(name: "EditVCSTests", dependencies: ["EditVCS", "DeltaStore", "Apply", "TestSupport"]),
     .testTarget(name: "MVCEndToEndTests", dependencies: ["mvc", "DemoEditor", "EditVCS", "DeltaStore", "TestSupport"]),
   ],
-  swiftLanguageModes: [.v5]
+  swiftLanguageModes: [.v6]
 )

@@ -7,17 +7,14 @@ internal import CBLAS
 /// `main`, so a better kernel can only be chosen by re-executing the process with the variable set
 /// (platform-notes G1). The pure helpers ``cpuFlags(fromCPUInfo:)``, ``preferredCoreType(cpuFlags:)``
 /// and ``isGenericFallback(cpuFlags:)`` give the CLI what it needs to decide.
-/// OpenBLAS's pthread server: stops its worker threads; the next threaded BLAS call starts them
-/// again (`exec_blas_async` checks `blas_server_avail`). Not in cblas.h.
-@_silgen_name("blas_thread_shutdown_")
-private func openblasThreadShutdown() -> Int32
-
 public enum BLASRuntime {
   /// OpenBLAS starts its worker threads when the library loads, and they spin on `sched_yield`
   /// for ~2²⁸ cycles (~0.1 s) before sleeping: a command that makes no BLAS call stops them
   /// rather than share the CPU with them.
   public static func stopIdleThreads() {
-    _ = openblasThreadShutdown()
+    // OpenBLAS's pthread server; the next threaded BLAS call starts the threads again
+    // (`exec_blas_async` checks `blas_server_avail`). Declared in CBLAS's shim.h.
+    _ = blas_thread_shutdown_()
   }
 
   /// The kernel family OpenBLAS chose, e.g. `"SkylakeX"` or `"Prescott"` (`openblas_get_corename`).
@@ -28,7 +25,7 @@ public enum BLASRuntime {
 
   /// The build description, e.g. `"OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY SkylakeX
   /// MAX_THREADS=64"` (`openblas_get_config`).
-  public static var configDescription: String {
+  package static var configDescription: String {
     guard let config = openblas_get_config() else { return "unknown" }
     return String(cString: config)
   }
@@ -47,14 +44,14 @@ public enum BLASRuntime {
 
   /// Core names OpenBLAS falls back to when it does not recognize the CPU model (platform-notes G1:
   /// family 6 / model 0xCF gets `Prescott`). All are SSE-only kernels.
-  public static let genericCoreNames: Set<String> = [
+  package static let genericCoreNames: Set<String> = [
     "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Katmai", "Coppermine", "Northwood",
     "Banias", "Atom", "Opteron", "Opteron_SSE3", "Barcelona", "Generic",
   ]
 
   /// The `flags` of the first processor in a `/proc/cpuinfo` text (x86 `flags`, or ARM
   /// `Features`); empty if there is no such line. Pure: the caller reads the file.
-  public static func cpuFlags(fromCPUInfo text: String) -> Set<String> {
+  package static func cpuFlags(fromCPUInfo text: String) -> Set<String> {
     for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
       guard let colon = line.firstIndex(of: ":") else { continue }
       let key = line[..<colon].filter { $0 != " " && $0 != "\t" }
@@ -70,7 +67,7 @@ public enum BLASRuntime {
   /// The `OPENBLAS_CORETYPE` to request for a CPU with these flags: `"SkylakeX"` when
   /// AVX-512 F, CD, BW, DQ and VL are all present, `"Haswell"` when AVX2 and FMA are, otherwise
   /// nil (leave OpenBLAS's own choice alone). Pure.
-  public static func preferredCoreType(cpuFlags: Set<String>) -> String? {
+  package static func preferredCoreType(cpuFlags: Set<String>) -> String? {
     if ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(cpuFlags.contains) {
       return "SkylakeX"
     }
@@ -84,12 +81,40 @@ public enum BLASRuntime {
   ///
   /// Takes the flags as a parameter (instead of reading `/proc/cpuinfo`) because only the CLI
   /// touches process state.
-  public static func isGenericFallback(cpuFlags: Set<String>) -> Bool {
+  package static func isGenericFallback(cpuFlags: Set<String>) -> Bool {
     isGenericFallback(coreName: coreName, cpuFlags: cpuFlags)
   }
 
   /// Pure form of ``isGenericFallback(cpuFlags:)`` for a given core name.
-  public static func isGenericFallback(coreName: String, cpuFlags: Set<String>) -> Bool {
+  package static func isGenericFallback(coreName: String, cpuFlags: Set<String>) -> Bool {
     genericCoreNames.contains(coreName) && preferredCoreType(cpuFlags: cpuFlags) != nil
+  }
+
+  /// The variables an executable sets before it re-executes itself so that OpenBLAS loads a
+  /// better kernel (platform-notes G1), or nil to carry on as it is: when the user chose a core
+  /// (`OPENBLAS_CORETYPE`) or set `optOut`, when `marker` says this process is the re-executed
+  /// one, when `cpuInfo` gives nothing, or when OpenBLAS's choice is not a generic fallback.
+  ///
+  /// The decision only: reading the environment, `setenv` and `execv` stay with the executable,
+  /// the one owner of process state.
+  /// - Parameters:
+  ///   - environment: The process's environment variables.
+  ///   - marker: Set to "1" in what is returned, so the re-executed process does not try again.
+  ///   - optOut: A variable whose presence turns the re-exec off.
+  ///   - coreName: The kernel OpenBLAS chose (``coreName``; a parameter for tests).
+  ///   - cpuInfo: Reads `/proc/cpuinfo`; called only when the environment allows a re-exec.
+  /// - Returns: `OPENBLAS_CORETYPE` and `marker` with the values to set.
+  public static func reexecEnvironment(
+    environment: [String: String], marker: String, optOut: String, coreName: String = coreName,
+    cpuInfo: () -> String?
+  ) -> [String: String]? {
+    guard environment["OPENBLAS_CORETYPE"] == nil, environment[marker] == nil, environment[optOut] == nil,
+      let text = cpuInfo()
+    else { return nil }
+    let flags = cpuFlags(fromCPUInfo: text)
+    guard isGenericFallback(coreName: coreName, cpuFlags: flags), let core = preferredCoreType(cpuFlags: flags) else {
+      return nil
+    }
+    return ["OPENBLAS_CORETYPE": core, marker: "1"]
   }
 }

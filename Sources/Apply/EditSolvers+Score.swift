@@ -16,7 +16,7 @@ extension EditSolvers {
   /// - Throws: ``ApplyError/invalidDimension(name:value:)``,
   ///   ``ApplyError/shapeMismatch(input:expected:actual:)``,
   ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
-  public static func project(
+  package static func project(
     keys: [Double], through weights: UnsafeBufferPointer<Float>, dOut: Int, dIn: Int,
     weightIsTransposed: Bool
   ) throws -> [Double] {
@@ -41,7 +41,7 @@ extension EditSolvers {
   /// - Returns: n retention values.
   /// - Throws: ``ApplyError/shapeMismatch(input:expected:actual:)``,
   ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
-  public static func retention(
+  package static func retention(
     revisedOutputs: [Double], originalOutputs: [Double], values: [Double], dOut: Int
   ) throws -> [Double] {
     try requireDimension("d_out", dOut)
@@ -89,7 +89,7 @@ extension EditSolvers {
   /// - Throws: ``ApplyError/shapeMismatch(input:expected:actual:)``,
   ///   ``ApplyError/invalidDimension(name:value:)``,
   ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
-  public static func retention(
+  package static func retention(
     revised: UnsafeBufferPointer<Float>, original: UnsafeBufferPointer<Float>,
     dOut: Int, dIn: Int, weightIsTransposed: Bool, keys: [Double], values: [Double]
   ) throws -> [Double] {
@@ -127,7 +127,7 @@ extension EditSolvers {
   /// - Throws: ``ApplyError/shapeMismatch(input:expected:actual:)``,
   ///   ``ApplyError/invalidDimension(name:value:)``,
   ///   ``ApplyError/nonFiniteInput(input:index:rowLength:)``.
-  public static func preservationError(
+  package static func preservationError(
     revised: UnsafeBufferPointer<Float>, original: UnsafeBufferPointer<Float>,
     dOut: Int, dIn: Int, weightIsTransposed: Bool, keys: [Double]
   ) throws -> Double {

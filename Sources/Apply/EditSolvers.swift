@@ -27,7 +27,7 @@ public enum EditWeights: Sendable {
   case float64([Double])
 
   /// The number of elements.
-  public var elementCount: Int {
+  package var elementCount: Int {
     switch self {
     case .float32(let values): return values.count
     case .float64(let values): return values.count
@@ -45,26 +45,26 @@ public enum EditWeights: Sendable {
 ///   upper triangle (row-major) is read by the factorizations.
 public struct EditProblem: Sendable {
   /// The unedited weights W₀.
-  public var w0: EditWeights
+  package var w0: EditWeights
   /// d_out, the length of a value vector.
-  public var dOut: Int
+  package var dOut: Int
   /// d_in, the length of a key vector.
-  public var dIn: Int
+  package var dIn: Int
   /// `true` when `w0` is stored d_in×d_out (Wᵀ, GPT-2 `Conv1D`); the result's storage factors follow.
-  public var weightIsTransposed: Bool
+  package var weightIsTransposed: Bool
   /// Edit keys as rows, n×d_in.
-  public var keys: [Double]
+  package var keys: [Double]
   /// Edit targets as rows, n×d_out.
-  public var values: [Double]
+  package var values: [Double]
   /// C₀, d_in×d_in, the uncentred second moment of the preservation keys.
-  public var covariance: [Double]
+  package var covariance: [Double]
   /// λ = `mom2_update_weight`; C = λC₀. Must be finite and positive.
-  public var lambda: Double
+  package var lambda: Double
   /// μ, EMMET's ridge on Kᵀ C⁻¹ K, added only when n > 1 (as `emmet_main.py` does). Must be ≥ 0.
-  public var mu: Double
+  package var mu: Double
 
   /// n, the number of edits (rows of `keys`).
-  public var editCount: Int { dIn > 0 ? keys.count / dIn : 0 }
+  package var editCount: Int { dIn > 0 ? keys.count / dIn : 0 }
 
   /// Creates a problem; nothing is checked until ``EditSolvers/solve(_:method:)``.
   public init(
@@ -100,16 +100,16 @@ public struct EditDiagnostics: Sendable, Equatable {
   /// ROME only: kᵀC⁻¹k / ‖C⁻¹k‖, the λ-invariant "|k·u|" of the authors' code; below ≈0.1 is suspect.
   public var romeNormalizedDenominator: Double?
   /// ‖R‖_F = ‖V_E − W₀K_E‖_F.
-  public var residualNorm: Double
+  package var residualNorm: Double
   /// LAPACK's reciprocal condition estimate (`dpocon`, 1-norm) of the d_in×d_in matrix factored:
   /// λC₀ (ROME, EMMET) or λC₀ + K_EK_Eᵀ (MEMIT).
-  public var covarianceReciprocalCondition: Double
+  package var covarianceReciprocalCondition: Double
   /// EMMET only: reciprocal condition estimate of G = K_EᵀC⁻¹K_E + μI.
-  public var gramReciprocalCondition: Double?
+  package var gramReciprocalCondition: Double?
   /// The ridge actually added to G (μ when n > 1, else 0); `nil` for ROME and MEMIT.
-  public var ridge: Double?
+  package var ridge: Double?
   /// `true` when G failed Cholesky (not numerically positive definite) and was solved by LU.
-  public var usedLUFallback: Bool
+  package var usedLUFallback: Bool
 }
 
 /// A low-rank update ΔW = U·Vᵀ in math orientation.
@@ -126,11 +126,11 @@ public struct EditUpdate: Sendable {
   /// The factor width r.
   public var rank: Int
   /// d_out.
-  public var dOut: Int
+  package var dOut: Int
   /// d_in.
-  public var dIn: Int
+  package var dIn: Int
   /// Copied from the problem: whether the stored weight is d_in×d_out.
-  public var weightIsTransposed: Bool
+  package var weightIsTransposed: Bool
   /// Conditioning and ROME figures.
   public var diagnostics: EditDiagnostics
 

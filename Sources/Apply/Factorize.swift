@@ -1,20 +1,20 @@
 internal import CBLAS
 
 /// A rank-`rank` factorization `ΔW ≈ U·Vᵀ` with the singular values folded into `U`.
-public struct LowRankFactors: Sendable, Equatable {
+package struct LowRankFactors: Sendable, Equatable {
   /// Number of columns of `u` and `v` (`0` for an all-zero delta).
-  public var rank: Int
+  package var rank: Int
   /// Left factor, `rows × rank` row-major Float32: `U = Q·U_B·Σ` (columns scaled by σ).
-  public var u: [Float]
+  package var u: [Float]
   /// Right factor, `cols × rank` row-major Float32, orthonormal columns (right singular vectors).
-  public var v: [Float]
+  package var v: [Float]
   /// The `rank` kept singular values, descending, in Float64.
-  public var singularValues: [Double]
+  package var singularValues: [Double]
   /// `‖ΔW − U·Vᵀ‖_F` in Float64, measured with the **Float32** factors that are returned.
-  public var residualFrobenius: Double
+  package var residualFrobenius: Double
 
   /// Memberwise initializer.
-  public init(
+  package init(
     rank: Int, u: [Float], v: [Float], singularValues: [Double], residualFrobenius: Double
   ) {
     self.rank = rank
@@ -26,14 +26,14 @@ public struct LowRankFactors: Sendable, Equatable {
 }
 
 /// Rank-revealing factorization of dense deltas.
-public enum Factorization {
+package enum Factorization {
   /// Columns added to the sketch beyond the rank being looked for (HMT §4.2 suggests 5–10).
-  public static let oversampling = 8
+  package static let oversampling = 8
 
   /// The RMS rounding noise of storing `count` values as Float32: `sqrt(mean(ulp(x)² / 12))`,
   /// the standard deviation of a uniform error of ±½ ulp. A caller that computed a delta as
   /// `W_new − W_old` from Float32 tensors passes the noise of `W_new` (the larger operand).
-  public static func float32RoundingNoiseRMS(_ p: UnsafePointer<Float>, count: Int) -> Double {
+  package static func float32RoundingNoiseRMS(_ p: UnsafePointer<Float>, count: Int) -> Double {
     guard count > 0 else { return 0 }
     var s = 0.0
     for k in 0..<count {
@@ -77,7 +77,7 @@ public enum Factorization {
   /// - Throws: `ApplyError.nonFinite` if `delta` holds NaN/Inf, `ApplyError.dimensionTooLarge`
   ///   if a dimension exceeds `Int32.max`, `ApplyError.lapackFailure` if `dgesdd` does not
   ///   converge.
-  public static func lowRank(
+  package static func lowRank(
     of delta: UnsafePointer<Float>, rows: Int, cols: Int, noiseRMS: Double, maxRank: Int,
     seed: UInt64 = 0x6D7663
   ) throws -> LowRankFactors? {

@@ -2,28 +2,28 @@
 ///
 /// safetensors stores tensors row-major ("order C"); every matrix Apply sees is row-major and
 /// every CBLAS call passes `CblasRowMajor` explicitly.
-public struct MatrixShape: Hashable, Sendable, CustomStringConvertible {
+package struct MatrixShape: Hashable, Sendable, CustomStringConvertible {
   /// Number of rows (the slow index).
-  public var rows: Int
+  package var rows: Int
   /// Number of columns (the fast index).
-  public var cols: Int
+  package var cols: Int
 
   /// A shape of `rows × cols`; both must be non-negative.
-  public init(rows: Int, cols: Int) {
+  package init(rows: Int, cols: Int) {
     precondition(rows >= 0 && cols >= 0, "negative matrix dimension")
     self.rows = rows
     self.cols = cols
   }
 
   /// `rows * cols`.
-  public var elementCount: Int { rows * cols }
+  package var elementCount: Int { rows * cols }
 
   /// Whether both dimensions fit the 32-bit `int` that OpenBLAS's CBLAS and LAPACKE take
   /// (OpenBLAS indexes internally with 64-bit `BLASLONG`, so only the dimensions matter).
-  public var fitsBLAS: Bool { rows <= Int(Int32.max) && cols <= Int(Int32.max) }
+  package var fitsBLAS: Bool { rows <= Int(Int32.max) && cols <= Int(Int32.max) }
 
   /// `"[rows, cols]"`, as shapes are printed in safetensors headers.
-  public var description: String { "[\(rows), \(cols)]" }
+  package var description: String { "[\(rows), \(cols)]" }
 }
 
 /// Converts a dimension to the `Int32` OpenBLAS/LAPACKE take. Callers check `fitsBLAS` (and throw)

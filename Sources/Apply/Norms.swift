@@ -1,11 +1,11 @@
 internal import CBLAS
 
 /// Norms of a dense Float32 buffer, accumulated in Float64.
-public enum DenseNorms {
+package enum DenseNorms {
   /// `‖p‖_F = sqrt(Σ p[k]²)` over `count` elements, squares summed in Float64 (eight interleaved
   /// partial sums, so the result is deterministic but not the naive left-to-right sum).
   /// Returns NaN if any element is NaN, +Inf if any is infinite.
-  public static func frobenius(_ p: UnsafePointer<Float>, count: Int) -> Double {
+  package static func frobenius(_ p: UnsafePointer<Float>, count: Int) -> Double {
     precondition(count >= 0)
     var partial = SIMD8<Double>()
     var k = 0
@@ -28,7 +28,7 @@ public enum DenseNorms {
   }
 
   /// `max_k |p[k]|` over `count` elements (`0` when `count == 0`); NaN if any element is NaN.
-  public static func maxAbs(_ p: UnsafePointer<Float>, count: Int) -> Float {
+  package static func maxAbs(_ p: UnsafePointer<Float>, count: Int) -> Float {
     precondition(count >= 0)
     var m: Float = 0
     var sawNaN = false
@@ -47,9 +47,9 @@ public enum DenseNorms {
 /// `U` is `rows × rank` row-major Float32, `V` is `cols × rank` row-major Float32 (the layout of
 /// ``LowRankFactors``). Squaring through Gram matrices loses relative accuracy below about
 /// `1e-8 · ‖U·Vᵀ‖₂`, which is fine for reporting and thresholds.
-public enum LowRankNorms {
+package enum LowRankNorms {
   /// `‖U·Vᵀ‖_F = sqrt(tr(Gᵤ·Gᵥ)) = sqrt(Σ_ab Gᵤ[a,b]·Gᵥ[a,b])`. `0` when `rank == 0`.
-  public static func frobenius(
+  package static func frobenius(
     u: UnsafePointer<Float>, v: UnsafePointer<Float>, rows: Int, cols: Int, rank: Int
   ) -> Double {
     guard rank > 0, rows > 0, cols > 0 else { return 0 }
@@ -66,7 +66,7 @@ public enum LowRankNorms {
   /// `S = Λ^½·Pᵀ`, `Gᵤ·Gᵥ = Sᵀ·S·Gᵥ` has the same non-zero eigenvalues as the symmetric
   /// `S·Gᵥ·Sᵀ`, whose largest eigenvalue comes from a second `LAPACKE_dsyev`.
   /// - Throws: `ApplyError.lapackFailure` if `dsyev` does not converge (`info > 0`).
-  public static func spectral(
+  package static func spectral(
     u: UnsafePointer<Float>, v: UnsafePointer<Float>, rows: Int, cols: Int, rank: Int
   ) throws -> Double {
     guard rank > 0, rows > 0, cols > 0 else { return 0 }

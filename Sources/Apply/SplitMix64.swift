@@ -32,7 +32,7 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
   }
 
   /// Approximately standard normal in Double: Irwin–Hall over 4 uniforms of 53 bits each.
-  public mutating func nextGaussianDouble() -> Double {
+  package mutating func nextGaussianDouble() -> Double {
     var sum = 0.0
     for _ in 0..<4 { sum += Double(next() >> 11) * 0x1p-53 }
     return (sum - 2) * 1.7320508075688772
@@ -44,7 +44,7 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
   }
 
   /// `count` Float Gaussians, scaled.
-  public mutating func gaussianArray(count: Int, scale: Float = 1) -> [Float] {
+  package mutating func gaussianArray(count: Int, scale: Float = 1) -> [Float] {
     (0..<count).map { _ in nextGaussian() * scale }
   }
 }

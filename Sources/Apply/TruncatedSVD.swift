@@ -1,21 +1,21 @@
 internal import CBLAS
 
 /// A best rank-`rank` approximation of a product `U·Vᵀ` given as factors.
-public struct TruncatedFactors: Sendable, Equatable {
+package struct TruncatedFactors: Sendable, Equatable {
   /// Columns kept (≤ the target rank; numerically zero singular values are dropped).
-  public var rank: Int
+  package var rank: Int
   /// `rows × rank` row-major Float32, columns scaled by their singular values.
-  public var u: [Float]
+  package var u: [Float]
   /// `cols × rank` row-major Float32, orthonormal columns.
-  public var v: [Float]
+  package var v: [Float]
   /// Every singular value of `U·Vᵀ`, descending, in Float64 (not only the kept ones).
-  public var singularValues: [Double]
+  package var singularValues: [Double]
   /// `‖U·Vᵀ − U_r·V_rᵀ‖_F / ‖U·Vᵀ‖_F` in exact arithmetic: `√(Σ_{i≥r} σᵢ²) / √(Σ σᵢ²)`.
-  public var relativeFrobeniusError: Double
+  package var relativeFrobeniusError: Double
 }
 
 /// Algebra on deltas held as factors, without forming the dense `rows × cols` product.
-public enum LowRankAlgebra {
+package enum LowRankAlgebra {
   /// The best rank-`targetRank` approximation (Eckart–Young) of `U·Vᵀ`, from the factors only.
   ///
   /// `U = Q_u·R_u`, `V = Q_v·R_v` (`LAPACKE_dgeqrf`/`dorgqr`), then the SVD of the small core
@@ -30,7 +30,7 @@ public enum LowRankAlgebra {
   /// - Returns: the truncated factors, `U_r = Q_u·X_r·Σ_r` and `V_r = Q_v·Y_r`.
   /// - Throws: `ApplyError.nonFinite` for NaN/Inf factors, `ApplyError.dimensionTooLarge`,
   ///   `ApplyError.lapackFailure` when `dgesdd` does not converge.
-  public static func truncate(
+  package static func truncate(
     u: [Float], v: [Float], rows: Int, cols: Int, rank: Int, to targetRank: Int
   ) throws -> TruncatedFactors {
     precondition(rows >= 0 && cols >= 0 && rank >= 0 && targetRank >= 0)
@@ -113,7 +113,7 @@ public enum LowRankAlgebra {
   /// - Parameters:
   ///   - u: `rows × rank` row-major.
   ///   - v: `cols × rank` row-major.
-  public static func forEachProductBlock(
+  package static func forEachProductBlock(
     u: [Double], v: [Double], rows: Int, cols: Int, rank: Int,
     _ body: (Int, Int, UnsafePointer<Double>) throws -> Void
   ) rethrows {

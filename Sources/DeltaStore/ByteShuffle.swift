@@ -78,7 +78,7 @@ public enum ByteShuffle {
   }
 
   /// The interleaved bytes of the planes in `source` as a new array.
-  public static func unshuffle(_ source: UnsafeRawBufferPointer, elementByteCount: Int) -> [UInt8] {
+  package static func unshuffle(_ source: UnsafeRawBufferPointer, elementByteCount: Int) -> [UInt8] {
     [UInt8](unsafeUninitializedCapacity: source.count) { buffer, count in
       unshuffle(
         source, into: UnsafeMutableRawBufferPointer(buffer), elementByteCount: elementByteCount)

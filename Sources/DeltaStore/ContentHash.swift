@@ -3,22 +3,22 @@ internal import CXXHash
 /// The XXH3-128 hash of a tensor's raw bytes, written `xxh3-128:<32 hex digits>`.
 ///
 /// The hex digits are the canonical (big-endian) form: the high 64 bits, then the low 64 bits.
-public struct ContentHash: Hashable, Codable, Sendable, CustomStringConvertible {
+package struct ContentHash: Hashable, Codable, Sendable, CustomStringConvertible {
   /// The high 64 bits.
-  public var high: UInt64
+  package var high: UInt64
   /// The low 64 bits.
-  public var low: UInt64
+  package var low: UInt64
 
   private static let prefix = "xxh3-128:"
 
   /// Creates a hash from its two halves.
-  public init(high: UInt64, low: UInt64) {
+  package init(high: UInt64, low: UInt64) {
     self.high = high
     self.low = low
   }
 
   /// Parses `xxh3-128:<32 lowercase or uppercase hex digits>`.
-  public init?(string: String) {
+  package init?(string: String) {
     guard string.hasPrefix(Self.prefix) else { return nil }
     let hex = string.dropFirst(Self.prefix.count)
     guard hex.count == 32, hex.allSatisfy(\.isHexDigit),
@@ -28,7 +28,7 @@ public struct ContentHash: Hashable, Codable, Sendable, CustomStringConvertible 
   }
 
   /// `xxh3-128:` and 32 lowercase hex digits.
-  public var description: String {
+  package var description: String {
     func hex(_ v: UInt64) -> String {
       let s = String(v, radix: 16)
       return String(repeating: "0", count: 16 - s.count) + s
@@ -37,13 +37,13 @@ public struct ContentHash: Hashable, Codable, Sendable, CustomStringConvertible 
   }
 
   /// The hash of `bytes` in one call (`XXH3_128bits`).
-  public static func of(_ bytes: UnsafeRawBufferPointer) -> ContentHash {
+  package static func of(_ bytes: UnsafeRawBufferPointer) -> ContentHash {
     let h = XXH3_128bits(bytes.baseAddress, bytes.count)
     return ContentHash(high: h.high64, low: h.low64)
   }
 
   /// Decodes the string form.
-  public init(from decoder: Decoder) throws {
+  package init(from decoder: Decoder) throws {
     let container = try decoder.singleValueContainer()
     let s = try container.decode(String.self)
     guard let hash = ContentHash(string: s) else {
@@ -54,7 +54,7 @@ public struct ContentHash: Hashable, Codable, Sendable, CustomStringConvertible 
   }
 
   /// Encodes the string form.
-  public func encode(to encoder: Encoder) throws {
+  package func encode(to encoder: Encoder) throws {
     var container = encoder.singleValueContainer()
     try container.encode(description)
   }
@@ -63,13 +63,13 @@ public struct ContentHash: Hashable, Codable, Sendable, CustomStringConvertible 
 /// Hashes a tensor fed in pieces; the result equals `ContentHash.of` over the concatenation.
 ///
 /// Wraps `XXH3_createState` / `XXH3_freeState`.
-public final class ContentHasher {
+package final class ContentHasher {
   private let state: OpaquePointer
 
   /// Creates a hasher with a fresh state.
   ///
   /// - Throws: `DeltaStoreError.xxhash` when the state cannot be allocated or reset.
-  public init() throws {
+  package init() throws {
     guard let state = XXH3_createState() else {
       throw DeltaStoreError.xxhash(function: "XXH3_createState")
     }
@@ -85,7 +85,7 @@ public final class ContentHasher {
   /// Adds `bytes` to the hash.
   ///
   /// - Throws: `DeltaStoreError.xxhash` naming `XXH3_128bits_update`.
-  public func update(_ bytes: UnsafeRawBufferPointer) throws {
+  package func update(_ bytes: UnsafeRawBufferPointer) throws {
     guard XXH3_128bits_update(state, bytes.baseAddress, bytes.count) == XXH_OK else {
       throw DeltaStoreError.xxhash(function: "XXH3_128bits_update")
     }
@@ -94,14 +94,14 @@ public final class ContentHasher {
   /// Starts over, as a fresh hasher.
   ///
   /// - Throws: `DeltaStoreError.xxhash` naming `XXH3_128bits_reset`.
-  public func reset() throws {
+  package func reset() throws {
     guard XXH3_128bits_reset(state) == XXH_OK else {
       throw DeltaStoreError.xxhash(function: "XXH3_128bits_reset")
     }
   }
 
   /// The hash of everything added so far (the state stays usable).
-  public func finalize() -> ContentHash {
+  package func finalize() -> ContentHash {
     let h = XXH3_128bits_digest(state)
     return ContentHash(high: h.high64, low: h.low64)
   }

@@ -56,7 +56,7 @@ public enum DType: String, Codable, Sendable, CaseIterable {
   }
 
   /// The number of bytes one element occupies, or `nil` for packed sub-byte types (F4, F6).
-  public var byteCount: Int? {
+  package var byteCount: Int? {
     bitCount % 8 == 0 ? bitCount / 8 : nil
   }
 
@@ -81,7 +81,7 @@ public struct TensorInfo: Sendable, Equatable {
   public var dataOffsets: Range<Int>
 
   /// Creates a tensor description; the caller guarantees `dataOffsets.count` matches the shape.
-  public init(name: String, dtype: DType, shape: [Int], dataOffsets: Range<Int>) {
+  package init(name: String, dtype: DType, shape: [Int], dataOffsets: Range<Int>) {
     self.name = name
     self.dtype = dtype
     self.shape = shape

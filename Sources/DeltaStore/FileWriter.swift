@@ -50,9 +50,9 @@ private func fsyncChecked(_ fd: Int32, path: String) throws {
 /// temporary file, so a failure leaves nothing behind.
 public final class AtomicFileWriter {
   /// The file that `commit()` replaces or creates.
-  public let path: String
+  package let path: String
   /// The temporary file, `.<name>.mvc-tmp-<pid>-<random>` beside the target.
-  public let temporaryPath: String
+  package let temporaryPath: String
   private let directory: String
   private let hook: IOHook?
   private var fd: Int32
@@ -60,13 +60,13 @@ public final class AtomicFileWriter {
   /// What `fstat` said of the file written, taken after the rename (which may change its ctime)
   /// through the descriptor the bytes went through: a caller compares it with the path's `stat`
   /// to know the file now at `path` is this one. Nil until `commit()` has renamed it.
-  public private(set) var committedStatus: stat?
+  package private(set) var committedStatus: stat?
 
   private enum State { case open, committed, abandoned }
 
   /// Whether `commit()` renamed the file over `path` (true even when the directory sync after the
   /// rename failed).
-  public var isRenamed: Bool { state == .committed }
+  package var isRenamed: Bool { state == .committed }
 
   /// Creates the temporary file for `path`.
   ///
@@ -152,7 +152,7 @@ public final class AtomicFileWriter {
   }
 
   /// Closes and removes the temporary file; does nothing after `commit()` or a first `abandon()`.
-  public func abandon() {
+  package func abandon() {
     guard state == .open else { return }
     state = .abandoned
     close(fd)
@@ -172,7 +172,7 @@ extension AtomicFileWriter {
   /// - Returns: what `fstat` said of the file written (`committedStatus`).
   /// - Throws: The hook's error or `DeltaStoreError`.
   @discardableResult
-  public static func replace(
+  package static func replace(
     _ path: String, with bytes: UnsafeRawBufferPointer, hook: IOHook?, durable: Bool = true,
     renamed: () -> Void = {}
   ) throws -> stat? {
@@ -194,14 +194,14 @@ extension AtomicFileWriter {
 ///
 /// Not crash-safe by itself: the caller uses it only where a journal or a re-checkout can repair
 /// a torn write. Wraps `open(O_WRONLY)` / `close`.
-public final class InPlaceFileWriter {
+package final class InPlaceFileWriter {
   /// The file being rewritten.
-  public let path: String
+  package let path: String
   /// Called with what `fstat` says of the file right before each `pwrite` and each `fsync`, after
   /// the hook; throwing stops the operation. A caller that knows what the file's size and times
   /// must be (those after its own last write) notices another program writing the same file as
   /// late, and so as surely, as it can.
-  public var check: ((stat) throws -> Void)?
+  package var check: ((stat) throws -> Void)?
   private let hook: IOHook?
   private let fd: Int32
 
@@ -209,7 +209,7 @@ public final class InPlaceFileWriter {
   ///
   /// `O_NONBLOCK` keeps a FIFO put at the path from blocking the open; it is then refused.
   /// - Throws: `DeltaStoreError.notRegularFile`, or `.io` naming `open` or `fstat`.
-  public init(path: String, hook: IOHook? = nil) throws {
+  package init(path: String, hook: IOHook? = nil) throws {
     self.path = path
     self.hook = hook
     let fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
@@ -231,7 +231,7 @@ public final class InPlaceFileWriter {
   /// Writes all of `bytes` at `offset`.
   ///
   /// - Throws: The hook's error, or `DeltaStoreError` (`.noSpace`, `.fileSizeLimitExceeded`, `.io`).
-  public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+  package func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
     try hook?(.willWrite(path: path))
     if let check { try check(try status()) }
     try pwriteAll(fd, bytes, at: offset, path: path)
@@ -240,7 +240,7 @@ public final class InPlaceFileWriter {
   /// What `fstat` says of the open file (the inode written to, its size and times).
   ///
   /// - Throws: `DeltaStoreError.io` naming `fstat`.
-  public func status() throws -> stat {
+  package func status() throws -> stat {
     var info = stat()
     guard fstat(fd, &info) == 0 else { throw DeltaStoreError.system("fstat", path: path, errno: errno) }
     return info
@@ -249,7 +249,7 @@ public final class InPlaceFileWriter {
   /// Flushes the file's data to disk (`fsync`).
   ///
   /// - Throws: The hook's error or `DeltaStoreError`.
-  public func sync() throws {
+  package func sync() throws {
     try hook?(.willFsync(path: path))
     if let check { try check(try status()) }
     try fsyncChecked(fd, path: path)

@@ -7,7 +7,7 @@ public enum FloatConversion {
   /// Decodes `elements` of the F64/F32/F16/BF16 tensor `raw` into `destination`.
   ///
   /// `destination.count` must equal `elements.count`; `raw` must hold the range.
-  public static func decode(
+  package static func decode(
     _ raw: UnsafeRawBufferPointer, dtype: DType, elements: Range<Int>,
     into destination: UnsafeMutableBufferPointer<Double>
   ) {
@@ -121,17 +121,17 @@ public enum FloatConversion {
   }
 
   /// The binary32 bit pattern nearest to `x` (ties to even).
-  public static func f32Bits(_ x: Double) -> UInt32 {
+  package static func f32Bits(_ x: Double) -> UInt32 {
     UInt32(truncatingIfNeeded: narrow(x, exponentBitCount: 8, fractionBitCount: 23))
   }
 
   /// The binary16 bit pattern nearest to `x` (ties to even).
-  public static func f16Bits(_ x: Double) -> UInt16 {
+  package static func f16Bits(_ x: Double) -> UInt16 {
     UInt16(truncatingIfNeeded: narrow(x, exponentBitCount: 5, fractionBitCount: 10))
   }
 
   /// The bfloat16 bit pattern nearest to `x` (ties to even), rounded once from the `Double`.
-  public static func bf16Bits(_ x: Double) -> UInt16 {
+  package static func bf16Bits(_ x: Double) -> UInt16 {
     UInt16(truncatingIfNeeded: narrow(x, exponentBitCount: 8, fractionBitCount: 7))
   }
 

@@ -10,7 +10,7 @@ public enum FullTensorCodec {
   ///
   /// Chunks hold whole elements, so `chunkByteCount` is rounded down to a multiple of the
   /// element size (at least one element).
-  public static func chunkRanges(byteCount: Int, dtype: DType, chunkByteCount: Int) -> [Range<Int>] {
+  package static func chunkRanges(byteCount: Int, dtype: DType, chunkByteCount: Int) -> [Range<Int>] {
     let width = dtype.byteCount ?? 1
     let step = max(width, chunkByteCount / width * width)
     return stride(from: 0, to: byteCount, by: step).map { $0..<min(byteCount, $0 + step) }
@@ -45,7 +45,7 @@ public enum FullTensorCodec {
   ///   - destination: The tensor's bytes; its size comes from the caller's manifest.
   ///   - chunkByteCount: The value used when encoding.
   /// - Throws: `.corruptBlob` on a wrong chunk count, zstd errors on a wrong chunk size.
-  public static func decode(
+  package static func decode(
     chunkCount: Int, chunk: (Int) throws -> [UInt8],
     into destination: UnsafeMutableRawBufferPointer,
     dtype: DType, chunkByteCount: Int = defaultChunkByteCount
@@ -135,11 +135,11 @@ public enum FullTensorCodec {
 }
 
 /// Stores a Float32 factor matrix (U or V of a delta) as raw little-endian Float32 plus zstd.
-public enum FactorCodec {
+package enum FactorCodec {
   /// Compresses `values`.
   ///
   /// - Throws: `DeltaStoreError.zstd`.
-  public static func encode(_ values: UnsafeBufferPointer<Float>, compressor: ZstdCompressor) throws
+  package static func encode(_ values: UnsafeBufferPointer<Float>, compressor: ZstdCompressor) throws
     -> [UInt8]
   {
     #if _endian(big)
@@ -153,7 +153,7 @@ public enum FactorCodec {
   /// Decompresses a factor of exactly `elementCount` values.
   ///
   /// - Throws: `.zstdContentSizeMismatch` when the blob holds another count, or zstd errors.
-  public static func decode(_ blob: UnsafeRawBufferPointer, elementCount: Int) throws -> [Float] {
+  package static func decode(_ blob: UnsafeRawBufferPointer, elementCount: Int) throws -> [Float] {
     let (byteCount, overflow) = elementCount.multipliedReportingOverflow(by: 4)
     guard elementCount >= 0, !overflow else {
       throw DeltaStoreError.corruptBlob(kind: "factor", reason: "element count \(elementCount)")

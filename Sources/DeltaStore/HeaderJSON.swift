@@ -6,7 +6,7 @@
 /// zeros, no lone surrogates, control characters escaped.
 enum HeaderJSON {
   /// A parsed JSON value; objects keep their key order.
-  indirect enum Value {
+  indirect enum Value: Sendable {
     case object([(key: String, value: Value)])
     case array([Value])
     case string(String)

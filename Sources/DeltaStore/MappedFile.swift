@@ -10,13 +10,17 @@ import Foundation
 /// git never changes once written): a file truncated under a mapping raises `SIGBUS` when the
 /// lost pages are touched. Files users edit (the working model, the reference base) are read
 /// with `ReadOnlyFile` instead.
-public final class MappedFile {
+///
+/// `@unchecked Sendable` because of the raw pointer alone: every stored property is a `let`, the
+/// mapping is read-only (`PROT_READ`) and never remapped, and it is unmapped only in `deinit`,
+/// when no thread can hold the object any more. `releasePages` only advises the kernel.
+package final class MappedFile: @unchecked Sendable {
   /// The path the file was opened at.
-  public let path: String
+  package let path: String
   /// The file's size in bytes when it was mapped.
-  public let byteCount: Int
+  package let byteCount: Int
   /// The inode mapped: a path whose inode differs now names another file.
-  public let inode: UInt64
+  package let inode: UInt64
   private let base: UnsafeMutableRawPointer?
 
   /// Maps the regular file at `path` (opened as `ReadOnlyFile` opens it: never a FIFO, a device
@@ -24,7 +28,7 @@ public final class MappedFile {
   ///
   /// - Throws: `DeltaStoreError.notRegularFile`, or `.io` (or `.noSpace`) naming `open`, `fstat`
   ///   or `mmap`.
-  public init(path: String) throws {
+  package init(path: String) throws {
     self.path = path
     let file = try ReadOnlyFile(path: path)
     let size = file.byteCount
@@ -46,7 +50,7 @@ public final class MappedFile {
   }
 
   /// The mapped bytes; valid as long as this object is alive.
-  public var bytes: UnsafeRawBufferPointer {
+  package var bytes: UnsafeRawBufferPointer {
     UnsafeRawBufferPointer(start: base, count: byteCount)
   }
 
@@ -54,7 +58,7 @@ public final class MappedFile {
   ///
   /// The range is widened to whole pages; since the mapping is private and never written,
   /// dropped pages are read again from the file if touched, so widening is harmless.
-  public func releasePages(_ range: Range<Int>) {
+  package func releasePages(_ range: Range<Int>) {
     guard let base, !range.isEmpty else { return }
     let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
     let lower = max(0, range.lowerBound) / pageSize * pageSize

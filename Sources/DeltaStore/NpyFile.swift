@@ -7,7 +7,7 @@ public struct NpyArray: Sendable, Equatable {
   /// The elements in C (row-major) order.
   public var values: [Double]
 
-  public init(shape: [Int], values: [Double]) {
+  package init(shape: [Int], values: [Double]) {
     self.shape = shape
     self.values = values
   }
@@ -40,7 +40,7 @@ public enum NpyFile {
   }
 
   /// Parses the bytes of a `.npy` file; `path` is only used in errors.
-  public static func parse(_ data: Data, path: String) throws -> NpyArray {
+  package static func parse(_ data: Data, path: String) throws -> NpyArray {
     let bytes = [UInt8](data)
     guard bytes.count >= 8, Array(bytes[0..<6]) == magic else {
       throw DeltaStoreError.npyBadMagic(path: path)
@@ -145,7 +145,7 @@ public enum NpyFile {
   }
 
   /// Writes Float32 elements as a `<f4` `.npy` file; otherwise as the Float64 overload.
-  public static func write(_ values: [Float], shape: [Int], to path: String) throws {
+  package static func write(_ values: [Float], shape: [Int], to path: String) throws {
     try write(
       descr: "<f4", elementCount: values.count, shape: shape, to: path,
       payload: values.withUnsafeBufferPointer { buffer in
@@ -159,7 +159,7 @@ public enum NpyFile {
 
   /// The bytes of a `<f8` `.npy` file holding `values` (what ``write(_:shape:to:)-(Double)`` writes).
   /// - Throws: ``DeltaStoreError/npyUnsupportedShape(path:shape:)``.
-  public static func encode(_ values: [Double], shape: [Int]) throws -> Data {
+  package static func encode(_ values: [Double], shape: [Int]) throws -> Data {
     var payload = Data(capacity: values.count * 8)
     for value in values {
       withUnsafeBytes(of: value.bitPattern.littleEndian) { payload.append(contentsOf: $0) }

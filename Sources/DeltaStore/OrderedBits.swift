@@ -5,49 +5,49 @@
 /// −0 maps to −1 and +0 to 0, and the map is a bijection on all patterns (NaN and ±inf
 /// included). Integers map to their value (unsigned ones offset by −2^(w−1)). Residuals are
 /// differences of these integers, modulo 2^w, so every pattern round-trips exactly.
-public enum OrderedBits {
+package enum OrderedBits {
   /// The ordered integer of a binary64 pattern.
-  @inlinable public static func f64(_ bits: UInt64) -> Int64 {
+  @inlinable package static func f64(_ bits: UInt64) -> Int64 {
     let s = Int64(bitPattern: bits)
     return s < 0 ? s ^ Int64.max : s
   }
 
   /// The binary64 pattern of an ordered integer (inverse of `f64(_:)`).
-  @inlinable public static func f64Bits(ordered v: Int64) -> UInt64 {
+  @inlinable package static func f64Bits(ordered v: Int64) -> UInt64 {
     UInt64(bitPattern: v < 0 ? v ^ Int64.max : v)
   }
 
   /// The ordered integer of a binary32 pattern.
-  @inlinable public static func f32(_ bits: UInt32) -> Int32 {
+  @inlinable package static func f32(_ bits: UInt32) -> Int32 {
     let s = Int32(bitPattern: bits)
     return s < 0 ? s ^ Int32.max : s
   }
 
   /// The binary32 pattern of an ordered integer (inverse of `f32(_:)`).
-  @inlinable public static func f32Bits(ordered v: Int32) -> UInt32 {
+  @inlinable package static func f32Bits(ordered v: Int32) -> UInt32 {
     UInt32(bitPattern: v < 0 ? v ^ Int32.max : v)
   }
 
   /// The ordered integer of a binary16 or bfloat16 pattern (both are sign-magnitude).
-  @inlinable public static func f16(_ bits: UInt16) -> Int16 {
+  @inlinable package static func f16(_ bits: UInt16) -> Int16 {
     let s = Int16(bitPattern: bits)
     return s < 0 ? s ^ Int16.max : s
   }
 
   /// The binary16 or bfloat16 pattern of an ordered integer (inverse of `f16(_:)`).
-  @inlinable public static func f16Bits(ordered v: Int16) -> UInt16 {
+  @inlinable package static func f16Bits(ordered v: Int16) -> UInt16 {
     UInt16(bitPattern: v < 0 ? v ^ Int16.max : v)
   }
 
   /// The ordered integer of a bfloat16 pattern (same map as `f16(_:)`).
-  @inlinable public static func bf16(_ bits: UInt16) -> Int16 { f16(bits) }
+  @inlinable package static func bf16(_ bits: UInt16) -> Int16 { f16(bits) }
 
   /// The bfloat16 pattern of an ordered integer.
-  @inlinable public static func bf16Bits(ordered v: Int16) -> UInt16 { f16Bits(ordered: v) }
+  @inlinable package static func bf16Bits(ordered v: Int16) -> UInt16 { f16Bits(ordered: v) }
 
   /// Whether `dtype` has an ordered-integer map here: every dtype of 8, 16, 32 or 64 bits except
   /// C64 (two floats per element).
-  public static func supports(_ dtype: DType) -> Bool { encoding(of: dtype) != nil }
+  package static func supports(_ dtype: DType) -> Bool { encoding(of: dtype) != nil }
 
   /// How a dtype's patterns map to ordered integers, decided once per tensor so that loops over
   /// elements need no switch on the dtype.
@@ -91,7 +91,7 @@ public enum OrderedBits {
 
   /// The ordered integer of the `dtype` element whose bits are the low `dtype.bitCount` of
   /// `bits`, sign-extended to 64 bits.
-  public static func ordered(_ bits: UInt64, dtype: DType) -> Int64 {
+  package static func ordered(_ bits: UInt64, dtype: DType) -> Int64 {
     let w = dtype.bitCount
     guard let encoding = encoding(of: dtype), w <= 64 else {
       preconditionFailure("no ordered map for \(dtype)")
@@ -102,7 +102,7 @@ public enum OrderedBits {
   }
 
   /// The `dtype` bit pattern (in the low bits) of an ordered integer, taken modulo 2^w.
-  public static func bits(ordered v: Int64, dtype: DType) -> UInt64 {
+  package static func bits(ordered v: Int64, dtype: DType) -> UInt64 {
     let w = dtype.bitCount
     guard let encoding = encoding(of: dtype), w <= 64 else {
       preconditionFailure("no ordered map for \(dtype)")

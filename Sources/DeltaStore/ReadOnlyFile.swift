@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A regular file read with `pread` into the caller's buffers, never mapped.
 ///
@@ -10,22 +11,21 @@ import Foundation
 /// can recover from. Instead every read checks that it got every byte and that the file's
 /// identity (inode, size, modification and change times) is still the one seen at `open`, and
 /// throws `DeltaStoreError.fileChanged` otherwise.
-public final class ReadOnlyFile: @unchecked Sendable {
+public final class ReadOnlyFile: Sendable {
   /// The path the file was opened at; errors name it.
-  public let path: String
+  package let path: String
   /// The file's size in bytes when it was opened.
   public let byteCount: Int
   /// The inode opened: a path whose inode differs now names another file.
-  public let inode: UInt64
+  package let inode: UInt64
   /// The open descriptor (reads go through `read(into:at:)`, which checks the identity).
   let descriptor: Int32
   /// The identity reads must still find: the one seen at `open`, moved on only by this process's
-  /// own writes (`absorbingChanges(of:)`). Guarded by `identityLock`.
-  private var expected: Identity
-  private let identityLock = NSLock()
+  /// own writes (`absorbingChanges(of:)`).
+  private let expected: Mutex<Identity>
 
   /// What `fstat` says of a file that must not change while it is read.
-  private struct Identity: Equatable {
+  private struct Identity: Equatable, Sendable {
     var device: UInt64
     var inode: UInt64
     var byteCount: Int64
@@ -56,7 +56,7 @@ public final class ReadOnlyFile: @unchecked Sendable {
   ///     recorded in a repository). Either way the file reached must be regular.
   /// - Throws: `DeltaStoreError.notRegularFile` naming the kind found (FIFO, device, socket,
   ///   directory, symbolic link), or `.io` naming `open`, `fstat` or `fcntl`.
-  public init(path: String, followSymlink: Bool = false) throws {
+  package init(path: String, followSymlink: Bool = false) throws {
     self.path = path
     let flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (followSymlink ? 0 : O_NOFOLLOW)
     let fd = open(path, flags)
@@ -78,7 +78,7 @@ public final class ReadOnlyFile: @unchecked Sendable {
       throw DeltaStoreError.system("fcntl", path: path, errno: code)
     }
     descriptor = fd
-    expected = Identity(info)
+    expected = Mutex(Identity(info))
     byteCount = Int(info.st_size)
     inode = UInt64(info.st_ino)
   }
@@ -120,7 +120,7 @@ public final class ReadOnlyFile: @unchecked Sendable {
   /// Safe to call from several threads at once (`pread` keeps no file position).
   /// - Throws: `DeltaStoreError.fileChanged` when the file ends early or changed since it was
   ///   opened; `.io` naming `pread` or `fstat`.
-  public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
+  package func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
     var done = 0
     while done < buffer.count {
       guard let base = buffer.baseAddress else { break }
@@ -139,7 +139,7 @@ public final class ReadOnlyFile: @unchecked Sendable {
   /// Reads `count` bytes at `offset` into a new array.
   ///
   /// - Throws: As `read(into:at:)`.
-  public func read(count: Int, at offset: Int) throws -> [UInt8] {
+  package func read(count: Int, at offset: Int) throws -> [UInt8] {
     try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
       try read(into: UnsafeMutableRawBufferPointer(buffer), at: offset)
       initialized = count
@@ -150,7 +150,7 @@ public final class ReadOnlyFile: @unchecked Sendable {
   ///
   /// The result equals `ContentHash.of` over the same bytes read whole.
   /// - Throws: As `read(into:at:)`, and `DeltaStoreError.xxhash`.
-  public func hash(
+  package func hash(
     count: Int, at offset: Int, hasher: ContentHasher, scratch: UnsafeMutableRawBufferPointer
   ) throws -> ContentHash {
     precondition(scratch.count > 0, "hashing needs a scratch buffer")
@@ -168,13 +168,11 @@ public final class ReadOnlyFile: @unchecked Sendable {
   /// Throws unless the file is still the one opened, with the same size and times.
   ///
   /// - Throws: `DeltaStoreError.fileChanged`, or `.io` naming `fstat`.
-  public func checkUnchanged() throws {
-    identityLock.lock()
-    defer { identityLock.unlock() }
-    try checkUnchangedLocked()
+  package func checkUnchanged() throws {
+    try expected.withLock { try checkUnchanged(expected: $0) }
   }
 
-  private func checkUnchangedLocked() throws {
+  private func checkUnchanged(expected: Identity) throws {
     var info = stat()
     guard fstat(descriptor, &info) == 0 else {
       throw DeltaStoreError.system("fstat", path: path, errno: errno)
@@ -191,24 +189,24 @@ public final class ReadOnlyFile: @unchecked Sendable {
   /// touch bytes a read in flight depends on.
   /// - Throws: `DeltaStoreError.fileChanged` when the file changed before the write, what
   ///   `write` throws, or `.io` naming `fstat`.
-  public func absorbingChanges<Result>(of write: () throws -> Result) throws -> Result {
-    identityLock.lock()
-    defer { identityLock.unlock() }
-    try checkUnchangedLocked()
-    let result = try write()
-    var info = stat()
-    guard fstat(descriptor, &info) == 0 else {
-      throw DeltaStoreError.system("fstat", path: path, errno: errno)
+  package func absorbingChanges<Result>(of write: () throws -> Result) throws -> Result {
+    try expected.withLock { expected in
+      try checkUnchanged(expected: expected)
+      let result = try write()
+      var info = stat()
+      guard fstat(descriptor, &info) == 0 else {
+        throw DeltaStoreError.system("fstat", path: path, errno: errno)
+      }
+      expected = Identity(info)
+      return result
     }
-    expected = Identity(info)
-    return result
   }
 
   /// The whole content of a small regular file (an index or a config), read as `ReadOnlyFile`
   /// opens it.
   ///
   /// - Throws: As `init(path:followSymlink:)` and `read(into:at:)`.
-  public static func contents(of path: String, followSymlink: Bool = false) throws -> [UInt8] {
+  package static func contents(of path: String, followSymlink: Bool = false) throws -> [UInt8] {
     let file = try ReadOnlyFile(path: path, followSymlink: followSymlink)
     return try file.read(count: file.byteCount, at: 0)
   }

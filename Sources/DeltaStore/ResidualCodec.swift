@@ -3,7 +3,7 @@ public struct EncodedResidual: Sendable, Equatable {
   /// The self-describing blob: a small header, then one zstd frame.
   public var bytes: [UInt8]
   /// How many elements differ.
-  public var nonzeroCount: Int
+  package var nonzeroCount: Int
 }
 
 /// Encodes the per-element difference between committed and reconstructed tensor bytes, so that
@@ -116,7 +116,7 @@ public enum ResidualCodec {
 
   /// Decodes a residual to its (position, difference) pairs, validated as `apply` does, so a
   /// caller can apply it a range of elements at a time (`DecodedResidual.add`).
-  public static func decode(_ encoded: [UInt8], dtype: DType, elementCount: Int) throws -> DecodedResidual {
+  package static func decode(_ encoded: [UInt8], dtype: DType, elementCount: Int) throws -> DecodedResidual {
     guard let encoding = OrderedBits.encoding(of: dtype), let width = dtype.byteCount else {
       throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
     }
@@ -468,25 +468,25 @@ public enum ResidualCodec {
 
 /// A residual's nonzero differences in element order, ready to be applied in pieces: the
 /// checkout of a long chain applies several states a row block at a time while it is in cache.
-public struct DecodedResidual: Sendable {
+package struct DecodedResidual: Sendable {
   /// Element indices, ascending.
-  public let positions: [UInt32]
+  package let positions: [UInt32]
   let values: [Int64]
   let width: Int
   let encoding: OrderedBits.Encoding
 
-  public var count: Int { positions.count }
+  package var count: Int { positions.count }
 
   /// The entries whose elements lie in `elements`, from `start` on (a cursor a caller advances
   /// block by block).
-  public func entries(in elements: Range<Int>, from start: Int) -> Range<Int> {
+  package func entries(in elements: Range<Int>, from start: Int) -> Range<Int> {
     var end = start
     while end < positions.count && Int(positions[end]) < elements.upperBound { end += 1 }
     return start..<end
   }
 
   /// Moves the elements of `entries` by their differences; `raw` is the whole tensor's first byte.
-  public func add(to raw: UnsafeMutableRawPointer, entries: Range<Int>) {
+  package func add(to raw: UnsafeMutableRawPointer, entries: Range<Int>) {
     let p = positions[entries]
     let v = values[entries]
     switch width {

@@ -6,21 +6,21 @@ import Foundation
 /// `read_metadata` / `Metadata::validate`); a file that opens is safe to slice by `TensorInfo`.
 /// Tensor bytes are copied into owned buffers, never read through a mapping, so a file rewritten
 /// while it is read ends in `DeltaStoreError.fileChanged`, not in `SIGBUS`.
-public final class SafetensorsFile {
+public final class SafetensorsFile: Sendable {
   /// The reference reader's limit on the header length field.
-  public static let maximumHeaderByteCount = 100_000_000
+  package static let maximumHeaderByteCount = 100_000_000
   /// How much `hash(of:hasher:scratch:)` callers read at a time: large enough that `pread`'s
   /// per-call cost vanishes, small enough to stay in cache between the copy and the hash.
-  public static let hashingChunkByteCount = 1 << 20
+  package static let hashingChunkByteCount = 1 << 20
 
   /// The path the file was opened at; errors name it.
   public let path: String
   /// The open file; tensor reads go through it.
   public let file: ReadOnlyFile
   /// N, the JSON header's byte count as declared by the length field.
-  public let headerByteCount: Int
+  package let headerByteCount: Int
   /// The `__metadata__` map, or `nil` when the header has none.
-  public let metadata: [String: String]?
+  package let metadata: [String: String]?
   /// The tensors in header order (the JSON key order).
   public let tensors: [TensorInfo]
   /// The exact 8 + N bytes the file starts with (length field and JSON as found), so a file
@@ -77,7 +77,7 @@ public final class SafetensorsFile {
   }
 
   /// The offset of `tensor`'s first byte in the file.
-  public func fileOffset(of tensor: TensorInfo) -> Int {
+  package func fileOffset(of tensor: TensorInfo) -> Int {
     dataStart + tensor.dataOffsets.lowerBound
   }
 
@@ -93,7 +93,7 @@ public final class SafetensorsFile {
   /// The XXH3-128 hash of `tensor`'s bytes, read through `scratch` a piece at a time.
   ///
   /// - Throws: As `read(_:)`, and `DeltaStoreError.xxhash`.
-  public func hash(
+  package func hash(
     of tensor: TensorInfo, hasher: ContentHasher, scratch: UnsafeMutableRawBufferPointer
   ) throws -> ContentHash {
     precondition(dataStart + tensor.dataOffsets.upperBound <= file.byteCount, "tensor is not from this file")
@@ -104,7 +104,7 @@ public final class SafetensorsFile {
   /// pass one `hasher` and `scratch`).
   ///
   /// - Throws: As `hash(of:hasher:scratch:)`.
-  public func hash(of tensor: TensorInfo) throws -> ContentHash {
+  package func hash(of tensor: TensorInfo) throws -> ContentHash {
     let scratch = UnsafeMutableRawBufferPointer.allocate(
       byteCount: max(1, min(tensor.byteCount, Self.hashingChunkByteCount)), alignment: 64)
     defer { scratch.deallocate() }
@@ -125,7 +125,7 @@ public final class SafetensorsFile {
   ///   - path: The path that errors name.
   /// - Returns: The metadata, the tensors in header order, and N.
   /// - Throws: The `DeltaStoreError` case of the first failing check.
-  public static func parseHeader(
+  package static func parseHeader(
     _ bytes: UnsafeRawBufferPointer, fileByteCount: Int, path: String
   ) throws -> (metadata: [String: String]?, tensors: [TensorInfo], headerByteCount: Int) {
     // (1)

@@ -52,7 +52,7 @@ public final class ZstdCompressor {
   /// Compresses `source` into one frame that records its content size.
   ///
   /// - Throws: `DeltaStoreError.zstd` naming `ZSTD_compress2`.
-  public func compress(_ source: UnsafeRawBufferPointer) throws -> [UInt8] {
+  package func compress(_ source: UnsafeRawBufferPointer) throws -> [UInt8] {
     let bound = ZSTD_compressBound(source.count)
     try check(bound, "ZSTD_compressBound")
     var scratch: UInt8 = 0
@@ -71,7 +71,7 @@ public final class ZstdCompressor {
   }
 
   /// Compresses the bytes of `source`.
-  public func compress(_ source: [UInt8]) throws -> [UInt8] {
+  package func compress(_ source: [UInt8]) throws -> [UInt8] {
     try source.withUnsafeBytes { try compress($0) }
   }
 }
@@ -83,7 +83,7 @@ public enum Zstd {
   /// The frame's declared content size is checked against `expectedByteCount` before anything is
   /// allocated, so a frame that claims a huge size cannot exhaust memory.
   /// - Throws: `.zstdContentSizeMismatch`, `.zstdOutputSizeMismatch` or `.zstd`.
-  public static func decompress(_ frame: UnsafeRawBufferPointer, expectedByteCount: Int) throws
+  package static func decompress(_ frame: UnsafeRawBufferPointer, expectedByteCount: Int) throws
     -> [UInt8]
   {
     try checkContentSize(frame, expectedByteCount: expectedByteCount)
@@ -107,7 +107,7 @@ public enum Zstd {
   /// For blobs whose size no manifest records (recorded keys, covariances): the limit keeps a
   /// frame that claims a huge size from deciding the allocation.
   /// - Throws: `.zstdContentSizeMismatch` when the size is unknown or above `limit`.
-  public static func frameContentSize(_ frame: UnsafeRawBufferPointer, limit: Int) throws -> Int {
+  package static func frameContentSize(_ frame: UnsafeRawBufferPointer, limit: Int) throws -> Int {
     guard let base = frame.baseAddress else {
       throw DeltaStoreError.zstdContentSizeMismatch(expected: limit, declared: nil)
     }

@@ -108,7 +108,7 @@ struct BenchSolvers: ParsableCommand {
             Self.pad(method, 6, left: true) + " " + Self.pad("\(n)", 6) + " " + Self.pad(String(fields[0]), 9)
               + " " + Self.pad(String(fields[1]), 14) + " " + Self.pad(String(fields[2]), 5))
         }
-        fflush(stdout)
+        fflush(nil)  // every output stream: the C global `stdout` is shared mutable state to Swift 6
       }
     }
   }
@@ -119,7 +119,7 @@ struct BenchSolvers: ParsableCommand {
     } else {
       print(Self.pad(method, 6, left: true) + " " + Self.pad("\(n)", 6) + "  " + note)
     }
-    fflush(stdout)
+    fflush(nil)  // every output stream: the C global `stdout` is shared mutable state to Swift 6
   }
 
   /// One row, in its own process: load the fixtures, make n keys and targets, time `solve`.

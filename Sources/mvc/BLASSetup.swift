@@ -32,24 +32,17 @@ enum BLASSetup {
   }
 
   static func reexecWithBetterCoreIfNeeded() {
-    let environment = ProcessInfo.processInfo.environment
     guard needsBLAS(Array(CommandLine.arguments.dropFirst())) else {
       BLASRuntime.stopIdleThreads()
       return
     }
-    guard environment["OPENBLAS_CORETYPE"] == nil, environment[marker] == nil,
-      environment["MVC_NO_AUTOCORE"] == nil
+    guard
+      let variables = BLASRuntime.reexecEnvironment(
+        environment: ProcessInfo.processInfo.environment, marker: marker, optOut: "MVC_NO_AUTOCORE",
+        cpuInfo: { try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) })
     else { return }
-    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
-    let flags = BLASRuntime.cpuFlags(fromCPUInfo: cpuinfo)
-    guard BLASRuntime.isGenericFallback(coreName: BLASRuntime.coreName, cpuFlags: flags),
-      let core = BLASRuntime.preferredCoreType(cpuFlags: flags)
-    else { return }
-    setenv("OPENBLAS_CORETYPE", core, 1)
-    setenv(marker, "1", 1)
-    let arguments = CommandLine.arguments
-    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
-    argv.append(nil)
+    for (name, value) in variables { setenv(name, value, 1) }
+    var argv: [UnsafeMutablePointer<CChar>?] = CommandLine.arguments.map { strdup($0) } + [nil]
     execv("/proc/self/exe", &argv)
     // exec failed: carry on with the slow kernel rather than not at all.
     for p in argv { free(p) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+internal import CMalloc
 import Foundation
 
 #if canImport(Glibc)
@@ -33,11 +34,6 @@ func unknownHelpTopic(_ arguments: [String]) -> String? {
   return nil
 }
 
-/// glibc's `mallopt` and `M_MMAP_THRESHOLD` (malloc.h is not part of the Glibc module).
-@_silgen_name("mallopt")
-private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
-private let glibcMmapThreshold: Int32 = -3
-
 @main
 enum Entry {
   static func main() {
@@ -45,7 +41,7 @@ enum Entry {
     // Tensor buffers (megabytes each) must go back to the system when freed: glibc otherwise
     // raises its mmap threshold after the first free and keeps later ones in per-thread heaps,
     // so peak memory would grow with the number of tensors a command touches.
-    _ = glibcMallopt(glibcMmapThreshold, 1 << 20)
+    _ = mallopt(M_MMAP_THRESHOLD, 1 << 20)
     // A file-size limit must come back as EFBIG, not kill mvc mid-write.
     signal(SIGXFSZ, SIG_IGN)
     let arguments = gitStyleArguments(Array(CommandLine.arguments.dropFirst()))

@@ -17,31 +17,16 @@ enum Session {
     let progress = quiet ? nil : ProgressBar.makeReporter()
     return RepositoryEnvironment(
       commitTime: date, ioHook: FaultInjection.hook(from: variables), progress: progress, compressionWorkers: 2,
-      tracePerformance: performanceTrace(variables["MVC_TRACE_PERFORMANCE"]))
+      tracePerformance: performanceTrace(variables["MVC_TRACE_PERFORMANCE"]),
+      // One thread per core rebuilds tensors and hashes the working model (what holds memory is
+      // bounded by the pipeline's budget, not by the thread count).
+      workerThreads: ProcessInfo.processInfo.activeProcessorCount)
   }
 
   /// Like git's GIT_TRACE_PERFORMANCE: "1"/"true"/"2" traces to stderr, an absolute path appends there.
-  static func performanceTrace(_ setting: String?) -> ((String) -> Void)? {
-    guard let setting, !["", "0", "false"].contains(setting.lowercased()) else { return nil }
-    let started = Date()
-    let sink: (String) -> Void
-    if setting.hasPrefix("/") {
-      sink = { line in
-        guard
-          let handle = FileHandle(forWritingAtPath: setting)
-            ?? {
-              FileManager.default.createFile(atPath: setting, contents: nil)
-              return FileHandle(forWritingAtPath: setting)
-            }()
-        else { return }
-        handle.seekToEndOfFile()
-        handle.write(Data(line.utf8))
-        handle.closeFile()
-      }
-    } else {
-      sink = { FileHandle.standardError.write(Data($0.utf8)) }
-    }
-    return { line in sink(String(format: "performance: +%.3f ", Date().timeIntervalSince(started)) + line + "\n") }
+  static func performanceTrace(_ setting: String?) -> (@Sendable (String) -> Void)? {
+    guard let trace = PerformanceTrace(setting: setting) else { return nil }
+    return { trace.write($0) }
   }
 
   /// - Parameter toleratingUnfinishedMove: open even when an interrupted move cannot be
@@ -130,7 +115,8 @@ enum FaultInjection {
     let fail = variables["MVC_IO_FAIL"].flatMap(parse)
     let pause = variables["MVC_IO_PAUSE"].flatMap(parse)
     guard fail != nil || pause != nil else { return nil }
-    final class Counter: @unchecked Sendable { var counts: [String: Int] = [:] }
+    // The hook is not `Sendable`: the library calls it on the calling thread only.
+    final class Counter { var counts: [String: Int] = [:] }
     let counter = Counter()
     return { event in
       let kind: String

@@ -42,6 +42,31 @@ struct BLASRuntimeTests {
     #expect(!BLASRuntime.isGenericFallback(coreName: "Prescott", cpuFlags: ["sse3"]))
   }
 
+  @Test("a re-exec is asked for only on a generic fallback the user did not choose")
+  func reexecDecision() {
+    func decide(_ environment: [String: String], core: String = "Prescott", cpuInfo: String? = sampleCPUInfo)
+      -> [String: String]?
+    {
+      BLASRuntime.reexecEnvironment(
+        environment: environment, marker: "M", optOut: "NO", coreName: core, cpuInfo: { cpuInfo })
+    }
+    #expect(decide([:]) == ["OPENBLAS_CORETYPE": "SkylakeX", "M": "1"])
+    #expect(decide(["OPENBLAS_CORETYPE": "Prescott"]) == nil)  // the user's choice stands
+    #expect(decide(["M": "1"]) == nil)  // already re-executed once
+    #expect(decide(["NO": ""]) == nil)
+    #expect(decide([:], core: "SkylakeX") == nil)
+    #expect(decide([:], cpuInfo: nil) == nil)
+    #expect(decide([:], cpuInfo: "flags\t: sse sse2 sse3\n") == nil)
+    var read = false
+    _ = BLASRuntime.reexecEnvironment(
+      environment: ["NO": "1"], marker: "M", optOut: "NO", coreName: "Prescott",
+      cpuInfo: {
+        read = true
+        return sampleCPUInfo
+      })
+    #expect(!read)  // /proc/cpuinfo is not read when the environment already says no
+  }
+
   @Test("the loaded OpenBLAS reports itself")
   func loadedLibrary() {
     #expect(!BLASRuntime.coreName.isEmpty)

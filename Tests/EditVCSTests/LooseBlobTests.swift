@@ -1,6 +1,7 @@
 import DeltaStore
 import EditVCS
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -343,12 +344,7 @@ import Testing
       let ids = try contents.dropLast().map { try repository.writeBlob($0) } + [try #require(ObjectID(hex: gitWritten))]
       let expected = try contents.map { bytes in try bytes.withUnsafeBytes { ContentHash.of($0) } }
       let shared = try #require(try repository.looseBlob(ids[0]))
-      final class Results: @unchecked Sendable {
-        let lock = NSLock()
-        var mismatches: [String] = []
-        func record(_ text: String) { lock.withLock { mismatches.append(text) } }
-      }
-      let results = Results()
+      let mismatches = Mutex<[String]>([])
       let repositoryPath = repository.path
       DispatchQueue.concurrentPerform(iterations: 24) { i in
         do {
@@ -357,12 +353,14 @@ import Testing
           let blob = i % 4 == 3 ? shared : try LooseBlob(ids[which], repositoryPath: repositoryPath)
           let hasher = try ContentHasher()
           try blob?.forEachPiece { try hasher.update($0) }
-          if hasher.finalize() != expected[which] { results.record("read \(i) of blob \(which) differs") }
+          if hasher.finalize() != expected[which] {
+            mismatches.withLock { $0.append("read \(i) of blob \(which) differs") }
+          }
         } catch {
-          results.record("read \(i): \(error)")
+          mismatches.withLock { $0.append("read \(i): \(error)") }
         }
       }
-      #expect(results.mismatches == [])
+      #expect(mismatches.withLock { $0 } == [])
     }
   }
 }

@@ -6,7 +6,8 @@ import Testing
 
 /// Repository operations through the library API, on generated models in temporary folders.
 @Suite struct RepositoryTests {
-  static let environment = RepositoryEnvironment(commitTime: 1_700_000_000)
+  /// Two worker threads, as the CLI uses on a two-core machine, so the pipeline's threads run.
+  static var environment: RepositoryEnvironment { RepositoryEnvironment(commitTime: 1_700_000_000, workerThreads: 2) }
 
   static func edit(_ tensors: inout [FixtureTensor], index: Int, rank: Int, seed: UInt64) {
     applyLowRankEdit(&tensors, index: index, rank: rank, seed: seed)

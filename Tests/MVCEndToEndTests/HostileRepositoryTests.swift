@@ -402,13 +402,15 @@ import Testing
 
   // MARK: Seeded mutations
 
-  /// Values a hostile publisher would try in any JSON slot.
-  static let hostileValues: [Any] = [
-    -1, 0, 1, 2_147_483_648, 4_294_967_297, 9_007_199_254_740_993, 4_611_686_018_427_387_904, Int64.max, Int64.min,
-    1_000_000_000_000_000, 1e308, -0.5, "", "../../../pwned", "/tmp/mvc-pwned", ".mvc", "..", "model.safetensors",
-    String(repeating: "A", count: 5000), "xxh3-128:" + String(repeating: "0", count: 32), [Any](), [Int64.max, 4],
-    [-4, -8], [Int](repeating: 1, count: 20), [String: Any](), NSNull(), true,
-  ]
+  /// Values a hostile publisher would try in any JSON slot (computed: `[Any]` is not `Sendable`).
+  static var hostileValues: [Any] {
+    [
+      -1, 0, 1, 2_147_483_648, 4_294_967_297, 9_007_199_254_740_993, 4_611_686_018_427_387_904, Int64.max, Int64.min,
+      1_000_000_000_000_000, 1e308, -0.5, "", "../../../pwned", "/tmp/mvc-pwned", ".mvc", "..", "model.safetensors",
+      String(repeating: "A", count: 5000), "xxh3-128:" + String(repeating: "0", count: 32), [Any](), [Int64.max, 4],
+      [-4, -8], [Int](repeating: 1, count: 20), [String: Any](), NSNull(), true,
+    ]
+  }
 
   /// Replaces one slot (an object's value, an array element) of `value`, or drops a key.
   static func mutate(_ value: Any, _ rng: inout SplitMix64, depth: Int = 0) -> Any {

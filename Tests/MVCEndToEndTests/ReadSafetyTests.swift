@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -185,11 +186,10 @@ struct SpecialFileTests {
 struct RewriteRaceTests {
   /// Rewrites `path` with `a`, `b`, `a`, … (truncate, then write in 1 MiB pieces, then a 5 ms
   /// pause) until stopped.
-  final class Rewriter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stopped = false
+  final class Rewriter: Sendable {
+    private let state = Mutex((stopped: false, rewrites: 0))
     private let done = DispatchSemaphore(value: 0)
-    private(set) var rewrites = 0
+    var rewrites: Int { state.withLock { $0.rewrites } }
 
     init(path: String, versions: [[UInt8]]) {
       Thread.detachNewThread { [self] in
@@ -209,9 +209,7 @@ struct RewriteRaceTests {
             }
           }
           close(fd)
-          lock.lock()
-          rewrites += 1
-          lock.unlock()
+          state.withLock { $0.rewrites += 1 }
           // A short pause, as between an editor's saves, so some runs find the file whole.
           usleep(5_000)
         }
@@ -219,17 +217,11 @@ struct RewriteRaceTests {
       }
     }
 
-    private var isStopped: Bool {
-      lock.lock()
-      defer { lock.unlock() }
-      return stopped
-    }
+    private var isStopped: Bool { state.withLock { $0.stopped } }
 
     /// Stops after the rewrite in progress completes.
     func stop() {
-      lock.lock()
-      stopped = true
-      lock.unlock()
+      state.withLock { $0.stopped = true }
       done.wait()
     }
   }

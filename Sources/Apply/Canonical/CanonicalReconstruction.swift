@@ -17,12 +17,12 @@ internal import CBLAS
 /// if a compiler did, it would not change the result: the product of two Float32 values is exact in
 /// Float64, so `fma(a, b, c) == a * b + c` bit for bit. What the contract really pins down is the
 /// summation order, and that `x` is added last; that is what BLAS does not promise.
-public enum CanonicalReconstruction {
+package enum CanonicalReconstruction {
   /// `true`: for rank 1 the canonical path and ``addLowRankBLAS(into:rowRange:columnCount:u:v:rank:)``
   /// agree bit for bit. Each element gets `x + p_0` with `p_0` exact, so there is one rounding
   /// whether or not the kernel fuses, reorders or splits the work across threads (barring a
   /// kernel that scales by `alpha`/`beta` in a way that rounds, which OpenBLAS does not do for 1.0).
-  public static var canonicalIsExactForRankOne: Bool { true }
+  package static var canonicalIsExactForRankOne: Bool { true }
 
   /// Adds `U·Vᵀ` to rows `rowRange` of a row-major Float64 matrix, in the canonical order above.
   ///
@@ -38,7 +38,7 @@ public enum CanonicalReconstruction {
   ///   - u: the whole `totalRows × rank` row-major Float32 left factor.
   ///   - v: the `columnCount × rank` row-major Float32 right factor.
   ///   - rank: number of columns of `u` and `v`; `0` is a no-op.
-  public static func addLowRank(
+  package static func addLowRank(
     into matrix: UnsafeMutablePointer<Double>, rowRange: Range<Int>, columnCount: Int,
     u: UnsafePointer<Float>, v: UnsafePointer<Float>, rank: Int
   ) {
@@ -165,7 +165,7 @@ public enum CanonicalReconstruction {
   /// sha256 against the manifest and fall back to the canonical path on a mismatch.
   ///
   /// Same parameters as the canonical path. Dimensions must fit `Int32` (precondition).
-  public static func addLowRankBLAS(
+  package static func addLowRankBLAS(
     into matrix: UnsafeMutablePointer<Double>, rowRange: Range<Int>, columnCount: Int,
     u: UnsafePointer<Float>, v: UnsafePointer<Float>, rank: Int
   ) {

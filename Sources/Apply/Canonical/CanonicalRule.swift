@@ -7,20 +7,20 @@
 /// stored dtype (round to nearest, ties to even). The whole rule lives in this folder; the
 /// dtype's two conversions come from the caller as a ``CanonicalRule/Storage`` (Apply knows no
 /// dtypes: EditVCS builds it from DeltaStore's `FloatConversion`).
-public enum CanonicalRule {
+package enum CanonicalRule {
   /// How the stored elements of one dtype become Float64, and Float64 becomes them again.
-  public struct Storage: Sendable {
+  package struct Storage: Sendable {
     /// `decode(raw, elements, into)`: elements `elements` of `raw`, exactly, into `into`
     /// (`into.count == elements.count`).
-    public var decode: @Sendable (UnsafeRawBufferPointer, Range<Int>, UnsafeMutableBufferPointer<Double>) -> Void
+    package var decode: @Sendable (UnsafeRawBufferPointer, Range<Int>, UnsafeMutableBufferPointer<Double>) -> Void
     /// `encode(values, raw, elementOffset)`: each value rounded once (to nearest, ties to even)
     /// into `raw` from element `elementOffset` on.
-    public var encode: @Sendable (UnsafeBufferPointer<Double>, UnsafeMutableRawBufferPointer, Int) -> Void
+    package var encode: @Sendable (UnsafeBufferPointer<Double>, UnsafeMutableRawBufferPointer, Int) -> Void
     /// Little-endian IEEE binary32, whose finite values `Float(_:)` rounds as `encode` does: the
     /// rank-one fast path (``addRankOneF32(_:rows:cols:u:v:storage:)``) applies.
-    public var isBinary32: Bool
+    package var isBinary32: Bool
 
-    public init(
+    package init(
       decode: @escaping @Sendable (UnsafeRawBufferPointer, Range<Int>, UnsafeMutableBufferPointer<Double>) -> Void,
       encode: @escaping @Sendable (UnsafeBufferPointer<Double>, UnsafeMutableRawBufferPointer, Int) -> Void,
       isBinary32: Bool
@@ -37,7 +37,7 @@ public enum CanonicalRule {
   /// Works a row block at a time, so the Float64 copy stays at 2 MiB whatever the tensor's size.
   /// - Parameter allowFastPath: `false` skips the fused F32 rank-one kernel (tests check that
   ///   both give the same bits).
-  public static func apply(
+  package static func apply(
     to raw: UnsafeMutableRawBufferPointer, storage: Storage, rows: Int, cols: Int,
     u: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>, rank: Int, allowFastPath: Bool = true
   ) {
@@ -70,7 +70,7 @@ public enum CanonicalRule {
   ///
   /// The hot loop of checkout: monomorphic, and the two closures of `storage` are called only for
   /// rows with a non-finite sum.
-  public static func addRankOneF32(
+  package static func addRankOneF32(
     _ raw: UnsafeMutableRawPointer, rows: Int, cols: Int, u: UnsafePointer<Float>, v: UnsafePointer<Float>,
     storage: Storage
   ) {

@@ -17,7 +17,7 @@ import Foundation
 /// When `commits` is already topological, newest first like `git rev-list --topo-order`, that order
 /// is `commits` itself. Every tie in ``BisectAlgorithm`` is broken by this order, so one graph
 /// always bisects the same way.
-public struct BisectGraph<ID: Hashable> {
+package struct BisectGraph<ID: Hashable> {
   /// Commits, children before parents.
   let ids: [ID]
   /// The position of each commit in `ids`.
@@ -33,7 +33,7 @@ public struct BisectGraph<ID: Hashable> {
   ///     because ties then go the way git's would.
   ///   - parents: Each commit's parents, first parent first. A commit without an entry is a root.
   /// - Precondition: The parent links have no cycle (a git history never does).
-  public init(commits: [ID], parents: [ID: [ID]]) {
+  package init(commits: [ID], parents: [ID: [ID]]) {
     var given: [ID] = []
     var givenIndex: [ID: Int] = [:]
     given.reserveCapacity(commits.count)
@@ -80,18 +80,18 @@ public struct BisectGraph<ID: Hashable> {
   }
 
   /// The number of distinct commits in the graph.
-  public var commitCount: Int { ids.count }
+  package var commitCount: Int { ids.count }
 
   /// The commits, children before parents: the order that breaks ties.
-  public var topologicalOrder: [ID] { ids }
+  package var topologicalOrder: [ID] { ids }
 
   /// Whether `id` is one of the graph's commits.
-  public func contains(_ id: ID) -> Bool { position[id] != nil }
+  package func contains(_ id: ID) -> Bool { position[id] != nil }
 
   /// Whether `ancestor` is reachable from `descendant` through parent links, counting a commit as
   /// its own ancestor (`git merge-base --is-ancestor`). Commits outside the graph are nobody's
   /// ancestor.
-  public func isAncestor(_ ancestor: ID, of descendant: ID) -> Bool {
+  package func isAncestor(_ ancestor: ID, of descendant: ID) -> Bool {
     guard let target = position[ancestor], let start = position[descendant] else { return false }
     if target == start { return true }
     // Parents always sit later in `ids`, so nothing before `target`'s position can lead to it.
@@ -108,7 +108,7 @@ public struct BisectGraph<ID: Hashable> {
 }
 
 /// What a bisection does next.
-public enum BisectStep<ID> {
+package enum BisectStep<ID> {
   /// Test this commit. `remaining` and `steps` are git's "Bisecting: <remaining> revisions left to
   /// test after this (roughly <steps> steps)": `remaining = all − reaches − 1` where `reaches` is
   /// the weight of the best halving commit, and `steps = estimate_bisect_steps(all)`.
@@ -143,7 +143,7 @@ extension BisectStep: Sendable where ID: Sendable {}
 ///   ids to get git's `oidcmp` order), and then to the oldest-first order. If the best commit is
 ///   skipped, `skip_away` picks among the remaining non-skipped candidates with git's deterministic
 ///   PRNG (see ``skipAwayIndex(count:)``), so repeated runs pick the same commit.
-public enum BisectAlgorithm {
+package enum BisectAlgorithm {
   /// The next step of a bisection, breaking ties as described on ``BisectAlgorithm``.
   ///
   /// - Parameters:
@@ -156,7 +156,7 @@ public enum BisectAlgorithm {
   /// - Precondition: `graph` contains `bad`, and `bad` is not an ancestor of a good commit. Both are
   ///   user mistakes the caller must report first (git: "Some good revs are not ancestors of the bad
   ///   rev", "<id> was both good and bad"); check with ``BisectGraph/isAncestor(_:of:)``.
-  public static func next<ID>(
+  package static func next<ID>(
     graph: BisectGraph<ID>, bad: ID, good: Set<ID>, skipped: Set<ID>
   ) -> BisectStep<ID> {
     step(graph: graph, bad: bad, good: good, skipped: skipped, areInIncreasingOrder: nil)
@@ -167,7 +167,7 @@ public enum BisectAlgorithm {
   /// Identical to ``next(graph:bad:good:skipped:)`` except that, when some commit is skipped,
   /// candidates at the same distance are ordered by `areInIncreasingOrder` before falling back to
   /// the oldest-first order. Passing `<` on lowercase hex object ids reproduces git's `oidcmp`.
-  public static func next<ID>(
+  package static func next<ID>(
     graph: BisectGraph<ID>, bad: ID, good: Set<ID>, skipped: Set<ID>,
     breakingTiesBy areInIncreasingOrder: (ID, ID) -> Bool
   ) -> BisectStep<ID> {
@@ -178,7 +178,7 @@ public enum BisectAlgorithm {
 
   /// The candidates, newest first: ancestors of `bad` (inclusive) that are not ancestors of any
   /// good commit (inclusive). Empty when `bad` is not in `graph` or is an ancestor of a good commit.
-  public static func candidates<ID>(graph: BisectGraph<ID>, bad: ID, good: Set<ID>) -> [ID] {
+  package static func candidates<ID>(graph: BisectGraph<ID>, bad: ID, good: Set<ID>) -> [ID] {
     guard let walk = Walk(graph: graph, bad: bad, good: good) else { return [] }
     return walk.candidates.reversed().map { graph.ids[$0] }
   }
@@ -188,7 +188,7 @@ public enum BisectAlgorithm {
   /// With `all = 2ⁿ + x`, `0 ≤ x < 2ⁿ`, the answer is `n` when `2ⁿ < 3x` and `n − 1` otherwise
   /// (the probability of needing only `n − 1` steps, `(2ⁿ − x)/(2ⁿ + x)`, is below one half exactly
   /// when `2ⁿ < 3x`). Fewer than 3 candidates need 0 steps.
-  public static func estimateSteps(candidateCount all: Int) -> Int {
+  package static func estimateSteps(candidateCount all: Int) -> Int {
     if all < 3 { return 0 }
     let n = Int.bitWidth - 1 - all.leadingZeroBitCount  // git's log2u: ⌊log₂ all⌋
     let e = 1 << n

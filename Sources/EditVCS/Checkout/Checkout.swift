@@ -6,7 +6,7 @@ import Foundation
 #endif
 
 public struct CheckoutSummary: Sendable {
-  public var target: ObjectID
+  package var target: ObjectID
   /// Tensors whose bytes were rewritten.
   public var rewrittenTensors: [String]
   /// True when whole files were written (layout change or missing model), false for in-place.

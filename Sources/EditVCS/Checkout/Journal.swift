@@ -167,7 +167,7 @@ extension EditRepository {
     var written: [FileStat]
     if let working, try sameLayout(working, as: journal.target) {
       let stats = working.fileStats()
-      let current = try working.hashAll()
+      let current = try working.hashAll(workers: environment.workerThreads)
       let changed = working.tensorNames.filter { current[$0] != targetHashes[$0] }
       written = try rewriteInPlace(
         working, writers: openForRewrite(working, holding: changed, hashedAt: stats), tensors: changed,

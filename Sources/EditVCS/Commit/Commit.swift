@@ -3,12 +3,12 @@ import DeltaStore
 import Foundation
 
 public struct CommitOptions {
-  public var message: String
+  package var message: String
   /// Drop the exactness residual where the error stays under `tolerance · max|W|`.
-  public var tolerance: Double?
+  package var tolerance: Double?
   /// Recorded as the edit's method (`working-model` when nil).
-  public var method: String?
-  public var details: [String: String]?
+  package var method: String?
+  package var details: [String: String]?
 
   public init(message: String, tolerance: Double? = nil, method: String? = nil, details: [String: String]? = nil) {
     self.message = message

@@ -246,7 +246,9 @@ extension EditRepository {
   ) throws -> (hashes: [String: String], stats: [FileStat]) {
     if trustCache, let cached = cachedWorkingHashesAndStats(working) { return cached }
     let stats = working.fileStats()
-    let hashes = try working.hashAll { done, total in self.report("hashing", done, total) }
+    let hashes = try working.hashAll(workers: environment.workerThreads) { done, total in
+      self.report("hashing", done, total)
+    }
     saveStatCache(working: working, hashes: hashes, stats: stats)
     return (hashes, stats)
   }

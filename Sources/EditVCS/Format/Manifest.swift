@@ -4,9 +4,9 @@ import Foundation
 /// The newest repository format this build reads. Every commit's tree records its own format
 /// in `mvc-format`: 1, or 2 when the commit tracks side files (`files/`), which a version-1
 /// reader would ignore. `.mvc/config` records `mvc.formatversion` = 1 (`baseFormatVersion`).
-public let repositoryFormatVersion = 2
+package let repositoryFormatVersion = 2
 /// The format of commits without side files, of `edit.json` and of `.mvc/config`.
-public let baseFormatVersion = 1
+package let baseFormatVersion = 1
 /// The format of commits that track side files in `files/`.
 let sideFilesFormatVersion = 2
 
@@ -16,43 +16,43 @@ let sideFilesFormatVersion = 2
 /// read-only base file outside the repository) or a `lowRank` change of the state the tensor
 /// had in the first parent of the commit that introduced it:
 /// `bytes = round(parent + U·Vᵀ) + residual`, with the canonical rule of `docs/FORMAT.md`.
-public struct TensorState: Codable, Equatable, Sendable {
+package struct TensorState: Codable, Equatable, Sendable {
   public enum Kind: String, Codable, Sendable {
     case full
     case lowRank = "low_rank"
     case reference
   }
 
-  public var name: String
-  public var dtype: DType
-  public var shape: [Int]
+  package var name: String
+  package var dtype: DType
+  package var shape: [Int]
   /// The shard that held the tensor when this state was written; informational: the commit's
   /// layout (`model/layout.json`) is what says which file holds the tensor.
-  public var shard: Int
+  package var shard: Int
   /// The content hash of the tensor's bytes in this state.
-  public var hash: String
-  public var kind: Kind
+  package var hash: String
+  package var kind: Kind
 
   // low_rank
   /// The content hash of the state the delta applies to.
-  public var parentHash: String?
-  public var rank: Int?
+  package var parentHash: String?
+  package var rank: Int?
   /// Storage rows and columns the factors refer to (the tensor viewed as a matrix).
-  public var rows: Int?
-  public var cols: Int?
+  package var rows: Int?
+  package var cols: Int?
   /// Element count that differed from the canonical reconstruction and is kept in `residual.zst`.
-  public var residualNonzeroCount: Int?
+  package var residualNonzeroCount: Int?
   /// True when the commit was made with `--tolerance` and the residual was dropped.
-  public var approximate: Bool?
-  public var norms: DeltaNorms?
+  package var approximate: Bool?
+  package var norms: DeltaNorms?
 
   // full
-  public var chunkCount: Int?
-  public var chunkByteCount: Int?
+  package var chunkCount: Int?
+  package var chunkByteCount: Int?
 
   // reference
-  public var referencePath: String?
-  public var referenceShardFile: String?
+  package var referencePath: String?
+  package var referenceShardFile: String?
 
   enum CodingKeys: String, CodingKey {
     case name, dtype, shape, shard, hash, kind, rank, rows, cols, approximate, norms
@@ -64,8 +64,8 @@ public struct TensorState: Codable, Equatable, Sendable {
     case referenceShardFile = "reference_shard_file"
   }
 
-  public var elementCount: Int { shape.reduce(1, *) }
-  public var byteCount: Int { elementCount * dtype.bitCount / 8 }
+  package var elementCount: Int { shape.reduce(1, *) }
+  package var byteCount: Int { elementCount * dtype.bitCount / 8 }
 }
 
 /// Size of a change, measured on the factors (no dense ΔW needed).
@@ -75,11 +75,11 @@ public struct DeltaNorms: Codable, Equatable, Sendable {
   /// ‖ΔW‖_2 (largest singular value).
   public var spectral: Double
   /// ‖W‖_F of the tensor before the change, so ratios can be shown.
-  public var weightFrobenius: Double
+  package var weightFrobenius: Double
 
   public var relativeFrobenius: Double { weightFrobenius > 0 ? frobenius / weightFrobenius : 0 }
 
-  public init(frobenius: Double, spectral: Double, weightFrobenius: Double) {
+  package init(frobenius: Double, spectral: Double, weightFrobenius: Double) {
     self.frobenius = frobenius
     self.spectral = spectral
     self.weightFrobenius = weightFrobenius
@@ -93,14 +93,14 @@ public struct DeltaNorms: Codable, Equatable, Sendable {
 
 /// The files of the tracked model and the exact header of each, so a checkout writes the
 /// same bytes the user had (tensor order, `__metadata__`, padding).
-public struct ModelLayout: Codable, Equatable, Sendable {
-  public struct Shard: Codable, Equatable, Sendable {
+package struct ModelLayout: Codable, Equatable, Sendable {
+  package struct Shard: Codable, Equatable, Sendable {
     /// Path relative to the model folder (or the model file's own name).
-    public var file: String
+    package var file: String
     /// Tensor names in the order of the file's header.
-    public var tensors: [String]
+    package var tensors: [String]
     /// Blob name (in `model/`) of the exact 8+N header prefix.
-    public var headerBlob: String
+    package var headerBlob: String
 
     enum CodingKeys: String, CodingKey {
       case file, tensors
@@ -109,10 +109,10 @@ public struct ModelLayout: Codable, Equatable, Sendable {
   }
 
   /// `file` for one `.safetensors` file, `sharded` for a folder with `model.safetensors.index.json`.
-  public var kind: String
-  public var shards: [Shard]
+  package var kind: String
+  package var shards: [Shard]
   /// Name of the index file in a sharded folder; its exact bytes are the blob `model/index.json`.
-  public var indexFile: String?
+  package var indexFile: String?
 
   enum CodingKeys: String, CodingKey {
     case kind, shards
@@ -131,7 +131,7 @@ public struct EditRecord: Codable, Equatable, Sendable {
     public var residualNonzeroCount: Int?
     public var storedByteCount: Int
 
-    public init(
+    package init(
       name: String, storage: String, rank: Int? = nil, norms: DeltaNorms? = nil, residualNonzeroCount: Int? = nil,
       storedByteCount: Int
     ) {
@@ -150,15 +150,15 @@ public struct EditRecord: Codable, Equatable, Sendable {
     }
   }
 
-  public var formatVersion: Int
+  package var formatVersion: Int
   /// `base`, `working-model`, `delta`, `lora`, `revert`, `cherry-pick`, `merge`, `rome`, ...
   public var method: String
   public var changes: [TensorChange]
-  public var tolerance: Double?
+  package var tolerance: Double?
   /// Free-form details of the method (source commit of a revert, LoRA scaling, λ, ...).
   public var details: [String: String]?
 
-  public init(
+  package init(
     formatVersion: Int, method: String, changes: [TensorChange], tolerance: Double? = nil,
     details: [String: String]? = nil
   ) {

@@ -287,7 +287,7 @@ extension EditRepository {
 extension EditRepository {
   /// Refuses to allocate a tensor larger than this machine's memory: the limits above accept
   /// up to 1 TiB, which no buffer here could hold.
-  func checkAllocation(_ byteCount: Int, tensor: String) throws {
+  static func checkAllocation(_ byteCount: Int, tensor: String) throws {
     let memory = ProcessInfo.processInfo.physicalMemory
     guard UInt64(byteCount) <= memory else {
       throw RepositoryError.insufficientResources(

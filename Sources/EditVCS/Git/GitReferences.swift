@@ -20,7 +20,7 @@ public enum HeadState: Equatable, Sendable {
 
 extension GitRepository {
   /// Reads HEAD without resolving it through libgit2's "unborn branch" error path.
-  public func head() throws -> HeadState {
+  package func head() throws -> HeadState {
     var reference: OpaquePointer?
     try check(git_reference_lookup(&reference, handle, "HEAD"), "git_reference_lookup", "HEAD")
     defer { git_reference_free(reference) }
@@ -39,7 +39,7 @@ extension GitRepository {
   }
 
   /// The commit a direct reference points at, or nil when it does not exist.
-  public func referenceTarget(_ name: String) throws -> ObjectID? {
+  package func referenceTarget(_ name: String) throws -> ObjectID? {
     var oid = git_oid()
     let code = git_reference_name_to_id(&oid, handle, name)
     if code == GIT_ENOTFOUND.rawValue { return nil }
@@ -49,7 +49,7 @@ extension GitRepository {
 
   /// Moves (or creates) `name` to `target` only if it still points at `expected`
   /// (nil: it must not exist yet). Compare-and-swap, as git's `update-ref <new> <old>`.
-  public func updateReference(
+  package func updateReference(
     _ name: String, to target: ObjectID, expected: ObjectID?, message: String
   ) throws {
     var reference: OpaquePointer?
@@ -66,14 +66,14 @@ extension GitRepository {
   }
 
   /// Sets or moves `name` unconditionally.
-  public func forceReference(_ name: String, to target: ObjectID, message: String) throws {
+  package func forceReference(_ name: String, to target: ObjectID, message: String) throws {
     var reference: OpaquePointer?
     var oid = target.raw
     try check(git_reference_create(&reference, handle, name, &oid, 1, message), "git_reference_create", name)
     git_reference_free(reference)
   }
 
-  public func deleteReference(_ name: String) throws {
+  package func deleteReference(_ name: String) throws {
     var reference: OpaquePointer?
     let code = git_reference_lookup(&reference, handle, name)
     if code == GIT_ENOTFOUND.rawValue { return }
@@ -83,7 +83,7 @@ extension GitRepository {
   }
 
   /// Points HEAD at branch `name` (which may not exist yet); `message` goes to HEAD's reflog.
-  public func setHead(branch name: String, message: String) throws {
+  package func setHead(branch name: String, message: String) throws {
     var reference: OpaquePointer?
     try check(
       git_reference_symbolic_create(&reference, handle, "HEAD", "refs/heads/" + name, 1, message),
@@ -92,12 +92,12 @@ extension GitRepository {
   }
 
   /// Detaches HEAD at `commit`; `message` goes to HEAD's reflog.
-  public func setHead(detachedAt commit: ObjectID, message: String) throws {
+  package func setHead(detachedAt commit: ObjectID, message: String) throws {
     try forceReference("HEAD", to: commit, message: message)
   }
 
   /// Full names and targets of the references under `prefix` (e.g. "refs/heads/"), sorted by name.
-  public func references(withPrefix prefix: String) throws -> [(name: String, target: ObjectID)] {
+  package func references(withPrefix prefix: String) throws -> [(name: String, target: ObjectID)] {
     var iterator: OpaquePointer?
     try check(git_reference_iterator_glob_new(&iterator, handle, prefix + "*"), "git_reference_iterator_glob_new")
     defer { git_reference_iterator_free(iterator) }
@@ -132,7 +132,7 @@ extension GitRepository {
   /// `check-ref-format --branch`), and none of the names git gives a meaning of its own (`@`,
   /// `HEAD`, `FETCH_HEAD`, `ORIG_HEAD`, ...), nothing under `refs/` (it would be
   /// `refs/heads/refs/...` and shadow the real refs when read back), no leading `-`.
-  public static func isValidBranchName(_ name: String) -> Bool {
+  package static func isValidBranchName(_ name: String) -> Bool {
     guard !isReservedName(name), !name.hasPrefix("refs/") else { return false }
     var valid: Int32 = 0
     guard git_branch_name_is_valid(&valid, name) == 0 else { return false }
@@ -147,7 +147,7 @@ extension GitRepository {
   }
 
   /// Creates an annotated tag object for `commit` and returns its id (the ref is set separately).
-  public func createTagObject(
+  package func createTagObject(
     name: String, commit: ObjectID, message: String, tagger: Signature
   ) throws -> ObjectID {
     var signature: UnsafeMutablePointer<git_signature>?

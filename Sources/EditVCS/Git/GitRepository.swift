@@ -13,7 +13,7 @@ public final class GitRepository {
   let handle: OpaquePointer
   private var hook: IOHook?
   /// The repository's directory (the `.mvc` folder).
-  public let path: String
+  package let path: String
 
   private init(handle: OpaquePointer, path: String) throws {
     self.handle = handle
@@ -24,7 +24,7 @@ public final class GitRepository {
   deinit { git_repository_free(handle) }
 
   /// Creates a new bare repository at `path` whose HEAD points at `initialBranch`.
-  public static func create(at path: String, initialBranch: String) throws -> GitRepository {
+  package static func create(at path: String, initialBranch: String) throws -> GitRepository {
     precondition(libgit2InitCount > 0)
     var options = git_repository_init_options()
     try check(
@@ -45,7 +45,7 @@ public final class GitRepository {
   }
 
   /// Opens the bare repository at `path`.
-  public static func open(at path: String) throws -> GitRepository {
+  package static func open(at path: String) throws -> GitRepository {
     precondition(libgit2InitCount > 0)
     var repository: OpaquePointer?
     try check(git_repository_open_bare(&repository, path), "git_repository_open_bare", path)
@@ -78,13 +78,13 @@ public final class GitRepository {
   static let storedBlobThreshold = 64 << 10
 
   /// Called before each write, fsync and rename of large blobs.
-  public var ioHook: IOHook? {
+  package var ioHook: IOHook? {
     get { hook }
     set { hook = newValue }
   }
 
   /// Writes `bytes` as a blob and returns its id.
-  public func writeBlob(_ bytes: UnsafeRawBufferPointer) throws -> ObjectID {
+  package func writeBlob(_ bytes: UnsafeRawBufferPointer) throws -> ObjectID {
     if bytes.count >= Self.storedBlobThreshold {
       return try StoredBlobWriter.write(
         bytes, objectsDirectory: (path as NSString).appendingPathComponent("objects"), hook: hook)
@@ -96,12 +96,12 @@ public final class GitRepository {
     return ObjectID(oid)
   }
 
-  public func writeBlob(_ bytes: [UInt8]) throws -> ObjectID {
+  package func writeBlob(_ bytes: [UInt8]) throws -> ObjectID {
     try bytes.withUnsafeBytes { try writeBlob($0) }
   }
 
   /// Calls `body` with the blob's content, valid only during the call.
-  public func withBlob<T>(_ id: ObjectID, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+  package func withBlob<T>(_ id: ObjectID, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
     var oid = id.raw
     var blob: OpaquePointer?
     try check(git_blob_lookup(&blob, handle, &oid), "git_blob_lookup", id.hex)
@@ -116,7 +116,7 @@ public final class GitRepository {
 
   /// The blob as libgit2 holds it, without a copy; its content stays valid while the returned
   /// object lives (any thread may read it and release it).
-  public func lookupBlob(_ id: ObjectID) throws -> GitBlob {
+  package func lookupBlob(_ id: ObjectID) throws -> GitBlob {
     var oid = id.raw
     var blob: OpaquePointer?
     try check(git_blob_lookup(&blob, handle, &oid), "git_blob_lookup", id.hex)
@@ -127,7 +127,7 @@ public final class GitRepository {
     return GitBlob(blob)
   }
 
-  public func readBlob(_ id: ObjectID) throws -> [UInt8] {
+  package func readBlob(_ id: ObjectID) throws -> [UInt8] {
     try withBlob(id) { Array($0) }
   }
 
@@ -138,7 +138,7 @@ public final class GitRepository {
   /// from any thread, concurrently with libgit2 calls on this repository's own thread.
   ///
   /// - Throws: `RepositoryError.git` naming the object and the file when the file is unreadable or damaged.
-  public func looseBlob(_ id: ObjectID) throws -> LooseBlob? {
+  package func looseBlob(_ id: ObjectID) throws -> LooseBlob? {
     try LooseBlob(id, repositoryPath: path)
   }
 
@@ -147,13 +147,13 @@ public final class GitRepository {
   /// repository's own thread.
   ///
   /// The loose path skips git's SHA-1 check; callers verify the content's own hash.
-  public func forEachBlobPiece(_ id: ObjectID, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+  package func forEachBlobPiece(_ id: ObjectID, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
     if let blob = try looseBlob(id) { return try blob.forEachPiece(body) }
     try withBlob(id, body)
   }
 
   /// Whether the object database holds `id` (without reading it).
-  public func hasObject(_ id: ObjectID) throws -> Bool {
+  package func hasObject(_ id: ObjectID) throws -> Bool {
     var odb: OpaquePointer?
     try check(git_repository_odb(&odb, handle), "git_repository_odb")
     guard let odb else { return false }
@@ -163,7 +163,7 @@ public final class GitRepository {
   }
 
   /// The size of object `id` as its header declares it, read without loading the object.
-  public func objectSize(_ id: ObjectID) throws -> Int {
+  package func objectSize(_ id: ObjectID) throws -> Int {
     var odb: OpaquePointer?
     try check(git_repository_odb(&odb, handle), "git_repository_odb")
     guard let odb else {
@@ -181,11 +181,11 @@ public final class GitRepository {
   // MARK: Trees
 
   /// One entry of a tree, copied out of libgit2.
-  public struct TreeEntry: Hashable, Sendable {
-    public var name: String
-    public var id: ObjectID
-    public var isTree: Bool
-    public init(name: String, id: ObjectID, isTree: Bool) {
+  package struct TreeEntry: Hashable, Sendable {
+    package var name: String
+    package var id: ObjectID
+    package var isTree: Bool
+    package init(name: String, id: ObjectID, isTree: Bool) {
       self.name = name
       self.id = id
       self.isTree = isTree
@@ -193,7 +193,7 @@ public final class GitRepository {
   }
 
   /// Writes a tree holding exactly `entries` (names must be unique and free of '/').
-  public func writeTree(_ entries: [TreeEntry]) throws -> ObjectID {
+  package func writeTree(_ entries: [TreeEntry]) throws -> ObjectID {
     var builder: OpaquePointer?
     try check(git_treebuilder_new(&builder, handle, nil), "git_treebuilder_new")
     guard let builder else {
@@ -211,7 +211,7 @@ public final class GitRepository {
   }
 
   /// The entries of tree `id`, in git's order.
-  public func readTree(_ id: ObjectID) throws -> [TreeEntry] {
+  package func readTree(_ id: ObjectID) throws -> [TreeEntry] {
     var oid = id.raw
     var tree: OpaquePointer?
     try check(git_tree_lookup(&tree, handle, &oid), "git_tree_lookup", id.hex)
@@ -237,7 +237,7 @@ public final class GitRepository {
   /// A commit's fields, copied out of libgit2.
   public struct Commit: Sendable, Equatable {
     public var id: ObjectID
-    public var tree: ObjectID
+    package var tree: ObjectID
     public var parents: [ObjectID]
     public var message: String
     public var authorName: String
@@ -246,7 +246,7 @@ public final class GitRepository {
     public var time: Int64
     public var timeOffsetMinutes: Int32
 
-    public init(
+    package init(
       id: ObjectID, tree: ObjectID, parents: [ObjectID], message: String, authorName: String, authorEmail: String,
       time: Int64, timeOffsetMinutes: Int32
     ) {
@@ -270,7 +270,7 @@ public final class GitRepository {
     public var email: String
     public var time: Int64
     public var offsetMinutes: Int32
-    public init(name: String, email: String, time: Int64, offsetMinutes: Int32 = 0) {
+    package init(name: String, email: String, time: Int64, offsetMinutes: Int32 = 0) {
       self.name = name
       self.email = email
       self.time = time
@@ -278,7 +278,7 @@ public final class GitRepository {
     }
   }
 
-  public func commit(_ id: ObjectID) throws -> Commit {
+  package func commit(_ id: ObjectID) throws -> Commit {
     var oid = id.raw
     var commit: OpaquePointer?
     try check(git_commit_lookup(&commit, handle, &oid), "git_commit_lookup", id.hex)
@@ -303,7 +303,7 @@ public final class GitRepository {
   }
 
   /// Writes a commit object; no reference moves (the caller moves one with `updateReference`).
-  public func createCommit(
+  package func createCommit(
     tree: ObjectID, parents: [ObjectID], message: String, author: Signature
   ) throws -> ObjectID {
     var signature: UnsafeMutablePointer<git_signature>?
@@ -335,7 +335,7 @@ public final class GitRepository {
   }
 
   /// The identity from git's configuration (`user.name`, `user.email`), if any is set.
-  public func configuredIdentity() -> (name: String, email: String)? {
+  package func configuredIdentity() -> (name: String, email: String)? {
     var signature: UnsafeMutablePointer<git_signature>?
     guard git_signature_default(&signature, handle) == 0, let signature else { return nil }
     defer { git_signature_free(signature) }
@@ -346,7 +346,7 @@ public final class GitRepository {
   // MARK: Revisions and history
 
   /// Resolves anything `git_revparse_single` accepts and peels it to a commit.
-  public func resolveCommit(_ spec: String) throws -> ObjectID {
+  package func resolveCommit(_ spec: String) throws -> ObjectID {
     var object: OpaquePointer?
     try check(git_revparse_single(&object, handle, spec), "git_revparse_single", spec)
     defer { git_object_free(object) }
@@ -363,7 +363,7 @@ public final class GitRepository {
   /// Commits reachable from `tips` and not from `hidden`, newest first: topological, then by
   /// time (git's `--date-order`), or with `byTime` false git's `--topo-order` (a merge's
   /// second-parent line whole before its first-parent line, as `log --graph` shows them).
-  public func walk(
+  package func walk(
     from tips: [ObjectID], hiding hidden: [ObjectID] = [], firstParentOnly: Bool = false,
     reverse: Bool = false, byTime: Bool = true
   ) throws -> [ObjectID] {
@@ -394,7 +394,7 @@ public final class GitRepository {
     return out
   }
 
-  public func mergeBase(_ a: ObjectID, _ b: ObjectID) throws -> ObjectID? {
+  package func mergeBase(_ a: ObjectID, _ b: ObjectID) throws -> ObjectID? {
     var out = git_oid()
     var one = a.raw
     var two = b.raw
@@ -405,7 +405,7 @@ public final class GitRepository {
   }
 
   /// Whether `commit` is `ancestor` or a descendant of it.
-  public func isAncestor(_ ancestor: ObjectID, of commit: ObjectID) throws -> Bool {
+  package func isAncestor(_ ancestor: ObjectID, of commit: ObjectID) throws -> Bool {
     if ancestor == commit { return true }
     var a = commit.raw
     var b = ancestor.raw
@@ -414,7 +414,7 @@ public final class GitRepository {
 
   // MARK: Configuration
 
-  public func configString(_ key: String) throws -> String? {
+  package func configString(_ key: String) throws -> String? {
     var config: OpaquePointer?
     try check(git_repository_config(&config, handle), "git_repository_config")
     defer { git_config_free(config) }
@@ -426,7 +426,7 @@ public final class GitRepository {
     return buffer.ptr.map { String(cString: $0) }
   }
 
-  public func setConfigString(_ key: String, _ value: String) throws {
+  package func setConfigString(_ key: String, _ value: String) throws {
     var config: OpaquePointer?
     try check(git_repository_config(&config, handle), "git_repository_config")
     defer { git_config_free(config) }
@@ -435,7 +435,13 @@ public final class GitRepository {
 }
 
 /// A blob read by libgit2 (`git_blob_lookup`), freed with `git_blob_free` when released.
-public final class GitBlob: @unchecked Sendable {
+///
+/// `@unchecked Sendable` because of the C handle alone: the handle is a `let`, and the only calls
+/// on it are `git_blob_rawcontent` / `git_blob_rawsize`, which read an object libgit2 never
+/// changes once loaded, and `git_blob_free` in `deinit`, which drops a reference count libgit2
+/// updates atomically (its object cache is thread-safe). So a plan built on the thread that owns
+/// the repository may hand the blob to a worker thread.
+package final class GitBlob: @unchecked Sendable {
   private let handle: OpaquePointer
 
   init(_ handle: OpaquePointer) { self.handle = handle }
@@ -443,7 +449,7 @@ public final class GitBlob: @unchecked Sendable {
   deinit { git_blob_free(handle) }
 
   /// The blob's content, valid while this object lives.
-  public var content: UnsafeRawBufferPointer {
+  package var content: UnsafeRawBufferPointer {
     UnsafeRawBufferPointer(start: git_blob_rawcontent(handle), count: Int(git_blob_rawsize(handle)))
   }
 }

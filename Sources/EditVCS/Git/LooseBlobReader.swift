@@ -16,16 +16,16 @@ import Foundation
 ///
 /// The instance is immutable after `init`, so `forEachPiece` may run on several threads at once.
 /// No libgit2 handle is involved.
-public final class LooseBlob: @unchecked Sendable {
+package final class LooseBlob: Sendable {
   /// The object's id.
-  public let id: ObjectID
+  package let id: ObjectID
   /// The loose object file.
-  public var path: String { file.path }
+  package var path: String { file.path }
   /// The blob's content length, as its object header declares it (checked while reading).
-  public let contentByteCount: Int
+  package let contentByteCount: Int
 
   /// Whether every deflate block is stored, so pieces are views of the mapping (no inflate).
-  public var readsInPlace: Bool {
+  package var readsInPlace: Bool {
     if case .stored = layout { return true }
     return false
   }
@@ -49,7 +49,7 @@ public final class LooseBlob: @unchecked Sendable {
   /// - Returns: nil when the object is not loose (it may be packed).
   /// - Throws: `RepositoryError.git` whose message names the object and the file: the file cannot be
   ///   read, the zlib stream is truncated or damaged, or the object is not a well-formed blob.
-  public init?(_ id: ObjectID, repositoryPath: String) throws {
+  package init?(_ id: ObjectID, repositoryPath: String) throws {
     let hex = id.hex
     let path = ((repositoryPath as NSString).appendingPathComponent("objects") as NSString)
       .appendingPathComponent("\(hex.prefix(2))/\(hex.dropFirst(2))")
@@ -100,7 +100,7 @@ public final class LooseBlob: @unchecked Sendable {
   ///
   /// - Throws: what `body` throws, or `RepositoryError.git` when a compressed stream turns out damaged,
   ///   truncated or of another length than declared (pieces before the damage were delivered).
-  public func forEachPiece(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+  package func forEachPiece(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
     let bytes = file.bytes
     defer { file.releasePages(0..<bytes.count) }
     var releaser = PageReleaser(file: file)

@@ -3,14 +3,14 @@ internal import CGit2
 /// A resolved git object id (SHA-1), copied out of libgit2 so no C type escapes.
 public struct ObjectID: Hashable, Sendable, CustomStringConvertible, Codable {
   /// The 20 raw bytes.
-  public let bytes: [UInt8]
+  package let bytes: [UInt8]
 
   init(_ oid: git_oid) {
     bytes = withUnsafeBytes(of: oid.id) { Array($0) }
   }
 
   /// Parses 40 hex digits; nil for anything else.
-  public init?(hex: String) {
+  package init?(hex: String) {
     guard hex.utf8.count == 40 else { return nil }
     var out: [UInt8] = []
     out.reserveCapacity(20)

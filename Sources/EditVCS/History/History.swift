@@ -7,7 +7,7 @@ public struct CommitSummary: Sendable {
   /// Branch and tag names pointing at this commit.
   public var decorations: [String]
 
-  public init(commit: GitRepository.Commit, record: EditRecord?, decorations: [String]) {
+  package init(commit: GitRepository.Commit, record: EditRecord?, decorations: [String]) {
     self.commit = commit
     self.record = record
     self.decorations = decorations
@@ -56,7 +56,7 @@ extension EditRepository {
   }
 
   /// Number of commits reachable from HEAD.
-  public func commitCount() throws -> Int {
+  package func commitCount() throws -> Int {
     guard let tip = try head().commit else { return 0 }
     return try RepositoryError.wrap("walking history") { try git.walk(from: [tip]).count }
   }

@@ -14,7 +14,7 @@ public struct MergeResult: Sendable {
   public enum Kind: Sendable { case upToDate, fastForward, merged }
   public var kind: Kind
   public var commit: ObjectID
-  public var record: EditRecord?
+  package var record: EditRecord?
   /// Mean retention of the recorded edits under each strategy, when keys were recorded.
   public var scores: [String: Double]
 }

@@ -8,7 +8,7 @@ extension EditRepository {
   /// then moves the branch there (`pull --rebase`). On failure the branch and the working
   /// model go back to where they were.
   /// - Returns: the new tip and how many commits were replayed.
-  public func rebase(onto: ObjectID) throws -> (tip: ObjectID, replayed: Int) {
+  package func rebase(onto: ObjectID) throws -> (tip: ObjectID, replayed: Int) {
     let clean = try requireCleanHead()
     guard let branch = clean.state.branchName else {
       throw RepositoryError.detachedHead(operation: "rebase")

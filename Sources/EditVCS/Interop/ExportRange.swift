@@ -15,10 +15,10 @@ public struct ExportedTensor: Sendable {
   }
 
   public var name: String
-  public var dtype: DType
-  public var shape: [Int]
-  public var rows: Int
-  public var cols: Int
+  package var dtype: DType
+  package var shape: [Int]
+  package var rows: Int
+  package var cols: Int
   /// True for GPT-2 `Conv1D` weights (`*.c_attn.weight`, `*.c_proj.weight`, `*.c_fc.weight`),
   /// stored in×out; detected by name.
   public var isConv1D: Bool
@@ -34,12 +34,12 @@ public struct ExportedTensor: Sendable {
   /// includes the per-commit residuals the factors omit.
   public var maxAbsError: Double
   /// `‖W_TO − W_FROM‖_F`.
-  public var deltaFrobenius: Double
-  public var u: [Float]
-  public var v: [Float]
+  package var deltaFrobenius: Double
+  package var u: [Float]
+  package var v: [Float]
 
   /// `<module>` of PEFT's keys: the tensor name without its trailing `.weight`.
-  public var moduleName: String {
+  package var moduleName: String {
     name.hasSuffix(".weight") ? String(name.dropLast(".weight".count)) : name
   }
 }

@@ -10,13 +10,13 @@ import Foundation
 /// `target_modules`, and per-module `rank_pattern`/`alpha_pattern` where ranks differ. The
 /// adapter adds `lora_alpha/r · B·A` (transposed when `fan_in_fan_out`) to each weight.
 public enum ExportWriter {
-  public static let adapterWeightsFile = "adapter_model.safetensors"
-  public static let adapterConfigFile = "adapter_config.json"
+  package static let adapterWeightsFile = "adapter_model.safetensors"
+  package static let adapterConfigFile = "adapter_config.json"
 
   /// The PEFT `adapter_config.json` for `tensors`: `lora_alpha = r` per module, so every
   /// module's scale is 1; `target_modules` are the full module names (PEFT matches a target
   /// as the whole name or a `.`-separated suffix, so a full name selects exactly one module).
-  public static func adapterConfig(_ tensors: [ExportedTensor], baseModel: String) -> [String: Any] {
+  package static func adapterConfig(_ tensors: [ExportedTensor], baseModel: String) -> [String: Any] {
     let r = tensors.map(\.rank).max() ?? 0
     var rankPattern: [String: Int] = [:]
     for t in tensors where t.rank != r { rankPattern[t.moduleName] = t.rank }

@@ -5,7 +5,7 @@ import Foundation
 public struct ImportResult {
   public var commit: CommitResult
   /// Model tensors the adapter changed, sorted.
-  public var touchedTensors: [String]
+  package var touchedTensors: [String]
   /// `target_modules` as the adapter lists them.
   public var targetModules: [String]
 }

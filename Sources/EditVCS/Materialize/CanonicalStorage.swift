@@ -7,7 +7,7 @@ import DeltaStore
 extension CanonicalRule.Storage {
   /// `dtype` as the canonical rule sees it: `FloatConversion`'s exact decode to Float64 and its
   /// single rounding from Float64 (nearest, ties to even; NaN payloads kept).
-  public init(_ dtype: DType) {
+  package init(_ dtype: DType) {
     self.init(
       decode: { raw, elements, values in FloatConversion.decode(raw, dtype: dtype, elements: elements, into: values) },
       encode: { values, raw, offset in FloatConversion.encode(values, dtype: dtype, into: raw, elementOffset: offset) },

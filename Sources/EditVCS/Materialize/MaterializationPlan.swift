@@ -6,8 +6,9 @@ import Foundation
   import Glibc
 #endif
 
-/// Everything the rebuild of one tensor needs, read from the object database beforehand.
-struct MaterializationPlan {
+/// Everything the rebuild of one tensor needs, read from the object database beforehand, so a
+/// worker thread can run it (`TensorRebuilder`).
+struct MaterializationPlan: Sendable {
   /// Runs a decode of stored objects, naming the tensor and revision in what a codec throws
   /// (a zstd or residual error alone does not say which object was bad).
   func decodingStoredData<T>(_ body: () throws -> T) throws -> T {
@@ -20,7 +21,7 @@ struct MaterializationPlan {
 
   enum Start {
     /// The caller's current bytes of the oldest state, read when the plan runs.
-    case current(() throws -> [UInt8])
+    case current(@Sendable () throws -> [UInt8])
     /// The start state's snapshot in the local cache.
     case snapshot
     /// A `full` state's compressed chunks.

@@ -24,10 +24,10 @@ extension EditRepository {
 
   var snapshotDirectory: String { (gitDirectory as NSString).appendingPathComponent("mvc-snapshots") }
 
-  func snapshotPath(_ hash: String) -> String {
-    let name = hash.replacingOccurrences(of: ":", with: "-")
-    return (snapshotDirectory as NSString).appendingPathComponent(name + Self.snapshotSuffix)
-  }
+  /// The cache in `snapshotDirectory`, as a value any thread may use.
+  var snapshots: SnapshotCache { SnapshotCache(directory: snapshotDirectory) }
+
+  func snapshotPath(_ hash: String) -> String { snapshots.path(hash) }
 
   /// Raw tensor bytes: weights barely compress (zstd level 1 saved ~15% on float32 weights) and
   /// raw files load with one read straight into the tensor's buffer.
@@ -36,23 +36,35 @@ extension EditRepository {
   func hasSnapshot(_ hash: String) -> Bool { FileManager.default.fileExists(atPath: snapshotPath(hash)) }
 
   func saveSnapshot(_ bytes: UnsafeRawBufferPointer, state: TensorState) {
-    saveSnapshot(bytes, to: snapshotPath(state.hash))
+    snapshots.save(bytes, to: snapshotPath(state.hash))
+  }
+}
+
+/// The snapshot files of one repository: plain files in one folder, named after the state's
+/// hash, so workers rebuilding tensors on other threads save and load them with no shared state.
+struct SnapshotCache {
+  /// `.mvc/mvc-snapshots`.
+  let directory: String
+
+  func path(_ hash: String) -> String {
+    let name = hash.replacingOccurrences(of: ":", with: "-")
+    return (directory as NSString).appendingPathComponent(name + EditRepository.snapshotSuffix)
   }
 
   /// Safe from any thread: a cache file written through a temporary file and a rename, with no
   /// fault-injection hook and no fsync (a failed or torn cache file only costs time later: loads
   /// verify the hash).
-  func saveSnapshot(_ bytes: UnsafeRawBufferPointer, to path: String) {
+  func save(_ bytes: UnsafeRawBufferPointer, to path: String) {
     guard !FileManager.default.fileExists(atPath: path) else { return }
     do {
-      try FileManager.default.createDirectory(atPath: snapshotDirectory, withIntermediateDirectories: true)
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
       try AtomicFileWriter.replace(path, with: bytes, hook: nil, durable: false)
     } catch {}
   }
 
   /// The cached bytes of `state`, or nil when absent or damaged (then the chain is replayed).
-  func loadSnapshot(_ state: TensorState) throws -> [UInt8]? {
-    let path = snapshotPath(state.hash)
+  func load(_ state: TensorState) throws -> [UInt8]? {
+    let path = path(state.hash)
     let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

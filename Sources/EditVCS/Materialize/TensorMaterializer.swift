@@ -106,10 +106,83 @@ extension EditRepository {
       tensor: tensor, revision: commit, start: start, startState: oldest.state, steps: steps, target: chain[0].state)
   }
 
-  /// Rebuilds the tensor a plan describes and checks it against the target state's hash.
-  /// Touches no libgit2 handle. Returns nil when the plan starts from a snapshot that turned
-  /// out damaged (it is deleted; plan again without snapshots).
+  /// What rebuilds tensors from plans, on any thread: the snapshot cache and the trace, no
+  /// libgit2 handle.
+  var rebuilder: TensorRebuilder {
+    TensorRebuilder(snapshots: snapshots, trace: environment.tracePerformance)
+  }
+
+  /// Rebuilds the tensor a plan describes on this thread (see `TensorRebuilder.run`).
   func runMaterialization(_ plan: MaterializationPlan) throws -> [UInt8]? {
+    try rebuilder.run(plan)
+  }
+
+  /// Where the bytes of a `full` or `reference` state come from.
+  func completeSource(_ stored: StoredTensorState, tensor: String) throws -> MaterializationPlan.Start {
+    let state = stored.state
+    switch state.kind {
+    case .full:
+      let count = state.chunkCount ?? 0
+      let chunks = try (0..<count).map { i -> MaterializationPlan.Chunk in
+        guard let id = stored.blobs[TreeEntryName.chunk(i)] else {
+          throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing \(TreeEntryName.chunk(i))")
+        }
+        // Loose chunks are read in place by the worker; packed ones (after gc or a clone) now.
+        if let loose = try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.looseBlob(id) }) {
+          return .loose(loose)
+        }
+        return .packed(try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.lookupBlob(id) }))
+      }
+      return .full(chunks: chunks)
+    case .reference:
+      guard let path = state.referencePath else {
+        throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "reference state without a path")
+      }
+      try checkTrustedReference(path, tensor: tensor)
+      return .reference(path: path)
+    case .lowRank:
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state has no bytes of its own")
+    }
+  }
+
+  /// Loads a low-rank state's factors.
+  func factors(of stored: StoredTensorState, tensor: String) throws -> (
+    u: [Float], v: [Float], rows: Int, cols: Int, rank: Int
+  ) {
+    let f = try encodedFactors(of: stored, tensor: tensor)
+    let (u, v) = try TensorRebuilder.decodedFactors(f)
+    return (u, v, f.rows, f.cols, f.rank)
+  }
+
+  /// A low-rank state's factor blobs as stored (decoded when applied, one step at a time).
+  func encodedFactors(of stored: StoredTensorState, tensor: String) throws -> MaterializationPlan.Factors {
+    let state = stored.state
+    guard let rank = state.rank, let rows = state.rows, let cols = state.cols, rows * cols == state.elementCount else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state without rows/cols/rank")
+    }
+    if rank == 0 { return .init(u: [], v: [], rows: rows, cols: cols, rank: 0) }
+    guard let uID = stored.blobs[TreeEntryName.u], let vID = stored.blobs[TreeEntryName.v] else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing factor blobs")
+    }
+    return .init(u: try git.readBlob(uID), v: try git.readBlob(vID), rows: rows, cols: cols, rank: rank)
+  }
+}
+
+/// Rebuilds tensors from plans (`EditRepository.planMaterialization`) on any thread: it holds no
+/// libgit2 handle, only the snapshot folder and the performance trace, both safe to share.
+struct TensorRebuilder: Sendable {
+  let snapshots: SnapshotCache
+  let trace: (@Sendable (String) -> Void)?
+
+  /// Runs `body`, reporting its wall time to the performance trace when one is set.
+  func timed<T>(_ phase: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
+    try timePhase(trace, phase(), body)
+  }
+
+  /// Rebuilds the tensor a plan describes and checks it against the target state's hash.
+  /// Returns nil when the plan starts from a snapshot that turned
+  /// out damaged (it is deleted; plan again without snapshots).
+  func run(_ plan: MaterializationPlan) throws -> [UInt8]? {
     let tensor = plan.tensor
     var bytes: [UInt8]
     switch plan.start {
@@ -117,7 +190,7 @@ extension EditRepository {
       // Read on this worker thread, into the buffer the replay then updates in place.
       bytes = try timed("read current bytes") { try read() }
     case .snapshot:
-      guard let cached = try timed("load snapshot", { try loadSnapshot(plan.startState) }) else { return nil }
+      guard let cached = try timed("load snapshot", { try snapshots.load(plan.startState) }) else { return nil }
       bytes = cached
     case .full(let chunks):
       bytes = try timed("complete bytes (full)") {
@@ -149,9 +222,9 @@ extension EditRepository {
         }
       }
       // Replays leave the grid's snapshots behind, so the next checkout nearby replays about
-      // `snapshotInterval` steps at most (a bisection walks back and forth over one chain).
+      // `EditRepository.snapshotInterval` steps at most (a bisection walks back and forth over one chain).
       if let path = plan.steps[end - 1].saveSnapshot {
-        bytes.withUnsafeBytes { saveSnapshot($0, to: path) }
+        bytes.withUnsafeBytes { snapshots.save($0, to: path) }
       }
       next = end
     }
@@ -163,34 +236,6 @@ extension EditRepository {
     return bytes
   }
 
-  /// Where the bytes of a `full` or `reference` state come from.
-  func completeSource(_ stored: StoredTensorState, tensor: String) throws -> MaterializationPlan.Start {
-    let state = stored.state
-    switch state.kind {
-    case .full:
-      let count = state.chunkCount ?? 0
-      let chunks = try (0..<count).map { i -> MaterializationPlan.Chunk in
-        guard let id = stored.blobs[TreeEntryName.chunk(i)] else {
-          throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing \(TreeEntryName.chunk(i))")
-        }
-        // Loose chunks are read in place by the worker; packed ones (after gc or a clone) now.
-        if let loose = try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.looseBlob(id) }) {
-          return .loose(loose)
-        }
-        return .packed(try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.lookupBlob(id) }))
-      }
-      return .full(chunks: chunks)
-    case .reference:
-      guard let path = state.referencePath else {
-        throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "reference state without a path")
-      }
-      try checkTrustedReference(path, tensor: tensor)
-      return .reference(path: path)
-    case .lowRank:
-      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state has no bytes of its own")
-    }
-  }
-
   /// Streams each chunk from its object into the zstd decoder, which scatters the byte planes
   /// straight into the tensor: no copy of the compressed chunk, no chunk-sized scratch buffer.
   ///
@@ -199,7 +244,7 @@ extension EditRepository {
   /// of memory before it fails, not the declared size. The chunk ranges cover every byte and the
   /// decoder checks each chunk produced exactly its range, so nothing uninitialized survives.
   private func decodeFull(_ state: TensorState, chunks: [MaterializationPlan.Chunk], tensor: String) throws -> [UInt8] {
-    try checkAllocation(state.byteCount, tensor: tensor)
+    try EditRepository.checkAllocation(state.byteCount, tensor: tensor)
     var out = [UInt8](unsafeUninitializedCapacity: state.byteCount) { _, count in count = state.byteCount }
     try out.withUnsafeMutableBytes { destination in
       try FullTensorCodec.decode(
@@ -230,17 +275,8 @@ extension EditRepository {
     return bytes
   }
 
-  /// Loads a low-rank state's factors.
-  func factors(of stored: StoredTensorState, tensor: String) throws -> (
-    u: [Float], v: [Float], rows: Int, cols: Int, rank: Int
-  ) {
-    let f = try encodedFactors(of: stored, tensor: tensor)
-    let (u, v) = try decodedFactors(f)
-    return (u, v, f.rows, f.cols, f.rank)
-  }
-
   /// The factors of an encoded state; rank 0 (a state that only differs by its residual) has none.
-  func decodedFactors(_ f: MaterializationPlan.Factors) throws -> (u: [Float], v: [Float]) {
+  static func decodedFactors(_ f: MaterializationPlan.Factors) throws -> (u: [Float], v: [Float]) {
     guard f.rank > 0 else { return ([], []) }
     return (
       try TensorBlobs.decodeFactor(f.u, elementCount: f.rows * f.rank),
@@ -265,7 +301,7 @@ extension EditRepository {
       guard bytes.count == step.state.byteCount, f.rows * f.cols == step.state.elementCount else {
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "state size differs from its parent")
       }
-      let (u, v) = try decodedFactors(f)
+      let (u, v) = try Self.decodedFactors(f)
       return (
         u, v,
         try step.residual.map {
@@ -308,19 +344,6 @@ extension EditRepository {
     }
   }
 
-  /// A low-rank state's factor blobs as stored (decoded when applied, one step at a time).
-  func encodedFactors(of stored: StoredTensorState, tensor: String) throws -> MaterializationPlan.Factors {
-    let state = stored.state
-    guard let rank = state.rank, let rows = state.rows, let cols = state.cols, rows * cols == state.elementCount else {
-      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state without rows/cols/rank")
-    }
-    if rank == 0 { return .init(u: [], v: [], rows: rows, cols: cols, rank: 0) }
-    guard let uID = stored.blobs[TreeEntryName.u], let vID = stored.blobs[TreeEntryName.v] else {
-      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing factor blobs")
-    }
-    return .init(u: try git.readBlob(uID), v: try git.readBlob(vID), rows: rows, cols: cols, rank: rank)
-  }
-
   /// `bytes = round(bytes + U·Vᵀ) + residual`, in place.
   func applyLowRank(_ step: MaterializationPlan.Step, to bytes: inout [UInt8], tensor: String) throws {
     let state = step.state
@@ -328,7 +351,7 @@ extension EditRepository {
     guard bytes.count == state.byteCount else {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "state size differs from its parent")
     }
-    let (u, v) = try decodedFactors(f)
+    let (u, v) = try Self.decodedFactors(f)
     try bytes.withUnsafeMutableBytes { raw in
       u.withUnsafeBufferPointer { u in
         v.withUnsafeBufferPointer { v in

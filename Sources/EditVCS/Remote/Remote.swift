@@ -15,7 +15,7 @@ public struct RefUpdate: Sendable, Equatable {
 }
 
 public struct PushSummary: Sendable {
-  public var remote: String
+  package var remote: String
   public var url: String
   public var branch: String
   public var updates: [RefUpdate]
@@ -25,7 +25,7 @@ public struct PushSummary: Sendable {
 }
 
 public struct FetchSummary: Sendable {
-  public var remote: String
+  package var remote: String
   public var url: String
   public var updates: [RefUpdate]
 }
@@ -38,7 +38,7 @@ public enum PullOutcome: Sendable, Equatable {
 }
 
 public struct CloneSummary: Sendable {
-  public var root: String
+  package var root: String
   public var branch: String
   public var commit: ObjectID
   public var modelRelativePath: String

@@ -2,13 +2,13 @@ import Foundation
 
 public struct BranchInfo: Sendable {
   public var name: String
-  public var commit: ObjectID
+  package var commit: ObjectID
   public var isCurrent: Bool
 }
 
 public struct TagInfo: Sendable {
   public var name: String
-  public var commit: ObjectID
+  package var commit: ObjectID
 }
 
 extension EditRepository {

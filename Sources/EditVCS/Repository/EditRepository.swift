@@ -14,24 +14,32 @@ public struct ProgressEvent: Sendable {
 /// environment; the CLI turns variables into these.
 public struct RepositoryEnvironment {
   /// Commit time in seconds since the epoch; nil means now.
-  public var commitTime: Int64?
+  package var commitTime: Int64?
   /// Called before each write, fsync and rename of the I/O layer (fault injection in tests).
-  public var ioHook: IOHook?
-  public var progress: ((ProgressEvent) -> Void)?
+  package var ioHook: IOHook?
+  package var progress: ((ProgressEvent) -> Void)?
   /// zstd worker threads for full-tensor compression (0 = single-threaded).
-  public var compressionWorkers: Int32
+  package var compressionWorkers: Int32
   /// Receives one line per timed phase (`MVC_TRACE_PERFORMANCE`, like git's `GIT_TRACE_PERFORMANCE`).
-  public var tracePerformance: ((String) -> Void)?
+  /// Called from worker threads too (tensors rebuilt during a checkout), so it must serialize
+  /// its own writes.
+  package var tracePerformance: (@Sendable (String) -> Void)?
+  /// Threads that rebuild tensors during a checkout and hash the working model (at least 1).
+  /// Each rebuilding thread holds a tensor in memory; the caller picks the count (the CLI: the
+  /// machine's cores), the library never does. `progress` and `ioHook` are still called on the
+  /// calling thread only.
+  package var workerThreads: Int
 
   public init(
     commitTime: Int64? = nil, ioHook: IOHook? = nil, progress: ((ProgressEvent) -> Void)? = nil,
-    compressionWorkers: Int32 = 0, tracePerformance: ((String) -> Void)? = nil
+    compressionWorkers: Int32 = 0, tracePerformance: (@Sendable (String) -> Void)? = nil, workerThreads: Int = 1
   ) {
     self.commitTime = commitTime
     self.ioHook = ioHook
     self.progress = progress
     self.compressionWorkers = compressionWorkers
     self.tracePerformance = tracePerformance
+    self.workerThreads = max(1, workerThreads)
   }
 }
 
@@ -40,11 +48,11 @@ public struct RepositoryEnvironment {
 /// Opening one takes the repository lock (released when the object goes away) and finishes
 /// any rewrite of the working model that an interrupted command left in the journal.
 public final class EditRepository {
-  public static let directoryName = ".mvc"
+  package static let directoryName = ".mvc"
   static let defaultBranch = "main"
 
   /// The folder that holds `.mvc/`.
-  public let root: String
+  package let root: String
   /// The `.mvc` folder.
   public let gitDirectory: String
   /// The working model path relative to `root`, as recorded at init.
@@ -55,12 +63,12 @@ public final class EditRepository {
 
   /// Why the interrupted move in the journal could not be finished when the repository was
   /// opened with `toleratingUnfinishedMove` (nil: there was none, or it was finished).
-  public private(set) var unfinishedMoveError: Error?
+  package private(set) var unfinishedMoveError: Error?
 
   var contentsCache: [ObjectID: CommitContents] = [:]
   var stateCache: [ObjectID: StoredTensorState] = [:]
 
-  public var modelPath: String {
+  package var modelPath: String {
     modelRelativePath == "." ? root : (root as NSString).appendingPathComponent(modelRelativePath)
   }
 
@@ -249,12 +257,19 @@ public final class EditRepository {
 
   /// Runs `body`, reporting its wall time to the performance trace when one is set.
   func timed<T>(_ phase: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
-    guard let trace = environment.tracePerformance else { return try body() }
-    let start = DispatchTime.now().uptimeNanoseconds
-    defer {
-      let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-      trace(String(format: "%.6f s: ", seconds) + phase())
-    }
-    return try body()
+    try timePhase(environment.tracePerformance, phase(), body)
   }
+}
+
+/// Runs `body`, reporting its wall time to `trace` (one line: seconds, then the phase) when set.
+func timePhase<T>(
+  _ trace: (@Sendable (String) -> Void)?, _ phase: @autoclosure () -> String, _ body: () throws -> T
+) rethrows -> T {
+  guard let trace else { return try body() }
+  let start = DispatchTime.now().uptimeNanoseconds
+  defer {
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    trace(String(format: "%.6f s: ", seconds) + phase())
+  }
+  return try body()
 }

@@ -5,19 +5,19 @@ import Foundation
 /// A closed-form edit to compute and commit (`mvc edit`): keys and targets as rows, as files
 /// store them (n×d_in, n×d_out), and the preserved keys' second moment.
 public struct KnowledgeEditRequest {
-  public var method: EditMethod
-  public var tensor: String
-  public var keys: NpyArray
-  public var values: NpyArray
+  package var method: EditMethod
+  package var tensor: String
+  package var keys: NpyArray
+  package var values: NpyArray
   /// C₀ (d_in×d_in), or nil when `covarianceKeys` is given.
-  public var covariance: NpyArray?
+  package var covariance: NpyArray?
   /// K₀ (m×d_in): C₀ = K₀ᵀK₀/m.
-  public var covarianceKeys: NpyArray?
-  public var lambda: Double
-  public var mu: Double
+  package var covarianceKeys: NpyArray?
+  package var lambda: Double
+  package var mu: Double
   /// CounterFact-style JSON lines, kept verbatim.
-  public var facts: [UInt8]?
-  public var message: String
+  package var facts: [UInt8]?
+  package var message: String
 
   public init(
     method: EditMethod, tensor: String, keys: NpyArray, values: NpyArray, covariance: NpyArray?,

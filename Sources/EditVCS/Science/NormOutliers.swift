@@ -8,8 +8,8 @@ import Foundation
 /// changes of the same tensor, once at least `minimumHistory` (3) of them exist; a tensor with
 /// fewer earlier changes is compared with the median over all tensors' earlier changes.
 public enum NormOutliers {
-  public static let factor = 10.0
-  public static let minimumHistory = 3
+  package static let factor = 10.0
+  package static let minimumHistory = 3
 
   public struct Flag: Hashable, Sendable {
     public var commit: ObjectID

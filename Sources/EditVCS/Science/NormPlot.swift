@@ -1,15 +1,15 @@
 import Foundation
 
 /// One tensor's relative update norms across the history.
-public struct NormPlotSeries: Sendable, Equatable {
+package struct NormPlotSeries: Sendable, Equatable {
   /// The tensor name, as in the safetensors header.
-  public var tensor: String
+  package var tensor: String
   /// Per commit index, oldest first: the relative update norm ‖ΔW‖_F / ‖W‖_F, or `nil` when that
   /// commit did not touch the tensor. Entries past the last commit label are ignored, as are
   /// negative and non-finite values.
-  public var values: [Double?]
+  package var values: [Double?]
 
-  public init(tensor: String, values: [Double?]) {
+  package init(tensor: String, values: [Double?]) {
     self.tensor = tensor
     self.values = values
   }
@@ -20,17 +20,17 @@ public struct NormPlotInput: Sendable, Equatable {
   /// Short commit ids, oldest first; their count is the number of commits plotted.
   public var commitLabels: [String]
   /// One series per tensor.
-  public var series: [NormPlotSeries]
+  package var series: [NormPlotSeries]
   /// The first bad commit, when a bisection found one.
-  public var culpritIndex: Int?
+  package var culpritIndex: Int?
   /// Commits that were reverted.
-  public var revertedIndices: Set<Int>
+  package var revertedIndices: Set<Int>
   /// Commits whose norms are outliers.
-  public var flaggedIndices: Set<Int>
+  package var flaggedIndices: Set<Int>
   /// The plot's heading.
-  public var title: String
+  package var title: String
 
-  public init(
+  package init(
     commitLabels: [String], series: [NormPlotSeries], culpritIndex: Int? = nil,
     revertedIndices: Set<Int> = [], flaggedIndices: Set<Int> = [],
     title: String = "relative update norm per commit"
@@ -58,7 +58,7 @@ public struct NormPlotInput: Sendable, Equatable {
 /// given input, and escapes every piece of text for XML, so it opens in any browser.
 public enum NormPlot {
   /// The most tensors the legend names before "+N more".
-  public static let legendLimit = 12
+  package static let legendLimit = 12
 
   /// The SVG document for `input`; a small document saying "no data" when there is nothing to draw.
   public static func svg(_ input: NormPlotInput) -> String {

@@ -30,7 +30,7 @@ public struct WorkingStatus: Sendable {
   public var untracked: [String] = []
   public var isClean: Bool { entries.isEmpty && !headerChanged && files.isEmpty }
   /// Changed tensors, then changed side files.
-  public var changedNames: [String] { entries.map(\.name) + files.map(\.name) }
+  var changedNames: [String] { entries.map(\.name) + files.map(\.name) }
   /// Clean but for side files HEAD does not track (like git's untracked files, a move keeps
   /// them, and refuses only to overwrite one with other bytes): a repository made before side
   /// files were tracked keeps working with a config.json beside its model.

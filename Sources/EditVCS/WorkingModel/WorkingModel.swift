@@ -1,5 +1,6 @@
 import DeltaStore
 import Foundation
+import Synchronization
 
 /// The tracked model as it is on disk: one `.safetensors` file, or a folder whose
 /// `model.safetensors.index.json` maps tensors to shard files.
@@ -9,7 +10,7 @@ import Foundation
 /// mvc reads it gives `DeltaStoreError.fileChanged`, not `SIGBUS`. The model's own path, given by
 /// the user, may be a symbolic link; the index and shards inside a folder may not (a link could
 /// lead out of the folder, and checkout rewrites shards in place).
-final class WorkingModel {
+final class WorkingModel: Sendable {
   static let indexFileName = "model.safetensors.index.json"
   /// The weights file of a model `save_pretrained` wrote unsharded.
   static let singleFileName = "model.safetensors"
@@ -150,50 +151,72 @@ final class WorkingModel {
     )
   }
 
-  /// Hashes every tensor (XXH3-128 of its bytes) on two threads, each streaming the file through
-  /// a buffer of `SafetensorsFile.hashingChunkByteCount` bytes.
+  /// Hashes every tensor (XXH3-128 of its bytes) on `workers` threads (this one and
+  /// `workers - 1` others), each streaming the file through a buffer of
+  /// `SafetensorsFile.hashingChunkByteCount` bytes. `progress` is called on this thread only.
   ///
   /// - Throws: `DeltaStoreError.fileChanged` when a file changed while being read.
-  func hashAll(progress: ((Int, Int) -> Void)? = nil) throws -> [String: String] {
+  func hashAll(workers: Int, progress: ((Int, Int) -> Void)? = nil) throws -> [String: String] {
     let names = tensorNames
-    var hashes = [String?](repeating: nil, count: names.count)
-    let lock = NSLock()
-    var done = 0
-    var failure: Error?
-    let workers = max(1, min(2, ProcessInfo.processInfo.activeProcessorCount))
-    hashes.withUnsafeMutableBufferPointer { out in
-      DispatchQueue.concurrentPerform(iterations: workers) { worker in
-        let scratch = UnsafeMutableRawBufferPointer.allocate(
-          byteCount: SafetensorsFile.hashingChunkByteCount, alignment: 64)
-        defer { scratch.deallocate() }
-        do {
-          let hasher = try ContentHasher()
-          // Interleaved, so both threads walk the file front to back together.
-          for i in stride(from: worker, to: names.count, by: workers) {
-            if let (shard, info) = locations[names[i]] {
-              out[i] = try shards[shard].hash(of: info, hasher: hasher, scratch: scratch).description
-            }
-            lock.lock()
-            done += 1
-            let count = done
-            let failed = failure != nil
-            lock.unlock()
-            if failed { return }  // the other thread failed: its error is the one reported
-            // The reporter is not thread-safe: one thread reports, and the end is reported below.
-            if worker == 0 && count < names.count { progress?(count, names.count) }
-          }
-        } catch {
-          lock.lock()
-          if failure == nil { failure = error }
-          lock.unlock()
-        }
-      }
+    let job = HashingJob(model: self, names: names, workers: max(1, min(workers, names.count)))
+    let others = DispatchGroup()
+    for worker in 1..<max(1, job.workers) {
+      DispatchQueue.global().async(group: others) { job.run(worker: worker, progress: nil) }
     }
+    job.run(worker: 0, progress: progress)
+    others.wait()
+    let (hashes, failure) = job.outcome()
     if let failure { throw failure }
     progress?(names.count, names.count)
     var out: [String: String] = [:]
     for (name, hash) in zip(names, hashes) { out[name] = hash }
     return out
+  }
+
+  /// The shared state of one `hashAll`: each worker hashes every `workers`-th tensor, interleaved
+  /// so that all walk the file front to back together.
+  private final class HashingJob: Sendable {
+    let model: WorkingModel
+    let names: [String]
+    let workers: Int
+    private let state: Mutex<(hashes: [String?], done: Int, failure: (any Error)?)>
+
+    init(model: WorkingModel, names: [String], workers: Int) {
+      self.model = model
+      self.names = names
+      self.workers = workers
+      state = Mutex(([String?](repeating: nil, count: names.count), 0, nil))
+    }
+
+    func run(worker: Int, progress: ((Int, Int) -> Void)?) {
+      let scratch = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: SafetensorsFile.hashingChunkByteCount, alignment: 64)
+      defer { scratch.deallocate() }
+      do {
+        let hasher = try ContentHasher()
+        for i in stride(from: worker, to: names.count, by: workers) {
+          var hash: String?
+          if let (shard, info) = model.location(of: names[i]) {
+            hash = try model.shards[shard].hash(of: info, hasher: hasher, scratch: scratch).description
+          }
+          let (count, failed) = state.withLock { state in
+            state.hashes[i] = hash
+            state.done += 1
+            return (state.done, state.failure != nil)
+          }
+          if failed { return }  // another worker failed: its error is the one reported
+          if count < names.count { progress?(count, names.count) }
+        }
+      } catch {
+        state.withLock { state in
+          if state.failure == nil { state.failure = error }
+        }
+      }
+    }
+
+    func outcome() -> (hashes: [String?], failure: (any Error)?) {
+      state.withLock { ($0.hashes, $0.failure) }
+    }
   }
 
   /// Whether every file is still the one opened (an editor may have renamed a new file over it).
@@ -215,7 +238,8 @@ final class WorkingModel {
 /// throws when the file they come from changed since it was hashed).
 struct CurrentBytes {
   var hash: String
-  var read: () throws -> [UInt8]
+  /// Called on whichever thread rebuilds the tensor.
+  var read: @Sendable () throws -> [UInt8]
 
   /// Bytes already in memory.
   init(hash: String, bytes: [UInt8]) {
@@ -223,7 +247,7 @@ struct CurrentBytes {
     read = { bytes }
   }
 
-  init(hash: String, read: @escaping () throws -> [UInt8]) {
+  init(hash: String, read: @escaping @Sendable () throws -> [UInt8]) {
     self.hash = hash
     self.read = read
   }
