@@ -95,6 +95,19 @@ import Testing
     }
   }
 
+  /// A single-file folder saved again in shards (the old model.safetensors left beside the new
+  /// index): refused with a hint, not reported clean.
+  @Test func aSingleFileFolderResavedInShards() throws {
+    try withTemporaryDirectory { dir in
+      try Self.modelFolder(dir)
+      expectSuccess(runMVC(["init", "-q", "."], in: dir))
+      try writeShardedModel(transformerFixture(blocks: 1, hidden: 8, intermediate: 16, seed: 5), shardCount: 2, to: dir)
+      let status = runMVC(["status"], in: dir)
+      expectFatal(status, naming: ["does not match its shard index", "model.safetensors.index.json"])
+      #expect(status.stderr.contains("hint: "), "\(status.stderr)")
+    }
+  }
+
   /// A tracked side file over the cap in the working folder: refused before it is read, nothing
   /// committed; `init` refuses before `.mvc` is created.
   @Test func anOversizedSideFileIsRefused() throws {

@@ -440,8 +440,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
     case .sideFileTooLarge:
       return "move the file out of the model's folder; nothing was changed"
     case .resavedModelFolder:
-      return "save it again in shards beside a fresh model.safetensors.index.json (save_pretrained does both), "
-        + "or track the single file: 'mvc init FOLDER/model.safetensors' in a new repository"
+      return "keep one layout: delete the stale index or the stale model.safetensors; a repository tracks "
+        + "one layout, so a folder saved the other way is tracked by a new 'mvc init' (nothing was changed)"
     }
   }
 }

@@ -63,6 +63,16 @@ final class WorkingModel: Sendable {
       shardFiles = files
       shards = try files.map { try SafetensorsFile(path: (path as NSString).appendingPathComponent($0)) }
     } else {
+      // A folder re-saved in shards keeps the old model.safetensors beside the new index:
+      // loaders would read one or the other, so mvc names the ambiguity instead of tracking it.
+      let folder = (path as NSString).deletingLastPathComponent
+      if (path as NSString).lastPathComponent == Self.singleFileName,
+        FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent(Self.indexFileName))
+      {
+        throw RepositoryError.resavedModelFolder(
+          folder: folder,
+          detail: "\(Self.indexFileName) is beside the tracked \(Self.singleFileName) (saved again in shards?)")
+      }
       isSharded = false
       indexBytes = nil
       shardFiles = [(path as NSString).lastPathComponent]
