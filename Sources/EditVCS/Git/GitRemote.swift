@@ -184,7 +184,8 @@ extension GitRepository {
     guard let source = GitRepository.openLocalBare(url: url) else { return 0 }
     let tips = try source.referenceTargets(withPrefixes: ["refs/heads/", "refs/tags/"])
     let hidden = try references(withPrefix: "refs/").map(\.target)
-    return try source.copyMissingObjects(reachableFrom: tips, hiding: hidden, to: self)
+    // Objects from another repository: libgit2 checks each against its id as it reads it.
+    return try source.copyMissingObjects(reachableFrom: tips, hiding: hidden, to: self, verification: .libgit2)
   }
 
   /// A push to a bare repository on this machine with libgit2's rules (each `src:dst` refspec
@@ -197,7 +198,8 @@ extension GitRepository {
       let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
       guard parts.count == 2, let new = try referenceTarget(parts[0]) else {
         throw RepositoryError.libgit2(
-          code: GIT_ENOTFOUND.rawValue, function: "push", subject: spec, message: "src refspec does not match any reference")
+          code: GIT_ENOTFOUND.rawValue, function: "push", subject: spec,
+          message: "src refspec does not match any reference")
       }
       let old = try remote.referenceTarget(parts[1])
       if old == new { continue }
@@ -217,7 +219,7 @@ extension GitRepository {
     }
     guard !updates.isEmpty else { return [] }
     let hidden = try remote.references(withPrefix: "refs/").map(\.target)
-    _ = try copyMissingObjects(reachableFrom: updates.map(\.new), hiding: hidden, to: remote)
+    _ = try copyMissingObjects(reachableFrom: updates.map(\.new), hiding: hidden, to: remote, verification: .here)
     var rejected: [(ref: String, reason: String)] = []
     for update in updates {
       do {

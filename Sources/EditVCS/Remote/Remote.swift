@@ -111,6 +111,9 @@ extension EditRepository {
       if let target = GitRepository.openLocalBare(url: remote.url) {
         // A bare repository on this machine: objects copied as one pack, no packbuilder.
         rejected = try git.pushLocally(to: target, refspecs: refspecs)
+      } else if let push = GitProtocolPush(repository: git, url: remote.url) {
+        // git://: the pack streamed by PackWriter, no packbuilder.
+        rejected = try push.push(refspecs: refspecs)
       } else {
         rejected = try remote.push(refspecs: refspecs)
       }

@@ -11,7 +11,9 @@ import Testing
   /// `git verify-pack -v` of every pack in `gitDirectory`: (objects, deltified objects).
   static func packContents(_ gitDirectory: URL, in dir: URL) throws -> (objects: Int, deltas: Int, packs: Int) {
     let packDirectory = gitDirectory.appendingPathComponent("objects/pack")
-    let indexes = try FileManager.default.contentsOfDirectory(atPath: packDirectory.path).filter { $0.hasSuffix(".idx") }
+    let indexes = try FileManager.default.contentsOfDirectory(atPath: packDirectory.path).filter {
+      $0.hasSuffix(".idx")
+    }
     var objects = 0
     var deltas = 0
     for index in indexes {
@@ -32,7 +34,9 @@ import Testing
     let objects = gitDirectory.appendingPathComponent("objects")
     let fanouts = (try? FileManager.default.contentsOfDirectory(atPath: objects.path)) ?? []
     return fanouts.filter { $0.count == 2 }.reduce(0) { total, fanout in
-      total + ((try? FileManager.default.contentsOfDirectory(atPath: objects.appendingPathComponent(fanout).path))?.count ?? 0)
+      total
+        + ((try? FileManager.default.contentsOfDirectory(atPath: objects.appendingPathComponent(fanout).path))?.count
+          ?? 0)
     }
   }
 
