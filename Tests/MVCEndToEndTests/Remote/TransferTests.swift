@@ -96,6 +96,44 @@ import Testing
     }
   }
 
+  /// gc hashes each object as it packs it: a damaged loose blob stops it before anything is
+  /// deleted, and the message names the object.
+  @Test func gcRefusesADamagedLooseObjectAndDeletesNothing() throws {
+    try withTemporaryDirectory { dir in
+      let work = dir.appendingPathComponent("work")
+      try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+      // 128×512 F32 tensors: chunks above the 64 KiB at which blobs are stored uncompressed.
+      let tensors = transformerFixture(blocks: 1, hidden: 128, intermediate: 512, seed: 3)
+      try writeSafetensors(tensors, to: work.appendingPathComponent("model.safetensors"))
+      #expect(runMVC(["init", "-q", "model.safetensors"], in: work).status == 0)
+      let gitDirectory = work.appendingPathComponent(".mvc")
+      let objects = gitDirectory.appendingPathComponent("objects")
+      var largest: (path: String, size: Int) = ("", 0)
+      for fanout in try FileManager.default.contentsOfDirectory(atPath: objects.path) where fanout.count == 2 {
+        for file in try FileManager.default.contentsOfDirectory(atPath: objects.appendingPathComponent(fanout).path) {
+          let path = objects.appendingPathComponent("\(fanout)/\(file)").path
+          let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+          if size > largest.size { largest = (path, size) }
+        }
+      }
+      try #require(largest.size >= 64 << 10, "a stored large blob to damage")
+      var bytes = try Data(contentsOf: URL(fileURLWithPath: largest.path))
+      bytes[largest.size / 2] ^= 0x5A
+      try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: largest.path)
+      try bytes.write(to: URL(fileURLWithPath: largest.path))
+      let before = Self.looseObjectCount(gitDirectory)
+
+      let gc = runMVC(["gc"], in: work)
+      #expect(gc.status == 128)
+      #expect(gc.stderr.hasPrefix("fatal: "), "\(gc.stderr)")
+      #expect(gc.stderr.contains("does not hash to its id"), "\(gc.stderr)")
+      #expect(Self.looseObjectCount(gitDirectory) == before)
+      let packs =
+        (try? FileManager.default.contentsOfDirectory(atPath: objects.appendingPathComponent("pack").path)) ?? []
+      #expect(packs.isEmpty, "no pack and no temporary file left: \(packs)")
+    }
+  }
+
   @Test func localPushAndPullCopyOnlyWhatTheOtherSideLacks() throws {
     try withTemporaryDirectory { dir in
       let work = dir.appendingPathComponent("work")
