@@ -65,13 +65,15 @@ clone_file_s=$secs clone_file_kib=$kib
 git init -q --bare "$t/srv/models.git"
 port=""
 for _ in 1 2 3 4 5; do
-  try=$((20000 + RANDOM % 30000))
+  # Not $RANDOM: bench.sh seeds it, and two runs at once would pick the same port.
+  try=$(shuf -i 20000-50000 -n 1)
   git daemon --export-all --enable=receive-pack --base-path="$t/srv" --listen=127.0.0.1 --port="$try" \
     --reuseaddr --pid-file="$t/daemon.pid" "$t/srv" >"$t/daemon.log" 2>&1 &
   daemon_job=$!
   for _ in $(seq 1 50); do
-    git ls-remote "git://127.0.0.1:$try/models.git" >/dev/null 2>&1 && { port=$try; break; }
-    kill -0 "$daemon_job" 2>/dev/null || break
+    kill -0 "$daemon_job" 2>/dev/null || break # the port was taken: this daemon exited
+    git ls-remote "git://127.0.0.1:$try/models.git" >/dev/null 2>&1 && kill -0 "$daemon_job" 2>/dev/null &&
+      { port=$try; break; }
     sleep 0.1
   done
   [[ -n $port ]] && break
