@@ -151,7 +151,8 @@ extension MVC {
       var cancelCommand: String?
 
       var builtInCount: Int { [maxNormRatio, minScore, maxPreservationError].compactMap { $0 }.count }
-      @Argument(parsing: .captureForPassthrough, help: "The evaluation program and its arguments ({model}: the model to test).")
+      @Argument(
+        parsing: .captureForPassthrough, help: "The evaluation program and its arguments ({model}: the model to test).")
       var command: [String] = []
 
       func validate() throws {

@@ -38,6 +38,7 @@ struct ParallelBisectRun {
     /// before this one started (the critical path, counted in evaluations).
     let round: Int
     var cancelled: Date?
+    var signalled = false
     var killed = false
 
     init(number: Int, commit: ObjectID, folder: String, pid: pid_t, started: Date, round: Int) {
@@ -81,15 +82,23 @@ struct ParallelBisectRun {
     var rounds = 0
   }
 
-  func run() throws {
+  /// Checks the marks, creates `.mvc/bisect-probes/` (emptied of an earlier run's folders) and
+  /// logs the run; the repository (and its lock) is released on return.
+  func prepare() throws -> String {
     let setup = try Session.open(global)
     guard let state = try setup.bisectState() else { throw RepositoryError.noBisectInProgress }
     guard state.bad != nil, !state.good.isEmpty else { throw RepositoryError.bisectRunNeedsMarks }
     let probeRoot = setup.bisectProbeDirectory
-    let modelName = (setup.modelRelativePath as NSString).lastPathComponent
     try Self.fileOperation("create", probeRoot) {
       try FileManager.default.createDirectory(atPath: probeRoot, withIntermediateDirectories: true)
     }
+    let launcherText = launcher.map { " --launcher '\($0)'" } ?? ""
+    try setup.appendBisectComment("bisect run --jobs \(jobs)\(launcherText): \(command.joined(separator: " "))")
+    return probeRoot
+  }
+
+  func run() throws {
+    let probeRoot = try prepare()
     // One parallel run at a time (the repository lock is held only between steps).
     let lockPath = (probeRoot as NSString).appendingPathComponent("run.lock")
     let lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
@@ -102,9 +111,6 @@ struct ParallelBisectRun {
     for name in (try? FileManager.default.contentsOfDirectory(atPath: probeRoot)) ?? [] where name != "run.lock" {
       try? FileManager.default.removeItem(atPath: (probeRoot as NSString).appendingPathComponent(name))
     }
-    let launcherText = launcher.map { " --launcher '\($0)'" } ?? ""
-    try setup.appendBisectComment("bisect run --jobs \(jobs)\(launcherText): \(command.joined(separator: " "))")
-    _ = setup  // released below: the lock is held only between steps
     let cancel = cancelCommand ?? Self.defaultCancelCommand(launcher)
 
     parallelRunInterrupted = 0
@@ -118,11 +124,14 @@ struct ParallelBisectRun {
     let runStart = Date()
     var running: [Probe] = []
     var stopping: [Probe] = []  // cancelled, waiting for the launcher to exit
+    var draining: [Probe] = []  // answered, the launcher not yet exited
     var failed: Set<ObjectID> = []
     var failedInARow = 0
     var finishedRounds: [(at: Date, round: Int)] = []
     var stats = Statistics()
     var needChoice = true
+    var settleUntil = Date.distantPast
+    var stoppingBefore = 0
     var number = 0
 
     func finish(_ probe: Probe) {
@@ -132,10 +141,17 @@ struct ParallelBisectRun {
     func cancelProbe(_ probe: Probe, why: String) {
       guard probe.cancelled == nil else { return }
       probe.cancelled = Date()
+      // Through the scheduler when it has the job (the launcher then exits as the job ends, so
+      // the slot frees only once the probe has stopped); a SIGTERM to the launcher's process
+      // group otherwise, and as a fallback 20 s later.
+      var throughScheduler = false
       if let cancel, let job = probe.jobID {
-        _ = Self.runShell(cancel.replacingOccurrences(of: "{job}", with: job))
+        throughScheduler = Self.runShell(cancel.replacingOccurrences(of: "{job}", with: job)) == 0
       }
-      kill(-probe.pid, SIGTERM)
+      if !throughScheduler {
+        kill(-probe.pid, SIGTERM)
+        probe.signalled = true
+      }
       output("probe \(probe.number) [\(probe.commit.shortHex)] cancelled: \(why)")
       stats.cancelled += 1
     }
@@ -145,7 +161,15 @@ struct ParallelBisectRun {
       for probe in running { cancelProbe(probe, why: why) }
       stopping += running
       running = []
-      let deadline = Date().addingTimeInterval(20)
+      // Launchers whose probe has answered: their job is over, only the launcher is left.
+      for probe in draining {
+        kill(-probe.pid, SIGTERM)
+        probe.cancelled = Date()
+        probe.signalled = true
+      }
+      stopping += draining
+      draining = []
+      let deadline = Date().addingTimeInterval(10)
       while !stopping.isEmpty {
         stopping.removeAll { probe in
           var status: Int32 = 0
@@ -155,11 +179,12 @@ struct ParallelBisectRun {
         }
         if Date() > deadline {
           for probe in stopping where !probe.killed {
-            kill(-probe.pid, SIGKILL)
-            probe.killed = true
+            kill(-probe.pid, probe.signalled ? SIGKILL : SIGTERM)
+            probe.killed = probe.signalled
+            probe.signalled = true
           }
         }
-        if Date() > deadline.addingTimeInterval(10) { break }
+        if Date() > deadline.addingTimeInterval(15) { break }
         usleep(50_000)
       }
     }
@@ -180,7 +205,8 @@ struct ParallelBisectRun {
           try? repository.appendBisectComment("bisect run interrupted; \(stats.recorded) results recorded so far")
         }
         output(summary())
-        Diagnostics.printError("Interrupted: the marks so far are kept; 'mvc bisect run' resumes, 'mvc bisect log' shows them")
+        Diagnostics.printError(
+          "Interrupted: the marks so far are kept; 'mvc bisect run' resumes, 'mvc bisect log' shows them")
         throw ExitCode(130)
       }
 
@@ -188,9 +214,20 @@ struct ParallelBisectRun {
       var ended: [(Probe, Int32)] = []
       running.removeAll { probe in
         var status: Int32 = 0
-        guard waitpid(probe.pid, &status, WNOHANG) == probe.pid else { return false }
-        ended.append((probe, status))
+        if waitpid(probe.pid, &status, WNOHANG) == probe.pid {
+          ended.append((probe, status))
+          return true
+        }
+        // The wrapper's status is the answer: a launcher that polls (sbatch --wait checks every
+        // few seconds) is left to exit on its own, without holding a slot.
+        guard FileManager.default.fileExists(atPath: probe.statusPath) else { return false }
+        ended.append((probe, -1))
+        draining.append(probe)
         return true
+      }
+      draining.removeAll { probe in
+        var status: Int32 = 0
+        return waitpid(probe.pid, &status, WNOHANG) == probe.pid
       }
       stopping.removeAll { probe in
         var status: Int32 = 0
@@ -199,8 +236,9 @@ struct ParallelBisectRun {
         return done
       }
       for probe in stopping where !probe.killed && Date().timeIntervalSince(probe.cancelled ?? Date()) > 20 {
-        kill(-probe.pid, SIGKILL)
-        probe.killed = true
+        kill(-probe.pid, probe.signalled ? SIGKILL : SIGTERM)
+        probe.killed = probe.signalled
+        probe.signalled = true
       }
       if !ended.isEmpty {
         let repository = try Session.open(global)
@@ -235,20 +273,28 @@ struct ParallelBisectRun {
           let term: BisectTerm = code == 0 ? .good : code == 125 ? .skip : .bad
           guard candidates.contains(probe.commit) else {
             stats.unneeded += 1
-            output("probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue) after \(elapsed): no longer needed")
+            output(
+              "probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue) after \(elapsed): no longer needed")
             continue
           }
           try repository.bisectRecord(term, probe.commit)
           stats.recorded += 1
           output("probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue) (exit \(code)) after \(elapsed)")
         }
+        // Results of probes started together come together: wait a moment (a tenth of the
+        // typical probe, at most 1 s) so the next choice sees them all.
+        let durations = ended.map { Date().timeIntervalSince($0.0.started) }
+        settleUntil = Date().addingTimeInterval(min(1, 0.1 * (durations.sorted()[durations.count / 2])))
         needChoice = true
       }
+      if stopping.count != stoppingBefore { needChoice = true }
+      stoppingBefore = stopping.count
 
-      if needChoice {
+      if needChoice && Date() >= settleUntil {
         needChoice = false
         let repository = try Session.open(global)
-        let free = max(0, jobs - running.count)
+        // A cancelled probe holds its slot until its launcher has exited (the job really ended).
+        let free = max(0, jobs - running.count - stopping.count)
         var choice = try repository.bisectProbes(
           count: free, pending: running.map(\.commit), excluded: failed)
         if let conclusion = choice.conclusion {
@@ -267,7 +313,7 @@ struct ParallelBisectRun {
           running.removeAll { probe in obsolete.contains { $0 === probe } }
           stopping += obsolete
           choice = try repository.bisectProbes(
-            count: jobs - running.count, pending: running.map(\.commit), excluded: failed)
+            count: max(0, jobs - running.count - stopping.count), pending: running.map(\.commit), excluded: failed)
         }
         if failedInARow >= jobs {
           stopAll(why: "probes keep failing")
@@ -291,7 +337,7 @@ struct ParallelBisectRun {
           }
           let model = try repository.materializeProbe(
             commit, into: (folder as NSString).appendingPathComponent("model"))
-          let script = try writeWrapper(folder: folder, commit: commit, model: model, modelName: modelName)
+          let script = try writeWrapper(folder: folder, commit: commit, model: model)
           let pid = try spawnProbe(script: script, folder: folder)
           let now = Date()
           let round = 1 + (finishedRounds.map(\.round).max() ?? 0)
@@ -317,7 +363,7 @@ struct ParallelBisectRun {
 
   /// The wrapper a launcher runs: the program with `{model}` replaced, its real exit status
   /// written to `status` (atomically), which is all mvc reads.
-  func writeWrapper(folder: String, commit: ObjectID, model: String, modelName: String) throws -> String {
+  func writeWrapper(folder: String, commit: ObjectID, model: String) throws -> String {
     let arguments = command.map { Self.quote($0.replacingOccurrences(of: "{model}", with: model)) }
     let status = (folder as NSString).appendingPathComponent("status")
     let script = """
