@@ -83,11 +83,8 @@ extension BisectAlgorithm {
       var quantileAllowed = allowed
       for i in 1...count {
         let target = Double(i * all) / Double(count + 1)
-        var best: Int?
-        for position in walk.candidates where quantileAllowed[position] {
-          if best == nil || abs(Double(weight[position]) - target) < abs(Double(weight[best!]) - target) {
-            best = position
-          }
+        let best = walk.candidates.lazy.filter { quantileAllowed[$0] }.min { a, b in
+          abs(Double(weight[a]) - target) < abs(Double(weight[b]) - target)
         }
         guard let best else { break }
         quantiles.append(best)
