@@ -114,6 +114,12 @@ struct ParallelBisectRun {
     let cancel = cancelCommand ?? Self.defaultCancelCommand(launcher)
 
     parallelRunInterrupted = 0
+    // A parent may have started mvc with these blocked (the mask survives exec).
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
+    sigaddset(&unblock, SIGINT)
+    sigaddset(&unblock, SIGTERM)
+    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     signal(SIGINT) { _ in parallelRunInterrupted = 1 }
     signal(SIGTERM) { _ in parallelRunInterrupted = 1 }
     defer {
