@@ -82,6 +82,24 @@ extension EditRepository {
     try appendBisectLog("# " + text.replacingOccurrences(of: "\n", with: " "))
   }
 
+  /// The commits whose probe is running: a folder `N-SHORT/` under `.mvc/bisect-probes/` with a
+  /// worktree (`model/`) and no `status` yet.
+  public func bisectProbesInFlight() throws -> Set<ObjectID> {
+    let manager = FileManager.default
+    let root = bisectProbeDirectory
+    var result: Set<ObjectID> = []
+    for name in (try? manager.contentsOfDirectory(atPath: root)) ?? [] {
+      let folder = (root as NSString).appendingPathComponent(name)
+      guard let dash = name.firstIndex(of: "-"),
+        manager.fileExists(atPath: (folder as NSString).appendingPathComponent("model")),
+        !manager.fileExists(atPath: (folder as NSString).appendingPathComponent("status")),
+        let id = try? resolve(String(name[name.index(after: dash)...]))
+      else { continue }
+      result.insert(id)
+    }
+    return result
+  }
+
   /// Removes `.mvc/bisect-probes/` and every probe worktree in it.
   public func removeBisectProbes() throws {
     let path = bisectProbeDirectory

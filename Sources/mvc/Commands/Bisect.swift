@@ -87,14 +87,28 @@ extension MVC {
 
     struct Visualize: ParsableCommand {
       static let configuration = CommandConfiguration(
-        commandName: "visualize", abstract: "List the commits still in question.", aliases: ["view"])
+        commandName: "visualize", abstract: "List the commits still in question.",
+        discussion: """
+          Newest first, one line each. While a parallel 'bisect run --jobs' runs, a commit under \
+          test is marked '>' (its probe folder under .mvc/bisect-probes/ holds a worktree and no \
+          status yet); a skipped commit is marked 's'.
+          """,
+        aliases: ["view"])
       @OptionGroup var global: GlobalOptions
 
       func run() throws {
         let repository = try Session.open(global)
-        guard repository.isBisecting else { throw RepositoryError.noBisectInProgress }
+        guard let state = try repository.bisectState() else { throw RepositoryError.noBisectInProgress }
+        let probes = try repository.bisectProbesInFlight()
+        let skipped = Set(state.skipped)
+        let marked = !probes.isEmpty || !skipped.isEmpty
         for id in try repository.bisectCandidates() {
-          output(CommitText.render(try repository.summary(of: id), oneline: true, stat: false, flags: []))
+          let line = CommitText.render(try repository.summary(of: id), oneline: true, stat: false, flags: [])
+          guard marked else {
+            output(line)
+            continue
+          }
+          output((probes.contains(id) ? "> " : skipped.contains(id) ? "s " : "  ") + line)
         }
       }
     }
