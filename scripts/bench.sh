@@ -9,7 +9,8 @@
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
 #     transfer bench256 + 5 edits: gc, push, clone over file:// and git:// (git daemon), beside cp -r .mvc
-#   default: table,long,gpt2xl; --solvers: solvers only; --all: all five.
+#     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
+#   default: table,long,gpt2xl; --solvers: solvers only; --all: table,solvers,long,gpt2xl,transfer.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
 set -euo pipefail
@@ -454,8 +455,5 @@ if has gpt2xl; then
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
 
-# ---- section: transfer (scripts/bench-sections/transfer.sh) -------------------------------------
-if has transfer; then
-  # shellcheck source=bench-sections/transfer.sh
-  source "$repo/scripts/bench-sections/transfer.sh"
-fi
+if has transfer; then source "$repo/scripts/bench-sections/transfer.sh"; fi
+if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
