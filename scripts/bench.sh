@@ -8,6 +8,7 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
@@ -21,7 +22,7 @@ while (($#)); do
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -451,4 +452,10 @@ if has gpt2xl; then
   echo "G2 checkout max $(printf '%s\n' "$xo1" "$xo5" "$xi1" "$xi5" | maxof) s ≤ 2 × cp: $(pass "$(printf '%s\n' "$xo1" "$xo5" "$xi1" "$xi5" | maxof) <= 2 * $xl_cp")"
   echo "G5 peak RSS commit $(mib $xc_kib) MiB, checkout $(mib $xo_kib) MiB ≤ 2 × 39 MiB + 64 MiB = $((xl_limit / 1024)) MiB: commit $(pass "$xc_kib <= $xl_limit"), checkout $(pass "$xo_kib <= $xl_limit")"
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
+fi
+
+# ---- section: llama ----------------------------------------------------------------------------
+if has llama; then
+  # shellcheck source=bench-sections/llama.sh
+  source "$repo/scripts/bench-sections/llama.sh"
 fi
