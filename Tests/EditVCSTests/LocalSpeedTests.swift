@@ -14,7 +14,8 @@ import Testing
 /// the long ways: the same objects, exactly the changed tensors, the same committed bytes.
 @Suite struct LocalSpeedTests {
   static func environment(workers: Int, trace: (@Sendable (String) -> Void)? = nil) -> RepositoryEnvironment {
-    RepositoryEnvironment(commitTime: 1_700_000_000, compressionWorkers: 2, tracePerformance: trace, workerThreads: workers)
+    RepositoryEnvironment(
+      commitTime: 1_700_000_000, compressionWorkers: 2, tracePerformance: trace, workerThreads: workers)
   }
 
   /// A sharded model with one tensor of more than one 64 MiB chunk, so chunks of one tensor are

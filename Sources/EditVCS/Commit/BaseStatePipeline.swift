@@ -106,7 +106,9 @@ extension EditRepository {
                 throw RepositoryError.corruptObject(what: "tensor '\(name)'", reason: "a chunk encoded in pieces")
               }
               if workersWrite && frame.count >= GitRepository.storedBlobThreshold {
-                let id = try frame.withUnsafeBytes { try StoredBlobWriter.write($0, objectsDirectory: objects, hook: nil) }
+                let id = try frame.withUnsafeBytes {
+                  try StoredBlobWriter.write($0, objectsDirectory: objects, hook: nil)
+                }
                 return (id, nil, frame.count)
               }
               return (nil, frame, frame.count)
@@ -125,7 +127,9 @@ extension EditRepository {
   func writeFullStateTree(
     name: String, dtype: DType, shape: [Int], shard: Int, hash: String, chunks: [ObjectID], storedByteCount: Int
   ) throws -> (tree: ObjectID, storedByteCount: Int) {
-    var entries = chunks.enumerated().map { GitRepository.TreeEntry(name: TreeEntryName.chunk($0), id: $1, isTree: false) }
+    var entries = chunks.enumerated().map {
+      GitRepository.TreeEntry(name: TreeEntryName.chunk($0), id: $1, isTree: false)
+    }
     let state = TensorState(
       name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, kind: .full,
       chunkCount: chunks.count, chunkByteCount: TensorBlobs.chunkByteCount)

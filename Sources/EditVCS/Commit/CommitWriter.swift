@@ -258,7 +258,9 @@ extension EditRepository {
       cache.files.count == stats.count
     else { return [:] }
     let unchanged = cache.unchangedFiles(among: stats)
-    if working.isSharded, !unchanged.contains((working.path as NSString).appendingPathComponent(WorkingModel.indexFileName)) {
+    if working.isSharded,
+      !unchanged.contains((working.path as NSString).appendingPathComponent(WorkingModel.indexFileName))
+    {
       return [:]
     }
     var reused: [String: String] = [:]
