@@ -248,7 +248,7 @@ struct ParallelBisectRun {
       }
       if !ended.isEmpty {
         let repository = try Session.open(global)
-        let candidates = try repository.bisectProbes(count: 0).candidates
+        var candidates = try repository.bisectProbes(count: 0).candidates
         for (probe, launcherStatus) in ended {
           defer { finish(probe) }
           finishedRounds.append((Date(), probe.round))
@@ -283,9 +283,22 @@ struct ParallelBisectRun {
               "probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue) after \(elapsed): no longer needed")
             continue
           }
-          try repository.bisectRecord(term, probe.commit)
+          do {
+            try repository.bisectRecord(term, probe.commit)
+          } catch RepositoryError.contradictoryBisectMarks(let good, let bad) {
+            // A bad answer on another branch than a good mark: mvc's marks need every good commit
+            // to be an ancestor of the bad one (as 'mvc bisect bad' does), so this one is not kept.
+            stats.failed += 1
+            failed.insert(probe.commit)
+            let message =
+              "probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue): not recorded, good \(good) is not an ancestor of \(bad)"
+            Diagnostics.printError(message)
+            try repository.appendBisectComment(message)
+            continue
+          }
           stats.recorded += 1
           output("probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue) (exit \(code)) after \(elapsed)")
+          candidates = try repository.bisectProbes(count: 0).candidates
         }
         // Results of probes started together come together: wait a moment (a tenth of the
         // typical probe, at most 1 s) so the next choice sees them all.
