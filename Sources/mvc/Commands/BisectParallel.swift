@@ -300,10 +300,12 @@ struct ParallelBisectRun {
           output("probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue) (exit \(code)) after \(elapsed)")
           candidates = try repository.bisectProbes(count: 0).candidates
         }
-        // Results of probes started together come together: wait a moment (a tenth of the
-        // typical probe, at most 1 s) so the next choice sees them all.
+        // Results of probes started together come together: while others run, wait a moment (a
+        // tenth of the typical probe, at most 1 s) so the next choice sees them all.
         let durations = ended.map { Date().timeIntervalSince($0.0.started) }
-        settleUntil = Date().addingTimeInterval(min(1, 0.1 * (durations.sorted()[durations.count / 2])))
+        if !running.isEmpty {
+          settleUntil = Date().addingTimeInterval(min(1, 0.1 * (durations.sorted()[durations.count / 2])))
+        }
         needChoice = true
       }
       if stopping.count != stoppingBefore { needChoice = true }
