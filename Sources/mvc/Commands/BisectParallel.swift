@@ -35,7 +35,8 @@ struct ParallelBisectRun {
     let pid: pid_t
     let started: Date
     /// The scheduling round: one more than the largest round of the probes whose result was in
-    /// before this one started (the critical path, counted in evaluations).
+    /// before this one started (the critical path, counted in evaluations). The run's rounds
+    /// are the largest round of a probe that answered (cancelled probes do not count).
     let round: Int
     var cancelled: Date?
     var signalled = false
@@ -252,6 +253,7 @@ struct ParallelBisectRun {
         for (probe, launcherStatus) in ended {
           defer { finish(probe) }
           finishedRounds.append((Date(), probe.round))
+          stats.rounds = max(stats.rounds, probe.round)
           let elapsed = String(format: "%.1f s", Date().timeIntervalSince(probe.started))
           let text = try? String(contentsOfFile: probe.statusPath, encoding: .utf8)
           guard let text, let code = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
@@ -364,7 +366,6 @@ struct ParallelBisectRun {
           let round = 1 + (finishedRounds.map(\.round).max() ?? 0)
           running.append(Probe(number: number, commit: commit, folder: folder, pid: pid, started: now, round: round))
           stats.started += 1
-          stats.rounds = max(stats.rounds, round)
           stats.maxInFlight = max(stats.maxInFlight, running.count)
           output(
             "probe \(number) [\(commit.shortHex)] started (\(running.count) of \(jobs) running; \(choice.candidates.count) candidates, at most \(choice.largestPart) left after the probes in flight)"
