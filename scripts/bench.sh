@@ -9,6 +9,7 @@
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
 #     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
+#     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp (bench-sections/)
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
@@ -455,3 +456,4 @@ if has gpt2xl; then
 fi
 
 if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
+if has llama; then source "$repo/scripts/bench-sections/llama.sh"; fi
