@@ -52,7 +52,7 @@ extension BisectAlgorithm {
       return BisectProbePlan(probes: [], candidateCount: all, largestPart: all)
     }
     let pendingPositions = pending.compactMap { graph.position[$0] }.filter { walk.isCandidate[$0] }
-    var parts = ProbeParts(walk: walk, parents: graph.parentPositions)
+    let parts = ProbeParts(walk: walk, parents: graph.parentPositions)
     if count == 1 && pendingPositions.isEmpty && excluded.isEmpty {
       let position = graph.position[gitChoice] ?? walk.badPosition
       return BisectProbePlan(
