@@ -8,7 +8,8 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
-#   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
+#     edits   rank-one bf16/fp16/fp32 edits of Llama down-projections, full-model commits (bench-sections/edits.sh)
+#   default: table,long,gpt2xl; --solvers: solvers only; --all: all five.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
 set -euo pipefail
@@ -16,12 +17,12 @@ set -euo pipefail
 sections=table,long,gpt2xl long_n=1000 keep=0
 while (($#)); do
   case $1 in
-    --all) sections=table,solvers,long,gpt2xl ;;
+    --all) sections=table,solvers,long,gpt2xl,edits ;;
     --solvers) sections=solvers ;;
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -452,3 +453,6 @@ if has gpt2xl; then
   echo "G5 peak RSS commit $(mib $xc_kib) MiB, checkout $(mib $xo_kib) MiB ≤ 2 × 39 MiB + 64 MiB = $((xl_limit / 1024)) MiB: commit $(pass "$xc_kib <= $xl_limit"), checkout $(pass "$xo_kib <= $xl_limit")"
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
+
+# ---- sections in their own files (scripts/bench-sections/NAME.sh) ----------------------------
+has edits && { source "$repo/scripts/bench-sections/edits.sh"; edits_section; }
