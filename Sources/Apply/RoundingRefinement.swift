@@ -206,11 +206,13 @@ private struct IntervalRefiner {
     return zip(moves, windows).map { Self.nextWindow($0, previous: $1) }
   }
 
-  /// 8× the median move of the half-sweep, at most the previous window and at least 2⁻³⁰ of it.
+  /// 8× the 90th percentile of the half-sweep's moves, between a sixteenth of the previous
+  /// window and the previous window (moves of zero, common once Float32 values settle, must not
+  /// close the window).
   static func nextWindow(_ moves: [Double], previous: Double) -> Double {
     guard !moves.isEmpty else { return previous }
     let sorted = moves.sorted()
-    return min(previous, max(previous * 0x1p-30, 8 * sorted[sorted.count / 2]))
+    return min(previous, max(previous / 16, 8 * sorted[sorted.count * 9 / 10]))
   }
 }
 

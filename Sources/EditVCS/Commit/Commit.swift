@@ -161,7 +161,7 @@ extension EditRepository {
       residual = try timed("residual") {
         try workBytes.withUnsafeBytes { work in
           try reconstructed.withUnsafeBytes {
-            try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+            try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype, allowRice: true)
           }
         }
       }

@@ -21,10 +21,10 @@ extension EditRepository {
       parent.withUnsafeBytes { old in
         let (refined, report) = timed("refine factors of '\(name)'") {
           Factorization.refineAgainstRounding(factors, rows: rows, cols: cols) {
-          row, columns, lo, hi in
-          FloatConversion.roundingIntervals(
-            new: new, old: old, dtype: dtype,
-            elements: (row * cols + columns.lowerBound)..<(row * cols + columns.upperBound), lo: lo, hi: hi)
+            row, columns, lo, hi in
+            FloatConversion.roundingIntervals(
+              new: new, old: old, dtype: dtype,
+              elements: (row * cols + columns.lowerBound)..<(row * cols + columns.upperBound), lo: lo, hi: hi)
           }
         }
         environment.tracePerformance?(
