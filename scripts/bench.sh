@@ -8,8 +8,10 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
+#     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp (bench-sections/)
 #     edits   rank-one bf16/fp16/fp32 edits of Llama down-projections, full-model commits (bench-sections/edits.sh)
-#   default: table,long,gpt2xl; --solvers: solvers only; --all: all five.
+#   default: table,long,gpt2xl; --solvers: solvers only; --all: table,solvers,long,gpt2xl,edits.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
 set -euo pipefail
@@ -22,7 +24,7 @@ while (($#)); do
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -454,5 +456,6 @@ if has gpt2xl; then
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
 
-# ---- sections in their own files (scripts/bench-sections/NAME.sh) ----------------------------
-has edits && { source "$repo/scripts/bench-sections/edits.sh"; edits_section; }
+if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
+if has llama; then source "$repo/scripts/bench-sections/llama.sh"; fi
+if has edits; then source "$repo/scripts/bench-sections/edits.sh"; edits_section; fi
