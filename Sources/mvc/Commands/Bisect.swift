@@ -123,6 +123,7 @@ extension MVC {
         discussion: """
             mvc bisect run python eval.py model.safetensors
             mvc bisect run --max-norm-ratio 0.5
+            mvc bisect run --max-norm-growth 1.05   # bad once some ‖W‖_F/‖W_root‖_F > 1.05
           """)
       @OptionGroup var global: GlobalOptions
       @Option(help: "Built-in predicate: bad when a commit so far has ‖ΔW‖_F/‖W‖_F above this.")
@@ -131,15 +132,18 @@ extension MVC {
       var minScore: Double?
       @Option(help: "Built-in predicate: bad when a probe preservation error ('mvc score') is above this.")
       var maxPreservationError: Double?
+      @Option(help: "Built-in predicate: bad when some edited matrix has ‖W‖_F/‖W_root‖_F above this.")
+      var maxNormGrowth: Double?
 
-      var builtInCount: Int { [maxNormRatio, minScore, maxPreservationError].compactMap { $0 }.count }
+      var builtInCount: Int { [maxNormRatio, minScore, maxPreservationError, maxNormGrowth].compactMap { $0 }.count }
       @Argument(parsing: .captureForPassthrough, help: "The evaluation program and its arguments.")
       var command: [String] = []
 
       func validate() throws {
         if (command.isEmpty ? 0 : 1) + builtInCount != 1 {
           throw ValidationError(
-            "give one of: an evaluation program, --max-norm-ratio, --min-score, --max-preservation-error")
+            "give one of: an evaluation program, --max-norm-ratio, --min-score, --max-preservation-error, --max-norm-growth"
+          )
         }
       }
 
@@ -165,6 +169,10 @@ extension MVC {
               let ratio = try repository.maxRelativeNorm(upTo: current)
               term = ratio > maxNormRatio ? .bad : .good
               output(String(format: "%@: max ‖ΔW‖/‖W‖ so far %.4g -> %@", current.shortHex, ratio, term.rawValue))
+            } else if let maxNormGrowth {
+              let growth = try repository.maxNormGrowth(at: current)
+              term = growth > maxNormGrowth ? .bad : .good
+              output(String(format: "%@: max ‖W‖/‖W₀‖ %.6g -> %@", current.shortHex, growth, term.rawValue))
             } else if minScore != nil || maxPreservationError != nil {
               let report = try repository.score(at: current)
               if let minScore {
