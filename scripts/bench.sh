@@ -8,6 +8,7 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     sequential  1000 AlphaEdit/ENCORE/MEMIT edits (seq_n=N to change): retention and collapse signals
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
@@ -452,3 +453,6 @@ if has gpt2xl; then
   echo "G5 peak RSS commit $(mib $xc_kib) MiB, checkout $(mib $xo_kib) MiB ≤ 2 × 39 MiB + 64 MiB = $((xl_limit / 1024)) MiB: commit $(pass "$xc_kib <= $xl_limit"), checkout $(pass "$xo_kib <= $xl_limit")"
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
+
+# ---- section: sequential (body in scripts/bench-sections/sequential.sh) -------------------------
+if has sequential; then cd "$repo" && source scripts/bench-sections/sequential.sh; fi
