@@ -32,6 +32,8 @@ p.add_argument("n", type=int)
 p.add_argument("--d-in", type=int, default=512)
 p.add_argument("--d-out", type=int, default=128)
 p.add_argument("--seed", type=int, default=7)
+p.add_argument("--analyze", action="store_true",
+               help="only analyze WORKDIR as a stopped run left it (progress.jsonl and the repository)")
 a = p.parse_args()
 
 rng = np.random.default_rng(a.seed)
@@ -39,6 +41,13 @@ d_in, d_out = a.d_in, a.d_out
 tensor = "model.layers.0.mlp.down_proj.weight"
 os.makedirs(a.work, exist_ok=True)
 os.chdir(a.work)
+# mvc re-executes itself once to pick OpenBLAS's kernel when this is unset; set it as demo.sh does.
+if "OPENBLAS_CORETYPE" not in os.environ:
+    flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
+    if all(f in flags.split() for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd")):
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    elif "avx2" in flags.split() and "fma" in flags.split():
+        os.environ["OPENBLAS_CORETYPE"] = "Haswell"
 
 
 def write_safetensors(path, tensors):
@@ -87,12 +96,14 @@ def run(*args, check=True):
     return r
 
 
-run("init", "model.safetensors")
+if not a.analyze:
+    run("init", "model.safetensors")
 params = {"alphaedit": ["--l2", "0.1"], "encore": ["--lambda", "10", "--norm-lambda", "1"], "memit": ["--lambda", "10"]}[a.method]
 keys, values, befores = [], [], []
 rows = []
 started = time.time()
-for t in range(1, a.n + 1):
+progress = open("progress.jsonl", "a")
+for t in range(1, 0 if a.analyze else a.n + 1):
     s = rng.choice(subjects, p=zipf)
     k = subject_keys[s] + 0.1 * (rng.standard_normal(d_in) * np.sqrt(spectrum)) @ q.T
     w = read_tensor("model.safetensors", tensor)
@@ -112,10 +123,18 @@ for t in range(1, a.n + 1):
     asked = np.linalg.norm(V - B, axis=1)
     retention = 1 - miss / asked
     rows.append((t, float(retention.mean()), float(retention[: min(t, 100)].mean()), float(retention[-1])))
+    progress.write(json.dumps({"t": t, "mean": rows[-1][1], "first100": rows[-1][2], "last": rows[-1][3],
+                               "seconds": time.time() - started}) + "\n")
+    progress.flush()
     if t % 100 == 0:
         print(f"{a.method} {t}: mean retention {rows[-1][1]:.3f}, first-100 {rows[-1][2]:.3f} "
               f"({time.time() - started:.0f} s)", flush=True)
-elapsed = time.time() - started
+if a.analyze:
+    rows = [(r["t"], r["mean"], r["first100"], r["last"]) for r in map(json.loads, open("progress.jsonl"))]
+    elapsed = json.loads(open("progress.jsonl").readlines()[-1])["seconds"]
+else:
+    elapsed = time.time() - started
+n = len(rows)
 
 signals_started = time.time()
 doc = json.loads(run("score", "--signals", "--json").stdout)
@@ -136,7 +155,7 @@ falls = first(lambda x: x < 0.5, [r[1] for r in rows])
 falls_rel = first(lambda x: x < 0.8 * early_mean, [r[1] for r in rows])
 growth_rise = first(lambda x: x > 1.05, growth)
 result = {
-    "method": a.method, "edits": a.n, "d_in": d_in, "d_out": d_out, "seconds_per_edit": elapsed / a.n,
+    "method": a.method, "edits": n, "d_in": d_in, "d_out": d_out, "seconds_per_edit": elapsed / n,
     "score_signals_seconds": signals_seconds,
     "retention_at": {str(t): rows[t - 1][1] for t in (10, 50, 100, 250, 500, 750, 1000) if t <= len(rows)},
     "first_100_retention_at_end": rows[-1][2],

@@ -303,17 +303,20 @@ enum LineChart {
     guide: Double? = nil
   ) -> String {
     let e = NormPlot.escape
-    let (width, height) = (640.0, 300.0)
+    let legendRows = (min(series.count, 6) + 1) / 2
+    let height = 300.0 + 14 * Double(legendRows)
     let (left, right, top, bottom) = (64.0, 620.0, 34.0, 250.0)
     let values = series.flatMap { $0.1.compactMap { $0 } }.filter(\.isFinite) + (guide.map { [$0] } ?? [])
-    var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" id=\"\(id)\" width=\"640\" height=\"300\" "
+    var out =
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" id=\"\(id)\" width=\"640\" height=\"\(Int(height))\" "
     out += "font-family=\"system-ui,sans-serif\" font-size=\"11\">\n"
     out += "<text x=\"10\" y=\"18\" font-size=\"13\" font-weight=\"bold\">\(e(title))</text>\n"
     guard let low = values.min(), let high = values.max(), labels.count > 0 else {
       return out + "<text x=\"\(left)\" y=\"140\">no data</text></svg>\n"
     }
     let pad = high > low ? (high - low) * 0.08 : max(abs(high) * 0.05, 1e-12)
-    let (y0, y1) = (low - pad, high + pad)
+    // Norms and energies are ≥ 0: the axis does not go below 0 for them.
+    let (y0, y1) = (low >= 0 ? max(0, low - pad) : low - pad, high + pad)
     func x(_ i: Int) -> Double {
       labels.count <= 1 ? (left + right) / 2 : left + Double(i) / Double(labels.count - 1) * (right - left)
     }
@@ -327,7 +330,7 @@ enum LineChart {
         format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%@</text>\n", left - 4, y(v) + 4,
         String(format: "%.4g", v))
     }
-    let tick = max(1, labels.count / 8)
+    let tick = max(1, (labels.count + 5) / 6)
     for i in stride(from: 0, to: labels.count, by: tick) {
       out += String(
         format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#666\">%@</text>\n", x(i),
@@ -354,13 +357,21 @@ enum LineChart {
       let path = points.map { String(format: "%.1f,%.1f", x($0.0), y($0.1)) }.joined(separator: " ")
       out +=
         "<polyline class=\"series\" fill=\"none\" stroke=\"\(colour)\" stroke-width=\"1.6\" points=\"\(path)\"><title>\(e(name))</title></polyline>\n"
+      for (i, v) in points where points.count <= 60 {
+        out += String(
+          format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"><title>%@ %@: %@</title></circle>\n", x(i),
+          y(v), colour, e(labels[i]), e(name), String(format: "%.6g", v))
+      }
       if index < 6 {
         out += String(
-          format: "<text x=\"%.1f\" y=\"%.1f\" fill=\"%@\">%@</text>\n", left + 4 + Double(index % 2) * 280,
-          height - 22 + Double(index / 2) * 12 - 12, colour, e(String(name.suffix(44))))
+          format: "<text x=\"%.1f\" y=\"%.1f\" fill=\"%@\">● %@</text>\n", left + Double(index % 2) * 280,
+          bottom + 48 + Double(index / 2) * 14, colour, e(String(name.suffix(44))))
+      } else if index == 6 {
+        out += String(
+          format: "<text x=\"%.1f\" y=\"%.1f\" fill=\"#666\">+%d more</text>\n", right - 60, bottom + 48,
+          series.count - 6)
       }
     }
-    _ = width
     return out + "</svg>\n"
   }
 }
