@@ -9,6 +9,7 @@
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
 #     sequential  1000 AlphaEdit/ENCORE/MEMIT edits (seq_n=N to change): retention and collapse signals
+#     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
@@ -22,7 +23,7 @@ while (($#)); do
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -456,3 +457,4 @@ fi
 
 # ---- section: sequential (body in scripts/bench-sections/sequential.sh) -------------------------
 if has sequential; then cd "$repo" && source scripts/bench-sections/sequential.sh; fi
+if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
