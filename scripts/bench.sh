@@ -8,6 +8,7 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     sequential  1000 AlphaEdit/ENCORE/MEMIT edits (seq_n=N to change): retention and collapse signals
 #     transfer bench256 + 5 edits: gc, push, clone over file:// and git:// (git daemon), beside cp -r .mvc
 #     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
 #     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp (bench-sections/)
@@ -457,6 +458,8 @@ if has gpt2xl; then
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
 
+# ---- section: sequential (body in scripts/bench-sections/sequential.sh) -------------------------
+if has sequential; then cd "$repo" && source scripts/bench-sections/sequential.sh; fi
 if has transfer; then source "$repo/scripts/bench-sections/transfer.sh"; fi
 if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
 if has llama; then source "$repo/scripts/bench-sections/llama.sh"; fi
