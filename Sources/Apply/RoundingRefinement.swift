@@ -46,47 +46,69 @@ extension Factorization {
     let rank = factors.rank
     guard rank > 0, rows > 0, cols > 0, maxSweeps > 0 else { return (factors, RefinementReport(violations: [])) }
     return withoutActuallyEscaping(intervals) { intervals in
-      var best = refine(factors, rows: rows, cols: cols, maxSweeps: maxSweeps, intervals: intervals)
+      var best = RefinementRun(factors, rows: rows, cols: cols, intervals: intervals)
+      best.sweep()
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
       // finder can see one component too many (a bf16 rank-one edit comes out as rank 2). Keep
-      // the lower rank when its factors and residual together are smaller.
+      // the lower rank when its factors and residual together are smaller. The choice is made
+      // after one sweep each (most of what the sweeps remove, the first removes), and only the
+      // kept candidate sweeps on: refining both to the end doubled the cost of such commits.
       if rank > 1 {
         var lower = factors
         lower.rank = rank - 1
         lower.u = (0..<rows).flatMap { i in factors.u[(i * rank)..<(i * rank + rank - 1)] }
         lower.v = (0..<cols).flatMap { j in factors.v[(j * rank)..<(j * rank + rank - 1)] }
         lower.singularValues = Array(factors.singularValues.prefix(rank - 1))
-        let other = refine(lower, rows: rows, cols: cols, maxSweeps: maxSweeps, intervals: intervals)
-        // ~12 bits per residual element against 32 per factor element.
-        func cost(_ r: (factors: LowRankFactors, report: RefinementReport)) -> Int {
-          12 * (r.report.violations.last ?? 0) + 32 * r.factors.rank * (rows + cols)
-        }
-        if cost(other) < cost(best) { best = other }
+        var other = RefinementRun(lower, rows: rows, cols: cols, intervals: intervals)
+        other.sweep()
+        if other.cost < best.cost { best = other }
       }
-      return best
+      while best.sweepCount < maxSweeps && !best.converged { best.sweep() }
+      return best.result
     }
   }
+}
 
-  private static func refine(
-    _ factors: LowRankFactors, rows: Int, cols: Int, maxSweeps: Int, intervals: @escaping RoundingIntervals
-  ) -> (factors: LowRankFactors, report: RefinementReport) {
-    var refiner = IntervalRefiner(
+/// One candidate's refinement, swept one row-then-column sweep at a time.
+private struct RefinementRun {
+  private var refiner: IntervalRefiner
+  private var uWindow: [Double]
+  private var vWindow: [Double]
+  private let original: LowRankFactors
+  private(set) var violations: [Int] = []
+  private(set) var converged = false
+  var sweepCount: Int { violations.count }
+
+  init(_ factors: LowRankFactors, rows: Int, cols: Int, intervals: @escaping RoundingIntervals) {
+    original = factors
+    refiner = IntervalRefiner(
       u: factors.u.map(Double.init), v: factors.v.map(Double.init), rows: rows, cols: cols, rank: factors.rank,
       intervals: intervals)
-    var violations: [Int] = []
-    var uWindow = refiner.initialWindows(of: refiner.u, count: rows)
-    var vWindow = refiner.initialWindows(of: refiner.v, count: cols)
-    for _ in 0..<maxSweeps {
-      let (windows, now) = refiner.sweepRows(windows: uWindow)
-      uWindow = windows
-      if let before = violations.last, now == 0 || before - now < before / 10 {
-        violations.append(now)
-        break
-      }
+    uWindow = refiner.initialWindows(of: refiner.u, count: rows)
+    vWindow = refiner.initialWindows(of: refiner.v, count: cols)
+  }
+
+  /// One row half-sweep, then a column half-sweep unless the rows removed less than a tenth of
+  /// the violations left (then the run has converged).
+  mutating func sweep() {
+    let (windows, now) = refiner.sweepRows(windows: uWindow)
+    uWindow = windows
+    if let before = violations.last, now == 0 || before - now < before / 10 {
       violations.append(now)
-      vWindow = refiner.sweepColumns(windows: vWindow)
+      converged = true
+      return
     }
-    var refined = factors
+    violations.append(now)
+    vWindow = refiner.sweepColumns(windows: vWindow)
+  }
+
+  /// ~12 bits per residual element against 32 per factor element.
+  var cost: Int {
+    12 * (violations.last ?? 0) + 32 * original.rank * (refiner.rows + refiner.cols)
+  }
+
+  var result: (factors: LowRankFactors, report: RefinementReport) {
+    var refined = original
     refined.u = refiner.u.map { Float($0) }
     refined.v = refiner.v.map { Float($0) }
     return (refined, RefinementReport(violations: violations))
