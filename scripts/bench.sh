@@ -8,6 +8,9 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     history .mvc bytes whole (base, commits, keyframe cache) and checkout by depth: bench256 ×
+#             history_n=1000 edits, small model × history_small_n=10000 on 2 tensors (env vars;
+#             history_budget=1800 s per loop) — scripts/bench-sections/history.sh
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
@@ -21,7 +24,7 @@ while (($#)); do
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -395,6 +398,9 @@ if has long; then
   echo "G2 checkout (N=$N) max $long_co_max s ≤ 2 × cp $cp_long s: $(pass "$long_co_max <= 2 * $cp_long"); ≤ 2 × (cp + fsync) $cp_sync_long s: $(pass "$long_co_max <= 2 * $cp_sync_long")" | tee "$results/goals_long"
   cd "$work" && rm -rf "$work/long" "$work/long-base.safetensors"
 fi
+
+# ---- section: history (scripts/bench-sections/history.sh) ---------------------------------------
+if has history; then source "$repo/scripts/bench-sections/history.sh"; fi
 
 # ---- section: gpt2xl ---------------------------------------------------------------------------
 if has gpt2xl; then

@@ -55,7 +55,9 @@ enum KeyframeCodec {
       let d = ordered(Word(littleEndian: a[i])) &- ordered(Word(littleEndian: p[i]))
       magnitude = max(magnitude, d == Word.min ? Word.max : Swift.abs(d))
     }
-    let width = [1, 2, 4, 8].first { $0 >= MemoryLayout<Word>.size || Int64(magnitude) < (Int64(1) << ($0 * 8 - 1)) }!
+    let width =
+      [1, 2, 4].first { $0 < MemoryLayout<Word>.size && Int64(magnitude) < (Int64(1) << ($0 * 8 - 1)) }
+      ?? MemoryLayout<Word>.size
     var raw = [UInt8](repeating: 0, count: n * width)
     raw.withUnsafeMutableBytes { out in
       for i in 0..<n {
