@@ -82,16 +82,20 @@ history_run() {
   echo "after the checkouts: .mvc $(du_bytes .mvc) B, cache $(du -sb .mvc/mvc-snapshots 2>/dev/null | cut -f1) B"
 }
 
+if ((history_n > 0)); then
 echo
 mkdir -p "$work/hist" && cd "$work/hist"
 mvc-demo-editor generate model.safetensors --shape-set bench256 --seed 7 >/dev/null
 pick_bench() { echo "${edit_tensor[$((($1 - 1) % 1000 + 1))]}"; }
 history_run "history A: bench256 (256 MiB F32)" "$history_n" pick_bench
 cd "$work" && rm -rf "$work/hist"
+fi
 
+if ((history_small_n > 0)); then
 echo
 mkdir -p "$work/hist" && cd "$work/hist"
 mvc-demo-editor generate model.safetensors --blocks 2 --hidden 256 --intermediate 1024 --seed 3 >/dev/null
 pick_two() { if (($1 % 2)); then echo model.layers.0.mlp.down_proj.weight; else echo model.layers.1.mlp.up_proj.weight; fi; }
 history_run "history B: small llama (4.7 MB F32), edits on 2 tensors" "$history_small_n" pick_two
 cd "$work" && rm -rf "$work/hist"
+fi

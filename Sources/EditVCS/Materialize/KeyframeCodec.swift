@@ -1,8 +1,8 @@
 import DeltaStore
 import Foundation
 
-/// The payloads of keyframe files (`SnapshotCache`): a residual of ordered-integer differences
-/// stored densely in the narrowest width that holds them, or a standalone copy of the bytes.
+/// The payloads of keyframe files (`SnapshotCache`): a residual of ordered-integer differences,
+/// one byte per element with exceptions beside, or a standalone copy of the bytes.
 ///
 /// The residual is dense (every element has an entry, most of them a few ulps) because a state
 /// dozens of roundings away from its prediction differs almost everywhere; the sparse pairs of
@@ -16,8 +16,7 @@ enum KeyframeCodec {
     }
   }
 
-  /// `ordered(actual) − ordered(predicted)` per element, one width for all (1, 2, 4 or 8 bytes),
-  /// zstd-compressed after a one-byte width tag.
+  /// `ordered(actual) − ordered(predicted)` per element (`bytesWithExceptions`), zstd-compressed.
   static func encodeResidual(
     actual: UnsafeRawBufferPointer, predicted: UnsafeRawBufferPointer, dtype: DType
   ) throws -> [UInt8] {
@@ -44,62 +43,79 @@ enum KeyframeCodec {
   @inline(__always)
   static func ordered<Word: FixedWidthInteger & SignedInteger>(_ s: Word) -> Word { s < 0 ? s ^ Word.max : s }
 
+  /// Tag of the one payload layout: one signed byte per element, `escape` where the difference
+  /// does not fit (an element near zero, whose ulp is tiny, can be thousands of ulps off), then
+  /// those elements as (position, difference) pairs.
+  static let bytesWithExceptions: UInt8 = 0x81
+  static let escape = Int8.min
+
   private static func encode<Word: FixedWidthInteger & SignedInteger>(
     _ actual: UnsafeRawBufferPointer, _ predicted: UnsafeRawBufferPointer, as: Word.Type
   ) throws -> [UInt8] {
     let n = actual.count / MemoryLayout<Word>.size
     let a = actual.bindMemory(to: Word.self)
     let p = predicted.bindMemory(to: Word.self)
-    var magnitude: Word = 0
+    var dense = [UInt8](repeating: 0, count: n)
+    var exceptions: [UInt8] = []
     for i in 0..<n {
-      let d = ordered(Word(littleEndian: a[i])) &- ordered(Word(littleEndian: p[i]))
-      magnitude = max(magnitude, d == Word.min ? Word.max : Swift.abs(d))
-    }
-    let width =
-      [1, 2, 4].first { $0 < MemoryLayout<Word>.size && Int64(magnitude) < (Int64(1) << ($0 * 8 - 1)) }
-      ?? MemoryLayout<Word>.size
-    var raw = [UInt8](repeating: 0, count: n * width)
-    raw.withUnsafeMutableBytes { out in
-      for i in 0..<n {
-        let d = Int64(ordered(Word(littleEndian: a[i])) &- ordered(Word(littleEndian: p[i])))
-        switch width {
-        case 1: out.storeBytes(of: Int8(truncatingIfNeeded: d), toByteOffset: i, as: Int8.self)
-        case 2: out.storeBytes(of: Int16(truncatingIfNeeded: d).littleEndian, toByteOffset: 2 * i, as: Int16.self)
-        case 4: out.storeBytes(of: Int32(truncatingIfNeeded: d).littleEndian, toByteOffset: 4 * i, as: Int32.self)
-        default: out.storeBytes(of: d.littleEndian, toByteOffset: 8 * i, as: Int64.self)
-        }
+      let d = Int64(ordered(Word(littleEndian: a[i])) &- ordered(Word(littleEndian: p[i])))
+      if d > Int64(Int8.min) && d <= Int64(Int8.max) {
+        dense[i] = UInt8(bitPattern: Int8(d))
+      } else {
+        dense[i] = UInt8(bitPattern: escape)
+        withUnsafeBytes(of: UInt64(i).littleEndian) { exceptions += $0 }
+        withUnsafeBytes(of: d.littleEndian) { exceptions += $0 }
       }
     }
-    let compressed = try ZstdCompressor(level: 3).compress(raw)
-    return [UInt8(width)] + compressed
+    let compressor = try ZstdCompressor(level: 3)
+    let denseFrame = try compressor.compress(dense)
+    var out = [bytesWithExceptions]
+    withUnsafeBytes(of: UInt64(exceptions.count / 16).littleEndian) { out += $0 }
+    withUnsafeBytes(of: UInt64(denseFrame.count).littleEndian) { out += $0 }
+    out += denseFrame
+    if !exceptions.isEmpty { out += try compressor.compress(exceptions) }
+    return out
   }
 
   private static func apply<Word: FixedWidthInteger & SignedInteger>(
     _ payload: UnsafeRawBufferPointer, _ bytes: UnsafeMutableRawBufferPointer, as: Word.Type
   ) throws {
+    func corrupt(_ reason: String) -> DeltaStoreError { .corruptBlob(kind: "keyframe", reason: reason) }
     let n = bytes.count / MemoryLayout<Word>.size
-    guard let tag = payload.first, [1, 2, 4, 8].contains(Int(tag)), Int(tag) <= MemoryLayout<Word>.size else {
-      throw DeltaStoreError.corruptBlob(kind: "keyframe", reason: "bad width tag")
+    guard payload.count >= 17, payload[0] == bytesWithExceptions else { throw corrupt("unknown layout") }
+    let exceptionCount = payload.loadUnaligned(fromByteOffset: 1, as: UInt64.self).littleEndian
+    let denseLength = payload.loadUnaligned(fromByteOffset: 9, as: UInt64.self).littleEndian
+    guard exceptionCount <= UInt64(n), denseLength <= UInt64(payload.count - 17) else {
+      throw corrupt("sizes past the file")
     }
-    let width = Int(tag)
-    let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: n * width, alignment: 8)
-    defer { raw.deallocate() }
-    try Zstd.decompress(UnsafeRawBufferPointer(rebasing: payload[1...]), into: raw)
+    let denseEnd = 17 + Int(denseLength)
+    let dense = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 8)
+    defer { dense.deallocate() }
+    try Zstd.decompress(UnsafeRawBufferPointer(rebasing: payload[17..<denseEnd]), into: dense)
+    let exceptions = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(exceptionCount) * 16, alignment: 8)
+    defer { exceptions.deallocate() }
+    if exceptionCount > 0 {
+      try Zstd.decompress(UnsafeRawBufferPointer(rebasing: payload[denseEnd...]), into: exceptions)
+    } else {
+      guard denseEnd == payload.count else { throw corrupt("bytes after the payload") }
+    }
     let x = bytes.bindMemory(to: Word.self)
+    let d8 = dense.bindMemory(to: Int8.self)
+    var next = 0
     for i in 0..<n {
-      let d: Word
-      switch width {
-      case 1: d = Word(truncatingIfNeeded: raw.load(fromByteOffset: i, as: Int8.self))
-      case 2:
-        d = Word(truncatingIfNeeded: Int16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self)))
-      case 4:
-        d = Word(truncatingIfNeeded: Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
-      default:
-        d = Word(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
+      var d = Word(truncatingIfNeeded: d8[i])
+      if d8[i] == escape {
+        guard next < Int(exceptionCount),
+          exceptions.load(fromByteOffset: 16 * next, as: UInt64.self).littleEndian == UInt64(i)
+        else { throw corrupt("escape at \(i) without its exception") }
+        d = Word(
+          truncatingIfNeeded: Int64(littleEndian: exceptions.load(fromByteOffset: 16 * next + 8, as: Int64.self)))
+        next += 1
       }
       // `ordered` is its own inverse.
       x[i] = ordered(ordered(Word(littleEndian: x[i])) &+ d).littleEndian
     }
+    guard next == Int(exceptionCount) else { throw corrupt("\(Int(exceptionCount) - next) unused exceptions") }
   }
 
   /// A standalone keyframe: chunk count, then each chunk's length and its `FullTensorCodec` bytes.
