@@ -179,6 +179,12 @@ struct SnapshotCache: Sendable {
     return bytes
   }
 
+  /// The file bytes of `hash`'s keyframe (0 when absent).
+  func byteCount(of hash: String) -> Int {
+    var info = stat()
+    return lstat(path(hash), &info) == 0 ? Int(info.st_size) : 0
+  }
+
   func remove(_ hash: String) { try? FileManager.default.removeItem(atPath: path(hash)) }
 
   /// Writes a keyframe file (temporary file and rename, no fsync: a torn file fails its checks
