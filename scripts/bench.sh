@@ -8,6 +8,7 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
 #     history .mvc bytes whole (base, commits, keyframe cache) and checkout by depth: bench256 ×
 #             history_n=1000 edits, small model × history_small_n=10000 on 2 tensors (env vars;
 #             history_budget=1800 s per loop) — scripts/bench-sections/history.sh
@@ -24,7 +25,7 @@ while (($#)); do
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -458,3 +459,5 @@ if has gpt2xl; then
   echo "G5 peak RSS commit $(mib $xc_kib) MiB, checkout $(mib $xo_kib) MiB ≤ 2 × 39 MiB + 64 MiB = $((xl_limit / 1024)) MiB: commit $(pass "$xc_kib <= $xl_limit"), checkout $(pass "$xo_kib <= $xl_limit")"
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
+
+if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
