@@ -130,9 +130,9 @@ enum KeyframeCodec {
     return out
   }
 
-  static func decodeStandalone(_ payload: [UInt8], into destination: UnsafeMutableRawBufferPointer, dtype: DType)
-    throws
-  {
+  static func decodeStandalone(
+    _ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, dtype: DType
+  ) throws {
     func corrupt(_ reason: String) -> DeltaStoreError { .corruptBlob(kind: "keyframe", reason: reason) }
     var cursor = 0
     func read(_ count: Int) throws -> UInt64 {
@@ -151,7 +151,9 @@ enum KeyframeCodec {
       ranges.append(cursor..<(cursor + Int(length)))
       cursor += Int(length)
     }
-    try FullTensorCodec.decode(
-      chunkCount: ranges.count, chunk: { Array(payload[ranges[$0]]) }, into: destination, dtype: dtype)
+    // Each chunk decompresses straight from the file's bytes (no copy of the payload).
+    try FullTensorCodec.decode(chunkCount: ranges.count, dtype: dtype, into: destination) { i, sink in
+      try sink(UnsafeRawBufferPointer(rebasing: payload[ranges[i]]))
+    }
   }
 }

@@ -208,8 +208,11 @@ extension SnapshotCache {
     }
     var out = [UInt8](repeating: 0, count: state.byteCount)
     do {
-      try out.withUnsafeMutableBytes {
-        try KeyframeCodec.decodeStandalone(Array(file[header.payloadOffset...]), into: $0, dtype: state.dtype)
+      try file.withUnsafeBytes { bytes in
+        try out.withUnsafeMutableBytes {
+          try KeyframeCodec.decodeStandalone(
+            UnsafeRawBufferPointer(rebasing: bytes[header.payloadOffset...]), into: $0, dtype: state.dtype)
+        }
       }
     } catch {
       remove(state.hash)
