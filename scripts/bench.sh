@@ -59,8 +59,8 @@ measure() {
   }
   read -r secs kib <"$work/.t"
 }
-# Repository bytes leave out mvc's local snapshot cache (.mvc/mvc-snapshots: materialized states,
-# never pushed, deleted by 'mvc gc' when unreachable), which is reported on its own.
+# Repository bytes leave out mvc's local keyframe cache (.mvc/mvc-snapshots: never pushed, capped,
+# trimmed by 'mvc gc'), which is reported on its own; the history section counts it in du -sb .mvc.
 file_bytes() { find "$1" -type f -not -path '*/mvc-snapshots/*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
 cache_bytes() { find "$1/mvc-snapshots" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 du_bytes() { du -sb "$1" | cut -f1; }
