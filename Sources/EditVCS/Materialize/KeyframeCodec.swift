@@ -67,7 +67,9 @@ enum KeyframeCodec {
         withUnsafeBytes(of: d.littleEndian) { exceptions += $0 }
       }
     }
-    let compressor = try ZstdCompressor(level: 3)
+    // Level 1: on these byte streams it compresses better than 3 (2.98 against 3.31 bits per
+    // element on a 19-state keyframe, 3.36 against 3.83 on a 41-state one), and faster.
+    let compressor = try ZstdCompressor(level: 1)
     let denseFrame = try compressor.compress(dense)
     var out = [bytesWithExceptions]
     withUnsafeBytes(of: UInt64(exceptions.count / 16).littleEndian) { out += $0 }
