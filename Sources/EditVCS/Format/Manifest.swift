@@ -9,6 +9,9 @@ package let repositoryFormatVersion = 2
 package let baseFormatVersion = 1
 /// The format of commits that track side files in `files/`.
 let sideFilesFormatVersion = 2
+/// The format of commits whose tensors hold a Rice-coded residual (kind 4 of `ResidualCodec`),
+/// which a version-1 reader cannot decode. Such a state says so in `residual_format`.
+let riceResidualFormatVersion = 2
 
 /// How one tensor's state at a commit is stored: the `meta.json` blob of its tree entry.
 ///
@@ -45,6 +48,9 @@ package struct TensorState: Codable, Equatable, Sendable {
   /// True when the commit was made with `--tolerance` and the residual was dropped.
   package var approximate: Bool?
   package var norms: DeltaNorms?
+  /// The repository format the residual blob needs: 2 for a Rice-coded one
+  /// (`riceResidualFormatVersion`), absent (1) otherwise.
+  package var residualFormat: Int?
 
   // full
   package var chunkCount: Int?
@@ -58,6 +64,7 @@ package struct TensorState: Codable, Equatable, Sendable {
     case name, dtype, shape, shard, hash, kind, rank, rows, cols, approximate, norms
     case parentHash = "parent_hash"
     case residualNonzeroCount = "residual_nonzero_count"
+    case residualFormat = "residual_format"
     case chunkCount = "chunk_count"
     case chunkByteCount = "chunk_byte_count"
     case referencePath = "reference_path"
