@@ -12,6 +12,9 @@
 #     transfer bench256 + 5 edits: gc, push, clone over file:// and git:// (git daemon), beside cp -r .mvc
 #     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
 #     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp (bench-sections/)
+#     history .mvc bytes whole (base, commits, keyframe cache) and checkout by depth: bench256 ×
+#             history_n=1000 edits, small model × history_small_n=10000 on 2 tensors (env vars;
+#             history_budget=1800 s per loop) — scripts/bench-sections/history.sh
 #     edits   rank-one bf16/fp16/fp32 edits of Llama down-projections, full-model commits (bench-sections/edits.sh)
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: table,solvers,long,gpt2xl,transfer,edits.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
@@ -60,8 +63,8 @@ measure() {
   }
   read -r secs kib <"$work/.t"
 }
-# Repository bytes leave out mvc's local snapshot cache (.mvc/mvc-snapshots: materialized states,
-# never pushed, deleted by 'mvc gc' when unreachable), which is reported on its own.
+# Repository bytes leave out mvc's local keyframe cache (.mvc/mvc-snapshots: never pushed, capped,
+# trimmed by 'mvc gc'), which is reported on its own; the history section counts it in du -sb .mvc.
 file_bytes() { find "$1" -type f -not -path '*/mvc-snapshots/*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
 cache_bytes() { find "$1/mvc-snapshots" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 du_bytes() { du -sb "$1" | cut -f1; }
@@ -400,6 +403,9 @@ if has long; then
   echo "G2 checkout (N=$N) max $long_co_max s ≤ 2 × cp $cp_long s: $(pass "$long_co_max <= 2 * $cp_long"); ≤ 2 × (cp + fsync) $cp_sync_long s: $(pass "$long_co_max <= 2 * $cp_sync_long")" | tee "$results/goals_long"
   cd "$work" && rm -rf "$work/long" "$work/long-base.safetensors"
 fi
+
+# ---- section: history (scripts/bench-sections/history.sh) ---------------------------------------
+if has history; then source "$repo/scripts/bench-sections/history.sh"; fi
 
 # ---- section: gpt2xl ---------------------------------------------------------------------------
 if has gpt2xl; then

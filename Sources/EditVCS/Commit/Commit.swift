@@ -172,10 +172,10 @@ extension EditRepository {
       name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: stateHash,
       parentHash: parentState.state.hash, rows: rows, cols: cols, rank: factors.rank, u: factors.u, v: factors.v,
       residual: residual, approximate: approximate, norms: norms)
-    if approximate {
-      reconstructed.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
-    } else {
-      workBytes.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
+    let own = DecodedFactors(u: factors.u, v: factors.v, rows: rows, cols: cols, rank: factors.rank)
+    (approximate ? reconstructed : workBytes).withUnsafeBytes {
+      saveKeyframeIfDue(
+        name, bytes: $0, state: written.state, factors: own, ownBytes: written.storedByteCount, parent: parent)
     }
     return EncodedChange(
       tree: written.tree,

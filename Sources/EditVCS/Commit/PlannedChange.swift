@@ -69,7 +69,12 @@ extension EditRepository {
           name: delta.name, dtype: state.dtype, shape: state.shape, shard: state.shard, hash: hash,
           parentHash: state.hash, rows: rows, cols: cols, rank: rank, u: u, v: v, residual: nil,
           approximate: false, norms: norms)
-        bytes.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
+        bytes.withUnsafeBytes {
+          saveKeyframeIfDue(
+            delta.name, bytes: $0, state: written.state,
+            factors: DecodedFactors(u: u, v: v, rows: rows, cols: cols, rank: rank),
+            ownBytes: written.storedByteCount, parent: parent)
+        }
         if bytes.count <= preparedBudget {
           preparedBudget -= bytes.count
           prepared[delta.name] = CurrentBytes(hash: hash, bytes: bytes)

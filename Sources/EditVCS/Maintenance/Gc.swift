@@ -15,7 +15,8 @@ public struct GcSummary: Sendable {
 extension EditRepository {
   /// `mvc gc`: packs every reachable object into one pack (libgit2's packbuilder; loose
   /// objects and older packs go only once the new pack and its index are durable), and prunes
-  /// `.mvc/mvc-snapshots/` of states that no commit reachable from a reference has.
+  /// `.mvc/mvc-snapshots/` of states that no commit reachable from a reference has, then trims it
+  /// to its cap.
   public func gc() throws -> GcSummary {
     let before = Self.byteCount(of: gitDirectory)
     var problems: [String] = []
@@ -25,22 +26,22 @@ extension EditRepository {
       throw RepositoryError.corruptObject(what: "references", reason: problem)
     }
 
-    // Snapshot files are named after the state hash (see `snapshotPath`).
+    // Keyframe files are named after the state hash (`SnapshotCache.fileName`).
     var liveFiles = Set<String>()
     let commits = try RepositoryError.wrap("walking history") { try git.walk(from: tips) }
     for commit in commits {
-      for hash in try tensorHashes(at: commit).values {
-        liveFiles.insert((snapshotPath(hash) as NSString).lastPathComponent)
-      }
+      for hash in try tensorHashes(at: commit).values { liveFiles.insert(SnapshotCache.fileName(hash)) }
     }
     var removedSnapshots = 0
     let fileManager = FileManager.default
-    // Also the zstd-compressed snapshots (`.zst`) and abandoned temporary files of older versions.
-    for file in (try? fileManager.contentsOfDirectory(atPath: snapshotDirectory)) ?? [] {
-      guard !liveFiles.contains(file) else { continue }
-      try? fileManager.removeItem(atPath: (snapshotDirectory as NSString).appendingPathComponent(file))
+    let cache = snapshots
+    // Also older versions' raw (`.bin`) and zstd (`.zst`) snapshots and abandoned temporary files.
+    for file in cache.files() where !liveFiles.contains(file.name) {
+      try? fileManager.removeItem(atPath: (snapshotDirectory as NSString).appendingPathComponent(file.name))
       removedSnapshots += 1
     }
+    // Then down to the cap (`mvc.snapshotCacheBytes`), least recently used first.
+    removedSnapshots += cache.trim()
 
     let outcome = try RepositoryError.wrap("packing objects") { try git.packReachableObjects() }
     return GcSummary(

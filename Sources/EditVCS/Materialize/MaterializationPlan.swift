@@ -22,8 +22,8 @@ struct MaterializationPlan: Sendable {
   enum Start {
     /// The caller's current bytes of the oldest state, read when the plan runs.
     case current(@Sendable () throws -> [UInt8])
-    /// The start state's snapshot in the local cache.
-    case snapshot
+    /// The start state's standalone keyframe in the local cache.
+    case standalone
     /// A `full` state's compressed chunks.
     case full(chunks: [Chunk])
     /// A `reference` state: the base file outside the repository.
@@ -51,14 +51,24 @@ struct MaterializationPlan: Sendable {
     var state: TensorState
     var factors: Factors
     var residual: [UInt8]?
-    /// Where to leave a snapshot of this state after applying it, if anywhere.
-    var saveSnapshot: String?
+  }
+
+  /// A residual keyframe (`KeyframeHeader.Kind.residual`) applied to the start state: the
+  /// factors of every state after it up to the keyframe's state, in one canonical pass, then the
+  /// keyframe's residual.
+  struct Segment {
+    /// The keyframe's state.
+    var state: TensorState
+    /// Oldest first.
+    var factors: [Factors]
   }
 
   var tensor: String
   var revision: ObjectID
   var start: Start
   var startState: TensorState
+  /// A residual keyframe between the start and `steps`, if the plan uses one.
+  var segment: Segment?
   /// Oldest first.
   var steps: [Step]
   var target: TensorState

@@ -14,23 +14,33 @@ import Foundation
 /// model's own tensor, when it holds a state on the chain: this is what makes a bisect step
 /// or the checkout of a child commit cheap), then replayed forward under the canonical rule.
 extension EditRepository {
-  /// The chain of states of `tensor` at `commit`, newest first, and the commit each state
-  /// belongs to.
+  /// The chain of states of `tensor` at `commit`, newest first, down to the first complete
+  /// state, the caller's current state (`known`), or (`useSnapshots`) a state with a keyframe.
   func stateChain(
     of tensor: String, at commit: ObjectID, stopAtHash known: String? = nil, useSnapshots: Bool = true
   ) throws -> [StoredTensorState] {
     var chain: [StoredTensorState] = []
+    let cache = useSnapshots ? snapshots : nil
+    try walkChain(of: tensor, at: commit) { stored, _ in
+      chain.append(stored)
+      return stored.state.hash != known && cache?.header(stored.state) == nil
+    }
+    return chain
+  }
+
+  /// Visits the states of `tensor` from `commit` back through first parents, newest first, with
+  /// the commit at which each was found, until `visit` returns false or after the first state
+  /// that is not low-rank (a complete state ends every chain).
+  func walkChain(
+    of tensor: String, at commit: ObjectID, _ visit: (StoredTensorState, ObjectID) throws -> Bool
+  ) throws {
     var current = commit
     guard var tree = try contents(of: commit).tensorTrees[tensor] else {
       throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "has no tensor '\(tensor)'")
     }
     while true {
       let stored = try storedState(tree, tensor: tensor)
-      chain.append(stored)
-      if stored.state.kind != .lowRank || stored.state.hash == known || (useSnapshots && hasSnapshot(stored.state.hash))
-      {
-        return chain
-      }
+      guard try visit(stored, current), stored.state.kind == .lowRank else { return }
       // Find the commit that introduced this state: walk first parents while the entry stays.
       while true {
         let info = try commitInfo(current)
@@ -77,33 +87,83 @@ extension EditRepository {
     _ tensor: String, at commit: ObjectID, current: CurrentBytes? = nil,
     useSnapshots: Bool = true
   ) throws -> MaterializationPlan {
-    let chain = try timed("state chain of '\(tensor)'") {
-      try stateChain(of: tensor, at: commit, stopAtHash: current?.hash, useSnapshots: useSnapshots)
+    let cache = snapshots
+    var chain: [StoredTensorState] = []
+    var keyframe: (header: KeyframeHeader, commit: ObjectID)?
+    try timed("state chain of '\(tensor)'") {
+      try walkChain(of: tensor, at: commit) { stored, at in
+        chain.append(stored)
+        guard stored.state.kind == .lowRank, stored.state.hash != current?.hash else { return false }
+        if useSnapshots, let header = cache.header(stored.state) {
+          keyframe = (header, at)
+          return false
+        }
+        return true
+      }
     }
     guard let oldest = chain.last else {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "no state at \(commit.shortHex)")
     }
-    let start: MaterializationPlan.Start
+    var start: MaterializationPlan.Start
+    var startState = oldest.state
+    var segment: MaterializationPlan.Segment?
     if let current, oldest.state.hash == current.hash {
       start = .current(current.read)
-    } else if oldest.state.kind == .lowRank {
-      guard useSnapshots else {
-        // A chain may end on a low-rank state only when it is the caller's current state.
-        throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "chain has no starting state")
+    } else if let keyframe {
+      if keyframe.header.kind == .standalone {
+        start = .standalone
+      } else if let found = try keyframeSegment(tensor, keyframe: keyframe.header, at: keyframe.commit) {
+        (start, startState, segment) = found
+      } else {
+        // A keyframe whose anchor is not on the chain (or gone): drop it, plan without keyframes.
+        cache.remove(keyframe.header.hash)
+        return try planMaterialization(tensor, at: commit, current: current, useSnapshots: false)
       }
-      start = .snapshot
+    } else if oldest.state.kind == .lowRank {
+      // A chain may end on a low-rank state only when it is the caller's current state.
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "chain has no starting state")
     } else {
       start = try completeSource(oldest, tensor: tensor)
     }
     let steps = try chain.dropLast().reversed().map { stored in
       MaterializationPlan.Step(
         state: stored.state, factors: try encodedFactors(of: stored, tensor: tensor),
-        residual: try stored.blobs[TreeEntryName.residual].map { try git.readBlob($0) },
-        saveSnapshot: Self.isGridState(stored.state.hash) && stored.tree != chain[0].tree
-          && !hasSnapshot(stored.state.hash) ? snapshotPath(stored.state.hash) : nil)
+        residual: try stored.blobs[TreeEntryName.residual].map { try git.readBlob($0) })
     }
     return MaterializationPlan(
-      tensor: tensor, revision: commit, start: start, startState: oldest.state, steps: steps, target: chain[0].state)
+      tensor: tensor, revision: commit, start: start, startState: startState, segment: segment, steps: steps,
+      target: chain[0].state)
+  }
+
+  /// The start and the segment of a residual keyframe found at `commit`: the chain is walked on
+  /// back to the keyframe's anchor, which must be a complete state or have a standalone keyframe.
+  /// Nil when the anchor is not where the keyframe says.
+  func keyframeSegment(_ tensor: String, keyframe: KeyframeHeader, at commit: ObjectID) throws -> (
+    MaterializationPlan.Start, TensorState, MaterializationPlan.Segment
+  )? {
+    var states: [StoredTensorState] = []
+    var anchor: StoredTensorState?
+    try walkChain(of: tensor, at: commit) { stored, _ in
+      if stored.state.hash == keyframe.anchor && !states.isEmpty {
+        anchor = stored
+        return false
+      }
+      states.append(stored)
+      return states.count <= keyframe.stateCount
+    }
+    guard let anchor, states.count == keyframe.stateCount, states.first?.state.hash == keyframe.hash,
+      let target = states.first?.state
+    else { return nil }
+    let start: MaterializationPlan.Start
+    if anchor.state.kind != .lowRank {
+      start = try completeSource(anchor, tensor: tensor)
+    } else if snapshots.header(anchor.state)?.kind == .standalone {
+      start = .standalone
+    } else {
+      return nil
+    }
+    let factors = try states.reversed().map { try encodedFactors(of: $0, tensor: tensor) }
+    return (start, anchor.state, .init(state: target, factors: factors))
   }
 
   /// What rebuilds tensors from plans, on any thread: the snapshot cache and the trace, no
@@ -180,8 +240,8 @@ struct TensorRebuilder: Sendable {
   }
 
   /// Rebuilds the tensor a plan describes and checks it against the target state's hash.
-  /// Returns nil when the plan starts from a snapshot that turned
-  /// out damaged (it is deleted; plan again without snapshots).
+  /// Returns nil when the plan uses a keyframe that turned out missing or damaged (it is
+  /// deleted; plan again without keyframes).
   func run(_ plan: MaterializationPlan) throws -> [UInt8]? {
     let tensor = plan.tensor
     var bytes: [UInt8]
@@ -189,9 +249,11 @@ struct TensorRebuilder: Sendable {
     case .current(let read):
       // Read on this worker thread, into the buffer the replay then updates in place.
       bytes = try timed("read current bytes") { try read() }
-    case .snapshot:
-      guard let cached = try timed("load snapshot", { try snapshots.load(plan.startState) }) else { return nil }
-      bytes = cached
+    case .standalone:
+      guard let loaded = timed("load standalone keyframe", { snapshots.loadStandalone(plan.startState) }) else {
+        return nil
+      }
+      bytes = loaded
     case .full(let chunks):
       bytes = try timed("complete bytes (full)") {
         try plan.decodingStoredData { try decodeFull(plan.startState, chunks: chunks, tensor: tensor) }
@@ -201,6 +263,12 @@ struct TensorRebuilder: Sendable {
         try referenceBytes(plan.startState, path: path, tensor: tensor)
       }
     }
+    if let segment = plan.segment {
+      let applied = try timed("apply keyframe (\(segment.factors.count) states)") {
+        try applyKeyframe(segment, to: &bytes, tensor: tensor)
+      }
+      guard applied else { return nil }
+    }
     var next = 0
     while next < plan.steps.count {
       // Runs of F32 rank-≤1 states (sequential ROME edits) are applied a row block at a time,
@@ -208,7 +276,6 @@ struct TensorRebuilder: Sendable {
       var end = next
       while end < plan.steps.count, end - next < Self.fusedRunLength, Self.isFusable(plan.steps[end]) {
         end += 1
-        if plan.steps[end - 1].saveSnapshot != nil { break }
       }
       if end - next >= 2 {
         try timed("apply \(end - next) states fused") {
@@ -220,11 +287,6 @@ struct TensorRebuilder: Sendable {
         try timed("apply rank-\(step.state.rank ?? 0) state") {
           try plan.decodingStoredData { try applyLowRank(step, to: &bytes, tensor: tensor) }
         }
-      }
-      // Replays leave the grid's snapshots behind, so the next checkout nearby replays about
-      // `EditRepository.snapshotInterval` steps at most (a bisection walks back and forth over one chain).
-      if let path = plan.steps[end - 1].saveSnapshot {
-        bytes.withUnsafeBytes { snapshots.save($0, to: path) }
       }
       next = end
     }

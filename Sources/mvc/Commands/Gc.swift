@@ -5,12 +5,13 @@ import Foundation
 extension MVC {
   struct Gc: ParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Pack reachable objects and prune the local snapshot cache.",
+      abstract: "Pack reachable objects and prune the local keyframe cache.",
       discussion: """
         Writes every object reachable from a reference into one pack, then deletes the loose \
         objects and older packs it makes redundant (only after the pack and its index are on \
-        disk and fsynced). Unreachable loose objects are kept. Snapshot-cache files of states \
-        that no reachable commit has are removed. Prints the disk usage of .mvc/ (allocated blocks) before and after.
+        disk and fsynced). Unreachable loose objects are kept. Keyframe-cache files of states \
+        that no reachable commit has are removed, then the cache is trimmed to \
+        mvc.snapshotCacheBytes (default 1 GiB), least recently used first. Prints the disk usage of .mvc/ (allocated blocks) before and after.
 
           mvc gc
         """)

@@ -8,7 +8,7 @@ extension MVC {
       abstract: "Update a remote's branch and tags with the local ones.",
       discussion: """
         Sends refs/heads/BRANCH (fast-forward only) and every tag, with the objects they need. \
-        The local snapshot cache never travels.
+        The local keyframe cache never travels.
 
           mvc push
           mvc push origin experiment

@@ -1,0 +1,227 @@
+import Apply
+import DeltaStore
+import Foundation
+
+/// When a commit leaves a keyframe in the local cache, and how keyframes are read back.
+///
+/// A keyframe costs bytes; it is made only when the states it lets a replay skip have cost at
+/// least twice as much (the stored bytes of their objects), so the cache stays within half of the
+/// history's own bytes, whatever the model (docs/FORMAT.md, "Snapshots: bounding the replay").
+extension EditRepository {
+  /// A residual keyframe spans at most this total rank from its anchor: the canonical pass that
+  /// rebuilds it costs about one multiply-add per element and unit of rank.
+  static let maxKeyframeRank = 128
+
+  /// How far back a commit looks for the latest keyframe before giving up (no keyframe then).
+  static let keyframeWalkLimit = 4096
+
+  /// Bytes of the objects of one stored state (factors, residual, meta, chunks).
+  func ownByteCount(_ stored: StoredTensorState) throws -> Int {
+    try stored.blobs.values.reduce(0) { $0 + (try git.objectSize($1)) }
+  }
+
+  /// After a commit made `state` (low-rank, `bytes` at hand, `factors` its own, its objects
+  /// `ownBytes`) on top of `parent`: saves a keyframe of it when the states since the latest
+  /// keyframe (or complete state) have cost enough. Never fails the commit: a keyframe is only a
+  /// cache.
+  func saveKeyframeIfDue(
+    _ tensor: String, bytes: UnsafeRawBufferPointer, state: TensorState, factors: DecodedFactors, ownBytes: Int,
+    parent: ObjectID
+  ) {
+    let cache = snapshots
+    guard cache.capBytes > 0, state.kind == .lowRank, KeyframeCodec.supports(state.dtype) else { return }
+    do {
+      try timed("keyframe check of '\(tensor)'") {
+        try saveKeyframe(tensor, bytes: bytes, state: state, factors: factors, ownBytes: ownBytes, parent: parent)
+      }
+    } catch {}
+  }
+
+  private func saveKeyframe(
+    _ tensor: String, bytes: UnsafeRawBufferPointer, state: TensorState, factors: DecodedFactors, ownBytes: Int,
+    parent: ObjectID
+  ) throws {
+    let cache = snapshots
+    var own = ownBytes
+    var since: [StoredTensorState] = []  // after the latest keyframe, newest first
+    var latest: (stored: StoredTensorState, header: KeyframeHeader?, commit: ObjectID)?
+    try walkChain(of: tensor, at: parent) { stored, at in
+      if stored.state.kind != .lowRank {
+        latest = (stored, nil, at)
+        return false
+      }
+      if let header = cache.header(stored.state) {
+        latest = (stored, header, at)
+        return false
+      }
+      since.append(stored)
+      own += try ownByteCount(stored)
+      return since.count < Self.keyframeWalkLimit
+    }
+    // Due once the states since the latest keyframe cost twice what the next keyframe should:
+    // as much as the latest residual keyframe, else ~3.5 bits per element (3.3–3.9 measured on
+    // F32 chains of rank-1 commits), so that few encodings are made only to be thrown away.
+    guard let latest else { return }
+    var expected = state.elementCount * 7 / 16
+    if latest.header?.kind == .residual { expected = max(expected, cache.byteCount(of: latest.stored.state.hash)) }
+    guard own >= 2 * expected else { return }
+    let header: KeyframeHeader
+    let payload: [UInt8]
+    if own >= state.byteCount * 2 {
+      // Long enough for a standalone copy (~0.85× raw for F32): the next residuals start here.
+      header = KeyframeHeader(
+        kind: .standalone, hash: state.hash, elementCount: state.elementCount,
+        elementWidth: state.dtype.byteCount ?? 0, anchor: "", stateCount: 0, payloadOffset: 0)
+      payload = try KeyframeCodec.encodeStandalone(bytes, dtype: state.dtype)
+    } else {
+      // A residual against the latest complete state or standalone keyframe plus every factor since.
+      var start: MaterializationPlan.Start
+      var anchorState = latest.stored.state
+      var older: [MaterializationPlan.Factors] = []
+      if let kept = latest.header {
+        if kept.kind == .standalone {
+          start = .standalone
+        } else {
+          guard let found = try keyframeSegment(tensor, keyframe: kept, at: latest.commit) else { return }
+          (start, anchorState, older) = (found.0, found.1, found.2.factors)
+        }
+      } else {
+        start = try completeSource(latest.stored, tensor: tensor)
+      }
+      older += try since.reversed().map { try encodedFactors(of: $0, tensor: tensor) }
+      var decoded = try older.map { f -> DecodedFactors in
+        let (u, v) = try TensorRebuilder.decodedFactors(f)
+        return DecodedFactors(u: u, v: v, rows: f.rows, cols: f.cols, rank: f.rank)
+      }
+      decoded.append(factors)
+      guard decoded.reduce(0, { $0 + $1.rank }) <= Self.maxKeyframeRank else { return }
+      let plan = MaterializationPlan(
+        tensor: tensor, revision: parent, start: start, startState: anchorState, segment: nil, steps: [],
+        target: anchorState)
+      guard var predicted = try rebuilder.run(plan) else { return }
+      try TensorRebuilder.applyConcatenated(decoded, to: &predicted, state: state, tensor: tensor)
+      header = KeyframeHeader(
+        kind: .residual, hash: state.hash, elementCount: state.elementCount,
+        elementWidth: state.dtype.byteCount ?? 0, anchor: anchorState.hash, stateCount: decoded.count,
+        payloadOffset: 0)
+      payload = try predicted.withUnsafeBytes {
+        try KeyframeCodec.encodeResidual(actual: bytes, predicted: $0, dtype: state.dtype)
+      }
+    }
+    let file = header.encoded() + payload
+    // Within budget: at most half of what the states it stands for cost.
+    guard 2 * file.count <= own else { return }
+    cache.save(file, hash: state.hash)
+  }
+}
+
+/// Decoded Float32 factors of one low-rank state.
+struct DecodedFactors {
+  var u: [Float]
+  var v: [Float]
+  var rows: Int
+  var cols: Int
+  var rank: Int
+}
+
+extension TensorRebuilder {
+  /// `bytes = round(bytes + Σ_states U·Vᵀ)` in one canonical pass: the states' factors side by
+  /// side (oldest first), so the Float64 sum runs over all of them before the single rounding.
+  static func applyConcatenated(
+    _ factors: [DecodedFactors], to bytes: inout [UInt8], state: TensorState, tensor: String
+  ) throws {
+    guard let rows = factors.first?.rows, let cols = factors.first?.cols,
+      factors.allSatisfy({ $0.rows == rows && $0.cols == cols }), rows * cols == state.elementCount,
+      bytes.count == state.byteCount
+    else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "states of different shapes in one chain")
+    }
+    let rank = factors.reduce(0) { $0 + $1.rank }
+    guard rank > 0 else { return }
+    var u = [Float](repeating: 0, count: rows * rank)
+    var v = [Float](repeating: 0, count: cols * rank)
+    var offset = 0
+    for f in factors where f.rank > 0 {
+      for i in 0..<rows {
+        for r in 0..<f.rank { u[i * rank + offset + r] = f.u[i * f.rank + r] }
+      }
+      for j in 0..<cols {
+        for r in 0..<f.rank { v[j * rank + offset + r] = f.v[j * f.rank + r] }
+      }
+      offset += f.rank
+    }
+    bytes.withUnsafeMutableBytes { raw in
+      u.withUnsafeBufferPointer { u in
+        v.withUnsafeBufferPointer { v in
+          CanonicalRule.apply(to: raw, storage: .init(state.dtype), rows: rows, cols: cols, u: u, v: v, rank: rank)
+        }
+      }
+    }
+  }
+
+  /// Applies a residual keyframe to the start state's bytes: its states' factors in one pass,
+  /// then its residual, checked against its hash. False when the file is missing or does not
+  /// give the state (it is deleted; the caller plans again without keyframes).
+  func applyKeyframe(_ segment: MaterializationPlan.Segment, to bytes: inout [UInt8], tensor: String) throws -> Bool {
+    let state = segment.state
+    guard let file = snapshots.read(state.hash, limit: 2 * state.byteCount + 4096),
+      let header = KeyframeHeader.parse(Array(file.prefix(KeyframeHeader.maxHeaderBytes))),
+      header.kind == .residual, header.matches(state), header.stateCount == segment.factors.count
+    else {
+      snapshots.remove(state.hash)
+      return false
+    }
+    let decoded = try segment.factors.map { f -> DecodedFactors in
+      let (u, v) = try Self.decodedFactors(f)
+      return DecodedFactors(u: u, v: v, rows: f.rows, cols: f.cols, rank: f.rank)
+    }
+    try Self.applyConcatenated(decoded, to: &bytes, state: state, tensor: tensor)
+    do {
+      try file.withUnsafeBytes { payload in
+        try bytes.withUnsafeMutableBytes {
+          try KeyframeCodec.applyResidual(
+            UnsafeRawBufferPointer(rebasing: payload[header.payloadOffset...]), to: $0, dtype: state.dtype)
+        }
+      }
+    } catch {
+      snapshots.remove(state.hash)
+      return false
+    }
+    guard bytes.withUnsafeBytes({ ContentHash.of($0).description }) == state.hash else {
+      snapshots.remove(state.hash)
+      return false
+    }
+    return true
+  }
+}
+
+extension SnapshotCache {
+  /// The bytes of a standalone keyframe of `state`, checked against its hash; nil (and the file
+  /// deleted) when missing, damaged or not standalone.
+  func loadStandalone(_ state: TensorState) -> [UInt8]? {
+    guard let file = read(state.hash, limit: 2 * state.byteCount + 4096),
+      let header = KeyframeHeader.parse(Array(file.prefix(KeyframeHeader.maxHeaderBytes))),
+      header.kind == .standalone, header.matches(state)
+    else {
+      remove(state.hash)
+      return nil
+    }
+    var out = [UInt8](repeating: 0, count: state.byteCount)
+    do {
+      try file.withUnsafeBytes { bytes in
+        try out.withUnsafeMutableBytes {
+          try KeyframeCodec.decodeStandalone(
+            UnsafeRawBufferPointer(rebasing: bytes[header.payloadOffset...]), into: $0, dtype: state.dtype)
+        }
+      }
+    } catch {
+      remove(state.hash)
+      return nil
+    }
+    guard out.withUnsafeBytes({ ContentHash.of($0).description }) == state.hash else {
+      remove(state.hash)
+      return nil
+    }
+    return out
+  }
+}
