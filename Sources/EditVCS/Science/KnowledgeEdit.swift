@@ -148,8 +148,7 @@ extension EditRepository {
     }
     let planned = PlannedChange(
       name: request.tensor,
-      change: .factors(
-        u: update.storageLeft.map { Float($0) }, v: update.storageRight.map { Float($0) }, rank: update.rank))
+      change: .exactFactors(u: update.storageLeft, v: update.storageRight, rank: update.rank))
     var data: [GitRepository.TreeEntry] = [
       .init(
         name: EditDataName.keys, id: try writeBlob(try compressedNpy(request.keys.values, shape: request.keys.shape)),
