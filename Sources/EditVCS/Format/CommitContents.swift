@@ -12,6 +12,8 @@ struct CommitContents {
   let tensorTrees: [String: ObjectID]
   /// The `files/` tree of side files (format 2), nil when the commit tracks none.
   var filesTree: ObjectID? = nil
+  /// The commit's `mvc-format`.
+  var formatVersion: Int = 1
 }
 
 /// One tensor state's subtree: its `meta.json` and the ids of its data blobs.
@@ -71,7 +73,8 @@ extension EditRepository {
     }
     let result = CommitContents(
       commit: commit, layoutTree: model.id, editRecordBlob: entry(TreeEntryName.edit)?.id,
-      tensorTrees: tensorTrees, filesTree: entry(TreeEntryName.files).flatMap { $0.isTree ? $0.id : nil })
+      tensorTrees: tensorTrees, filesTree: entry(TreeEntryName.files).flatMap { $0.isTree ? $0.id : nil },
+      formatVersion: version)
     if let files = entry(TreeEntryName.files), !files.isTree {
       throw RepositoryError.untrustedData(what: "commit \(commit.shortHex)", reason: "files is not a tree")
     }

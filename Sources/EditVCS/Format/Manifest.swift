@@ -9,6 +9,9 @@ package let repositoryFormatVersion = 2
 package let baseFormatVersion = 1
 /// The format of commits that track side files in `files/`.
 let sideFilesFormatVersion = 2
+/// The format of commits that hold (or build on) a full state in chunk encoding 2
+/// (`PlaneCodec`), which a version-1 reader would take for a zstd frame and fail on.
+let planeChunksFormatVersion = 2
 
 /// How one tensor's state at a commit is stored: the `meta.json` blob of its tree entry.
 ///
@@ -49,6 +52,8 @@ package struct TensorState: Codable, Equatable, Sendable {
   // full
   package var chunkCount: Int?
   package var chunkByteCount: Int?
+  /// `ChunkEncoding`'s raw value; absent: 1 (byte-shuffled zstd). Encoding 2 needs format 2.
+  package var chunkEncoding: Int?
 
   // reference
   package var referencePath: String?
@@ -60,6 +65,7 @@ package struct TensorState: Codable, Equatable, Sendable {
     case residualNonzeroCount = "residual_nonzero_count"
     case chunkCount = "chunk_count"
     case chunkByteCount = "chunk_byte_count"
+    case chunkEncoding = "chunk_encoding"
     case referencePath = "reference_path"
     case referenceShardFile = "reference_shard_file"
   }
