@@ -8,6 +8,8 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     base-store  real MiniLM fp32/bf16: .mvc after init beside ZipNN (bench-sections/base-store.sh)
+#     emmet-batch EMMET_N (10,000) EMMET edits of 1600×6400: bytes and float64 error (bench-sections/emmet-batch.sh)
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
@@ -21,7 +23,7 @@ while (($#)); do
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -452,3 +454,7 @@ if has gpt2xl; then
   echo "G5 peak RSS commit $(mib $xc_kib) MiB, checkout $(mib $xo_kib) MiB ≤ 2 × 39 MiB + 64 MiB = $((xl_limit / 1024)) MiB: commit $(pass "$xc_kib <= $xl_limit"), checkout $(pass "$xo_kib <= $xl_limit")"
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
+
+for section in base-store emmet-batch; do
+  if has $section; then source "$repo/scripts/bench-sections/$section.sh"; fi
+done

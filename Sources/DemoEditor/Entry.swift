@@ -23,6 +23,6 @@ struct DemoEditor: ParsableCommand {
     commandName: "mvc-demo-editor",
     abstract: "Generate toy transformer models and edit them like an external editor would.",
     subcommands: [
-      Generate.self, Rome.self, LowRank.self, Eval.self, BenchSolvers.self, BenchCodecs.self,
+      Generate.self, Rome.self, LowRank.self, Eval.self, BenchSolvers.self, BenchCodecs.self, BenchBaseCodec.self,
     ])
 }
