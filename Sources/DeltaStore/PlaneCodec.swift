@@ -55,13 +55,15 @@ package enum PlaneCodec {
       histogram.withUnsafeMutableBufferPointer { h in for byte in plane { h[Int(byte)] &+= 1 } }
       let lengths = HuffmanCoder.codeLengths(histogram)
       let huffmanSize = n > 0 ? HuffmanCoder.encodedByteCount(histogram: histogram, lengths: lengths) : Int.max
-      let frame = try compressor.compress(plane)
+      // A plane Huffman halves (an exponent plane) is not worth a zstd pass: its matches cost
+      // more than they save on such bytes.
+      let frame = huffmanSize <= n / 2 ? [] : try compressor.compress(plane)
       let method: Method
       let start = payload.count
-      if huffmanSize < min(frame.count, n) {
+      if huffmanSize < min(frame.isEmpty ? Int.max : frame.count, n) {
         method = .huffman
         HuffmanCoder.encode(plane, histogram: histogram, lengths: lengths, into: &payload)
-      } else if frame.count < n {
+      } else if !frame.isEmpty, frame.count < n {
         method = .zstd
         payload.append(contentsOf: frame)
       } else {

@@ -27,7 +27,9 @@ struct BenchBaseCodec: ParsableCommand {
         for _ in 0..<repeats {
           let start = Date()
           encoded = try tensors.map { dtype, bytes in
-            try bytes.withUnsafeBytes { try FullTensorCodec.encode($0, dtype: dtype, encoding: encoding, compressor: compressor) }
+            try bytes.withUnsafeBytes {
+              try FullTensorCodec.encode($0, dtype: dtype, encoding: encoding, compressor: compressor)
+            }
           }
           encodeSeconds = min(encodeSeconds, Date().timeIntervalSince(start))
           var outs = tensors.map { [UInt8](repeating: 0, count: $0.1.count) }
@@ -45,7 +47,8 @@ struct BenchBaseCodec: ParsableCommand {
         let stored = encoded.flatMap { $0 }.map(\.count).reduce(0, +)
         print(
           String(
-            format: "%@ %d %d %d %.4f %.0f %.0f", (path as NSString).lastPathComponent, encoding.rawValue, total, stored,
+            format: "%@ %d %d %d %.4f %.0f %.0f", (path as NSString).lastPathComponent, encoding.rawValue, total,
+            stored,
             Double(stored) / Double(total), Double(total) / encodeSeconds / 1e6, Double(total) / decodeSeconds / 1e6))
       }
     }

@@ -24,7 +24,7 @@ base_store_section() {
     read -r init_s u s <"$work/.init"
     init_cpu=$(echo "$u + $s" | bc -l)
     bytes=$(du -sb "$out/$kind/.mvc" | cut -f1)
-    (cd "$out/$kind" && measure mvc checkout -q HEAD -o "$out/$kind-out.safetensors")
+    cd "$out/$kind" && measure mvc checkout -q HEAD -o "$out/$kind-out.safetensors" && cd "$repo"
     local same=differs
     cmp -s "$out/$kind/model.safetensors" "$out/$kind-out.safetensors" && same=yes
     zline="zipnn - - - unavailable"
