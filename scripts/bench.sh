@@ -8,6 +8,7 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
 #     base-store  real MiniLM fp32/bf16: .mvc after init beside ZipNN (bench-sections/base-store.sh)
 #     emmet-batch EMMET_N (10,000) EMMET edits of 1600×6400: bytes and float64 error (bench-sections/emmet-batch.sh)
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
@@ -23,7 +24,7 @@ while (($#)); do
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -455,6 +456,7 @@ if has gpt2xl; then
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
 
+if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
 for section in base-store emmet-batch; do
   if has $section; then source "$repo/scripts/bench-sections/$section.sh"; fi
 done

@@ -359,6 +359,17 @@ class Repo:
         raise MVCError(f"bisection is waiting for {'a bad' if step['need_bad'] else 'a good'} commit",
                        hint="give bad= and good= revisions")
 
+    def bisect_probes(self, jobs: int, pending: Sequence[str] = ()) -> dict[str, Any]:
+        """The commits to test at once in the running bisection (``mvc bisect next --jobs K
+        --json``, schema ``mvc.bisect-probes/1``): up to ``jobs`` commits that, with the
+        ``pending`` ones (already under test elsewhere), split the candidates into near-equal
+        parts, chosen by the same code as ``mvc bisect run --jobs``; with ``jobs=1`` and nothing
+        pending, git's choice, the one ``bisect`` tests. Nothing moves. For a driver that farms
+        evaluations out itself; record each answer with ``mvc bisect good|bad|skip REV``.
+        """
+        return self._mvc.json(["bisect", "next", "--jobs", str(jobs),
+                               *(arg for rev in pending for arg in ("--pending", rev))], self.root)
+
     def bisect_reset(self) -> None:
         """Ends the bisection (``mvc bisect reset``); HEAD and the working model never moved."""
         self._mvc.run(["bisect", "reset", "-q"], self.root)

@@ -134,6 +134,26 @@ def test_bisect_refusals_change_nothing(setup: tuple[mvc.Repo, nn.Module]) -> No
     repo.bisect_reset()
 
 
+def test_bisect_probes_match_the_cli(setup: tuple[mvc.Repo, nn.Module]) -> None:
+    repo, model = setup
+    u, v = torch.ones(256), 1e-2 * torch.ones(64)
+    for i in range(2, 9):
+        repo.commit_factors({EDITED: (u, v)}, model=model, message=f"edit {i}")
+    ids = [c.id for c in repo.log()]  # newest first: main, main~1, ..., base
+    run_mvc(repo.root, "bisect", "start", "--no-checkout", ids[0], ids[-1])
+    # 9 candidates (edits 0..8): 2 probes cut them into thirds, at edits 2 and 5.
+    step = repo.bisect_probes(2)
+    assert step["schema"] == "mvc.bisect-probes/1" and step["status"] == "testing"
+    assert step["candidate_count"] == 9 and step["largest_part"] == 3
+    assert step["probes"] == [ids[-4], ids[-7]]
+    # One pending at the middle: the next goes into a half.
+    around = repo.bisect_probes(1, pending=[ids[-5]])
+    assert around["pending"] == [ids[-5]] and len(around["probes"]) == 1 and around["probes"][0] != ids[-5]
+    # jobs=1 is git's choice, the one 'mvc bisect next' gives.
+    assert repo.bisect_probes(1)["probes"] == [json.loads(run_mvc(repo.root, "bisect", "next", "--json"))["commit"]]
+    repo.bisect_reset()
+
+
 def test_cli_factor_file_refusals(setup: tuple[mvc.Repo, nn.Module], tmp_path: Path) -> None:
     from safetensors.torch import save_file
     repo, _ = setup

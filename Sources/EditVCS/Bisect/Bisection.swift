@@ -140,12 +140,8 @@ extension EditRepository {
     guard let bad = state.bad, !state.good.isEmpty else {
       return .waiting(needGood: state.good.isEmpty, needBad: state.bad == nil)
     }
-    let commits = try RepositoryError.wrap("walking history") { try git.walk(from: [bad]) }
-    var parents: [ObjectID: [ObjectID]] = [:]
-    for id in commits { parents[id] = try commitInfo(id).parents }
-    let graph = BisectGraph(commits: commits, parents: parents)
     let step = BisectAlgorithm.next(
-      graph: graph, bad: bad, good: Set(state.good), skipped: Set(state.skipped),
+      graph: try bisectGraph(bad: bad), bad: bad, good: Set(state.good), skipped: Set(state.skipped),
       breakingTiesBy: { $0.hex < $1.hex })
     switch step {
     case .test(let commit, let remaining, let steps):
@@ -172,11 +168,15 @@ extension EditRepository {
   /// The commits still in question, newest first (`mvc bisect visualize`).
   public func bisectCandidates() throws -> [ObjectID] {
     guard let state = try bisectState(), let bad = state.bad else { return [] }
+    return BisectAlgorithm.candidates(graph: try bisectGraph(bad: bad), bad: bad, good: Set(state.good))
+  }
+
+  /// Every commit reachable from `bad`, with its parents.
+  func bisectGraph(bad: ObjectID) throws -> BisectGraph<ObjectID> {
     let commits = try RepositoryError.wrap("walking history") { try git.walk(from: [bad]) }
     var parents: [ObjectID: [ObjectID]] = [:]
     for id in commits { parents[id] = try commitInfo(id).parents }
-    return BisectAlgorithm.candidates(
-      graph: BisectGraph(commits: commits, parents: parents), bad: bad, good: Set(state.good))
+    return BisectGraph(commits: commits, parents: parents)
   }
 
   /// `mvc bisect reset [REV]`: back to where the bisection started (or to REV), working model
@@ -199,6 +199,7 @@ extension EditRepository {
     {
       try RepositoryError.wrap("deleting '\(name)'") { try git.deleteReference(name) }
     }
+    try removeBisectProbes()
     for file in ["BISECT_LOG", "BISECT_TERMS", "BISECT_EXPECTED_REV", "BISECT_HEAD"] {
       try? FileManager.default.removeItem(atPath: bisectFile(file))
     }

@@ -87,14 +87,28 @@ extension MVC {
 
     struct Visualize: ParsableCommand {
       static let configuration = CommandConfiguration(
-        commandName: "visualize", abstract: "List the commits still in question.", aliases: ["view"])
+        commandName: "visualize", abstract: "List the commits still in question.",
+        discussion: """
+          Newest first, one line each. While a parallel 'bisect run --jobs' runs, a commit under \
+          test is marked '>' (its probe folder under .mvc/bisect-probes/ holds a worktree and no \
+          status yet); a skipped commit is marked 's'.
+          """,
+        aliases: ["view"])
       @OptionGroup var global: GlobalOptions
 
       func run() throws {
         let repository = try Session.open(global)
-        guard repository.isBisecting else { throw RepositoryError.noBisectInProgress }
+        guard let state = try repository.bisectState() else { throw RepositoryError.noBisectInProgress }
+        let probes = try repository.bisectProbesInFlight()
+        let skipped = Set(state.skipped)
+        let marked = !probes.isEmpty || !skipped.isEmpty
         for id in try repository.bisectCandidates() {
-          output(CommitText.render(try repository.summary(of: id), oneline: true, stat: false, flags: []))
+          let line = CommitText.render(try repository.summary(of: id), oneline: true, stat: false, flags: [])
+          guard marked else {
+            output(line)
+            continue
+          }
+          output((probes.contains(id) ? "> " : skipped.contains(id) ? "s " : "  ") + line)
         }
       }
     }
@@ -132,8 +146,27 @@ extension MVC {
       @Option(help: "Built-in predicate: bad when a probe preservation error ('mvc score') is above this.")
       var maxPreservationError: Double?
 
+      @Option(
+        help: """
+          Test up to this many commits at once, each on its own copy of the model under .mvc/bisect-probes/ \
+          ({model} and $MVC_BISECT_MODEL name it); with a built-in predicate, evaluate from the stored \
+          factors without checking anything out.
+          """)
+      var jobs: Int?
+      @Option(
+        help: """
+          With --jobs: start each probe through this command, given the probe's wrapper script as its last \
+          word (e.g. 'srun -N1 --gres=gpu:1', 'sbatch --wait -p gpu').
+          """)
+      var launcher: String?
+      @Option(
+        name: .customLong("cancel"),
+        help: "With --launcher: how to cancel a probe's job ({job} is its id); 'scancel {job}' for srun and sbatch.")
+      var cancelCommand: String?
+
       var builtInCount: Int { [maxNormRatio, minScore, maxPreservationError].compactMap { $0 }.count }
-      @Argument(parsing: .captureForPassthrough, help: "The evaluation program and its arguments.")
+      @Argument(
+        parsing: .captureForPassthrough, help: "The evaluation program and its arguments ({model}: the model to test).")
       var command: [String] = []
 
       func validate() throws {
@@ -141,9 +174,26 @@ extension MVC {
           throw ValidationError(
             "give one of: an evaluation program, --max-norm-ratio, --min-score, --max-preservation-error")
         }
+        if let jobs, jobs < 1 || jobs > 1024 { throw ValidationError("--jobs takes 1 to 1024 probes at once") }
+        if (launcher != nil || cancelCommand != nil) && (jobs == nil || command.isEmpty) {
+          throw ValidationError("--launcher and --cancel go with --jobs K and an evaluation program")
+        }
       }
 
       func run() throws {
+        if let jobs {
+          if command.isEmpty { return try runBuiltInAtOnce() }
+          if launcher == nil {
+            guard BisectReport.findExecutable(command[0], cwd: global.workingDirectory) != nil else {
+              throw RepositoryError.programNotRunnable(path: command[0], reason: "no such program")
+            }
+          }
+          var arguments = command
+          if arguments.first == "--" { arguments.removeFirst() }
+          return try ParallelBisectRun(
+            global: global, jobs: jobs, launcher: launcher, cancelCommand: cancelCommand, command: arguments
+          ).run()
+        }
         var executable: URL?
         if let program = command.first {
           executable = BisectReport.findExecutable(program, cwd: global.workingDirectory)
@@ -179,8 +229,10 @@ extension MVC {
               }
             } else if let executable {
               output("running '\(command.joined(separator: " "))' on \(current.shortHex)")
+              let model = repository.modelPath
               term = try BisectReport.runProgram(
-                executable, arguments: Array(command.dropFirst()), cwd: global.workingDirectory)
+                executable, arguments: command.dropFirst().map { $0.replacingOccurrences(of: "{model}", with: model) },
+                cwd: global.workingDirectory)
             } else {
               return
             }
@@ -194,6 +246,46 @@ extension MVC {
           case .firstBad: return
           case .onlySkippedLeft: throw ExitCode(1)
           }
+        }
+      }
+
+      /// A built-in predicate with --jobs: every commit's value from the stored factors (the norm
+      /// ratio of all commits in one pass over the history), marks recorded as `bisect good|bad`
+      /// records them; neither HEAD nor the working model moves.
+      func runBuiltInAtOnce() throws {
+        let repository = try Session.open(global)
+        guard let state = try repository.bisectState() else { throw RepositoryError.noBisectInProgress }
+        guard let bad = state.bad, !state.good.isEmpty else { throw RepositoryError.bisectRunNeedsMarks }
+        let norms = try maxNormRatio.map { _ in try repository.maxRelativeNorms(upTo: bad) }
+        var evaluations = 0
+        while true {
+          let choice = try repository.bisectProbes(count: 1)
+          if let conclusion = choice.conclusion {
+            output("\(evaluations) commits evaluated from the stored factors")
+            try BisectReport.print(try repository.bisectConclusion(), repository: repository)
+            if case .onlySkippedLeft = conclusion { throw ExitCode(1) }
+            return
+          }
+          guard let commit = choice.probes.first else { throw RepositoryError.bisectRunNeedsMarks }
+          evaluations += 1
+          let term: BisectTerm
+          if let maxNormRatio, let ratio = norms?[commit] {
+            term = ratio > maxNormRatio ? .bad : .good
+            output(String(format: "%@: max ‖ΔW‖/‖W‖ so far %.4g -> %@", commit.shortHex, ratio, term.rawValue))
+          } else {
+            let report = try repository.score(at: commit)
+            if let minScore {
+              let minimum = report.minimumRetention ?? 1
+              term = minimum < minScore ? .bad : .good
+              output("\(commit.shortHex): min retention \(String(format: "%.4f", minimum)) -> \(term.rawValue)")
+            } else {
+              let worst = report.preservation.map(\.error).max() ?? 0
+              term = worst > (maxPreservationError ?? .infinity) ? .bad : .good
+              output(
+                "\(commit.shortHex): max preservation error \(String(format: "%.4g", worst)) -> \(term.rawValue)")
+            }
+          }
+          try repository.bisectRecord(term, commit)
         }
       }
     }
