@@ -149,17 +149,15 @@ package enum HuffmanCoder {
     let count = destination.count
     guard count > 0, let out = destination.baseAddress else { return }
     let mask = UInt64((1 << maxCodeLength) - 1)
-    var bit = 0
-    var invalid = false
-    table.withUnsafeBufferPointer { table in
+    // State kept in locals of the closure (captured variables would live in memory).
+    let (invalid, bit) = table.withUnsafeBufferPointer { table in
+      var bit = 0
+      var invalid = false
       var i = 0
       // One 8-byte load gives ≥ 56 bits after the in-byte shift: 4 codes of ≤ 12 bits.
       while i < count {
         let byte = bit &>> 3
-        if byte > limit {
-          invalid = true
-          break
-        }
+        if byte > limit { return (true, bit) }
         var bits =
           UInt64(littleEndian: stream.loadUnaligned(fromByteOffset: byte, as: UInt64.self)) &>> UInt64(bit & 7)
         let group = min(4, count &- i)
@@ -172,8 +170,9 @@ package enum HuffmanCoder {
           bit &+= Int(length)
           i &+= 1
         }
-        if invalid { break }
+        if invalid { return (true, bit) }
       }
+      return (false, bit)
     }
     guard !invalid, (bit + 7) / 8 <= limit else {
       throw corrupt("Huffman stream ends before its \(count) symbols")

@@ -10,12 +10,12 @@ public enum ChunkEncoding: Int, Sendable, Codable, CaseIterable {
 /// Chunk encoding 2: each float element rotated left by one bit, so that the sign moves to the
 /// lowest bit and the exponent's top 8 bits fill the highest byte (bf16's and fp32's whole
 /// exponent, ZipNN's byte grouping); then byte planes as `ByteShuffle`. Each plane is stored
-/// raw, as one zstd frame (level of the caller's compressor) or Huffman-coded (`HuffmanCoder`),
-/// whichever is smallest: the exponent plane codes close to its entropy, the low mantissa
-/// planes go raw when nothing compresses them.
+/// raw, as one zstd frame (level of the caller's compressor), Huffman-coded (`HuffmanCoder`) or
+/// rANS-coded (`RansCoder`), whichever is smallest: the exponent plane codes close to its
+/// entropy, the low mantissa planes go raw when nothing compresses them.
 ///
 /// Blob: version (2), element width, rotated (0/1), plane count (= width); then per plane its
-/// method (0 raw, 1 zstd, 2 Huffman) and payload byte count (UInt32, little-endian); then the
+/// method (0 raw, 1 zstd, 2 Huffman, 3 rANS) and payload byte count (UInt32, little-endian); then the
 /// payloads in plane order; then the bytes after the last whole element, raw. A plane holds one
 /// byte per whole element: its size comes from the chunk's size, which the caller knows.
 package enum PlaneCodec {
@@ -25,6 +25,7 @@ package enum PlaneCodec {
     case raw = 0
     case zstd = 1
     case huffman = 2
+    case rans = 3
   }
 
   /// Whether the elements of `dtype` are rotated: IEEE-style floats of 2, 4 or 8 bytes.
@@ -58,17 +59,23 @@ package enum PlaneCodec {
       // A plane Huffman halves (an exponent plane) is not worth a zstd pass: its matches cost
       // more than they save on such bytes.
       let frame = huffmanSize <= n / 2 ? [] : try compressor.compress(plane)
-      let method: Method
+      var method = Method.raw
+      var best = n
+      if !frame.isEmpty, frame.count < best { (method, best) = (.zstd, frame.count) }
+      if huffmanSize < best { (method, best) = (.huffman, huffmanSize) }
+      var rans: [UInt8] = []
+      // rANS (a division per symbol to encode) only where it saves more than 1%: the exponent
+      // plane, not the nearly uniform mantissa bytes.
+      if RansCoder.entropyByteCount(histogram) + 256 < best - best / 100 {
+        RansCoder.encode(plane, into: &rans)
+        if rans.count < best { (method, best) = (.rans, rans.count) }
+      }
       let start = payload.count
-      if huffmanSize < min(frame.isEmpty ? Int.max : frame.count, n) {
-        method = .huffman
-        HuffmanCoder.encode(plane, histogram: histogram, lengths: lengths, into: &payload)
-      } else if !frame.isEmpty, frame.count < n {
-        method = .zstd
-        payload.append(contentsOf: frame)
-      } else {
-        method = .raw
-        payload.append(contentsOf: plane)
+      switch method {
+      case .raw: payload.append(contentsOf: plane)
+      case .zstd: payload.append(contentsOf: frame)
+      case .huffman: HuffmanCoder.encode(plane, histogram: histogram, lengths: lengths, into: &payload)
+      case .rans: payload.append(contentsOf: rans)
       }
       let size = UInt32(payload.count - start)
       header.append(method.rawValue)
@@ -126,6 +133,8 @@ package enum PlaneCodec {
         }
       case .huffman:
         try HuffmanCoder.decode(source, into: plane, what: what + " plane \(k)")
+      case .rans:
+        try RansCoder.decode(source, into: plane, what: what + " plane \(k)")
       }
     }
     untransform(
@@ -155,19 +164,29 @@ package enum PlaneCodec {
     }
   }
 
-  /// Inverts `transform`.
+  /// Inverts `transform`: `ByteShuffle`'s vectorized unshuffle, then each word rotated back.
   static func untransform(
     _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, width: Int, rotated: Bool
   ) {
-    guard rotated, let src = source.baseAddress, let dst = destination.baseAddress else {
-      ByteShuffle.unshuffle(source, into: destination, elementByteCount: width)
-      return
-    }
+    ByteShuffle.unshuffle(source, into: destination, elementByteCount: width)
+    guard rotated, let dst = destination.baseAddress else { return }
     let n = source.count / width
     switch width {
-    case 2: joinAndRotate(src, dst, n, as: UInt16.self)
-    case 4: joinAndRotate(src, dst, n, as: UInt32.self)
-    default: joinAndRotate(src, dst, n, as: UInt64.self)
+    case 2: rotateRight(dst, n, as: UInt16.self)
+    case 4: rotateRight(dst, n, as: UInt32.self)
+    default: rotateRight(dst, n, as: UInt64.self)
+    }
+  }
+
+  @inline(__always)
+  private static func rotateRight<Word: FixedWidthInteger & UnsignedInteger>(
+    _ dst: UnsafeMutableRawPointer, _ n: Int, as _: Word.Type
+  ) {
+    let width = MemoryLayout<Word>.size
+    let top = Word(Word.bitWidth - 1)
+    for i in 0..<n {
+      let word = Word(littleEndian: dst.loadUnaligned(fromByteOffset: i &* width, as: Word.self))
+      dst.storeBytes(of: (word &>> 1 | word &<< top).littleEndian, toByteOffset: i &* width, as: Word.self)
     }
   }
 
@@ -187,22 +206,6 @@ package enum PlaneCodec {
         dst.storeBytes(
           of: UInt8(truncatingIfNeeded: rotated &>> Word(8 &* k)), toByteOffset: k &* n &+ i, as: UInt8.self)
       }
-    }
-  }
-
-  @inline(__always)
-  private static func joinAndRotate<Word: FixedWidthInteger & UnsignedInteger>(
-    _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ n: Int, as _: Word.Type
-  ) {
-    let width = MemoryLayout<Word>.size
-    let top = Word(Word.bitWidth - 1)
-    for i in 0..<n {
-      var word: Word = 0
-      for k in 0..<width {
-        word |= Word(src.load(fromByteOffset: k &* n &+ i, as: UInt8.self)) &<< Word(8 &* k)
-      }
-      let original = word &>> 1 | word &<< top
-      dst.storeBytes(of: original.littleEndian, toByteOffset: i &* width, as: Word.self)
     }
   }
 }

@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// Chunk encoding 2 (exponent-aligned byte planes, raw / zstd / Huffman per plane).
+/// Chunk encoding 2 (exponent-aligned byte planes, raw / zstd / Huffman / rANS per plane).
 @Suite struct PlaneCodecTests {
   /// Gaussian weights with every special value mixed in: ±0, ±inf, NaNs with payloads,
   /// denormals, the largest finite values, in the bit patterns of `dtype`.
@@ -76,6 +76,11 @@ import Testing
         let newSize = chunks.map(\.count).reduce(0, +)
         let oldSize = old.map(\.count).reduce(0, +)
         #expect(newSize < oldSize, "\(dtype): \(newSize) bytes against \(oldSize) shuffled+zstd")
+        // bf16's and fp32's exponent plane (the last) is entropy-coded: Huffman (2) or rANS (3).
+        let width = chunks[0][1]
+        if dtype != .f16 {
+          #expect([2, 3].contains(chunks[0][4 + 5 * Int(width - 1)]), "method of the exponent plane")
+        }
       }
     }
   }
