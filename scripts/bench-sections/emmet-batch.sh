@@ -19,8 +19,17 @@ emmet_batch_section() {
   (cd "$d" && mvc show --json HEAD) >"$d/show.json"
   "$venv/bin/python" - "$d/show.json" "$n" <<'PY'
 import json, sys
+def changes(o):
+    if isinstance(o, dict):
+        if isinstance(o.get("changes"), list):
+            return o["changes"]
+        o = list(o.values())
+    for v in o if isinstance(o, list) else []:
+        found = changes(v)
+        if found:
+            return found
 show = json.load(open(sys.argv[1])); n = int(sys.argv[2])
-change = show["changes"][0]
+change = changes(show)[0]
 dense, factors = 1600 * 6400 * 4, n * (1600 + 6400) * 4
 print(f"stored {change['storage']} rank {change.get('rank')}: {change['stored_byte_count']} bytes "
       f"= {change['stored_byte_count'] / dense:.3f} x dense ({dense}); factors at rank n would be {factors} ({factors / dense:.1f} x dense)")
