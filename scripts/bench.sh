@@ -9,6 +9,7 @@
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
 #     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
+#     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp (bench-sections/)
 #     base-store  real MiniLM fp32/bf16: .mvc after init beside ZipNN (bench-sections/base-store.sh)
 #     emmet-batch EMMET_N (10,000) EMMET edits of 1600×6400: bytes and float64 error (bench-sections/emmet-batch.sh)
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
@@ -457,6 +458,7 @@ if has gpt2xl; then
 fi
 
 if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
+if has llama; then source "$repo/scripts/bench-sections/llama.sh"; fi
 for section in base-store emmet-batch; do
   if has $section; then source "$repo/scripts/bench-sections/$section.sh"; fi
 done

@@ -23,6 +23,7 @@ struct DemoEditor: ParsableCommand {
     commandName: "mvc-demo-editor",
     abstract: "Generate toy transformer models and edit them like an external editor would.",
     subcommands: [
-      Generate.self, Rome.self, LowRank.self, Eval.self, BenchSolvers.self, BenchCodecs.self, BenchBaseCodec.self,
+      Generate.self, GenerateLlama.self, Rome.self, LowRank.self, Eval.self, BenchSolvers.self, BenchCodecs.self,
+      BenchBaseCodec.self,
     ])
 }

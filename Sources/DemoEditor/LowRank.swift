@@ -13,6 +13,8 @@ struct LowRank: ParsableCommand {
   @Option(help: "The rank R.") var rank = 1
   @Option(help: "‖U·Vᵀ‖_F / ‖W‖_F.") var scale = 0.01
   @Option(help: "Seed of U and V.") var seed: UInt64 = 0
+  @Flag(help: "Write the tensor's bytes into the file where they are (an editor that patches in place).")
+  var inPlace = false
 
   func run() throws {
     let file = try SafetensorsFile(path: model, followSymlink: true)
@@ -42,7 +44,13 @@ struct LowRank: ParsableCommand {
     let factor = scale * wNorm / product
     u = u.map { $0 * factor }
     ModelIO.addLowRank(to: &w, rows: rows, cols: cols, left: u, right: v, rank: rank)
-    try ModelIO.rewrite(path: model, replacing: [tensor: ModelIO.encode(w, dtype: info.dtype)])
+    let bytes = ModelIO.encode(w, dtype: info.dtype)
+    if inPlace {
+      let writer = try InPlaceFileWriter(path: model)
+      try bytes.withUnsafeBytes { try writer.write($0, at: file.fileOffset(of: info)) }
+    } else {
+      try ModelIO.rewrite(path: model, replacing: [tensor: bytes])
+    }
     print("\(tensor) rank \(rank) ‖ΔW‖/‖W‖ \(fmt(scale))")
   }
 }

@@ -37,10 +37,13 @@ extension EditRepository {
   ///   - rehash: hash the working model even when the stat cache vouches for it.
   ///   - origHead: written to `ORIG_HEAD` as the move finishes (git's record of where HEAD was
   ///     before a reset, merge, pull or rebase).
+  ///   - prepared: target bytes the caller computed already (a commit that applied factors), by
+  ///     tensor: written as they are, once checked against the target's hash, not rebuilt.
   @discardableResult
   func moveWorkingModel(
     to target: ObjectID, attach: HeadState, force: Bool, expectedHead: ObjectID?, reflog: String,
-    current: HeadState? = nil, rehash: Bool = false, origHead: ObjectID? = nil
+    current: HeadState? = nil, rehash: Bool = false, origHead: ObjectID? = nil,
+    prepared: [String: CurrentBytes] = [:]
   ) throws -> CheckoutSummary {
     let headState = try current ?? head()
     let targetContents = try contents(of: target)
@@ -86,7 +89,7 @@ extension EditRepository {
         try timed("rewrite \(toRewrite.count) tensors in place") {
           written = try rewriteInPlace(
             working, writers: writers, tensors: toRewrite, at: target, currentHashes: currentHashes,
-            stats: hashedStats)
+            stats: hashedStats, prepared: prepared)
         }
       } else {
         try timed("write whole model") {

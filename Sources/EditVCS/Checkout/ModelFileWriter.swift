@@ -34,13 +34,16 @@ extension EditRepository {
   ///   - stats: the model files' stat records (shards, then the index) taken before hashing.
   ///   - checkingUnchanged: before each write, `fstat` must still say what it said after mvc's
   ///     previous write (at first: `stats`), or another program is writing the file too.
+  ///   - prepared: bytes of target states the caller holds already (their hash is the target's):
+  ///     the rebuild starts, and ends, there (the bytes are still verified).
   /// - Returns: `stats` with each shard written replaced by what `fstat` said of it after the
   ///   writes were synced: the records for the stat cache.
   /// - Throws: `RepositoryError.fileReplaced` when another program wrote to a shard meanwhile.
   @discardableResult
   func rewriteInPlace(
     _ working: WorkingModel, writers: [Int: InPlaceFileWriter], tensors: [String], at commit: ObjectID,
-    currentHashes: [String: String] = [:], stats: [FileStat], checkingUnchanged: Bool = true
+    currentHashes: [String: String] = [:], stats: [FileStat], checkingUnchanged: Bool = true,
+    prepared: [String: CurrentBytes] = [:]
   ) throws -> [FileStat] {
     // Size and times after mvc's own last write; an editor's write (or truncation) changes them.
     // Writes within one tick of the file-time clock are not seen: this narrows the race, as
@@ -63,7 +66,7 @@ extension EditRepository {
       try materializeInOrder(
         present, at: commit,
         current: { name in
-          try working.currentBytes(of: name, hash: currentHashes[name])
+          try prepared[name] ?? working.currentBytes(of: name, hash: currentHashes[name])
         }
       ) { name, fresh in
         guard let (shard, info) = working.location(of: name), let writer = writers[shard] else {

@@ -22,23 +22,13 @@ extension EditRepository {
     name: String, dtype: DType, shape: [Int], shard: Int, bytes: UnsafeRawBufferPointer, hash: String
   ) throws -> (tree: ObjectID, storedByteCount: Int) {
     // Level 1: on float weights zstd's higher levels gain <1% and cost 5-10× the time; the
-    // exponent plane, where levels matter, is Huffman-coded instead.
+    // exponent plane, where levels matter, is entropy-coded instead.
     let compressor = try makeCompressor(level: 1)
     let chunks = try FullTensorCodec.encode(
       bytes, dtype: dtype, chunkByteCount: TensorBlobs.chunkByteCount, encoding: .planes, compressor: compressor)
-    var entries: [GitRepository.TreeEntry] = []
-    var stored = 0
-    for (i, chunk) in chunks.enumerated() {
-      entries.append(.init(name: TreeEntryName.chunk(i), id: try writeBlob(chunk), isTree: false))
-      stored += chunk.count
-    }
-    let state = TensorState(
-      name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, kind: .full,
-      chunkCount: chunks.count, chunkByteCount: TensorBlobs.chunkByteCount,
-      chunkEncoding: ChunkEncoding.planes.rawValue)
-    let meta = try JSONCoding.encode(state)
-    entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(meta), isTree: false))
-    return (try writeTree(entries), stored + meta.count)
+    return try writeFullStateTree(
+      name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, chunks: try chunks.map { try writeBlob($0) },
+      storedByteCount: chunks.reduce(0) { $0 + $1.count })
   }
 
   /// A state that points at a tensor of a read-only base file (`init --reference-base`).
@@ -146,41 +136,41 @@ extension EditRepository {
 
   /// The root commit: every tensor stored complete (or by reference to the base file).
   func commitBase(working: WorkingModel, message: String, reference: WorkingModel?) throws -> ObjectID {
-    let referenceBase = reference != nil
     // Taken before the bytes are hashed: the cache is saved only if the files are unchanged since.
     let stats = working.fileStats()
     var trees: [String: ObjectID] = [:]
     var changes: [EditRecord.TensorChange] = []
     let names = working.tensorNames
     var hashes: [String: String] = [:]
-    for (i, name) in names.enumerated() {
-      guard let (shard, info) = working.location(of: name) else { continue }
-      let written: (tree: ObjectID, storedByteCount: Int)
-      let hash: String
-      if let reference {
-        // Only hashes are needed: both files are streamed, neither is held in memory.
-        guard let workingHash = try working.hash(of: name) else { continue }
-        hash = workingHash
-        // The base must be a separate, unchanging copy: the working model will be rewritten.
-        guard let (refShard, refInfo) = reference.location(of: name),
-          refInfo.dtype == info.dtype, refInfo.shape == info.shape, try reference.hash(of: name) == hash
-        else {
-          throw RepositoryError.referenceBaseChanged(path: reference.path, tensor: name)
-        }
-        written = try writeReferenceState(
-          name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: hash,
-          path: reference.shardPath(refShard), shardFile: reference.shardFiles[refShard])
-      } else {
-        guard let bytes = try working.read(name) else { continue }
-        hash = bytes.withUnsafeBytes { ContentHash.of($0).description }
-        written = try bytes.withUnsafeBytes {
-          try writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
+    if reference == nil {
+      let stored = try timed("store \(names.count) complete states") {
+        try storeCompleteStates(of: working) { done, total, bytes in
+          self.report("storing base", done, total, bytes: bytes)
         }
       }
+      for name in names {
+        guard let state = stored[name] else { continue }
+        hashes[name] = state.hash
+        trees[name] = state.tree
+        changes.append(.init(name: name, storage: "full", storedByteCount: state.storedByteCount))
+      }
+    }
+    for (i, name) in names.enumerated() {
+      guard let reference, let (shard, info) = working.location(of: name) else { continue }
+      // Only hashes are needed: both files are streamed, neither is held in memory.
+      guard let hash = try working.hash(of: name) else { continue }
+      // The base must be a separate, unchanging copy: the working model will be rewritten.
+      guard let (refShard, refInfo) = reference.location(of: name),
+        refInfo.dtype == info.dtype, refInfo.shape == info.shape, try reference.hash(of: name) == hash
+      else {
+        throw RepositoryError.referenceBaseChanged(path: reference.path, tensor: name)
+      }
+      let written = try writeReferenceState(
+        name: name, dtype: info.dtype, shape: info.shape, shard: shard, hash: hash,
+        path: reference.shardPath(refShard), shardFile: reference.shardFiles[refShard])
       hashes[name] = hash
       trees[name] = written.tree
-      changes.append(
-        .init(name: name, storage: referenceBase ? "reference" : "full", storedByteCount: written.storedByteCount))
+      changes.append(.init(name: name, storage: "reference", storedByteCount: written.storedByteCount))
       report("storing base", i + 1, names.count, bytes: info.byteCount)
     }
     let (layout, headers) = working.layout()
@@ -265,10 +255,40 @@ extension EditRepository {
   ) throws -> (hashes: [String: String], stats: [FileStat]) {
     if trustCache, let cached = cachedWorkingHashesAndStats(working) { return cached }
     let stats = working.fileStats()
-    let hashes = try working.hashAll(workers: environment.workerThreads) { done, total in
-      self.report("hashing", done, total)
+    var hashes = trustCache ? reusableHashes(working, stats: stats) : [:]
+    let stale = working.tensorNames.filter { hashes[$0] == nil }
+    let fresh = try timed("hash \(stale.count) of \(working.tensorNames.count) tensors") {
+      try working.hash(stale, workers: environment.workerThreads) { done, total in
+        self.report("hashing", done, total)
+      }
     }
+    hashes.merge(fresh) { $1 }
     saveStatCache(working: working, hashes: hashes, stats: stats)
     return (hashes, stats)
+  }
+
+  /// The cached hashes of the tensors held in files the stat cache shows unchanged (when some
+  /// others changed): only the changed files' tensors need hashing. The shard list must be the
+  /// recorded one (an unchanged index, or a single file), so every tensor is where it was.
+  /// - Parameter stats: the model files' stat records, taken before any hashing.
+  private func reusableHashes(_ working: WorkingModel, stats: [FileStat]) -> [String: String] {
+    guard let cache = StatCache.load(from: statCachePath), working.stillMapped(stats),
+      cache.files.count == stats.count
+    else { return [:] }
+    let unchanged = cache.unchangedFiles(among: stats)
+    if working.isSharded,
+      !unchanged.contains((working.path as NSString).appendingPathComponent(WorkingModel.indexFileName))
+    {
+      return [:]
+    }
+    var reused: [String: String] = [:]
+    for name in working.tensorNames {
+      if let shard = working.location(of: name)?.shard, unchanged.contains(working.shardPath(shard)),
+        let hash = cache.tensorHashes[name]
+      {
+        reused[name] = hash
+      }
+    }
+    return reused
   }
 }

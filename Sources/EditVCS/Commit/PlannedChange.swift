@@ -35,6 +35,14 @@ extension EditRepository {
     // verified against the state's hash either way.
     let working = try? WorkingModel(path: modelPath)
     let workingHashes = working.flatMap { try? self.workingHashes($0) } ?? [:]
+    // The new bytes computed here are the ones the working model gets (verified against their
+    // hash as they are written), not rebuilt a second time by the move: up to the size of the
+    // largest changed tensor is kept for it, so memory stays within the move's own budget.
+    var prepared: [String: CurrentBytes] = [:]
+    var preparedBudget = 0
+    for delta in deltas {
+      if let info = working?.location(of: delta.name)?.info { preparedBudget = max(preparedBudget, info.byteCount) }
+    }
     for (i, delta) in deltas.enumerated() {
       report("applying", i, deltas.count)
       guard let tree = parentContents.tensorTrees[delta.name] else {
@@ -66,6 +74,10 @@ extension EditRepository {
           parentHash: state.hash, rows: rows, cols: cols, rank: rank, u: u, v: v, residual: nil,
           approximate: false, norms: norms)
         bytes.withUnsafeBytes { snapshotIfGridState($0, state: written.state) }
+        if bytes.count <= preparedBudget {
+          preparedBudget -= bytes.count
+          prepared[delta.name] = CurrentBytes(hash: hash, bytes: bytes)
+        }
         trees[delta.name] = written.tree
         changes.append(
           .init(
@@ -99,7 +111,7 @@ extension EditRepository {
       parents: [parent] + mergedParents, extraEntries: extraEntries)
     try moveWorkingModel(
       to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)",
-      origHead: origHead)
+      origHead: origHead, prepared: prepared)
     return CommitResult(commit: commit, record: record)
   }
 

@@ -87,6 +87,18 @@ struct StatCache: Codable {
     return tensorHashes
   }
 
+  /// The paths of the recorded files that `current` shows unchanged and that are not racy: the
+  /// cached hashes of the tensors they hold still describe their bytes.
+  func unchangedFiles(among current: [FileStat]) -> Set<String> {
+    var recorded: [String: FileStat] = [:]
+    for file in files { recorded[file.path] = file }
+    return Set(
+      current.filter { file in
+        recorded[file.path] == file
+          && max(file.modifiedNanoseconds, file.changedNanoseconds) < writtenAtNanoseconds - Self.racyMargin
+      }.map(\.path))
+  }
+
   /// The time to record for a cache of `files`: now, once `racyMargin` has passed since the
   /// newest of their times (sleeping for the rest of it, at most `racyMargin`).
   static func writeTime(after files: [FileStat]) -> Int64 {

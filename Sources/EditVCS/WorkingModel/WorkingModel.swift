@@ -167,7 +167,11 @@ final class WorkingModel: Sendable {
   ///
   /// - Throws: `DeltaStoreError.fileChanged` when a file changed while being read.
   func hashAll(workers: Int, progress: ((Int, Int) -> Void)? = nil) throws -> [String: String] {
-    let names = tensorNames
+    try hash(tensorNames, workers: workers, progress: progress)
+  }
+
+  /// Hashes the named tensors as `hashAll` hashes every one (names the model lacks are left out).
+  func hash(_ names: [String], workers: Int, progress: ((Int, Int) -> Void)? = nil) throws -> [String: String] {
     let job = HashingJob(model: self, names: names, workers: max(1, min(workers, names.count)))
     let others = DispatchGroup()
     for worker in 1..<max(1, job.workers) {
