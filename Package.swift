@@ -18,6 +18,8 @@ let package = Package(
     .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
     // zlib only frames large blobs as stored (uncompressed) deflate blocks: see StoredBlobWriter.
     .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+    // OpenSSL's SHA-1 only: the trailers of the packs mvc writes itself (see PackWriter).
+    .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
     .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
     .systemLibrary(
       name: "CBLAS", pkgConfig: "openblas",
@@ -26,7 +28,7 @@ let package = Package(
     .systemLibrary(name: "CMalloc"),
     .target(name: "DeltaStore", dependencies: ["CZstd", "CXXHash"]),
     .target(name: "Apply", dependencies: ["CBLAS"]),
-    .target(name: "EditVCS", dependencies: ["DeltaStore", "Apply", "CGit2", "CZlib"]),
+    .target(name: "EditVCS", dependencies: ["DeltaStore", "Apply", "CGit2", "CZlib", "CCrypto"]),
     .executableTarget(
       name: "mvc",
       dependencies: [

@@ -8,11 +8,12 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     transfer bench256 + 5 edits: gc, push, clone over file:// and git:// (git daemon), beside cp -r .mvc
 #     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
 #     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp (bench-sections/)
 #     base-store  real MiniLM fp32/bf16: .mvc after init beside ZipNN (bench-sections/base-store.sh)
 #     emmet-batch EMMET_N (10,000) EMMET edits of 1600×6400: bytes and float64 error (bench-sections/emmet-batch.sh)
-#   default: table,long,gpt2xl; --solvers: solvers only; --all: all four.
+#   default: table,long,gpt2xl; --solvers: solvers only; --all: table,solvers,long,gpt2xl,transfer.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
 set -euo pipefail
@@ -20,12 +21,12 @@ set -euo pipefail
 sections=table,long,gpt2xl long_n=1000 keep=0
 while (($#)); do
   case $1 in
-    --all) sections=table,solvers,long,gpt2xl ;;
+    --all) sections=table,solvers,long,gpt2xl,transfer ;;
     --solvers) sections=solvers ;;
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -457,6 +458,7 @@ if has gpt2xl; then
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
 
+if has transfer; then source "$repo/scripts/bench-sections/transfer.sh"; fi
 if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
 if has llama; then source "$repo/scripts/bench-sections/llama.sh"; fi
 for section in base-store emmet-batch; do

@@ -12,7 +12,7 @@ python_env() {
     echo "setup.sh: the Python venv could not be built; the Python tests will be skipped" >&2
 }
 
-packages=(libgit2-dev libzstd-dev libxxhash-dev libopenblas-dev liblapacke-dev zlib1g-dev
+packages=(libgit2-dev libzstd-dev libxxhash-dev libopenblas-dev liblapacke-dev zlib1g-dev libssl-dev
   pkg-config git time)
 # For the tests only: the parallel-bisect suite starts a one-node Slurm cluster (as root); without
 # these (or without root) it is reported skipped, so they are installed only when we can.

@@ -21,6 +21,13 @@ stop() {
   for name in slurmd slurmctld munged; do
     f="$dir/$name.started"
     [ -f "$f" ] || continue
+    # Another cluster (a test run in another clone) may be using the munged we started: leave
+    # it to that one's stop, which will not find it recorded, so say so.
+    if [ "$name" = munged ] && pgrep -x slurmctld > /dev/null; then
+      echo "slurm-local: munged (pid $(cat "$f")) left running: another slurmctld uses it" >&2
+      rm -f "$f"
+      continue
+    fi
     pid=$(cat "$f")
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null

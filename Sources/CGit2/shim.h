@@ -12,4 +12,9 @@ static inline int mvc_git_limit_pack_windows(size_t window_size, size_t mapped_l
   if (error < 0) return error;
   return git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, mapped_limit);
 }
+/* Whether libgit2 re-hashes every object it reads (on by default). mvc turns it off only while
+   it copies its own objects into a pack and hashes them itself (PackWriter, OpenSSL). */
+static inline int mvc_git_set_strict_hash_verification(int enabled) {
+  return git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, enabled);
+}
 #endif

@@ -87,6 +87,13 @@ private func ceilLog(_ n: Int, base: Int) -> Int {
     }
   }
 
+  @Test func tenThousandCommitsSplitIntoNineParts() {
+    let n = 10000
+    let plan = BisectAlgorithm.probes(graph: linear(n), bad: n, good: [0], skipped: [], count: 8, breakingTiesBy: <)
+    #expect(plan.probes.count == 8)
+    #expect(plan.largestPart <= (n + 8) / 9 + 1, "largest part \(plan.largestPart)")
+  }
+
   @Test func oneProbeIsGitsChoice() {
     for graph in [linear(30), linear(10000), randomDAG(80, seed: 3)] {
       let bad = graph.topologicalOrder[0]

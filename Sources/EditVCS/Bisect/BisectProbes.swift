@@ -52,7 +52,7 @@ extension BisectAlgorithm {
       return BisectProbePlan(probes: [], candidateCount: all, largestPart: all)
     }
     let pendingPositions = pending.compactMap { graph.position[$0] }.filter { walk.isCandidate[$0] }
-    var parts = ProbeParts(walk: walk, parents: graph.parentPositions)
+    let parts = ProbeParts(walk: walk, parents: graph.parentPositions)
     if count == 1 && pendingPositions.isEmpty && excluded.isEmpty {
       let position = graph.position[gitChoice] ?? walk.badPosition
       return BisectProbePlan(
@@ -94,8 +94,11 @@ extension BisectAlgorithm {
     }
     var chosen: [Int] = []
     var chosenCost = Int.max
-    for start in starts {
-      let improved = parts.improve(start, pending: pendingPositions, allowed: allowed)
+    for (index, start) in starts.enumerated() {
+      // The quantile start is near its optimum on a line; greedy's may need many sweeps, which
+      // cost O(N·parts) each, so it gets 64 only when it is the only start.
+      let sweeps = index == 0 && starts.count > 1 ? 16 : 64
+      let improved = parts.improve(start, pending: pendingPositions, allowed: allowed, sweeps: sweeps)
       let cost = parts.cost(fixed: pendingPositions + improved)
       if cost < chosenCost {
         chosen = improved
@@ -129,25 +132,19 @@ struct ProbeParts {
     }
   }
 
-  /// The candidates reachable from `probe` (itself included): those a bad answer keeps.
-  func ancestors(of probe: Int) -> Set<Int> {
-    var seen: Set<Int> = [probe]
-    var stack = [probe]
-    while let current = stack.popLast() {
-      for parent in candidateParents[current] where seen.insert(parent).inserted { stack.append(parent) }
-    }
-    return seen
-  }
-
-  /// The part label of every candidate (by position) and the size of each part.
+  /// The part label of every candidate (by position) and the size of each part. A probe's bad
+  /// answer keeps the candidates reachable from it (itself included): a walk per probe.
   func labels(fixed: [Int]) -> (label: [Int], sizes: [Int]) {
     var label = [Int](repeating: 0, count: parents.count)
     var sizes = [walk.candidates.count]
-    for probe in fixed {
-      let inside = ancestors(of: probe)
-      var split: [Int: Int] = [:]  // old label -> new label of its members inside
-      for position in walk.candidates where inside.contains(position) {
-        let old = label[position]
+    var reachedBy = [Int](repeating: -1, count: parents.count)
+    var stack: [Int] = []
+    for (index, probe) in fixed.enumerated() {
+      var split: [Int: Int] = [:]  // old label -> new label of its members reachable from the probe
+      reachedBy[probe] = index
+      stack.append(probe)
+      while let current = stack.popLast() {
+        let old = label[current]
         let new: Int
         if let known = split[old] {
           new = known
@@ -156,9 +153,13 @@ struct ProbeParts {
           split[old] = new
           sizes.append(0)
         }
-        label[position] = new
+        label[current] = new
         sizes[old] -= 1
         sizes[new] += 1
+        for parent in candidateParents[current] where reachedBy[parent] != index {
+          reachedBy[parent] = index
+          stack.append(parent)
+        }
       }
     }
     return (label, sizes)
@@ -166,13 +167,13 @@ struct ProbeParts {
 
   /// Re-chooses each probe of `start` given all the others (and `pending`) until a sweep
   /// changes nothing (at most 64 sweeps).
-  func improve(_ start: [Int], pending: [Int], allowed: [Bool]) -> [Int] {
+  func improve(_ start: [Int], pending: [Int], allowed: [Bool], sweeps maximum: Int = 64) -> [Int] {
     var chosen = start
     var allowed = allowed
     for position in chosen { allowed[position] = false }
     var sweeps = 0
     var changed = chosen.count > 1
-    while changed && sweeps < 64 {
+    while changed && sweeps < maximum {
       changed = false
       sweeps += 1
       for index in chosen.indices {
@@ -180,8 +181,9 @@ struct ProbeParts {
         var others = chosen
         others.remove(at: index)
         allowed[old] = true
-        let fixed = pending + others
-        if let best = parts(fixed: fixed, replacing: old, allowed: allowed) {
+        // `old` is allowed, so the best is at least as good; only a strict gain moves it.
+        let (best, bestCost, oldCost) = scan(fixed: pending + others, allowed: allowed, old: old)
+        if let best, best != old, let oldCost, bestCost < oldCost {
           chosen[index] = best
           changed = true
         }
@@ -189,12 +191,6 @@ struct ProbeParts {
       }
     }
     return chosen
-  }
-
-  /// A strictly better replacement for `old` given `fixed`, or nil.
-  private func parts(fixed: [Int], replacing old: Int, allowed: [Bool]) -> Int? {
-    guard let best = best(fixed: fixed, allowed: allowed), best != old else { return nil }
-    return cost(fixed: fixed + [best]) < cost(fixed: fixed + [old]) ? best : nil
   }
 
   /// The number of candidates each candidate reaches, itself included (git's weight), by position.
@@ -211,13 +207,17 @@ struct ProbeParts {
 
   /// The allowed candidate whose probe, added to `fixed`, leaves the smallest Σ |part|²; ties go
   /// to the oldest (git's oldest-first order). Nil when nothing is allowed or nothing helps.
-  func best(fixed: [Int], allowed: [Bool]) -> Int? {
+  func best(fixed: [Int], allowed: [Bool]) -> Int? { scan(fixed: fixed, allowed: allowed, old: nil).best }
+
+  /// ``best(fixed:allowed:)`` with the cost it leaves, and the cost `old` would leave instead.
+  func scan(fixed: [Int], allowed: [Bool], old: Int?) -> (best: Int?, bestCost: Int, oldCost: Int?) {
     let (label, sizes) = labels(fixed: fixed)
     let partCount = sizes.count
     let reached = reachedCounts(label: label, partCount: partCount)
     let baseline = sizes.reduce(0) { $0 + $1 * $1 }
     var best: Int?
     var bestCost = baseline
+    var oldCost: Int?
     for (i, position) in walk.candidates.enumerated() where allowed[position] {
       var cost = 0
       let row = i * partCount
@@ -226,12 +226,13 @@ struct ProbeParts {
         let outside = sizes[p] - inside
         cost += inside * inside + outside * outside
       }
+      if position == old { oldCost = cost }
       if cost < bestCost {
         bestCost = cost
         best = position
       }
     }
-    return best
+    return (best, bestCost, oldCost)
   }
 
   /// `reached[i * partCount + p]`: the candidates of part p among the ancestors of candidate i

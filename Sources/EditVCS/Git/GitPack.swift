@@ -62,23 +62,161 @@ final class SinglePackDatabase {
   }
 }
 
-private func fsyncPath(_ path: String) throws {
-  let fd = open(path, O_RDONLY)
-  guard fd >= 0 else {
-    throw RepositoryError.libgit2(function: "open", subject: path, message: String(cString: strerror(errno)))
-  }
-  defer { close(fd) }
-  guard fsync(fd) == 0 else {
-    throw RepositoryError.libgit2(function: "fsync", subject: path, message: String(cString: strerror(errno)))
-  }
-}
-
 extension GitRepository {
+  /// Every object reachable from `tips` (commits, annotated tags, trees or blobs), leaving out
+  /// the history of `hidden` commits, in the order found; `wanted` filters what is returned
+  /// (every tree is still walked, so an object a destination lacks is found even below a tree
+  /// it has).
+  ///
+  /// Wraps `git_revwalk_new` / `git_revwalk_push` / `git_revwalk_hide` / `git_tree_lookup`.
+  /// Each tree is read once; gitlinks (submodule commits) are not objects of this repository.
+  func reachableObjects(
+    from tips: [ObjectID], hiding hidden: [ObjectID] = [], wanted: (ObjectID) throws -> Bool = { _ in true }
+  ) throws -> [ObjectID] {
+    var odb: OpaquePointer?
+    try check(git_repository_odb(&odb, handle), "git_repository_odb", path)
+    defer { git_odb_free(odb) }
+    var walker: OpaquePointer?
+    try check(git_revwalk_new(&walker, handle), "git_revwalk_new")
+    defer { git_revwalk_free(walker) }
+    var out: [ObjectID] = []
+    var seen = Set<ObjectID>()
+    var trees: [ObjectID] = []
+    func add(_ id: ObjectID) throws {
+      if seen.insert(id).inserted, try wanted(id) { out.append(id) }
+    }
+    for tip in tips {
+      var current = tip
+      // Annotated tags (possibly of tags): the tag objects, then what they point at.
+      while true {
+        var oid = current.raw
+        var size = 0
+        var type = GIT_OBJECT_ANY
+        try check(git_odb_read_header(&size, &type, odb, &oid), "git_odb_read_header", current.hex)
+        if type == GIT_OBJECT_TAG {
+          guard !seen.contains(current) else { break }
+          try add(current)
+          var tag: OpaquePointer?
+          try check(git_tag_lookup(&tag, handle, &oid), "git_tag_lookup", current.hex)
+          defer { git_tag_free(tag) }
+          guard let target = git_tag_target_id(tag) else { break }
+          current = ObjectID(target.pointee)
+          continue
+        }
+        if type == GIT_OBJECT_COMMIT {
+          try check(git_revwalk_push(walker, &oid), "git_revwalk_push", current.hex)
+        } else if type == GIT_OBJECT_TREE {
+          trees.append(current)
+        } else {
+          try add(current)
+        }
+        break
+      }
+    }
+    for id in hidden {
+      var oid = id.raw
+      var size = 0
+      var type = GIT_OBJECT_ANY
+      // Only commits this repository has can be hidden; others say nothing about it.
+      guard git_odb_read_header(&size, &type, odb, &oid) == 0, type == GIT_OBJECT_COMMIT else {
+        git_error_clear()
+        continue
+      }
+      try check(git_revwalk_hide(walker, &oid), "git_revwalk_hide", id.hex)
+    }
+    var next = git_oid()
+    while true {
+      let code = git_revwalk_next(&next, walker)
+      if code == GIT_ITEROVER.rawValue { break }
+      try check(code, "git_revwalk_next")
+      let id = ObjectID(next)
+      try add(id)
+      trees.append(try commit(id).tree)
+    }
+    while let tree = trees.popLast() {
+      guard !seen.contains(tree) else { continue }
+      try add(tree)
+      var oid = tree.raw
+      var handleTree: OpaquePointer?
+      try check(git_tree_lookup(&handleTree, handle, &oid), "git_tree_lookup", tree.hex)
+      defer { git_tree_free(handleTree) }
+      for i in 0..<git_tree_entrycount(handleTree) {
+        guard let entry = git_tree_entry_byindex(handleTree, i), let entryID = git_tree_entry_id(entry) else {
+          continue
+        }
+        let id = ObjectID(entryID.pointee)
+        switch git_tree_entry_type(entry) {
+        case GIT_OBJECT_TREE: if !seen.contains(id) { trees.append(id) }
+        case GIT_OBJECT_BLOB: try add(id)
+        default: continue
+        }
+      }
+    }
+    return out
+  }
+
+  /// Writes `objects` (read from this repository) as one pack into `destination`'s
+  /// `objects/pack` with ``PackWriter`` and refreshes `destination`'s view of its packs.
+  /// Returns the pack's name.
+  func writePack(
+    of objects: [ObjectID], into destination: GitRepository, verification: PackWriter.Verification
+  ) throws -> String {
+    let packDirectory = ((destination.path as NSString).appendingPathComponent("objects") as NSString)
+      .appendingPathComponent("pack")
+    try RepositoryError.fileSystem("create", packDirectory) {
+      try FileManager.default.createDirectory(atPath: packDirectory, withIntermediateDirectories: true)
+    }
+    let writer = try PackWriter(directory: packDirectory, objectCount: objects.count)
+    do {
+      try appendObjects(objects, to: writer, verification: verification)
+      let name = try writer.finish()
+      try check(git_odb_refresh_for(destination), "git_odb_refresh")
+      return name
+    } catch {
+      writer.abandon()
+      throw error
+    }
+  }
+
+  /// Appends `objects`, read from this repository, to `writer`. With `.here`, libgit2's own
+  /// hash check (SHA-1 with collision detection, about a third of the time) is off meanwhile:
+  /// the writer hashes each object with OpenSSL instead.
+  func appendObjects(_ objects: [ObjectID], to writer: PackWriter, verification: PackWriter.Verification) throws {
+    var odb: OpaquePointer?
+    try check(git_repository_odb(&odb, handle), "git_repository_odb", path)
+    defer { git_odb_free(odb) }
+    guard let odb else {
+      throw RepositoryError.libgit2(function: "git_repository_odb", subject: path, message: "no odb")
+    }
+    if verification == .here {
+      _ = mvc_git_set_strict_hash_verification(0)
+    }
+    defer { _ = mvc_git_set_strict_hash_verification(1) }
+    for id in objects { try writer.append(id, from: odb, repositoryPath: path, verification: verification) }
+  }
+
+  /// Copies into `destination` every object reachable from `tips` here that it lacks (the
+  /// history of `hidden` commits left out), as one pack; returns how many objects went.
+  func copyMissingObjects(
+    reachableFrom tips: [ObjectID], hiding hidden: [ObjectID], to destination: GitRepository,
+    verification: PackWriter.Verification
+  ) throws -> Int {
+    var destinationODB: OpaquePointer?
+    try check(git_repository_odb(&destinationODB, destination.handle), "git_repository_odb", destination.path)
+    defer { git_odb_free(destinationODB) }
+    let missing = try reachableObjects(from: tips, hiding: hidden) { id in
+      var oid = id.raw
+      return git_odb_exists(destinationODB, &oid) == 0
+    }
+    if !missing.isEmpty { _ = try writePack(of: missing, into: destination, verification: verification) }
+    return missing.count
+  }
+
   /// Packs every object reachable from any reference (and HEAD) into one new pack, makes it
   /// durable, then deletes the loose objects and the older packs it makes redundant.
   ///
-  /// Wraps `git_packbuilder_new` / `git_packbuilder_insert_walk` / `git_packbuilder_write` /
-  /// `git_packbuilder_free`. Nothing is deleted before the new pack and its index are written,
+  /// The pack is written by ``PackWriter`` (no delta search, mvc's zstd chunks stored, not
+  /// deflated again). Nothing is deleted before the new pack and its index are written,
   /// fsynced (files and folder) and confirmed to hold each object about to go.
   func packReachableObjects() throws -> PackOutcome {
     let objects = (path as NSString).appendingPathComponent("objects")
@@ -89,39 +227,23 @@ extension GitRepository {
     let oldIndexes = Set(
       ((try? FileManager.default.contentsOfDirectory(atPath: packDirectory)) ?? []).filter { $0.hasSuffix(".idx") })
 
-    var builder: OpaquePointer?
-    try check(git_packbuilder_new(&builder, handle), "git_packbuilder_new")
-    guard let builder else {
-      throw RepositoryError.libgit2(function: "git_packbuilder_new", subject: path, message: "no builder")
+    var tips: [ObjectID] = []
+    for ref in try referenceNames(withPrefix: "refs/") {
+      var oid = git_oid()
+      guard git_reference_name_to_id(&oid, handle, ref) == 0 else {
+        git_error_clear()
+        continue
+      }
+      tips.append(ObjectID(oid))
     }
-    defer { git_packbuilder_free(builder) }
-    var walker: OpaquePointer?
-    try check(git_revwalk_new(&walker, handle), "git_revwalk_new")
-    guard let walker else {
-      throw RepositoryError.libgit2(function: "git_revwalk_new", subject: path, message: "no walker")
+    if let head = try? self.head().commit { tips.append(head) }
+    let reachable = try reachableObjects(from: tips)
+    guard !reachable.isEmpty else {
+      return PackOutcome(packName: "", objectCount: 0, removedLooseCount: 0, removedPackCount: 0, keptLooseCount: 0)
     }
-    defer { git_revwalk_free(walker) }
-    try check(git_revwalk_push_glob(walker, "refs/*"), "git_revwalk_push_glob")
-    if let head = try? self.head().commit {
-      var oid = head.raw
-      try check(git_revwalk_push(walker, &oid), "git_revwalk_push", head.hex)
-    }
-    try check(git_packbuilder_insert_walk(builder, walker), "git_packbuilder_insert_walk")
-    // Annotated tag objects are not commits: insert them by hand.
-    for tag in try tagObjects() {
-      var oid = tag.raw
-      try check(git_packbuilder_insert(builder, &oid, nil), "git_packbuilder_insert", tag.hex)
-    }
-    let objectCount = Int(git_packbuilder_object_count(builder))
-    try check(git_packbuilder_write(builder, packDirectory, 0, nil, nil), "git_packbuilder_write", packDirectory)
-    guard let namePointer = git_packbuilder_name(builder) else {
-      throw RepositoryError.libgit2(function: "git_packbuilder_name", subject: packDirectory, message: "no pack name")
-    }
-    let packName = "pack-" + String(cString: namePointer)
+    let packName = try writePack(of: reachable, into: self, verification: .here)
+    let objectCount = reachable.count
     let indexPath = (packDirectory as NSString).appendingPathComponent(packName + ".idx")
-    try fsyncPath((packDirectory as NSString).appendingPathComponent(packName + ".pack"))
-    try fsyncPath(indexPath)
-    try fsyncPath(packDirectory)
 
     let pack = try SinglePackDatabase(indexPath: indexPath)
     var removedLoose = 0

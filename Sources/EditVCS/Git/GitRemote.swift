@@ -77,6 +77,7 @@ final class GitRemote {
   func push(refspecs: [String]) throws -> [(ref: String, reason: String)] {
     var options = git_push_options()
     try check(git_push_options_init(&options, UInt32(GIT_PUSH_OPTIONS_VERSION)), "git_push_options_init")
+    try repository.limitDeltaSearch()
     let box = PushStatusBox()
     options.callbacks.push_update_reference = { refname, status, payload in
       guard let payload, let status else { return 0 }
@@ -140,4 +141,105 @@ extension GitRepository {
       "git_reference_symbolic_create", branch)
     git_reference_free(reference)
   }
+}
+
+// MARK: Transfers to and from a repository on this machine
+
+extension GitRepository {
+  /// The bare repository that `url` names on this machine (a path or a `file://` URL), or nil
+  /// for anything else (network URLs, `host:path`, a non-bare repository, no repository).
+  static func openLocalBare(url: String) -> GitRepository? {
+    var path = url
+    if url.hasPrefix("file://") {
+      guard let decoded = URL(string: url)?.path, !decoded.isEmpty else { return nil }
+      path = decoded
+    } else if url.contains("://") || (!url.hasPrefix("/") && !url.hasPrefix(".") && url.contains(":")) {
+      return nil
+    }
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+      return nil
+    }
+    guard let repository = try? GitRepository.open(at: path), git_repository_is_bare(repository.handle) == 1 else {
+      git_error_clear()
+      return nil
+    }
+    return repository
+  }
+
+  /// The unpeeled targets of the references under `prefixes` (annotated tags stay tag objects).
+  func referenceTargets(withPrefixes prefixes: [String]) throws -> [ObjectID] {
+    try prefixes.flatMap { prefix in
+      try referenceNames(withPrefix: prefix).compactMap { try referenceTarget($0) }
+    }
+  }
+
+  /// When `url` is a bare repository on this machine, copies what a fetch of its branches and
+  /// tags would download as one pack written by ``PackWriter``, so that libgit2's fetch that
+  /// follows finds every advertised object present and downloads nothing (its local transport
+  /// would run the packbuilder: delta search and deflate over mvc's zstd chunks). Returns the
+  /// number of objects copied (0 for any other URL).
+  @discardableResult
+  func copyObjectsBeforeFetch(from url: String) throws -> Int {
+    guard let source = GitRepository.openLocalBare(url: url) else { return 0 }
+    let tips = try source.referenceTargets(withPrefixes: ["refs/heads/", "refs/tags/"])
+    let hidden = try references(withPrefix: "refs/").map(\.target)
+    // Objects from another repository: libgit2 checks each against its id as it reads it.
+    return try source.copyMissingObjects(reachableFrom: tips, hiding: hidden, to: self, verification: .libgit2)
+  }
+
+  /// A push to a bare repository on this machine with libgit2's rules (each `src:dst` refspec
+  /// a fast-forward of what `dst` holds, else `GIT_ENONFASTFORWARD`; refs updated only after
+  /// the objects are durable), its objects copied by ``PackWriter`` instead of the packbuilder.
+  /// Each reference moves by compare-and-swap; returns the ones that could not, with why.
+  func pushLocally(to remote: GitRepository, refspecs: [String]) throws -> [(ref: String, reason: String)] {
+    var updates: [(ref: String, new: ObjectID, old: ObjectID?)] = []
+    for spec in refspecs {
+      let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
+      guard parts.count == 2, let new = try referenceTarget(parts[0]) else {
+        throw RepositoryError.libgit2(
+          code: GIT_ENOTFOUND.rawValue, function: "push", subject: spec,
+          message: "src refspec does not match any reference")
+      }
+      let old = try remote.referenceTarget(parts[1])
+      if old == new { continue }
+      if let old {
+        guard try hasObject(old) else {
+          throw RepositoryError.libgit2(
+            code: GIT_ENONFASTFORWARD.rawValue, function: "push", subject: parts[1],
+            message: "the remote's reference holds commits that are not present locally")
+        }
+        guard try mergeBase(new, old) == old else {
+          throw RepositoryError.libgit2(
+            code: GIT_ENONFASTFORWARD.rawValue, function: "push", subject: parts[1],
+            message: "cannot push non-fastforwardable reference")
+        }
+      }
+      updates.append((parts[1], new, old))
+    }
+    guard !updates.isEmpty else { return [] }
+    let hidden = try remote.references(withPrefix: "refs/").map(\.target)
+    _ = try copyMissingObjects(reachableFrom: updates.map(\.new), hiding: hidden, to: remote, verification: .here)
+    var rejected: [(ref: String, reason: String)] = []
+    for update in updates {
+      do {
+        try remote.updateReference(update.ref, to: update.new, expected: update.old, message: "push")
+      } catch RepositoryError.git(let error, _) {
+        rejected.append((update.ref, error.message))
+      }
+    }
+    return rejected
+  }
+
+  /// Keeps libgit2's packbuilder (pushes over the network) from searching deltas between large
+  /// blobs: libgit2 1.5 takes its big-file threshold from `pack.deltaCacheSize` (a slip for
+  /// `core.bigFileThreshold`, which git reads and is set too). Keys the user set are left alone.
+  func limitDeltaSearch() throws {
+    for key in ["pack.deltaCacheSize", "core.bigFileThreshold"] where try configString(key) == nil {
+      try setConfigString(key, String(Self.deltaSearchLimit))
+    }
+  }
+
+  /// Blobs above this size are packed whole by libgit2 and git (mvc's chunks are zstd frames).
+  static let deltaSearchLimit = 1 << 20
 }

@@ -108,7 +108,15 @@ extension EditRepository {
     let before = try? git.referenceTarget(tracking)
     let rejected: [(ref: String, reason: String)]
     do {
-      rejected = try remote.push(refspecs: refspecs)
+      if let target = GitRepository.openLocalBare(url: remote.url) {
+        // A bare repository on this machine: objects copied as one pack, no packbuilder.
+        rejected = try git.pushLocally(to: target, refspecs: refspecs)
+      } else if let push = GitProtocolPush(repository: git, url: remote.url) {
+        // git://: the pack streamed by PackWriter, no packbuilder.
+        rejected = try push.push(refspecs: refspecs)
+      } else {
+        rejected = try remote.push(refspecs: refspecs)
+      }
     } catch RepositoryError.git(let error, _) where error.isNonFastForward {
       throw RepositoryError.pushRejected(remote: remote.url, refs: ["refs/heads/\(branch) (non-fast-forward)"])
     } catch RepositoryError.git(let error, _) {
@@ -146,6 +154,7 @@ extension EditRepository {
     let prefixes = ["refs/remotes/\(name)/", "refs/tags/"]
     let before = try referenceSnapshot(prefixes)
     do {
+      try git.copyObjectsBeforeFetch(from: remote.url)
       try remote.fetch(refspecs: nil, reflog: "fetch \(name)")
     } catch RepositoryError.git(let error, _) {
       throw RepositoryError.transport(operation: "fetch from", url: remote.url, message: error.message)
@@ -267,6 +276,7 @@ extension EditRepository {
     let advertised: String?
     do {
       advertised = try remote.connectAndReadDefaultBranch()
+      try git.copyObjectsBeforeFetch(from: url)
       try remote.fetch(refspecs: nil, reflog: "clone: from \(url)")
     } catch RepositoryError.git(let error, _) {
       throw RepositoryError.transport(operation: "clone from", url: url, message: error.message)

@@ -16,6 +16,8 @@ extension MVC {
           mvc bisect good | bad | skip [REV]
           mvc bisect run python eval.py model.safetensors
           mvc bisect run --max-norm-ratio 0.5     # built-in: bad when some ‖ΔW‖/‖W‖ > 0.5
+          mvc bisect run --jobs 4 python eval.py {model}                  # 4 probes at once
+          mvc bisect run --jobs 8 --launcher 'srun -N1 --gres=gpu:1' python eval.py {model}
           mvc bisect log; mvc bisect visualize; mvc bisect reset
         """,
       subcommands: [
@@ -137,6 +139,21 @@ extension MVC {
         discussion: """
             mvc bisect run python eval.py model.safetensors
             mvc bisect run --max-norm-ratio 0.5
+
+          With --jobs K, up to K commits are tested at once, each on its own copy of the model \
+          in .mvc/bisect-probes/N-SHORT/model/ ({model} and $MVC_BISECT_MODEL name it): K \
+          commits that split the candidates into K+1 near-equal parts, a freed slot getting the \
+          most useful commit given the results so far, and a probe that can no longer change the \
+          answer cancelled (scancel for srun/sbatch launchers, SIGTERM otherwise). Each probe runs \
+          a wrapper, run.sh, that writes the program's real exit status to the probe folder; mvc \
+          reads it from there (no status: a launcher failure, reported and not counted). Exit \
+          codes >= 128 abort that probe only. Answers are marks, as 'mvc bisect good|bad|skip' \
+          makes them: an interrupted run (Ctrl-C cancels its probes) resumes with 'mvc bisect run'.
+
+            mvc bisect run --jobs 4 python eval.py {model}
+            mvc bisect run --jobs 8 --launcher 'srun -N1 --gres=gpu:1' python eval.py {model}
+            mvc bisect run --jobs 8 --launcher 'sbatch --wait -p gpu -o logs/%j.out' -- ./eval.sh {model}
+            mvc bisect run --jobs 4 --max-norm-ratio 0.5      # every commit at once, nothing checked out
           """)
       @OptionGroup var global: GlobalOptions
       @Option(help: "Built-in predicate: bad when a commit so far has ‖ΔW‖_F/‖W‖_F above this.")

@@ -35,7 +35,8 @@ struct ParallelBisectRun {
     let pid: pid_t
     let started: Date
     /// The scheduling round: one more than the largest round of the probes whose result was in
-    /// before this one started (the critical path, counted in evaluations).
+    /// before this one started (the critical path, counted in evaluations). The run's rounds
+    /// are the largest round of a probe that answered (cancelled probes do not count).
     let round: Int
     var cancelled: Date?
     var signalled = false
@@ -248,10 +249,11 @@ struct ParallelBisectRun {
       }
       if !ended.isEmpty {
         let repository = try Session.open(global)
-        let candidates = try repository.bisectProbes(count: 0).candidates
+        var candidates = try repository.bisectProbes(count: 0).candidates
         for (probe, launcherStatus) in ended {
           defer { finish(probe) }
           finishedRounds.append((Date(), probe.round))
+          stats.rounds = max(stats.rounds, probe.round)
           let elapsed = String(format: "%.1f s", Date().timeIntervalSince(probe.started))
           let text = try? String(contentsOfFile: probe.statusPath, encoding: .utf8)
           guard let text, let code = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
@@ -283,14 +285,29 @@ struct ParallelBisectRun {
               "probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue) after \(elapsed): no longer needed")
             continue
           }
-          try repository.bisectRecord(term, probe.commit)
+          do {
+            try repository.bisectRecord(term, probe.commit)
+          } catch RepositoryError.contradictoryBisectMarks(let good, let bad) {
+            // A bad answer on another branch than a good mark: mvc's marks need every good commit
+            // to be an ancestor of the bad one (as 'mvc bisect bad' does), so this one is not kept.
+            stats.failed += 1
+            failed.insert(probe.commit)
+            let message =
+              "probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue): not recorded, good \(good) is not an ancestor of \(bad)"
+            Diagnostics.printError(message)
+            try repository.appendBisectComment(message)
+            continue
+          }
           stats.recorded += 1
           output("probe \(probe.number) [\(probe.commit.shortHex)] \(term.rawValue) (exit \(code)) after \(elapsed)")
+          candidates = try repository.bisectProbes(count: 0).candidates
         }
-        // Results of probes started together come together: wait a moment (a tenth of the
-        // typical probe, at most 1 s) so the next choice sees them all.
+        // Results of probes started together come together: while others run, wait a moment (a
+        // tenth of the typical probe, at most 1 s) so the next choice sees them all.
         let durations = ended.map { Date().timeIntervalSince($0.0.started) }
-        settleUntil = Date().addingTimeInterval(min(1, 0.1 * (durations.sorted()[durations.count / 2])))
+        if !running.isEmpty {
+          settleUntil = Date().addingTimeInterval(min(1, 0.1 * (durations.sorted()[durations.count / 2])))
+        }
         needChoice = true
       }
       if stopping.count != stoppingBefore { needChoice = true }
@@ -349,7 +366,6 @@ struct ParallelBisectRun {
           let round = 1 + (finishedRounds.map(\.round).max() ?? 0)
           running.append(Probe(number: number, commit: commit, folder: folder, pid: pid, started: now, round: round))
           stats.started += 1
-          stats.rounds = max(stats.rounds, round)
           stats.maxInFlight = max(stats.maxInFlight, running.count)
           output(
             "probe \(number) [\(commit.shortHex)] started (\(running.count) of \(jobs) running; \(choice.candidates.count) candidates, at most \(choice.largestPart) left after the probes in flight)"

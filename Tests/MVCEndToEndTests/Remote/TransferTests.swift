@@ -1,0 +1,214 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The packs mvc writes itself (gc, and push / fetch / clone with a bare repository on this
+/// machine): git reads them (`git verify-pack`, `git fsck`, a plain `git clone`), they hold no
+/// deltas, a transfer copies only what the other side lacks, and everything checks out bytes-equal.
+@Suite(.serialized) struct TransferTests {
+  typealias R = RemoteTests
+
+  /// `git verify-pack -v` of every pack in `gitDirectory`: (objects, deltified objects).
+  static func packContents(_ gitDirectory: URL, in dir: URL) throws -> (objects: Int, deltas: Int, packs: Int) {
+    let packDirectory = gitDirectory.appendingPathComponent("objects/pack")
+    let indexes = try FileManager.default.contentsOfDirectory(atPath: packDirectory.path).filter {
+      $0.hasSuffix(".idx")
+    }
+    var objects = 0
+    var deltas = 0
+    for index in indexes {
+      let verify = runGit(["verify-pack", "-v", packDirectory.appendingPathComponent(index).path], in: dir)
+      #expect(verify.status == 0, "git verify-pack \(index): \(verify.stderr)")
+      for line in verify.stdout.split(separator: "\n") {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count >= 5, fields[0].count == 40 else { continue }
+        objects += 1
+        // A deltified entry lists its depth and base after size, packed size and offset.
+        if fields.count >= 7 { deltas += 1 }
+      }
+    }
+    return (objects, deltas, indexes.count)
+  }
+
+  static func looseObjectCount(_ gitDirectory: URL) -> Int {
+    let objects = gitDirectory.appendingPathComponent("objects")
+    let fanouts = (try? FileManager.default.contentsOfDirectory(atPath: objects.path)) ?? []
+    return fanouts.filter { $0.count == 2 }.reduce(0) { total, fanout in
+      total
+        + ((try? FileManager.default.contentsOfDirectory(atPath: objects.appendingPathComponent(fanout).path))?.count
+          ?? 0)
+    }
+  }
+
+  /// A repository with `commits` edits and an annotated tag; returns each commit and its bytes.
+  static func makeHistory(in work: URL, commits: Int) throws -> (
+    history: [(String, [UInt8])], tensors: [FixtureTensor]
+  ) {
+    try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+    var tensors = transformerFixture(blocks: 2, hidden: 32, intermediate: 96, seed: 21)
+    let model = work.appendingPathComponent("model.safetensors")
+    try writeSafetensors(tensors, to: model)
+    #expect(runMVC(["init", "-q", "model.safetensors"], in: work, environment: R.authorDate(R.t0)).status == 0)
+    var history: [(String, [UInt8])] = [(try R.head(work), try R.bytes(model))]
+    for step in 0..<commits {
+      history.append(try R.commitEdit(&tensors, in: work, step: step))
+      if step == 0 { #expect(runMVC(["tag", "-m", "first edit", "v1"], in: work).status == 0) }
+    }
+    return (history, tensors)
+  }
+
+  @Test func gcWritesOneUndeltifiedPackThatGitReadsAndClones() throws {
+    try withTemporaryDirectory { dir in
+      let work = dir.appendingPathComponent("work")
+      let (history, _) = try Self.makeHistory(in: work, commits: 4)
+      let gitDirectory = work.appendingPathComponent(".mvc")
+      let loose = Self.looseObjectCount(gitDirectory)
+      #expect(loose > 0)
+
+      let gc = runMVC(["gc"], in: work)
+      #expect(gc.status == 0, "gc: \(gc.stderr)")
+      let packed = try Self.packContents(gitDirectory, in: dir)
+      #expect(packed.packs == 1)
+      #expect(packed.deltas == 0, "mvc's packs hold whole objects")
+      #expect(packed.objects == loose, "every reachable object is in the pack, and only those")
+      #expect(Self.looseObjectCount(gitDirectory) == 0)
+      try R.expectClean(work)
+
+      // A second gc rewrites the same pack and leaves one.
+      #expect(runMVC(["gc", "-q"], in: work).status == 0)
+      #expect(try Self.packContents(gitDirectory, in: dir).packs == 1)
+
+      let model = work.appendingPathComponent("model.safetensors")
+      for (id, expected) in history {
+        #expect(runMVC(["checkout", "-q", id], in: work).status == 0)
+        #expect(try R.bytes(model) == expected, "commit \(id) after gc")
+      }
+      #expect(runMVC(["checkout", "-q", "main"], in: work).status == 0)
+
+      // Plain git clones the packed repository and finds it whole.
+      let plain = dir.appendingPathComponent("plain.git")
+      let cloned = runGit(["clone", "-q", "--bare", gitDirectory.path, plain.path], in: dir)
+      #expect(cloned.status == 0, "git clone: \(cloned.stderr)")
+      let fsck = runGit(["--git-dir=\(plain.path)", "fsck", "--strict"], in: dir)
+      #expect(fsck.status == 0, "git fsck of the clone: \(fsck.stdout) \(fsck.stderr)")
+      let tag = runGit(["--git-dir=\(plain.path)", "cat-file", "-t", "v1"], in: dir)
+      #expect(tag.stdout == "tag\n")
+    }
+  }
+
+  /// gc hashes each object as it packs it: a damaged loose blob stops it before anything is
+  /// deleted, and the message names the object.
+  @Test func gcRefusesADamagedLooseObjectAndDeletesNothing() throws {
+    try withTemporaryDirectory { dir in
+      let work = dir.appendingPathComponent("work")
+      try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+      // 128×512 F32 tensors: chunks above the 64 KiB at which blobs are stored uncompressed.
+      let tensors = transformerFixture(blocks: 1, hidden: 128, intermediate: 512, seed: 3)
+      try writeSafetensors(tensors, to: work.appendingPathComponent("model.safetensors"))
+      #expect(runMVC(["init", "-q", "model.safetensors"], in: work).status == 0)
+      let gitDirectory = work.appendingPathComponent(".mvc")
+      let objects = gitDirectory.appendingPathComponent("objects")
+      var largest: (path: String, size: Int) = ("", 0)
+      for fanout in try FileManager.default.contentsOfDirectory(atPath: objects.path) where fanout.count == 2 {
+        for file in try FileManager.default.contentsOfDirectory(atPath: objects.appendingPathComponent(fanout).path) {
+          let path = objects.appendingPathComponent("\(fanout)/\(file)").path
+          let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+          if size > largest.size { largest = (path, size) }
+        }
+      }
+      try #require(largest.size >= 64 << 10, "a stored large blob to damage")
+      var bytes = try Data(contentsOf: URL(fileURLWithPath: largest.path))
+      bytes[largest.size / 2] ^= 0x5A
+      try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: largest.path)
+      try bytes.write(to: URL(fileURLWithPath: largest.path))
+      let before = Self.looseObjectCount(gitDirectory)
+
+      let gc = runMVC(["gc"], in: work)
+      #expect(gc.status == 128)
+      #expect(gc.stderr.hasPrefix("fatal: "), "\(gc.stderr)")
+      #expect(gc.stderr.contains("does not hash to its id"), "\(gc.stderr)")
+      #expect(Self.looseObjectCount(gitDirectory) == before)
+      let packs =
+        (try? FileManager.default.contentsOfDirectory(atPath: objects.appendingPathComponent("pack").path)) ?? []
+      #expect(packs.isEmpty, "no pack and no temporary file left: \(packs)")
+    }
+  }
+
+  @Test func localPushAndPullCopyOnlyWhatTheOtherSideLacks() throws {
+    try withTemporaryDirectory { dir in
+      let work = dir.appendingPathComponent("work")
+      var (history, tensors) = try Self.makeHistory(in: work, commits: 3)
+      let bare = dir.appendingPathComponent("origin.git")
+      #expect(runGit(["init", "-q", "--bare", bare.path], in: dir).status == 0)
+      #expect(runMVC(["remote", "add", "origin", "file://\(bare.path)"], in: work).status == 0)
+      let push = runMVC(["push"], in: work)
+      try #require(push.status == 0, "push: \(push.stderr)")
+      let first = try Self.packContents(bare, in: dir)
+      #expect(first.packs == 1 && first.deltas == 0)
+      #expect(first.objects == Self.looseObjectCount(work.appendingPathComponent(".mvc")))
+      let tag = runGit(["--git-dir=\(bare.path)", "cat-file", "-t", "refs/tags/v1"], in: dir)
+      #expect(tag.stdout == "tag\n", "the annotated tag object went too")
+
+      let clone = dir.appendingPathComponent("clone")
+      let cloned = runMVC(["clone", "-q", bare.path, clone.path], in: dir)
+      try #require(cloned.status == 0, "clone: \(cloned.stderr)")
+      #expect(try R.head(clone) == history.last?.0)
+      #expect(try R.bytes(clone.appendingPathComponent("model.safetensors")) == history.last?.1)
+      let clonePack = try Self.packContents(clone.appendingPathComponent(".mvc"), in: dir)
+      #expect(clonePack.objects == first.objects && clonePack.deltas == 0)
+
+      // One more commit: the second push and the pull carry that commit's few objects only.
+      history.append(try R.commitEdit(&tensors, in: work, step: 3))
+      let newObjects = Self.looseObjectCount(work.appendingPathComponent(".mvc")) - first.objects
+      #expect(newObjects > 0)
+      #expect(runMVC(["push", "-q"], in: work).status == 0)
+      let second = try Self.packContents(bare, in: dir)
+      #expect(second.packs == 2)
+      #expect(second.objects - first.objects == newObjects)
+      let pull = runMVC(["pull"], in: clone)
+      #expect(pull.status == 0, "pull: \(pull.stderr)")
+      #expect(try R.bytes(clone.appendingPathComponent("model.safetensors")) == history.last?.1)
+      #expect(try Self.packContents(clone.appendingPathComponent(".mvc"), in: dir).objects == second.objects)
+      try R.expectClean(clone)
+      let fsck = runGit(["--git-dir=\(bare.path)", "fsck", "--strict"], in: dir)
+      #expect(fsck.status == 0, "git fsck of the remote: \(fsck.stderr)")
+
+      // Nothing new: push and fetch copy nothing.
+      #expect(runMVC(["push", "-q"], in: work).status == 0)
+      #expect(runMVC(["fetch", "-q"], in: clone).status == 0)
+      #expect(try Self.packContents(bare, in: dir).packs == 2)
+      #expect(try Self.packContents(clone.appendingPathComponent(".mvc"), in: dir).packs == 2)
+    }
+  }
+
+  /// A repository packed by mvc's gc, pushed over git:// (libgit2's packbuilder and git's
+  /// receive-pack) and cloned back over git:// (git's upload-pack, libgit2's indexer).
+  @Test(
+    .enabled(
+      if: RemoteHarness.gitDaemonUnavailableReason == nil,
+      Comment(rawValue: RemoteHarness.gitDaemonUnavailableReason ?? "")))
+  func packedRepositoryRoundTripsOverGitDaemon() throws {
+    try withTemporaryDirectory { dir in
+      let work = dir.appendingPathComponent("work")
+      let (history, _) = try Self.makeHistory(in: work, commits: 3)
+      #expect(runMVC(["gc", "-q"], in: work).status == 0)
+      let served = dir.appendingPathComponent("srv")
+      try FileManager.default.createDirectory(at: served, withIntermediateDirectories: true)
+      #expect(runGit(["init", "-q", "--bare", served.appendingPathComponent("m.git").path], in: dir).status == 0)
+      let daemon = try RemoteHarness.startGitDaemon(basePath: served, probe: "m.git")
+      defer { daemon.stop() }
+      #expect(runMVC(["remote", "add", "origin", daemon.url("m.git")], in: work).status == 0)
+      let push = runMVC(["push", "-q"], in: work)
+      try #require(push.status == 0, "push: \(push.stderr)")
+      let clone = dir.appendingPathComponent("clone")
+      let cloned = runMVC(["clone", "-q", daemon.url("m.git"), clone.path], in: dir)
+      try #require(cloned.status == 0, "clone: \(cloned.stderr)")
+      let model = clone.appendingPathComponent("model.safetensors")
+      for (id, expected) in history {
+        #expect(runMVC(["checkout", "-q", id], in: clone).status == 0)
+        #expect(try R.bytes(model) == expected, "commit \(id) in the git:// clone")
+      }
+      try R.expectClean(clone)
+    }
+  }
+}
