@@ -8,12 +8,14 @@
 #     solvers Swift EditSolvers (mvc-demo-editor bench-solvers) beside numpy (scripts/bench_solvers.py)
 #     long    mvc alone, N sequential rank-1 edits (default 1000; 300 when 1000 would take > 15 min)
 #     gpt2xl  48 × 1600×6400 F32 (~2 GB), 5 edits: mvc and cp
+#     sequential  1000 AlphaEdit/ENCORE/MEMIT edits (seq_n=N to change): retention and collapse signals
 #     transfer bench256 + 5 edits: gc, push, clone over file:// and git:// (git daemon), beside cp -r .mvc
 #     bisect-parallel  1,000 commits, 5 s evaluation: bisect run --jobs 1/3/7, local and srun (bench-sections/)
 #     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp (bench-sections/)
+#     edits   rank-one bf16/fp16/fp32 edits of Llama down-projections, full-model commits (bench-sections/edits.sh)
 #     base-store  real MiniLM fp32/bf16: .mvc after init beside ZipNN (bench-sections/base-store.sh)
 #     emmet-batch EMMET_N (10,000) EMMET edits of 1600×6400: bytes and float64 error (bench-sections/emmet-batch.sh)
-#   default: table,long,gpt2xl; --solvers: solvers only; --all: table,solvers,long,gpt2xl,transfer.
+#   default: table,long,gpt2xl; --solvers: solvers only; --all: table,solvers,long,gpt2xl,transfer,edits.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
 set -euo pipefail
@@ -21,12 +23,12 @@ set -euo pipefail
 sections=table,long,gpt2xl long_n=1000 keep=0
 while (($#)); do
   case $1 in
-    --all) sections=table,solvers,long,gpt2xl,transfer ;;
+    --all) sections=table,solvers,long,gpt2xl,transfer,edits ;;
     --solvers) sections=solvers ;;
     --sections) sections=$2; shift ;;
     --long) long_n=$2; shift ;;
     --keep) keep=1 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 129 ;;
   esac
   shift
@@ -458,9 +460,12 @@ if has gpt2xl; then
   cd "$work" && rm -rf "$work/xl" "$work/xl-copy.safetensors"
 fi
 
+# ---- section: sequential (body in scripts/bench-sections/sequential.sh) -------------------------
+if has sequential; then cd "$repo" && source scripts/bench-sections/sequential.sh; fi
 if has transfer; then source "$repo/scripts/bench-sections/transfer.sh"; fi
 if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
 if has llama; then source "$repo/scripts/bench-sections/llama.sh"; fi
+if has edits; then source "$repo/scripts/bench-sections/edits.sh"; edits_section; fi
 for section in base-store emmet-batch; do
   if has $section; then source "$repo/scripts/bench-sections/$section.sh"; fi
 done

@@ -146,4 +146,30 @@ step "revert it: the history minus that edit's delta"
 show mvc revert "$culprit"
 show evaluate
 
-printf '\ndemo finished in %d s after the build (files in demo-out/; open demo-out/norms.svg)\n' $((SECONDS - start))
+step "sequential editors: AlphaEdit and ENCORE, their accumulator Σ KKᵀ from the history"
+mvc-demo-editor rome model.safetensors --layer 0 --seed 100 --record seq-0 --record-only >/dev/null
+# main's ROME edits recorded no keys, so Σ KKᵀ of main is unknown: refused, naming the commit.
+show mvc edit --method alphaedit --tensor model.layers.0.mlp.down_proj.weight \
+  --keys seq-0-keys.npy --values seq-0-values.npy --cov seq-0-cov.npy -m "refused" || true
+show mvc switch -c seq "main~21"   # a branch from the base model
+for i in $(seq 1 8); do
+  layer=$(((i - 1) % 2))
+  mvc-demo-editor rome model.safetensors --layer $layer --seed $((100 + i)) --record "seq-$i" --record-only >/dev/null
+  if ((i % 2)); then
+    mvc edit -q --method alphaedit --nullspace-threshold 1 --tensor "model.layers.$layer.mlp.down_proj.weight" \
+      --keys "seq-$i-keys.npy" --values "seq-$i-values.npy" --cov "seq-$i-cov.npy" -m "alphaedit $i (layer $layer)"
+  else
+    mvc edit -q --method encore --lambda 10 --norm-lambda 1 --tensor "model.layers.$layer.mlp.down_proj.weight" \
+      --keys "seq-$i-keys.npy" --values "seq-$i-values.npy" --cov "seq-$i-cov.npy" -m "encore $i (layer $layer)"
+  fi
+done
+show mvc accumulator model.layers.0.mlp.down_proj.weight
+show mvc score --signals | head -8
+show mvc switch main
+show mvc merge seq -m "merge the sequential edits"
+
+step "the history as one HTML page (graph, edits, signals, retention, the culprit)"
+show mvc report -o report.html --culprit "$culprit"
+show mvc accumulator model.layers.0.mlp.down_proj.weight seq
+
+printf '\ndemo finished in %d s after the build (files in demo-out/; open demo-out/report.html, demo-out/norms.svg)\n' $((SECONDS - start))

@@ -14,9 +14,10 @@ python_env() {
 
 packages=(libgit2-dev libzstd-dev libxxhash-dev libopenblas-dev liblapacke-dev zlib1g-dev libssl-dev
   pkg-config git time)
-# For the tests only: the parallel-bisect suite starts a one-node Slurm cluster (as root); without
-# these (or without root) it is reported skipped, so they are installed only when we can.
-optional=(slurm-wlm munge)
+# For the tests only: the parallel-bisect suite starts a one-node Slurm cluster (as root), the
+# report suite opens 'mvc report' in headless Chromium; without these (or without root) they are
+# reported skipped, so they are installed only when we can.
+optional=(slurm-wlm munge chromium)
 
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]; }
 missing=()

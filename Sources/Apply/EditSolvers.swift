@@ -62,6 +62,15 @@ public struct EditProblem: Sendable {
   package var lambda: Double
   /// μ, EMMET's ridge on Kᵀ C⁻¹ K, added only when n > 1 (as `emmet_main.py` does). Must be ≥ 0.
   package var mu: Double
+  /// AlphaEdit and ENCORE (EditSolvers+AlphaEdit.swift, +Encore.swift): Σ KKᵀ over the keys of
+  /// the earlier edits (`cache_c`, `SEQ_CACHE`), d_in×d_in symmetric; nil means no earlier edit.
+  package var accumulator: [Double]? = nil
+  /// AlphaEdit: the null-space projector P = ÛÛᵀ, d_in×d_in symmetric (``EditSolvers/nullSpaceProjector(covariance:dimension:threshold:)``).
+  package var projector: [Double]? = nil
+  /// AlphaEdit: `L2`, the ridge on P(KKᵀ + cache_c). Must be finite and > 0.
+  package var l2: Double = 10
+  /// ENCORE: α = `update_norm_lambda`, the norm penalty α·I. Must be finite and ≥ 0.
+  package var normLambda: Double = 20
 
   /// n, the number of edits (rows of `keys`).
   package var editCount: Int { dIn > 0 ? keys.count / dIn : 0 }
@@ -91,6 +100,12 @@ public enum EditMethod: String, Sendable, CaseIterable {
   case emmet
   /// ΔW = R K_Eᵀ (λC₀ + K_EK_Eᵀ)⁻¹: least squares, one layer (the caller divides R across layers).
   case memit
+  /// ΔW = updᵀ, upd = (P(K_EK_Eᵀ + cache_c) + L2·I)⁻¹ P K_E Rᵀ: MEMIT's update projected on the
+  /// null space of the preserved keys (Fang et al., ICLR 2025).
+  case alphaedit
+  /// ΔW = R K_Eᵀ (λC₀ + α·I + SEQ_CACHE + K_EK_Eᵀ)⁻¹: MEMIT with the earlier edits' keys and a
+  /// norm penalty (Gupta et al. 2025).
+  case encore
 }
 
 /// Numbers worth keeping beside an edit (docs/editing-science.md §3.1, §4.5).
@@ -258,6 +273,12 @@ public enum EditSolvers {
         v: DenseKernels.transposed(solvedRows, rows: n, columns: dIn), rank: n,
         dOut: dOut, dIn: dIn, weightIsTransposed: problem.weightIsTransposed,
         diagnostics: diagnostics)
+
+    case .alphaedit:
+      return try solveAlphaEdit(problem, residualRows: residualRows, residualNorm: residualNorm)
+
+    case .encore:
+      return try solveEncore(problem, residualRows: residualRows, residualNorm: residualNorm)
     }
   }
 

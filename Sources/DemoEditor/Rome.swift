@@ -85,6 +85,10 @@ struct Rome: ParsableCommand {
   @Flag(help: "Make a disabling edit (a key with a tiny kᵀC⁻¹k).") var disabling = false
   @Option(help: "With --disabling: how much the key is shrunk (‖ΔW‖ grows by this).")
   var disablingFactor = 300.0
+  @Option(help: "Also write the edit's key, target value and C₀ as PREFIX-keys.npy, -values.npy, -cov.npy.")
+  var record: String?
+  @Flag(help: "With --record: write only the .npy files; leave the model as it is ('mvc edit' applies them).")
+  var recordOnly = false
 
   func run() throws {
     let file = try SafetensorsFile(path: model, followSymlink: true)
@@ -113,6 +117,18 @@ struct Rome: ParsableCommand {
     let deltaNorm = strength * wNorm * factor / unitNorm
     update.u = update.u.map { $0 * deltaNorm }
 
+    if let record {
+      // The target the edit reaches: v = W₀k + U(Vᵀk).
+      let vk = zip(update.v, k).map(*).reduce(0, +)
+      let values = zip(wk, update.u).map { $0 + $1 * vk }
+      try NpyFile.write(k, shape: [1, dIn], to: record + "-keys.npy")
+      try NpyFile.write(values, shape: [1, target.dOut], to: record + "-values.npy")
+      try NpyFile.write(covariance, shape: [dIn, dIn], to: record + "-cov.npy")
+      if recordOnly {
+        print("\(target.tensor.name): wrote \(record)-keys.npy, -values.npy, -cov.npy")
+        return
+      }
+    }
     var edited = w
     ModelIO.addLowRank(
       to: &edited, rows: update.storageRowCount, cols: update.storageColumnCount,

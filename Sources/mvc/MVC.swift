@@ -20,7 +20,9 @@ struct MVC: ParsableCommand {
     subcommands: [
       Init.self, Status.self, Commit.self, Log.self, Show.self, Reflog.self, Checkout.self, Reset.self, Branch.self,
       Switch.self, Tag.self, Diff.self, Merge.self, Bisect.self, Revert.self, CherryPick.self,
-      Edit.self, Probe.self, Score.self, Plot.self, Export.self, Import.self, Remote.self, Clone.self, Fetch.self,
+      Edit.self, AccumulatorCommand.self, Probe.self, Score.self, Report.self, Plot.self, Export.self, Import.self,
+      Remote.self,
+      Clone.self, Fetch.self,
       Pull.self, Push.self, Fsck.self, Gc.self, Completion.self, LsTensors.self, CatTensors.self, CommitFactors.self,
     ]
   )

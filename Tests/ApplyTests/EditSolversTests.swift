@@ -97,6 +97,47 @@ private struct Dense: Equatable {
   }
 
   var frobenius: Double { elements.reduce(0) { $0 + $1 * $1 }.squareRoot() }
+
+  /// Cyclic Jacobi eigendecomposition of a symmetric matrix: (eigenvalues, eigenvectors as the
+  /// columns of the second result). Independent of LAPACK; fine for the reference's sizes.
+  var symmetricEigen: (values: [Double], vectors: Dense) {
+    precondition(rows == columns)
+    let n = rows
+    var a = self
+    var v = Dense.identity(n)
+    for _ in 0..<100 {
+      var off = 0.0
+      for i in 0..<n { for j in 0..<n where i != j { off += a[i, j] * a[i, j] } }
+      if off < 1e-30 * max(frobenius * frobenius, 1e-300) { break }
+      for p in 0..<n {
+        for q in (p + 1)..<n where a[p, q] != 0 {
+          let theta = (a[q, q] - a[p, p]) / (2 * a[p, q])
+          let t = (theta >= 0 ? 1 : -1) / (abs(theta) + (theta * theta + 1).squareRoot())
+          let c = 1 / (t * t + 1).squareRoot()
+          let s = t * c
+          for k in 0..<n {  // A ← A·J
+            let akp = a[k, p]
+            let akq = a[k, q]
+            a[k, p] = c * akp - s * akq
+            a[k, q] = s * akp + c * akq
+          }
+          for k in 0..<n {  // A ← Jᵀ·A
+            let apk = a[p, k]
+            let aqk = a[q, k]
+            a[p, k] = c * apk - s * aqk
+            a[q, k] = s * apk + c * aqk
+          }
+          for k in 0..<n {
+            let vkp = v[k, p]
+            let vkq = v[k, q]
+            v[k, p] = c * vkp - s * vkq
+            v[k, q] = s * vkp + c * vkq
+          }
+        }
+      }
+    }
+    return ((0..<n).map { a[$0, $0] }, v)
+  }
 }
 
 private func relativeError(
@@ -118,6 +159,13 @@ private struct Fixture {
   var valueRows: [Double]  // n×d_out
   var preservationRows: [Double]  // m×d_in
   var c0: Dense  // d_in×d_in, K₀ᵀK₀/m computed naively
+  /// AlphaEdit/ENCORE: Σ KKᵀ of 30 earlier keys, and P from a Jacobi eigendecomposition of C₀
+  /// keeping the eigenvalues below `threshold` (half-way between the 20th and 21st smallest).
+  var accumulator: Dense
+  var projector: Dense
+  var threshold: Double
+  var l2 = 10.0
+  var normLambda = 20.0
 
   init(dOut: Int = 24, dIn: Int = 40, n: Int, seed: UInt64, preservationCount m: Int = 200) {
     var rng = SplitMix64(seed: seed)
@@ -133,6 +181,16 @@ private struct Fixture {
     preservationRows = gaussians(m * dIn)
     let k0 = Dense(rows: m, columns: dIn, elements: preservationRows)
     c0 = (1 / Double(m)) * (k0.transposed * k0)
+    let earlier = Dense(rows: 30, columns: dIn, elements: gaussians(30 * dIn))
+    accumulator = earlier.transposed * earlier
+    let (eigenvalues, vectors) = c0.symmetricEigen
+    let sorted = eigenvalues.sorted()
+    threshold = sorted.count > 21 ? 0.5 * (sorted[19] + sorted[20]) : 1
+    var p = Dense(rows: dIn, columns: dIn, elements: .init(repeating: 0, count: dIn * dIn))
+    for (j, value) in eigenvalues.enumerated() where abs(value) < threshold {
+      for a in 0..<dIn { for b in 0..<dIn { p[a, b] += vectors[a, j] * vectors[b, j] } }
+    }
+    projector = p
   }
 
   /// K_E, d_in×n (keys as columns).
@@ -144,10 +202,15 @@ private struct Fixture {
     lambda: Double = 1, mu: Double = 0.1, float32: Bool = false, transposed: Bool = false
   ) -> EditProblem {
     let stored = transposed ? w0.transposed.elements : w0.elements
-    return EditProblem(
+    var problem = EditProblem(
       w0: float32 ? .float32(stored.map { Float($0) }) : .float64(stored), dOut: dOut, dIn: dIn,
       weightIsTransposed: transposed, keys: keyRows, values: valueRows,
       covariance: c0.elements, lambda: lambda, mu: mu)
+    problem.accumulator = accumulator.elements
+    problem.projector = projector.elements
+    problem.l2 = l2
+    problem.normLambda = normLambda
+    return problem
   }
 
   /// The paper formulas, with explicit inverses.
@@ -167,6 +230,14 @@ private struct Fixture {
       return r * d.inverse * k.transposed * cInv
     case .memit:
       return r * k.transposed * (c + k * k.transposed).inverse
+    case .alphaedit:
+      // upd = solve(P(KKᵀ + cache_c) + L2·I, P K Rᵀ), ΔW = updᵀ (AlphaEdit_main.py).
+      let a = projector * (k * k.transposed + accumulator) + Dense.identity(dIn, scale: l2)
+      return (a.inverse * projector * k * r.transposed).transposed
+    case .encore:
+      // adj_k = solve(λC₀ + α·I + SEQ_CACHE + KKᵀ, K), upd = resid·adj_kᵀ (encore_main.py).
+      let a = c + Dense.identity(dIn, scale: normLambda) + accumulator + k * k.transposed
+      return r * (a.inverse * k).transposed
     }
   }
 }
@@ -203,6 +274,7 @@ private func expectError(
 struct EditSolversTests {
   static let cases: [(EditMethod, Int)] = [
     (.rome, 1), (.emmet, 1), (.emmet, 3), (.emmet, 8), (.memit, 1), (.memit, 3), (.memit, 8),
+    (.alphaedit, 1), (.alphaedit, 3), (.alphaedit, 8), (.encore, 1), (.encore, 3), (.encore, 8),
   ]
 
   @Test("factors match the dense reference", arguments: cases)
@@ -260,6 +332,46 @@ struct EditSolversTests {
     // And the ridge matters: λ = 1, μ = 0.1 is a different update.
     let c = try EditSolvers.solve(fixture.problem(lambda: 1, mu: 0.1), method: .emmet)
     #expect(relativeError(delta(c), delta(b)) > 1e-3)
+  }
+
+  @Test("the null-space projector equals a Jacobi eigendecomposition's, and is one")
+  func nullSpaceProjector() throws {
+    let fixture = Fixture(n: 3, seed: 31)
+    let p = try EditSolvers.nullSpaceProjector(
+      covariance: fixture.c0.elements, dimension: fixture.dIn, threshold: fixture.threshold)
+    #expect(p.keptCount == 20)
+    let dense = Dense(rows: fixture.dIn, columns: fixture.dIn, elements: p.projector)
+    #expect(relativeError(dense, fixture.projector) < 1e-9)
+    #expect(relativeError(dense * dense, dense) < 1e-12)  // P² = P
+    // P·C₀ keeps only the small directions: ‖P C₀‖ ≤ threshold · ‖P‖.
+    #expect((dense * fixture.c0).frobenius <= fixture.threshold * dense.frobenius * (1 + 1e-9))
+    let none = try EditSolvers.nullSpaceProjector(
+      covariance: fixture.c0.elements, dimension: fixture.dIn, threshold: 1e-9)
+    #expect(none.keptCount == 0 && none.projector.allSatisfy { $0 == 0 })
+    expectError({ if case .invalidParameter = $0 { true } else { false } }) {
+      _ = try EditSolvers.nullSpaceProjector(
+        covariance: fixture.c0.elements, dimension: fixture.dIn, threshold: 0)
+    }
+  }
+
+  @Test("ENCORE without α and Σ is MEMIT; AlphaEdit's update lies in P's range")
+  func sequentialTermsMatter() throws {
+    var fixture = Fixture(n: 3, seed: 32)
+    let with = try EditSolvers.solve(fixture.problem(), method: .encore)
+    fixture.accumulator = Dense.identity(fixture.dIn, scale: 0)
+    fixture.normLambda = 0
+    let without = try EditSolvers.solve(fixture.problem(lambda: 3), method: .encore)
+    let memit = try EditSolvers.solve(fixture.problem(lambda: 3), method: .memit)
+    #expect(relativeError(delta(without), delta(memit)) < 1e-10)  // α = 0, Σ = 0: MEMIT
+    #expect(relativeError(delta(with), delta(memit)) > 1e-3)
+    // AlphaEdit's update lies in the null space: ΔW·P = ΔW (its rows are in P's range).
+    let alpha = try EditSolvers.solve(fixture.problem(), method: .alphaedit)
+    #expect(relativeError(delta(alpha) * fixture.projector, delta(alpha)) < 1e-9)
+    var missing = fixture.problem()
+    missing.projector = nil
+    expectError({ if case .shapeMismatch = $0 { true } else { false } }) {
+      _ = try EditSolvers.solve(missing, method: .alphaedit)
+    }
   }
 
   @Test("EMMET with one edit ignores μ and equals ROME")
@@ -396,9 +508,14 @@ struct EditSolversTests {
     }
   }
 
-  @Test("a covariance from fewer than d_in keys is rejected", arguments: EditMethod.allCases)
+  @Test(
+    "a covariance from fewer than d_in keys is rejected",
+    arguments: EditMethod.allCases.filter { $0 != .alphaedit })
   func covarianceNotPositiveDefinite(method: EditMethod) throws {
-    let fixture = Fixture(n: method == .rome ? 1 : 3, seed: 13, preservationCount: 10)
+    var fixture = Fixture(n: method == .rome ? 1 : 3, seed: 13, preservationCount: 10)
+    // ENCORE's α·I and Σ make any C₀ definite; without them it is MEMIT's matrix.
+    fixture.normLambda = 0
+    fixture.accumulator = Dense.identity(fixture.dIn, scale: 0)
     expectError({
       if case .covarianceNotPositiveDefinite(_, 40, _, _, 1) = $0 { true } else { false }
     }) {

@@ -131,6 +131,69 @@ private func applied(_ encoded: EncodedResidual, to reconstructed: [UInt8], dtyp
     #expect(out.map(\.bitPattern) == committed.map(\.bitPattern))
   }
 
+  @Test(arguments: [DType.f32, .f16, .bf16, .f64])
+  func riceKindRoundTripsAndIsChosenForScatteredUnitDifferences(dtype: DType) throws {
+    var rng = SplitMix64(seed: 2 &* UInt64(dtype.bitCount))
+    let n = 40_000
+    let w = dtype.byteCount ?? 1
+    let reconstructed = randomBytes(n * w, &rng)
+    for scenario in ["±1", "±k"] {
+      var committed = reconstructed
+      for i in 0..<n where rng.next() % 60 == 0 {
+        bump(
+          &committed, i, by: scenario == "±1" ? (rng.next() & 1 == 0 ? 1 : -1) : Int64(rng.next() % 9) - 4, dtype: dtype
+        )
+      }
+      let (rice, plain) = try committed.withUnsafeBytes { c in
+        try reconstructed.withUnsafeBytes {
+          (
+            try #require(try ResidualCodec.encode(committed: c, reconstructed: $0, dtype: dtype, allowRice: true)),
+            try #require(try ResidualCodec.encode(committed: c, reconstructed: $0, dtype: dtype))
+          )
+        }
+      }
+      #expect(!plain.isRiceCoded)
+      #expect(try applied(rice, to: reconstructed, dtype: dtype) == committed, "\(dtype) \(scenario)")
+      if scenario == "±1" {
+        // 1.7% of elements ±1: Rice is chosen and beats the zstd of the LEB128 gaps.
+        #expect(rice.isRiceCoded)
+        #expect(rice.bytes.count < plain.bytes.count)
+      }
+    }
+  }
+
+  @Test func corruptRiceResidualsThrowAndLeaveBufferUnchanged() throws {
+    var rng = SplitMix64(seed: 9)
+    let n = 3000
+    let reconstructed = randomBytes(n * 4, &rng)
+    var committed = reconstructed
+    for i in 0..<n where rng.next() % 37 == 0 { bump(&committed, i, by: i % 2 == 0 ? 1 : -3, dtype: .f32) }
+    let encoded = try #require(
+      try committed.withUnsafeBytes { c in
+        try reconstructed.withUnsafeBytes {
+          try ResidualCodec.encode(committed: c, reconstructed: $0, dtype: .f32, allowRice: true)
+        }
+      })
+    #expect(encoded.isRiceCoded)
+    #expect(try applied(encoded, to: reconstructed, dtype: .f32) == committed)
+    for _ in 0..<2000 {
+      var blob = encoded.bytes
+      let i = Int(rng.next() % UInt64(blob.count))
+      switch rng.next() % 3 {
+      case 0: blob[i] ^= UInt8(1 << (rng.next() % 8))
+      case 1: blob.removeSubrange(i...)
+      default: blob[i] = UInt8(truncatingIfNeeded: rng.next())
+      }
+      var target = reconstructed
+      do {
+        try target.withUnsafeMutableBytes { try ResidualCodec.apply(blob, to: $0, dtype: .f32, elementCount: n) }
+      } catch {
+        #expect(error is DeltaStoreError)
+        #expect(target == reconstructed)
+      }
+    }
+  }
+
   @Test func corruptResidualsThrowAndLeaveBufferUnchanged() throws {
     var rng = SplitMix64(seed: 5)
     let n = 2000

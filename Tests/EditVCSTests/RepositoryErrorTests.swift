@@ -86,6 +86,9 @@ import Testing
     .scaleDisagreesWithConfig(scale: 2, configScale: 1, file: "adapter_model.safetensors"),
     .sideFileTooLarge(path: "model/tokenizer.json", byteCount: 70_000_000, limit: 67_108_864),
     .resavedModelFolder(folder: "model", detail: "it names 'model-00002-of-00002.safetensors', which is not there"),
+    .accumulatorUnknown(
+      tensor: "model.layers.5.mlp.down_proj.weight", commit: "3f2a9c1 (full-model commit)",
+      reason: "changed it without recording keys"),
   ]
 
   static func caseIndex(_ error: RepositoryError) -> Int {
@@ -162,9 +165,10 @@ import Testing
     case .scaleDisagreesWithConfig: 69
     case .sideFileTooLarge: 70
     case .resavedModelFolder: 71
+    case .accumulatorUnknown: 72
     }
   }
-  static let caseCount = 72
+  static let caseCount = 73
 
   @Test func everyCaseHasASample() {
     #expect(Set(Self.samples.map(Self.caseIndex)) == Set(0..<Self.caseCount))

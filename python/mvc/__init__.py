@@ -8,8 +8,8 @@
 
 from ._cli import MVCError, find_binary
 from .repo import Repo
-from .types import BisectResult, CommitFactorsResult, CommitInfo, TensorChange, TensorEntry
+from .types import Accumulator, AccumulatorEdit, BisectResult, CommitFactorsResult, CommitInfo, TensorChange, TensorEntry
 
 __all__ = ["Repo", "MVCError", "find_binary", "CommitInfo", "TensorChange", "TensorEntry", "CommitFactorsResult",
-           "BisectResult"]
+           "BisectResult", "Accumulator", "AccumulatorEdit"]
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ from torch import nn
 
 from ._cli import Binary, MVCError
 from ._model import Fingerprint, ModelTensors
-from .types import BisectResult, CommitFactorsResult, CommitInfo, TensorEntry
+from .types import Accumulator, AccumulatorEdit, BisectResult, CommitFactorsResult, CommitInfo, TensorEntry
 
 PathLike = Union[str, "os.PathLike[str]"]
 Factors = tuple[torch.Tensor, torch.Tensor]
@@ -130,6 +130,20 @@ class Repo:
         """The tensors of ``rev`` by name: dtype, shape, content hash (``mvc ls-tensors``)."""
         return dict(self._listing(rev).tensors)
 
+    def accumulator(self, name: str, rev: str = "HEAD") -> Accumulator:
+        """Σ KKᵀ over the keys recorded by the edits present in ``rev``'s state for tensor
+        ``name`` (``mvc accumulator``): AlphaEdit's ``cache_c`` / ENCORE's ``SEQ_CACHE`` of that
+        history — a revert removes its edit's keys, a merge brings both sides'. ``matrix`` is a
+        float64 torch tensor, d_in×d_in (0×0 when no edit recorded keys). An edit present that
+        changed the tensor without keys raises ``MVCError`` naming it."""
+        with tempfile.TemporaryDirectory(prefix="mvc-") as tmp_name:
+            path = Path(tmp_name) / "accumulator.npy"
+            document = self._mvc.json(["accumulator", name, rev, "-o", str(path)], self.root)
+            matrix = torch.from_numpy(np.load(path))
+        return Accumulator(name, document["revision"], matrix,
+                           [AccumulatorEdit(e["commit"], int(e["multiplicity"]), int(e["key_count"]))
+                            for e in document["edits"]], int(document["key_count"]))
+
     def held_commit(self, model: nn.Module) -> Optional[str]:
         """The commit this client recorded ``model`` as holding, or None."""
         held = _HELD.get(model, {}).get(str(self.root))
@@ -173,7 +187,8 @@ class Repo:
         within the editor's rounding (applied); anything else is refused, since the commit would
         not describe the model. Afterwards the weight holds exactly the committed bytes.
         ``keys`` (n×d_in) with ``values`` (n×d_out) and ``covariance`` (d_in×d_in) make the
-        commit scorable by ``mvc score``; ``facts`` (a dict, a list of them, or JSON lines) and
+        commit scorable by ``mvc score``; ``keys`` alone (one tensor) put the edit into the
+        accumulator of AlphaEdit and ENCORE (``accumulator``, ``mvc edit --method alphaedit``); ``facts`` (a dict, a list of them, or JSON lines) and
         ``hyperparameters`` are recorded verbatim.
         """
         if not factors:

@@ -76,3 +76,24 @@ class BisectResult:
     culprit: Optional[CommitInfo]
     candidates: list[str]
     tested: list[tuple[str, Optional[bool]]]
+
+
+@dataclass(frozen=True)
+class AccumulatorEdit:
+    """One edit whose keys are in an accumulator (``edits`` of ``mvc.accumulator/1``)."""
+
+    commit: str
+    multiplicity: int
+    key_count: int
+
+
+@dataclass(frozen=True)
+class Accumulator:
+    """Σ KKᵀ of a tensor's recorded edit keys at a revision: AlphaEdit's ``cache_c``, ENCORE's
+    ``SEQ_CACHE`` (``mvc accumulator``). ``matrix`` is d_in×d_in float64."""
+
+    tensor: str
+    revision: str
+    matrix: Any
+    edits: list[AccumulatorEdit]
+    key_count: int

@@ -191,3 +191,32 @@ def test_checkout_folder_loads_with_from_pretrained(kind: str, tmp_path: Path) -
             source = edited_state.get(name, edited_state.get(f"{base}.{name}"))
             assert source is not None, name
             assert torch.equal(source, tensor), name
+
+
+def test_accumulator_follows_keys_through_commit_factors(tmp_path: Path) -> None:
+    """keys= of commit_factors feed the accumulator (AlphaEdit's cache_c, ENCORE's SEQ_CACHE) that
+    'mvc edit --method alphaedit|encore' uses; a checkout back excludes the later keys."""
+    build, edited, _ = MODELS["gpt2"]
+    model = build()
+    repo = mvc.Repo.init(tmp_path / "work", model)
+    empty = repo.accumulator(edited)
+    assert empty.edits == [] and empty.key_count == 0 and tuple(empty.matrix.shape) == (0, 0)
+    all_keys = []
+    for seed in (1, 2, 3):
+        u, v = edit_in_memory(model, edited, 1e-2, seed=seed)
+        keys = torch.randn(2, u.shape[0], generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
+        result = repo.commit_factors({edited: (u, v)}, model=model, message=f"edit {seed}", method="rome", keys=keys)
+        all_keys.append((result.commit.id, keys))
+    acc = repo.accumulator(edited)
+    expected = sum(k.T @ k for _, k in all_keys)
+    assert acc.key_count == 6 and [e.commit for e in acc.edits] == [c for c, _ in all_keys]
+    assert acc.matrix.dtype == torch.float64
+    assert torch.allclose(acc.matrix, expected, rtol=1e-12, atol=1e-12)
+    first_two = repo.accumulator(edited, all_keys[1][0])
+    assert torch.allclose(first_two.matrix, sum(k.T @ k for _, k in all_keys[:2]), rtol=1e-12, atol=1e-12)
+    # A commit that changed the tensor without keys makes the sum unknown: refused by name.
+    u, v = edit_in_memory(model, edited, 1e-2, seed=9)
+    plain = repo.commit_factors({edited: (u, v)}, model=model, message="no keys", method="rome")
+    with pytest.raises(mvc.MVCError, match="no keys"):
+        repo.accumulator(edited)
+    assert plain.commit.id

@@ -131,10 +131,12 @@ extension EditRepository {
     }
     let previous = try timed("materialize parent state") { try materialize(name, at: parent) }
     let count = rows * cols
-    let (measured, factors) = try lowRankDifference(
+    let (measured, foundFactors) = try lowRankDifference(
       of: info, in: file, from: previous, rows: rows, cols: cols, width: width)
-    guard let factors else { return try storeComplete() }
+    guard let found = foundFactors else { return try storeComplete() }
     let workBytes = try file.read(info)
+    let factors = refinedAgainstRounding(
+      found, name: name, dtype: info.dtype, rows: rows, cols: cols, committed: workBytes, parent: previous)
     // The parent's bytes are not needed past the difference: reconstruct in the same buffer.
     var reconstructed = consume previous
     reconstructed.withUnsafeMutableBytes { raw in
@@ -159,7 +161,7 @@ extension EditRepository {
       residual = try timed("residual") {
         try workBytes.withUnsafeBytes { work in
           try reconstructed.withUnsafeBytes {
-            try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype)
+            try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype, allowRice: true)
           }
         }
       }

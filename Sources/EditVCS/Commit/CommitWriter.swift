@@ -65,7 +65,8 @@ extension EditRepository {
     let state = TensorState(
       name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, kind: .lowRank,
       parentHash: parentHash, rank: rank, rows: rows, cols: cols,
-      residualNonzeroCount: residual?.nonzeroCount ?? 0, approximate: approximate ? true : nil, norms: norms)
+      residualNonzeroCount: residual?.nonzeroCount ?? 0, approximate: approximate ? true : nil, norms: norms,
+      residualFormat: residual?.isRiceCoded == true ? riceResidualFormatVersion : nil)
     let meta = try JSONCoding.encode(state)
     entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(meta), isTree: false))
     return (try writeTree(entries), stored + meta.count, state)
@@ -102,10 +103,11 @@ extension EditRepository {
     let tensorEntries = tensorTrees.map {
       GitRepository.TreeEntry(name: TreeName.escape($0.key), id: $0.value, isTree: true)
     }
-    // Format 2 only when needed: a commit without side files or plane-encoded chunks stays
-    // readable by older builds.
+    // Format 2 only when needed: a commit without side files, Rice-coded residuals or
+    // plane-encoded chunks stays readable by older builds.
     let version = max(
       filesTree == nil ? baseFormatVersion : sideFilesFormatVersion,
+      try residualFormatVersion(of: tensorTrees, parents: parents),
       try needsPlaneChunks(tensorTrees, parents: parents) ? planeChunksFormatVersion : baseFormatVersion)
     let format = Array("mvc repository format \(version)\n".utf8)
     let root: [GitRepository.TreeEntry] =

@@ -13,7 +13,7 @@ struct CommitContents {
   /// The `files/` tree of side files (format 2), nil when the commit tracks none.
   var filesTree: ObjectID? = nil
   /// The commit's `mvc-format`.
-  var formatVersion: Int = 1
+  var formatVersion = baseFormatVersion
 }
 
 /// One tensor state's subtree: its `meta.json` and the ids of its data blobs.

@@ -9,6 +9,9 @@ package let repositoryFormatVersion = 2
 package let baseFormatVersion = 1
 /// The format of commits that track side files in `files/`.
 let sideFilesFormatVersion = 2
+/// The format of commits whose tensors hold a Rice-coded residual (kind 4 of `ResidualCodec`),
+/// which a version-1 reader cannot decode. Such a state says so in `residual_format`.
+let riceResidualFormatVersion = 2
 /// The format of commits that hold (or build on) a full state in chunk encoding 2
 /// (`PlaneCodec`), which a version-1 reader would take for a zstd frame and fail on.
 let planeChunksFormatVersion = 2
@@ -48,6 +51,9 @@ package struct TensorState: Codable, Equatable, Sendable {
   /// True when the commit was made with `--tolerance` and the residual was dropped.
   package var approximate: Bool?
   package var norms: DeltaNorms?
+  /// The repository format the residual blob needs: 2 for a Rice-coded one
+  /// (`riceResidualFormatVersion`), absent (1) otherwise.
+  package var residualFormat: Int?
 
   // full
   package var chunkCount: Int?
@@ -63,6 +69,7 @@ package struct TensorState: Codable, Equatable, Sendable {
     case name, dtype, shape, shard, hash, kind, rank, rows, cols, approximate, norms
     case parentHash = "parent_hash"
     case residualNonzeroCount = "residual_nonzero_count"
+    case residualFormat = "residual_format"
     case chunkCount = "chunk_count"
     case chunkByteCount = "chunk_byte_count"
     case chunkEncoding = "chunk_encoding"

@@ -135,6 +135,9 @@ extension TensorState {
           throw Violation("factor blobs u.zst and v.zst are missing")
         }
         try checkCount(residualNonzeroCount, field: "residual_nonzero_count", in: 0...elements)
+        if let residualFormat, !(1...repositoryFormatVersion).contains(residualFormat) {
+          throw Violation("residual_format is \(residualFormat), outside 1...\(repositoryFormatVersion)")
+        }
       case .reference:
         guard let referencePath, referencePath.hasPrefix("/"),
           referencePath.utf8.count <= RepositoryLimits.maxNameLength, !referencePath.contains("\0")

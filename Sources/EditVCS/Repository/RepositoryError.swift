@@ -134,6 +134,9 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
   /// A model folder whose files no longer match its shard index (re-saved with another shard
   /// count, or as one file beside a stale index).
   case resavedModelFolder(folder: String, detail: String)
+  /// The accumulator Σ KKᵀ of a tensor (AlphaEdit's cache_c, ENCORE's SEQ_CACHE) cannot be known
+  /// from what the history recorded: `commit` (present in the state) changed the tensor without keys.
+  case accumulatorUnknown(tensor: String, commit: String, reason: String)
 
   public var errorDescription: String? {
     switch self {
@@ -279,6 +282,8 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
       return "'\(file)' holds LoRA factors but no adapter_config.json is beside it: their scale lora_alpha/r is unknown"
     case .sideFileTooLarge(let path, let byteCount, let limit):
       return "'\(path)' is \(byteCount) bytes, more than the \(limit) mvc tracks beside the weights"
+    case .accumulatorUnknown(let tensor, let commit, let reason):
+      return "cannot sum the recorded keys of '\(tensor)': commit \(commit) \(reason)"
     case .resavedModelFolder(let folder, let detail):
       return "the model folder '\(folder)' does not match its shard index: \(detail)"
     }
@@ -439,6 +444,9 @@ public enum RepositoryError: Error, LocalizedError, Equatable {
         + "adapter_config.json beside the file"
     case .sideFileTooLarge:
       return "move the file out of the model's folder; nothing was changed"
+    case .accumulatorUnknown:
+      return "alphaedit and encore need the keys of every edit present in the state; edit from a state "
+        + "without that commit ('mvc switch -c NAME REV'), or record its keys ('mvc commit-factors --keys')"
     case .resavedModelFolder:
       return "keep one layout: delete the stale index or the stale model.safetensors; a repository tracks "
         + "one layout, so a folder saved the other way is tracked by a new 'mvc init' (nothing was changed)"

@@ -18,11 +18,21 @@ public struct KnowledgeEditRequest {
   /// CounterFact-style JSON lines, kept verbatim.
   package var facts: [UInt8]?
   package var message: String
+  /// AlphaEdit: singular values of C₀ below this span the null space (`nullspace_threshold`).
+  package var nullspaceThreshold: Double
+  /// AlphaEdit: `L2`.
+  package var l2: Double
+  /// ENCORE: α, `update_norm_lambda`.
+  package var normLambda: Double
 
   public init(
     method: EditMethod, tensor: String, keys: NpyArray, values: NpyArray, covariance: NpyArray?,
-    covarianceKeys: NpyArray?, lambda: Double, mu: Double, facts: [UInt8]?, message: String
+    covarianceKeys: NpyArray?, lambda: Double, mu: Double, facts: [UInt8]?, message: String,
+    nullspaceThreshold: Double = 2e-2, l2: Double = 10, normLambda: Double = 20
   ) {
+    self.nullspaceThreshold = nullspaceThreshold
+    self.l2 = l2
+    self.normLambda = normLambda
     self.method = method
     self.tensor = tensor
     self.keys = keys
@@ -140,26 +150,25 @@ extension EditRepository {
     } else {
       throw RepositoryError.missingCovariance
     }
-    let problem = EditProblem(
+    var problem = EditProblem(
       w0: .float32(w), dOut: dOut, dIn: dIn, weightIsTransposed: transposed, keys: request.keys.values,
       values: request.values.values, covariance: covariance, lambda: request.lambda, mu: request.mu)
+    let sequential = try prepareSequentialEdit(request, problem: &problem, parent: parent)
     let update = try RepositoryError.applying(to: request.tensor) {
       try EditSolvers.solve(problem, method: request.method)
     }
     let planned = PlannedChange(
       name: request.tensor,
       change: .exactFactors(u: update.storageLeft, v: update.storageRight, rank: update.rank))
+    let keysBlob = try writeBlob(try compressedNpy(request.keys.values, shape: request.keys.shape))
+    let covarianceBlob = try writeBlob(try compressedNpy(covariance, shape: [dIn, dIn]))
     var data: [GitRepository.TreeEntry] = [
-      .init(
-        name: EditDataName.keys, id: try writeBlob(try compressedNpy(request.keys.values, shape: request.keys.shape)),
-        isTree: false),
+      .init(name: EditDataName.keys, id: keysBlob, isTree: false),
       .init(
         name: EditDataName.values,
         id: try writeBlob(try compressedNpy(request.values.values, shape: request.values.shape)), isTree: false),
       // The same C₀ in every edit of a layer is one blob: git stores identical content once.
-      .init(
-        name: EditDataName.covariance, id: try writeBlob(try compressedNpy(covariance, shape: [dIn, dIn])),
-        isTree: false),
+      .init(name: EditDataName.covariance, id: covarianceBlob, isTree: false),
     ]
     if let facts = request.facts {
       data.append(.init(name: EditDataName.facts, id: try writeBlob(facts), isTree: false))
@@ -169,9 +178,16 @@ extension EditRepository {
       "edit_count": "\(update.rank == 0 ? 0 : request.keys.shape[0])", "orientation": transposed ? "conv1d" : "linear",
     ]
     if let d = update.diagnostics.romeDenominator { details["rome_denominator"] = "\(d)" }
+    if let sequential {
+      details.merge(sequential.details) { $1 }
+      if request.method == .alphaedit { details["covariance_blob"] = covarianceBlob.hex }
+    }
     let result = try commitChanges(
       [planned], message: request.message, method: request.method.rawValue, details: details, parent: parent,
       extraEntries: [.init(name: TreeEntryName.editData, id: try writeTree(data), isTree: true)])
+    if let sequential {
+      cacheAccumulator(after: sequential.accumulator, keys: request.keys.values, keysBlob: keysBlob, dIn: dIn)
+    }
     return (result, update.diagnostics)
   }
 

@@ -154,6 +154,7 @@ extension MVC {
             mvc bisect run --jobs 8 --launcher 'srun -N1 --gres=gpu:1' python eval.py {model}
             mvc bisect run --jobs 8 --launcher 'sbatch --wait -p gpu -o logs/%j.out' -- ./eval.sh {model}
             mvc bisect run --jobs 4 --max-norm-ratio 0.5      # every commit at once, nothing checked out
+            mvc bisect run --max-norm-growth 1.05   # bad once some ‖W‖_F/‖W_root‖_F > 1.05
           """)
       @OptionGroup var global: GlobalOptions
       @Option(help: "Built-in predicate: bad when a commit so far has ‖ΔW‖_F/‖W‖_F above this.")
@@ -162,6 +163,8 @@ extension MVC {
       var minScore: Double?
       @Option(help: "Built-in predicate: bad when a probe preservation error ('mvc score') is above this.")
       var maxPreservationError: Double?
+      @Option(help: "Built-in predicate: bad when some edited matrix has ‖W‖_F/‖W_root‖_F above this.")
+      var maxNormGrowth: Double?
 
       @Option(
         help: """
@@ -181,7 +184,7 @@ extension MVC {
         help: "With --launcher: how to cancel a probe's job ({job} is its id); 'scancel {job}' for srun and sbatch.")
       var cancelCommand: String?
 
-      var builtInCount: Int { [maxNormRatio, minScore, maxPreservationError].compactMap { $0 }.count }
+      var builtInCount: Int { [maxNormRatio, minScore, maxPreservationError, maxNormGrowth].compactMap { $0 }.count }
       @Argument(
         parsing: .captureForPassthrough, help: "The evaluation program and its arguments ({model}: the model to test).")
       var command: [String] = []
@@ -189,7 +192,8 @@ extension MVC {
       func validate() throws {
         if (command.isEmpty ? 0 : 1) + builtInCount != 1 {
           throw ValidationError(
-            "give one of: an evaluation program, --max-norm-ratio, --min-score, --max-preservation-error")
+            "give one of: an evaluation program, --max-norm-ratio, --min-score, --max-preservation-error, --max-norm-growth"
+          )
         }
         if let jobs, jobs < 1 || jobs > 1024 { throw ValidationError("--jobs takes 1 to 1024 probes at once") }
         if (launcher != nil || cancelCommand != nil) && (jobs == nil || command.isEmpty) {
@@ -232,6 +236,10 @@ extension MVC {
               let ratio = try repository.maxRelativeNorm(upTo: current)
               term = ratio > maxNormRatio ? .bad : .good
               output(String(format: "%@: max ‖ΔW‖/‖W‖ so far %.4g -> %@", current.shortHex, ratio, term.rawValue))
+            } else if let maxNormGrowth {
+              let growth = try repository.maxNormGrowth(at: current)
+              term = growth > maxNormGrowth ? .bad : .good
+              output(String(format: "%@: max ‖W‖/‖W₀‖ %.6g -> %@", current.shortHex, growth, term.rawValue))
             } else if minScore != nil || maxPreservationError != nil {
               let report = try repository.score(at: current)
               if let minScore {
@@ -289,6 +297,10 @@ extension MVC {
           if let maxNormRatio, let ratio = norms?[commit] {
             term = ratio > maxNormRatio ? .bad : .good
             output(String(format: "%@: max ‖ΔW‖/‖W‖ so far %.4g -> %@", commit.shortHex, ratio, term.rawValue))
+          } else if let maxNormGrowth {
+            let growth = try repository.maxNormGrowth(at: commit)
+            term = growth > maxNormGrowth ? .bad : .good
+            output(String(format: "%@: max ‖W‖/‖W₀‖ %.6g -> %@", commit.shortHex, growth, term.rawValue))
           } else {
             let report = try repository.score(at: commit)
             if let minScore {

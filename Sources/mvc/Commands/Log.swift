@@ -48,9 +48,12 @@ extension MVC {
         output(try Format.json(LogJSON(commits: shown.map { CommitJSON($0, flags: flags[$0.commit.id] ?? []) })))
         return
       }
+      let signalFlags = stat ? CommitText.signalFlags(repository, tip: tips.count == 1 ? tips[0] : nil) : [:]
       var lines = LogGraph()
       for summary in shown {
-        let text = CommitText.render(summary, oneline: oneline, stat: stat, flags: flags[summary.commit.id] ?? [])
+        let text = CommitText.render(
+          summary, oneline: oneline, stat: stat, flags: flags[summary.commit.id] ?? [],
+          signals: signalFlags[summary.commit.id] ?? [])
         guard graph else {
           output(text)
           continue
@@ -66,7 +69,9 @@ extension MVC {
 }
 
 enum CommitText {
-  static func render(_ summary: CommitSummary, oneline: Bool, stat: Bool, flags: [NormOutliers.Flag]) -> String {
+  static func render(
+    _ summary: CommitSummary, oneline: Bool, stat: Bool, flags: [NormOutliers.Flag], signals: [String] = []
+  ) -> String {
     let commit = summary.commit
     let decoration = summary.decorations.isEmpty ? "" : " (" + summary.decorations.joined(separator: ", ") + ")"
     var lines: [String] = []
@@ -85,11 +90,32 @@ enum CommitText {
     }
     if stat, let record = summary.record {
       lines.append(contentsOf: statLines(record, flags: flags))
+      lines.insert(contentsOf: signals, at: lines.count - 1)
     } else if !flags.isEmpty && !oneline {
       lines.append(contentsOf: flags.map(flagLine))
     }
     if !oneline { lines.append("") }
     return lines.joined(separator: "\n")
+  }
+
+  /// The drift flags of the collapse signals along the first-parent history of `tip`, as
+  /// `--stat` lines by commit (a note on stderr when they cannot be computed).
+  static func signalFlags(_ repository: EditRepository, tip: ObjectID?) -> [ObjectID: [String]] {
+    guard let tip else { return [:] }
+    do {
+      var lines: [ObjectID: [String]] = [:]
+      for p in try repository.signals(at: tip).flags {
+        lines[p.commit, default: []].append(
+          String(
+            format:
+              " ! drift: '%@' ‖W−W₀‖_F/√edits is %.2f× its early value after %d edits (‖W‖/‖W₀‖ %.4f, σ₁²/‖ΔW‖² %.2f)",
+            p.tensor, p.driftRatio ?? 0, p.editCount, p.measure.normGrowth, p.measure.topEnergy ?? 0))
+      }
+      return lines
+    } catch {
+      Diagnostics.printError("note: collapse signals not shown: \(error.localizedDescription)")
+      return [:]
+    }
   }
 
   static func flagLine(_ flag: NormOutliers.Flag) -> String {

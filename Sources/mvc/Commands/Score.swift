@@ -16,18 +16,41 @@ extension MVC {
 
           mvc score
           mvc score HEAD~50 --json      # schema mvc.score/1
+          mvc score --signals           # collapse signals per edited tensor along the history
+
+        --signals adds, per float matrix changed on the first-parent history and at each commit \
+        that changed it: ‖W_t‖_F/‖W_0‖_F (norm growth), ‖W_t − W_0‖_F, the spectral norm σ₁ of \
+        the cumulative update and σ₁²/‖ΔW‖_F² (its top-direction energy), and ‖W_t − W_0‖_F/√t \
+        against its early value (the median of the first 5 changes): '!' marks where it first \
+        exceeds 1.5× (the flag 'log --stat' shows; in the authors' MEMIT runs retention fell \
+        100-300 edits later). W_0 is the root's state.
         """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The revision (default HEAD).") var revision = "HEAD"
     @Flag(help: "Write one JSON document (schema mvc.score/1).") var json = false
+    @Flag(help: "Add the collapse signals of every edited tensor along the history.") var signals = false
 
     func run() throws {
       let repository = try Session.open(global)
-      let report = try repository.score(at: try repository.resolve(revision))
+      let commit = try repository.resolve(revision)
+      let report = try repository.score(at: commit)
+      let signalReport = signals ? try repository.signals(at: commit) : nil
       if json {
-        output(try Format.json(ScoreJSON(report)))
+        var document = ScoreJSON(report)
+        document.signals = signalReport.map(SignalsJSON.init)
+        output(try Format.json(document))
         return
+      }
+      if let signalReport {
+        for p in signalReport.points {
+          output(
+            String(
+              format: "%@ %@ edits %d ‖W‖/‖W₀‖ %.6f ‖W−W₀‖_F %.4g σ₁ %.4g σ₁²/‖ΔW‖² %.3f drift %@%@",
+              p.commit.shortHex, p.tensor, p.editCount, p.measure.normGrowth, p.measure.distance, p.measure.spectral,
+              p.measure.topEnergy ?? 0, p.driftRatio.map { String(format: "%.2f×", $0) } ?? "-",
+              p.flagged ? " !" : ""))
+        }
       }
       for e in report.edits {
         output(
@@ -74,6 +97,8 @@ struct ScoreJSON: Encodable {
   var preservation: [Preservation]
   @NullWhenAbsent var meanRetention: Double?
   @NullWhenAbsent var minimumRetention: Double?
+  /// With --signals only.
+  @NullWhenAbsent var signals: SignalsJSON?
 
   init(_ r: ScoreReport) {
     revision = r.revision.hex
@@ -89,8 +114,58 @@ struct ScoreJSON: Encodable {
   }
 
   enum CodingKeys: String, CodingKey {
-    case schema, revision, edits, unscored, preservation
+    case schema, revision, edits, unscored, preservation, signals
     case meanRetention = "mean_retention"
     case minimumRetention = "minimum_retention"
+  }
+}
+
+/// The `signals` object of `mvc.score/1` (`score --signals --json`).
+struct SignalsJSON: Encodable {
+  struct Point: Encodable {
+    var commit: String
+    var position: Int
+    var tensor: String
+    var editCount: Int
+    var normGrowth: Double
+    var weightNorm: Double
+    var baseNorm: Double
+    var distance: Double
+    var spectralNorm: Double
+    @NullWhenAbsent var topEnergy: Double?
+    var driftPerSqrtEdit: Double
+    @NullWhenAbsent var driftRatio: Double?
+    var flagged: Bool
+
+    enum CodingKeys: String, CodingKey {
+      case commit, position, tensor, distance, flagged
+      case editCount = "edit_count"
+      case normGrowth = "norm_growth"
+      case weightNorm = "weight_norm"
+      case baseNorm = "base_norm"
+      case spectralNorm = "spectral_norm"
+      case topEnergy = "top_energy"
+      case driftPerSqrtEdit = "drift_per_sqrt_edit"
+      case driftRatio = "drift_ratio"
+    }
+  }
+  var commits: [String]
+  var driftFactor = SignalFlags.driftFactor
+  var points: [Point]
+
+  init(_ r: SignalReport) {
+    commits = r.commits.map(\.id.hex)
+    points = r.points.map {
+      Point(
+        commit: $0.commit.hex, position: $0.position, tensor: $0.tensor, editCount: $0.editCount,
+        normGrowth: $0.measure.normGrowth, weightNorm: $0.measure.weightNorm, baseNorm: $0.measure.baseNorm,
+        distance: $0.measure.distance, spectralNorm: $0.measure.spectral, topEnergy: $0.measure.topEnergy,
+        driftPerSqrtEdit: $0.driftPerSqrtEdit, driftRatio: $0.driftRatio, flagged: $0.flagged)
+    }
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case commits, points
+    case driftFactor = "drift_factor"
   }
 }

@@ -114,8 +114,9 @@ struct JSONSchemaTests {
       let score = try Self.document(["score", "--json"], in: dir)
       #expect(score["schema"] as? String == "mvc.score/1")
       Self.expectKeys(
-        score, ["schema", "revision", "edits", "unscored", "preservation", "mean_retention", "minimum_retention"],
-        nulls: ["mean_retention", "minimum_retention"], "score")
+        score,
+        ["schema", "revision", "edits", "unscored", "preservation", "mean_retention", "minimum_retention", "signals"],
+        nulls: ["mean_retention", "minimum_retention", "signals"], "score")
       let unscored = try #require(score["unscored"] as? [[String: Any]])
       #expect(unscored.count == 1)
       for item in unscored { Self.expectKeys(item, ["commit", "summary"], "score unscored") }

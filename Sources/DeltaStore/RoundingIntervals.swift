@@ -1,0 +1,74 @@
+extension FloatConversion {
+  /// For each element `k` of `elements`, the interval of deltas that round to the stored value:
+  /// `lo[k] = m⁻ − old`, `hi[k] = m⁺ − old`, where `m∓` are the midpoints between the `new`
+  /// value and its neighbours in the dtype (one ordered-integer step down and up) and `old` is
+  /// the parent's value, all in Float64 (the midpoints of F32/F16/BF16 values are exact there).
+  ///
+  /// An element whose new or old value is not finite gets `(-∞, +∞)`: it constrains nothing.
+  /// The largest finite value's upper neighbour is infinity, so its `hi` is `+∞` (and the
+  /// smallest's `lo` is `-∞`), as rounding saturates there only past infinity's midpoint anyway.
+  /// - Parameters:
+  ///   - new: the committed tensor; `old`: its parent; both of `dtype` (F32, F16 or BF16).
+  package static func roundingIntervals(
+    new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, elements: Range<Int>,
+    lo: UnsafeMutablePointer<Double>, hi: UnsafeMutablePointer<Double>
+  ) {
+    precondition(dtype == .f32 || dtype == .f16 || dtype == .bf16, "rounding intervals of \(dtype.rawValue)")
+    let width = dtype.bitCount / 8
+    precondition(elements.lowerBound >= 0 && elements.upperBound * width <= min(new.count, old.count))
+    guard let newBase = new.baseAddress, let oldBase = old.baseAddress else { return }
+    let n = elements.count
+    let first = elements.lowerBound
+    // One loop per dtype: this runs over the whole tensor several times per refinement.
+    switch dtype {
+    case .f32:
+      let x = (newBase + 4 * first).assumingMemoryBound(to: UInt32.self)
+      let y = (oldBase + 4 * first).assumingMemoryBound(to: UInt32.self)
+      for k in 0..<n {
+        let bits = UInt32(littleEndian: x[k])
+        let o = OrderedBits.f32(bits)
+        set(
+          k, Double(Float(bitPattern: bits)), Double(Float(bitPattern: UInt32(littleEndian: y[k]))),
+          Double(Float(bitPattern: OrderedBits.f32Bits(ordered: o &- 1))),
+          Double(Float(bitPattern: OrderedBits.f32Bits(ordered: o &+ 1))), lo, hi)
+      }
+    case .bf16:
+      let x = (newBase + 2 * first).assumingMemoryBound(to: UInt16.self)
+      let y = (oldBase + 2 * first).assumingMemoryBound(to: UInt16.self)
+      @inline(__always) func value(_ b: UInt16) -> Double { Double(Float(bitPattern: UInt32(b) << 16)) }
+      for k in 0..<n {
+        let bits = UInt16(littleEndian: x[k])
+        let o = OrderedBits.f16(bits)
+        set(
+          k, value(bits), value(UInt16(littleEndian: y[k])), value(OrderedBits.f16Bits(ordered: o &- 1)),
+          value(OrderedBits.f16Bits(ordered: o &+ 1)), lo, hi)
+      }
+    default:
+      let x = (newBase + 2 * first).assumingMemoryBound(to: UInt16.self)
+      let y = (oldBase + 2 * first).assumingMemoryBound(to: UInt16.self)
+      @inline(__always) func value(_ b: UInt16) -> Double { Double(Float16(bitPattern: b)) }
+      for k in 0..<n {
+        let bits = UInt16(littleEndian: x[k])
+        let o = OrderedBits.f16(bits)
+        set(
+          k, value(bits), value(UInt16(littleEndian: y[k])), value(OrderedBits.f16Bits(ordered: o &- 1)),
+          value(OrderedBits.f16Bits(ordered: o &+ 1)), lo, hi)
+      }
+    }
+  }
+
+  /// Element `k`'s interval from its new value `x`, old value `y` and `x`'s two neighbours.
+  @inline(__always)
+  private static func set(
+    _ k: Int, _ x: Double, _ y: Double, _ down: Double, _ up: Double, _ lo: UnsafeMutablePointer<Double>,
+    _ hi: UnsafeMutablePointer<Double>
+  ) {
+    guard x.isFinite, y.isFinite else {
+      lo[k] = -.infinity
+      hi[k] = .infinity
+      return
+    }
+    lo[k] = down.isFinite ? (x + down) / 2 - y : -.infinity
+    hi[k] = up.isFinite ? (x + up) / 2 - y : .infinity
+  }
+}

@@ -1,0 +1,179 @@
+import Apply
+import DeltaStore
+import Foundation
+import TestSupport
+import Testing
+
+@testable import EditVCS
+
+/// Factors recovered from a full model edited in half precision, refined against the rounding
+/// intervals (Apply/RoundingRefinement.swift), and the Rice-coded residual that makes them exact.
+@Suite struct RoundingRefinementTests {
+  /// A rank-one edit the way an editor makes it: `fl32(W + fl32(u_i·v_j))`, rounded once to `dtype`.
+  struct Edit {
+    var rows: Int
+    var cols: Int
+    var dtype: DType
+    var old: [UInt8]
+    var new: [UInt8]
+    var u: [Float]
+    var v: [Float]
+
+    init(rows: Int, cols: Int, dtype: DType, relativeNorm: Double, seed: UInt64) {
+      var rng = SplitMix64(seed: seed)
+      let n = rows * cols
+      let width = dtype.byteCount ?? 4
+      var w = [Double](repeating: 0, count: n)
+      for k in 0..<n { w[k] = Double(rng.nextGaussian() * 0.02) }
+      var old = [UInt8](repeating: 0, count: n * width)
+      w.withUnsafeBufferPointer { p in old.withUnsafeMutableBytes { FloatConversion.encode(p, dtype: dtype, into: $0) }
+      }
+      var wf = [Float](repeating: 0, count: n)
+      old.withUnsafeBytes { raw in
+        wf.withUnsafeMutableBufferPointer { FloatConversion.decode(raw, dtype: dtype, elements: 0..<n, into: $0) }
+      }
+      var u = (0..<rows).map { _ in rng.nextGaussian() }
+      var v = (0..<cols).map { _ in rng.nextGaussian() }
+      let wNorm = wf.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+      let uNorm = u.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+      let vNorm = v.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+      let s = Float((relativeNorm * wNorm / (uNorm * vNorm)).squareRoot())
+      u = u.map { $0 * s }
+      v = v.map { $0 * s }
+      var edited = [Double](repeating: 0, count: n)
+      for i in 0..<rows {
+        for j in 0..<cols {
+          let product: Float = u[i] * v[j]
+          let sum: Float = wf[i * cols + j] + product
+          edited[i * cols + j] = Double(sum)
+        }
+      }
+      var new = [UInt8](repeating: 0, count: n * width)
+      edited.withUnsafeBufferPointer { p in
+        new.withUnsafeMutableBytes { FloatConversion.encode(p, dtype: dtype, into: $0) }
+      }
+      (self.rows, self.cols, self.dtype, self.old, self.new, self.u, self.v) = (rows, cols, dtype, old, new, u, v)
+    }
+
+    /// The canonical rule on `old` with these factors.
+    func reconstructed(u: [Float], v: [Float], rank: Int) -> [UInt8] {
+      var bytes = old
+      bytes.withUnsafeMutableBytes { raw in
+        u.withUnsafeBufferPointer { up in
+          v.withUnsafeBufferPointer { vp in
+            CanonicalRule.apply(to: raw, storage: .init(dtype), rows: rows, cols: cols, u: up, v: vp, rank: rank)
+          }
+        }
+      }
+      return bytes
+    }
+
+    func mismatches(_ bytes: [UInt8]) -> Int {
+      let width = dtype.byteCount ?? 4
+      return (0..<(rows * cols)).filter { k in
+        bytes[(k * width)..<(k * width + width)] != new[(k * width)..<(k * width + width)]
+      }
+      .count
+    }
+
+    /// The rank finder's factors of `new − old`, as `mvc commit` finds them.
+    func recovered() throws -> LowRankFactors {
+      let n = rows * cols
+      var delta = [Float](repeating: 0, count: n)
+      var a = [Double](repeating: 0, count: n)
+      var b = [Double](repeating: 0, count: n)
+      new.withUnsafeBytes { raw in
+        a.withUnsafeMutableBufferPointer { FloatConversion.decode(raw, dtype: dtype, elements: 0..<n, into: $0) }
+      }
+      old.withUnsafeBytes { raw in
+        b.withUnsafeMutableBufferPointer { FloatConversion.decode(raw, dtype: dtype, elements: 0..<n, into: $0) }
+      }
+      for k in 0..<n { delta[k] = Float(a[k] - b[k]) }
+      // The rounding noise of the dtype: ulp / √12 at the typical magnitude.
+      let ulp = Double(Float(0.02).ulp) * (dtype == .bf16 ? 65536 : dtype == .f16 ? 8192 : 1)
+      let found = try delta.withUnsafeBufferPointer { p -> LowRankFactors? in
+        guard let base = p.baseAddress else { return nil }
+        return try Factorization.lowRank(
+          of: base, rows: rows, cols: cols, noiseRMS: ulp / 12.0.squareRoot(), maxRank: 8)
+      }
+      return try #require(found)
+    }
+
+    func refined(_ factors: LowRankFactors) -> (LowRankFactors, RefinementReport) {
+      new.withUnsafeBytes { newRaw in
+        old.withUnsafeBytes { oldRaw in
+          Factorization.refineAgainstRounding(factors, rows: rows, cols: cols) { row, columns, lo, hi in
+            FloatConversion.roundingIntervals(
+              new: newRaw, old: oldRaw, dtype: dtype,
+              elements: (row * cols + columns.lowerBound)..<(row * cols + columns.upperBound), lo: lo, hi: hi)
+          }
+        }
+      }
+    }
+  }
+
+  @Test(arguments: [DType.bf16, .f16, .f32])
+  func refinedFactorsLeaveFewMismatchesAndTheResidualIsExact(dtype: DType) throws {
+    let edit = Edit(rows: 160, cols: 640, dtype: dtype, relativeNorm: 0.01, seed: 41)
+    let n = edit.rows * edit.cols
+    // The floor: the canonical rule on the editor's own factors.
+    let floor = edit.mismatches(edit.reconstructed(u: edit.u, v: edit.v, rank: 1))
+    let found = try edit.recovered()
+    let before = edit.mismatches(edit.reconstructed(u: found.u, v: found.v, rank: found.rank))
+    let (refined, report) = edit.refined(found)
+    #expect(refined.rank == 1)
+    let reconstructed = edit.reconstructed(u: refined.u, v: refined.v, rank: refined.rank)
+    let after = edit.mismatches(reconstructed)
+    print("\(dtype): mismatches floor \(floor), rank finder \(before), refined \(after); sweeps \(report.violations)")
+    #expect(after < before / 3)
+    if dtype == .f32 {
+      // One rounding against the editor's two: the floor is a percent or so; refined factors stay near it.
+      #expect(after <= floor + floor / 2)
+    } else {
+      #expect(after <= n / 200)
+    }
+    // Exactness: the residual (Rice allowed) turns the rule's result into the committed bytes.
+    let encoded = try #require(
+      try edit.new.withUnsafeBytes { c in
+        try reconstructed.withUnsafeBytes {
+          try ResidualCodec.encode(committed: c, reconstructed: $0, dtype: dtype, allowRice: true)
+        }
+      })
+    #expect(encoded.nonzeroCount == after)
+    var out = reconstructed
+    try out.withUnsafeMutableBytes { try ResidualCodec.apply(encoded.bytes, to: $0, dtype: dtype, elementCount: n) }
+    #expect(out == edit.new)
+  }
+
+  /// `mvc commit` of a bf16 model edited in float32: rank 1, a residual of a few elements,
+  /// Rice-coded, so the commit records format 2 (the base stays 1); checkout is exact both ways.
+  @Test func fullModelCommitOfABF16EditIsSmallExactAndFormatTwo() throws {
+    try withTemporaryDirectory { dir in
+      let edit = Edit(rows: 128, cols: 512, dtype: .bf16, relativeNorm: 0.01, seed: 5)
+      let model = dir.appendingPathComponent("model.safetensors")
+      let name = "layers.0.mlp.down_proj.weight"
+      try writeSafetensors([FixtureTensor(name: name, dtype: "BF16", shape: [128, 512], bytes: edit.old)], to: model)
+      let before = Array(try Data(contentsOf: model))
+      let (repository, base) = try EditRepository.initialize(root: dir.path, modelPath: "model.safetensors")
+      try writeSafetensors([FixtureTensor(name: name, dtype: "BF16", shape: [128, 512], bytes: edit.new)], to: model)
+      let after = Array(try Data(contentsOf: model))
+      let result = try repository.commit(CommitOptions(message: "bf16 edit"))
+      let change = try #require(result.record.changes.first)
+      #expect(change.storage == "low_rank" && change.rank == 1)
+      #expect((change.residualNonzeroCount ?? 0) <= 128 * 512 / 200)
+      let contents = try repository.contents(of: result.commit)
+      let tree = try #require(contents.tensorTrees[name])
+      let state = try repository.storedState(tree, tensor: name).state
+      if state.residualFormat == 2 {
+        #expect(contents.formatVersion == 2)
+      } else {
+        #expect(contents.formatVersion == 1)
+      }
+      #expect(try repository.contents(of: base).formatVersion == 1)
+      try repository.checkout(base, branch: nil, force: false)
+      #expect(Array(try Data(contentsOf: model)) == before)
+      try repository.checkout(result.commit, branch: nil, force: false)
+      #expect(Array(try Data(contentsOf: model)) == after)
+    }
+  }
+}
