@@ -16,6 +16,8 @@
 #             history_n=1000 edits, small model × history_small_n=10000 on 2 tensors (env vars;
 #             history_budget=1800 s per loop) — scripts/bench-sections/history.sh
 #     edits   rank-one bf16/fp16/fp32 edits of Llama down-projections, full-model commits (bench-sections/edits.sh)
+#     base-store  real MiniLM fp32/bf16: .mvc after init beside ZipNN (bench-sections/base-store.sh)
+#     emmet-batch EMMET_N (10,000) EMMET edits of 1600×6400: bytes and float64 error (bench-sections/emmet-batch.sh)
 #   default: table,long,gpt2xl; --solvers: solvers only; --all: table,solvers,long,gpt2xl,transfer,edits.
 # Work files go to /tmp/mvc-bench.XXXXXX, removed at exit (--keep leaves them). git-theta is installed
 # with pip into ~/.cache/mvc-bench/gittheta (a venv) the first time.
@@ -470,3 +472,6 @@ if has transfer; then source "$repo/scripts/bench-sections/transfer.sh"; fi
 if has bisect-parallel; then source "$repo/scripts/bench-sections/bisect-parallel.sh"; fi
 if has llama; then source "$repo/scripts/bench-sections/llama.sh"; fi
 if has edits; then source "$repo/scripts/bench-sections/edits.sh"; edits_section; fi
+for section in base-store emmet-batch; do
+  if has $section; then source "$repo/scripts/bench-sections/$section.sh"; fi
+done

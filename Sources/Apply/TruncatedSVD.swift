@@ -142,10 +142,12 @@ package enum LowRankAlgebra {
   }
 }
 
-/// Thin QR of a row-major `rows × cols` Float32 matrix `A = Q·R`.
+/// Thin QR of a row-major `rows × cols` Float32 or Float64 matrix `A = Q·R`, in Float64.
 /// - Returns: `Q` column-major `rows × p` (orthonormal columns), `R` column-major `p × cols`
 ///   (upper trapezoidal), with `p = min(rows, cols)`.
-private func thinQR(_ a: [Float], rows m: Int, cols n: Int) -> (q: [Double], r: [Double], p: Int) {
+func thinQR<Element: BinaryFloatingPoint>(_ a: [Element], rows m: Int, cols n: Int) -> (
+  q: [Double], r: [Double], p: Int
+) {
   // row-major A (m × n) → column-major copy (lda = m) for LAPACK.
   var work = [Double](repeating: 0, count: m * n)
   for i in 0..<m { for j in 0..<n { work[i + j * m] = Double(a[i * n + j]) } }

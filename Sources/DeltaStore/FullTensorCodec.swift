@@ -21,7 +21,7 @@ public enum FullTensorCodec {
   /// - Throws: `DeltaStoreError.zstd`.
   public static func encode(
     _ raw: UnsafeRawBufferPointer, dtype: DType, chunkByteCount: Int = defaultChunkByteCount,
-    compressor: ZstdCompressor
+    encoding: ChunkEncoding = .shuffledZstd, compressor: ZstdCompressor
   ) throws -> [[UInt8]] {
     let width = dtype.byteCount ?? 1
     var chunks: [[UInt8]] = []
@@ -29,9 +29,14 @@ public enum FullTensorCodec {
     for range in chunkRanges(byteCount: raw.count, dtype: dtype, chunkByteCount: chunkByteCount) {
       try scratch.withUnsafeMutableBytes { buffer in
         let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<range.count])
-        ByteShuffle.shuffle(
-          UnsafeRawBufferPointer(rebasing: raw[range]), into: slice, elementByteCount: width)
-        chunks.append(try compressor.compress(UnsafeRawBufferPointer(slice)))
+        let source = UnsafeRawBufferPointer(rebasing: raw[range])
+        switch encoding {
+        case .shuffledZstd:
+          ByteShuffle.shuffle(source, into: slice, elementByteCount: width)
+          chunks.append(try compressor.compress(UnsafeRawBufferPointer(slice)))
+        case .planes:
+          chunks.append(try PlaneCodec.encode(source, dtype: dtype, scratch: slice, compressor: compressor))
+        }
       }
     }
     return chunks
@@ -48,7 +53,8 @@ public enum FullTensorCodec {
   package static func decode(
     chunkCount: Int, chunk: (Int) throws -> [UInt8],
     into destination: UnsafeMutableRawBufferPointer,
-    dtype: DType, chunkByteCount: Int = defaultChunkByteCount
+    dtype: DType, chunkByteCount: Int = defaultChunkByteCount, encoding: ChunkEncoding = .shuffledZstd,
+    tensor: String = "tensor"
   ) throws {
     let width = dtype.byteCount ?? 1
     let ranges = try checkedRanges(
@@ -64,6 +70,14 @@ public enum FullTensorCodec {
     for (i, range) in ranges.enumerated() {
       let compressed = try chunk(i)
       let slice = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count])
+      if encoding == .planes {
+        try compressed.withUnsafeBytes {
+          try PlaneCodec.decode(
+            $0, into: UnsafeMutableRawBufferPointer(rebasing: destination[range]), dtype: dtype, scratch: slice,
+            what: "tensor '\(tensor)' chunk \(i)")
+        }
+        continue
+      }
       try compressed.withUnsafeBytes { try Zstd.decompress($0, into: slice) }
       ByteShuffle.unshuffle(
         UnsafeRawBufferPointer(slice),
@@ -91,6 +105,7 @@ public enum FullTensorCodec {
   ///   throws. `destination` is partly written when a chunk fails after its header.
   public static func decode(
     chunkCount: Int, dtype: DType, chunkByteCount: Int = defaultChunkByteCount,
+    encoding: ChunkEncoding = .shuffledZstd, tensor: String = "tensor",
     into destination: UnsafeMutableRawBufferPointer, decoder: ZstdStreamDecoder? = nil,
     pieces: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
   ) throws {
@@ -98,6 +113,29 @@ public enum FullTensorCodec {
     let ranges = try checkedRanges(
       chunkCount: chunkCount, byteCount: destination.count, dtype: dtype,
       chunkByteCount: chunkByteCount)
+    if encoding == .planes {
+      // Planes are decoded whole: the chunk's compressed bytes are gathered (no larger than the
+      // chunk) and its planes decoded into a chunk-sized scratch, then interleaved in place.
+      let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: ranges.first?.count ?? 0, alignment: 64)
+      defer { scratch.deallocate() }
+      for (i, range) in ranges.enumerated() {
+        var blob: [UInt8] = []
+        try pieces(i) { piece in
+          guard blob.count + piece.count <= range.count + 4096 else {
+            throw DeltaStoreError.corruptBlob(
+              kind: "tensor '\(tensor)' chunk \(i)", reason: "larger than its \(range.count) bytes decoded")
+          }
+          blob.append(contentsOf: piece)
+        }
+        try blob.withUnsafeBytes {
+          try PlaneCodec.decode(
+            $0, into: UnsafeMutableRawBufferPointer(rebasing: destination[range]), dtype: dtype,
+            scratch: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count]),
+            what: "tensor '\(tensor)' chunk \(i)")
+        }
+      }
+      return
+    }
     let decoder = try decoder ?? ZstdStreamDecoder()
     try withoutActuallyEscaping(pieces) { pieces in
       for (i, range) in ranges.enumerated() {
@@ -126,11 +164,11 @@ public enum FullTensorCodec {
   /// Decodes an array of chunks into `destination`.
   public static func decode(
     chunks: [[UInt8]], into destination: UnsafeMutableRawBufferPointer, dtype: DType,
-    chunkByteCount: Int = defaultChunkByteCount
+    chunkByteCount: Int = defaultChunkByteCount, encoding: ChunkEncoding = .shuffledZstd, tensor: String = "tensor"
   ) throws {
     try decode(
       chunkCount: chunks.count, chunk: { chunks[$0] }, into: destination, dtype: dtype,
-      chunkByteCount: chunkByteCount)
+      chunkByteCount: chunkByteCount, encoding: encoding, tensor: tensor)
   }
 }
 

@@ -24,5 +24,6 @@ struct DemoEditor: ParsableCommand {
     abstract: "Generate toy transformer models and edit them like an external editor would.",
     subcommands: [
       Generate.self, GenerateLlama.self, Rome.self, LowRank.self, Eval.self, BenchSolvers.self, BenchCodecs.self,
+      BenchBaseCodec.self,
     ])
 }

@@ -101,7 +101,7 @@ extension EditRepository {
               let compressor = try ZstdCompressor(level: 1, workerCount: zstdWorkers)
               let encoded = try FullTensorCodec.encode(
                 UnsafeRawBufferPointer(input), dtype: dtype, chunkByteCount: TensorBlobs.chunkByteCount,
-                compressor: compressor)
+                encoding: .planes, compressor: compressor)
               guard encoded.count == 1, let frame = encoded.first else {
                 throw RepositoryError.corruptObject(what: "tensor '\(name)'", reason: "a chunk encoded in pieces")
               }
@@ -132,7 +132,8 @@ extension EditRepository {
     }
     let state = TensorState(
       name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, kind: .full,
-      chunkCount: chunks.count, chunkByteCount: TensorBlobs.chunkByteCount)
+      chunkCount: chunks.count, chunkByteCount: TensorBlobs.chunkByteCount,
+      chunkEncoding: ChunkEncoding.planes.rawValue)
     let meta = try JSONCoding.encode(state)
     entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(meta), isTree: false))
     return (try writeTree(entries), storedByteCount + meta.count)

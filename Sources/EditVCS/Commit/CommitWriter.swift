@@ -16,14 +16,16 @@ extension EditRepository {
     try RepositoryError.wrap("writing a tree to '\(gitDirectory)'") { try git.writeTree(entries) }
   }
 
-  /// A complete state: the bytes, byte-shuffled and zstd-compressed in chunks of ≤ 64 MiB.
+  /// A complete state: the bytes in chunks of ≤ 64 MiB, each as exponent-aligned byte planes
+  /// (chunk encoding 2, `PlaneCodec`: raw, zstd or Huffman per plane).
   func writeFullState(
     name: String, dtype: DType, shape: [Int], shard: Int, bytes: UnsafeRawBufferPointer, hash: String
   ) throws -> (tree: ObjectID, storedByteCount: Int) {
-    // Level 1: on float weights zstd's higher levels gain <1% and cost 5-10× the time.
+    // Level 1: on float weights zstd's higher levels gain <1% and cost 5-10× the time; the
+    // exponent plane, where levels matter, is entropy-coded instead.
     let compressor = try makeCompressor(level: 1)
     let chunks = try FullTensorCodec.encode(
-      bytes, dtype: dtype, chunkByteCount: TensorBlobs.chunkByteCount, compressor: compressor)
+      bytes, dtype: dtype, chunkByteCount: TensorBlobs.chunkByteCount, encoding: .planes, compressor: compressor)
     return try writeFullStateTree(
       name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, chunks: try chunks.map { try writeBlob($0) },
       storedByteCount: chunks.reduce(0) { $0 + $1.count })
@@ -101,11 +103,12 @@ extension EditRepository {
     let tensorEntries = tensorTrees.map {
       GitRepository.TreeEntry(name: TreeName.escape($0.key), id: $0.value, isTree: true)
     }
-    // Format 2 only when needed: a commit without side files or Rice-coded residuals stays
-    // readable by older builds.
+    // Format 2 only when needed: a commit without side files, Rice-coded residuals or
+    // plane-encoded chunks stays readable by older builds.
     let version = max(
       filesTree == nil ? baseFormatVersion : sideFilesFormatVersion,
-      try residualFormatVersion(of: tensorTrees, parents: parents))
+      try residualFormatVersion(of: tensorTrees, parents: parents),
+      try needsPlaneChunks(tensorTrees, parents: parents) ? planeChunksFormatVersion : baseFormatVersion)
     let format = Array("mvc repository format \(version)\n".utf8)
     let root: [GitRepository.TreeEntry] =
       [
@@ -118,6 +121,19 @@ extension EditRepository {
     return try RepositoryError.wrap("writing a commit") {
       try git.createCommit(tree: tree, parents: parents, message: message, author: signature())
     }
+  }
+
+  /// Whether a commit with these tensor states needs chunk encoding 2 to be read: one of them
+  /// is a full state in that encoding, or a low-rank state whose parents' format may have
+  /// such a state in its chain (a parent of format ≥ 2).
+  func needsPlaneChunks(_ tensorTrees: [String: ObjectID], parents: [ObjectID]) throws -> Bool {
+    let parentFormat = try parents.map { try contents(of: $0).formatVersion }.max() ?? baseFormatVersion
+    for (name, tree) in tensorTrees {
+      let state = try storedState(tree, tensor: name).state
+      if state.kind == .full, (state.chunkEncoding ?? 1) >= ChunkEncoding.planes.rawValue { return true }
+      if state.kind == .lowRank, parentFormat >= planeChunksFormatVersion { return true }
+    }
+    return false
   }
 
   /// The root commit: every tensor stored complete (or by reference to the base file).

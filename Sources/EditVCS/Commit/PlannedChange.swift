@@ -5,8 +5,12 @@ import Foundation
 /// One tensor's change to commit: exact factors, or a dense difference in Float64.
 struct PlannedChange {
   enum Change {
+    /// Float32 factors, stored as given (recompressed only when wider than the matrix).
     case factors(u: [Float], v: [Float], rank: Int)
     case dense([Double])
+    /// A solver's Float64 factors (`mvc edit`, merge `resolve`): rank ≥ 2 is recompressed in
+    /// Float64 to orthogonal, SVD-ordered Float32 factors at its numerical rank, or to `dense`.
+    case exactFactors(u: [Double], v: [Double], rank: Int)
   }
   var name: String
   var change: Change
@@ -52,7 +56,7 @@ extension EditRepository {
       let weightNorm = try bytes.withUnsafeBytes {
         try TensorMath.frobenius($0, dtype: state.dtype, count: rows * cols)
       }
-      switch delta.change {
+      switch try storedForm(of: delta.change, rows: rows, cols: cols, tensor: delta.name) {
       case .factors(let u, let v, let rank):
         bytes.withUnsafeMutableBytes { raw in
           u.withUnsafeBufferPointer { up in
@@ -84,6 +88,7 @@ extension EditRepository {
           .init(
             name: delta.name, storage: "low_rank", rank: rank, norms: norms, residualNonzeroCount: 0,
             storedByteCount: written.storedByteCount))
+      case .exactFactors: preconditionFailure("storedForm returns factors or a dense difference")
       case .dense(let difference):
         try bytes.withUnsafeMutableBytes { raw in
           try TensorMath.addDense(raw, dtype: state.dtype, difference: difference)
@@ -113,5 +118,32 @@ extension EditRepository {
       to: commit, attach: try head(), force: true, expectedHead: parent, reflog: "\(method): \(message)",
       origHead: origHead, prepared: prepared)
     return CommitResult(commit: commit, record: record)
+  }
+
+  /// The form a change is stored in: factors wider than the matrix (rank > min(rows, cols)) and
+  /// Float64 factors of rank ≥ 2 recompressed in Float64 (`LowRankAlgebra.recompress`); the
+  /// result is `.factors` or `.dense`, never `.exactFactors`.
+  func storedForm(of change: PlannedChange.Change, rows: Int, cols: Int, tensor: String) throws
+    -> PlannedChange.Change
+  {
+    let widened: (u: [Double], v: [Double], rank: Int)
+    switch change {
+    case .dense: return change
+    case .factors(let u, let v, let rank):
+      guard rank > min(rows, cols) else { return change }
+      widened = (u.map(Double.init), v.map(Double.init), rank)
+    case .exactFactors(let u, let v, let rank):
+      guard rank >= 2 else { return .factors(u: u.map { Float($0) }, v: v.map { Float($0) }, rank: rank) }
+      widened = (u, v, rank)
+    }
+    let recompressed = try timed("recompress rank-\(widened.rank) factors") {
+      try RepositoryError.applying(to: tensor) {
+        try LowRankAlgebra.recompress(u: widened.u, v: widened.v, rows: rows, cols: cols, rank: widened.rank)
+      }
+    }
+    switch recompressed {
+    case .factors(let u, let v, let rank): return .factors(u: u, v: v, rank: rank)
+    case .dense(let difference): return .dense(difference)
+    }
   }
 }

@@ -12,6 +12,9 @@ let sideFilesFormatVersion = 2
 /// The format of commits whose tensors hold a Rice-coded residual (kind 4 of `ResidualCodec`),
 /// which a version-1 reader cannot decode. Such a state says so in `residual_format`.
 let riceResidualFormatVersion = 2
+/// The format of commits that hold (or build on) a full state in chunk encoding 2
+/// (`PlaneCodec`), which a version-1 reader would take for a zstd frame and fail on.
+let planeChunksFormatVersion = 2
 
 /// How one tensor's state at a commit is stored: the `meta.json` blob of its tree entry.
 ///
@@ -55,6 +58,8 @@ package struct TensorState: Codable, Equatable, Sendable {
   // full
   package var chunkCount: Int?
   package var chunkByteCount: Int?
+  /// `ChunkEncoding`'s raw value; absent: 1 (byte-shuffled zstd). Encoding 2 needs format 2.
+  package var chunkEncoding: Int?
 
   // reference
   package var referencePath: String?
@@ -67,6 +72,7 @@ package struct TensorState: Codable, Equatable, Sendable {
     case residualFormat = "residual_format"
     case chunkCount = "chunk_count"
     case chunkByteCount = "chunk_byte_count"
+    case chunkEncoding = "chunk_encoding"
     case referencePath = "reference_path"
     case referenceShardFile = "reference_shard_file"
   }

@@ -114,6 +114,10 @@ extension TensorState {
         guard chunkCount == expected else {
           throw Violation("chunk_count is \(chunkCount); \(bytes) bytes in chunks of \(step) make \(expected)")
         }
+        if let chunkEncoding, ChunkEncoding(rawValue: chunkEncoding) == nil {
+          throw Violation(
+            "chunk_encoding is \(chunkEncoding); this mvc reads \(ChunkEncoding.allCases.map { "\($0.rawValue)" })")
+        }
         for i in 0..<chunkCount where !blobs.contains(TreeEntryName.chunk(i)) {
           throw Violation("chunk \(TreeEntryName.chunk(i)) is missing")
         }

@@ -107,29 +107,29 @@ extension EditRepository {
       for (tensor, resolved) in resolvedTensors.sorted(by: { $0.key < $1.key }) {
         let rows = resolved.update.storageRowCount
         let cols = resolved.update.storageColumnCount
-        var u = resolved.update.storageLeft.map { Float($0) }
-        var v = resolved.update.storageRight.map { Float($0) }
+        var u = resolved.update.storageLeft
+        var v = resolved.update.storageRight
         var rank = resolved.update.rank
         if ourHashes[tensor] != baseHashes[tensor], let baseHash = baseHashes[tensor] {
           // The merge commit's delta is against ours: ΔW_joint − (W_ours − W_base).
           switch try changeSince(tensor, baseHash: baseHash, base: base, tip: ours).change {
           case .factors(let ou, let ov, let orank):
-            var nu = [Float](repeating: 0, count: rows * (rank + orank))
-            var nv = [Float](repeating: 0, count: cols * (rank + orank))
+            var nu = [Double](repeating: 0, count: rows * (rank + orank))
+            var nv = [Double](repeating: 0, count: cols * (rank + orank))
             for i in 0..<rows {
               for r in 0..<rank { nu[i * (rank + orank) + r] = u[i * rank + r] }
-              for r in 0..<orank { nu[i * (rank + orank) + rank + r] = -ou[i * orank + r] }
+              for r in 0..<orank { nu[i * (rank + orank) + rank + r] = -Double(ou[i * orank + r]) }
             }
             for j in 0..<cols {
               for r in 0..<rank { nv[j * (rank + orank) + r] = v[j * rank + r] }
-              for r in 0..<orank { nv[j * (rank + orank) + rank + r] = ov[j * orank + r] }
+              for r in 0..<orank { nv[j * (rank + orank) + rank + r] = Double(ov[j * orank + r]) }
             }
             (u, v, rank) = (nu, nv, rank + orank)
-          case .dense:
+          case .dense, .exactFactors:
             throw RepositoryError.cannotResolve(reason: "tensor '\(tensor)' has a dense change on HEAD's side")
           }
         }
-        resolvePlan.append(PlannedChange(name: tensor, change: .factors(u: u, v: v, rank: rank)))
+        resolvePlan.append(PlannedChange(name: tensor, change: .exactFactors(u: u, v: v, rank: rank)))
       }
     }
     var scores: [String: Double] = [:]
@@ -190,6 +190,14 @@ extension EditRepository {
                 for j in 0..<cols {
                   var d = 0.0
                   for r in 0..<rank { d += Double(u[i * rank + r]) * Double(v[j * rank + r]) }
+                  w[i * cols + j] = Float(Double(w[i * cols + j]) + d)
+                }
+              }
+            case .exactFactors(let u, let v, let rank):
+              for i in 0..<rows {
+                for j in 0..<cols {
+                  var d = 0.0
+                  for r in 0..<rank { d += u[i * rank + r] * v[j * rank + r] }
                   w[i * cols + j] = Float(Double(w[i * cols + j]) + d)
                 }
               }

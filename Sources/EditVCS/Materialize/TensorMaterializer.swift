@@ -311,7 +311,8 @@ struct TensorRebuilder: Sendable {
     try out.withUnsafeMutableBytes { destination in
       try FullTensorCodec.decode(
         chunkCount: chunks.count, dtype: state.dtype,
-        chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount, into: destination
+        chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
+        encoding: ChunkEncoding(rawValue: state.chunkEncoding ?? 1) ?? .shuffledZstd, tensor: tensor, into: destination
       ) { i, sink in
         switch chunks[i] {
         case .packed(let blob): try sink(blob.content)

@@ -159,8 +159,7 @@ extension EditRepository {
     }
     let planned = PlannedChange(
       name: request.tensor,
-      change: .factors(
-        u: update.storageLeft.map { Float($0) }, v: update.storageRight.map { Float($0) }, rank: update.rank))
+      change: .exactFactors(u: update.storageLeft, v: update.storageRight, rank: update.rank))
     let keysBlob = try writeBlob(try compressedNpy(request.keys.values, shape: request.keys.shape))
     let covarianceBlob = try writeBlob(try compressedNpy(covariance, shape: [dIn, dIn]))
     var data: [GitRepository.TreeEntry] = [

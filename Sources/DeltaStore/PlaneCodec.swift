@@ -1,0 +1,211 @@
+/// How the chunks of a complete tensor state are encoded: `chunk_encoding` in its `meta.json`.
+public enum ChunkEncoding: Int, Sendable, Codable, CaseIterable {
+  /// Format 1: the chunk byte-shuffled, then one zstd frame.
+  case shuffledZstd = 1
+  /// Format 2 (`PlaneCodec`): exponent-aligned byte planes, each stored raw, as a zstd frame or
+  /// Huffman-coded, whichever is smallest.
+  case planes = 2
+}
+
+/// Chunk encoding 2: each float element rotated left by one bit, so that the sign moves to the
+/// lowest bit and the exponent's top 8 bits fill the highest byte (bf16's and fp32's whole
+/// exponent, ZipNN's byte grouping); then byte planes as `ByteShuffle`. Each plane is stored
+/// raw, as one zstd frame (level of the caller's compressor), Huffman-coded (`HuffmanCoder`) or
+/// rANS-coded (`RansCoder`), whichever is smallest: the exponent plane codes close to its
+/// entropy, the low mantissa planes go raw when nothing compresses them.
+///
+/// Blob: version (2), element width, rotated (0/1), plane count (= width); then per plane its
+/// method (0 raw, 1 zstd, 2 Huffman, 3 rANS) and payload byte count (UInt32, little-endian); then the
+/// payloads in plane order; then the bytes after the last whole element, raw. A plane holds one
+/// byte per whole element: its size comes from the chunk's size, which the caller knows.
+package enum PlaneCodec {
+  static let version: UInt8 = 2
+
+  enum Method: UInt8 {
+    case raw = 0
+    case zstd = 1
+    case huffman = 2
+    case rans = 3
+  }
+
+  /// Whether the elements of `dtype` are rotated: IEEE-style floats of 2, 4 or 8 bytes.
+  static func rotates(_ dtype: DType) -> Bool {
+    switch dtype {
+    case .f16, .bf16, .f32, .f64: return true
+    default: return false
+    }
+  }
+
+  /// Encodes one chunk. `scratch` must hold at least `raw.count` bytes.
+  ///
+  /// - Throws: `DeltaStoreError.zstd`.
+  package static func encode(
+    _ raw: UnsafeRawBufferPointer, dtype: DType, scratch: UnsafeMutableRawBufferPointer, compressor: ZstdCompressor
+  ) throws -> [UInt8] {
+    let width = dtype.byteCount ?? 1
+    let n = raw.count / width
+    let rotated = rotates(dtype)
+    let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<(n * width)])
+    transform(UnsafeRawBufferPointer(rebasing: raw[0..<(n * width)]), into: planes, width: width, rotated: rotated)
+    var header: [UInt8] = [version, UInt8(width), rotated ? 1 : 0, UInt8(width)]
+    var payload: [UInt8] = []
+    payload.reserveCapacity(raw.count)
+    for k in 0..<width {
+      let plane = UnsafeRawBufferPointer(rebasing: planes[(k * n)..<((k + 1) * n)])
+      var histogram = [Int](repeating: 0, count: 256)
+      histogram.withUnsafeMutableBufferPointer { h in for byte in plane { h[Int(byte)] &+= 1 } }
+      let lengths = HuffmanCoder.codeLengths(histogram)
+      let huffmanSize = n > 0 ? HuffmanCoder.encodedByteCount(histogram: histogram, lengths: lengths) : Int.max
+      // A plane Huffman halves (an exponent plane) is not worth a zstd pass: its matches cost
+      // more than they save on such bytes.
+      let frame = huffmanSize <= n / 2 ? [] : try compressor.compress(plane)
+      var method = Method.raw
+      var best = n
+      if !frame.isEmpty, frame.count < best { (method, best) = (.zstd, frame.count) }
+      if huffmanSize < best { (method, best) = (.huffman, huffmanSize) }
+      var rans: [UInt8] = []
+      // rANS (a division per symbol to encode) only where it saves more than 1%: the exponent
+      // plane, not the nearly uniform mantissa bytes.
+      if RansCoder.entropyByteCount(histogram) + 256 < best - best / 100 {
+        RansCoder.encode(plane, into: &rans)
+        if rans.count < best { (method, best) = (.rans, rans.count) }
+      }
+      let start = payload.count
+      switch method {
+      case .raw: payload.append(contentsOf: plane)
+      case .zstd: payload.append(contentsOf: frame)
+      case .huffman: HuffmanCoder.encode(plane, histogram: histogram, lengths: lengths, into: &payload)
+      case .rans: payload.append(contentsOf: rans)
+      }
+      let size = UInt32(payload.count - start)
+      header.append(method.rawValue)
+      for shift in stride(from: 0, to: 32, by: 8) { header.append(UInt8(truncatingIfNeeded: size >> UInt32(shift))) }
+    }
+    return header + payload + raw[(n * width)...]
+  }
+
+  /// Decodes one chunk into `destination`, whose size the caller's manifest sets. `scratch`
+  /// must hold at least `destination.count` bytes.
+  ///
+  /// - Throws: `.corruptBlob` naming `what` (the tensor and chunk) for a wrong version, width,
+  ///   method or size, and for a plane that does not decode to exactly its size.
+  package static func decode(
+    _ blob: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, dtype: DType,
+    scratch: UnsafeMutableRawBufferPointer, what: String
+  ) throws {
+    func corrupt(_ reason: String) -> DeltaStoreError { .corruptBlob(kind: what, reason: reason) }
+    let width = dtype.byteCount ?? 1
+    let n = destination.count / width
+    let tail = destination.count - n * width
+    let headerSize = 4 + 5 * width
+    guard blob.count >= headerSize else { throw corrupt("\(blob.count) bytes, shorter than its header") }
+    guard blob[0] == version else { throw corrupt("chunk encoding \(blob[0]), expected \(version)") }
+    guard Int(blob[1]) == width, Int(blob[3]) == width, blob[2] == (rotates(dtype) ? 1 : 0) else {
+      throw corrupt("header says width \(blob[1]), rotation \(blob[2]), \(blob[3]) planes for \(dtype.rawValue)")
+    }
+    var offset = headerSize
+    var plans: [(method: Method, range: Range<Int>)] = []
+    for k in 0..<width {
+      let field = 4 + 5 * k
+      guard let method = Method(rawValue: blob[field]) else { throw corrupt("plane \(k) has method \(blob[field])") }
+      var size = 0
+      for b in 0..<4 { size |= Int(blob[field + 1 + b]) << (8 * b) }
+      guard size <= blob.count - offset else { throw corrupt("plane \(k) runs past the end of the blob") }
+      plans.append((method, offset..<(offset + size)))
+      offset += size
+    }
+    guard blob.count - offset == tail else {
+      throw corrupt("\(blob.count - offset) bytes after the planes, expected \(tail)")
+    }
+    let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<(n * width)])
+    for (k, plan) in plans.enumerated() {
+      let source = UnsafeRawBufferPointer(rebasing: blob[plan.range])
+      let plane = UnsafeMutableRawBufferPointer(rebasing: planes[(k * n)..<((k + 1) * n)])
+      switch plan.method {
+      case .raw:
+        guard source.count == n else { throw corrupt("raw plane \(k) holds \(source.count) bytes, expected \(n)") }
+        plane.copyMemory(from: source)
+      case .zstd:
+        do {
+          try Zstd.decompress(source, into: plane)
+        } catch let error as DeltaStoreError {
+          throw corrupt("plane \(k): \(error.localizedDescription)")
+        }
+      case .huffman:
+        try HuffmanCoder.decode(source, into: plane, what: what + " plane \(k)")
+      case .rans:
+        try RansCoder.decode(source, into: plane, what: what + " plane \(k)")
+      }
+    }
+    untransform(
+      UnsafeRawBufferPointer(planes), into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<(n * width)]),
+      width: width, rotated: rotates(dtype))
+    if tail > 0 {
+      UnsafeMutableRawBufferPointer(rebasing: destination[(n * width)...]).copyMemory(
+        from: UnsafeRawBufferPointer(rebasing: blob[offset...]))
+    }
+  }
+
+  // MARK: - Rotation and byte planes
+
+  /// Writes the byte planes of the (rotated) elements of `source` to `destination`.
+  static func transform(
+    _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, width: Int, rotated: Bool
+  ) {
+    guard rotated, let src = source.baseAddress, let dst = destination.baseAddress else {
+      ByteShuffle.shuffle(source, into: destination, elementByteCount: width)
+      return
+    }
+    let n = source.count / width
+    switch width {
+    case 2: rotateAndSplit(src, dst, n, as: UInt16.self)
+    case 4: rotateAndSplit(src, dst, n, as: UInt32.self)
+    default: rotateAndSplit(src, dst, n, as: UInt64.self)
+    }
+  }
+
+  /// Inverts `transform`: `ByteShuffle`'s vectorized unshuffle, then each word rotated back.
+  static func untransform(
+    _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, width: Int, rotated: Bool
+  ) {
+    ByteShuffle.unshuffle(source, into: destination, elementByteCount: width)
+    guard rotated, let dst = destination.baseAddress else { return }
+    let n = source.count / width
+    switch width {
+    case 2: rotateRight(dst, n, as: UInt16.self)
+    case 4: rotateRight(dst, n, as: UInt32.self)
+    default: rotateRight(dst, n, as: UInt64.self)
+    }
+  }
+
+  @inline(__always)
+  private static func rotateRight<Word: FixedWidthInteger & UnsignedInteger>(
+    _ dst: UnsafeMutableRawPointer, _ n: Int, as _: Word.Type
+  ) {
+    let width = MemoryLayout<Word>.size
+    let top = Word(Word.bitWidth - 1)
+    for i in 0..<n {
+      let word = Word(littleEndian: dst.loadUnaligned(fromByteOffset: i &* width, as: Word.self))
+      dst.storeBytes(of: (word &>> 1 | word &<< top).littleEndian, toByteOffset: i &* width, as: Word.self)
+    }
+  }
+
+  // Offsets use wrapping arithmetic: they are bounded by the buffer size, and overflow checks
+  // would keep LLVM from vectorizing the loops.
+
+  @inline(__always)
+  private static func rotateAndSplit<Word: FixedWidthInteger & UnsignedInteger>(
+    _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ n: Int, as _: Word.Type
+  ) {
+    let width = MemoryLayout<Word>.size
+    let top = Word(Word.bitWidth - 1)
+    for i in 0..<n {
+      let word = Word(littleEndian: src.loadUnaligned(fromByteOffset: i &* width, as: Word.self))
+      let rotated = word &<< 1 | word &>> top
+      for k in 0..<width {
+        dst.storeBytes(
+          of: UInt8(truncatingIfNeeded: rotated &>> Word(8 &* k)), toByteOffset: k &* n &+ i, as: UInt8.self)
+      }
+    }
+  }
+}
