@@ -42,7 +42,7 @@ import Testing
       var roots: [[String: ObjectID]] = []
       for workers in [1, 2] {
         let root = dir.appendingPathComponent("w\(workers)")
-        try Self.model(in: root.appendingPathComponent("model"))
+        _ = try Self.model(in: root.appendingPathComponent("model"))
         let (repository, base) = try EditRepository.initialize(
           root: root.path, modelPath: "model", environment: Self.environment(workers: workers))
         let trees = try repository.contents(of: base).tensorTrees

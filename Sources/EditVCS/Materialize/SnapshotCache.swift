@@ -193,7 +193,7 @@ struct SnapshotCache: Sendable {
     guard capBytes > 0, bytes.count <= capBytes else { return }
     do {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-      try bytes.withUnsafeBytes { try AtomicFileWriter.replace(path(hash), with: $0, hook: nil, durable: false) }
+      _ = try bytes.withUnsafeBytes { try AtomicFileWriter.replace(path(hash), with: $0, hook: nil, durable: false) }
     } catch { return }
     trim(keeping: Self.fileName(hash))
   }

@@ -101,7 +101,7 @@ struct DerivedMatrixCache {
       let dated = mine.map { name -> (String, Date) in
         let full = (directory as NSString).appendingPathComponent(name)
         let date = (try? manager.attributesOfItem(atPath: full)[.modificationDate] as? Date) ?? .distantPast
-        return (full, date ?? .distantPast)
+        return (full, date)
       }
       for (full, _) in dated.sorted(by: { $0.1 > $1.1 }).dropFirst(keep) { try? manager.removeItem(atPath: full) }
     } catch {

@@ -141,7 +141,7 @@ struct BisectTests {
   /// reset restores byte for byte; revert undoes it and keeps every other edit.
   @Test func thirtyEditsBisectToTheDisablingEdit() throws {
     try withTemporaryDirectory { dir in
-      var h = try RomeHistory(dir: dir, commits: 30, seed: 42)
+      let h = try RomeHistory(dir: dir, commits: 30, seed: 42)
       let culprit = h.culprit
       let culpritID = h.ids[culprit]
       print("bisect: disabling edit planted at position \(culprit) of 30 (\(culpritID))")
