@@ -62,7 +62,7 @@ struct BisectProbesJSON: Encodable {
   var candidateCount: Int
   var largestPart: Int
   /// The first bad commit (`first_bad`).
-  var commit: String?
+  @NullWhenAbsent var commit: String?
   /// The commits that could be the first bad one (`only_skipped_left`).
   var candidates: [String]
 
@@ -90,17 +90,6 @@ struct BisectProbesJSON: Encodable {
     case largestPart = "largest_part"
   }
 
-  func encode(to encoder: Encoder) throws {
-    var container = encoder.container(keyedBy: CodingKeys.self)
-    try container.encode(schema, forKey: .schema)
-    try container.encode(status, forKey: .status)
-    try container.encode(probes, forKey: .probes)
-    try container.encode(pending, forKey: .pending)
-    try container.encode(candidateCount, forKey: .candidateCount)
-    try container.encode(largestPart, forKey: .largestPart)
-    try container.encode(commit, forKey: .commit)
-    try container.encode(candidates, forKey: .candidates)
-  }
 }
 
 /// `mvc.bisect-step/1`: what a bisection does after a start, a mark or `next`.
@@ -109,9 +98,9 @@ struct BisectStepJSON: Encodable {
   /// `waiting`, `testing`, `first_bad` or `only_skipped_left`.
   var status: String
   /// The commit to test (`testing`) or the first bad commit (`first_bad`).
-  var commit: String?
-  var remaining: Int?
-  var steps: Int?
+  @NullWhenAbsent var commit: String?
+  @NullWhenAbsent var remaining: Int?
+  @NullWhenAbsent var steps: Int?
   /// The commits that could be the first bad one (`only_skipped_left`).
   var candidates: [String]
   var needGood: Bool
@@ -149,16 +138,4 @@ struct BisectStepJSON: Encodable {
     case noCheckout = "no_checkout"
   }
 
-  func encode(to encoder: Encoder) throws {
-    var container = encoder.container(keyedBy: CodingKeys.self)
-    try container.encode(schema, forKey: .schema)
-    try container.encode(status, forKey: .status)
-    try container.encode(commit, forKey: .commit)
-    try container.encode(remaining, forKey: .remaining)
-    try container.encode(steps, forKey: .steps)
-    try container.encode(candidates, forKey: .candidates)
-    try container.encode(needGood, forKey: .needGood)
-    try container.encode(needBad, forKey: .needBad)
-    try container.encode(noCheckout, forKey: .noCheckout)
-  }
 }
