@@ -23,6 +23,12 @@ extension MVC {
     @Argument(help: "Where to start (default HEAD).") var revision: String?
     @Flag(help: "One line per commit: '<short id> (<refs>) <subject>', as git's.") var oneline = false
     @Flag(help: "Per changed tensor: storage, rank and norms.") var stat = false
+    @Flag(
+      help: ArgumentHelp(
+        "With --stat: the collapse signals' drift flags too ('mvc score --signals').",
+        discussion:
+          "They rebuild every edited tensor at every first-parent commit, so they are asked for, not computed by every --stat."
+      )) var signals = false
     @Flag(help: "Write one JSON document (schema mvc.log/1).") var json = false
     @Option(name: [.customShort("n"), .long], help: "Show at most this many commits.") var maxCount: Int?
     @Flag(help: "Follow only the first parent of merges.") var firstParent = false
@@ -48,7 +54,7 @@ extension MVC {
         output(try Format.json(LogJSON(commits: shown.map { CommitJSON($0, flags: flags[$0.commit.id] ?? []) })))
         return
       }
-      let signalFlags = stat ? CommitText.signalFlags(repository, tip: tips.count == 1 ? tips[0] : nil) : [:]
+      let signalFlags = stat && signals ? CommitText.signalFlags(repository, tip: tips.count == 1 ? tips[0] : nil) : [:]
       var lines = LogGraph()
       for summary in shown {
         let text = CommitText.render(

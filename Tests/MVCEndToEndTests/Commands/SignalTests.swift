@@ -96,8 +96,8 @@ struct SignalTests {
       let flag = try #require(expectedFlag, "the piled-up edits should raise the drift ratio above 1.5")
       #expect(flagged == [flag])
 
-      // log --stat shows the flag under that commit only.
-      let log = runMVC(["log", "--stat"], in: dir)
+      // log --stat --signals shows the flag under that commit only.
+      let log = runMVC(["log", "--stat", "--signals"], in: dir)
       expectSuccess(log, "log --stat")
       let blocks = log.stdout.components(separatedBy: "\ncommit ")
       let withDrift = blocks.filter { $0.contains("! drift: '\(down0)'") }
