@@ -17,6 +17,20 @@ dir=$(cd "$dir" && pwd)
 
 skip() { echo "slurm-local: $*" >&2; exit 77; }
 
+# Runs a daemon with no descriptor of ours but 0–2, and those on files. munged keeps every
+# descriptor it is given, so it would hold open whatever our caller waits on for our end: a pipe
+# of stdout, or the socket through which Swift's Foundation.Process learns that a child exited (a
+# test waiting for this script then never returns, as CI found).
+detached() {
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec "$@"
+  )
+}
+
 stop() {
   for name in slurmd slurmctld munged; do
     f="$dir/$name.started"
@@ -57,7 +71,7 @@ if ! munge -n 2>/dev/null | unmunge > /dev/null 2>&1; then
   fi
   mkdir -p /run/munge /var/log/munge /var/lib/munge
   chown munge:munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null
-  su -s /bin/sh munge -c "munged --force" 2> "$dir/munged.err" || skip "munged did not start: $(cat "$dir/munged.err")"
+  detached su -s /bin/sh munge -c "munged --force" < /dev/null > "$dir/munged.out" 2> "$dir/munged.err" || skip "munged did not start: $(cat "$dir/munged.err")"
   for _ in $(seq 50); do [ -s /run/munge/munged.pid ] && break; sleep 0.1; done
   cat /run/munge/munged.pid > "$dir/munged.started" 2>/dev/null
   munge -n 2>/dev/null | unmunge > /dev/null 2>&1 || { stop; skip "munged does not answer"; }
@@ -96,10 +110,10 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
 EOF
 export SLURM_CONF="$dir/slurm.conf"
-slurmctld -f "$SLURM_CONF" 2> "$dir/log/slurmctld.err" || { stop; skip "slurmctld did not start: $(tail -3 "$dir/log/slurmctld.err")"; }
+detached slurmctld -f "$SLURM_CONF" < /dev/null > "$dir/log/slurmctld.out" 2> "$dir/log/slurmctld.err" || { stop; skip "slurmctld did not start: $(tail -3 "$dir/log/slurmctld.err")"; }
 for _ in $(seq 50); do [ -s "$dir/slurmctld.pid" ] && break; sleep 0.1; done
 cat "$dir/slurmctld.pid" > "$dir/slurmctld.started"
-slurmd -f "$SLURM_CONF" 2> "$dir/log/slurmd.err" || { stop; skip "slurmd did not start: $(tail -3 "$dir/log/slurmd.err")"; }
+detached slurmd -f "$SLURM_CONF" < /dev/null > "$dir/log/slurmd.out" 2> "$dir/log/slurmd.err" || { stop; skip "slurmd did not start: $(tail -3 "$dir/log/slurmd.err")"; }
 for _ in $(seq 50); do [ -s "$dir/slurmd.pid" ] && break; sleep 0.1; done
 cat "$dir/slurmd.pid" > "$dir/slurmd.started"
 for _ in $(seq 150); do

@@ -176,7 +176,8 @@ private struct SlurmCluster {
   /// Starts the cluster, or cancels the test (skipped, with the reason) when it cannot.
   static func start(in dir: URL) throws -> SlurmCluster {
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let result = runProcessOutcome(URL(fileURLWithPath: "/bin/bash"), [script.path, "start", dir.path], in: dir)
+    let result = runProcessOutcome(
+      URL(fileURLWithPath: "/bin/bash"), [script.path, "start", dir.path], in: dir, timeout: 120)
     if result.status == 77 {
       try Test.cancel(
         "cannot start a Slurm cluster here: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
@@ -186,7 +187,8 @@ private struct SlurmCluster {
   }
 
   func stop() {
-    _ = runProcessOutcome(URL(fileURLWithPath: "/bin/bash"), [Self.script.path, "stop", dir.path], in: dir)
+    _ = runProcessOutcome(
+      URL(fileURLWithPath: "/bin/bash"), [Self.script.path, "stop", dir.path], in: dir, timeout: 60)
   }
 
   func queue() -> String {
