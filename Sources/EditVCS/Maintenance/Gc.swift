@@ -10,13 +10,15 @@ public struct GcSummary: Sendable {
   /// Loose objects that no reference reaches; kept, as git keeps them until they expire.
   public var unreachableLooseObjectCount: Int
   public var removedSnapshotCount: Int
+  /// Files deleted from `.mvc/mvc-cache/` (accumulators, projectors) to bring it under its cap.
+  public var removedDerivedCount: Int
 }
 
 extension EditRepository {
   /// `mvc gc`: packs every reachable object into one pack (libgit2's packbuilder; loose
   /// objects and older packs go only once the new pack and its index are durable), and prunes
   /// `.mvc/mvc-snapshots/` of states that no commit reachable from a reference has, then trims it
-  /// to its cap.
+  /// to its cap, and trims `.mvc/mvc-cache/` (accumulators, projectors) to its own.
   public func gc() throws -> GcSummary {
     let before = Self.byteCount(of: gitDirectory)
     var problems: [String] = []
@@ -42,13 +44,15 @@ extension EditRepository {
     }
     // Then down to the cap (`mvc.snapshotCacheBytes`), least recently used first.
     removedSnapshots += cache.trim()
+    // The derived matrices are keyed by what they are computed from, not by a commit: only the cap.
+    let removedDerived = derivedCache.trim()
 
     let outcome = try RepositoryError.wrap("packing objects") { try git.packReachableObjects() }
     return GcSummary(
       byteCountBefore: before, byteCountAfter: Self.byteCount(of: gitDirectory),
       packedObjectCount: outcome.objectCount, removedLooseObjectCount: outcome.removedLooseCount,
       removedPackCount: outcome.removedPackCount, unreachableLooseObjectCount: outcome.keptLooseCount,
-      removedSnapshotCount: removedSnapshots)
+      removedSnapshotCount: removedSnapshots, removedDerivedCount: removedDerived)
   }
 
   /// Disk usage of the regular files under `path` (allocated blocks, as `du` counts them: a

@@ -12,8 +12,11 @@ extension EditRepository {
   /// rebuilds it costs about one multiply-add per element and unit of rank.
   static let maxKeyframeRank = 128
 
-  /// How far back a commit looks for the latest keyframe before giving up (no keyframe then).
-  static let keyframeWalkLimit = 4096
+  /// A replay applies at most this many states one by one after its start: a commit whose state
+  /// would be this many states past the latest keyframe or complete state makes one, whatever the
+  /// byte budget says (the cache's cap still holds). It is also how far back a commit looks for
+  /// that keyframe, so a commit's cost does not grow with the history.
+  static let maxReplayStates = 32
 
   /// Bytes of the objects of one stored state (factors, residual, meta, chunks).
   func ownByteCount(_ stored: StoredTensorState) throws -> Int {
@@ -56,25 +59,26 @@ extension EditRepository {
       }
       since.append(stored)
       own += try ownByteCount(stored)
-      return since.count < Self.keyframeWalkLimit
+      return since.count < Self.maxReplayStates
     }
-    // Due once the states since the latest keyframe cost twice what the next keyframe should:
-    // as much as the latest residual keyframe, else ~3.5 bits per element (3.3–3.9 measured on
-    // F32 chains of rank-1 commits), so that few encodings are made only to be thrown away.
-    guard let latest else { return }
+    // Due by bytes once the states since the latest keyframe cost twice what the next keyframe
+    // should: as much as the latest residual keyframe, else ~3.5 bits per element (3.3–3.9
+    // measured on F32 chains of rank-1 commits), so that few encodings are thrown away. Due by
+    // count once a replay from there would apply `maxReplayStates` states one by one: factor-only
+    // chains (`commit-factors`, `--delta`: ~20 KB per rank-1 edit of a 4096×1024 tensor) never
+    // pay for a keyframe in bytes, and this bounds their replays all the same.
     var expected = state.elementCount * 7 / 16
-    if latest.header?.kind == .residual { expected = max(expected, cache.byteCount(of: latest.stored.state.hash)) }
-    guard own >= 2 * expected else { return }
-    let header: KeyframeHeader
-    let payload: [UInt8]
-    if own >= state.byteCount * 2 {
-      // Long enough for a standalone copy (~0.85× raw for F32): the next residuals start here.
-      header = KeyframeHeader(
-        kind: .standalone, hash: state.hash, elementCount: state.elementCount,
-        elementWidth: state.dtype.byteCount ?? 0, anchor: "", stateCount: 0, payloadOffset: 0)
-      payload = try KeyframeCodec.encodeStandalone(bytes, dtype: state.dtype)
-    } else {
-      // A residual against the latest complete state or standalone keyframe plus every factor since.
+    if let latest, latest.header?.kind == .residual {
+      expected = max(expected, cache.byteCount(of: latest.stored.state.hash))
+    }
+    let dueByCount = since.count + 1 >= Self.maxReplayStates
+    guard dueByCount || own >= 2 * expected else { return }
+    // A residual against the latest complete state or standalone keyframe plus every factor
+    // since, while that spans at most `maxKeyframeRank`; else (or when the walk found no start
+    // within reach: a clone, a trimmed cache) a standalone copy (~0.85× raw for F32), from which
+    // the next residuals start.
+    var residual: (start: MaterializationPlan.Start, anchor: TensorState, factors: [DecodedFactors])?
+    if let latest, own < state.byteCount * 2 {
       var start: MaterializationPlan.Start
       var anchorState = latest.stored.state
       var older: [MaterializationPlan.Factors] = []
@@ -89,28 +93,40 @@ extension EditRepository {
         start = try completeSource(latest.stored, tensor: tensor)
       }
       older += try since.reversed().map { try encodedFactors(of: $0, tensor: tensor) }
-      var decoded = try older.map { f -> DecodedFactors in
-        let (u, v) = try TensorRebuilder.decodedFactors(f)
-        return DecodedFactors(u: u, v: v, rows: f.rows, cols: f.cols, rank: f.rank)
+      if older.reduce(factors.rank, { $0 + $1.rank }) <= Self.maxKeyframeRank {
+        var decoded = try older.map { f -> DecodedFactors in
+          let (u, v) = try TensorRebuilder.decodedFactors(f)
+          return DecodedFactors(u: u, v: v, rows: f.rows, cols: f.cols, rank: f.rank)
+        }
+        decoded.append(factors)
+        residual = (start, anchorState, decoded)
       }
-      decoded.append(factors)
-      guard decoded.reduce(0, { $0 + $1.rank }) <= Self.maxKeyframeRank else { return }
+    }
+    let header: KeyframeHeader
+    let payload: [UInt8]
+    if let residual {
       let plan = MaterializationPlan(
-        tensor: tensor, revision: parent, start: start, startState: anchorState, segment: nil, steps: [],
-        target: anchorState)
+        tensor: tensor, revision: parent, start: residual.start, startState: residual.anchor, segment: nil,
+        steps: [], target: residual.anchor)
       guard var predicted = try rebuilder.run(plan) else { return }
-      try TensorRebuilder.applyConcatenated(decoded, to: &predicted, state: state, tensor: tensor)
+      try TensorRebuilder.applyConcatenated(residual.factors, to: &predicted, state: state, tensor: tensor)
       header = KeyframeHeader(
         kind: .residual, hash: state.hash, elementCount: state.elementCount,
-        elementWidth: state.dtype.byteCount ?? 0, anchor: anchorState.hash, stateCount: decoded.count,
+        elementWidth: state.dtype.byteCount ?? 0, anchor: residual.anchor.hash, stateCount: residual.factors.count,
         payloadOffset: 0)
       payload = try predicted.withUnsafeBytes {
         try KeyframeCodec.encodeResidual(actual: bytes, predicted: $0, dtype: state.dtype)
       }
+    } else {
+      guard dueByCount || own >= state.byteCount * 2 else { return }
+      header = KeyframeHeader(
+        kind: .standalone, hash: state.hash, elementCount: state.elementCount,
+        elementWidth: state.dtype.byteCount ?? 0, anchor: "", stateCount: 0, payloadOffset: 0)
+      payload = try KeyframeCodec.encodeStandalone(bytes, dtype: state.dtype)
     }
     let file = header.encoded() + payload
-    // Within budget: at most half of what the states it stands for cost.
-    guard 2 * file.count <= own else { return }
+    // Within budget (at most half of what the states it stands for cost), unless due by count.
+    guard dueByCount || 2 * file.count <= own else { return }
     cache.save(file, hash: state.hash)
   }
 }

@@ -19,12 +19,8 @@ extension EditRepository {
   /// they shorten (`KeyframePolicy`), so a repository reaches the cap only with a long history.
   static let defaultSnapshotCacheBytes = 1 << 30
 
-  /// The cap in force: `mvc.snapshotCacheBytes` (a byte count, or with a `k`, `m` or `g` suffix
-  /// as git writes them), else the default. An unreadable value falls back to the default.
-  var snapshotCacheCap: Int {
-    guard let text = try? git.configString(Self.snapshotCacheBytesKey) else { return Self.defaultSnapshotCacheBytes }
-    return Self.parseByteCount(text) ?? Self.defaultSnapshotCacheBytes
-  }
+  /// The cap in force: `mvc.snapshotCacheBytes`, else the default.
+  var snapshotCacheCap: Int { configuredByteCap(Self.snapshotCacheBytesKey, default: Self.defaultSnapshotCacheBytes) }
 
   /// `123`, `64k`, `512m`, `2g` (git's integer suffixes); nil when not such a number.
   static func parseByteCount(_ text: String) -> Int? {
@@ -198,30 +194,13 @@ struct SnapshotCache: Sendable {
     trim(keeping: Self.fileName(hash))
   }
 
-  /// The folder's files with their sizes and last use, oldest first.
-  func files() -> [(name: String, bytes: Int, used: Int)] {
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-    return names.compactMap { name -> (String, Int, Int)? in
-      var info = stat()
-      guard lstat((directory as NSString).appendingPathComponent(name), &info) == 0 else { return nil }
-      return (name, Int(info.st_size), Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec))
-    }.sorted { ($0.2, $0.0) < ($1.2, $1.0) }
-  }
+  /// The folder under its cap (files and trimming, `CappedFolder`).
+  var folder: CappedFolder { CappedFolder(directory: directory, capBytes: capBytes) }
 
-  /// Deletes the least recently used files until the folder holds at most `capBytes`; returns
-  /// how many it deleted. `keeping` (the file just written) goes last.
+  /// The folder's files with their sizes and last use, oldest first.
+  func files() -> [(name: String, bytes: Int, used: Int)] { folder.files() }
+
+  /// Deletes the least recently used files down to the cap (`CappedFolder.trim`).
   @discardableResult
-  func trim(keeping: String? = nil) -> Int {
-    var all = files()
-    var total = all.reduce(0) { $0 + $1.bytes }
-    guard total > capBytes else { return 0 }
-    if let keeping, let i = all.firstIndex(where: { $0.name == keeping }) { all.append(all.remove(at: i)) }
-    var removed = 0
-    for file in all where total > capBytes {
-      try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(file.name))
-      total -= file.bytes
-      removed += 1
-    }
-    return removed
-  }
+  func trim(keeping: String? = nil) -> Int { folder.trim(keeping: keeping) }
 }

@@ -269,26 +269,8 @@ struct TensorRebuilder: Sendable {
       }
       guard applied else { return nil }
     }
-    var next = 0
-    while next < plan.steps.count {
-      // Runs of F32 rank-≤1 states (sequential ROME edits) are applied a row block at a time,
-      // each block through the whole run while it is in cache; other states one by one.
-      var end = next
-      while end < plan.steps.count, end - next < Self.fusedRunLength, Self.isFusable(plan.steps[end]) {
-        end += 1
-      }
-      if end - next >= 2 {
-        try timed("apply \(end - next) states fused") {
-          try plan.decodingStoredData { try applyFused(plan.steps[next..<end], to: &bytes, tensor: tensor) }
-        }
-      } else {
-        end = next + 1
-        let step = plan.steps[next]
-        try timed("apply rank-\(step.state.rank ?? 0) state") {
-          try plan.decodingStoredData { try applyLowRank(step, to: &bytes, tensor: tensor) }
-        }
-      }
-      next = end
+    try timed("replay of '\(tensor)': \(plan.steps.count) states after its start") {
+      try replay(plan, to: &bytes)
     }
     let actual = timed("verify hash") { bytes.withUnsafeBytes { ContentHash.of($0).description } }
     guard actual == plan.target.hash else {
@@ -296,6 +278,37 @@ struct TensorRebuilder: Sendable {
         tensor: tensor, revision: plan.revision.shortHex, expected: plan.target.hash, actual: actual)
     }
     return bytes
+  }
+
+  /// Applies the plan's states one after another (runs of F32 rank-≤1 states fused).
+  private func replay(_ plan: MaterializationPlan, to bytes: inout [UInt8]) throws {
+    let (steps, tensor) = (plan.steps, plan.tensor)
+    var next = 0
+    while next < steps.count {
+      // Runs of F32 rank-≤1 states (sequential ROME edits) are applied a row block at a time,
+      // each block through the whole run while it is in cache; other states one by one.
+      var end = next
+      var residuals = 0
+      while end < steps.count, end - next < Self.fusedRunLimit, Self.isFusable(steps[end]) {
+        if steps[end].residual != nil {
+          guard residuals < Self.fusedRunLength else { break }
+          residuals += 1
+        }
+        end += 1
+      }
+      if end - next >= 2 {
+        try timed("apply \(end - next) states fused") {
+          try plan.decodingStoredData { try applyFused(steps[next..<end], to: &bytes, tensor: tensor) }
+        }
+      } else {
+        end = next + 1
+        let step = steps[next]
+        try timed("apply rank-\(step.state.rank ?? 0) state") {
+          try plan.decodingStoredData { try applyLowRank(step, to: &bytes, tensor: tensor) }
+        }
+      }
+      next = end
+    }
   }
 
   /// Streams each chunk from its object into the zstd decoder, which scatters the byte planes
@@ -347,9 +360,13 @@ struct TensorRebuilder: Sendable {
     )
   }
 
-  /// States applied together a block at a time; their decoded residuals are held at once
-  /// (~2.4 MB each for a 4M-element tensor with 5% of elements off by one ulp).
+  /// States with a residual applied together a block at a time; their decoded residuals are held
+  /// at once (~2.4 MB each for a 4M-element tensor with 5% of elements off by one ulp).
   static let fusedRunLength = 4
+
+  /// States applied together a block at a time in all: factor-only states (`commit-factors`,
+  /// `--delta`) hold only their factors, so a whole replay (`maxReplayStates`) fits in one run.
+  static let fusedRunLimit = EditRepository.maxReplayStates
 
   static func isFusable(_ step: MaterializationPlan.Step) -> Bool {
     step.state.dtype == .f32 && step.factors.rank <= 1

@@ -41,11 +41,17 @@ public struct Accumulator: Sendable {
 
 /// A local cache of derived matrices (accumulators, null-space projectors) under
 /// `.mvc/mvc-cache/`: never pushed, safe to delete, keyed by what they are computed from,
-/// verified on load (an XXH3-128 of the payload in the header) and bounded in count.
+/// verified on load (an XXH3-128 of the payload in the header) and capped in bytes
+/// (`mvc.derivedCacheBytes`), least recently used first, on every save and by `mvc gc`.
 struct DerivedMatrixCache {
   let directory: String
-  /// The newest files kept per kind (each may be d_in² doubles: 1.6 GB at d_in = 14336).
-  let keep: Int
+  /// The most the folder may hold, in file bytes; 0: nothing is saved.
+  let capBytes: Int
+  /// Whether the cap is the default one, which makes room for a single file larger than it
+  /// (d_in² doubles: 1.6 GB at d_in = 14336), so that any model's matrix can be cached.
+  let defaultCap: Bool
+
+  var folder: CappedFolder { CappedFolder(directory: directory, capBytes: capBytes) }
 
   static let magic = Array("MVCDM001".utf8)
 
@@ -76,8 +82,11 @@ struct DerivedMatrixCache {
   }
 
   /// Writes through a temporary file and a rename (no fsync: a lost file only costs time), then
-  /// removes the oldest files of the kind beyond `keep`. Failures are ignored.
+  /// trims the folder to the cap, least recently used first (the new file last; under the
+  /// default cap a file larger than it stays, alone). Failures are ignored.
   func save(_ kind: String, _ key: String, values: [Double], extra: Int) {
+    let fileBytes = 8 + 16 + 8 + values.count * 8
+    guard capBytes > 0, fileBytes <= capBytes || defaultCap else { return }
     var payload = [UInt8]()
     payload.reserveCapacity(8 + values.count * 8)
     withUnsafeBytes(of: Int64(extra)) { payload.append(contentsOf: $0) }
@@ -95,24 +104,44 @@ struct DerivedMatrixCache {
       try Data(file).write(to: URL(fileURLWithPath: temporary))
       if manager.fileExists(atPath: final) { try manager.removeItem(atPath: final) }
       try manager.moveItem(atPath: temporary, toPath: final)
-      let mine = try manager.contentsOfDirectory(atPath: directory).filter {
-        $0.hasPrefix(kind + "-") && $0.hasSuffix(".bin")
-      }
-      let dated = mine.map { name -> (String, Date) in
-        let full = (directory as NSString).appendingPathComponent(name)
-        let date = (try? manager.attributesOfItem(atPath: full)[.modificationDate] as? Date) ?? .distantPast
-        return (full, date)
-      }
-      for (full, _) in dated.sorted(by: { $0.1 > $1.1 }).dropFirst(keep) { try? manager.removeItem(atPath: full) }
+      trim(keeping: (final as NSString).lastPathComponent)
     } catch {
       return
     }
   }
+
+  /// Deletes abandoned temporary files, then the least recently used files down to the cap
+  /// (`keeping`, or else the most recently used file, goes last; under the default cap it stays
+  /// even when larger than the cap). Returns how many files it deleted.
+  @discardableResult
+  func trim(keeping: String? = nil) -> Int {
+    var removed = 0
+    var files = folder.files()
+    for file in files where file.name.contains(".tmp-") {
+      try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(file.name))
+      removed += 1
+    }
+    files.removeAll { $0.name.contains(".tmp-") }
+    guard let kept = files.first(where: { $0.name == keeping }) ?? files.last else { return removed }
+    let cap = defaultCap ? max(capBytes, kept.bytes) : capBytes
+    return removed + CappedFolder(directory: directory, capBytes: cap).trim(keeping: kept.name)
+  }
 }
 
 extension EditRepository {
+  /// The git config key holding the derived-matrix cache's cap in bytes (`0` turns it off).
+  static let derivedCacheBytesKey = "mvc.derivedcachebytes"
+
+  /// 1 GiB: the cap when the config sets none (a single larger matrix is still kept, alone).
+  static let defaultDerivedCacheBytes = 1 << 30
+
+  var derivedCacheDirectory: String { (gitDirectory as NSString).appendingPathComponent("mvc-cache") }
+
   var derivedCache: DerivedMatrixCache {
-    DerivedMatrixCache(directory: (gitDirectory as NSString).appendingPathComponent("mvc-cache"), keep: 6)
+    let configured = (try? git.configString(Self.derivedCacheBytesKey)).flatMap { Self.parseByteCount($0) }
+    return DerivedMatrixCache(
+      directory: derivedCacheDirectory, capBytes: configured ?? Self.defaultDerivedCacheBytes,
+      defaultCap: configured == nil)
   }
 
   /// The keys a commit recorded: the tensor they belong to and the blob, or nil.

@@ -11,7 +11,8 @@ extension MVC {
         objects and older packs it makes redundant (only after the pack and its index are on \
         disk and fsynced). Unreachable loose objects are kept. Keyframe-cache files of states \
         that no reachable commit has are removed, then the cache is trimmed to \
-        mvc.snapshotCacheBytes (default 1 GiB), least recently used first. Prints the disk usage of .mvc/ (allocated blocks) before and after.
+        mvc.snapshotCacheBytes (default 1 GiB), least recently used first, and the \
+        accumulator/projector cache (.mvc/mvc-cache) to mvc.derivedCacheBytes (default 1 GiB). Prints the disk usage of .mvc/ (allocated blocks) before and after.
 
           mvc gc
         """)
@@ -24,7 +25,7 @@ extension MVC {
       output("\(summary.byteCountBefore) bytes on disk before, \(summary.byteCountAfter) bytes on disk after")
       if !global.quiet {
         Diagnostics.printError(
-          "packed \(summary.packedObjectCount) objects (\(Format.bytes(summary.byteCountBefore)) -> \(Format.bytes(summary.byteCountAfter))); removed \(summary.removedLooseObjectCount) loose objects, \(summary.removedPackCount) old packs, \(summary.removedSnapshotCount) snapshots; kept \(summary.unreachableLooseObjectCount) unreachable loose objects"
+          "packed \(summary.packedObjectCount) objects (\(Format.bytes(summary.byteCountBefore)) -> \(Format.bytes(summary.byteCountAfter))); removed \(summary.removedLooseObjectCount) loose objects, \(summary.removedPackCount) old packs, \(summary.removedSnapshotCount) snapshots, \(summary.removedDerivedCount) cached matrices; kept \(summary.unreachableLooseObjectCount) unreachable loose objects"
         )
       }
     }
