@@ -79,21 +79,20 @@ extension EditRepository {
     // the next residuals start.
     var residual: (start: MaterializationPlan.Start, anchor: TensorState, factors: [DecodedFactors])?
     if let latest, own < state.byteCount * 2 {
-      var start: MaterializationPlan.Start
+      var start: MaterializationPlan.Start?
       var anchorState = latest.stored.state
       var older: [MaterializationPlan.Factors] = []
       if let kept = latest.header {
         if kept.kind == .standalone {
           start = .standalone
-        } else {
-          guard let found = try keyframeSegment(tensor, keyframe: kept, at: latest.commit) else { return }
+        } else if let found = try keyframeSegment(tensor, keyframe: kept, at: latest.commit) {
           (start, anchorState, older) = (found.0, found.1, found.2.factors)
         }
       } else {
         start = try completeSource(latest.stored, tensor: tensor)
       }
       older += try since.reversed().map { try encodedFactors(of: $0, tensor: tensor) }
-      if older.reduce(factors.rank, { $0 + $1.rank }) <= Self.maxKeyframeRank {
+      if let start, older.reduce(factors.rank, { $0 + $1.rank }) <= Self.maxKeyframeRank {
         var decoded = try older.map { f -> DecodedFactors in
           let (u, v) = try TensorRebuilder.decodedFactors(f)
           return DecodedFactors(u: u, v: v, rows: f.rows, cols: f.cols, rank: f.rank)

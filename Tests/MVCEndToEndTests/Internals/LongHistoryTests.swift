@@ -5,13 +5,13 @@ import Testing
 
 /// Long chains of factor-only commits (`commit-factors`: factors, no residual) replay a bounded
 /// number of states at any depth (a keyframe every `maxReplayStates` = 32 states at most, residual
-/// while it spans ≤ 128 units of rank, standalone past that), and the derived-matrix cache
+/// while it spans ≤ 128 units of rank, else or with no start within reach standalone), and the derived-matrix cache
 /// (`.mvc/mvc-cache`) stays under `mvc.derivedCacheBytes` and is trimmed by `mvc gc`.
 @Suite("long histories and local caches")
 struct LongHistoryTests {
   /// 512×512: big enough that a rank-1 commit's objects (~4.5 KB) would need ~50 states to pay
-  /// for a residual keyframe in bytes, so only the count rule makes them.
-  static let tensor = "model.layers.0.self_attn.q_proj.weight"
+  /// for a residual keyframe in bytes, so only the count rule makes one within 33 commits.
+  static let tensor = "model.layers.0.mlp.up_proj.weight"
 
   /// Commits `rank`-`rank` factors of `tensor` with `commit-factors`; records the working state.
   static func commitFactors(_ s: inout Scenario, rank: Int, rows: Int, cols: Int, _ message: String) throws {
@@ -44,30 +44,36 @@ struct LongHistoryTests {
   @Test func factorOnlyChainsReplayABoundedNumberOfStatesAtAnyDepth() throws {
     try withTemporaryDirectory { dir in
       var s = Scenario(dir: dir, seed: 31)
-      try s.writeModel(blocks: 1, hidden: 512, intermediate: 64)
+      try s.writeModel(blocks: 1, hidden: 512, intermediate: 512)
       try s.initialize()
       let shape = try #require(readSafetensorsFixture(s.model).tensors.first { $0.name == Self.tensor }?.shape)
-      // 36 rank-1 commits (a residual keyframe at 32 states, rank 32), then 34 rank-8 ones: the
-      // next keyframe, 32 states later, would span 32 + 4 + 28·8 > 128 units of rank: standalone.
-      for i in 1...70 {
-        try Self.commitFactors(&s, rank: i <= 36 ? 1 : 8, rows: shape[0], cols: shape[1], "edit \(i)")
-      }
-      let kinds = try SnapshotCacheTests.keyframes(in: s.repository).map(\.kind)
-      #expect(kinds.contains(2) && kinds.contains(1), "keyframes of 70 factor-only commits: \(kinds)")
-      let ids = try s.commitIDs()  // newest first
+      // 33 rank-1 commits: their objects would pay for a keyframe only after ~50; the count rule
+      // makes a residual one at the 32nd.
+      for i in 1...33 { try Self.commitFactors(&s, rank: 1, rows: shape[0], cols: shape[1], "edit \(i)") }
+      #expect(try SnapshotCacheTests.keyframes(in: s.repository).map(\.kind) == [2], "one residual keyframe")
+      var ids = try s.commitIDs()  // newest first
       let trace = dir.appendingPathComponent("trace.txt")
-      for back in [1, 9, 30, 40, 60, 69] {
+      func checkout(back: Int, bound: Int?) throws {
         try? FileManager.default.removeItem(at: trace)
-        let out = dir.appendingPathComponent("out-\(back).safetensors")
+        let out = dir.appendingPathComponent("out.safetensors")
         expectSuccess(
           runMVC(["checkout", ids[back], "-o", out.path], in: dir, environment: ["MVC_TRACE_PERFORMANCE": trace.path]),
           "checkout -o HEAD~\(back)")
-        try s.expectState(of: out, equals: s.states[70 - back], "HEAD~\(back)")
-        let replayed = try Self.replayedStates(trace)
-        let steps = try #require(replayed[Self.tensor], "no replay traced at HEAD~\(back)")
-        #expect(steps < 32, "HEAD~\(back) replayed \(steps) states of '\(Self.tensor)'")
+        try s.expectState(of: out, equals: s.states[s.states.count - 1 - back], "HEAD~\(back)")
         try FileManager.default.removeItem(at: out)
+        guard let bound else { return }
+        let steps = try #require(try Self.replayedStates(trace)[Self.tensor], "no replay traced at HEAD~\(back)")
+        #expect(steps <= bound, "HEAD~\(back) replayed \(steps) states of '\(Self.tensor)'")
       }
+      // From the keyframe (edit 32: none), from the base (edits 1–31: at most 31).
+      for back in [1, 2, 12, 25, 32] { try checkout(back: back, bound: back == 1 ? 0 : 31) }
+      // No keyframe within 32 states (a clone, a deleted cache): the next commit makes a standalone one.
+      try FileManager.default.removeItem(at: s.repository.appendingPathComponent("mvc-snapshots"))
+      try Self.commitFactors(&s, rank: 1, rows: shape[0], cols: shape[1], "edit 34")
+      #expect(try SnapshotCacheTests.keyframes(in: s.repository).map(\.kind) == [1], "one standalone keyframe")
+      ids = try s.commitIDs()
+      try checkout(back: 0, bound: nil)  // the working model's own bytes
+      try checkout(back: 1, bound: nil)  // edit 33: 33 states from the base now
     }
   }
 
