@@ -75,9 +75,8 @@ history_run() {
   rm -rf "$work/factors"
   local total cache derived own
   total=$(du_bytes .mvc)
-  cache=$(du -sb .mvc/mvc-snapshots 2>/dev/null | cut -f1)
-  derived=$(du -sb .mvc/mvc-cache 2>/dev/null | cut -f1)
-  cache=${cache:-0} derived=${derived:-0}
+  cache=$( (du -sb .mvc/mvc-snapshots 2>/dev/null || echo 0) | cut -f1)
+  derived=$( (du -sb .mvc/mvc-cache 2>/dev/null || echo 0) | cut -f1)
   own=$((total - base_bytes - cache - derived))
   echo "== $label: $N rank-1 edits, $history_commit commits (loop ${loop} s${nosync:+, under eatmydata}; load $(cut -d' ' -f1-3 /proc/loadavg))"
   echo ".mvc (du -sb, all files): $total B = base after init $base_bytes + commits' own $own ($((own / N)) B/edit) + keyframe cache $cache ($(ls .mvc/mvc-snapshots 2>/dev/null | wc -l) files) + mvc-cache $derived"
@@ -106,7 +105,7 @@ history_run() {
     rm -f "$work/trace"
     cpu_measure env MVC_TRACE_PERFORMANCE="$work/trace" mvc checkout "${revs[k]}" -o "$work/out.safetensors"
     local states
-    states=$(sed -n "s/.*replay of '.*': \([0-9]*\) states after its start.*/\1/p" "$work/trace" | sort -n | tail -1)
+    states=$(sed -n "s/.*replay of '.*': \([0-9]*\) states after its start.*/\1/p" "$work/trace" 2>/dev/null | sort -n | tail -1 || true)
     # The bytes are those the commit recorded (checkout verifies every tensor's hash; cmp with HEAD's
     # working model for the newest).
     rm -f "$work/out.safetensors"
@@ -115,7 +114,7 @@ history_run() {
     worst_cpu=$(printf '%s\n' "$worst_cpu" "$ac" "$cpu" | sort -g | tail -1)
   done
   echo "checkout max $worst s vs 3 × cp $(calc "3 * $cp_s") s: $(pass "$worst <= 3 * $cp_s") (wall, machine shared); max cpu $worst_cpu s" | tee -a "$results/goals_history"
-  echo "after the checkouts: .mvc $(du_bytes .mvc) B, cache $(du -sb .mvc/mvc-snapshots 2>/dev/null | cut -f1) B"
+  echo "after the checkouts: .mvc $(du_bytes .mvc) B, cache $( (du -sb .mvc/mvc-snapshots 2>/dev/null || echo 0) | cut -f1) B"
 }
 
 if ((history_n > 0)); then
