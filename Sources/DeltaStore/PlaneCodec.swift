@@ -78,8 +78,7 @@ package enum PlaneCodec {
     buffers.output += repeatElement(0, count: 5 * width)
     for k in 0..<width {
       let plane = UnsafeRawBufferPointer(rebasing: planes[(k * n)..<((k + 1) * n)])
-      var histogram = [Int](repeating: 0, count: 256)
-      histogram.withUnsafeMutableBufferPointer { h in for byte in plane { h[Int(byte)] &+= 1 } }
+      let histogram = RansCoder.histogram(plane)
       let lengths = HuffmanCoder.codeLengths(histogram)
       let huffmanSize = n > 0 ? HuffmanCoder.encodedByteCount(histogram: histogram, lengths: lengths) : Int.max
       // A plane Huffman halves (an exponent plane) is not worth a zstd pass: its matches cost

@@ -43,6 +43,30 @@ package enum RansCoder {
     return freq
   }
 
+  /// The count of each byte value in `bytes`, in four interleaved tables (one table's
+  /// increments of a repeated byte would wait on each other through memory).
+  static func histogram(_ bytes: UnsafeRawBufferPointer) -> [Int] {
+    var tables = [Int](repeating: 0, count: 4 * 256)
+    tables.withUnsafeMutableBufferPointer { t in
+      guard let base = bytes.baseAddress, let t = t.baseAddress else { return }
+      let count = bytes.count
+      var i = 0
+      while i &+ 4 <= count {
+        let word = base.loadUnaligned(fromByteOffset: i, as: UInt32.self)
+        t[Int(truncatingIfNeeded: word & 0xFF)] &+= 1
+        t[256 &+ Int(truncatingIfNeeded: word >> 8 & 0xFF)] &+= 1
+        t[512 &+ Int(truncatingIfNeeded: word >> 16 & 0xFF)] &+= 1
+        t[768 &+ Int(truncatingIfNeeded: word >> 24)] &+= 1
+        i &+= 4
+      }
+      while i < count {
+        t[Int(base.load(fromByteOffset: i, as: UInt8.self))] &+= 1
+        i &+= 1
+      }
+    }
+    return (0..<256).map { tables[$0] + tables[256 + $0] + tables[512 + $0] + tables[768 + $0] }
+  }
+
   /// The order-0 entropy of a histogram in bytes (a lower bound of what `encode` writes).
   static func entropyByteCount(_ histogram: [Int]) -> Int {
     let total = Double(histogram.reduce(0, +))
@@ -71,9 +95,7 @@ package enum RansCoder {
         let start = (group + lane) * blockSymbols
         let block = UnsafeRawBufferPointer(rebasing: plane[start..<min(plane.count, start + blockSymbols)])
         blocks.append(block)
-        var histogram = [Int](repeating: 0, count: 256)
-        histogram.withUnsafeMutableBufferPointer { h in for byte in block { h[Int(byte)] &+= 1 } }
-        let freq = normalize(histogram)
+        let freq = normalize(histogram(block))
         var header = [UInt8](repeating: 0, count: 32)
         var cum = 0
         for s in 0..<256 {
@@ -85,6 +107,13 @@ package enum RansCoder {
         }
         for s in 0..<256 where freq[s] > 0 { header += [UInt8(freq[s] & 0xFF), UInt8(freq[s] >> 8)] }
         headers.append(header)
+      }
+      // A group of fewer blocks (a small plane, the plane's last group) is padded with copies of
+      // its first block, coded and dropped: one state's chain of dependent steps takes as long
+      // as four interleaved.
+      while blocks.count < lanes {
+        for s in 0..<256 { symbols[blocks.count * 256 + s] = symbols[s] }
+        blocks.append(blocks[0])
       }
       // Symbols are coded last to first; bytes are written backwards from the end of each
       // lane's part of `scratch`.
@@ -190,11 +219,13 @@ package enum RansCoder {
   private static func put(
     _ symbol: EncodeSymbol, _ x: inout UInt32, _ position: inout Int, _ base: UnsafeMutableRawPointer
   ) {
-    if x >= symbol.limit {
-      position &-= 2
-      base.storeBytes(of: UInt16(truncatingIfNeeded: x).littleEndian, toByteOffset: position, as: UInt16.self)
-      x &>>= 16
-    }
+    // Without a branch (a coin toss on the exponent plane): the low word is always stored below
+    // `position` (free space: a lane has room for a word per symbol and 16 bytes more) and kept
+    // or overwritten next time by whether `position` moves.
+    let renormalize = x >= symbol.limit
+    base.storeBytes(of: UInt16(truncatingIfNeeded: x).littleEndian, toByteOffset: position &- 2, as: UInt16.self)
+    position &-= renormalize ? 2 : 0
+    x = renormalize ? x &>> 16 : x
     let quotient = UInt32(truncatingIfNeeded: symbol.reciprocal.multipliedFullWidth(by: UInt64(x)).high)
     x = x &+ symbol.bias &+ quotient &* symbol.complement
   }
@@ -219,9 +250,15 @@ package enum RansCoder {
     var tables = [UInt32](repeating: 0, count: lanes * scale)
     var blocks: [(payload: Range<Int>, first: Int, count: Int)] = []
     let blockCount = (destination.count + blockSymbols - 1) / blockSymbols
+    // A group of fewer blocks is padded with copies of its first, decoded into `spare` and
+    // dropped: one state's chain of dependent steps takes as long as four interleaved.
+    let spare = UnsafeMutableRawBufferPointer.allocate(
+      byteCount: blockCount % lanes == 0 ? 0 : min(blockSymbols, destination.count), alignment: 64)
+    defer { spare.deallocate() }
     for first in Swift.stride(from: 0, to: blockCount, by: lanes) {
       blocks.removeAll(keepingCapacity: true)
-      for lane in 0..<min(lanes, blockCount - first) {
+      let members = min(lanes, blockCount - first)
+      for lane in 0..<members {
         let start = (first + lane) * blockSymbols
         let count = min(blockSymbols, destination.count - start)
         let payload = try tables.withUnsafeMutableBufferPointer { tables in
@@ -232,8 +269,15 @@ package enum RansCoder {
         }
         blocks.append((payload, start, count))
       }
-      let results = tables.withUnsafeBufferPointer { tables in decodeLanes(blocks, encoded, tables, base) }
-      for (lane, result) in results.enumerated() where !result {
+      var outputs = blocks.map { base + $0.first }
+      while blocks.count < lanes, let spareBase = spare.baseAddress {
+        let lane = blocks.count
+        for slot in 0..<scale { tables[lane * scale + slot] = tables[slot] }
+        blocks.append(blocks[0])
+        outputs.append(spareBase)
+      }
+      let results = tables.withUnsafeBufferPointer { tables in decodeLanes(blocks, outputs, encoded, tables) }
+      for (lane, result) in results.prefix(members).enumerated() where !result {
         throw corrupt(
           "rANS block \(blocks[lane].first / blockSymbols) does not decode to its \(blocks[lane].count) symbols")
       }
@@ -270,29 +314,31 @@ package enum RansCoder {
   }
 
   /// One decoding step: the symbol of `x`'s slot, then the state before it was coded.
+  ///
+  /// Without branches (the renormalization is a coin toss on the exponent plane): the next word
+  /// is always loaded, from no further than the payload's last word, and taken or not by a
+  /// select. `position` advances past `size` on a payload that runs out, which the caller's
+  /// final `position == size` check refuses.
   @inline(__always)
   private static func take(
     _ tables: UnsafePointer<UInt32>, _ x: inout UInt32, _ position: inout Int, _ payload: UnsafeRawPointer,
-    _ size: Int, _ overrun: inout Bool
+    _ size: Int
   ) -> UInt8 {
     let entry = tables[Int(truncatingIfNeeded: x & UInt32(scale - 1))]
-    x = (entry >> 8 & 0xFFF &+ 1) &* (x >> scaleBits) &+ (entry >> 20)
-    if x < lower {
-      if position &+ 2 <= size {
-        x = x << 16 | UInt32(UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: position, as: UInt16.self)))
-        position &+= 2
-      } else {
-        overrun = true
-      }
-    }
+    let next = (entry >> 8 & 0xFFF &+ 1) &* (x >> scaleBits) &+ (entry >> 20)
+    let word = UInt32(
+      UInt16(littleEndian: payload.loadUnaligned(fromByteOffset: min(position, size &- 2), as: UInt16.self)))
+    let renormalize = next < lower
+    x = renormalize ? next << 16 | word : next
+    position &+= renormalize ? 2 : 0
     return UInt8(truncatingIfNeeded: entry)
   }
 
   /// Decodes the blocks (at most `lanes`, tables at `lane · scale`); returns for each whether it
   /// ended exactly at the end of its payload in the encoder's initial state.
   private static func decodeLanes(
-    _ blocks: [(payload: Range<Int>, first: Int, count: Int)], _ encoded: UnsafeRawBufferPointer,
-    _ tables: UnsafeBufferPointer<UInt32>, _ out: UnsafeMutableRawPointer
+    _ blocks: [(payload: Range<Int>, first: Int, count: Int)], _ outputs: [UnsafeMutableRawPointer],
+    _ encoded: UnsafeRawBufferPointer, _ tables: UnsafeBufferPointer<UInt32>
   ) -> [Bool] {
     guard let source = encoded.baseAddress, let table = tables.baseAddress else { return blocks.map { _ in false } }
     let n = blocks.count
@@ -300,7 +346,6 @@ package enum RansCoder {
       (0..<4).reduce(UInt32(0)) { $0 | UInt32(encoded[block.payload.lowerBound + $1]) << UInt32(8 * $1) }
     }
     var positions = [Int](repeating: 4, count: n)
-    var overruns = [Bool](repeating: false, count: n)
     let common = blocks.map(\.count).min() ?? 0
     if n == lanes {
       let (b0, b1, b2, b3) = (blocks[0], blocks[1], blocks[2], blocks[3])
@@ -309,33 +354,31 @@ package enum RansCoder {
         source + b3.payload.lowerBound
       )
       let (n0, n1, n2, n3) = (b0.payload.count, b1.payload.count, b2.payload.count, b3.payload.count)
-      let (o0, o1, o2, o3) = (out + b0.first, out + b1.first, out + b2.first, out + b3.first)
+      let (o0, o1, o2, o3) = (outputs[0], outputs[1], outputs[2], outputs[3])
       let (t1, t2, t3) = (table + scale, table + 2 * scale, table + 3 * scale)
       var (x0, x1, x2, x3) = (states[0], states[1], states[2], states[3])
       var (q0, q1, q2, q3) = (4, 4, 4, 4)
-      var (e0, e1, e2, e3) = (false, false, false, false)
       for i in 0..<common {
-        o0.storeBytes(of: take(table, &x0, &q0, s0, n0, &e0), toByteOffset: i, as: UInt8.self)
-        o1.storeBytes(of: take(t1, &x1, &q1, s1, n1, &e1), toByteOffset: i, as: UInt8.self)
-        o2.storeBytes(of: take(t2, &x2, &q2, s2, n2, &e2), toByteOffset: i, as: UInt8.self)
-        o3.storeBytes(of: take(t3, &x3, &q3, s3, n3, &e3), toByteOffset: i, as: UInt8.self)
+        o0.storeBytes(of: take(table, &x0, &q0, s0, n0), toByteOffset: i, as: UInt8.self)
+        o1.storeBytes(of: take(t1, &x1, &q1, s1, n1), toByteOffset: i, as: UInt8.self)
+        o2.storeBytes(of: take(t2, &x2, &q2, s2, n2), toByteOffset: i, as: UInt8.self)
+        o3.storeBytes(of: take(t3, &x3, &q3, s3, n3), toByteOffset: i, as: UInt8.self)
       }
       states = [x0, x1, x2, x3]
       positions = [q0, q1, q2, q3]
-      overruns = [e0, e1, e2, e3]
     }
     let done = n == lanes ? common : 0
     for (lane, block) in blocks.enumerated() where block.count > done {
       let payload = source + block.payload.lowerBound
       let size = block.payload.count
       let slots = table + lane * scale
-      let o = out + block.first
-      var (x, position, overrun) = (states[lane], positions[lane], overruns[lane])
+      let o = outputs[lane]
+      var (x, position) = (states[lane], positions[lane])
       for i in done..<block.count {
-        o.storeBytes(of: take(slots, &x, &position, payload, size, &overrun), toByteOffset: i, as: UInt8.self)
+        o.storeBytes(of: take(slots, &x, &position, payload, size), toByteOffset: i, as: UInt8.self)
       }
-      (states[lane], positions[lane], overruns[lane]) = (x, position, overrun)
+      (states[lane], positions[lane]) = (x, position)
     }
-    return (0..<n).map { !overruns[$0] && positions[$0] == blocks[$0].payload.count && states[$0] == lower }
+    return (0..<n).map { positions[$0] == blocks[$0].payload.count && states[$0] == lower }
   }
 }
