@@ -78,7 +78,10 @@ package enum PlaneCodec {
     buffers.output += repeatElement(0, count: 5 * width)
     for k in 0..<width {
       let plane = UnsafeRawBufferPointer(rebasing: planes[(k * n)..<((k + 1) * n)])
-      let histogram = RansCoder.histogram(plane)
+      // Counted by rANS block, once: the plane's histogram is their sum.
+      let blockHistograms = RansCoder.blockHistograms(plane)
+      var histogram = [Int](repeating: 0, count: 256)
+      for block in blockHistograms { for s in 0..<256 { histogram[s] += block[s] } }
       let lengths = HuffmanCoder.codeLengths(histogram)
       let huffmanSize = n > 0 ? HuffmanCoder.encodedByteCount(histogram: histogram, lengths: lengths) : Int.max
       // A plane Huffman halves (an exponent plane) is not worth a zstd pass: its matches cost
@@ -92,7 +95,7 @@ package enum PlaneCodec {
       // plane, not the nearly uniform mantissa bytes.
       if RansCoder.entropyByteCount(histogram) + 256 < best - best / 100 {
         buffers.rans.removeAll(keepingCapacity: true)
-        RansCoder.encode(plane, into: &buffers.rans)
+        RansCoder.encode(plane, blockHistograms: blockHistograms, into: &buffers.rans)
         if buffers.rans.count < best { (method, best) = (.rans, buffers.rans.count) }
       }
       let start = buffers.output.count

@@ -75,6 +75,14 @@ package enum RansCoder {
     return Int(bits / 8)
   }
 
+  /// The histograms of `plane`'s blocks (`histogram` of each), which `encode` needs and whose
+  /// sum is the plane's.
+  static func blockHistograms(_ plane: UnsafeRawBufferPointer) -> [[Int]] {
+    Swift.stride(from: 0, to: plane.count, by: blockSymbols).map {
+      histogram(UnsafeRawBufferPointer(rebasing: plane[$0..<min(plane.count, $0 + blockSymbols)]))
+    }
+  }
+
   /// Encodes `plane` and appends the blocks to `out`.
   ///
   /// Blocks are independent, so `lanes` of them are coded in one loop (their states interleaved,
@@ -82,6 +90,11 @@ package enum RansCoder {
   /// its reciprocal (Lemire's exact 32-bit division): the bytes are the same as one block at a
   /// time with `/` and `%`.
   static func encode(_ plane: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+    encode(plane, blockHistograms: blockHistograms(plane), into: &out)
+  }
+
+  /// `encode` with the block histograms already counted.
+  static func encode(_ plane: UnsafeRawBufferPointer, blockHistograms: [[Int]], into out: inout [UInt8]) {
     let blockCount = (plane.count + blockSymbols - 1) / blockSymbols
     let stride = blockSymbols * 2 + 16
     var scratch = [UInt8](unsafeUninitializedCapacity: lanes * stride) { _, count in count = lanes * stride }
@@ -95,7 +108,7 @@ package enum RansCoder {
         let start = (group + lane) * blockSymbols
         let block = UnsafeRawBufferPointer(rebasing: plane[start..<min(plane.count, start + blockSymbols)])
         blocks.append(block)
-        let freq = normalize(histogram(block))
+        let freq = normalize(blockHistograms[group + lane])
         var header = [UInt8](repeating: 0, count: 32)
         var cum = 0
         for s in 0..<256 {
