@@ -121,10 +121,11 @@ package enum RansCoder {
         for s in 0..<256 where freq[s] > 0 { header += [UInt8(freq[s] & 0xFF), UInt8(freq[s] >> 8)] }
         headers.append(header)
       }
-      // A group of fewer blocks (a small plane, the plane's last group) is padded with copies of
-      // its first block, coded and dropped: one state's chain of dependent steps takes as long
-      // as four interleaved.
-      while blocks.count < lanes {
+      // A group of 3 blocks (the plane's last) is padded with a copy of its first block, coded
+      // and dropped: four interleaved states take about as long as three. One or two blocks
+      // are coded one after the other (four lanes are bound by instruction throughput, not by
+      // one state's chain of dependent steps).
+      while blocks.count >= lanes - 1 && blocks.count < lanes {
         for s in 0..<256 { symbols[blocks.count * 256 + s] = symbols[s] }
         blocks.append(blocks[0])
       }
@@ -263,10 +264,10 @@ package enum RansCoder {
     var tables = [UInt32](repeating: 0, count: lanes * scale)
     var blocks: [(payload: Range<Int>, first: Int, count: Int)] = []
     let blockCount = (destination.count + blockSymbols - 1) / blockSymbols
-    // A group of fewer blocks is padded with copies of its first, decoded into `spare` and
-    // dropped: one state's chain of dependent steps takes as long as four interleaved.
+    // A group of 3 blocks is padded with a copy of its first, decoded into `spare` and dropped
+    // (as `encode` pads).
     let spare = UnsafeMutableRawBufferPointer.allocate(
-      byteCount: blockCount % lanes == 0 ? 0 : min(blockSymbols, destination.count), alignment: 64)
+      byteCount: blockCount % lanes == lanes - 1 ? blockSymbols : 0, alignment: 64)
     defer { spare.deallocate() }
     for first in Swift.stride(from: 0, to: blockCount, by: lanes) {
       blocks.removeAll(keepingCapacity: true)
@@ -283,7 +284,7 @@ package enum RansCoder {
         blocks.append((payload, start, count))
       }
       var outputs = blocks.map { base + $0.first }
-      while blocks.count < lanes, let spareBase = spare.baseAddress {
+      while blocks.count >= lanes - 1 && blocks.count < lanes, let spareBase = spare.baseAddress {
         let lane = blocks.count
         for slot in 0..<scale { tables[lane * scale + slot] = tables[slot] }
         blocks.append(blocks[0])

@@ -10,8 +10,9 @@ import Testing
 /// The hashes were recorded with the writer before that work (commit f9965e4's `mvc init` of a
 /// safetensors file holding these two tensors; each chunk blob then wrapped as a U8 tensor and
 /// hashed by `mvc init` again): a bf16 tensor whose exponent plane is rANS-coded in 5 blocks (4
-/// decoded interleaved, 1 shorter alone) and whose low plane is Huffman-coded, and an f32 tensor
-/// with 2 rANS blocks and three Huffman planes.
+/// coded interleaved, 1 shorter alone) and whose low plane is Huffman-coded, the first 700,000
+/// of its elements (3 blocks, coded interleaved with a padding copy), and an f32 tensor with 2
+/// rANS blocks (coded one after the other) and three Huffman planes.
 @Suite struct PlaneCodecStabilityTests {
   /// Exponents 120 + popcount of 6 random bits, a random sign, one random mantissa bit: a
   /// 32-bit linear congruential generator, the same as the Python that wrote the recorded file.
@@ -38,6 +39,7 @@ import Testing
       .bf16, 1_100_000, "xxh3-128:c01234d296336ec5fbb12d9091d68a20", "xxh3-128:5391c6d59fe9213f0a17c03770d4ec97",
       596_234
     ),
+    (.bf16, 700_000, "xxh3-128:81ddfb065f4bb4b91a1ed8b27b37d579", "xxh3-128:a312b15aee7f09c5b0f45e893e790ba6", 379_312),
     (.f32, 300_001, "xxh3-128:5cad78b7faf279fc21ca943f54a8d06a", "xxh3-128:e59bc808edffaafb1b12b46279a1f56c", 237_965),
   ]
 
