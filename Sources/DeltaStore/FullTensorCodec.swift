@@ -157,10 +157,10 @@ public enum FullTensorCodec {
   /// - Parameter chunkBytes: For chunk `i`, calls its second argument once with the chunk's
   ///   compressed bytes.
   /// - Throws: As the `pieces` variant; `.corruptBlob` when a chunk comes in more than one piece.
-  package static func decode(
+  package static func decodeWholeChunks(
     chunkCount: Int, dtype: DType, chunkByteCount: Int, encoding: ChunkEncoding, tensor: String,
     into destination: UnsafeMutableRawBufferPointer,
-    wholeChunks chunkBytes: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    chunkBytes: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
   ) throws {
     guard encoding == .planes else {
       // The zstd path streams its pieces already.

@@ -315,11 +315,11 @@ struct TensorRebuilder: Sendable {
     if packed.count == chunks.count {
       // Each chunk is one buffer already (libgit2's): decoded from it, not gathered into a copy.
       try out.withUnsafeMutableBytes { destination in
-        try FullTensorCodec.decode(
+        try FullTensorCodec.decodeWholeChunks(
           chunkCount: chunks.count, dtype: state.dtype,
           chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
           encoding: ChunkEncoding(rawValue: state.chunkEncoding ?? 1) ?? .shuffledZstd, tensor: tensor,
-          into: destination, wholeChunks: { i, sink in try sink(packed[i].content) })
+          into: destination, chunkBytes: { i, sink in try sink(packed[i].content) })
       }
       return out
     }
