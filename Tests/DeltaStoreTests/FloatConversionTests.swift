@@ -30,6 +30,39 @@ private func referenceBF16(_ x: Double) -> UInt16 {
 }
 
 @Suite struct FloatConversionTests {
+  /// The branch-free rounding of `encode`'s bf16 loop gives `bf16Bits`'s bits for every kind of
+  /// value: random doubles, exact ties (to even, up and down), values around each end of the
+  /// normal range, the largest finite values (overflow to infinity), subnormals, zeros, infinities, NaN.
+  @Test func bf16FastRoundingMatchesTheGeneralOne() {
+    var rng = SplitMix64(seed: 99)
+    var values: [Double] = [
+      0, -0.0, .infinity, -.infinity, .nan, 0x1p-126, 0x1p-127, -0x1p-126, 0x1.fep127, 0x1.ffp127,
+    ]
+    values += [0x1.fefffffffffffp127, 0x1.ff00000000001p127, 0x1p-150, 0x1p-149, 1 + 0x1p-8, 1 + 3 * 0x1p-8]
+    for _ in 0..<200_000 {
+      let bits = rng.next()
+      values.append(Double(bitPattern: bits))  // every exponent, mostly outside bf16's range
+      let exponent = Int(rng.next() % 300) - 150
+      let tie = Double(
+        sign: bits & 1 == 0 ? .plus : .minus, exponent: exponent, significand: 1 + Double(bits >> 57) * 0x1p-7 + 0x1p-8)
+      values.append(tie)
+      values.append(tie.nextUp)
+      values.append(tie.nextDown)
+      values.append(Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits))))
+    }
+    var mismatches = 0
+    for x in values where FloatConversion.bf16BitsNormal(x) != FloatConversion.bf16Bits(x) { mismatches += 1 }
+    #expect(mismatches == 0)
+    var encoded = [UInt8](repeating: 0, count: 2 * values.count)
+    values.withUnsafeBufferPointer { v in
+      encoded.withUnsafeMutableBytes { FloatConversion.encode(v, dtype: .bf16, into: $0) }
+    }
+    #expect(
+      (0..<values.count).allSatisfy {
+        UInt16(encoded[2 * $0]) | UInt16(encoded[2 * $0 + 1]) << 8 == FloatConversion.bf16Bits(values[$0])
+      })
+  }
+
   @Test(arguments: [DType.f16, .bf16]) func every16BitPatternRoundTrips(dtype: DType) {
     for p in 0...UInt16.max {
       let raw: [UInt8] = [UInt8(p & 0xFF), UInt8(p >> 8)]

@@ -147,11 +147,11 @@ import Testing
   }
 
   /// The half-sweeps split rows and columns between threads: the factors and the violation
-  /// counts are those of one thread, bit for bit, whatever the number of threads (an odd number
+  /// counts are those of one thread, bit for bit, on 2 or 3 threads (an odd number
   /// of rows and columns, so the ranges differ in size), for a rank-one and a rank-two start.
   @Test(arguments: [DType.bf16, .f32])
   func refinementOnSeveralThreadsGivesTheFactorsOfOne(dtype: DType) throws {
-    let edit = Edit(rows: 203, cols: 517, dtype: dtype, relativeNorm: 0.01, seed: 77)
+    let edit = Edit(rows: 131, cols: 397, dtype: dtype, relativeNorm: 0.01, seed: 77)
     let found = try edit.recovered()
     var candidates = [found]
     if found.rank == 1 {
@@ -165,7 +165,7 @@ import Testing
     }
     for start in candidates {
       let (one, oneReport) = edit.refined(start, workers: 1)
-      for workers in [2, 3, 8] {
+      for workers in [2, 3] {
         let (many, manyReport) = edit.refined(start, workers: workers)
         #expect(many.rank == one.rank)
         #expect(many.u.map(\.bitPattern) == one.u.map(\.bitPattern))
