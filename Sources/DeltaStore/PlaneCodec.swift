@@ -42,46 +42,74 @@ package enum PlaneCodec {
   package static func encode(
     _ raw: UnsafeRawBufferPointer, dtype: DType, scratch: UnsafeMutableRawBufferPointer, compressor: ZstdCompressor
   ) throws -> [UInt8] {
+    var buffers = EncodeBuffers()
+    try encode(raw, dtype: dtype, scratch: scratch, compressor: compressor, buffers: &buffers)
+    return buffers.output
+  }
+
+  /// The buffers `encode` writes its trials and its result in: kept by a caller that encodes
+  /// many chunks, so that each chunk reuses their pages instead of faulting fresh ones in.
+  package struct EncodeBuffers {
+    /// The last chunk encoded.
+    package var output: [UInt8] = []
+    var frame: [UInt8] = []
+    var rans: [UInt8] = []
+
+    package init() {}
+  }
+
+  /// Encodes one chunk into `buffers.output` (replacing what it held). `scratch` must hold at
+  /// least `raw.count` bytes.
+  ///
+  /// - Throws: `DeltaStoreError.zstd`.
+  package static func encode(
+    _ raw: UnsafeRawBufferPointer, dtype: DType, scratch: UnsafeMutableRawBufferPointer, compressor: ZstdCompressor,
+    buffers: inout EncodeBuffers
+  ) throws {
     let width = dtype.byteCount ?? 1
     let n = raw.count / width
     let rotated = rotates(dtype)
     let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<(n * width)])
     transform(UnsafeRawBufferPointer(rebasing: raw[0..<(n * width)]), into: planes, width: width, rotated: rotated)
-    var header: [UInt8] = [version, UInt8(width), rotated ? 1 : 0, UInt8(width)]
-    var payload: [UInt8] = []
-    payload.reserveCapacity(raw.count)
+    let headerSize = 4 + 5 * width
+    buffers.output.removeAll(keepingCapacity: true)
+    buffers.output.reserveCapacity(headerSize + raw.count + 4096)
+    buffers.output += [version, UInt8(width), rotated ? 1 : 0, UInt8(width)]
+    buffers.output += repeatElement(0, count: 5 * width)
     for k in 0..<width {
       let plane = UnsafeRawBufferPointer(rebasing: planes[(k * n)..<((k + 1) * n)])
+      // Counted by rANS block, once: the plane's histogram is their sum.
+      let blockHistograms = RansCoder.blockHistograms(plane)
       var histogram = [Int](repeating: 0, count: 256)
-      histogram.withUnsafeMutableBufferPointer { h in for byte in plane { h[Int(byte)] &+= 1 } }
+      for block in blockHistograms { for s in 0..<256 { histogram[s] += block[s] } }
       let lengths = HuffmanCoder.codeLengths(histogram)
       let huffmanSize = n > 0 ? HuffmanCoder.encodedByteCount(histogram: histogram, lengths: lengths) : Int.max
       // A plane Huffman halves (an exponent plane) is not worth a zstd pass: its matches cost
       // more than they save on such bytes.
-      let frame = huffmanSize <= n / 2 ? [] : try compressor.compress(plane)
+      let frameSize = huffmanSize <= n / 2 ? 0 : try compressor.compress(plane, into: &buffers.frame)
       var method = Method.raw
       var best = n
-      if !frame.isEmpty, frame.count < best { (method, best) = (.zstd, frame.count) }
+      if frameSize > 0, frameSize < best { (method, best) = (.zstd, frameSize) }
       if huffmanSize < best { (method, best) = (.huffman, huffmanSize) }
-      var rans: [UInt8] = []
       // rANS (a division per symbol to encode) only where it saves more than 1%: the exponent
       // plane, not the nearly uniform mantissa bytes.
       if RansCoder.entropyByteCount(histogram) + 256 < best - best / 100 {
-        RansCoder.encode(plane, into: &rans)
-        if rans.count < best { (method, best) = (.rans, rans.count) }
+        buffers.rans.removeAll(keepingCapacity: true)
+        RansCoder.encode(plane, blockHistograms: blockHistograms, into: &buffers.rans)
+        if buffers.rans.count < best { (method, best) = (.rans, buffers.rans.count) }
       }
-      let start = payload.count
+      let start = buffers.output.count
       switch method {
-      case .raw: payload.append(contentsOf: plane)
-      case .zstd: payload.append(contentsOf: frame)
-      case .huffman: HuffmanCoder.encode(plane, histogram: histogram, lengths: lengths, into: &payload)
-      case .rans: payload.append(contentsOf: rans)
+      case .raw: buffers.output.append(contentsOf: plane)
+      case .zstd: buffers.output += buffers.frame[0..<frameSize]
+      case .huffman: HuffmanCoder.encode(plane, histogram: histogram, lengths: lengths, into: &buffers.output)
+      case .rans: buffers.output += buffers.rans
       }
-      let size = UInt32(payload.count - start)
-      header.append(method.rawValue)
-      for shift in stride(from: 0, to: 32, by: 8) { header.append(UInt8(truncatingIfNeeded: size >> UInt32(shift))) }
+      let size = UInt32(buffers.output.count - start)
+      buffers.output[4 + 5 * k] = method.rawValue
+      for b in 0..<4 { buffers.output[5 + 5 * k + b] = UInt8(truncatingIfNeeded: size >> UInt32(8 * b)) }
     }
-    return header + payload + raw[(n * width)...]
+    buffers.output += raw[(n * width)...]
   }
 
   /// Decodes one chunk into `destination`, whose size the caller's manifest sets. `scratch`
@@ -164,28 +192,33 @@ package enum PlaneCodec {
     }
   }
 
-  /// Inverts `transform`: `ByteShuffle`'s vectorized unshuffle, then each word rotated back.
+  /// Inverts `transform`: each element gathered from its planes and rotated back, in one pass.
   static func untransform(
     _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, width: Int, rotated: Bool
   ) {
-    ByteShuffle.unshuffle(source, into: destination, elementByteCount: width)
-    guard rotated, let dst = destination.baseAddress else { return }
+    guard rotated, let src = source.baseAddress, let dst = destination.baseAddress else {
+      ByteShuffle.unshuffle(source, into: destination, elementByteCount: width)
+      return
+    }
     let n = source.count / width
     switch width {
-    case 2: rotateRight(dst, n, as: UInt16.self)
-    case 4: rotateRight(dst, n, as: UInt32.self)
-    default: rotateRight(dst, n, as: UInt64.self)
+    case 2: mergeAndRotateRight(src, dst, n, as: UInt16.self)
+    case 4: mergeAndRotateRight(src, dst, n, as: UInt32.self)
+    default: mergeAndRotateRight(src, dst, n, as: UInt64.self)
     }
   }
 
   @inline(__always)
-  private static func rotateRight<Word: FixedWidthInteger & UnsignedInteger>(
-    _ dst: UnsafeMutableRawPointer, _ n: Int, as _: Word.Type
+  private static func mergeAndRotateRight<Word: FixedWidthInteger & UnsignedInteger>(
+    _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ n: Int, as _: Word.Type
   ) {
     let width = MemoryLayout<Word>.size
     let top = Word(Word.bitWidth - 1)
     for i in 0..<n {
-      let word = Word(littleEndian: dst.loadUnaligned(fromByteOffset: i &* width, as: Word.self))
+      var word: Word = 0
+      for k in 0..<width {
+        word |= Word(src.load(fromByteOffset: k &* n &+ i, as: UInt8.self)) &<< Word(8 &* k)
+      }
       dst.storeBytes(of: (word &>> 1 | word &<< top).littleEndian, toByteOffset: i &* width, as: Word.self)
     }
   }

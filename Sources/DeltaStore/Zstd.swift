@@ -53,20 +53,30 @@ public final class ZstdCompressor {
   ///
   /// - Throws: `DeltaStoreError.zstd` naming `ZSTD_compress2`.
   package func compress(_ source: UnsafeRawBufferPointer) throws -> [UInt8] {
-    let bound = ZSTD_compressBound(source.count)
-    try check(bound, "ZSTD_compressBound")
+    var output: [UInt8] = []
+    let written = try compress(source, into: &output)
+    output.removeSubrange(written...)
+    return output
+  }
+
+  /// Compresses `source` into one frame at the start of `buffer`, which grows (uninitialized) to
+  /// zstd's bound when it is smaller and is otherwise reused as it is; returns the frame's size.
+  ///
+  /// - Throws: `DeltaStoreError.zstd` naming `ZSTD_compress2`.
+  package func compress(_ source: UnsafeRawBufferPointer, into buffer: inout [UInt8]) throws -> Int {
+    let bound = try check(ZSTD_compressBound(source.count), "ZSTD_compressBound")
+    if buffer.count < bound {
+      buffer = [UInt8](unsafeUninitializedCapacity: bound) { _, count in count = bound }
+    }
     var scratch: UInt8 = 0
     return try withUnsafeMutablePointer(to: &scratch) { empty in
-      var output = [UInt8](repeating: 0, count: bound)
-      let written = try output.withUnsafeMutableBytes { dst in
+      try buffer.withUnsafeMutableBytes { dst in
         try check(
           ZSTD_compress2(
             context, dst.baseAddress, dst.count, source.baseAddress ?? UnsafeRawPointer(empty),
             source.count),
           "ZSTD_compress2")
       }
-      output.removeSubrange(written...)
-      return output
     }
   }
 

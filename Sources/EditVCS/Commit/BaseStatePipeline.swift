@@ -30,6 +30,8 @@ extension EditRepository {
     let largest = names.compactMap { working.location(of: $0)?.info.byteCount }.max() ?? 0
     let buffers = BufferPool(byteCount: max(1, min(largest, TensorBlobs.chunkByteCount)))
     defer { buffers.release() }
+    // So are the encoders' scratch, trial and output buffers, and their zstd contexts.
+    let encoders = EncoderPool(zstdWorkers: zstdWorkers)
 
     struct Tensor {
       var name: String
@@ -98,20 +100,15 @@ extension EditRepository {
           job.finish(
             Result {
               defer { buffers.give(whole) }
-              let compressor = try ZstdCompressor(level: 1, workerCount: zstdWorkers)
-              let encoded = try FullTensorCodec.encode(
-                UnsafeRawBufferPointer(input), dtype: dtype, chunkByteCount: TensorBlobs.chunkByteCount,
-                encoding: .planes, compressor: compressor)
-              guard encoded.count == 1, let frame = encoded.first else {
-                throw RepositoryError.corruptObject(what: "tensor '\(name)'", reason: "a chunk encoded in pieces")
-              }
-              if workersWrite && frame.count >= GitRepository.storedBlobThreshold {
-                let id = try frame.withUnsafeBytes {
-                  try StoredBlobWriter.write($0, objectsDirectory: objects, hook: nil)
+              let encoder = try encoders.take()
+              defer { encoders.give(encoder) }
+              return try encoder.encode(UnsafeRawBufferPointer(input), dtype: dtype) { frame in
+                if workersWrite && frame.count >= GitRepository.storedBlobThreshold {
+                  let id = try StoredBlobWriter.write(frame, objectsDirectory: objects, hook: nil)
+                  return (id, nil, frame.count)
                 }
-                return (id, nil, frame.count)
+                return (nil, Array(frame), frame.count)
               }
-              return (nil, frame, frame.count)
             })
           slots.signal()
         }
@@ -158,6 +155,22 @@ private final class ChunkJob: Sendable {
     guard let outcome = result.withLock({ $0 }) else { preconditionFailure("a chunk job finished without a result") }
     return try outcome.get()
   }
+}
+
+/// Chunk encoders (with their buffers) handed to the workers: at most as many exist as workers
+/// run at once.
+private final class EncoderPool: @unchecked Sendable {
+  private let zstdWorkers: Int32
+  private let free = Mutex<[PlaneChunkEncoder]>([])
+
+  init(zstdWorkers: Int32) { self.zstdWorkers = zstdWorkers }
+
+  func take() throws -> PlaneChunkEncoder {
+    if let encoder = free.withLock({ $0.popLast() }) { return encoder }
+    return PlaneChunkEncoder(compressor: try ZstdCompressor(level: 1, workerCount: zstdWorkers))
+  }
+
+  func give(_ encoder: PlaneChunkEncoder) { free.withLock { $0.append(encoder) } }
 }
 
 /// Chunk-sized buffers handed between the reading thread and the workers; at most as many exist

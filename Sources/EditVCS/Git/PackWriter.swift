@@ -414,12 +414,19 @@ final class ObjectHasher {
 
   func update(_ bytes: UnsafeRawBufferPointer) { EVP_DigestUpdate(context, bytes.baseAddress, bytes.count) }
 
-  /// Throws when the content read does not hash to `id` (a damaged object).
-  func check(_ id: ObjectID, what: String) throws {
+  /// The object's id (call once, after the whole content).
+  func finalize() -> ObjectID {
     var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
     var length: UInt32 = 0
     EVP_DigestFinal_ex(context, &digest, &length)
-    guard Array(digest[0..<20]) == id.bytes else {
+    var oid = git_oid()
+    withUnsafeMutableBytes(of: &oid.id) { $0.copyBytes(from: digest[0..<20]) }
+    return ObjectID(oid)
+  }
+
+  /// Throws when the content read does not hash to `id` (a damaged object).
+  func check(_ id: ObjectID, what: String) throws {
+    guard finalize() == id else {
       throw RepositoryError.corruptObject(what: what, reason: "its content does not hash to its id \(id.hex)")
     }
   }
