@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Where the stored bytes put each element of a delta: for row `row` and the columns `cols`,
 /// `lo[k] ≤ ΔW[row, cols.lowerBound + k] ≤ hi[k]` is what makes the reconstruction round to the
 /// committed value (the midpoints to the stored value's two neighbours, minus the parent's value).
@@ -5,7 +7,7 @@
 package typealias RoundingIntervals =
   (_ row: Int, _ cols: Range<Int>, _ lo: UnsafeMutablePointer<Double>, _ hi: UnsafeMutablePointer<Double>) -> Void
 
-/// What ``Factorization/refineAgainstRounding(_:rows:cols:maxSweeps:intervals:)`` did.
+/// What ``Factorization/refineAgainstRounding(_:rows:cols:maxSweeps:workers:intervals:)`` did.
 package struct RefinementReport: Sendable, Equatable {
   /// Elements outside their interval after each sweep's row half (the last: the factors
   /// returned, but for the Float32 rounding of `v`).
@@ -37,16 +39,19 @@ extension Factorization {
   /// - Parameters:
   ///   - factors: the rank finder's factors (`u` rows × rank, `v` cols × rank, row-major).
   ///   - maxSweeps: the most row-then-column sweeps to run.
+  ///   - workers: threads per half-sweep (the result does not depend on it); `intervals` is
+  ///     called from all of them at once.
   ///   - intervals: each element's interval, as ``RoundingIntervals``.
   /// - Returns: the refined factors (singular values and residual norm left as the rank finder
   ///   measured them) and the violation counts.
   package static func refineAgainstRounding(
-    _ factors: LowRankFactors, rows: Int, cols: Int, maxSweeps: Int = 6, intervals: RoundingIntervals
+    _ factors: LowRankFactors, rows: Int, cols: Int, maxSweeps: Int = 6, workers: Int = 1,
+    intervals: RoundingIntervals
   ) -> (factors: LowRankFactors, report: RefinementReport) {
     let rank = factors.rank
     guard rank > 0, rows > 0, cols > 0, maxSweeps > 0 else { return (factors, RefinementReport(violations: [])) }
     return withoutActuallyEscaping(intervals) { intervals in
-      var best = RefinementRun(factors, rows: rows, cols: cols, intervals: intervals)
+      var best = RefinementRun(factors, rows: rows, cols: cols, workers: workers, intervals: intervals)
       best.sweep()
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
       // finder can see one component too many (a bf16 rank-one edit comes out as rank 2). Keep
@@ -59,7 +64,7 @@ extension Factorization {
         lower.u = (0..<rows).flatMap { i in factors.u[(i * rank)..<(i * rank + rank - 1)] }
         lower.v = (0..<cols).flatMap { j in factors.v[(j * rank)..<(j * rank + rank - 1)] }
         lower.singularValues = Array(factors.singularValues.prefix(rank - 1))
-        var other = RefinementRun(lower, rows: rows, cols: cols, intervals: intervals)
+        var other = RefinementRun(lower, rows: rows, cols: cols, workers: workers, intervals: intervals)
         other.sweep()
         if other.cost < best.cost { best = other }
       }
@@ -79,11 +84,11 @@ private struct RefinementRun {
   private(set) var converged = false
   var sweepCount: Int { violations.count }
 
-  init(_ factors: LowRankFactors, rows: Int, cols: Int, intervals: @escaping RoundingIntervals) {
+  init(_ factors: LowRankFactors, rows: Int, cols: Int, workers: Int, intervals: @escaping RoundingIntervals) {
     original = factors
     refiner = IntervalRefiner(
       u: factors.u.map(Double.init), v: factors.v.map(Double.init), rows: rows, cols: cols, rank: factors.rank,
-      intervals: intervals)
+      workers: workers, intervals: intervals)
     uWindow = refiner.initialWindows(of: refiner.u, count: rows)
     vWindow = refiner.initialWindows(of: refiner.v, count: cols)
   }
@@ -123,10 +128,15 @@ private struct IntervalRefiner {
   let cols: Int
   let rank: Int
   let intervals: RoundingIntervals
+  /// Threads each half-sweep runs on.
+  let workers: Int
   /// Columns per block of the column half-sweep: its endpoint buckets hold `2·rows` values each.
   var columnBlock: Int { max(1, min(cols, (1 << 21) / max(1, 2 * rows))) }
 
-  init(u: [Double], v: [Double], rows: Int, cols: Int, rank: Int, intervals: @escaping RoundingIntervals) {
+  init(
+    u: [Double], v: [Double], rows: Int, cols: Int, rank: Int, workers: Int, intervals: @escaping RoundingIntervals
+  ) {
+    self.workers = max(1, workers)
     self.u = u
     self.v = v
     self.rows = rows
@@ -146,8 +156,36 @@ private struct IntervalRefiner {
   }
 
   /// Updates every `u[i, t]`; returns the windows for the next row half-sweep and the elements
-  /// left outside their interval.
+  /// left outside their interval. Rows are independent (V is fixed): `workers` threads take a
+  /// contiguous range of rows each, with the same result as one.
   mutating func sweepRows(windows: [Double]) -> (windows: [Double], violations: Int) {
+    let reciprocal = v.map { $0 == 0 ? 0 : 1 / $0 }
+    let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
+    let chunks = max(1, min(workers, rows / 64))
+    var parts = [(moves: [[Double]], violations: Int)](repeating: ([], 0), count: chunks)
+    var uValues = u
+    let vValues = v
+    uValues.withUnsafeMutableBufferPointer { uBuffer in
+      parts.withUnsafeMutableBufferPointer { partBuffer in
+        guard let uBase = uBuffer.baseAddress, let outBase = partBuffer.baseAddress else { return }
+        nonisolated(unsafe) let (u, out) = (uBase, outBase)
+        Self.forEachChunk(chunks) { c in
+          out[c] = Self.sweepRowRange(
+            (rows * c / chunks)..<(rows * (c + 1) / chunks), u: u, v: vValues, reciprocal: reciprocal, rank: rank,
+            cols: cols, windows: windows, intervals: intervals)
+        }
+      }
+    }
+    u = uValues
+    let moves = (0..<rank).map { t in parts.flatMap { $0.moves[t] } }
+    return (zip(moves, windows).map { Self.nextWindow($0, previous: $1) }, parts.reduce(0) { $0 + $1.violations })
+  }
+
+  /// The row half-sweep over `range`: writes only those rows of `u`.
+  private static func sweepRowRange(
+    _ range: Range<Int>, u: UnsafeMutablePointer<Double>, v: [Double], reciprocal: [Double], rank: Int, cols: Int,
+    windows: [Double], intervals: RoundingIntervals
+  ) -> (moves: [[Double]], violations: Int) {
     let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
     let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
     var line = SweepLine(capacity: 2 * cols)
@@ -156,9 +194,8 @@ private struct IntervalRefiner {
       hi.deallocate()
     }
     var moves = [[Double]](repeating: [], count: rank)
-    let reciprocal = v.map { $0 == 0 ? 0 : 1 / $0 }
     var violations = 0
-    for i in 0..<rows {
+    for i in range {
       intervals(i, 0..<cols, lo, hi)
       for t in 0..<rank {
         let x0 = u[i * rank + t]
@@ -184,48 +221,92 @@ private struct IntervalRefiner {
         if p < lo[j] || p > hi[j] { violations += 1 }
       }
     }
-    return (zip(moves, windows).map { Self.nextWindow($0, previous: $1) }, violations)
+    return (moves, violations)
   }
 
   /// Updates every `v[j, t]`, a block of columns at a time (each row read once per block);
-  /// returns the windows for the next column half-sweep.
+  /// returns the windows for the next column half-sweep. Columns are independent (U is fixed):
+  /// `workers` threads take a contiguous range of columns each, with the same result as one.
   mutating func sweepColumns(windows: [Double]) -> [Double] {
-    let block = columnBlock
+    let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
+    let chunks = max(1, min(workers, cols / 64))
+    // The workers' sweep lines together hold what one thread's did.
+    let block = max(1, columnBlock / chunks)
+    var moves = [[Double]](repeating: [], count: rank)
+    let uValues = u
+    var vValues = v
+    for t in 0..<rank {
+      var parts = [[Double]](repeating: [], count: chunks)
+      vValues.withUnsafeMutableBufferPointer { vBuffer in
+        parts.withUnsafeMutableBufferPointer { partBuffer in
+          guard let vBase = vBuffer.baseAddress, let outBase = partBuffer.baseAddress else { return }
+          nonisolated(unsafe) let (v, out) = (vBase, outBase)
+          Self.forEachChunk(chunks) { c in
+            out[c] = Self.sweepColumnRange(
+              (cols * c / chunks)..<(cols * (c + 1) / chunks), t: t, u: uValues, v: v, rank: rank, rows: rows,
+              cols: cols, window: windows[t], block: block, intervals: intervals)
+          }
+        }
+      }
+      moves[t] = parts.flatMap { $0 }
+    }
+    v = vValues
+    return zip(moves, windows).map { Self.nextWindow($0, previous: $1) }
+  }
+
+  /// The column half-sweep of factor column `t` over the columns `range`: writes only those
+  /// entries of `v`; returns their moves.
+  private static func sweepColumnRange(
+    _ range: Range<Int>, t: Int, u: [Double], v: UnsafeMutablePointer<Double>, rank: Int, rows: Int, cols: Int,
+    window: Double, block: Int, intervals: RoundingIntervals
+  ) -> [Double] {
     let lo = UnsafeMutablePointer<Double>.allocate(capacity: block)
     let hi = UnsafeMutablePointer<Double>.allocate(capacity: block)
-    var lines = (0..<block).map { _ in SweepLine(capacity: 2 * rows) }
+    var lines = (0..<min(block, range.count)).map { _ in SweepLine(capacity: 2 * rows) }
     defer {
       lo.deallocate()
       hi.deallocate()
     }
-    var moves = [[Double]](repeating: [], count: rank)
-    for t in 0..<rank {
-      var first = 0
-      while first < cols {
-        let width = min(block, cols - first)
-        for k in 0..<width { lines[k].reset(center: v[(first + k) * rank + t], halfWidth: windows[t]) }
-        for i in 0..<rows {
-          let c = u[i * rank + t]
-          guard c != 0 else { continue }
-          intervals(i, first..<(first + width), lo, hi)
-          for k in 0..<width where lo[k] <= hi[k] {
-            let j = first + k
-            var rest = 0.0
-            for s in 0..<rank where s != t { rest += u[i * rank + s] * v[j * rank + s] }
-            lines[k].add((lo[k] - rest) / c, (hi[k] - rest) / c)
-          }
-        }
-        for k in 0..<width {
+    var moves: [Double] = []
+    moves.reserveCapacity(range.count)
+    var first = range.lowerBound
+    while first < range.upperBound {
+      let width = min(block, range.upperBound - first)
+      for k in 0..<width { lines[k].reset(center: v[(first + k) * rank + t], halfWidth: window) }
+      for i in 0..<rows {
+        let c = u[i * rank + t]
+        guard c != 0 else { continue }
+        intervals(i, first..<(first + width), lo, hi)
+        for k in 0..<width where lo[k] <= hi[k] {
           let j = first + k
-          let x0 = v[j * rank + t]
-          let x = lines[k].best()
-          v[j * rank + t] = x
-          moves[t].append(abs(x - x0))
+          var rest = 0.0
+          for s in 0..<rank where s != t { rest += u[i * rank + s] * v[j * rank + s] }
+          lines[k].add((lo[k] - rest) / c, (hi[k] - rest) / c)
         }
-        first += width
+      }
+      for k in 0..<width {
+        let j = first + k
+        let x0 = v[j * rank + t]
+        let x = lines[k].best()
+        v[j * rank + t] = x
+        moves.append(abs(x - x0))
+      }
+      first += width
+    }
+    return moves
+  }
+
+  /// Runs `body(0..<count)` on `count` threads (inline for one).
+  private static func forEachChunk(_ count: Int, _ body: (Int) -> Void) {
+    if count == 1 {
+      body(0)
+    } else {
+      // Each call writes only its own chunk's rows or columns and its own result slot.
+      withoutActuallyEscaping(body) { body in
+        nonisolated(unsafe) let body = body
+        DispatchQueue.concurrentPerform(iterations: count) { body($0) }
       }
     }
-    return zip(moves, windows).map { Self.nextWindow($0, previous: $1) }
   }
 
   /// 8× the 90th percentile of the half-sweep's moves, between a sixteenth of the previous
@@ -271,8 +352,7 @@ private struct SweepLine {
   /// the nearest to it), as a Float32 value. Without events, the center.
   mutating func best() -> Double {
     guard !events.isEmpty else { return center }
-    // At equal positions lower ends come first: the intervals are closed.
-    events.sort { $0.x < $1.x || ($0.x == $1.x && $0.step > $1.step) }
+    reduceAndSort()
     var coverage = 0
     var bestCoverage = 0
     var bestSegment = (low, events[0].x)
@@ -302,6 +382,70 @@ private struct SweepLine {
       }
     }
     return best.x
+  }
+
+  /// Sorts the events (at equal positions lower ends first: the intervals are closed), after
+  /// replacing those of the stretches of the window that cannot hold the best segment by two
+  /// events each, so only the events near the best coverage are sorted: a full sort of every
+  /// endpoint was more than half of a refinement's time.
+  ///
+  /// The window is cut into buckets of ~16 events. With `C[b]` the coverage where bucket `b`
+  /// starts, every point of the bucket is covered at most `C[b] + (lower ends in b)` times, and
+  /// `L = max C[b]` is reached by a real segment. A bucket whose bound is below `L` holds no
+  /// best segment: its events become one at its first position (stepping far down, so its
+  /// inside is never chosen) and one at its last (stepping back up, plus the bucket's net
+  /// count). The segments that enter and leave it keep their ends and coverage, so the scan in
+  /// ``best()`` finds the same segment as over every event.
+  private mutating func reduceAndSort() {
+    let order: ((x: Double, step: Int32), (x: Double, step: Int32)) -> Bool = {
+      $0.x < $1.x || ($0.x == $1.x && $0.step > $1.step)
+    }
+    let n = events.count
+    let bucketCount = n / 16
+    let scale = Double(bucketCount) / (high - low)
+    guard bucketCount >= 8, scale.isFinite, scale > 0, low.isFinite, n < Int(Int32.max / 2) else {
+      events.sort(by: order)
+      return
+    }
+    @inline(__always) func bucket(_ x: Double) -> Int { min(bucketCount - 1, max(0, Int((x - low) * scale))) }
+    var lowers = [Int32](repeating: 0, count: bucketCount)
+    var net = [Int32](repeating: 0, count: bucketCount)
+    var first = [Double](repeating: .infinity, count: bucketCount)
+    var last = [Double](repeating: -.infinity, count: bucketCount)
+    for e in events {
+      let b = bucket(e.x)
+      if e.step > 0 { lowers[b] += 1 }
+      net[b] += e.step
+      first[b] = min(first[b], e.x)
+      last[b] = max(last[b], e.x)
+    }
+    var coverage: Int32 = 0
+    var reachable: Int32 = 0
+    for b in 0..<bucketCount {
+      reachable = max(reachable, coverage)
+      coverage += net[b]
+    }
+    reachable = max(reachable, coverage)
+    var candidate = [Bool](repeating: false, count: bucketCount)
+    coverage = 0
+    for b in 0..<bucketCount {
+      candidate[b] = first[b] <= last[b] && coverage + lowers[b] >= reachable
+      coverage += net[b]
+    }
+    var kept: [(x: Double, step: Int32)] = []
+    kept.reserveCapacity(n / 4)
+    for e in events where candidate[bucket(e.x)] { kept.append(e) }
+    let far = Int32(n + 1)
+    for b in 0..<bucketCount where first[b] <= last[b] && !candidate[b] {
+      if first[b] == last[b] {
+        kept.append((first[b], net[b]))
+      } else {
+        kept.append((first[b], -far))
+        kept.append((last[b], net[b] + far))
+      }
+    }
+    kept.sort(by: order)
+    events = kept
   }
 
   /// The coverage at `x` (relative to the window's low end) over the sorted events.

@@ -158,6 +158,48 @@ public enum FullTensorCodec {
     }
   }
 
+  /// Decodes chunks that each come as one buffer (libgit2's buffer of a packed object) into
+  /// `destination`, as the `pieces` variant does, but without gathering an encoding-2 chunk into
+  /// a copy first: the planes are decoded straight from the caller's buffer (a chunk-sized copy
+  /// less, which kept `mvc clone` above its memory bound).
+  /// - Parameter chunkBytes: For chunk `i`, calls its second argument once with the chunk's
+  ///   compressed bytes.
+  /// - Throws: As the `pieces` variant; `.corruptBlob` when a chunk comes in more than one piece.
+  package static func decodeWholeChunks(
+    chunkCount: Int, dtype: DType, chunkByteCount: Int, encoding: ChunkEncoding, tensor: String,
+    into destination: UnsafeMutableRawBufferPointer,
+    chunkBytes: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+  ) throws {
+    guard encoding == .planes else {
+      // The zstd path streams its pieces already.
+      return try decode(
+        chunkCount: chunkCount, dtype: dtype, chunkByteCount: chunkByteCount, encoding: encoding, tensor: tensor,
+        into: destination, pieces: chunkBytes)
+    }
+    let ranges = try checkedRanges(
+      chunkCount: chunkCount, byteCount: destination.count, dtype: dtype, chunkByteCount: chunkByteCount)
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: ranges.first?.count ?? 0, alignment: 64)
+    defer { scratch.deallocate() }
+    for (i, range) in ranges.enumerated() {
+      let what = "tensor '\(tensor)' chunk \(i)"
+      var pieces = 0
+      let decodeChunk = { (bytes: UnsafeRawBufferPointer) throws in
+        guard bytes.count <= range.count + 4096 else {
+          throw DeltaStoreError.corruptBlob(kind: what, reason: "larger than its \(range.count) bytes decoded")
+        }
+        try PlaneCodec.decode(
+          bytes, into: UnsafeMutableRawBufferPointer(rebasing: destination[range]), dtype: dtype,
+          scratch: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count]), what: what)
+      }
+      try chunkBytes(i) { bytes in
+        pieces += 1
+        guard pieces == 1 else { throw DeltaStoreError.corruptBlob(kind: what, reason: "given in more than one piece") }
+        try decodeChunk(bytes)
+      }
+      if pieces == 0 { try decodeChunk(UnsafeRawBufferPointer(start: nil, count: 0)) }
+    }
+  }
+
   private static func checkedRanges(
     chunkCount: Int, byteCount: Int, dtype: DType, chunkByteCount: Int
   ) throws -> [Range<Int>] {

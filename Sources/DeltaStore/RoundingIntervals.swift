@@ -38,6 +38,21 @@ extension FloatConversion {
       @inline(__always) func value(_ b: UInt16) -> Double { Double(Float(bitPattern: UInt32(b) << 16)) }
       for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
+        let oldBits = UInt16(littleEndian: y[k])
+        // Nonzero finite values below the largest, over a finite parent (nearly all): the
+        // midpoints to both neighbours are the binary32 patterns half a bfloat16 step on either
+        // side (exact, across binade edges too; in the other order for negative values), so no
+        // neighbour is looked up. The same Float64 values as the general path below.
+        if bits & 0x7FFF != 0 && bits & 0x7FFF < 0x7F7F && oldBits & 0x7F80 != 0x7F80 {
+          // Without branches (the sign is a coin toss): a negative value's lower midpoint is
+          // the one of larger magnitude.
+          let wide = UInt32(bits) << 16
+          let flip = UInt32(bits >> 15) << 16
+          let y = value(oldBits)
+          lo[k] = Double(Float(bitPattern: wide &- 0x8000 &+ flip)) - y
+          hi[k] = Double(Float(bitPattern: wide &+ 0x8000 &- flip)) - y
+          continue
+        }
         let o = OrderedBits.f16(bits)
         set(
           k, value(bits), value(UInt16(littleEndian: y[k])), value(OrderedBits.f16Bits(ordered: o &- 1)),

@@ -30,6 +30,84 @@ private func referenceBF16(_ x: Double) -> UInt16 {
 }
 
 @Suite struct FloatConversionTests {
+  /// bf16 rounding intervals (the refinement's input) for every 16-bit pattern as the new value
+  /// and several parents: each is the pair of midpoints to the neighbouring values, minus the
+  /// parent, in Float64; a NaN or infinite parent or new value constrains nothing; the largest
+  /// finite values are open towards infinity.
+  @Test func bf16RoundingIntervalsAreTheMidpointsToTheNeighbours() {
+    let patterns = (0...UInt16.max).map { $0 }
+    let newBytes = patterns.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+    let n = patterns.count
+    for old in [UInt16(0x0000), 0x3CA4, 0xBFC0, 0x0003, 0x7F80, 0xFFC1] {
+      let oldBytes = (0..<n).flatMap { _ in [UInt8(old & 0xFF), UInt8(old >> 8)] }
+      var lo = [Double](repeating: 0, count: n)
+      var hi = [Double](repeating: 0, count: n)
+      newBytes.withUnsafeBytes { new in
+        oldBytes.withUnsafeBytes { oldRaw in
+          lo.withUnsafeMutableBufferPointer { l in
+            hi.withUnsafeMutableBufferPointer { h in
+              FloatConversion.roundingIntervals(
+                new: new, old: oldRaw, dtype: .bf16, elements: 0..<n, lo: l.baseAddress!, hi: h.baseAddress!)
+            }
+          }
+        }
+      }
+      let y = bf16Value(old & 0x7FFF) * (old & 0x8000 == 0 ? 1 : -1)
+      var wrong = 0
+      for bits in patterns {
+        let k = Int(bits)
+        let magnitude = bits & 0x7FFF
+        let x = bf16Value(magnitude) * (bits & 0x8000 == 0 ? 1 : -1)
+        if old & 0x7F80 == 0x7F80 || magnitude >= 0x7F80 {
+          if lo[k] != -.infinity || hi[k] != .infinity { wrong += 1 }
+          continue
+        }
+        guard magnitude != 0 else { continue }  // zeros: the ordered step crosses the sign
+        // The next magnitude away from zero and towards it; infinity past the largest.
+        let away = magnitude == 0x7F7F ? Double.infinity : bf16Value(magnitude + 1)
+        let toward = bf16Value(magnitude - 1)
+        let positive = bits & 0x8000 == 0
+        let expectedLo = positive ? (x + toward) / 2 - y : (away.isFinite ? (x - away) / 2 - y : -.infinity)
+        let expectedHi = positive ? (away.isFinite ? (x + away) / 2 - y : .infinity) : (x - toward) / 2 - y
+        if lo[k] != expectedLo || hi[k] != expectedHi { wrong += 1 }
+      }
+      #expect(wrong == 0, "parent \(old)")
+    }
+  }
+
+  /// The branch-free rounding of `encode`'s bf16 loop gives `bf16Bits`'s bits for every kind of
+  /// value: random doubles, exact ties (to even, up and down), values around each end of the
+  /// normal range, the largest finite values (overflow to infinity), subnormals, zeros, infinities, NaN.
+  @Test func bf16FastRoundingMatchesTheGeneralOne() {
+    var rng = SplitMix64(seed: 99)
+    var values: [Double] = [
+      0, -0.0, .infinity, -.infinity, .nan, 0x1p-126, 0x1p-127, -0x1p-126, 0x1.fep127, 0x1.ffp127,
+    ]
+    values += [0x1.fefffffffffffp127, 0x1.ff00000000001p127, 0x1p-150, 0x1p-149, 1 + 0x1p-8, 1 + 3 * 0x1p-8]
+    for _ in 0..<200_000 {
+      let bits = rng.next()
+      values.append(Double(bitPattern: bits))  // every exponent, mostly outside bf16's range
+      let exponent = Int(rng.next() % 300) - 150
+      let tie = Double(
+        sign: bits & 1 == 0 ? .plus : .minus, exponent: exponent, significand: 1 + Double(bits >> 57) * 0x1p-7 + 0x1p-8)
+      values.append(tie)
+      values.append(tie.nextUp)
+      values.append(tie.nextDown)
+      values.append(Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits))))
+    }
+    var mismatches = 0
+    for x in values where FloatConversion.bf16BitsNormal(x) != FloatConversion.bf16Bits(x) { mismatches += 1 }
+    #expect(mismatches == 0)
+    var encoded = [UInt8](repeating: 0, count: 2 * values.count)
+    values.withUnsafeBufferPointer { v in
+      encoded.withUnsafeMutableBytes { FloatConversion.encode(v, dtype: .bf16, into: $0) }
+    }
+    #expect(
+      (0..<values.count).allSatisfy {
+        UInt16(encoded[2 * $0]) | UInt16(encoded[2 * $0 + 1]) << 8 == FloatConversion.bf16Bits(values[$0])
+      })
+  }
+
   @Test(arguments: [DType.f16, .bf16]) func every16BitPatternRoundTrips(dtype: DType) {
     for p in 0...UInt16.max {
       let raw: [UInt8] = [UInt8(p & 0xFF), UInt8(p >> 8)]

@@ -123,6 +123,37 @@ private func isZstdError(_ error: DeltaStoreError?) -> Bool {
     }
   }
 
+  /// Whole chunks (libgit2's buffer of a packed object) decode, in both encodings, to what the
+  /// pieces path gives; an encoding-2 chunk handed over in two pieces is refused, not misread.
+  @Test(arguments: [ChunkEncoding.shuffledZstd, .planes])
+  func wholeChunksDecodeLikePieces(encoding: ChunkEncoding) throws {
+    var rng = SplitMix64(seed: 23)
+    let compressor = try ZstdCompressor()
+    for dtype in [DType.bf16, .f32] {
+      let raw = (0..<(9000 * (dtype.byteCount ?? 1))).map { _ in UInt8(truncatingIfNeeded: rng.next() % 7) }
+      let chunks = try raw.withUnsafeBytes {
+        try FullTensorCodec.encode($0, dtype: dtype, chunkByteCount: 4096, encoding: encoding, compressor: compressor)
+      }
+      var out = [UInt8](repeating: 0xEE, count: raw.count)
+      try out.withUnsafeMutableBytes { destination in
+        try FullTensorCodec.decodeWholeChunks(
+          chunkCount: chunks.count, dtype: dtype, chunkByteCount: 4096, encoding: encoding, tensor: "t",
+          into: destination, chunkBytes: { i, sink in try chunks[i].withUnsafeBytes { try sink($0) } })
+      }
+      #expect(out == raw, "\(dtype) \(encoding)")
+      guard encoding == .planes else { continue }
+      let error = #expect(throws: DeltaStoreError.self) {
+        try out.withUnsafeMutableBytes { destination in
+          try FullTensorCodec.decodeWholeChunks(
+            chunkCount: chunks.count, dtype: dtype, chunkByteCount: 4096, encoding: encoding, tensor: "t",
+            into: destination,
+            chunkBytes: { i, sink in try feedInPieces(chunks[i], maxPiece: 100, &rng, sink) })
+        }
+      }
+      #expect(error != nil)
+    }
+  }
+
   @Test func wrongChunkCountIsRefused() throws {
     let raw = [UInt8](repeating: 1, count: 10_000)
     let chunks = try raw.withUnsafeBytes {

@@ -20,7 +20,9 @@ extension EditRepository {
     return committed.withUnsafeBytes { new in
       parent.withUnsafeBytes { old in
         let (refined, report) = timed("refine factors of '\(name)'") {
-          Factorization.refineAgainstRounding(factors, rows: rows, cols: cols) {
+          Factorization.refineAgainstRounding(
+            factors, rows: rows, cols: cols, workers: environment.workerThreads
+          ) {
             row, columns, lo, hi in
             FloatConversion.roundingIntervals(
               new: new, old: old, dtype: dtype,

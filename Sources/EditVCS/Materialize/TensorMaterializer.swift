@@ -321,6 +321,21 @@ struct TensorRebuilder: Sendable {
   private func decodeFull(_ state: TensorState, chunks: [MaterializationPlan.Chunk], tensor: String) throws -> [UInt8] {
     try EditRepository.checkAllocation(state.byteCount, tensor: tensor)
     var out = [UInt8](unsafeUninitializedCapacity: state.byteCount) { _, count in count = state.byteCount }
+    let packed = chunks.compactMap { chunk -> GitBlob? in
+      if case .packed(let blob) = chunk { return blob }
+      return nil
+    }
+    if packed.count == chunks.count {
+      // Each chunk is one buffer already (libgit2's): decoded from it, not gathered into a copy.
+      try out.withUnsafeMutableBytes { destination in
+        try FullTensorCodec.decodeWholeChunks(
+          chunkCount: chunks.count, dtype: state.dtype,
+          chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
+          encoding: ChunkEncoding(rawValue: state.chunkEncoding ?? 1) ?? .shuffledZstd, tensor: tensor,
+          into: destination, chunkBytes: { i, sink in try sink(packed[i].content) })
+      }
+      return out
+    }
     try out.withUnsafeMutableBytes { destination in
       try FullTensorCodec.decode(
         chunkCount: chunks.count, dtype: state.dtype,
