@@ -51,23 +51,26 @@ extension Factorization {
     let rank = factors.rank
     guard rank > 0, rows > 0, cols > 0, maxSweeps > 0 else { return (factors, RefinementReport(violations: [])) }
     return withoutActuallyEscaping(intervals) { intervals in
-      var best = RefinementRun(factors, rows: rows, cols: cols, workers: workers, intervals: intervals)
-      best.sweep()
+      var best = RefinementRun(
+        factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, intervals: intervals)
+      best.sweepRows()
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
       // finder can see one component too many (a bf16 rank-one edit comes out as rank 2). Keep
       // the lower rank when its factors and residual together are smaller. The choice is made
-      // after one sweep each (most of what the sweeps remove, the first removes), and only the
-      // kept candidate sweeps on: refining both to the end doubled the cost of such commits.
+      // after one row half-sweep each (most of what the sweeps remove, the first removes), and only the
+      // kept candidate runs its column half and sweeps on: refining both to the end doubled the cost of such commits.
       if rank > 1 {
         var lower = factors
         lower.rank = rank - 1
         lower.u = (0..<rows).flatMap { i in factors.u[(i * rank)..<(i * rank + rank - 1)] }
         lower.v = (0..<cols).flatMap { j in factors.v[(j * rank)..<(j * rank + rank - 1)] }
         lower.singularValues = Array(factors.singularValues.prefix(rank - 1))
-        var other = RefinementRun(lower, rows: rows, cols: cols, workers: workers, intervals: intervals)
-        other.sweep()
+        var other = RefinementRun(
+          lower, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, intervals: intervals)
+        other.sweepRows()
         if other.cost < best.cost { best = other }
       }
+      best.finishSweep()
       while best.sweepCount < maxSweeps && !best.converged { best.sweep() }
       return best.result
     }
@@ -82,10 +85,22 @@ private struct RefinementRun {
   private let original: LowRankFactors
   private(set) var violations: [Int] = []
   private(set) var converged = false
+  /// Once the windows are narrow: the elements that can still leave or enter their interval
+  /// (``ActiveElements``); the sweeps then visit only these.
+  private var active: ActiveElements?
+  /// While `active` is set: how far each factor column's coordinates may still move.
+  private var uBudget: [Double] = []
+  private var columnsPending = false
+  private var vBudget: [Double] = []
+  private let maxSweeps: Int
   var sweepCount: Int { violations.count }
 
-  init(_ factors: LowRankFactors, rows: Int, cols: Int, workers: Int, intervals: @escaping RoundingIntervals) {
+  init(
+    _ factors: LowRankFactors, rows: Int, cols: Int, workers: Int, maxSweeps: Int,
+    intervals: @escaping RoundingIntervals
+  ) {
     original = factors
+    self.maxSweeps = maxSweeps
     refiner = IntervalRefiner(
       u: factors.u.map(Double.init), v: factors.v.map(Double.init), rows: rows, cols: cols, rank: factors.rank,
       workers: workers, intervals: intervals)
@@ -96,7 +111,21 @@ private struct RefinementRun {
   /// One row half-sweep, then a column half-sweep unless the rows removed less than a tenth of
   /// the violations left (then the run has converged).
   mutating func sweep() {
-    let (windows, now) = refiner.sweepRows(windows: uWindow)
+    sweepRows()
+    finishSweep()
+  }
+
+  /// The row half of a sweep (its count is what candidates are compared on).
+  mutating func sweepRows() {
+    if sweepCount >= 1 { narrowActiveSet() }
+    let (windows, now): ([Double], Int)
+    if let active {
+      let used = zip(uWindow, uBudget).map { min($0, $1) }
+      uBudget = zip(uBudget, used).map { max(0, $0 - $1) }
+      (windows, now) = refiner.sweepRows(windows: used, active: active)
+    } else {
+      (windows, now) = refiner.sweepRows(windows: uWindow)
+    }
     uWindow = windows
     if let before = violations.last, now == 0 || before - now < before / 10 {
       violations.append(now)
@@ -104,7 +133,39 @@ private struct RefinementRun {
       return
     }
     violations.append(now)
-    vWindow = refiner.sweepColumns(windows: vWindow)
+    columnsPending = true
+  }
+
+  /// The column half of the sweep whose row half ran last, unless that one converged.
+  mutating func finishSweep() {
+    guard columnsPending else { return }
+    columnsPending = false
+    if let active {
+      let used = zip(vWindow, vBudget).map { min($0, $1) }
+      vBudget = zip(vBudget, used).map { max(0, $0 - $1) }
+      vWindow = refiner.sweepColumns(windows: used, active: active)
+    } else {
+      vWindow = refiner.sweepColumns(windows: vWindow)
+    }
+  }
+
+  /// Builds (from every element) or narrows (from the current set) the active set. Built, it
+  /// gives each factor column a budget: twice its current window is the most its coordinates
+  /// may still move in all (each half-sweep's window is capped by what is left), so the set
+  /// holds the elements within that reach of an interval edge. Nothing is kept while the set
+  /// would hold more than an eighth of the elements (the sweeps stay full).
+  private mutating func narrowActiveSet() {
+    let steps = maxSweeps - sweepCount
+    if let current = active {
+      active = refiner.narrowed(
+        current, margins: ActiveElements.Margins(steps: steps, uBudget: uBudget, vBudget: vBudget))
+    } else {
+      let margins = ActiveElements.Margins(
+        steps: steps, uBudget: uWindow.map { 2 * $0 }, vBudget: vWindow.map { 2 * $0 })
+      guard margins.isFinite else { return }
+      active = refiner.activeElements(margins: margins, limit: refiner.rows * refiner.cols / 8)
+      if active != nil { (uBudget, vBudget) = (margins.uBudget, margins.vBudget) }
+    }
   }
 
   /// ~12 bits per residual element against 32 per factor element.
@@ -121,7 +182,7 @@ private struct RefinementRun {
 }
 
 /// The state of one refinement: Float64 factors and the element intervals they are fitted to.
-private struct IntervalRefiner {
+struct IntervalRefiner {
   var u: [Double]
   var v: [Double]
   let rows: Int
@@ -297,7 +358,7 @@ private struct IntervalRefiner {
   }
 
   /// Runs `body(0..<count)` on `count` threads (inline for one).
-  private static func forEachChunk(_ count: Int, _ body: (Int) -> Void) {
+  static func forEachChunk(_ count: Int, _ body: (Int) -> Void) {
     if count == 1 {
       body(0)
     } else {
@@ -322,7 +383,7 @@ private struct IntervalRefiner {
 /// The value inside the most intervals, among the interval endpoints near a center: an event
 /// `+1` at each lower end and `-1` at each upper end inside `[center − w, center + w]`; the
 /// coverage at any point of the window is a constant plus the sum of the events before it.
-private struct SweepLine {
+struct SweepLine {
   private var events: [(x: Double, step: Int32)] = []
   private var center = 0.0
   private var low = 0.0
