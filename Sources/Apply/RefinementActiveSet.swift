@@ -38,15 +38,25 @@ struct ActiveElements {
       b + Double(steps) * 0x1p-20 * (abs(x) + b)
     }
 
-    /// `M` for the element with factor rows `u[0..<rank]`, `v[0..<rank]` and interval `[lo, hi]`.
+    /// Per coordinate, what `M` needs, in one array: `Du` then `|u|` (rows × rank each), `Dv`
+    /// then `|v| + Dv` (cols × rank each), so `M = Σ_t Du·(|v| + Dv) + |u|·Dv`.
+    func terms(u: [Double], v: [Double], rank: Int) -> [Double] {
+      let du = u.indices.map { drift(u[$0], budget: uBudget[$0 % rank]) }
+      let dv = v.indices.map { drift(v[$0], budget: vBudget[$0 % rank]) }
+      return du + u.map(abs) + dv + v.indices.map { abs(v[$0]) + dv[$0] }
+    }
+
+    /// `M` for element `(i, j)` of a `rows × cols` tensor from ``terms(u:v:rank:)``, and its
+    /// interval `[lo, hi]`.
     @inline(__always)
-    func margin(u: UnsafePointer<Double>, v: UnsafePointer<Double>, rank: Int, lo: Double, hi: Double) -> Double {
+    static func margin(
+      _ terms: UnsafePointer<Double>, rows: Int, cols: Int, i: Int, j: Int, rank: Int, lo: Double, hi: Double
+    ) -> Double {
+      let au = terms + rows * rank
+      let dv = au + rows * rank
+      let av = dv + cols * rank
       var m = 0.0
-      for t in 0..<rank {
-        let du = drift(u[t], budget: uBudget[t])
-        let dv = drift(v[t], budget: vBudget[t])
-        m += du * (abs(v[t]) + dv) + abs(u[t]) * dv
-      }
+      for t in 0..<rank { m += terms[i * rank + t] * av[j * rank + t] + au[i * rank + t] * dv[j * rank + t] }
       // Float64 rounding of the products and of the sweep line's endpoints, far below M.
       let width = hi - lo
       return m * (1 + 0x1p-10) + (width.isFinite ? 0x1p-30 * width : 0)
@@ -90,6 +100,7 @@ extension IntervalRefiner {
     let (rows, cols, rank, intervals, u, v) = (self.rows, self.cols, self.rank, self.intervals, self.u, self.v)
     let chunks = max(1, min(workers, rows / 64))
     var parts = [(counts: [Int], column: [Int32], lo: [Double], hi: [Double])?](repeating: nil, count: chunks)
+    let terms = margins.terms(u: u, v: v, rank: rank)
     parts.withUnsafeMutableBufferPointer { partBuffer in
       guard let outBase = partBuffer.baseAddress else { return }
       nonisolated(unsafe) let out = outBase
@@ -105,22 +116,25 @@ extension IntervalRefiner {
         var part = (counts: [Int](), column: [Int32](), lo: [Double](), hi: [Double]())
         u.withUnsafeBufferPointer { up in
           v.withUnsafeBufferPointer { vp in
-            guard let ub = up.baseAddress, let vb = vp.baseAddress else { return }
-            for i in range {
-              intervals(i, 0..<cols, lo, hi)
-              let before = part.column.count
-              for j in 0..<cols {
-                var p = 0.0
-                for t in 0..<rank { p += ub[i * rank + t] * vb[j * rank + t] }
-                let m = margins.margin(u: ub + i * rank, v: vb + j * rank, rank: rank, lo: lo[j], hi: hi[j])
-                if margins.isActive(product: p, lo: lo[j], hi: hi[j], margin: m) {
-                  part.column.append(Int32(j))
-                  part.lo.append(lo[j])
-                  part.hi.append(hi[j])
+            terms.withUnsafeBufferPointer { tp in
+              guard let ub = up.baseAddress, let vb = vp.baseAddress, let tb = tp.baseAddress else { return }
+              for i in range {
+                intervals(i, 0..<cols, lo, hi)
+                let before = part.column.count
+                for j in 0..<cols {
+                  var p = 0.0
+                  for t in 0..<rank { p += ub[i * rank + t] * vb[j * rank + t] }
+                  let m = ActiveElements.Margins.margin(
+                    tb, rows: rows, cols: cols, i: i, j: j, rank: rank, lo: lo[j], hi: hi[j])
+                  if margins.isActive(product: p, lo: lo[j], hi: hi[j], margin: m) {
+                    part.column.append(Int32(j))
+                    part.lo.append(lo[j])
+                    part.hi.append(hi[j])
+                  }
                 }
+                part.counts.append(part.column.count - before)
+                if part.column.count > share { return }
               }
-              part.counts.append(part.column.count - before)
-              if part.column.count > share { return }
             }
           }
         }
@@ -136,23 +150,27 @@ extension IntervalRefiner {
   func narrowed(_ active: ActiveElements, margins: ActiveElements.Margins) -> ActiveElements {
     let (rank, u, v) = (self.rank, self.u, self.v)
     var part = (counts: [Int](), column: [Int32](), lo: [Double](), hi: [Double]())
+    let terms = margins.terms(u: u, v: v, rank: rank)
     u.withUnsafeBufferPointer { up in
       v.withUnsafeBufferPointer { vp in
-        guard let ub = up.baseAddress, let vb = vp.baseAddress else { return }
-        for i in 0..<rows {
-          let before = part.column.count
-          for e in active.rowStart[i]..<active.rowStart[i + 1] {
-            let j = Int(active.column[e])
-            var p = 0.0
-            for t in 0..<rank { p += ub[i * rank + t] * vb[j * rank + t] }
-            let m = margins.margin(u: ub + i * rank, v: vb + j * rank, rank: rank, lo: active.lo[e], hi: active.hi[e])
-            if margins.isActive(product: p, lo: active.lo[e], hi: active.hi[e], margin: m) {
-              part.column.append(Int32(j))
-              part.lo.append(active.lo[e])
-              part.hi.append(active.hi[e])
+        terms.withUnsafeBufferPointer { tp in
+          guard let ub = up.baseAddress, let vb = vp.baseAddress, let tb = tp.baseAddress else { return }
+          for i in 0..<rows {
+            let before = part.column.count
+            for e in active.rowStart[i]..<active.rowStart[i + 1] {
+              let j = Int(active.column[e])
+              var p = 0.0
+              for t in 0..<rank { p += ub[i * rank + t] * vb[j * rank + t] }
+              let m = ActiveElements.Margins.margin(
+                tb, rows: rows, cols: cols, i: i, j: j, rank: rank, lo: active.lo[e], hi: active.hi[e])
+              if margins.isActive(product: p, lo: active.lo[e], hi: active.hi[e], margin: m) {
+                part.column.append(Int32(j))
+                part.lo.append(active.lo[e])
+                part.hi.append(active.hi[e])
+              }
             }
+            part.counts.append(part.column.count - before)
           }
-          part.counts.append(part.column.count - before)
         }
       }
     }
