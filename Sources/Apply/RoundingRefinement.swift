@@ -12,6 +12,9 @@ package struct RefinementReport: Sendable, Equatable {
   /// Elements outside their interval after each sweep's row half (the last: the factors
   /// returned, but for the Float32 rounding of `v`).
   package var violations: [Int]
+  /// Elements each of those row halves visited: all of them until the active set is built
+  /// (``ActiveElements``), then only those that can still change side.
+  package var visited: [Int] = []
 }
 
 extension Factorization {
@@ -33,6 +36,14 @@ extension Factorization {
   /// so the cost is a linear pass over the tensor per coordinate and half-sweep plus a sort of
   /// the few endpoints near each value. Sweeps stop when one removes less than a tenth of the violations left.
   ///
+  /// From the second sweep on, once the windows are narrow enough that at most an eighth of the
+  /// elements lie within reach of an interval edge, the sweeps visit only those
+  /// (``ActiveElements``: a budget caps how far each coordinate may still move, so every other
+  /// element stays inside its interval and adds nothing to any sweep line): the same factors and
+  /// counts as visiting them all, for the cost of the few, as long as the windows shrink enough
+  /// to stay within the budget (twice the window when the set is built); a window that would
+  /// exceed what is left of it is narrowed to it.
+  ///
   /// All arithmetic is Float64; the factors come back rounded to Float32, as they are stored.
   /// The result is a better starting point for the exactness residual, never a different
   /// contract: the residual still makes the reconstruction exact.
@@ -41,18 +52,23 @@ extension Factorization {
   ///   - maxSweeps: the most row-then-column sweeps to run.
   ///   - workers: threads per half-sweep (the result does not depend on it); `intervals` is
   ///     called from all of them at once.
+  ///   - activeSet: whether later sweeps visit only the active elements (false: every element,
+  ///     for tests that compare the two).
   ///   - intervals: each element's interval, as ``RoundingIntervals``.
   /// - Returns: the refined factors (singular values and residual norm left as the rank finder
   ///   measured them) and the violation counts.
   package static func refineAgainstRounding(
-    _ factors: LowRankFactors, rows: Int, cols: Int, maxSweeps: Int = 6, workers: Int = 1,
+    _ factors: LowRankFactors, rows: Int, cols: Int, maxSweeps: Int = 6, workers: Int = 1, activeSet: Bool = true,
     intervals: RoundingIntervals
   ) -> (factors: LowRankFactors, report: RefinementReport) {
     let rank = factors.rank
-    guard rank > 0, rows > 0, cols > 0, maxSweeps > 0 else { return (factors, RefinementReport(violations: [])) }
+    guard rank > 0, rows > 0, cols > 0, maxSweeps > 0 else {
+      return (factors, RefinementReport(violations: [], visited: []))
+    }
     return withoutActuallyEscaping(intervals) { intervals in
       var best = RefinementRun(
-        factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, intervals: intervals)
+        factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
+        intervals: intervals)
       best.sweepRows()
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
       // finder can see one component too many (a bf16 rank-one edit comes out as rank 2). Keep
@@ -66,7 +82,8 @@ extension Factorization {
         lower.v = (0..<cols).flatMap { j in factors.v[(j * rank)..<(j * rank + rank - 1)] }
         lower.singularValues = Array(factors.singularValues.prefix(rank - 1))
         var other = RefinementRun(
-          lower, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, intervals: intervals)
+          lower, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
+          intervals: intervals)
         other.sweepRows()
         if other.cost < best.cost { best = other }
       }
@@ -84,6 +101,7 @@ private struct RefinementRun {
   private var vWindow: [Double]
   private let original: LowRankFactors
   private(set) var violations: [Int] = []
+  private(set) var visited: [Int] = []
   private(set) var converged = false
   /// Once the windows are narrow: the elements that can still leave or enter their interval
   /// (``ActiveElements``); the sweeps then visit only these.
@@ -93,14 +111,16 @@ private struct RefinementRun {
   private var columnsPending = false
   private var vBudget: [Double] = []
   private let maxSweeps: Int
+  private let usesActiveSet: Bool
   var sweepCount: Int { violations.count }
 
   init(
-    _ factors: LowRankFactors, rows: Int, cols: Int, workers: Int, maxSweeps: Int,
+    _ factors: LowRankFactors, rows: Int, cols: Int, workers: Int, maxSweeps: Int, activeSet: Bool,
     intervals: @escaping RoundingIntervals
   ) {
     original = factors
     self.maxSweeps = maxSweeps
+    self.usesActiveSet = activeSet
     refiner = IntervalRefiner(
       u: factors.u.map(Double.init), v: factors.v.map(Double.init), rows: rows, cols: cols, rank: factors.rank,
       workers: workers, intervals: intervals)
@@ -117,13 +137,15 @@ private struct RefinementRun {
 
   /// The row half of a sweep (its count is what candidates are compared on).
   mutating func sweepRows() {
-    if sweepCount >= 1 { narrowActiveSet() }
+    if sweepCount >= 1 && usesActiveSet { narrowActiveSet() }
     let (windows, now): ([Double], Int)
     if let active {
       let used = zip(uWindow, uBudget).map { min($0, $1) }
       uBudget = zip(uBudget, used).map { max(0, $0 - $1) }
       (windows, now) = refiner.sweepRows(windows: used, active: active)
+      visited.append(active.count)
     } else {
+      visited.append(refiner.rows * refiner.cols)
       (windows, now) = refiner.sweepRows(windows: uWindow)
     }
     uWindow = windows
@@ -177,7 +199,7 @@ private struct RefinementRun {
     var refined = original
     refined.u = refiner.u.map { Float($0) }
     refined.v = refiner.v.map { Float($0) }
-    return (refined, RefinementReport(violations: violations))
+    return (refined, RefinementReport(violations: violations, visited: visited))
   }
 }
 

@@ -31,7 +31,8 @@ extension EditRepository {
         }
         environment.tracePerformance?(
           "refinement of '\(name)': elements outside their interval "
-            + report.violations.map(String.init).joined(separator: " → "))
+            + report.violations.map(String.init).joined(separator: " → ") + "; elements visited "
+            + report.visited.map(String.init).joined(separator: " → "))
         return refined
       }
     }
