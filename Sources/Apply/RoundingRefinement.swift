@@ -69,12 +69,12 @@ extension Factorization {
       var best = RefinementRun(
         factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
         intervals: intervals)
-      best.sweepRows()
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
       // finder can see one component too many (a bf16 rank-one edit comes out as rank 2). Keep
       // the lower rank when its factors and residual together are smaller. The choice is made
-      // after one row half-sweep each (most of what the sweeps remove, the first removes), and only the
-      // kept candidate runs its column half and sweeps on: refining both to the end doubled the cost of such commits.
+      // on the first row half-sweep of every fourth row (most of what the sweeps remove, the
+      // first removes), and only the kept candidate sweeps the other rows and on: refining both
+      // to the end doubled the cost of such commits.
       if rank > 1 {
         var lower = factors
         lower.rank = rank - 1
@@ -84,10 +84,11 @@ extension Factorization {
         var other = RefinementRun(
           lower, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
           intervals: intervals)
-        other.sweepRows()
-        if other.cost < best.cost { best = other }
+        best.sweepSampleRows()
+        other.sweepSampleRows()
+        if other.sampleCost < best.sampleCost { best = other }
       }
-      best.finishSweep()
+      best.sweep()
       while best.sweepCount < maxSweeps && !best.converged { best.sweep() }
       return best.result
     }
@@ -109,6 +110,8 @@ private struct RefinementRun {
   /// While `active` is set: how far each factor column's coordinates may still move.
   private var uBudget: [Double] = []
   private var columnsPending = false
+  /// The first row half-sweep's sampled rows (``sweepSampleRows()``), until the rest are swept.
+  private var sampledRows: (moves: [[Double]], violations: Int)?
   private var vBudget: [Double] = []
   private let maxSweeps: Int
   private let usesActiveSet: Bool
@@ -135,11 +138,34 @@ private struct RefinementRun {
     finishSweep()
   }
 
-  /// The row half of a sweep (its count is what candidates are compared on).
+  /// The first row half-sweep over every fourth row only: what candidates are compared on
+  /// (``sampleCost``); the next ``sweepRows()`` visits the other rows, with the result of one
+  /// full row half-sweep (rows are independent within one).
+  mutating func sweepSampleRows() {
+    precondition(sweepCount == 0 && sampledRows == nil)
+    sampledRows = refiner.sweepRowMoves(windows: uWindow, selection: .sample)
+  }
+
+  /// ``cost`` estimated from the sampled rows' violations.
+  var sampleCost: Int {
+    let sampled = (refiner.rows + 3) / 4
+    return 12 * (sampledRows?.violations ?? 0) * refiner.rows / sampled
+      + 32 * original.rank * (refiner.rows + refiner.cols)
+  }
+
+  /// The row half of a sweep.
   mutating func sweepRows() {
     if sweepCount >= 1 && usesActiveSet { narrowActiveSet() }
     let (windows, now): ([Double], Int)
-    if let active {
+    if let sampled = sampledRows {
+      let rest = refiner.sweepRowMoves(windows: uWindow, selection: .rest)
+      sampledRows = nil
+      visited.append(refiner.rows * refiner.cols)
+      let moves = zip(sampled.moves, rest.moves).map { $0 + $1 }
+      (windows, now) = (
+        zip(moves, uWindow).map { IntervalRefiner.nextWindow($0, previous: $1) }, sampled.violations + rest.violations
+      )
+    } else if let active {
       let used = zip(uWindow, uBudget).map { min($0, $1) }
       uBudget = zip(uBudget, used).map { max(0, $0 - $1) }
       (windows, now) = refiner.sweepRows(windows: used, active: active)
@@ -203,6 +229,22 @@ private struct RefinementRun {
   }
 }
 
+/// Which rows a row half-sweep visits: all, every fourth (`sample`, to compare candidates), or
+/// the others (`rest`, to complete a sampled half-sweep).
+enum RowSelection {
+  case all, sample, rest
+
+  /// Whether row `i` is visited.
+  @inline(__always)
+  func contains(_ i: Int) -> Bool {
+    switch self {
+    case .all: true
+    case .sample: i % 4 == 0
+    case .rest: i % 4 != 0
+    }
+  }
+}
+
 /// The state of one refinement: Float64 factors and the element intervals they are fitted to.
 struct IntervalRefiner {
   var u: [Double]
@@ -242,6 +284,13 @@ struct IntervalRefiner {
   /// left outside their interval. Rows are independent (V is fixed): `workers` threads take a
   /// contiguous range of rows each, with the same result as one.
   mutating func sweepRows(windows: [Double]) -> (windows: [Double], violations: Int) {
+    let (moves, violations) = sweepRowMoves(windows: windows, selection: .all)
+    return (zip(moves, windows).map { Self.nextWindow($0, previous: $1) }, violations)
+  }
+
+  /// ``sweepRows(windows:)`` over the selected rows only: their moves (per factor column) and
+  /// the elements of theirs left outside their interval.
+  mutating func sweepRowMoves(windows: [Double], selection: RowSelection) -> (moves: [[Double]], violations: Int) {
     let reciprocal = v.map { $0 == 0 ? 0 : 1 / $0 }
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, rows / 64))
@@ -255,19 +304,18 @@ struct IntervalRefiner {
         Self.forEachChunk(chunks) { c in
           out[c] = Self.sweepRowRange(
             (rows * c / chunks)..<(rows * (c + 1) / chunks), u: u, v: vValues, reciprocal: reciprocal, rank: rank,
-            cols: cols, windows: windows, intervals: intervals)
+            cols: cols, windows: windows, selection: selection, intervals: intervals)
         }
       }
     }
     u = uValues
-    let moves = (0..<rank).map { t in parts.flatMap { $0.moves[t] } }
-    return (zip(moves, windows).map { Self.nextWindow($0, previous: $1) }, parts.reduce(0) { $0 + $1.violations })
+    return ((0..<rank).map { t in parts.flatMap { $0.moves[t] } }, parts.reduce(0) { $0 + $1.violations })
   }
 
   /// The row half-sweep over `range`: writes only those rows of `u`.
   private static func sweepRowRange(
     _ range: Range<Int>, u: UnsafeMutablePointer<Double>, v: [Double], reciprocal: [Double], rank: Int, cols: Int,
-    windows: [Double], intervals: RoundingIntervals
+    windows: [Double], selection: RowSelection, intervals: RoundingIntervals
   ) -> (moves: [[Double]], violations: Int) {
     let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
     let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
@@ -278,7 +326,7 @@ struct IntervalRefiner {
     }
     var moves = [[Double]](repeating: [], count: rank)
     var violations = 0
-    for i in range {
+    for i in range where selection.contains(i) {
       intervals(i, 0..<cols, lo, hi)
       for t in 0..<rank {
         let x0 = u[i * rank + t]
