@@ -33,17 +33,46 @@ enum ConditionedResidualCoding {
     var flips = [Int](repeating: 0, count: 128)
     for c in contexts { elements[Int(c & 0x7F)] += 1 }
     for (p, v) in zip(positions, values) where v == predicted(contexts[p]) { flips[Int(contexts[p] & 0x7F)] += 1 }
-    // A bucket is coded when its bits cost less than listing its flips as Rice exceptions.
+    // A bucket is coded when its bits cost less than listing its flips as Rice exceptions. What an
+    // exception costs depends on how many there are and where: start from the cost of scattered
+    // ones, then re-decide once with the measured cost, and keep the smaller payload.
     let totalFlips = max(1, flips.reduce(0, +))
-    let exceptionBits = log2(Double(max(n, 2)) / Double(totalFlips)) + 2.5
+    var exceptionBits = log2(Double(max(n, 2)) / Double(totalFlips)) + 3
+    var best: [UInt8]?
+    for _ in 0..<2 {
+      let probability = probabilities(elements: elements, flips: flips, bucketCount: bucketCount, exceptionBits)
+      let (payload, exceptions, riceBytes) = payload(
+        positions: positions, values: values, contexts: contexts, bucketCount: bucketCount, probability: probability)
+      if payload.count < best?.count ?? Int.max { best = payload }
+      guard exceptions > 0 else { break }
+      exceptionBits = Double(8 * riceBytes) / Double(exceptions)
+    }
+    return best ?? []
+  }
+
+  /// Each bucket's flip probability in units of 2⁻¹⁶, 0 for a bucket left to the exceptions.
+  /// Bucket 0 (far from any midpoint: most elements) is never coded, so the range coder only
+  /// visits the elements near one; its rare flips are exceptions.
+  private static func probabilities(elements: [Int], flips: [Int], bucketCount: Int, _ exceptionBits: Double)
+    -> [UInt32]
+  {
     var probability = [UInt32](repeating: 0, count: 128)
-    for b in 0..<bucketCount where flips[b] > 0 {
+    for b in 1..<bucketCount where flips[b] > 0 {
       let p = Double(flips[b]) / Double(elements[b])
       let quantized = min(65535, max(1, (p * 65536).rounded()))
       let q = quantized / 65536
       let codedBits = -Double(flips[b]) * log2(q) - Double(elements[b] - flips[b]) * log2(1 - q)
       if codedBits < Double(flips[b]) * exceptionBits { probability[b] = UInt32(quantized) }
     }
+    return probability
+  }
+
+  /// The payload with these bucket probabilities, its exception count and Rice section bytes.
+  private static func payload(
+    positions: [Int], values: [Int64], contexts: UnsafeBufferPointer<UInt8>, bucketCount: Int,
+    probability: [UInt32]
+  ) -> (bytes: [UInt8], exceptions: Int, riceBytes: Int) {
+    let n = contexts.count
     // Exceptions: every nonzero difference the range coder does not carry.
     var exceptionPositions: [Int] = []
     var exceptionValues: [Int64] = []
@@ -71,13 +100,12 @@ enum ConditionedResidualCoding {
     var next = 0  // the next nonzero difference
     for i in 0..<n {
       let p = probability[Int(contexts[i] & 0x7F)]
-      var bit = false
+      guard p != 0 else { continue }
       while next < positions.count && positions[next] < i { next += 1 }
-      if next < positions.count && positions[next] == i { bit = flagged[next] }
-      if p != 0 { encoder.encode(bit, probabilityOfOne: p) }
+      encoder.encode(next < positions.count && positions[next] == i && flagged[next], probabilityOfOne: p)
     }
     encoder.flush()
-    return out + encoder.bytes
+    return (out + encoder.bytes, exceptionPositions.count, riceBytes)
   }
 
   /// The difference a flip of an element with context `c` makes: −1 or +1 ordered ulp.

@@ -9,7 +9,8 @@ extension CanonicalRule {
 
   /// For each element of an F32 matrix, how close the canonical sum `y = x + Σ_r u_r·v_r` lies to
   /// the midpoint between two Float32 values that decides its rounding, measured in ulps of the
-  /// Float32 `Σ u·v` itself: `q = (half spacing − |y − round(y)|) / ulp_f32(Σ u·v)`.
+  /// Float32 `Σ u·v` itself: `q = (half spacing − |y − round(y)|) / ulp_f32(Σ u·v)` (with the
+  /// spacings as powers of two, ``context(x:d:)``).
   ///
   /// An editor that rounds `u·v` to Float32 before adding it moves `y` by at most half that ulp,
   /// so only elements with `q < ½` can round differently from the canonical rule, with chance
@@ -20,7 +21,7 @@ extension CanonicalRule {
   /// Deterministic on every machine, as the rule itself: `Σ u·v` is summed by
   /// ``CanonicalReconstruction/addLowRank(into:rowRange:columnCount:u:v:rank:)`` (exact product
   /// for rank 1), then only IEEE additions, subtractions, multiplications and conversions follow;
-  /// no BLAS. A non-finite sum, a zero `Σ u·v` or `q ≥ 16` is bucket 0.
+  /// no BLAS. A non-finite sum or `q ≥ 16` (a zero `Σ u·v` included) is bucket 0.
   /// - Parameters:
   ///   - parent: `rows × cols` little-endian F32 elements, the state the factors apply to.
   ///   - contexts: `rows × cols` bytes, written.
@@ -61,25 +62,30 @@ extension CanonicalRule {
   }
 
   /// The context byte of one element: `x` its parent value, `d` the Float64 `Σ u·v`.
+  ///
+  /// Powers of two stand in for the spacings, so the loop has no call and no branch: the half
+  /// spacing of the Float32 grid at `r = round(y)` is `2^(E_r − 151)` (`E_r` the biased Float32
+  /// exponent of `r`, at least 1), the ulp of `d` as a Float32 is `2^(e_d − 23)` (`e_d` the unbiased
+  /// Float64 exponent of `d`), so `q = 2^(E_r − 128 − e_d) − |y − r|·2^(23 − e_d)`, each power
+  /// clamped to Float64's normal range. (Just below a power of two the true spacing is half
+  /// that; such elements are rare and only their bucket shifts.)
   @inline(__always)
   static func context(x: Float, d: Double) -> UInt8 {
     let y = Double(x) + d
     let r = Float(y)
-    let rd = Double(r)
-    let e = y - rd
-    let up = e >= 0
-    let spacing = up ? Double(r.nextUp) - rd : rd - Double(r.nextDown)
-    let g = 0.5 * spacing - e.magnitude
-    let q = g / Double(Float(d).magnitude.ulp)
-    // NaN (non-finite y, zero d) fails every comparison and lands in bucket 0.
-    let bucket: Int
-    if q >= 0 && q < 2 {
-      bucket = 1 + Int(q * 32)
-    } else if q >= 2 && q < 16 {
-      bucket = 63 + Int(q)
-    } else {
-      bucket = 0
-    }
-    return UInt8(bucket) | (up ? 0 : roundingContextDownBit)
+    let e = y - Double(r)
+    let er = max(Int((r.bitPattern >> 23) & 0xFF), 1)
+    let ed = Int((d.bitPattern >> 52) & 0x7FF) - 1023
+    let q = power(er - 128 - ed) - e.magnitude * power(23 - ed)
+    // NaN (non-finite y or d) fails every comparison and lands in bucket 0.
+    let t = q >= 0 && q < 16 ? q : 16
+    let bucket = t < 2 ? 1 + Int(t * 32) : t < 16 ? 63 + Int(t) : 0
+    return UInt8(truncatingIfNeeded: bucket) | (e >= 0 ? 0 : roundingContextDownBit)
+  }
+
+  /// `2^k` as a Float64, `k` clamped to the normal exponents (−1022…1023).
+  @inline(__always)
+  private static func power(_ k: Int) -> Double {
+    Double(bitPattern: UInt64(min(max(k, -1022), 1023) + 1023) << 52)
   }
 }
