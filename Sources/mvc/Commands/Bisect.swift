@@ -372,20 +372,12 @@ enum BisectReport {
 
   /// Runs the evaluation program and maps its exit as git does.
   static func runProgram(_ executable: URL, arguments: [String], cwd: String) throws -> BisectTerm {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: cwd)
-    do {
-      try process.run()
-    } catch {
-      throw RepositoryError.programNotRunnable(path: executable.path, reason: error.localizedDescription)
-    }
-    process.waitUntilExit()
-    let status = process.terminationStatus
-    if process.terminationReason == .uncaughtSignal {
+    let status: Int32
+    switch try ChildProcess.run(executable.path, arguments, in: cwd) {
+    case .signaled(let signal):
       throw RepositoryError.bisectRunAborted(
-        program: executable.lastPathComponent, reason: "was killed by signal \(status)")
+        program: executable.lastPathComponent, reason: "was killed by signal \(signal)")
+    case .exited(let code): status = code
     }
     switch status {
     case 0: return .good

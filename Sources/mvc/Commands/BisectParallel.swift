@@ -447,15 +447,10 @@ struct ParallelBisectRun {
 
   /// Runs a short shell command (the cancel command) and waits for it.
   static func runShell(_ text: String) -> Int32 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
-    process.arguments = ["-c", text]
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    guard (try? process.run()) != nil else { return -1 }
-    process.waitUntilExit()
-    return process.terminationStatus
+    switch try? ChildProcess.run("/bin/sh", ["-c", text], in: "/", silent: true) {
+    case .exited(let code): return code
+    case .signaled, nil: return -1
+    }
   }
 
   static func fileOperation(_ operation: String, _ path: String, _ body: () throws -> Void) throws {

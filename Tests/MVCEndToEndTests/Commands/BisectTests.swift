@@ -319,11 +319,37 @@ struct BisectTests {
       try writeScript(abort, "exit 200")
       s.expectRefused(["bisect", "run", abort.path], naming: ["200", "128"])
       #expect(runMVC(["bisect", "log"], in: dir).stdout == logBefore, "the bisect log changed")
-      // The bisection is intact: a real program still finishes it, then reset restores.
+      // The bisection is intact: a real program still finishes it, then reset restores. The
+      // program leaves a background process behind at every step, as an evaluation that starts
+      // a server may: mvc waits for the program alone, as git does, so each step finds the
+      // previous step's process still running (it did not before: Foundation.Process waited
+      // for every holder of the socket it watches, the left-behind process included).
       let bad = dir.appendingPathComponent("all-bad.sh")
-      try writeScript(bad, "exit 1")
-      let run = runMVC(["bisect", "run", bad.path], in: dir)
-      expectSuccess(run, "bisect run after the failures")
+      let pids = dir.appendingPathComponent("left-behind.pids").path
+      let seen = dir.appendingPathComponent("left-behind.seen").path
+      try writeScript(
+        bad,
+        """
+        previous=$(tail -n 1 '\(pids)' 2>/dev/null)
+        if [ -n "$previous" ]; then
+          # Its state in /proc: an ended process may stay a zombie (Z) here, which kill -0 cannot tell.
+          case $(cut -d ' ' -f 3 /proc/"$previous"/stat 2>/dev/null) in
+            S | R) echo running >> '\(seen)' ;;
+            *) echo ended >> '\(seen)' ;;
+          esac
+        fi
+        sleep 10 < /dev/null > /dev/null 2>&1 &
+        echo $! >> '\(pids)'
+        exit 1
+        """)
+      defer {
+        let started = (try? String(contentsOfFile: pids, encoding: .utf8)) ?? ""
+        for pid in started.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+      }
+      let run = runMVCOutcome(["bisect", "run", bad.path], in: dir, timeout: 90)
+      expectSuccess(run.tuple, "bisect run after the failures")
+      let states = ((try? String(contentsOfFile: seen, encoding: .utf8)) ?? "").split(separator: "\n")
+      #expect(!states.isEmpty && states.allSatisfy { $0 == "running" }, "left-behind processes at each step: \(states)")
       #expect(
         firstBadID(run.stdout) == ids[1],
         "every commit bad: the first edit is first bad: \(run.stdout)")
