@@ -9,6 +9,24 @@ public struct EncodedResidual: Sendable, Equatable {
   package var isRiceCoded: Bool {
     bytes.count > 1 && bytes[1] == ResidualCodec.riceKindRawValue
   }
+  /// The blob's payload is conditioned on the parent and the factors
+  /// (``ResidualCodec/conditionedKindRawValue``): decoding it needs their ``ResidualContexts``.
+  package var isConditioned: Bool { ResidualCodec.needsContexts(bytes) }
+}
+
+/// What a conditioned residual (kind 5) is decoded against: one context byte per element, which
+/// encoder and decoder compute alike from the parent's bytes and the stored factors
+/// (`CanonicalRule.roundingContexts` in Apply; see ``ConditionedResidualCoding``).
+package struct ResidualContexts {
+  /// One byte per element: bucket in bits 0–6, flip direction in bit 7 (1: down).
+  package var codes: UnsafeBufferPointer<UInt8>
+  /// How many buckets the context function has (1…127); recorded in the blob and checked.
+  package var bucketCount: Int
+
+  package init(codes: UnsafeBufferPointer<UInt8>, bucketCount: Int) {
+    self.codes = codes
+    self.bucketCount = bucketCount
+  }
 }
 
 /// Encodes the per-element difference between committed and reconstructed tensor bytes, so that
@@ -23,7 +41,10 @@ public struct EncodedResidual: Sendable, Equatable {
 /// - rice (repository format 2): the sparse gaps Rice-coded with the best parameter `k`, then a
 ///   sign bit per value (and, unless every value is ±1, its magnitude − 1 in Elias gamma), packed
 ///   into bits: within a few percent of the entropy of a residual of scattered ±1, where the
-///   zstd of the LEB128 gaps costs about a third more.
+///   zstd of the LEB128 gaps costs about a third more;
+/// - conditioned (repository format 3, F32 only): a range-coded flag per element near a rounding
+///   midpoint, with per-bucket probabilities, and the rest as Rice exceptions
+///   (``ConditionedResidualCoding``); decoding needs the parent's bytes and the factors.
 ///
 /// Blob layout: format (1), kind, dense width, element width, then LEB128 element count,
 /// nonzero count and payload byte count, then the zstd frame of the payload.
@@ -35,8 +56,15 @@ public enum ResidualCodec {
     case sparse = 2
     case dense = 3
     case rice = 4
+    case conditioned = 5
   }
   package static let riceKindRawValue: UInt8 = 4
+  package static let conditionedKindRawValue: UInt8 = 5
+
+  /// Whether the blob is conditioned (kind 5), so `decode` needs the elements' contexts.
+  package static func needsContexts(_ blob: [UInt8]) -> Bool {
+    blob.count > 1 && blob[1] == conditionedKindRawValue
+  }
 
   /// Encodes `committed − reconstructed`.
   ///
@@ -46,11 +74,22 @@ public enum ResidualCodec {
   ///   - dtype: The element type; any type of 8, 16, 32 or 64 bits.
   ///   - compressor: The zstd context to use; a fresh one when `nil`.
   ///   - allowRice: whether the Rice kind (format 2) may be chosen.
+  ///   - contexts: for an F32 tensor, its elements' rounding contexts: the conditioned kind
+  ///     (format 3) is tried too, and kept when it is the smallest.
   /// - Returns: `nil` when the buffers are identical.
   /// - Throws: `.byteCountMismatch`, `.unsupportedDType`, or zstd errors.
   public static func encode(
     committed: UnsafeRawBufferPointer, reconstructed: UnsafeRawBufferPointer, dtype: DType,
     compressor: ZstdCompressor? = nil, allowRice: Bool = false
+  ) throws -> EncodedResidual? {
+    try encode(
+      committed: committed, reconstructed: reconstructed, dtype: dtype, compressor: compressor, allowRice: allowRice,
+      contexts: nil)
+  }
+
+  package static func encode(
+    committed: UnsafeRawBufferPointer, reconstructed: UnsafeRawBufferPointer, dtype: DType,
+    compressor: ZstdCompressor? = nil, allowRice: Bool = false, contexts: ResidualContexts?
   ) throws -> EncodedResidual? {
     guard let encoding = OrderedBits.encoding(of: dtype), let width = dtype.byteCount else {
       throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
@@ -83,13 +122,23 @@ public enum ResidualCodec {
     // Dense rarely wins once sparse is this small; skip compressing it when it is 2× larger.
     if n * fitWidth <= 2 * smallestRaw { candidates.append((.dense, fitWidth, n * fitWidth)) }
     if allowRice { candidates.append((.rice, 0, RiceCoding.byteCount(positions: positions, values: values))) }
+    if let contexts, dtype == .f32 {
+      precondition(contexts.codes.count == n, "one context per element")
+      candidates.append((.conditioned, 0, 0))
+    }
 
     var best: [UInt8]?
     for candidate in candidates {
-      let payload = makePayload(
-        candidate.kind, positions: positions, values: values, elementCount: n,
-        denseWidth: candidate.denseWidth, rawByteCount: candidate.rawByteCount)
-      precondition(payload.count == candidate.rawByteCount)
+      let payload: [UInt8]
+      if candidate.kind == .conditioned, let contexts {
+        payload = ConditionedResidualCoding.encode(
+          positions: positions, values: values, contexts: contexts.codes, bucketCount: contexts.bucketCount)
+      } else {
+        payload = makePayload(
+          candidate.kind, positions: positions, values: values, elementCount: n,
+          denseWidth: candidate.denseWidth, rawByteCount: candidate.rawByteCount)
+        precondition(payload.count == candidate.rawByteCount)
+      }
       var blob: [UInt8] = [
         formatVersion, candidate.kind.rawValue, UInt8(candidate.denseWidth), UInt8(width),
       ]
@@ -113,6 +162,15 @@ public enum ResidualCodec {
     _ encoded: [UInt8], to reconstructed: UnsafeMutableRawBufferPointer, dtype: DType,
     elementCount: Int
   ) throws {
+    try apply(encoded, to: reconstructed, dtype: dtype, elementCount: elementCount, contexts: nil)
+  }
+
+  /// `apply` for any kind: `contexts` are the elements' rounding contexts a conditioned blob
+  /// (kind 5) needs; other kinds ignore them.
+  package static func apply(
+    _ encoded: [UInt8], to reconstructed: UnsafeMutableRawBufferPointer, dtype: DType,
+    elementCount: Int, contexts: ResidualContexts?
+  ) throws {
     guard let width = dtype.byteCount else {
       throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
     }
@@ -122,14 +180,17 @@ public enum ResidualCodec {
         what: "reconstructed tensor", expected: overflow ? Int.max : expectedBytes,
         actual: reconstructed.count)
     }
-    let decoded = try decode(encoded, dtype: dtype, elementCount: elementCount)
+    let decoded = try decode(encoded, dtype: dtype, elementCount: elementCount, contexts: contexts)
     guard let base = reconstructed.baseAddress else { return }
     decoded.add(to: base, entries: 0..<decoded.count)
   }
 
   /// Decodes a residual to its (position, difference) pairs, validated as `apply` does, so a
   /// caller can apply it a range of elements at a time (`DecodedResidual.add`).
-  package static func decode(_ encoded: [UInt8], dtype: DType, elementCount: Int) throws -> DecodedResidual {
+  /// `contexts` are needed by a conditioned blob (kind 5) alone: one per element.
+  package static func decode(
+    _ encoded: [UInt8], dtype: DType, elementCount: Int, contexts: ResidualContexts? = nil
+  ) throws -> DecodedResidual {
     guard let encoding = OrderedBits.encoding(of: dtype), let width = dtype.byteCount else {
       throw DeltaStoreError.unsupportedDType(dtype: dtype, operation: "the residual codec")
     }
@@ -153,6 +214,14 @@ public enum ResidualCodec {
           into: &pairs)
       case .rice:
         try RiceCoding.decode(payload, nonzeroCount: header.nonzeroCount, elementCount: elementCount, into: &pairs)
+      case .conditioned:
+        guard let contexts, contexts.codes.count == elementCount else {
+          throw DeltaStoreError.corruptResidual(
+            reason: "a conditioned residual is decoded against its parent's rounding contexts, none given")
+        }
+        try ConditionedResidualCoding.decode(
+          payload, nonzeroCount: header.nonzeroCount, contexts: contexts.codes, bucketCount: contexts.bucketCount,
+          into: &pairs)
       }
     }
     guard pairs.positions.count == header.nonzeroCount else {
@@ -210,6 +279,10 @@ public enum ResidualCodec {
       case .rice:
         guard denseWidth == 0 else { throw corrupt("rice blob with width \(denseWidth)") }
         expectedPayload = RiceCoding.payloadBounds(elementCount: elementCount, nonzeroCount: count)
+      case .conditioned:
+        guard denseWidth == 0 else { throw corrupt("conditioned blob with width \(denseWidth)") }
+        guard dtype == .f32 else { throw corrupt("conditioned blob for \(dtype.rawValue), only F32 has one") }
+        expectedPayload = ConditionedResidualCoding.payloadBounds(elementCount: elementCount, nonzeroCount: count)
       }
       guard payloadByteCount <= UInt64(expectedPayload.upperBound),
         expectedPayload.contains(Int(payloadByteCount))
@@ -407,6 +480,8 @@ public enum ResidualCodec {
         }
         for v in values { writeLEB(zigzag(v), to: out, at: &cursor) }
         initialized = cursor
+      case .conditioned:
+        preconditionFailure("the conditioned payload is built by ConditionedResidualCoding")
       case .rice:
         out.initialize(repeating: 0)
         RiceCoding.encode(positions: positions, values: values, into: out)
@@ -443,7 +518,7 @@ public enum ResidualCodec {
     (64 - (v | 1).leadingZeroBitCount + 6) / 7
   }
 
-  private static func appendLEB(_ v: UInt64, to out: inout [UInt8]) {
+  static func appendLEB(_ v: UInt64, to out: inout [UInt8]) {
     var v = v
     while v >= 0x80 {
       out.append(UInt8(truncatingIfNeeded: v) | 0x80)
@@ -468,7 +543,7 @@ public enum ResidualCodec {
   }
 
   /// Reads an unsigned LEB128 of at most 10 bytes that fits in 64 bits.
-  private static func readLEB(_ bytes: UnsafeBufferPointer<UInt8>, _ cursor: inout Int) throws
+  static func readLEB(_ bytes: UnsafeBufferPointer<UInt8>, _ cursor: inout Int) throws
     -> UInt64
   {
     var result: UInt64 = 0

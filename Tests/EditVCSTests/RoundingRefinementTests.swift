@@ -19,7 +19,8 @@ import Testing
     var u: [Float]
     var v: [Float]
 
-    init(rows: Int, cols: Int, dtype: DType, relativeNorm: Double, seed: UInt64) {
+    /// - Parameter base: the weights to edit (`dtype` bytes); random N(0, 0.02²) when nil.
+    init(rows: Int, cols: Int, dtype: DType, relativeNorm: Double, seed: UInt64, base: [UInt8]? = nil) {
       var rng = SplitMix64(seed: seed)
       let n = rows * cols
       let width = dtype.byteCount ?? 4
@@ -28,6 +29,7 @@ import Testing
       var old = [UInt8](repeating: 0, count: n * width)
       w.withUnsafeBufferPointer { p in old.withUnsafeMutableBytes { FloatConversion.encode(p, dtype: dtype, into: $0) }
       }
+      if let base { old = base }
       var wf = [Float](repeating: 0, count: n)
       old.withUnsafeBytes { raw in
         wf.withUnsafeMutableBufferPointer { FloatConversion.decode(raw, dtype: dtype, elements: 0..<n, into: $0) }
@@ -234,6 +236,170 @@ import Testing
       #expect(Array(try Data(contentsOf: model)) == before)
       try repository.checkout(result.commit, branch: nil, force: false)
       #expect(Array(try Data(contentsOf: model)) == after)
+    }
+  }
+}
+
+/// The conditioned residual (kind 5): F32 edits made the editor's way, committed with recovered
+/// and refined factors, their residual coded against each element's rounding context.
+@Suite struct ConditionedResidualTests {
+  typealias Edit = RoundingRefinementTests.Edit
+
+  /// The residual of `edit` with the factors `mvc commit` finds, encoded with and without the
+  /// rounding contexts, and the reconstruction it applies to.
+  static func encoded(_ edit: Edit) throws -> (
+    conditioned: EncodedResidual, rice: EncodedResidual, reconstructed: [UInt8], contexts: [UInt8]
+  ) {
+    let (factors, _) = edit.refined(try edit.recovered())
+    let reconstructed = edit.reconstructed(u: factors.u, v: factors.v, rank: factors.rank)
+    let contexts = RoundingContexts.compute(
+      parent: edit.old, rows: edit.rows, cols: edit.cols, u: factors.u, v: factors.v, rank: factors.rank)
+    let (conditioned, rice) = try edit.new.withUnsafeBytes { c in
+      try reconstructed.withUnsafeBytes { r in
+        (
+          try RoundingContexts.with(contexts) {
+            try #require(
+              try ResidualCodec.encode(committed: c, reconstructed: r, dtype: .f32, allowRice: true, contexts: $0))
+          },
+          try #require(try ResidualCodec.encode(committed: c, reconstructed: r, dtype: .f32, allowRice: true))
+        )
+      }
+    }
+    return (conditioned, rice, reconstructed, contexts)
+  }
+
+  static func applied(_ residual: [UInt8], to reconstructed: [UInt8], contexts: [UInt8]) throws -> [UInt8] {
+    var out = reconstructed
+    try out.withUnsafeMutableBytes { raw in
+      try RoundingContexts.with(contexts) {
+        try ResidualCodec.apply(residual, to: raw, dtype: .f32, elementCount: contexts.count, contexts: $0)
+      }
+    }
+    return out
+  }
+
+  /// Exact at several shapes and relative norms; at 0.01 and 0.1 the conditioned kind is chosen
+  /// and is at most 80% of the Rice residual's bytes (these tensors are small: the bucket table
+  /// and the few flips per bucket weigh more than on a real layer).
+  @Test(arguments: [(160, 640, 0.01, 4 as UInt64), (128, 512, 0.1, 5), (64, 200, 0.001, 6)])
+  func roundTripsExactlyAndBeatsRice(rows: Int, cols: Int, relativeNorm: Double, seed: UInt64) throws {
+    let edit = Edit(rows: rows, cols: cols, dtype: .f32, relativeNorm: relativeNorm, seed: seed)
+    let (conditioned, rice, reconstructed, contexts) = try Self.encoded(edit)
+    let n = rows * cols
+    print(
+      "\(rows)×\(cols) rel \(relativeNorm): \(conditioned.nonzeroCount) off, conditioned \(conditioned.bytes.count) B "
+        + "(\(Double(conditioned.bytes.count * 8) / Double(n)) bit/elt), rice \(rice.bytes.count) B")
+    #expect(conditioned.nonzeroCount == rice.nonzeroCount)
+    #expect(try Self.applied(conditioned.bytes, to: reconstructed, contexts: contexts) == edit.new)
+    if relativeNorm >= 0.01 {
+      #expect(conditioned.isConditioned)
+      #expect(conditioned.bytes.count * 5 <= rice.bytes.count * 4)
+    }
+    #expect(conditioned.bytes.count <= rice.bytes.count)
+  }
+
+  /// Rank 2 (the contexts sum the products as the rule does, through `addLowRank`): the
+  /// editor's factors plus a small second component, exact after the round trip.
+  @Test func rankTwoRoundTripsExactly() throws {
+    let edit = Edit(rows: 96, cols: 320, dtype: .f32, relativeNorm: 0.01, seed: 8)
+    var rng = SplitMix64(seed: 9)
+    var u = [Float](repeating: 0, count: edit.rows * 2)
+    var v = [Float](repeating: 0, count: edit.cols * 2)
+    // Second products ~1e-12: below the weights' ulp, above the first products' (the sum is exercised).
+    for i in 0..<edit.rows { (u[2 * i], u[2 * i + 1]) = (edit.u[i], rng.nextGaussian() * 1e-6) }
+    for j in 0..<edit.cols { (v[2 * j], v[2 * j + 1]) = (edit.v[j], rng.nextGaussian() * 1e-6) }
+    let reconstructed = edit.reconstructed(u: u, v: v, rank: 2)
+    let contexts = RoundingContexts.compute(parent: edit.old, rows: edit.rows, cols: edit.cols, u: u, v: v, rank: 2)
+    let encoded = try edit.new.withUnsafeBytes { c in
+      try reconstructed.withUnsafeBytes { r in
+        try RoundingContexts.with(contexts) {
+          try #require(
+            try ResidualCodec.encode(committed: c, reconstructed: r, dtype: .f32, allowRice: true, contexts: $0))
+        }
+      }
+    }
+    let conditioned = encoded.isConditioned
+    #expect(conditioned, "\(encoded.nonzeroCount) differences")
+    #expect(try Self.applied(encoded.bytes, to: reconstructed, contexts: contexts) == edit.new)
+  }
+
+  /// A corrupt or truncated conditioned blob throws a `DeltaStoreError` and leaves the buffer as
+  /// it was; decoding without the contexts, or with another tensor's, is refused.
+  @Test func corruptConditionedResidualsThrowAndLeaveBufferUnchanged() throws {
+    let edit = Edit(rows: 160, cols: 640, dtype: .f32, relativeNorm: 0.01, seed: 4)
+    let (encoded, _, reconstructed, contexts) = try Self.encoded(edit)
+    #expect(encoded.isConditioned)
+    #expect(throws: DeltaStoreError.self) {
+      var out = reconstructed
+      try out.withUnsafeMutableBytes {
+        try ResidualCodec.apply(encoded.bytes, to: $0, dtype: .f32, elementCount: contexts.count)
+      }
+    }
+    #expect(throws: DeltaStoreError.self) {
+      var out = reconstructed
+      try out.withUnsafeMutableBytes {
+        try ResidualCodec.apply(
+          encoded.bytes, to: UnsafeMutableRawBufferPointer(rebasing: $0[0..<(contexts.count * 2)]), dtype: .bf16,
+          elementCount: contexts.count, contexts: nil)
+      }
+    }
+    var rng = SplitMix64(seed: 77)
+    var failures = 0
+    for trial in 0..<1500 {
+      var blob = encoded.bytes
+      let i = Int(rng.next() % UInt64(blob.count))
+      switch trial % 3 {
+      case 0: blob[i] ^= UInt8(1 << (rng.next() % 8))
+      case 1: blob.removeSubrange(i...)
+      default: blob[i] = UInt8(truncatingIfNeeded: rng.next())
+      }
+      do {
+        let out = try Self.applied(blob, to: reconstructed, contexts: contexts)
+        // A change the codec cannot see (a flipped flag in the range coder) gives other bytes:
+        // the state's hash check refuses those at checkout.
+        #expect(out.count == reconstructed.count)
+      } catch {
+        #expect(error is DeltaStoreError)
+        failures += 1
+      }
+    }
+    #expect(failures > 1000)
+  }
+
+  /// `mvc commit` of an F32 model edited in float32: rank 1, a conditioned residual, so the
+  /// commit records format 3 and the state `residual_format: 3`; two edits in a row (each
+  /// decoded against its parent) check out exactly, and so does the base.
+  @Test func fullModelCommitsOfF32EditsAreConditionedExactAndFormatThree() throws {
+    try withTemporaryDirectory { dir in
+      let first = Edit(rows: 128, cols: 384, dtype: .f32, relativeNorm: 0.01, seed: 21)
+      let second = Edit(rows: 128, cols: 384, dtype: .f32, relativeNorm: 0.01, seed: 22, base: first.new)
+      let model = dir.appendingPathComponent("model.safetensors")
+      let name = "layers.0.mlp.down_proj.weight"
+      func write(_ bytes: [UInt8]) throws {
+        try writeSafetensors([FixtureTensor(name: name, dtype: "F32", shape: [128, 384], bytes: bytes)], to: model)
+      }
+      try write(first.old)
+      var files = [Array(try Data(contentsOf: model))]
+      let (repository, base) = try EditRepository.initialize(root: dir.path, modelPath: "model.safetensors")
+      var commits: [ObjectID] = []
+      for edit in [first, second] {
+        try write(edit.new)
+        files.append(Array(try Data(contentsOf: model)))
+        let result = try repository.commit(CommitOptions(message: "f32 edit"))
+        let change = try #require(result.record.changes.first)
+        #expect(change.storage == "low_rank" && change.rank == 1)
+        let contents = try repository.contents(of: result.commit)
+        let state = try repository.storedState(try #require(contents.tensorTrees[name]), tensor: name).state
+        #expect(state.residualFormat == 3)
+        #expect(contents.formatVersion == 3)
+        commits.append(result.commit)
+      }
+      try repository.checkout(base, branch: nil, force: false)
+      #expect(Array(try Data(contentsOf: model)) == files[0])
+      try repository.checkout(commits[1], branch: nil, force: false)
+      #expect(Array(try Data(contentsOf: model)) == files[2])
+      try repository.checkout(commits[0], branch: nil, force: false)
+      #expect(Array(try Data(contentsOf: model)) == files[1])
     }
   }
 }

@@ -137,6 +137,14 @@ extension EditRepository {
     let workBytes = try file.read(info)
     let factors = refinedAgainstRounding(
       found, name: name, dtype: info.dtype, rows: rows, cols: cols, committed: workBytes, parent: previous)
+    // F32: each element's rounding context, for the conditioned residual (from the parent's
+    // bytes, so before they become the reconstruction).
+    let contexts =
+      info.dtype == .f32 && factors.rank > 0 && tolerance == nil
+      ? timed("rounding contexts") {
+        RoundingContexts.compute(
+          parent: previous, rows: rows, cols: cols, u: factors.u, v: factors.v, rank: factors.rank)
+      } : nil
     // The parent's bytes are not needed past the difference: reconstruct in the same buffer.
     var reconstructed = consume previous
     reconstructed.withUnsafeMutableBytes { raw in
@@ -160,8 +168,11 @@ extension EditRepository {
     } else {
       residual = try timed("residual") {
         try workBytes.withUnsafeBytes { work in
-          try reconstructed.withUnsafeBytes {
-            try ResidualCodec.encode(committed: work, reconstructed: $0, dtype: info.dtype, allowRice: true)
+          try reconstructed.withUnsafeBytes { reconstructed in
+            try RoundingContexts.with(contexts) {
+              try ResidualCodec.encode(
+                committed: work, reconstructed: reconstructed, dtype: info.dtype, allowRice: true, contexts: $0)
+            }
           }
         }
       }

@@ -66,10 +66,16 @@ extension EditRepository {
       name: name, dtype: dtype, shape: shape, shard: shard, hash: hash, kind: .lowRank,
       parentHash: parentHash, rank: rank, rows: rows, cols: cols,
       residualNonzeroCount: residual?.nonzeroCount ?? 0, approximate: approximate ? true : nil, norms: norms,
-      residualFormat: residual?.isRiceCoded == true ? riceResidualFormatVersion : nil)
+      residualFormat: residual.flatMap(Self.residualFormat))
     let meta = try JSONCoding.encode(state)
     entries.append(.init(name: TreeEntryName.meta, id: try writeBlob(meta), isTree: false))
     return (try writeTree(entries), stored + meta.count, state)
+  }
+
+  /// The repository format a residual blob needs, nil for 1.
+  static func residualFormat(_ residual: EncodedResidual) -> Int? {
+    if residual.isConditioned { return conditionedResidualFormatVersion }
+    return residual.isRiceCoded ? riceResidualFormatVersion : nil
   }
 
   /// Where a new commit's side files (`files/`) come from.
@@ -103,8 +109,8 @@ extension EditRepository {
     let tensorEntries = tensorTrees.map {
       GitRepository.TreeEntry(name: TreeName.escape($0.key), id: $0.value, isTree: true)
     }
-    // Format 2 only when needed: a commit without side files, Rice-coded residuals or
-    // plane-encoded chunks stays readable by older builds.
+    // Format 2 or 3 only when needed: a commit without side files, Rice-coded or conditioned
+    // residuals or plane-encoded chunks stays readable by older builds.
     let version = max(
       filesTree == nil ? baseFormatVersion : sideFilesFormatVersion,
       try residualFormatVersion(of: tensorTrees, parents: parents),

@@ -3,8 +3,9 @@ import Foundation
 
 /// The newest repository format this build reads. Every commit's tree records its own format
 /// in `mvc-format`: 1, or 2 when the commit tracks side files (`files/`), which a version-1
-/// reader would ignore. `.mvc/config` records `mvc.formatversion` = 1 (`baseFormatVersion`).
-package let repositoryFormatVersion = 2
+/// reader would ignore, or 3 when it holds a conditioned residual. `.mvc/config` records
+/// `mvc.formatversion` = 1 (`baseFormatVersion`).
+package let repositoryFormatVersion = 3
 /// The format of commits without side files, of `edit.json` and of `.mvc/config`.
 package let baseFormatVersion = 1
 /// The format of commits that track side files in `files/`.
@@ -12,6 +13,10 @@ let sideFilesFormatVersion = 2
 /// The format of commits whose tensors hold a Rice-coded residual (kind 4 of `ResidualCodec`),
 /// which a version-1 reader cannot decode. Such a state says so in `residual_format`.
 let riceResidualFormatVersion = 2
+/// The format of commits whose tensors hold a conditioned residual (kind 5 of `ResidualCodec`,
+/// decoded against the parent's bytes and the factors), which a version-2 reader would refuse
+/// as an unknown encoding. Such a state says so in `residual_format`.
+let conditionedResidualFormatVersion = 3
 /// The format of commits that hold (or build on) a full state in chunk encoding 2
 /// (`PlaneCodec`), which a version-1 reader would take for a zstd frame and fail on.
 let planeChunksFormatVersion = 2
@@ -52,7 +57,8 @@ package struct TensorState: Codable, Equatable, Sendable {
   package var approximate: Bool?
   package var norms: DeltaNorms?
   /// The repository format the residual blob needs: 2 for a Rice-coded one
-  /// (`riceResidualFormatVersion`), absent (1) otherwise.
+  /// (`riceResidualFormatVersion`), 3 for a conditioned one (`conditionedResidualFormatVersion`),
+  /// absent (1) otherwise.
   package var residualFormat: Int?
 
   // full

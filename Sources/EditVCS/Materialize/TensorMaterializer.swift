@@ -383,8 +383,10 @@ struct TensorRebuilder: Sendable {
   /// `--delta`) hold only their factors, so a whole replay (`maxReplayStates`) fits in one run.
   static let fusedRunLimit = EditRepository.maxReplayStates
 
+  /// A conditioned residual is decoded against its parent's bytes, which a fused run does not
+  /// have before it starts: such a state is applied on its own.
   static func isFusable(_ step: MaterializationPlan.Step) -> Bool {
-    step.state.dtype == .f32 && step.factors.rank <= 1
+    step.state.dtype == .f32 && step.factors.rank <= 1 && !(step.residual.map(ResidualCodec.needsContexts) ?? false)
   }
 
   /// Applies F32 rank-≤1 states (oldest first) a row block at a time. Each element's result
@@ -447,6 +449,10 @@ struct TensorRebuilder: Sendable {
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "state size differs from its parent")
     }
     let (u, v) = try Self.decodedFactors(f)
+    // A conditioned residual's contexts come from the parent's bytes, before they change.
+    let contexts =
+      step.residual.map(ResidualCodec.needsContexts) == true
+      ? try contextsOfConditioned(step, parent: bytes, u: u, v: v) : nil
     try bytes.withUnsafeMutableBytes { raw in
       u.withUnsafeBufferPointer { u in
         v.withUnsafeBufferPointer { v in
@@ -455,8 +461,25 @@ struct TensorRebuilder: Sendable {
         }
       }
       if let residual = step.residual {
-        try ResidualCodec.apply(residual, to: raw, dtype: state.dtype, elementCount: state.elementCount)
+        try RoundingContexts.with(contexts) {
+          try ResidualCodec.apply(
+            residual, to: raw, dtype: state.dtype, elementCount: state.elementCount, contexts: $0)
+        }
       }
+    }
+  }
+
+  /// The rounding contexts a conditioned residual is decoded against; only an F32 state has one.
+  private func contextsOfConditioned(
+    _ step: MaterializationPlan.Step, parent: [UInt8], u: [Float], v: [Float]
+  ) throws -> [UInt8] {
+    let f = step.factors
+    guard step.state.dtype == .f32, parent.count == f.rows * f.cols * 4 else {
+      throw DeltaStoreError.corruptResidual(
+        reason: "conditioned residual for a \(step.state.dtype.rawValue) tensor; only F32 has one")
+    }
+    return timed("rounding contexts") {
+      RoundingContexts.compute(parent: parent, rows: f.rows, cols: f.cols, u: u, v: v, rank: f.rank)
     }
   }
 }

@@ -299,7 +299,9 @@ extension EditRepository {
       try git.setConfigString("branch.\(branch).remote", "origin")
       try git.setConfigString("branch.\(branch).merge", "refs/heads/\(branch)")
       try git.setConfigString("mvc.model", model)
-      try git.setConfigString("mvc.formatversion", String(repositoryFormatVersion))
+      // As `mvc init` writes it: each commit records its own format, which a reader checks
+      // when it reads that commit, so an older build can still use a clone's older commits.
+      try git.setConfigString("mvc.formatversion", String(baseFormatVersion))
     }
     return (branch, commit, model)
   }

@@ -72,6 +72,9 @@ import Testing
     let cloneTime = seconds(since: cloneStart)
     try #require(cloned.status == 0, "clone: \(cloned.stderr)")
     #expect(try head(clone) == history.last?.0)
+    // The clone's config says what init's does; each commit carries its own format.
+    let configFormat = runGit(["config", "-f", ".mvc/config", "mvc.formatversion"], in: clone).stdout
+    #expect(configFormat.trimmingCharacters(in: .whitespacesAndNewlines) == "1")
     let cloneModel = clone.appendingPathComponent("model.safetensors")
     #expect(try bytes(cloneModel) == history.last?.1)
 
