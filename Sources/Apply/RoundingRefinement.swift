@@ -199,12 +199,17 @@ private struct RefinementRun {
 
   /// Builds (from every element) or narrows (from the current set) the active set. Built, it
   /// gives each factor column a budget: twice its current window is the most its coordinates
-  /// may still move in all (each half-sweep's window is capped by what is left), so the set
-  /// holds the elements within that reach of an interval edge. Nothing is kept while the set
+  /// may still move in all (each half-sweep's window is capped by what is left; each narrowing
+  /// lowers the budget to twice the current window when that is less), so the set holds the
+  /// elements within that reach of an interval edge. Nothing is kept while the set
   /// would hold more than an eighth of the elements (the sweeps stay full).
   private mutating func narrowActiveSet() {
     let steps = maxSweeps - sweepCount
     if let current = active {
+      // A tighter cap is always allowed: the elements left out earlier stay inside whatever
+      // moves the old budget allowed, and those kept are filtered for the new one.
+      uBudget = zip(uBudget, uWindow).map { min($0, 2 * $1) }
+      vBudget = zip(vBudget, vWindow).map { min($0, 2 * $1) }
       active = refiner.narrowed(
         current, margins: ActiveElements.Margins(steps: steps, uBudget: uBudget, vBudget: vBudget))
     } else {
