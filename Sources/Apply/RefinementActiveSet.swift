@@ -182,44 +182,37 @@ extension IntervalRefiner {
     let reciprocal = v.map { $0 == 0 ? 0 : 1 / $0 }
     let (rows, rank) = (self.rows, self.rank)
     let chunks = max(1, min(workers, rows / 64))
-    var parts = [(moves: [[Double]], violations: Int)](repeating: ([], 0), count: chunks)
     var uValues = u
     let vValues = v
-    uValues.withUnsafeMutableBufferPointer { uBuffer in
-      parts.withUnsafeMutableBufferPointer { partBuffer in
-        guard let uBase = uBuffer.baseAddress, let outBase = partBuffer.baseAddress else { return }
-        nonisolated(unsafe) let (u, out) = (uBase, outBase)
-        Self.forEachChunk(chunks) { c in
-          var line = SweepLine(capacity: 64)
-          var moves = [[Double]](repeating: [], count: rank)
-          var violations = 0
-          for i in (rows * c / chunks)..<(rows * (c + 1) / chunks) {
-            let entries = active.rowStart[i]..<active.rowStart[i + 1]
-            for t in 0..<rank {
-              let x0 = u[i * rank + t]
-              line.reset(center: x0, halfWidth: windows[t])
-              for e in entries {
-                let j = Int(active.column[e])
-                let (lo, hi) = (active.lo[e], active.hi[e])
-                guard reciprocal[j * rank + t] != 0 && lo <= hi else { continue }
-                var rest = 0.0
-                for s in 0..<rank where s != t { rest += u[i * rank + s] * vValues[j * rank + s] }
-                line.add((lo - rest) * reciprocal[j * rank + t], (hi - rest) * reciprocal[j * rank + t])
-              }
-              let x = line.best()
-              u[i * rank + t] = x
-              moves[t].append(abs(x - x0))
-            }
-            for e in entries {
-              let j = Int(active.column[e])
-              var p = 0.0
-              for t in 0..<rank { p += u[i * rank + t] * vValues[j * rank + t] }
-              if p < active.lo[e] || p > active.hi[e] { violations += 1 }
-            }
+    let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: (moves: [[Double]](), violations: 0)) { c, u in
+      var line = SweepLine(capacity: 64)
+      var moves = [[Double]](repeating: [], count: rank)
+      var violations = 0
+      for i in (rows * c / chunks)..<(rows * (c + 1) / chunks) {
+        let entries = active.rowStart[i]..<active.rowStart[i + 1]
+        for t in 0..<rank {
+          let x0 = u[i * rank + t]
+          line.reset(center: x0, halfWidth: windows[t])
+          for e in entries {
+            let j = Int(active.column[e])
+            let (lo, hi) = (active.lo[e], active.hi[e])
+            guard reciprocal[j * rank + t] != 0 && lo <= hi else { continue }
+            var rest = 0.0
+            for s in 0..<rank where s != t { rest += u[i * rank + s] * vValues[j * rank + s] }
+            line.add((lo - rest) * reciprocal[j * rank + t], (hi - rest) * reciprocal[j * rank + t])
           }
-          out[c] = (moves, violations)
+          let x = line.best()
+          u[i * rank + t] = x
+          moves[t].append(abs(x - x0))
+        }
+        for e in entries {
+          let j = Int(active.column[e])
+          var p = 0.0
+          for t in 0..<rank { p += u[i * rank + t] * vValues[j * rank + t] }
+          if p < active.lo[e] || p > active.hi[e] { violations += 1 }
         }
       }
+      return (moves, violations)
     }
     u = uValues
     let moves = (0..<rank).map { t in parts.flatMap { $0.moves[t] } }
@@ -230,41 +223,34 @@ extension IntervalRefiner {
   mutating func sweepColumns(windows: [Double], active: ActiveElements) -> [Double] {
     let (cols, rank) = (self.cols, self.rank)
     let chunks = max(1, min(workers, cols / 64))
-    var parts = [[[Double]]](repeating: [], count: chunks)
     let uValues = u
     var vValues = v
-    vValues.withUnsafeMutableBufferPointer { vBuffer in
-      parts.withUnsafeMutableBufferPointer { partBuffer in
-        guard let vBase = vBuffer.baseAddress, let outBase = partBuffer.baseAddress else { return }
-        nonisolated(unsafe) let (v, out) = (vBase, outBase)
-        Self.forEachChunk(chunks) { c in
-          var line = SweepLine(capacity: 64)
-          var moves = [[Double]](repeating: [], count: rank)
-          for j in (cols * c / chunks)..<(cols * (c + 1) / chunks) {
-            let entries = active.columnStart[j]..<active.columnStart[j + 1]
-            // Factor column by factor column, as the full sweep does (column j's update reads
-            // only its own entries of v).
-            for t in 0..<rank {
-              let x0 = v[j * rank + t]
-              line.reset(center: x0, halfWidth: windows[t])
-              for k in entries {
-                let e = Int(active.byColumn[k])
-                let i = Int(active.row[e])
-                let coefficient = uValues[i * rank + t]
-                let (lo, hi) = (active.lo[e], active.hi[e])
-                guard coefficient != 0 && lo <= hi else { continue }
-                var rest = 0.0
-                for s in 0..<rank where s != t { rest += uValues[i * rank + s] * v[j * rank + s] }
-                line.add((lo - rest) / coefficient, (hi - rest) / coefficient)
-              }
-              let x = line.best()
-              v[j * rank + t] = x
-              moves[t].append(abs(x - x0))
-            }
+    let parts = Self.sweepInParallel(&vValues, chunks: chunks, empty: [[Double]]()) { c, v in
+      var line = SweepLine(capacity: 64)
+      var moves = [[Double]](repeating: [], count: rank)
+      for j in (cols * c / chunks)..<(cols * (c + 1) / chunks) {
+        let entries = active.columnStart[j]..<active.columnStart[j + 1]
+        // Factor column by factor column, as the full sweep does (column j's update reads
+        // only its own entries of v).
+        for t in 0..<rank {
+          let x0 = v[j * rank + t]
+          line.reset(center: x0, halfWidth: windows[t])
+          for k in entries {
+            let e = Int(active.byColumn[k])
+            let i = Int(active.row[e])
+            let coefficient = uValues[i * rank + t]
+            let (lo, hi) = (active.lo[e], active.hi[e])
+            guard coefficient != 0 && lo <= hi else { continue }
+            var rest = 0.0
+            for s in 0..<rank where s != t { rest += uValues[i * rank + s] * v[j * rank + s] }
+            line.add((lo - rest) / coefficient, (hi - rest) / coefficient)
           }
-          out[c] = moves
+          let x = line.best()
+          v[j * rank + t] = x
+          moves[t].append(abs(x - x0))
         }
       }
+      return moves
     }
     v = vValues
     let moves = (0..<rank).map { t in parts.flatMap { $0[t] } }

@@ -299,19 +299,12 @@ struct IntervalRefiner {
     let reciprocal = v.map { $0 == 0 ? 0 : 1 / $0 }
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, rows / 64))
-    var parts = [(moves: [[Double]], violations: Int)](repeating: ([], 0), count: chunks)
     var uValues = u
     let vValues = v
-    uValues.withUnsafeMutableBufferPointer { uBuffer in
-      parts.withUnsafeMutableBufferPointer { partBuffer in
-        guard let uBase = uBuffer.baseAddress, let outBase = partBuffer.baseAddress else { return }
-        nonisolated(unsafe) let (u, out) = (uBase, outBase)
-        Self.forEachChunk(chunks) { c in
-          out[c] = Self.sweepRowRange(
-            (rows * c / chunks)..<(rows * (c + 1) / chunks), u: u, v: vValues, reciprocal: reciprocal, rank: rank,
-            cols: cols, windows: windows, selection: selection, intervals: intervals)
-        }
-      }
+    let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: (moves: [[Double]](), violations: 0)) { c, u in
+      Self.sweepRowRange(
+        (rows * c / chunks)..<(rows * (c + 1) / chunks), u: u, v: vValues, reciprocal: reciprocal, rank: rank,
+        cols: cols, windows: windows, selection: selection, intervals: intervals)
     }
     u = uValues
     return ((0..<rank).map { t in parts.flatMap { $0.moves[t] } }, parts.reduce(0) { $0 + $1.violations })
@@ -372,17 +365,10 @@ struct IntervalRefiner {
     let uValues = u
     var vValues = v
     for t in 0..<rank {
-      var parts = [[Double]](repeating: [], count: chunks)
-      vValues.withUnsafeMutableBufferPointer { vBuffer in
-        parts.withUnsafeMutableBufferPointer { partBuffer in
-          guard let vBase = vBuffer.baseAddress, let outBase = partBuffer.baseAddress else { return }
-          nonisolated(unsafe) let (v, out) = (vBase, outBase)
-          Self.forEachChunk(chunks) { c in
-            out[c] = Self.sweepColumnRange(
-              (cols * c / chunks)..<(cols * (c + 1) / chunks), t: t, u: uValues, v: v, rank: rank, rows: rows,
-              cols: cols, window: windows[t], block: block, intervals: intervals)
-          }
-        }
+      let parts = Self.sweepInParallel(&vValues, chunks: chunks, empty: [Double]()) { c, v in
+        Self.sweepColumnRange(
+          (cols * c / chunks)..<(cols * (c + 1) / chunks), t: t, u: uValues, v: v, rank: rank, rows: rows,
+          cols: cols, window: windows[t], block: block, intervals: intervals)
       }
       moves[t] = parts.flatMap { $0 }
     }
@@ -433,6 +419,23 @@ struct IntervalRefiner {
   }
 
   /// Runs `body(0..<count)` on `count` threads (inline for one).
+  /// A half-sweep on the worker threads: `body(c, values)` for each of the `chunks` contiguous
+  /// parts, each writing only its own rows or columns of `values` (a copy of U or V) and
+  /// returning its result, collected in order.
+  static func sweepInParallel<Part>(
+    _ values: inout [Double], chunks: Int, empty: Part, _ body: (Int, UnsafeMutablePointer<Double>) -> Part
+  ) -> [Part] {
+    var parts = [Part](repeating: empty, count: chunks)
+    values.withUnsafeMutableBufferPointer { buffer in
+      parts.withUnsafeMutableBufferPointer { partBuffer in
+        guard let base = buffer.baseAddress, let outBase = partBuffer.baseAddress else { return }
+        nonisolated(unsafe) let (values, out) = (base, outBase)
+        forEachChunk(chunks) { c in out[c] = body(c, values) }
+      }
+    }
+    return parts
+  }
+
   static func forEachChunk(_ count: Int, _ body: (Int) -> Void) {
     if count == 1 {
       body(0)
