@@ -59,7 +59,7 @@ public enum FullTensorCodec {
     chunkCount: Int, chunk: (Int) throws -> [UInt8],
     into destination: UnsafeMutableRawBufferPointer,
     dtype: DType, chunkByteCount: Int = defaultChunkByteCount, encoding: ChunkEncoding = .shuffledZstd,
-    tensor: String = "tensor"
+    tensor: String = "tensor", workspaces: DecodeWorkspacePool = .shared
   ) throws {
     let width = dtype.byteCount ?? 1
     let ranges = try checkedRanges(
@@ -69,8 +69,8 @@ public enum FullTensorCodec {
     // faster (9.9 ms against 12.2 ms for a 16 MiB F32 state) than the streaming variant's
     // window-by-window scatter, which merges each byte plane into the destination separately.
     // Zstd fills the scratch whole, so it is left uninitialized.
-    let workspace = DecodeWorkspace.take(scratchByteCount: ranges.first?.count ?? 0)
-    defer { DecodeWorkspace.give(workspace) }
+    let workspace = workspaces.take(scratchByteCount: ranges.first?.count ?? 0)
+    defer { workspaces.give(workspace) }
     let scratch = workspace.scratch
     for (i, range) in ranges.enumerated() {
       let compressed = try chunk(i)
@@ -112,6 +112,7 @@ public enum FullTensorCodec {
     chunkCount: Int, dtype: DType, chunkByteCount: Int = defaultChunkByteCount,
     encoding: ChunkEncoding = .shuffledZstd, tensor: String = "tensor",
     into destination: UnsafeMutableRawBufferPointer, decoder: ZstdStreamDecoder? = nil,
+    workspaces: DecodeWorkspacePool = .shared,
     pieces: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
   ) throws {
     let width = dtype.byteCount ?? 1
@@ -122,8 +123,8 @@ public enum FullTensorCodec {
       // Planes are decoded whole: the chunk's compressed bytes are gathered (no larger than the
       // chunk) and its planes decoded into a chunk-sized scratch, then interleaved in place. Both
       // buffers come from a pool, so that their pages are faulted in once, not for every tensor.
-      let workspace = DecodeWorkspace.take(scratchByteCount: ranges.first?.count ?? 0)
-      defer { DecodeWorkspace.give(workspace) }
+      let workspace = workspaces.take(scratchByteCount: ranges.first?.count ?? 0)
+      defer { workspaces.give(workspace) }
       let scratch = workspace.scratch
       for (i, range) in ranges.enumerated() {
         workspace.blob.removeAll(keepingCapacity: true)
@@ -167,7 +168,7 @@ public enum FullTensorCodec {
   /// - Throws: As the `pieces` variant; `.corruptBlob` when a chunk comes in more than one piece.
   package static func decodeWholeChunks(
     chunkCount: Int, dtype: DType, chunkByteCount: Int, encoding: ChunkEncoding, tensor: String,
-    into destination: UnsafeMutableRawBufferPointer,
+    into destination: UnsafeMutableRawBufferPointer, workspaces: DecodeWorkspacePool = .shared,
     chunkBytes: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
   ) throws {
     guard encoding == .planes else {
@@ -178,8 +179,10 @@ public enum FullTensorCodec {
     }
     let ranges = try checkedRanges(
       chunkCount: chunkCount, byteCount: destination.count, dtype: dtype, chunkByteCount: chunkByteCount)
-    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: ranges.first?.count ?? 0, alignment: 64)
-    defer { scratch.deallocate() }
+    // The scratch comes from the pool too (its blob buffer stays unused: chunks are not gathered).
+    let workspace = workspaces.take(scratchByteCount: ranges.first?.count ?? 0)
+    defer { workspaces.give(workspace) }
+    let scratch = workspace.scratch
     for (i, range) in ranges.enumerated() {
       let what = "tensor '\(tensor)' chunk \(i)"
       var pieces = 0
@@ -251,37 +254,73 @@ package final class PlaneChunkEncoder: @unchecked Sendable {
   }
 }
 
-/// A chunk-sized scratch and a compressed-chunk buffer for decoding, kept in a small pool between
-/// tensors: a fresh 64 MiB allocation is an mmap whose every page faults in (zeroed) on first use,
-/// which cost a third of the kernel time of a whole-model checkout. At most `poolLimit` are kept
-/// (one per decoding thread); a scratch grows to the largest chunk asked for.
-final class DecodeWorkspace: @unchecked Sendable {
+/// A chunk-sized scratch and a compressed-chunk buffer for decoding, handed out by a
+/// `DecodeWorkspacePool`. One thread at a time (the pool hands it between threads, hence
+/// `@unchecked Sendable`).
+package final class DecodeWorkspace: @unchecked Sendable {
   private(set) var scratch: UnsafeMutableRawBufferPointer
   var blob: [UInt8] = []
 
-  private init(scratchByteCount: Int) {
+  fileprivate init(scratchByteCount: Int) {
     scratch = .allocate(byteCount: scratchByteCount, alignment: 64)
   }
 
   deinit { scratch.deallocate() }
 
-  static let poolLimit = 4
-  private static let pool = Mutex<[DecodeWorkspace]>([])
+  /// The bytes this workspace holds at most: its scratch and the blob buffer's capacity.
+  package var byteCount: Int { scratch.count + blob.capacity }
 
-  /// A workspace whose scratch holds at least `scratchByteCount` bytes (its first bytes are
-  /// handed out: callers slice it).
-  static func take(scratchByteCount: Int) -> DecodeWorkspace {
-    let workspace = pool.withLock { $0.popLast() } ?? DecodeWorkspace(scratchByteCount: scratchByteCount)
-    if workspace.scratch.count < scratchByteCount {
-      workspace.scratch.deallocate()
-      workspace.scratch = .allocate(byteCount: scratchByteCount, alignment: 64)
+  /// Makes the scratch hold at least `byteCount` bytes (a fresh allocation: its old bytes go).
+  fileprivate func grow(to byteCount: Int) {
+    guard scratch.count < byteCount else { return }
+    scratch.deallocate()
+    scratch = .allocate(byteCount: byteCount, alignment: 64)
+  }
+}
+
+/// Decode workspaces kept between tensors: a fresh 64 MiB allocation is an mmap whose every page
+/// faults in (zeroed) on first use, which cost a third of the kernel time of a whole-model
+/// checkout. The pool keeps at most `limit` (the caller's number of decoding threads), so what it
+/// holds is bounded by `limit` chunk-sized scratches and compressed chunks, which a caller can
+/// count in its memory budget; a workspace given back to a full pool is freed.
+public final class DecodeWorkspacePool: Sendable {
+  /// The most workspaces kept between uses.
+  public let limit: Int
+  private let free: Mutex<[DecodeWorkspace]> = Mutex([])
+
+  /// For callers that do not keep their own pool (tools and tests): two decoding threads.
+  public static let shared = DecodeWorkspacePool(limit: 2)
+
+  /// A pool that keeps at most `limit` workspaces (at least one).
+  public init(limit: Int) { self.limit = max(1, limit) }
+
+  /// A workspace whose scratch holds at least `scratchByteCount` bytes (callers slice it): the
+  /// smallest kept one that is large enough, else the largest kept one grown (so a pool never
+  /// keeps a small and a large scratch for one chunk size), else a new one.
+  package func take(scratchByteCount: Int) -> DecodeWorkspace {
+    let kept = free.withLock { workspaces -> DecodeWorkspace? in
+      guard !workspaces.isEmpty else { return nil }
+      let fitting = workspaces.indices.filter { workspaces[$0].scratch.count >= scratchByteCount }
+      let pick =
+        fitting.min { workspaces[$0].scratch.count < workspaces[$1].scratch.count }
+        ?? workspaces.indices.max { workspaces[$0].scratch.count < workspaces[$1].scratch.count }
+      return pick.map { workspaces.remove(at: $0) }
     }
-    return workspace
+    guard let kept else { return DecodeWorkspace(scratchByteCount: scratchByteCount) }
+    kept.grow(to: scratchByteCount)
+    return kept
   }
 
-  static func give(_ workspace: DecodeWorkspace) {
-    pool.withLock { if $0.count < poolLimit { $0.append(workspace) } }
+  /// Gives `workspace` back: kept while the pool holds fewer than `limit`, freed otherwise.
+  package func give(_ workspace: DecodeWorkspace) {
+    free.withLock { if $0.count < limit { $0.append(workspace) } }
   }
+
+  /// How many workspaces the pool keeps now.
+  package var keptCount: Int { free.withLock { $0.count } }
+
+  /// The bytes the kept workspaces hold (scratches and blob buffers).
+  package var keptByteCount: Int { free.withLock { $0.reduce(0) { $0 + $1.byteCount } } }
 }
 
 /// Stores a Float32 factor matrix (U or V of a delta) as raw little-endian Float32 plus zstd.

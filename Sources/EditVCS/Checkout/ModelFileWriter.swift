@@ -68,19 +68,19 @@ extension EditRepository {
         current: { name in
           try prepared[name] ?? working.currentBytes(of: name, hash: currentHashes[name])
         }
-      ) { name, fresh in
+      ) { name, _, bytes, _ in
+        // Not streamed: each tensor comes whole and verified (a working file is never given
+        // bytes whose hash is not checked yet).
         guard let (shard, info) = working.location(of: name), let writer = writers[shard] else {
           preconditionFailure("no writer for the shard of '\(name)'")
         }
         // The working files are still read for the tensors not yet written: tell the reader
         // these writes are mvc's own.
         let file = working.shards[shard]
-        try fresh.withUnsafeBytes { bytes in
-          try file.file.absorbingChanges { try writer.write(bytes, at: file.fileOffset(of: info)) }
-        }
+        try file.file.absorbingChanges { try writer.write(bytes, at: file.fileOffset(of: info)) }
         if checkingUnchanged { expected[shard] = FileStat(try writer.status(), path: writer.path) }
         done += 1
-        report("writing tensors", done, present.count, bytes: fresh.count)
+        report("writing tensors", done, present.count, bytes: bytes.count)
       }
     } catch DeltaStoreError.fileChanged(let path) {
       // The reader saw the file change between mvc's own writes: another program is writing it
@@ -198,10 +198,15 @@ extension EditRepository {
           currentStates[info.name] = try hash.map { try CurrentBytes(hash: $0, bytes: source.read(sourceInfo)) }
           rebuild.append(info.name)
         }
-        try materializeInOrder(rebuild, at: commit, current: { currentStates[$0] }) { name, fresh in
-          try fresh.withUnsafeBytes { try writer.write($0, at: offsets[name] ?? 0) }
-          done += 1
-          report("writing tensors", done, total, bytes: fresh.count)
+        // Complete states stream a chunk at a time: the file is renamed into place only once
+        // every tensor was verified.
+        try materializeInOrder(rebuild, at: commit, current: { currentStates[$0] }, streaming: true) {
+          name, offset, bytes, complete in
+          try writer.write(bytes, at: (offsets[name] ?? 0) + offset)
+          if complete {
+            done += 1
+            report("writing tensors", done, total, bytes: offset + bytes.count)
+          }
         }
         try writer.commit(durable: durable)
         replaced()

@@ -174,8 +174,9 @@ private final class EncoderPool: @unchecked Sendable {
 }
 
 /// Chunk-sized buffers handed between the reading thread and the workers; at most as many exist
-/// as are in flight at once. Kept as addresses (pointers are not `Sendable`).
-private final class BufferPool: Sendable {
+/// as are in flight at once. Kept as addresses (pointers are not `Sendable`). Also used by a
+/// checkout that streams complete states (`materializeInOrder`).
+final class BufferPool: Sendable {
   private let byteCount: Int
   private let free = Mutex<[UInt]>([])
 

@@ -12,6 +12,11 @@ struct MaterializationPlan: Sendable {
   /// Runs a decode of stored objects, naming the tensor and revision in what a codec throws
   /// (a zstd or residual error alone does not say which object was bad).
   func decodingStoredData<T>(_ body: () throws -> T) throws -> T {
+    try Self.decodingStoredData(tensor: tensor, revision: revision, body)
+  }
+
+  /// `decodingStoredData` for a decode of `tensor` at `revision` outside a plan (a streamed chunk).
+  static func decodingStoredData<T>(tensor: String, revision: ObjectID, _ body: () throws -> T) throws -> T {
     do {
       return try body()
     } catch let error as DeltaStoreError {

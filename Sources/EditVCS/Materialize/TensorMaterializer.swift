@@ -169,7 +169,7 @@ extension EditRepository {
   /// What rebuilds tensors from plans, on any thread: the snapshot cache and the trace, no
   /// libgit2 handle.
   var rebuilder: TensorRebuilder {
-    TensorRebuilder(snapshots: snapshots, trace: environment.tracePerformance)
+    TensorRebuilder(snapshots: snapshots, trace: environment.tracePerformance, workspaces: decodeWorkspaces)
   }
 
   /// Rebuilds the tensor a plan describes on this thread (see `TensorRebuilder.run`).
@@ -182,18 +182,7 @@ extension EditRepository {
     let state = stored.state
     switch state.kind {
     case .full:
-      let count = state.chunkCount ?? 0
-      let chunks = try (0..<count).map { i -> MaterializationPlan.Chunk in
-        guard let id = stored.blobs[TreeEntryName.chunk(i)] else {
-          throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing \(TreeEntryName.chunk(i))")
-        }
-        // Loose chunks are read in place by the worker; packed ones (after gc or a clone) now.
-        if let loose = try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.looseBlob(id) }) {
-          return .loose(loose)
-        }
-        return .packed(try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.lookupBlob(id) }))
-      }
-      return .full(chunks: chunks)
+      return .full(chunks: try (0..<(state.chunkCount ?? 0)).map { try storedChunk(stored, index: $0, tensor: tensor) })
     case .reference:
       guard let path = state.referencePath else {
         throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "reference state without a path")
@@ -203,6 +192,18 @@ extension EditRepository {
     case .lowRank:
       throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "low-rank state has no bytes of its own")
     }
+  }
+
+  /// Chunk `index` of a `full` state: a loose chunk is read in place by the worker, a packed one
+  /// (after gc or a clone) now, on this thread (libgit2's).
+  func storedChunk(_ stored: StoredTensorState, index: Int, tensor: String) throws -> MaterializationPlan.Chunk {
+    guard let id = stored.blobs[TreeEntryName.chunk(index)] else {
+      throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "missing \(TreeEntryName.chunk(index))")
+    }
+    if let loose = try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.looseBlob(id) }) {
+      return .loose(loose)
+    }
+    return .packed(try RepositoryError.wrap("reading tensor '\(tensor)'", { try git.lookupBlob(id) }))
   }
 
   /// Loads a low-rank state's factors.
@@ -233,6 +234,8 @@ extension EditRepository {
 struct TensorRebuilder: Sendable {
   let snapshots: SnapshotCache
   let trace: (@Sendable (String) -> Void)?
+  /// Where chunk decodes take their scratch buffers from.
+  let workspaces: DecodeWorkspacePool
 
   /// Runs `body`, reporting its wall time to the performance trace when one is set.
   func timed<T>(_ phase: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
@@ -321,34 +324,42 @@ struct TensorRebuilder: Sendable {
   private func decodeFull(_ state: TensorState, chunks: [MaterializationPlan.Chunk], tensor: String) throws -> [UInt8] {
     try EditRepository.checkAllocation(state.byteCount, tensor: tensor)
     var out = [UInt8](unsafeUninitializedCapacity: state.byteCount) { _, count in count = state.byteCount }
+    try out.withUnsafeMutableBytes { try decode(chunks, of: state, tensor: tensor, into: $0) }
+    return out
+  }
+
+  /// Decodes `chunks` of the `full` state `state` into `destination`: every chunk into the whole
+  /// tensor, or a single chunk into that chunk's bytes alone (each chunk is coded on its own, so
+  /// one chunk decodes as a one-chunk tensor of its size, which is how a checkout streams a
+  /// complete state chunk by chunk).
+  func decode(
+    _ chunks: [MaterializationPlan.Chunk], of state: TensorState, tensor: String,
+    into destination: UnsafeMutableRawBufferPointer
+  ) throws {
+    let chunkByteCount = state.chunkByteCount ?? TensorBlobs.chunkByteCount
+    let encoding = ChunkEncoding(rawValue: state.chunkEncoding ?? 1) ?? .shuffledZstd
     let packed = chunks.compactMap { chunk -> GitBlob? in
       if case .packed(let blob) = chunk { return blob }
       return nil
     }
     if packed.count == chunks.count {
       // Each chunk is one buffer already (libgit2's): decoded from it, not gathered into a copy.
-      try out.withUnsafeMutableBytes { destination in
-        try FullTensorCodec.decodeWholeChunks(
-          chunkCount: chunks.count, dtype: state.dtype,
-          chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
-          encoding: ChunkEncoding(rawValue: state.chunkEncoding ?? 1) ?? .shuffledZstd, tensor: tensor,
-          into: destination, chunkBytes: { i, sink in try sink(packed[i].content) })
-      }
-      return out
+      try FullTensorCodec.decodeWholeChunks(
+        chunkCount: chunks.count, dtype: state.dtype, chunkByteCount: chunkByteCount, encoding: encoding,
+        tensor: tensor, into: destination, workspaces: workspaces,
+        chunkBytes: { i, sink in try sink(packed[i].content) }
+      )
+      return
     }
-    try out.withUnsafeMutableBytes { destination in
-      try FullTensorCodec.decode(
-        chunkCount: chunks.count, dtype: state.dtype,
-        chunkByteCount: state.chunkByteCount ?? TensorBlobs.chunkByteCount,
-        encoding: ChunkEncoding(rawValue: state.chunkEncoding ?? 1) ?? .shuffledZstd, tensor: tensor, into: destination
-      ) { i, sink in
-        switch chunks[i] {
-        case .packed(let blob): try sink(blob.content)
-        case .loose(let blob): try blob.forEachPiece(sink)
-        }
+    try FullTensorCodec.decode(
+      chunkCount: chunks.count, dtype: state.dtype, chunkByteCount: chunkByteCount, encoding: encoding, tensor: tensor,
+      into: destination, workspaces: workspaces
+    ) { i, sink in
+      switch chunks[i] {
+      case .packed(let blob): try sink(blob.content)
+      case .loose(let blob): try blob.forEachPiece(sink)
       }
     }
-    return out
   }
 
   /// The bytes of a `reference` state, read from the base file outside the repository: a regular

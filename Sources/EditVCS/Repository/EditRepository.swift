@@ -60,6 +60,8 @@ public final class EditRepository {
   let git: GitRepository
   let environment: RepositoryEnvironment
   private let lock: RepositoryLock
+  /// Decode scratch buffers kept between tensors, one per rebuilding thread at most.
+  let decodeWorkspaces: DecodeWorkspacePool
 
   /// Why the interrupted move in the journal could not be finished when the repository was
   /// opened with `toleratingUnfinishedMove` (nil: there was none, or it was finished).
@@ -78,6 +80,7 @@ public final class EditRepository {
     self.git = git
     self.lock = lock
     self.environment = environment
+    decodeWorkspaces = DecodeWorkspacePool(limit: environment.workerThreads)
     guard let model = try RepositoryError.wrap("reading .mvc/config", { try git.configString("mvc.model") }) else {
       throw RepositoryError.corruptObject(what: "'\(git.path)/config'", reason: "no mvc.model entry")
     }
