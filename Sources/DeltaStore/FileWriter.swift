@@ -57,6 +57,8 @@ public final class AtomicFileWriter {
   private let hook: IOHook?
   private var fd: Int32
   private var state = State.open
+  /// Write-behind state; nil when off (or found unsupported here).
+  private var behind: WriteBehind?
   /// What `fstat` said of the file written, taken after the rename (which may change its ctime)
   /// through the descriptor the bytes went through: a caller compares it with the path's `stat`
   /// to know the file now at `path` is this one. Nil until `commit()` has renamed it.
@@ -77,12 +79,16 @@ public final class AtomicFileWriter {
   ///     it are skipped silently).
   ///   - permissions: The mode for a new file; an existing target's mode is kept instead.
   ///   - hook: Called before each write, fsync and rename.
+  ///   - writeBehind: When set, the bytes written are sent to the disk as they come and, once
+  ///     more than this many bytes are waiting, the oldest are waited for and dropped from the
+  ///     page cache (`WriteBehind`): for large files that nothing reads back soon.
   /// - Throws: `DeltaStoreError.io`, `.noSpace` or `.fileSizeLimitExceeded`; nothing is left behind.
-  public init(path: String, byteCount: Int? = nil, permissions: Int = 0o644, hook: IOHook? = nil)
-    throws
-  {
+  public init(
+    path: String, byteCount: Int? = nil, permissions: Int = 0o644, hook: IOHook? = nil, writeBehind: Int? = nil
+  ) throws {
     self.path = path
     self.hook = hook
+    behind = writeBehind.map { WriteBehind(window: max(0, $0)) }
     let url = URL(fileURLWithPath: path)
     directory = url.deletingLastPathComponent().path
     let name = url.lastPathComponent
@@ -114,6 +120,10 @@ public final class AtomicFileWriter {
     precondition(state == .open, "write after commit or abandon")
     try hook?(.willWrite(path: temporaryPath))
     try pwriteAll(fd, bytes, at: offset, path: temporaryPath)
+    if behind != nil, !bytes.isEmpty {
+      let written = offset..<(offset + bytes.count)
+      if try behind?.wrote(written, fd: fd, path: temporaryPath) == false { behind = nil }
+    }
   }
 
   /// Syncs the temporary file, renames it over `path`, and syncs the directory.
@@ -158,6 +168,68 @@ public final class AtomicFileWriter {
     close(fd)
     fd = -1
     unlink(temporaryPath)
+  }
+}
+
+/// Write-behind for a large file written once (a checkout's model files): each write's pages are
+/// sent to the disk at once (`sync_file_range`, not waiting), and once more than `window` bytes
+/// are in flight, the oldest ranges are waited for and dropped from the page cache
+/// (`posix_fadvise(DONTNEED)`, which never drops a dirty page). The page cache then reuses a
+/// window's worth of pages instead of taking fresh ones for every byte of the file: on a virtual
+/// machine that hands freed memory back to its host, a fresh page costs a fault in the host, and
+/// plain buffered writes of a 3 GB model cost 4–7 CPU-seconds of kernel time against 0.6 this way.
+/// The file is then not in the page cache after it is written (as with `O_DIRECT`).
+private struct WriteBehind {
+  let window: Int
+  /// Ranges written and sent to the disk, not yet dropped; oldest first.
+  private var ranges: [Range<Int>] = []
+  private var held = 0
+
+  init(window: Int) { self.window = window }
+
+  #if os(Linux)
+    /// `sync_file_range(2)`, which Swift's Glibc module leaves out (glibc declares it only under
+    /// `_GNU_SOURCE`): looked up once by name, nil if this libc lacks it.
+    private static let syncFileRange: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32)? = {
+      guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
+      return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32).self)
+    }()
+    /// `SYNC_FILE_RANGE_WRITE` (Linux's values, part of its system-call interface).
+    private static let startWriting: UInt32 = 2
+    /// `SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER`.
+    private static let waitForWriting: UInt32 = 1 | 2 | 4
+  #endif
+
+  /// Ranges grow by adjacent writes up to this size (copies come a MiB at a time).
+  private static let mergedByteCount = 16 << 20
+
+  /// Records `range` as written. Returns false when the file system does not support it (the
+  /// caller then writes plainly).
+  /// - Throws: `DeltaStoreError.io` when writing back a range failed (an I/O error).
+  mutating func wrote(_ range: Range<Int>, fd: Int32, path: String) throws -> Bool {
+    #if os(Linux)
+      guard let syncFileRange = Self.syncFileRange,
+        syncFileRange(fd, Int64(range.lowerBound), Int64(range.count), Self.startWriting) == 0
+      else { return false }
+      if let last = ranges.last, last.upperBound == range.lowerBound, last.count < Self.mergedByteCount {
+        ranges[ranges.count - 1] = last.lowerBound..<range.upperBound
+      } else {
+        ranges.append(range)
+      }
+      held += range.count
+      while held > window, !ranges.isEmpty {
+        let oldest = ranges.removeFirst()
+        held -= oldest.count
+        while syncFileRange(fd, Int64(oldest.lowerBound), Int64(oldest.count), Self.waitForWriting) != 0 {
+          if errno == EINTR { continue }
+          throw DeltaStoreError.system("sync_file_range", path: path, errno: errno)
+        }
+        _ = posix_fadvise(fd, off_t(oldest.lowerBound), off_t(oldest.count), POSIX_FADV_DONTNEED)
+      }
+      return true
+    #else
+      return false
+    #endif
   }
 }
 

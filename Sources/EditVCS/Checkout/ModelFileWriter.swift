@@ -164,7 +164,10 @@ extension EditRepository {
       }
       let dataStart = header.count
       let totalBytes = dataStart + (parsed.tensors.map(\.dataOffsets.upperBound).max() ?? 0)
-      let writer = try AtomicFileWriter(path: shardPath, byteCount: totalBytes, hook: environment.ioHook)
+      // Written behind (sent to the disk as it goes, a window of pages reused): a model file is
+      // large and written once, and fresh page-cache pages were most of a checkout's kernel time.
+      let writer = try AtomicFileWriter(
+        path: shardPath, byteCount: totalBytes, hook: environment.ioHook, writeBehind: Self.writeBehindByteCount)
       do {
         try header.withUnsafeBytes { try writer.write($0, at: 0) }
         var currentStates: [String: CurrentBytes] = [:]
@@ -235,6 +238,9 @@ extension EditRepository {
     }
     return written
   }
+
+  /// The bytes of a model file written and not yet waited for (`AtomicFileWriter`'s write-behind).
+  static let writeBehindByteCount = 128 << 20
 
   /// Copies `count` bytes at `sourceOffset` of `source` to `offset` of `writer` a slice at a
   /// time through a private buffer (`pread`), hashing each slice as it goes out: what is hashed
