@@ -316,6 +316,9 @@ public final class DecodeWorkspacePool: Sendable {
     free.withLock { if $0.count < limit { $0.append(workspace) } }
   }
 
+  /// Frees every kept workspace (a caller about to hold large buffers of its own for a while).
+  package func releaseKept() { free.withLock { $0 = [] } }
+
   /// How many workspaces the pool keeps now.
   package var keptCount: Int { free.withLock { $0.count } }
 

@@ -15,6 +15,8 @@ import Testing
     #expect(pool.keptCount == 2)
     // The first two given back are kept; the others were freed.
     #expect(pool.keptByteCount == 100 + 200)
+    pool.releaseKept()
+    #expect(pool.keptCount == 0 && pool.keptByteCount == 0)
   }
 
   @Test func handsOutTheSmallestScratchThatFitsElseGrowsTheLargest() {

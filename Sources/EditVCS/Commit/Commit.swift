@@ -130,6 +130,9 @@ extension EditRepository {
       return try storeComplete()
     }
     let previous = try timed("materialize parent state") { try materialize(name, at: parent) }
+    // The parent's decode buffers (a chunk-sized scratch and compressed chunk, ~100 MB) are not
+    // kept through the Float32 difference and the rank finder.
+    decodeWorkspaces.releaseKept()
     let count = rows * cols
     let (measured, foundFactors) = try lowRankDifference(
       of: info, in: file, from: previous, rows: rows, cols: cols, width: width)
