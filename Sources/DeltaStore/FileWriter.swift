@@ -138,8 +138,6 @@ public final class AtomicFileWriter {
       if durable {
         try hook?(.willFsync(path: temporaryPath))
         try fsyncChecked(fd, path: temporaryPath)
-        // Written behind: the synced pages are clean, drop the last window's too.
-        if behind != nil { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) }
       }
       try hook?(.willRename(from: temporaryPath, to: path))
       guard rename(temporaryPath, path) == 0 else {

@@ -12,9 +12,6 @@ import Foundation
 /// `Z_NO_COMPRESSION`, written to a temporary file, fsynced and renamed into
 /// `objects/xx/yyyy…`, exactly the file git itself would write at `core.compression 0`.
 enum StoredBlobWriter {
-  /// The bytes of an object written and not yet waited for (`AtomicFileWriter`'s write-behind).
-  static let writeBehindByteCount = 8 << 20
-
   static func write(
     _ bytes: UnsafeRawBufferPointer, objectsDirectory: String, hook: IOHook?
   ) throws -> ObjectID {
@@ -44,11 +41,7 @@ enum StoredBlobWriter {
     let header = Array("blob \(bytes.count)\0".utf8)
     // No preallocation: zlib's stored-block sizes are its own business, so the exact length is
     // known only at the end.
-    // Written behind (a window of pages reused, the file dropped from the page cache once
-    // synced): init writes gigabytes of objects that nothing reads back soon, and fresh
-    // page-cache pages cost most of their write time.
-    let writer = try AtomicFileWriter(
-      path: path, permissions: 0o444, hook: hook, writeBehind: StoredBlobWriter.writeBehindByteCount)
+    let writer = try AtomicFileWriter(path: path, permissions: 0o444, hook: hook)
     do {
       let outputCapacity = 1 << 20
       var output = [UInt8](repeating: 0, count: outputCapacity + 1024)
