@@ -12,11 +12,28 @@ extension EditRepository {
   /// rebuilds it costs about one multiply-add per element and unit of rank.
   static let maxKeyframeRank = 128
 
-  /// A replay applies at most this many states one by one after its start: a commit whose state
-  /// would be this many states past the latest keyframe or complete state makes one, whatever the
-  /// byte budget says (the cache's cap still holds). It is also how far back a commit looks for
-  /// that keyframe, so a commit's cost does not grow with the history.
-  static let maxReplayStates = 32
+  /// What a replay may cost after its start, in units of one factor-only F32 rank-one state (its
+  /// factors alone: the element-major kernel applies it in a few operations per element,
+  /// `CanonicalRule.addRankOneRunF32`); any other state costs `heavyStateCost` (a residual to
+  /// decode, a rank-r pass, another dtype). A commit whose state would bring the cost since the
+  /// latest keyframe or complete state to this bound makes a keyframe whatever the byte budget
+  /// says (the cache's cap still holds): at most 32 states with residuals, or 512 factor-only
+  /// ones, are replayed one by one. It also bounds how far back a commit looks for that
+  /// keyframe, so a commit's cost does not grow with the history, and a checkout whose replay
+  /// reaches it saves a keyframe of its target (a clone, a trimmed cache).
+  static let maxReplayCost = 512
+
+  /// The replay cost of a state that is not factor-only F32 rank-one (see `maxReplayCost`).
+  static let heavyStateCost = 16
+
+  /// A state's share of `maxReplayCost`.
+  static func replayCost(_ state: TensorState, hasResidual: Bool) -> Int {
+    state.kind == .lowRank && state.dtype == .f32 && state.rank == 1 && !hasResidual ? 1 : heavyStateCost
+  }
+
+  static func replayCost(_ stored: StoredTensorState) -> Int {
+    replayCost(stored.state, hasResidual: stored.blobs[TreeEntryName.residual] != nil)
+  }
 
   /// Bytes of the objects of one stored state (factors, residual, meta, chunks).
   func ownByteCount(_ stored: StoredTensorState) throws -> Int {
@@ -46,6 +63,7 @@ extension EditRepository {
   ) throws {
     let cache = snapshots
     var own = ownBytes
+    var cost = Self.replayCost(state, hasResidual: (state.residualNonzeroCount ?? 0) > 0)
     var since: [StoredTensorState] = []  // after the latest keyframe, newest first
     var latest: (stored: StoredTensorState, header: KeyframeHeader?, commit: ObjectID)?
     try walkChain(of: tensor, at: parent) { stored, at in
@@ -59,19 +77,20 @@ extension EditRepository {
       }
       since.append(stored)
       own += try ownByteCount(stored)
-      return since.count < Self.maxReplayStates
+      cost += Self.replayCost(stored)
+      return cost <= Self.maxReplayCost
     }
     // Due by bytes once the states since the latest keyframe cost twice what the next keyframe
     // should: as much as the latest residual keyframe, else ~3.5 bits per element (3.3–3.9
     // measured on F32 chains of rank-1 commits), so that few encodings are thrown away. Due by
-    // count once a replay from there would apply `maxReplayStates` states one by one: factor-only
-    // chains (`commit-factors`, `--delta`: ~20 KB per rank-1 edit of a 4096×1024 tensor) never
-    // pay for a keyframe in bytes, and this bounds their replays all the same.
+    // replay cost once a replay from there would reach `maxReplayCost`: factor-only chains
+    // (`commit-factors`, `--delta`: ~20 KB per rank-1 edit of a 4096×1024 tensor) pay for a
+    // keyframe in bytes only after ~180 states, and this bounds their replays all the same.
     var expected = state.elementCount * 7 / 16
     if let latest, latest.header?.kind == .residual {
       expected = max(expected, cache.byteCount(of: latest.stored.state.hash))
     }
-    let dueByCount = since.count + 1 >= Self.maxReplayStates
+    let dueByCount = cost >= Self.maxReplayCost
     guard dueByCount || own >= 2 * expected else { return }
     // A residual against the latest complete state or standalone keyframe plus every factor
     // since, while that spans at most `maxKeyframeRank`; else (or when the walk found no start
