@@ -17,7 +17,9 @@ struct LongHistoryTests {
   static let tensor = "model.layers.0.mlp.up_proj.weight"
 
   /// Commits `rank`-`rank` factors of `tensor` with `commit-factors`; records the working state.
-  static func commitFactors(_ s: inout Scenario, rank: Int, rows: Int, cols: Int, _ message: String) throws {
+  static func commitFactors(
+    _ s: inout Scenario, rank: Int, rows: Int, cols: Int, _ message: String, environment: [String: String] = [:]
+  ) throws {
     let file = s.dir.appendingPathComponent("factors.safetensors")
     try writeSafetensors(
       [
@@ -26,7 +28,8 @@ struct LongHistoryTests {
         FixtureTensor(
           name: "\(tensor).v", shape: [cols, rank], floats: s.rng.gaussianArray(count: cols * rank, scale: 0.02)),
       ], to: file)
-    let result = runMVC(["commit-factors", "factors.safetensors", "-q", "-m", message], in: s.dir)
+    let result = runMVC(
+      ["commit-factors", "factors.safetensors", "-q", "-m", message], in: s.dir, environment: environment)
     expectSuccess(result, "commit-factors '\(message)'")
     try #require(result.status == 0)
     s.states.append(try snapshot(s.model))
@@ -137,6 +140,26 @@ struct LongHistoryTests {
         let bound = back <= 19 ? 39 - back : 40 - back
         #expect((steps ?? 0) <= bound, "HEAD~\(back) replayed \(steps ?? -1) states")
       }
+      // A commit on top of the newest state that is due neither by bytes nor by cost reads the
+      // recorded progress and does not walk back (keyframes come every ~10 states here, so at
+      // least two of three are not due); with that record unreadable it walks.
+      let trace = dir.appendingPathComponent("commit-trace.txt")
+      let progress = try #require(
+        try FileManager.default.contentsOfDirectory(atPath: snapshots.path).first { $0.hasPrefix("progress-") })
+      var walks: [Bool] = []
+      for i in 41...44 {
+        try? FileManager.default.removeItem(at: trace)
+        if i == 44 { try Data("not a record".utf8).write(to: snapshots.appendingPathComponent(progress)) }
+        try Self.commitFactors(
+          &s, rank: 1, rows: shape[0], cols: shape[1], "edit \(i)", environment: ["MVC_TRACE_PERFORMANCE": trace.path])
+        let text = (try? String(contentsOf: trace, encoding: .utf8)) ?? ""
+        #expect(text.contains("keyframe check of"), "edit \(i): \(text)")
+        walks.append(text.contains("walk back of"))
+      }
+      #expect(walks.prefix(3).filter { $0 }.count <= 1 && walks[3], "walks at edits 41–44: \(walks)")
+      let out = dir.appendingPathComponent("out.safetensors")
+      expectSuccess(runMVC(["checkout", "HEAD~1", "-o", out.path], in: dir), "checkout -o HEAD~1")
+      try s.expectState(of: out, equals: s.states[s.states.count - 2], "edit 43")
     }
   }
 
