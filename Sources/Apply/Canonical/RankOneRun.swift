@@ -79,9 +79,9 @@ extension CanonicalRule {
     }
     @inline(__always)
     func finite(_ a: SIMD8<Double>) -> Bool {
-      // Exponent field all ones (Inf or NaN) in no lane.
-      let e = (unsafeBitCast(a, to: SIMD8<UInt64>.self) &>> 52) & 0x7FF
-      return !any(e .== 0x7FF)
+      // a − a is +0 in a finite lane and NaN in an Inf or NaN lane; the sum is 0 only when every
+      // lane is finite (one vector subtract and a reduction, no per-lane branch).
+      (a - a).sum() == 0
     }
     @inline(__always)
     func store(_ a: SIMD8<Double>, _ p: UnsafeMutablePointer<UInt32>) {
