@@ -44,7 +44,9 @@ import Testing
   /// applying them one by one through the general path: special values in the tensor, an
   /// overflow to infinity midway, odd row and column counts (a partial tile, a lone row), and a
   /// run whose factors hold an infinity (element by element throughout).
-  @Test(arguments: [(UInt64(1), 37, 301, 2), (2, 64, 64, 37), (3, 1, 9, 5), (4, 20, 16, 128), (5, 9, 7, 3)])
+  @Test(arguments: [
+    (UInt64(1), 37, 301, 2), (2, 64, 64, 37), (3, 1, 9, 5), (4, 20, 16, 128), (5, 9, 7, 3), (6, 11, 24, 17),
+  ])
   func rankOneRunEqualsStatesAppliedOneByOne(seed: UInt64, rows: Int, cols: Int, count: Int) throws {
     var rng = SplitMix64(seed: seed)
     var values = rng.gaussianArray(count: rows * cols, scale: 0.05)
@@ -68,7 +70,7 @@ import Testing
         }
       }
     }
-    func run(_ us: [[Float]]) -> [UInt8] {
+    func run(_ us: [[Float]], wide: Bool = true) -> [UInt8] {
       var bytes = start
       let u = us.flatMap { $0 }
       let v = vs.flatMap { $0 }
@@ -77,13 +79,14 @@ import Testing
           v.withUnsafeBufferPointer { v in
             CanonicalRule.addRankOneRunF32(
               raw.baseAddress!, rows: rows, cols: cols, count: count, u: u.baseAddress!, v: v.baseAddress!,
-              storage: .init(.f32))
+              storage: .init(.f32), allowWideTiles: wide)
           }
         }
       }
       return bytes
     }
     #expect(run(us) == oneByOne)
+    #expect(run(us, wide: false) == oneByOne, "the portable tiles")
     #expect(oneByOne != start)
     // A factor holding an infinity: the whole run goes element by element, with the same bits.
     var withInfinity = us
@@ -100,5 +103,6 @@ import Testing
       }
     }
     #expect(run(withInfinity) == expected)
+    #expect(run(withInfinity, wide: false) == expected)
   }
 }

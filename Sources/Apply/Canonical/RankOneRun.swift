@@ -1,9 +1,15 @@
+import CKernels
+
 /// A run of F32 rank-one states applied together, each with its own rounding (the canonical rule
 /// once per state, as a replay one state at a time does), at a fraction of the memory traffic.
 extension CanonicalRule {
   /// Columns of one tile: eight Float64 lanes per row, two rows at a time, so the sixteen
   /// independent chains of one tile hide the latency of the add and the two conversions.
   static let runTileColumns = 8
+
+  /// Whether the AVX2 tile (`mvc_rank_one_run_tile4_avx2`, Sources/CKernels: four rows × eight
+  /// columns, four Float64 lanes per instruction, the same bytes) runs on this CPU.
+  package static let wideTilesAvailable = mvc_rank_one_run_avx2_available() != 0
 
   /// `raw = round(… round(round(raw + u₀v₀ᵀ) + u₁v₁ᵀ) … + u_{K−1}v_{K−1}ᵀ)` for `count` rank-one
   /// states, oldest first: bit for bit `addRankOneF32` applied `count` times. `u` holds the
@@ -20,9 +26,11 @@ extension CanonicalRule {
   /// finite never met one; a tile that ends with a non-finite value, or whose factors are not
   /// finite, is recomputed element by element with `storage.encode` for each non-finite sum, as
   /// `addRankOneF32` does.
+  /// - Parameter allowWideTiles: `false` keeps to the portable Swift tiles (tests check that both
+  ///   give the same bits).
   package static func addRankOneRunF32(
     _ raw: UnsafeMutableRawPointer, rows: Int, cols: Int, count k: Int, u us: UnsafePointer<Float>,
-    v vs: UnsafePointer<Float>, storage: Storage
+    v vs: UnsafePointer<Float>, storage: Storage, allowWideTiles: Bool = true
   ) {
     guard k > 0, rows > 0, cols > 0 else { return }
     let w = runTileColumns
@@ -95,6 +103,19 @@ extension CanonicalRule {
       let vt = UnsafeRawPointer(vd + (t &* k &* w))
       let j0 = t &* w
       var i = 0
+      if allowWideTiles && wideTilesAvailable {
+        while i &+ 3 < rows {
+          let mask = mvc_rank_one_run_tile4_avx2(
+            UnsafeMutablePointer<Float>(OpaquePointer(x + (i &* cols &+ j0))), cols, ud + (i &* k), k,
+            vd + (t &* k &* w))
+          if mask != 0 {
+            for r in 0..<4 where mask & (1 << r) != 0 {
+              for c in 0..<w { chain(i &+ r, j0 &+ c) }
+            }
+          }
+          i &+= 4
+        }
+      }
       while i &+ 1 < rows {
         let pa = x + (i &* cols &+ j0)
         let pb = pa + cols
