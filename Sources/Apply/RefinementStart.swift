@@ -117,26 +117,32 @@ extension IntervalRefiner {
     return (gs, hs)
   }
 
-  /// Moves every `v[j, t]` (columns independent, U fixed), a block of columns at a time: the
-  /// block's intervals and products are kept row-major, and each Newton step is a pass over
-  /// its rows that moves all of its columns at once. Returns the moves (per factor column).
+  /// Moves every `v[j, t]` (columns independent, U fixed), a block of columns at a time. The
+  /// block's intervals are kept row-major, as Float32 offsets from the products at the start
+  /// (`lo − p`, `hi − p`: a fraction of an ulp of the dtype, far inside Float32's precision,
+  /// which is all a start needs), so a block is wide (a few MB per thread) and its intervals
+  /// are read a row at a time; each Newton step is a pass over its rows that moves all of its
+  /// columns at once. Returns the moves (per factor column).
   mutating func fitColumns() -> [[Double]] {
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, cols / 64))
-    let block = max(1, min(cols / chunks, max(16, (1 << 17) / max(1, rows))))
+    let block = max(1, min(cols / chunks, max(64, (1 << 20) / max(1, rows))))
     let uValues = u
     var vValues = v
     let parts = Self.sweepInParallel(&vValues, chunks: chunks, empty: [[Double]]()) { c, v in
       let range = (cols * c / chunks)..<(cols * (c + 1) / chunks)
-      let lo = UnsafeMutablePointer<Double>.allocate(capacity: block * rows)
-      let hi = UnsafeMutablePointer<Double>.allocate(capacity: block * rows)
-      let p = UnsafeMutablePointer<Double>.allocate(capacity: block * rows)
+      let rowLo = UnsafeMutablePointer<Double>.allocate(capacity: block)
+      let rowHi = UnsafeMutablePointer<Double>.allocate(capacity: block)
+      let lo = UnsafeMutablePointer<Float>.allocate(capacity: block * rows)
+      let hi = UnsafeMutablePointer<Float>.allocate(capacity: block * rows)
       let x = UnsafeMutablePointer<Double>.allocate(capacity: block)
       let g = UnsafeMutablePointer<Double>.allocate(capacity: block)
       let h = UnsafeMutablePointer<Double>.allocate(capacity: block)
-      let step = UnsafeMutablePointer<Double>.allocate(capacity: block)
+      let moved = UnsafeMutablePointer<Double>.allocate(capacity: block)
       defer {
-        for b in [lo, hi, p, x, g, h, step] { b.deallocate() }
+        for b in [rowLo, rowHi, x, g, h, moved] { b.deallocate() }
+        lo.deallocate()
+        hi.deallocate()
       }
       var moves = [[Double]](repeating: [], count: rank)
       uValues.withUnsafeBufferPointer { up in
@@ -145,45 +151,53 @@ extension IntervalRefiner {
         while first < range.upperBound {
           let width = min(block, range.upperBound - first)
           for i in 0..<rows {
-            intervals(i, first..<(first + width), lo + i * width, hi + i * width)
+            intervals(i, first..<(first + width), rowLo, rowHi)
             for k in 0..<width {
-              var s = 0.0
-              for t in 0..<rank { s += u[i * rank + t] * v[(first + k) * rank + t] }
-              p[i * width + k] = s
+              var p = 0.0
+              for t in 0..<rank { p += u[i * rank + t] * v[(first + k) * rank + t] }
+              lo[i * width + k] = Float(rowLo[k] - p)
+              hi[i * width + k] = Float(rowHi[k] - p)
             }
           }
           for t in 0..<rank {
             for k in 0..<width { x[k] = v[(first + k) * rank + t] }
-            step.initialize(repeating: 0, count: width)
+            // How far each column's coordinate has moved: its products moved by that times u[i, t].
+            moved.initialize(repeating: 0, count: width)
             for _ in 0..<Self.newtonSteps {
               g.initialize(repeating: 0, count: width)
               h.initialize(repeating: 0, count: width)
               for i in 0..<rows {
                 let a = u[i * rank + t]
-                let (rowLo, rowHi, rowP) = (lo + i * width, hi + i * width, p + i * width)
+                let (rowLo, rowHi) = (lo + i * width, hi + i * width)
                 for k in 0..<width {
-                  let q = rowP[k] + step[k] * a
-                  rowP[k] = q
-                  let d = q - min(max(q, rowLo[k]), rowHi[k])
+                  let q = moved[k] * a
+                  let l = Double(rowLo[k])
+                  let m = Double(rowHi[k])
+                  let d = (q < l ? q - l : 0) + (q > m ? q - m : 0)
                   g[k] += a * d
                   h[k] += d == 0 ? 0 : a * a
                 }
               }
               for k in 0..<width {
-                step[k] = h[k] > 0 && g[k].isFinite ? -g[k] / h[k] : 0
-                x[k] += step[k]
+                let step = h[k] > 0 && g[k].isFinite ? -g[k] / h[k] : 0
+                x[k] += step
+                moved[k] += step
               }
             }
             for k in 0..<width {
               let rounded = Double(Float(x[k]))
-              step[k] += rounded - x[k]
-              moves[t].append(abs(rounded - v[(first + k) * rank + t]))
+              moved[k] += rounded - x[k]
+              moves[t].append(abs(moved[k]))
               v[(first + k) * rank + t] = rounded
             }
             if t + 1 < rank {
               for i in 0..<rows {
                 let a = u[i * rank + t]
-                for k in 0..<width { p[i * width + k] += step[k] * a }
+                for k in 0..<width {
+                  let shift = moved[k] * a
+                  lo[i * width + k] = Float(Double(lo[i * width + k]) - shift)
+                  hi[i * width + k] = Float(Double(hi[i * width + k]) - shift)
+                }
               }
             }
           }
