@@ -32,16 +32,13 @@ extension IntervalRefiner {
         for i in (rows * c / chunks)..<(rows * (c + 1) / chunks) {
           intervals(i, 0..<cols, lo, hi)
           p.initialize(repeating: 0, count: cols)
-          for t in 0..<rank {
-            let x = u[i * rank + t]
-            for j in 0..<cols { p[j] += x * v[t * cols + j] }
-          }
+          for t in 0..<rank { Self.addMultiple(u[i * rank + t], of: v + t * cols, to: p, count: cols) }
           for t in 0..<rank {
             let x0 = u[i * rank + t]
             u[i * rank + t] = Self.newtonFit(x0, count: cols, lo: lo, hi: hi, products: p, coefficients: v + t * cols)
             moves[t].append(abs(u[i * rank + t] - x0))
           }
-          for j in 0..<cols where !(lo[j] <= p[j] && p[j] <= hi[j]) { violations += 1 }
+          violations += Self.outside(p, lo: lo, hi: hi, count: cols)
         }
       }
       return (moves, violations)
@@ -71,8 +68,45 @@ extension IntervalRefiner {
     }
     let rounded = Double(Float(x))
     step += rounded - x
-    if step != 0 { for k in 0..<count { p[k] += step * c[k] } }
+    if step != 0 { addMultiple(step, of: c, to: p, count: count) }
     return rounded
+  }
+
+  /// `y[k] += a·x[k]`, two lanes at a time (the same values as one at a time).
+  @inline(__always)
+  static func addMultiple(_ a: Double, of x: UnsafePointer<Double>, to y: UnsafeMutablePointer<Double>, count: Int) {
+    let (xRaw, yRaw) = (UnsafeRawPointer(x), UnsafeMutableRawPointer(y))
+    let factor = SIMD2<Double>(repeating: a)
+    var k = 0
+    while k + 2 <= count {
+      let sum =
+        yRaw.loadUnaligned(fromByteOffset: 8 * k, as: SIMD2<Double>.self) + factor
+        * xRaw.loadUnaligned(fromByteOffset: 8 * k, as: SIMD2<Double>.self)
+      yRaw.storeBytes(of: sum, toByteOffset: 8 * k, as: SIMD2<Double>.self)
+      k += 2
+    }
+    if k < count { y[k] += a * x[k] }
+  }
+
+  /// How many of `p` lie outside `[lo, hi]` (an interval with `lo > hi` or NaN counts as outside).
+  @inline(__always)
+  static func outside(
+    _ p: UnsafePointer<Double>, lo: UnsafePointer<Double>, hi: UnsafePointer<Double>, count: Int
+  ) -> Int {
+    let (pRaw, loRaw, hiRaw) = (UnsafeRawPointer(p), UnsafeRawPointer(lo), UnsafeRawPointer(hi))
+    var lanes = SIMD2<Int64>()
+    var k = 0
+    while k + 2 <= count {
+      let q = pRaw.loadUnaligned(fromByteOffset: 8 * k, as: SIMD2<Double>.self)
+      let inside =
+        loRaw.loadUnaligned(fromByteOffset: 8 * k, as: SIMD2<Double>.self) .<= q
+        .& (q .<= hiRaw.loadUnaligned(fromByteOffset: 8 * k, as: SIMD2<Double>.self))
+      lanes &+= SIMD2<Int64>(repeating: 1).replacing(with: 0, where: inside)
+      k += 2
+    }
+    var n = Int(lanes[0] &+ lanes[1])
+    if k < count && !(lo[k] <= p[k] && p[k] <= hi[k]) { n += 1 }
+    return n
   }
 
   /// Moves `p` by `step·c`, then sums `c·d` and `c²` over the elements outside their interval
