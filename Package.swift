@@ -27,7 +27,9 @@ let package = Package(
     // glibc's malloc.h (mallopt), which Swift's Glibc module leaves out; only the mvc executable tunes malloc.
     .systemLibrary(name: "CMalloc"),
     .target(name: "DeltaStore", dependencies: ["CZstd", "CXXHash"]),
-    .target(name: "Apply", dependencies: ["CBLAS"]),
+    // AVX2 kernels for the canonical rule, used by Apply when the CPU has them (same bytes).
+    .target(name: "CKernels"),
+    .target(name: "Apply", dependencies: ["CBLAS", "CKernels"]),
     .target(name: "EditVCS", dependencies: ["DeltaStore", "Apply", "CGit2", "CZlib", "CCrypto"]),
     .executableTarget(
       name: "mvc",

@@ -14,14 +14,26 @@
 #   `mvc commit` (factors recovered from the whole file, + residual), as most editors' edits
 #   arrive; ~100× slower per edit on bench256, so N is rarely reached in the budget.
 # Each loop stops at $history_budget seconds (default 1800) and reports the N it reached. The
-# histories are built under eatmydata when installed (no fsync; the per-commit times, CPU and
-# wall, are measured that way); checkouts run without it. A checkout's replay is read from
+# histories are built under eatmydata when installed (its library preloaded into each mvc: no
+# fsync; the per-commit times, CPU and wall, are measured that way); checkouts run without it.
+# The loop starts one process per edit, the mvc that commits it (timed by bash's `time`, the
+# budget read from $EPOCHREALTIME, the revisions listed once at the end), so the driver adds
+# little to the 10,000 commits of loop B. A checkout's replay is read from
 # MVC_TRACE_PERFORMANCE ("replay of 'T': K states after its start"): the most states a tensor
 # replayed one by one after its start (complete state or keyframe).
 history_n=${history_n:-1000} history_small_n=${history_small_n:-10000} history_budget=${history_budget:-1800}
 history_commit=${history_commit:-factors}
 nosync=()
 command -v eatmydata >/dev/null && nosync=(eatmydata)
+# The same preload without eatmydata's shell wrapper: a variable on the mvc command line.
+eatmydata_lib=
+for f in /usr/lib/x86_64-linux-gnu/libeatmydata.so /usr/lib/libeatmydata.so /usr/lib/*/libeatmydata.so; do
+  [[ -e $f ]] && { eatmydata_lib=$f; break; }
+done
+[[ -n $eatmydata_lib ]] || nosync=()
+
+# now_us: wall clock in microseconds, without a process.
+now_us() { echo $((${EPOCHREALTIME/./})); }
 
 # cpu_measure CMD...: runs CMD; sets $secs (wall) and $cpu (user + sys).
 cpu_measure() {
@@ -41,7 +53,6 @@ history_run() {
   mvc init -q model.safetensors
   local base_bytes
   base_bytes=$(du_bytes .mvc)
-  local revs=("$(mvc_rev)")
   local i
   if [[ $history_commit == factors ]]; then
     for ((i = 1; i <= n; i++)); do $pick "$i"; done >"$work/tensors.txt"
@@ -51,19 +62,27 @@ history_run() {
     echo "(factor files for $n edits prepared in $(calc "$(date +%s.%N) - $p0") s, not counted below)"
   fi
   : >"$work/commit-times"
-  local t0
-  t0=$(date +%s.%N)
+  local t0 TIMEFORMAT='%R %U %S' preload=()
+  [[ -n ${nosync[*]} ]] && preload=(env "LD_PRELOAD=$eatmydata_lib")
+  t0=$(now_us)
   i=1
+  # One line per edit, "i wall user sys", from bash's `time` (the mvc process and its children).
   while ((i <= n)); do
     if [[ $history_commit == factors ]]; then
-      cpu_measure "${nosync[@]}" mvc commit-factors "$work/factors/$i.safetensors" -q -m "edit $i"
+      { time LD_PRELOAD=${nosync:+$eatmydata_lib} mvc commit-factors "$work/factors/$i.safetensors" -q -m "edit $i" 2>"$work/.err" >/dev/null; } 2>>"$work/.times" || {
+        cat "$work/.err" >&2
+        echo "bench.sh: commit-factors of edit $i failed" >&2
+        exit 1
+      }
     else
-      "${nosync[@]}" mvc-demo-editor lowrank model.safetensors --tensor "$($pick "$i")" --rank 1 --scale 0.01 --seed "$i" >/dev/null
-      cpu_measure "${nosync[@]}" mvc commit -q -m "edit $i"
+      "${preload[@]}" mvc-demo-editor lowrank model.safetensors --tensor "$($pick "$i")" --rank 1 --scale 0.01 --seed "$i" >/dev/null
+      { time LD_PRELOAD=${nosync:+$eatmydata_lib} mvc commit -q -m "edit $i" 2>"$work/.err" >/dev/null; } 2>>"$work/.times" || {
+        cat "$work/.err" >&2
+        echo "bench.sh: commit of edit $i failed" >&2
+        exit 1
+      }
     fi
-    echo "$i $secs $cpu" >>"$work/commit-times"
-    revs+=("$(mvc_rev)")
-    if awk "BEGIN { exit !($(date +%s.%N) - $t0 > $history_budget) }"; then
+    if (($(now_us) - t0 > history_budget * 1000000)); then
       echo "(stopped after $i edits: the ${history_budget} s budget)"
       break
     fi
@@ -71,7 +90,12 @@ history_run() {
   done
   ((i > n)) && i=$n
   local N=$i loop
-  loop=$(calc "$(date +%s.%N) - $t0")
+  loop=$(calc "($(now_us) - $t0) / 1000000")
+  awk '{ printf "%d %s %.3f\n", NR, $1, $2 + $3 }' "$work/.times" >"$work/commit-times"
+  rm -f "$work/.times"
+  # revs[k]: the commit of edit k (revs[0]: init's).
+  local revs
+  mapfile -t revs < <(git --git-dir=.mvc rev-list --first-parent --reverse HEAD)
   rm -rf "$work/factors"
   local total cache derived own
   total=$(du_bytes .mvc)

@@ -12,11 +12,28 @@ extension EditRepository {
   /// rebuilds it costs about one multiply-add per element and unit of rank.
   static let maxKeyframeRank = 128
 
-  /// A replay applies at most this many states one by one after its start: a commit whose state
-  /// would be this many states past the latest keyframe or complete state makes one, whatever the
-  /// byte budget says (the cache's cap still holds). It is also how far back a commit looks for
-  /// that keyframe, so a commit's cost does not grow with the history.
-  static let maxReplayStates = 32
+  /// What a replay may cost after its start, in units of one factor-only F32 rank-one state (its
+  /// factors alone: the element-major kernel applies it in a few operations per element,
+  /// `CanonicalRule.addRankOneRunF32`); any other state costs `heavyStateCost` (a residual to
+  /// decode, a rank-r pass, another dtype). A commit whose state would bring the cost since the
+  /// latest keyframe or complete state to this bound makes a keyframe whatever the byte budget
+  /// says (the cache's cap still holds): at most 32 states with residuals, or 512 factor-only
+  /// ones, are replayed one by one. It also bounds how far back a commit looks for that
+  /// keyframe, so a commit's cost does not grow with the history, and a checkout whose replay
+  /// reaches it saves a keyframe of its target (a clone, a trimmed cache).
+  static let maxReplayCost = 512
+
+  /// The replay cost of a state that is not factor-only F32 rank-one (see `maxReplayCost`).
+  static let heavyStateCost = 16
+
+  /// A state's share of `maxReplayCost`.
+  static func replayCost(_ state: TensorState, hasResidual: Bool) -> Int {
+    state.kind == .lowRank && state.dtype == .f32 && state.rank == 1 && !hasResidual ? 1 : heavyStateCost
+  }
+
+  static func replayCost(_ stored: StoredTensorState) -> Int {
+    replayCost(stored.state, hasResidual: stored.blobs[TreeEntryName.residual] != nil)
+  }
 
   /// Bytes of the objects of one stored state (factors, residual, meta, chunks).
   func ownByteCount(_ stored: StoredTensorState) throws -> Int {
@@ -46,32 +63,52 @@ extension EditRepository {
   ) throws {
     let cache = snapshots
     var own = ownBytes
+    let ownCost = Self.replayCost(state, hasResidual: (state.residualNonzeroCount ?? 0) > 0)
+    var cost = ownCost
+    // The parent's progress since its latest start, when this repository recorded it: a commit
+    // that is due neither by cost nor by bytes then needs no walk (on a chain of factor-only
+    // states the walk could span hundreds of states, thousands of commits).
+    let minimumExpected = state.elementCount * 7 / 16
+    if let parentHash = state.parentHash, let known = cache.progress(of: tensor), known.hash == parentHash {
+      let progress = ChainProgress(
+        hash: state.hash, cost: known.cost + ownCost, ownBytes: known.ownBytes + ownBytes,
+        expected: max(known.expected, minimumExpected))
+      if progress.cost < Self.maxReplayCost && progress.ownBytes < 2 * progress.expected {
+        cache.saveProgress(progress, of: tensor)
+        return
+      }
+    }
     var since: [StoredTensorState] = []  // after the latest keyframe, newest first
     var latest: (stored: StoredTensorState, header: KeyframeHeader?, commit: ObjectID)?
-    try walkChain(of: tensor, at: parent) { stored, at in
-      if stored.state.kind != .lowRank {
-        latest = (stored, nil, at)
-        return false
+    try timed("walk back of '\(tensor)' to its start") {
+      try walkChain(of: tensor, at: parent) { stored, at in
+        if stored.state.kind != .lowRank {
+          latest = (stored, nil, at)
+          return false
+        }
+        if let header = cache.header(stored.state) {
+          latest = (stored, header, at)
+          return false
+        }
+        since.append(stored)
+        own += try ownByteCount(stored)
+        cost += Self.replayCost(stored)
+        return cost <= Self.maxReplayCost
       }
-      if let header = cache.header(stored.state) {
-        latest = (stored, header, at)
-        return false
-      }
-      since.append(stored)
-      own += try ownByteCount(stored)
-      return since.count < Self.maxReplayStates
     }
     // Due by bytes once the states since the latest keyframe cost twice what the next keyframe
     // should: as much as the latest residual keyframe, else ~3.5 bits per element (3.3–3.9
     // measured on F32 chains of rank-1 commits), so that few encodings are thrown away. Due by
-    // count once a replay from there would apply `maxReplayStates` states one by one: factor-only
-    // chains (`commit-factors`, `--delta`: ~20 KB per rank-1 edit of a 4096×1024 tensor) never
-    // pay for a keyframe in bytes, and this bounds their replays all the same.
-    var expected = state.elementCount * 7 / 16
+    // replay cost once a replay from there would reach `maxReplayCost`: factor-only chains
+    // (`commit-factors`, `--delta`: ~20 KB per rank-1 edit of a 4096×1024 tensor) pay for a
+    // keyframe in bytes only after ~180 states, and this bounds their replays all the same.
+    var expected = minimumExpected
     if let latest, latest.header?.kind == .residual {
       expected = max(expected, cache.byteCount(of: latest.stored.state.hash))
     }
-    let dueByCount = since.count + 1 >= Self.maxReplayStates
+    // Recorded before deciding: when no keyframe is kept below, the next commit goes on from here.
+    cache.saveProgress(.init(hash: state.hash, cost: cost, ownBytes: own, expected: expected), of: tensor)
+    let dueByCount = cost >= Self.maxReplayCost
     guard dueByCount || own >= 2 * expected else { return }
     // A residual against the latest complete state or standalone keyframe plus every factor
     // since, while that spans at most `maxKeyframeRank`; else (or when the walk found no start
@@ -117,7 +154,11 @@ extension EditRepository {
         try KeyframeCodec.encodeResidual(actual: bytes, predicted: $0, dtype: state.dtype)
       }
     } else {
-      guard dueByCount || own >= state.byteCount * 2 else { return }
+      guard dueByCount || own >= state.byteCount * 2 else {
+        // No residual keyframe within reach: the next try is worth it once a standalone one is.
+        cache.saveProgress(.init(hash: state.hash, cost: cost, ownBytes: own, expected: state.byteCount), of: tensor)
+        return
+      }
       header = KeyframeHeader(
         kind: .standalone, hash: state.hash, elementCount: state.elementCount,
         elementWidth: state.dtype.byteCount ?? 0, anchor: "", stateCount: 0, payloadOffset: 0)
@@ -125,8 +166,58 @@ extension EditRepository {
     }
     let file = header.encoded() + payload
     // Within budget (at most half of what the states it stands for cost), unless due by count.
-    guard dueByCount || 2 * file.count <= own else { return }
+    guard dueByCount || 2 * file.count <= own else {
+      // Too large for its budget yet: not tried again before the states since cost twice as much.
+      cache.saveProgress(
+        .init(hash: state.hash, cost: cost, ownBytes: own, expected: max(expected, file.count)), of: tensor)
+      return
+    }
     cache.save(file, hash: state.hash)
+    if cache.header(state) != nil {
+      let next = header.kind == .residual ? max(minimumExpected, file.count) : minimumExpected
+      cache.saveProgress(.init(hash: state.hash, cost: 0, ownBytes: 0, expected: next), of: tensor)
+    }
+  }
+}
+
+/// How far a tensor's newest state is from its latest start (keyframe or complete state): the
+/// replay cost and the own bytes of the states since, and the size the next keyframe is expected
+/// to take. Only a shortcut for the next commit's keyframe decision (`saveKeyframe`): one small
+/// file per tensor in the keyframe folder, for the newest state this repository committed.
+struct ChainProgress: Equatable {
+  var hash: String
+  var cost: Int
+  var ownBytes: Int
+  var expected: Int
+}
+
+extension SnapshotCache {
+  func progressPath(_ tensor: String) -> String {
+    let key = Array(tensor.utf8).withUnsafeBytes { ContentHash.of($0).description }
+    return (directory as NSString).appendingPathComponent(
+      "progress-" + key.replacingOccurrences(of: ":", with: "-") + ".txt")
+  }
+
+  /// The recorded progress of `tensor`'s chain; nil when absent or not four fields.
+  func progress(of tensor: String) -> ChainProgress? {
+    guard capBytes > 0, let data = FileManager.default.contents(atPath: progressPath(tensor)), data.count < 512
+    else { return nil }
+    let fields = String(decoding: data, as: UTF8.self).split(separator: " ")
+    guard fields.count == 4, let cost = Int(fields[1]), let own = Int(fields[2]),
+      let expected = Int(fields[3].trimmingCharacters(in: .whitespacesAndNewlines)), cost >= 0, own >= 0,
+      expected >= 0
+    else { return nil }
+    return ChainProgress(hash: String(fields[0]), cost: cost, ownBytes: own, expected: expected)
+  }
+
+  /// Records `progress` for `tensor` (temporary file and rename; a lost write only costs a walk).
+  func saveProgress(_ progress: ChainProgress, of tensor: String) {
+    guard capBytes > 0 else { return }
+    let text = Array("\(progress.hash) \(progress.cost) \(progress.ownBytes) \(progress.expected)\n".utf8)
+    try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    _ = try? text.withUnsafeBytes {
+      try AtomicFileWriter.replace(progressPath(tensor), with: $0, hook: nil, durable: false)
+    }
   }
 }
 

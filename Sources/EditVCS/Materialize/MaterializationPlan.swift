@@ -72,6 +72,9 @@ struct MaterializationPlan: Sendable {
   /// Oldest first.
   var steps: [Step]
   var target: TensorState
+  /// Whether a replay that reaches `EditRepository.maxReplayCost` leaves a standalone keyframe
+  /// of the target in the cache (checkouts; not fsck, nor a plan made without keyframes).
+  var saveKeyframeAfterLongReplay = false
 
   /// Packed chunks already read into memory for this plan: tensor-sized, unlike the factors and
   /// residuals (a few percent of it), which the budget leaves out.

@@ -132,7 +132,7 @@ extension EditRepository {
     }
     return MaterializationPlan(
       tensor: tensor, revision: commit, start: start, startState: startState, segment: segment, steps: steps,
-      target: chain[0].state)
+      target: chain[0].state, saveKeyframeAfterLongReplay: useSnapshots)
   }
 
   /// The start and the segment of a residual keyframe found at `commit`: the chain is walked on
@@ -277,7 +277,28 @@ struct TensorRebuilder: Sendable {
       throw RepositoryError.hashMismatch(
         tensor: tensor, revision: plan.revision.shortHex, expected: plan.target.hash, actual: actual)
     }
+    saveKeyframeIfLongReplay(plan, bytes: bytes)
     return bytes
+  }
+
+  /// After a replay that reached `EditRepository.maxReplayCost` (no keyframe within reach: a
+  /// clone, a trimmed cache, commits made elsewhere), saves a standalone keyframe of the target,
+  /// within the cache's cap, so the next checkout of it, and commits on top, start there. Never
+  /// fails the checkout: a keyframe is only a cache.
+  private func saveKeyframeIfLongReplay(_ plan: MaterializationPlan, bytes: [UInt8]) {
+    let state = plan.target
+    let cost = plan.steps.reduce(0) { $0 + EditRepository.replayCost($1.state, hasResidual: $1.residual != nil) }
+    guard plan.saveKeyframeAfterLongReplay, cost >= EditRepository.maxReplayCost, state.kind == .lowRank,
+      KeyframeCodec.supports(state.dtype), snapshots.capBytes > 0, snapshots.header(state) == nil
+    else { return }
+    timed("save keyframe of '\(plan.tensor)' after replaying \(plan.steps.count) states") {
+      let header = KeyframeHeader(
+        kind: .standalone, hash: state.hash, elementCount: state.elementCount,
+        elementWidth: state.dtype.byteCount ?? 0, anchor: "", stateCount: 0, payloadOffset: 0)
+      guard let payload = try? bytes.withUnsafeBytes({ try KeyframeCodec.encodeStandalone($0, dtype: state.dtype) })
+      else { return }
+      snapshots.save(header.encoded() + payload, hash: state.hash)
+    }
   }
 
   /// Applies the plan's states one after another (runs of F32 rank-≤1 states fused).
@@ -285,9 +306,20 @@ struct TensorRebuilder: Sendable {
     let (steps, tensor) = (plan.steps, plan.tensor)
     var next = 0
     while next < steps.count {
+      // Runs of F32 rank-one states without a residual (`commit-factors`, `--delta`) go through
+      // the element-major kernel: each element through the whole run in registers.
+      var end = next
+      while end < steps.count, end - next < Self.factorRunLimit, Self.isFactorOnlyRankOne(steps[end]) { end += 1 }
+      if end - next >= 2 {
+        try timed("apply \(end - next) factor-only states in one pass") {
+          try plan.decodingStoredData { try applyFactorRun(steps[next..<end], to: &bytes, tensor: tensor) }
+        }
+        next = end
+        continue
+      }
       // Runs of F32 rank-≤1 states (sequential ROME edits) are applied a row block at a time,
       // each block through the whole run while it is in cache; other states one by one.
-      var end = next
+      end = next
       var residuals = 0
       while end < steps.count, end - next < Self.fusedRunLimit, Self.isFusable(steps[end]) {
         if steps[end].residual != nil {
@@ -379,9 +411,46 @@ struct TensorRebuilder: Sendable {
   /// at once (~2.4 MB each for a 4M-element tensor with 5% of elements off by one ulp).
   static let fusedRunLength = 4
 
-  /// States applied together a block at a time in all: factor-only states (`commit-factors`,
-  /// `--delta`) hold only their factors, so a whole replay (`maxReplayStates`) fits in one run.
-  static let fusedRunLimit = EditRepository.maxReplayStates
+  /// States applied together a block at a time in all (runs of factor-only states go to
+  /// `applyFactorRun` instead).
+  static let fusedRunLimit = 32
+
+  /// Factor-only states applied by one call of the element-major kernel: its Float64 copies of
+  /// the factors take `(rows + cols) × 8` bytes per state (~14.7 MB at 128 states of a
+  /// 14336-row tensor).
+  static let factorRunLimit = 128
+
+  /// An F32 rank-one state without a residual: all of it is its factors.
+  static func isFactorOnlyRankOne(_ step: MaterializationPlan.Step) -> Bool {
+    step.state.dtype == .f32 && step.factors.rank == 1 && step.residual == nil
+  }
+
+  /// Applies F32 rank-one factor-only states (oldest first) with
+  /// `CanonicalRule.addRankOneRunF32`: the bytes of applying them one after another.
+  func applyFactorRun(_ steps: ArraySlice<MaterializationPlan.Step>, to bytes: inout [UInt8], tensor: String) throws {
+    guard let first = steps.first?.factors else { return }
+    let (rows, cols) = (first.rows, first.cols)
+    let decoded = try steps.map { step -> (u: [Float], v: [Float]) in
+      let f = step.factors
+      guard bytes.count == step.state.byteCount, f.rows == rows, f.cols == cols, rows * cols * 4 == bytes.count
+      else {
+        throw RepositoryError.corruptObject(what: "tensor '\(tensor)'", reason: "state size differs from its parent")
+      }
+      return try Self.decodedFactors(f)
+    }
+    let u = decoded.flatMap(\.u)
+    let v = decoded.flatMap(\.v)
+    bytes.withUnsafeMutableBytes { raw in
+      guard let base = raw.baseAddress else { return }
+      u.withUnsafeBufferPointer { u in
+        v.withUnsafeBufferPointer { v in
+          guard let u = u.baseAddress, let v = v.baseAddress else { return }
+          CanonicalRule.addRankOneRunF32(
+            base, rows: rows, cols: cols, count: decoded.count, u: u, v: v, storage: .init(.f32))
+        }
+      }
+    }
+  }
 
   /// A conditioned residual is decoded against its parent's bytes, which a fused run does not
   /// have before it starts: such a state is applied on its own.
