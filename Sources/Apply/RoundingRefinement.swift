@@ -31,18 +31,23 @@ extension Factorization {
   /// (up to the window below), and the chosen value is the middle of the best segment, as far as
   /// possible from the intervals' edges.
   ///
-  /// Only endpoints within a window around the current value are sorted: ±w per factor column,
-  /// starting at 1/8 of the column's RMS, then 8× the median move of the previous half-sweep,
-  /// so the cost is a linear pass over the tensor per coordinate and half-sweep plus a sort of
-  /// the few endpoints near each value. Sweeps stop when one removes less than a tenth of the violations left.
+  /// Before the sweeps, three least-squares passes (``IntervalRefiner/fitRows()`` and
+  /// ``IntervalRefiner/fitColumns()``: Newton steps on the squared distance to the intervals, a
+  /// linear pass each, no sorting) take the rank finder's factors from about a tenth of an ulp
+  /// off to a small fraction of one on nearly every element, so the sweeps can start narrow.
   ///
-  /// From the second sweep on, once the windows are narrow enough that at most an eighth of the
-  /// elements lie within reach of an interval edge, the sweeps visit only those
-  /// (``ActiveElements``: a budget caps how far each coordinate may still move, so every other
-  /// element stays inside its interval and adds nothing to any sweep line): the same factors and
-  /// counts as visiting them all, for the cost of the few, as long as the windows shrink enough
-  /// to stay within the budget (twice the window when the set is built); a window that would
-  /// exceed what is left of it is narrowed to it.
+  /// Only endpoints within a window around the current value are sorted: ±w per factor column,
+  /// starting at 8× the 90th percentile of the last least-squares pass's moves (at most 1/8 of
+  /// the column's RMS), then 8× that of the previous half-sweep's moves, so the cost is a
+  /// linear pass over the tensor per coordinate and half-sweep plus a sort of the few endpoints
+  /// near each value. Sweeps stop when one removes less than a tenth of the violations left.
+  ///
+  /// Once the windows are narrow enough that at most an eighth of the elements lie within
+  /// reach of an interval edge (after the least-squares start, usually from the second sweep),
+  /// the sweeps visit only those (``ActiveElements``: a budget, the window times the sweeps
+  /// left, caps how far each coordinate may still move, so every other element stays inside its
+  /// interval and adds nothing to any sweep line): windows never widen, so the factors and
+  /// counts are those of visiting every element, for the cost of the few.
   ///
   /// All arithmetic is Float64; the factors come back rounded to Float32, as they are stored.
   /// The result is a better starting point for the exactness residual, never a different
@@ -66,29 +71,35 @@ extension Factorization {
       return (factors, RefinementReport(violations: [], visited: []))
     }
     return withoutActuallyEscaping(intervals) { intervals in
-      var best = RefinementRun(
-        factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
-        intervals: intervals)
+      let run = { (factors: LowRankFactors) -> RefinementRun in
+        var run = RefinementRun(
+          factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
+          intervals: intervals)
+        run.start()
+        return run
+      }
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
-      // finder can see one component too many (a bf16 rank-one edit comes out as rank 2). Keep
-      // the lower rank when its factors and residual together are smaller. The choice is made
-      // on the first row half-sweep of every fourth row (most of what the sweeps remove, the
-      // first removes), and only the kept candidate sweeps the other rows and on: refining both
-      // to the end doubled the cost of such commits.
+      // finder can see one component too many (a bf16 rank-one edit comes out as rank 2). The
+      // lower rank is started first: when its cost after the first sweep is already below the
+      // factors alone of the higher rank, the higher rank cannot win and is never refined (a
+      // rank-one edit costs one candidate); otherwise both are started and the cheaper kept.
+      var best: RefinementRun
       if rank > 1 {
         var lower = factors
         lower.rank = rank - 1
         lower.u = (0..<rows).flatMap { i in factors.u[(i * rank)..<(i * rank + rank - 1)] }
         lower.v = (0..<cols).flatMap { j in factors.v[(j * rank)..<(j * rank + rank - 1)] }
         lower.singularValues = Array(factors.singularValues.prefix(rank - 1))
-        var other = RefinementRun(
-          lower, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
-          intervals: intervals)
-        best.sweepSampleRows()
-        other.sweepSampleRows()
-        if other.sampleCost < best.sampleCost { best = other }
+        let other = run(lower)
+        if other.cost < RefinementRun.factorCost(rank: rank, rows: rows, cols: cols) {
+          best = other
+        } else {
+          best = run(factors)
+          if other.cost < best.cost { best = other }
+        }
+      } else {
+        best = run(factors)
       }
-      best.sweep()
       while best.sweepCount < maxSweeps && !best.converged { best.sweep() }
       return best.result
     }
@@ -97,6 +108,11 @@ extension Factorization {
 
 /// One candidate's refinement, swept one row-then-column sweep at a time.
 private struct RefinementRun {
+  /// Least-squares passes (``IntervalRefiner/fitRows()``, then columns) before the first sweep.
+  static let leastSquaresPasses = 3
+  /// The narrowest first window, as a fraction of the widest (1/8 of the factor column's RMS).
+  static let startWindow = 1.0 / 1024
+
   private var refiner: IntervalRefiner
   private var uWindow: [Double]
   private var vWindow: [Double]
@@ -110,8 +126,6 @@ private struct RefinementRun {
   /// While `active` is set: how far each factor column's coordinates may still move.
   private var uBudget: [Double] = []
   private var columnsPending = false
-  /// The first row half-sweep's sampled rows (``sweepSampleRows()``), until the rest are swept.
-  private var sampledRows: (moves: [[Double]], violations: Int)?
   private var vBudget: [Double] = []
   private let maxSweeps: Int
   private let usesActiveSet: Bool
@@ -131,6 +145,18 @@ private struct RefinementRun {
     vWindow = refiner.initialWindows(of: refiner.v, count: cols)
   }
 
+  /// The least-squares passes, then the first sweep, its windows 8× the 90th percentile of the
+  /// last pass's moves (as between sweeps), between 1/8192 and 1/8 of the column's RMS: a
+  /// narrower first window than the moves call for leaves more elements outside at the end.
+  mutating func start() {
+    var moves: (u: [[Double]], v: [[Double]]) = ([], [])
+    for _ in 0..<Self.leastSquaresPasses { moves = (refiner.fitRows().moves, refiner.fitColumns()) }
+    guard !moves.u.isEmpty else { return sweep() }
+    uWindow = zip(moves.u, uWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
+    vWindow = zip(moves.v, vWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
+    sweep()
+  }
+
   /// One row half-sweep, then a column half-sweep unless the rows removed less than a tenth of
   /// the violations left (then the run has converged).
   mutating func sweep() {
@@ -138,34 +164,11 @@ private struct RefinementRun {
     finishSweep()
   }
 
-  /// The first row half-sweep over every fourth row only: what candidates are compared on
-  /// (``sampleCost``); the next ``sweepRows()`` visits the other rows, with the result of one
-  /// full row half-sweep (rows are independent within one).
-  mutating func sweepSampleRows() {
-    precondition(sweepCount == 0 && sampledRows == nil)
-    sampledRows = refiner.sweepRowMoves(windows: uWindow, selection: .sample)
-  }
-
-  /// ``cost`` estimated from the sampled rows' violations.
-  var sampleCost: Int {
-    let sampled = (refiner.rows + 3) / 4
-    return 12 * (sampledRows?.violations ?? 0) * refiner.rows / sampled
-      + 32 * original.rank * (refiner.rows + refiner.cols)
-  }
-
   /// The row half of a sweep.
   mutating func sweepRows() {
-    if sweepCount >= 1 && usesActiveSet { narrowActiveSet() }
+    if usesActiveSet { narrowActiveSet() }
     let (windows, now): ([Double], Int)
-    if let sampled = sampledRows {
-      let rest = refiner.sweepRowMoves(windows: uWindow, selection: .rest)
-      sampledRows = nil
-      visited.append(refiner.rows * refiner.cols)
-      let moves = zip(sampled.moves, rest.moves).map { $0 + $1 }
-      (windows, now) = (
-        zip(moves, uWindow).map { IntervalRefiner.nextWindow($0, previous: $1) }, sampled.violations + rest.violations
-      )
-    } else if let active {
+    if let active {
       let used = zip(uWindow, uBudget).map { min($0, $1) }
       uBudget = zip(uBudget, used).map { max(0, $0 - $1) }
       (windows, now) = refiner.sweepRows(windows: used, active: active)
@@ -198,32 +201,36 @@ private struct RefinementRun {
   }
 
   /// Builds (from every element) or narrows (from the current set) the active set. Built, it
-  /// gives each factor column a budget: twice its current window is the most its coordinates
-  /// may still move in all (each half-sweep's window is capped by what is left; each narrowing
-  /// lowers the budget to twice the current window when that is less), so the set holds the
-  /// elements within that reach of an interval edge. Nothing is kept while the set
-  /// would hold more than an eighth of the elements (the sweeps stay full).
+  /// gives each factor column a budget: its current window times the sweeps left is the most its
+  /// coordinates can still move in all, since windows never widen (each half-sweep's window is
+  /// also capped by what is left of the budget; each narrowing lowers the budget to the current
+  /// window times the sweeps left when that is less), so the set holds the elements within that
+  /// reach of an interval edge, and the sweeps are those over every element. Nothing is kept
+  /// while the set would hold more than an eighth of the elements (the sweeps stay full).
   private mutating func narrowActiveSet() {
     let steps = maxSweeps - sweepCount
     if let current = active {
       // A tighter cap is always allowed: the elements left out earlier stay inside whatever
       // moves the old budget allowed, and those kept are filtered for the new one.
-      uBudget = zip(uBudget, uWindow).map { min($0, 2 * $1) }
-      vBudget = zip(vBudget, vWindow).map { min($0, 2 * $1) }
+      uBudget = zip(uBudget, uWindow).map { min($0, Double(steps) * $1) }
+      vBudget = zip(vBudget, vWindow).map { min($0, Double(steps) * $1) }
       active = refiner.narrowed(
         current, margins: ActiveElements.Margins(steps: steps, uBudget: uBudget, vBudget: vBudget))
     } else {
       let margins = ActiveElements.Margins(
-        steps: steps, uBudget: uWindow.map { 2 * $0 }, vBudget: vWindow.map { 2 * $0 })
+        steps: steps, uBudget: uWindow.map { Double(steps) * $0 }, vBudget: vWindow.map { Double(steps) * $0 })
       guard margins.isFinite else { return }
       active = refiner.activeElements(margins: margins, limit: refiner.rows * refiner.cols / 8)
       if active != nil { (uBudget, vBudget) = (margins.uBudget, margins.vBudget) }
     }
   }
 
+  /// What the factors alone of rank `rank` cost: 32 bits per element.
+  static func factorCost(rank: Int, rows: Int, cols: Int) -> Int { 32 * rank * (rows + cols) }
+
   /// ~12 bits per residual element against 32 per factor element.
   var cost: Int {
-    12 * (violations.last ?? 0) + 32 * original.rank * (refiner.rows + refiner.cols)
+    12 * (violations.last ?? 0) + Self.factorCost(rank: original.rank, rows: refiner.rows, cols: refiner.cols)
   }
 
   var result: (factors: LowRankFactors, report: RefinementReport) {
@@ -231,22 +238,6 @@ private struct RefinementRun {
     refined.u = refiner.u.map { Float($0) }
     refined.v = refiner.v.map { Float($0) }
     return (refined, RefinementReport(violations: violations, visited: visited))
-  }
-}
-
-/// Which rows a row half-sweep visits: all, every fourth (`sample`, to compare candidates), or
-/// the others (`rest`, to complete a sampled half-sweep).
-enum RowSelection {
-  case all, sample, rest
-
-  /// Whether row `i` is visited.
-  @inline(__always)
-  func contains(_ i: Int) -> Bool {
-    switch self {
-    case .all: true
-    case .sample: i % 4 == 0
-    case .rest: i % 4 != 0
-    }
   }
 }
 
@@ -289,13 +280,6 @@ struct IntervalRefiner {
   /// left outside their interval. Rows are independent (V is fixed): `workers` threads take a
   /// contiguous range of rows each, with the same result as one.
   mutating func sweepRows(windows: [Double]) -> (windows: [Double], violations: Int) {
-    let (moves, violations) = sweepRowMoves(windows: windows, selection: .all)
-    return (zip(moves, windows).map { Self.nextWindow($0, previous: $1) }, violations)
-  }
-
-  /// ``sweepRows(windows:)`` over the selected rows only: their moves (per factor column) and
-  /// the elements of theirs left outside their interval.
-  mutating func sweepRowMoves(windows: [Double], selection: RowSelection) -> (moves: [[Double]], violations: Int) {
     let reciprocal = v.map { $0 == 0 ? 0 : 1 / $0 }
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, rows / 64))
@@ -304,16 +288,17 @@ struct IntervalRefiner {
     let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: (moves: [[Double]](), violations: 0)) { c, u in
       Self.sweepRowRange(
         (rows * c / chunks)..<(rows * (c + 1) / chunks), u: u, v: vValues, reciprocal: reciprocal, rank: rank,
-        cols: cols, windows: windows, selection: selection, intervals: intervals)
+        cols: cols, windows: windows, intervals: intervals)
     }
     u = uValues
-    return ((0..<rank).map { t in parts.flatMap { $0.moves[t] } }, parts.reduce(0) { $0 + $1.violations })
+    let moves = (0..<rank).map { t in parts.flatMap { $0.moves[t] } }
+    return (zip(moves, windows).map { Self.nextWindow($0, previous: $1) }, parts.reduce(0) { $0 + $1.violations })
   }
 
   /// The row half-sweep over `range`: writes only those rows of `u`.
   private static func sweepRowRange(
     _ range: Range<Int>, u: UnsafeMutablePointer<Double>, v: [Double], reciprocal: [Double], rank: Int, cols: Int,
-    windows: [Double], selection: RowSelection, intervals: RoundingIntervals
+    windows: [Double], intervals: RoundingIntervals
   ) -> (moves: [[Double]], violations: Int) {
     let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
     let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
@@ -324,7 +309,7 @@ struct IntervalRefiner {
     }
     var moves = [[Double]](repeating: [], count: rank)
     var violations = 0
-    for i in range where selection.contains(i) {
+    for i in range {
       intervals(i, 0..<cols, lo, hi)
       for t in 0..<rank {
         let x0 = u[i * rank + t]

@@ -36,37 +36,65 @@ extension FloatConversion {
       let x = (newBase + 2 * first).assumingMemoryBound(to: UInt16.self)
       let y = (oldBase + 2 * first).assumingMemoryBound(to: UInt16.self)
       @inline(__always) func value(_ b: UInt16) -> Double { Double(Float(bitPattern: UInt32(b) << 16)) }
+      // Nonzero finite values below the largest, over a finite parent (nearly all): the
+      // midpoints to both neighbours are the binary32 patterns half a bfloat16 step on either
+      // side (exact, across binade edges too; in the other order for negative values), so no
+      // neighbour is looked up. Every element is first given these (one loop without branches,
+      // which the compiler vectorizes), then the others are redone by the general path: the
+      // same Float64 values as the general path everywhere.
+      for k in 0..<n {
+        let bits = UInt16(littleEndian: x[k])
+        // A negative value's lower midpoint is the one of larger magnitude.
+        let wide = UInt32(bits) << 16
+        let flip = UInt32(bits >> 15) << 16
+        let old = value(UInt16(littleEndian: y[k]))
+        lo[k] = Double(Float(bitPattern: wide &- 0x8000 &+ flip)) - old
+        hi[k] = Double(Float(bitPattern: wide &+ 0x8000 &- flip)) - old
+      }
       for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
-        // Nonzero finite values below the largest, over a finite parent (nearly all): the
-        // midpoints to both neighbours are the binary32 patterns half a bfloat16 step on either
-        // side (exact, across binade edges too; in the other order for negative values), so no
-        // neighbour is looked up. The same Float64 values as the general path below.
-        if bits & 0x7FFF != 0 && bits & 0x7FFF < 0x7F7F && oldBits & 0x7F80 != 0x7F80 {
-          // Without branches (the sign is a coin toss): a negative value's lower midpoint is
-          // the one of larger magnitude.
-          let wide = UInt32(bits) << 16
-          let flip = UInt32(bits >> 15) << 16
-          let y = value(oldBits)
-          lo[k] = Double(Float(bitPattern: wide &- 0x8000 &+ flip)) - y
-          hi[k] = Double(Float(bitPattern: wide &+ 0x8000 &- flip)) - y
-          continue
-        }
+        if bits & 0x7FFF != 0 && bits & 0x7FFF < 0x7F7F && oldBits & 0x7F80 != 0x7F80 { continue }
         let o = OrderedBits.f16(bits)
         set(
-          k, value(bits), value(UInt16(littleEndian: y[k])), value(OrderedBits.f16Bits(ordered: o &- 1)),
+          k, value(bits), value(oldBits), value(OrderedBits.f16Bits(ordered: o &- 1)),
           value(OrderedBits.f16Bits(ordered: o &+ 1)), lo, hi)
       }
     default:
       let x = (newBase + 2 * first).assumingMemoryBound(to: UInt16.self)
       let y = (oldBase + 2 * first).assumingMemoryBound(to: UInt16.self)
       @inline(__always) func value(_ b: UInt16) -> Double { Double(Float16(bitPattern: b)) }
+      // As for BF16, over the binary32 patterns: a normal binary16 value (exponent field 2
+      // to 30, below the largest) widens to `sign | (magnitude << 13) + (112 << 23)`, and its
+      // midpoints are half a binary16 step (bit 12) on either side; a normal or zero parent
+      // widens the same way. The others (subnormals and the smallest binade, where the step
+      // below differs; the largest value; infinities and NaN) are redone by the general path.
       for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
+        let oldBits = UInt16(littleEndian: y[k])
+        let sign = UInt32(bits & 0x8000) << 16
+        let wide = sign | ((UInt32(bits & 0x7FFF) << 13) &+ 0x3800_0000)
+        let flip = UInt32(bits >> 15) << 13
+        let oldMagnitude = UInt32(oldBits & 0x7FFF)
+        let oldWide =
+          (UInt32(oldBits & 0x8000) << 16) | (oldMagnitude == 0 ? 0 : (oldMagnitude << 13) &+ 0x3800_0000)
+        let old = Double(Float(bitPattern: oldWide))
+        lo[k] = Double(Float(bitPattern: wide &- 0x1000 &+ flip)) - old
+        hi[k] = Double(Float(bitPattern: wide &+ 0x1000 &- flip)) - old
+      }
+      for k in 0..<n {
+        let bits = UInt16(littleEndian: x[k])
+        let oldBits = UInt16(littleEndian: y[k])
+        let exponent = (bits >> 10) & 0x1F
+        let oldExponent = (oldBits >> 10) & 0x1F
+        if exponent >= 2 && exponent <= 30 && bits & 0x7FFF != 0x7BFF
+          && (oldBits & 0x7FFF == 0 || (oldExponent >= 1 && oldExponent <= 30))
+        {
+          continue
+        }
         let o = OrderedBits.f16(bits)
         set(
-          k, value(bits), value(UInt16(littleEndian: y[k])), value(OrderedBits.f16Bits(ordered: o &- 1)),
+          k, value(bits), value(oldBits), value(OrderedBits.f16Bits(ordered: o &- 1)),
           value(OrderedBits.f16Bits(ordered: o &+ 1)), lo, hi)
       }
     }

@@ -1,3 +1,4 @@
+import Apply
 import DeltaStore
 import EditVCS
 import Foundation
@@ -20,7 +21,8 @@ enum Session {
       tracePerformance: performanceTrace(variables["MVC_TRACE_PERFORMANCE"]),
       // One thread per core rebuilds tensors and hashes the working model (what holds memory is
       // bounded by the pipeline's budget, not by the thread count).
-      workerThreads: ProcessInfo.processInfo.activeProcessorCount)
+      workerThreads: ProcessInfo.processInfo.activeProcessorCount, releaseBLASThreads: { BLASRuntime.stopIdleThreads() }
+    )
   }
 
   /// Like git's GIT_TRACE_PERFORMANCE: "1"/"true"/"2" traces to stderr, an absolute path appends there.

@@ -75,6 +75,52 @@ private func referenceBF16(_ x: Double) -> UInt16 {
     }
   }
 
+  /// fp16 rounding intervals for every 16-bit pattern as the new value and parents of every kind
+  /// (zeros, subnormals, the smallest binade, normals, the largest value, infinity, NaN): the
+  /// midpoints to the neighbouring values minus the parent, as the general path computes them;
+  /// the widened fast path must agree bit for bit, across binade edges and signs.
+  @Test func f16RoundingIntervalsAreTheMidpointsToTheNeighbours() {
+    func value(_ bits: UInt16) -> Double { Double(Float16(bitPattern: bits)) }
+    let patterns = (0...UInt16.max).map { $0 }
+    let newBytes = patterns.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+    let n = patterns.count
+    let parents: [UInt16] = [0x0000, 0x8000, 0x0001, 0x83FF, 0x0400, 0x8401, 0x3C00, 0xB555, 0x7BFF, 0x7C00, 0xFE01]
+    for old in parents {
+      let oldBytes = (0..<n).flatMap { _ in [UInt8(old & 0xFF), UInt8(old >> 8)] }
+      var lo = [Double](repeating: 0, count: n)
+      var hi = [Double](repeating: 0, count: n)
+      newBytes.withUnsafeBytes { new in
+        oldBytes.withUnsafeBytes { oldRaw in
+          lo.withUnsafeMutableBufferPointer { l in
+            hi.withUnsafeMutableBufferPointer { h in
+              FloatConversion.roundingIntervals(
+                new: new, old: oldRaw, dtype: .f16, elements: 0..<n, lo: l.baseAddress!, hi: h.baseAddress!)
+            }
+          }
+        }
+      }
+      let y = value(old)
+      var wrong = 0
+      for bits in patterns {
+        let k = Int(bits)
+        let magnitude = bits & 0x7FFF
+        let x = value(bits)
+        if !y.isFinite || magnitude >= 0x7C00 {
+          if lo[k] != -.infinity || hi[k] != .infinity { wrong += 1 }
+          continue
+        }
+        guard magnitude != 0 else { continue }  // zeros: the ordered step crosses the sign
+        let away = magnitude == 0x7BFF ? Double.infinity : value(magnitude + 1)
+        let toward = value(magnitude - 1)
+        let positive = bits & 0x8000 == 0
+        let expectedLo = positive ? (x + toward) / 2 - y : (away.isFinite ? (x - away) / 2 - y : -.infinity)
+        let expectedHi = positive ? (away.isFinite ? (x + away) / 2 - y : .infinity) : (x - toward) / 2 - y
+        if lo[k].bitPattern != expectedLo.bitPattern || hi[k].bitPattern != expectedHi.bitPattern { wrong += 1 }
+      }
+      #expect(wrong == 0, "parent \(old)")
+    }
+  }
+
   /// The branch-free rounding of `encode`'s bf16 loop gives `bf16Bits`'s bits for every kind of
   /// value: random doubles, exact ties (to even, up and down), values around each end of the
   /// normal range, the largest finite values (overflow to infinity), subnormals, zeros, infinities, NaN.

@@ -136,6 +136,7 @@ extension EditRepository {
     let count = rows * cols
     let (measured, foundFactors) = try lowRankDifference(
       of: info, in: file, from: previous, rows: rows, cols: cols, width: width)
+    environment.releaseBLASThreads?()
     guard let found = foundFactors else { return try storeComplete() }
     let workBytes = try file.read(info)
     let factors = refinedAgainstRounding(

@@ -29,11 +29,17 @@ public struct RepositoryEnvironment {
   /// machine's cores), the library never does. `progress` and `ioHook` are still called on the
   /// calling thread only.
   package var workerThreads: Int
+  /// Called after the rank finder's BLAS calls, before the CPU-bound work that makes none (the
+  /// refinement): the CLI stops OpenBLAS's idle threads there, which otherwise spin on
+  /// `sched_yield` beside the refinement's own threads. The library never does it itself.
+  package var releaseBLASThreads: (@Sendable () -> Void)?
 
   public init(
     commitTime: Int64? = nil, ioHook: IOHook? = nil, progress: ((ProgressEvent) -> Void)? = nil,
-    compressionWorkers: Int32 = 0, tracePerformance: (@Sendable (String) -> Void)? = nil, workerThreads: Int = 1
+    compressionWorkers: Int32 = 0, tracePerformance: (@Sendable (String) -> Void)? = nil, workerThreads: Int = 1,
+    releaseBLASThreads: (@Sendable () -> Void)? = nil
   ) {
+    self.releaseBLASThreads = releaseBLASThreads
     self.commitTime = commitTime
     self.ioHook = ioHook
     self.progress = progress
