@@ -29,6 +29,37 @@ private func referenceBF16(_ x: Double) -> UInt16 {
   return sign | (lo & 1 == 0 ? lo : next)
 }
 
+/// `FloatConversion.roundingIntervals` of every 16-bit pattern (element k is pattern k) as the new
+/// value against one `parent` pattern, in `dtype` (bf16 or fp16).
+private func roundingIntervalsOfEveryPattern(parent: UInt16, dtype: DType) -> (lo: [Double], hi: [Double]) {
+  let n = Int(UInt16.max) + 1
+  let newBytes = (0..<n).flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+  let oldBytes = (0..<n).flatMap { _ in [UInt8(parent & 0xFF), UInt8(parent >> 8)] }
+  var lo = [Double](repeating: 0, count: n)
+  var hi = [Double](repeating: 0, count: n)
+  newBytes.withUnsafeBytes { new in
+    oldBytes.withUnsafeBytes { old in
+      lo.withUnsafeMutableBufferPointer { l in
+        hi.withUnsafeMutableBufferPointer { h in
+          guard let l = l.baseAddress, let h = h.baseAddress else { return }  // never empty
+          FloatConversion.roundingIntervals(new: new, old: old, dtype: dtype, elements: 0..<n, lo: l, hi: h)
+        }
+      }
+    }
+  }
+  return (lo, hi)
+}
+
+/// The interval of offsets from `parent` that round to `x`: the midpoints to its neighbours
+/// `toward` zero and `away` from it (infinite past the largest value, which leaves that side open).
+private func midpointInterval(of x: Double, toward: Double, away: Double, parent y: Double, positive: Bool)
+  -> (lo: Double, hi: Double)
+{
+  let lo = positive ? (x + toward) / 2 - y : (away.isFinite ? (x - away) / 2 - y : -.infinity)
+  let hi = positive ? (away.isFinite ? (x + away) / 2 - y : .infinity) : (x - toward) / 2 - y
+  return (lo, hi)
+}
+
 @Suite struct FloatConversionTests {
   /// bf16 rounding intervals (the refinement's input) for every 16-bit pattern as the new value
   /// and several parents: each is the pair of midpoints to the neighbouring values, minus the
@@ -36,22 +67,8 @@ private func referenceBF16(_ x: Double) -> UInt16 {
   /// finite values are open towards infinity.
   @Test func bf16RoundingIntervalsAreTheMidpointsToTheNeighbours() {
     let patterns = (0...UInt16.max).map { $0 }
-    let newBytes = patterns.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
-    let n = patterns.count
     for old in [UInt16(0x0000), 0x3CA4, 0xBFC0, 0x0003, 0x7F80, 0xFFC1] {
-      let oldBytes = (0..<n).flatMap { _ in [UInt8(old & 0xFF), UInt8(old >> 8)] }
-      var lo = [Double](repeating: 0, count: n)
-      var hi = [Double](repeating: 0, count: n)
-      newBytes.withUnsafeBytes { new in
-        oldBytes.withUnsafeBytes { oldRaw in
-          lo.withUnsafeMutableBufferPointer { l in
-            hi.withUnsafeMutableBufferPointer { h in
-              FloatConversion.roundingIntervals(
-                new: new, old: oldRaw, dtype: .bf16, elements: 0..<n, lo: l.baseAddress!, hi: h.baseAddress!)
-            }
-          }
-        }
-      }
+      let (lo, hi) = roundingIntervalsOfEveryPattern(parent: old, dtype: .bf16)
       let y = bf16Value(old & 0x7FFF) * (old & 0x8000 == 0 ? 1 : -1)
       var wrong = 0
       for bits in patterns {
@@ -66,9 +83,8 @@ private func referenceBF16(_ x: Double) -> UInt16 {
         // The next magnitude away from zero and towards it; infinity past the largest.
         let away = magnitude == 0x7F7F ? Double.infinity : bf16Value(magnitude + 1)
         let toward = bf16Value(magnitude - 1)
-        let positive = bits & 0x8000 == 0
-        let expectedLo = positive ? (x + toward) / 2 - y : (away.isFinite ? (x - away) / 2 - y : -.infinity)
-        let expectedHi = positive ? (away.isFinite ? (x + away) / 2 - y : .infinity) : (x - toward) / 2 - y
+        let (expectedLo, expectedHi) = midpointInterval(
+          of: x, toward: toward, away: away, parent: y, positive: bits & 0x8000 == 0)
         if lo[k] != expectedLo || hi[k] != expectedHi { wrong += 1 }
       }
       #expect(wrong == 0, "parent \(old)")
@@ -82,23 +98,9 @@ private func referenceBF16(_ x: Double) -> UInt16 {
   @Test func f16RoundingIntervalsAreTheMidpointsToTheNeighbours() {
     func value(_ bits: UInt16) -> Double { Double(Float16(bitPattern: bits)) }
     let patterns = (0...UInt16.max).map { $0 }
-    let newBytes = patterns.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
-    let n = patterns.count
     let parents: [UInt16] = [0x0000, 0x8000, 0x0001, 0x83FF, 0x0400, 0x8401, 0x3C00, 0xB555, 0x7BFF, 0x7C00, 0xFE01]
     for old in parents {
-      let oldBytes = (0..<n).flatMap { _ in [UInt8(old & 0xFF), UInt8(old >> 8)] }
-      var lo = [Double](repeating: 0, count: n)
-      var hi = [Double](repeating: 0, count: n)
-      newBytes.withUnsafeBytes { new in
-        oldBytes.withUnsafeBytes { oldRaw in
-          lo.withUnsafeMutableBufferPointer { l in
-            hi.withUnsafeMutableBufferPointer { h in
-              FloatConversion.roundingIntervals(
-                new: new, old: oldRaw, dtype: .f16, elements: 0..<n, lo: l.baseAddress!, hi: h.baseAddress!)
-            }
-          }
-        }
-      }
+      let (lo, hi) = roundingIntervalsOfEveryPattern(parent: old, dtype: .f16)
       let y = value(old)
       var wrong = 0
       for bits in patterns {
@@ -112,9 +114,8 @@ private func referenceBF16(_ x: Double) -> UInt16 {
         guard magnitude != 0 else { continue }  // zeros: the ordered step crosses the sign
         let away = magnitude == 0x7BFF ? Double.infinity : value(magnitude + 1)
         let toward = value(magnitude - 1)
-        let positive = bits & 0x8000 == 0
-        let expectedLo = positive ? (x + toward) / 2 - y : (away.isFinite ? (x - away) / 2 - y : -.infinity)
-        let expectedHi = positive ? (away.isFinite ? (x + away) / 2 - y : .infinity) : (x - toward) / 2 - y
+        let (expectedLo, expectedHi) = midpointInterval(
+          of: x, toward: toward, away: away, parent: y, positive: bits & 0x8000 == 0)
         if lo[k].bitPattern != expectedLo.bitPattern || hi[k].bitPattern != expectedHi.bitPattern { wrong += 1 }
       }
       #expect(wrong == 0, "parent \(old)")

@@ -58,18 +58,23 @@ import Testing
     var us = (0..<count).map { _ in rng.gaussianArray(count: rows, scale: 0.3) }
     let vs = (0..<count).map { _ in rng.gaussianArray(count: cols, scale: 0.3) }
     if count > 2 { us[count / 2][rows / 2] = 1e30 }  // overflow to infinity midway
-    var oneByOne = values.withUnsafeBytes { Array($0) }
-    let start = oneByOne
-    for (u, v) in zip(us, vs) {
-      oneByOne.withUnsafeMutableBytes { raw in
-        u.withUnsafeBufferPointer { u in
-          v.withUnsafeBufferPointer { v in
-            CanonicalRule.apply(
-              to: raw, storage: .init(.f32), rows: rows, cols: cols, u: u, v: v, rank: 1, allowFastPath: false)
+    let start = values.withUnsafeBytes { Array($0) }
+    /// The states applied one at a time through the general path (the reference).
+    func oneAtATime(_ us: [[Float]]) -> [UInt8] {
+      var bytes = start
+      for (u, v) in zip(us, vs) {
+        bytes.withUnsafeMutableBytes { raw in
+          u.withUnsafeBufferPointer { u in
+            v.withUnsafeBufferPointer { v in
+              CanonicalRule.apply(
+                to: raw, storage: .init(.f32), rows: rows, cols: cols, u: u, v: v, rank: 1, allowFastPath: false)
+            }
           }
         }
       }
+      return bytes
     }
+    let oneByOne = oneAtATime(us)
     func run(_ us: [[Float]], wide: Bool = true) -> [UInt8] {
       var bytes = start
       let u = us.flatMap { $0 }
@@ -91,17 +96,7 @@ import Testing
     // A factor holding an infinity: the whole run goes element by element, with the same bits.
     var withInfinity = us
     withInfinity[0][0] = .infinity
-    var expected = start
-    for (u, v) in zip(withInfinity, vs) {
-      expected.withUnsafeMutableBytes { raw in
-        u.withUnsafeBufferPointer { u in
-          v.withUnsafeBufferPointer { v in
-            CanonicalRule.apply(
-              to: raw, storage: .init(.f32), rows: rows, cols: cols, u: u, v: v, rank: 1, allowFastPath: false)
-          }
-        }
-      }
-    }
+    let expected = oneAtATime(withInfinity)
     #expect(run(withInfinity) == expected)
     #expect(run(withInfinity, wide: false) == expected)
   }
