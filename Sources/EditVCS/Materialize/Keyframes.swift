@@ -159,9 +159,7 @@ extension EditRepository {
         cache.saveProgress(.init(hash: state.hash, cost: cost, ownBytes: own, expected: state.byteCount), of: tensor)
         return
       }
-      header = KeyframeHeader(
-        kind: .standalone, hash: state.hash, elementCount: state.elementCount,
-        elementWidth: state.dtype.byteCount ?? 0, anchor: "", stateCount: 0, payloadOffset: 0)
+      header = KeyframeHeader.standalone(of: state)
       payload = try KeyframeCodec.encodeStandalone(bytes, dtype: state.dtype)
     }
     let file = header.encoded() + payload

@@ -66,6 +66,13 @@ struct KeyframeHeader: Equatable {
   var payloadOffset: Int
 
   static let magic: [UInt8] = Array("MVCKEYF1".utf8)
+
+  /// The header of a standalone keyframe of `state` (its bytes compressed on their own).
+  static func standalone(of state: TensorState) -> KeyframeHeader {
+    KeyframeHeader(
+      kind: .standalone, hash: state.hash, elementCount: state.elementCount,
+      elementWidth: state.dtype.byteCount ?? 0, anchor: "", stateCount: 0, payloadOffset: 0)
+  }
   /// Header bytes read before parsing; hashes are short ASCII strings.
   static let maxHeaderBytes = 512
 

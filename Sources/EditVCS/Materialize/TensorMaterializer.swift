@@ -295,9 +295,7 @@ struct TensorRebuilder: Sendable {
       KeyframeCodec.supports(state.dtype), snapshots.capBytes > 0, snapshots.header(state) == nil
     else { return }
     timed("save keyframe of '\(plan.tensor)' after replaying \(plan.steps.count) states") {
-      let header = KeyframeHeader(
-        kind: .standalone, hash: state.hash, elementCount: state.elementCount,
-        elementWidth: state.dtype.byteCount ?? 0, anchor: "", stateCount: 0, payloadOffset: 0)
+      let header = KeyframeHeader.standalone(of: state)
       guard let payload = try? bytes.withUnsafeBytes({ try KeyframeCodec.encodeStandalone($0, dtype: state.dtype) })
       else { return }
       snapshots.save(header.encoded() + payload, hash: state.hash)
