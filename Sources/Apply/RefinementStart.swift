@@ -9,15 +9,14 @@ extension IntervalRefiner {
   /// Newton steps per coordinate and half-pass.
   static let newtonSteps = 3
 
-  /// Moves every `u[i, t]` (rows independent, V fixed); returns the moves (per factor column)
-  /// and the elements left outside their interval (counted on the updated products, in Float64).
-  mutating func fitRows() -> (moves: [[Double]], violations: Int) {
+  /// Moves every `u[i, t]` (rows independent, V fixed); returns the moves (per factor column).
+  mutating func fitRows() -> [[Double]] {
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, rows / 64))
     var uValues = u
     // V's columns, each contiguous: the coefficients of u[i, t] along row i.
     let columns = (0..<rank).flatMap { t in (0..<cols).map { j in v[j * rank + t] } }
-    let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: (moves: [[Double]](), violations: 0)) {
+    let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: [[Double]]()) {
       c, u in
       let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
       let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
@@ -25,7 +24,6 @@ extension IntervalRefiner {
       defer {
         for b in [lo, hi, p] { b.deallocate() }
       }
-      var violations = 0
       var moves = [[Double]](repeating: [], count: rank)
       columns.withUnsafeBufferPointer { vp in
         guard let v = vp.baseAddress else { return }
@@ -38,13 +36,12 @@ extension IntervalRefiner {
             u[i * rank + t] = Self.newtonFit(x0, count: cols, lo: lo, hi: hi, products: p, coefficients: v + t * cols)
             moves[t].append(abs(u[i * rank + t] - x0))
           }
-          violations += Self.outside(p, lo: lo, hi: hi, count: cols)
         }
       }
-      return (moves, violations)
+      return moves
     }
     u = uValues
-    return ((0..<rank).map { t in parts.flatMap { $0.moves[t] } }, parts.reduce(0) { $0 + $1.violations })
+    return (0..<rank).map { t in parts.flatMap { $0[t] } }
   }
 
   /// `x` moved by ``newtonSteps`` Newton steps on `Σ d(p_k, [lo_k, hi_k])²`, where
@@ -86,27 +83,6 @@ extension IntervalRefiner {
       k += 2
     }
     if k < count { y[k] += a * x[k] }
-  }
-
-  /// How many of `p` lie outside `[lo, hi]` (an interval with `lo > hi` or NaN counts as outside).
-  @inline(__always)
-  static func outside(
-    _ p: UnsafePointer<Double>, lo: UnsafePointer<Double>, hi: UnsafePointer<Double>, count: Int
-  ) -> Int {
-    let (pRaw, loRaw, hiRaw) = (UnsafeRawPointer(p), UnsafeRawPointer(lo), UnsafeRawPointer(hi))
-    var lanes = SIMD2<Int64>()
-    var k = 0
-    while k + 2 <= count {
-      let q = pRaw.loadUnaligned(fromByteOffset: 8 * k, as: SIMD2<Double>.self)
-      let inside =
-        loRaw.loadUnaligned(fromByteOffset: 8 * k, as: SIMD2<Double>.self) .<= q
-        .& (q .<= hiRaw.loadUnaligned(fromByteOffset: 8 * k, as: SIMD2<Double>.self))
-      lanes &+= SIMD2<Int64>(repeating: 1).replacing(with: 0, where: inside)
-      k += 2
-    }
-    var n = Int(lanes[0] &+ lanes[1])
-    if k < count && !(lo[k] <= p[k] && p[k] <= hi[k]) { n += 1 }
-    return n
   }
 
   /// Moves `p` by `step·c`, then sums `c·d` and `c²` over the elements outside their interval

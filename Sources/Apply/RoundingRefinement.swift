@@ -150,7 +150,7 @@ private struct RefinementRun {
   /// narrower first window than the moves call for leaves more elements outside at the end.
   mutating func start() {
     var moves: (u: [[Double]], v: [[Double]]) = ([], [])
-    for _ in 0..<Self.leastSquaresPasses { moves = (refiner.fitRows().moves, refiner.fitColumns()) }
+    for _ in 0..<Self.leastSquaresPasses { moves = (refiner.fitRows(), refiner.fitColumns()) }
     guard !moves.u.isEmpty else { return sweep() }
     uWindow = zip(moves.u, uWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
     vWindow = zip(moves.v, vWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
