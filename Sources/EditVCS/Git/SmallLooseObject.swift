@@ -49,8 +49,9 @@ package enum SmallLooseObject {
     var count = 0
     var complete = false
     let bytes = [UInt8](unsafeUninitializedCapacity: maximumFileByteCount + 1) { buffer, initialized in
+      guard let base = buffer.baseAddress else { return }
       while count < buffer.count {
-        let n = Glibc.read(fd, buffer.baseAddress! + count, buffer.count - count)
+        let n = Glibc.read(fd, base + count, buffer.count - count)
         if n < 0 && errno == EINTR { continue }
         if n < 0 { break }
         if n == 0 {
@@ -81,7 +82,8 @@ package enum SmallLooseObject {
           out += [UInt8](repeating: 0, count: min(out.count, maximumObjectByteCount - out.count))
         }
         let code = out.withUnsafeMutableBufferPointer { output -> Int32 in
-          stream.next_out = output.baseAddress! + produced
+          guard let base = output.baseAddress else { return Z_STREAM_ERROR }
+          stream.next_out = base + produced
           stream.avail_out = uInt(output.count - produced)
           let code = inflate(&stream, Z_NO_FLUSH)
           produced = output.count - Int(stream.avail_out)
