@@ -41,31 +41,6 @@ import Testing
     try Data(bytes).write(to: url)
   }
 
-  /// A zlib stream of `payload` cut into stored blocks of at most `blockSize` bytes (RFC 1950/1951),
-  /// optionally ended by an empty fixed-Huffman block (`03 00`: BFINAL, BTYPE 01, end-of-block),
-  /// so a compressed block follows stored ones.
-  static func storedZlib(_ payload: [UInt8], blockSize: Int, compressedEnd: Bool = false) -> [UInt8] {
-    var out: [UInt8] = [0x78, 0x01]
-    var offset = 0
-    repeat {
-      let length = min(blockSize, payload.count - offset)
-      let final: UInt8 = offset + length == payload.count && !compressedEnd ? 1 : 0
-      let n = UInt16(length)
-      out += [final, UInt8(n & 0xFF), UInt8(n >> 8), UInt8(~n & 0xFF), UInt8(~n >> 8)]
-      out += payload[offset..<offset + length]
-      offset += length
-    } while offset < payload.count
-    if compressedEnd { out += [0x03, 0x00] }
-    var a: UInt32 = 1
-    var b: UInt32 = 0
-    for byte in payload {
-      a = (a + UInt32(byte)) % 65521
-      b = (b + a) % 65521
-    }
-    let adler = b << 16 | a
-    return out + [UInt8(adler >> 24), UInt8(adler >> 16 & 0xFF), UInt8(adler >> 8 & 0xFF), UInt8(adler & 0xFF)]
-  }
-
   static func loose(_ content: [UInt8], type: String = "blob") -> [UInt8] {
     Array("\(type) \(content.count)\0".utf8) + content
   }
@@ -141,7 +116,7 @@ import Testing
       let bytes = Self.randomBytes(70_000, seed: 3)
       let id = try repository.writeBlob(bytes)
       for blockSize in [1, 3, 7, 12, 13, 4096] {  // "blob 70000\0" is 11 bytes
-        try Self.overwrite(id, in: path, with: Self.storedZlib(Self.loose(bytes), blockSize: blockSize))
+        try Self.overwrite(id, in: path, with: storedZlib(Self.loose(bytes), blockSize: blockSize))
         try Self.expectReadsBack(id, bytes, in: repository, inPlace: true)
       }
     }
@@ -150,12 +125,12 @@ import Testing
   @Test func emptyBlobsAndEmptyStoredBlocksRead() throws {
     try Self.withRepository { repository, path in
       let empty = try repository.writeBlob([UInt8]())
-      try Self.overwrite(empty, in: path, with: Self.storedZlib(Self.loose([]), blockSize: 100))
+      try Self.overwrite(empty, in: path, with: storedZlib(Self.loose([]), blockSize: 100))
       try Self.expectReadsBack(empty, [], in: repository, inPlace: true)
       // An empty non-final stored block, as a sync flush writes one.
       let bytes = Self.randomBytes(100, seed: 4)
       let id = try repository.writeBlob(bytes)
-      var file = Self.storedZlib(Self.loose(bytes), blockSize: 1000)
+      var file = storedZlib(Self.loose(bytes), blockSize: 1000)
       file.insert(contentsOf: [0, 0, 0, 0xFF, 0xFF], at: 2)
       try Self.overwrite(id, in: path, with: file)
       try Self.expectReadsBack(id, bytes, in: repository, inPlace: true)
@@ -194,7 +169,7 @@ import Testing
     try Self.withRepository { repository, path in
       let bytes = Self.randomBytes(100_000, seed: 21)
       let id = try repository.writeBlob(bytes)
-      let file = Self.storedZlib(Self.loose(bytes), blockSize: 30_000, compressedEnd: true)
+      let file = storedZlib(Self.loose(bytes), blockSize: 30_000, compressedEnd: true)
       try Self.overwrite(id, in: path, with: file)
       try Self.expectReadsBack(id, bytes, in: repository, inPlace: false)
     }
@@ -241,7 +216,7 @@ import Testing
     try Self.withRepository { repository, path in
       let bytes = Self.randomBytes(150_000, seed: 12)
       let id = try repository.writeBlob(bytes)
-      let file = Self.storedZlib(Self.loose(bytes), blockSize: 65535)
+      let file = storedZlib(Self.loose(bytes), blockSize: 65535)
       for (cut, reason) in [
         (1, "truncated zlib stream: 1 bytes"),
         (2, "truncated zlib stream: no final block"),
@@ -265,21 +240,21 @@ import Testing
       let id = try repository.writeBlob(bytes)
       // A real tree, as libgit2 wrote it (compressed), checked at the end.
       let tree = try repository.writeTree([.init(name: "a", id: id, isTree: false)])
-      var file = Self.storedZlib(Self.loose(bytes), blockSize: 400)
+      var file = storedZlib(Self.loose(bytes), blockSize: 400)
       file[2 + 3] ^= 1
       let cases: [([UInt8], String)] = [
         (file, "LEN 400 does not match NLEN"),
-        (Self.storedZlib(Array("blob 999\0".utf8) + bytes, blockSize: 400), "declares 999 bytes, stream holds 1000"),
-        (Self.storedZlib(Array("blob 1001\0".utf8) + bytes, blockSize: 400), "declares 1001 bytes, stream holds 1000"),
-        (Self.storedZlib(Self.loose(bytes, type: "tree"), blockSize: 400), "is a tree, not a blob"),
-        (Self.storedZlib(Self.loose(bytes, type: "blub"), blockSize: 400), "malformed object header 'blub 1000'"),
-        (Self.storedZlib(Array("blob 01000\0".utf8) + bytes, blockSize: 400), "malformed object header"),
-        (Self.storedZlib(Array("blob\0".utf8) + bytes, blockSize: 400), "malformed object header 'blob'"),
-        (Self.storedZlib(Array("blob 1000 \0".utf8) + bytes, blockSize: 400), "malformed object header"),
-        (Self.storedZlib(Array("blob 99999999999999999999\0".utf8) + bytes, blockSize: 400), "malformed object header"),
-        (Self.storedZlib(Array(repeating: UInt8(ascii: "b"), count: 40), blockSize: 400), "has no NUL in its first 32"),
-        (Self.storedZlib(Array("blob 10".utf8), blockSize: 400), "stream ends inside the object header"),
-        (Self.storedZlib(Self.loose(bytes), blockSize: 400) + [0], "1 bytes of garbage after the zlib stream"),
+        (storedZlib(Array("blob 999\0".utf8) + bytes, blockSize: 400), "declares 999 bytes, stream holds 1000"),
+        (storedZlib(Array("blob 1001\0".utf8) + bytes, blockSize: 400), "declares 1001 bytes, stream holds 1000"),
+        (storedZlib(Self.loose(bytes, type: "tree"), blockSize: 400), "is a tree, not a blob"),
+        (storedZlib(Self.loose(bytes, type: "blub"), blockSize: 400), "malformed object header 'blub 1000'"),
+        (storedZlib(Array("blob 01000\0".utf8) + bytes, blockSize: 400), "malformed object header"),
+        (storedZlib(Array("blob\0".utf8) + bytes, blockSize: 400), "malformed object header 'blob'"),
+        (storedZlib(Array("blob 1000 \0".utf8) + bytes, blockSize: 400), "malformed object header"),
+        (storedZlib(Array("blob 99999999999999999999\0".utf8) + bytes, blockSize: 400), "malformed object header"),
+        (storedZlib(Array(repeating: UInt8(ascii: "b"), count: 40), blockSize: 400), "has no NUL in its first 32"),
+        (storedZlib(Array("blob 10".utf8), blockSize: 400), "stream ends inside the object header"),
+        (storedZlib(Self.loose(bytes), blockSize: 400) + [0], "1 bytes of garbage after the zlib stream"),
         ([0x78, 0x02] + Array(file.dropFirst(2)), "not a zlib stream"),
         ([0x78, 0x01, 0x06, 0, 0, 0, 0], "corrupt zlib stream"),  // BTYPE 11 is reserved
       ]
@@ -297,7 +272,7 @@ import Testing
       let id = try repository.writeBlob(bytes)
       for (declared, reason) in [(4000, "stream holds more"), (6000, "stream holds 5000")] {
         let lie = Array("blob \(declared)\0".utf8) + bytes
-        try Self.overwrite(id, in: path, with: Self.storedZlib(lie, blockSize: 3, compressedEnd: true))
+        try Self.overwrite(id, in: path, with: storedZlib(lie, blockSize: 3, compressedEnd: true))
         Self.expectCorrupt(id, in: repository, "header declares \(declared) bytes, \(reason)")
       }
     }

@@ -49,13 +49,13 @@ import Testing
   @Test func damagedOrForgedObjectsAreLeftToLibgit2() throws {
     try LooseBlobTests.withRepository { git, path in
       let id = try git.writeBlob(Array("the real content".utf8))
-      let forged = LooseBlobTests.storedZlib(LooseBlobTests.loose(Array("forged content!!".utf8)), blockSize: 100)
+      let forged = storedZlib(LooseBlobTests.loose(Array("forged content!!".utf8)), blockSize: 100)
       try LooseBlobTests.overwrite(id, in: path, with: forged)
       #expect(SmallLooseObject.read(id, type: "blob", objectsDirectory: Self.objects(path)) == nil)
       #expect((try? git.readBlob(id)) != Array("forged content!!".utf8), "libgit2 checks the SHA-1 too")
 
       let other = try git.writeBlob(Array("another".utf8))
-      var truncated = LooseBlobTests.storedZlib(LooseBlobTests.loose(Array("another".utf8)), blockSize: 100)
+      var truncated = storedZlib(LooseBlobTests.loose(Array("another".utf8)), blockSize: 100)
       truncated.removeLast(3)
       try LooseBlobTests.overwrite(other, in: path, with: truncated)
       // (Not read through libgit2 here: libgit2 1.5 loops forever on a stream cut before its checksum.)

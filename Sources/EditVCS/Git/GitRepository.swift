@@ -69,6 +69,9 @@ public final class GitRepository {
     var pack: UnsafeMutablePointer<git_odb_backend>?
     try check(git_odb_backend_pack(&pack, objects), "git_odb_backend_pack", objects)
     try check(git_odb_add_backend(odb, pack, 1), "git_odb_add_backend")
+    // Consulted before the loose backend for every read: a damaged loose object is an error
+    // that names it, where libgit2 1.5 could loop forever (see LooseObjectGuard).
+    try LooseObjectGuard.install(into: odb, objectsDirectory: objects, priority: 3)
     try check(git_repository_set_odb(handle, odb), "git_repository_set_odb")
   }
 

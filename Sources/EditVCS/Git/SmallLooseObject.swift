@@ -1,5 +1,4 @@
 internal import CCrypto
-internal import CZlib
 import Foundation
 
 #if canImport(Glibc)
@@ -14,8 +13,9 @@ import Foundation
 /// `close` plus its collision-detecting SHA-1, about half of a deep checkout of a small model.
 /// Anything out of the ordinary (not loose, larger than `maximumFileByteCount`, another type, a
 /// damaged stream, a header or SHA-1 that does not match) returns nil, and the caller reads the
-/// object through libgit2 instead, which reports the error as it always did: this path only ever
-/// returns what libgit2 would, for well-formed objects whose content hashes to their id.
+/// object through libgit2 instead, whose ``LooseObjectGuard`` reports the damage: this path only
+/// ever returns what libgit2 would, for well-formed objects whose content hashes to their id.
+/// Both parse the file with ``LooseObjectFile``.
 package enum SmallLooseObject {
   /// Files larger than this go through libgit2 (large blobs have `LooseBlob`).
   package static let maximumFileByteCount = 64 << 10
@@ -28,88 +28,33 @@ package enum SmallLooseObject {
   package static func read(_ id: ObjectID, type: String, objectsDirectory: String) -> [UInt8]? {
     let hex = id.hex
     let path = objectsDirectory + "/" + hex.prefix(2) + "/" + hex.dropFirst(2)
-    guard let file = readFile(path), let object = inflated(file),
-      let headerEnd = object.prefix(32).firstIndex(of: 0)
+    guard
+      let object = try? LooseObjectFile.read(
+        path: path, maximumFileByteCount: maximumFileByteCount,
+        allocate: { byteCount in
+          guard byteCount <= maximumObjectByteCount else {
+            throw LooseObjectFile.Damage(reason: "is larger than a small object")
+          }
+          return UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 16)
+        },
+        release: { $0.deallocate() })
     else { return nil }
-    let header = object[0..<headerEnd]
-    guard let space = header.firstIndex(of: UInt8(ascii: " ")),
-      header[..<space].elementsEqual(type.utf8),
-      let declared = Int(String(decoding: header[(space + 1)...], as: UTF8.self)),
-      declared == object.count - headerEnd - 1,
-      sha1(object) == id.bytes
-    else { return nil }
-    return Array(object[(headerEnd + 1)...])
-  }
-
-  /// The whole file, when it opens and holds at most `maximumFileByteCount` bytes.
-  private static func readFile(_ path: String) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var count = 0
-    var complete = false
-    let bytes = [UInt8](unsafeUninitializedCapacity: maximumFileByteCount + 1) { buffer, initialized in
-      guard let base = buffer.baseAddress else { return }
-      while count < buffer.count {
-        let n = Glibc.read(fd, base + count, buffer.count - count)
-        if n < 0 && errno == EINTR { continue }
-        if n < 0 { break }
-        if n == 0 {
-          complete = true
-          break
-        }
-        count += n
-      }
-      initialized = count
+    defer { object.content.deallocate() }
+    let content = UnsafeRawBufferPointer(start: object.content, count: object.byteCount)
+    guard object.kind.rawValue == type, sha1(header: "\(type) \(object.byteCount)\0", content) == id.bytes else {
+      return nil
     }
-    guard complete, count > 0 else { return nil }
-    return bytes
+    return Array(content)
   }
 
-  /// The zlib stream `file` inflated whole (it must end exactly at the file's end).
-  private static func inflated(_ file: [UInt8]) -> [UInt8]? {
-    var stream = z_stream()
-    guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
-    defer { inflateEnd(&stream) }
-    var out = [UInt8](repeating: 0, count: max(256, 2 * file.count))
-    var produced = 0
-    return file.withUnsafeBufferPointer { input -> [UInt8]? in
-      stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
-      stream.avail_in = uInt(input.count)
-      while true {
-        if produced == out.count {
-          guard out.count < maximumObjectByteCount else { return nil }
-          out += [UInt8](repeating: 0, count: min(out.count, maximumObjectByteCount - out.count))
-        }
-        let code = out.withUnsafeMutableBufferPointer { output -> Int32 in
-          guard let base = output.baseAddress else { return Z_STREAM_ERROR }
-          stream.next_out = base + produced
-          stream.avail_out = uInt(output.count - produced)
-          let code = inflate(&stream, Z_NO_FLUSH)
-          produced = output.count - Int(stream.avail_out)
-          return code
-        }
-        switch code {
-        case Z_STREAM_END:
-          guard stream.avail_in == 0 else { return nil }
-          return Array(out[0..<produced])
-        case Z_OK, Z_BUF_ERROR:
-          // No progress with input left and room to write: a damaged or truncated stream.
-          if code == Z_BUF_ERROR && produced < out.count { return nil }
-          if stream.avail_in == 0 && produced < out.count { return nil }
-        default:
-          return nil
-        }
-      }
-    }
-  }
-
-  private static func sha1(_ bytes: [UInt8]) -> [UInt8]? {
+  private static func sha1(header: String, _ content: UnsafeRawBufferPointer) -> [UInt8]? {
     guard let context = EVP_MD_CTX_new() else { return nil }
     defer { EVP_MD_CTX_free(context) }
     var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
     var length: UInt32 = 0
-    guard EVP_DigestInit_ex(context, EVP_sha1(), nil) == 1, EVP_DigestUpdate(context, bytes, bytes.count) == 1,
+    let header = Array(header.utf8)
+    guard EVP_DigestInit_ex(context, EVP_sha1(), nil) == 1, EVP_DigestUpdate(context, header, header.count) == 1,
+      EVP_DigestUpdate(context, content.baseAddress, content.count) == 1,
       EVP_DigestFinal_ex(context, &digest, &length) == 1, length == 20
     else { return nil }
     return Array(digest[0..<20])

@@ -572,6 +572,77 @@ import Testing
     }
   }
 
+  // MARK: Damaged loose objects
+
+  /// A loose object cut short or lying about its size, in the repository itself or in one
+  /// cloned from a path: every command ends with an error naming the object, never a hang.
+  /// libgit2 1.5 loops forever inflating a loose object whose zlib stream stops early
+  /// (libgit2#7342) and writes out of bounds for one whose header declares fewer bytes than it
+  /// holds (#7177); `LooseObjectGuard` reads every loose object before libgit2 would.
+  @Test func damagedLooseObjectsEndInAnErrorNamingThem() throws {
+    try withTemporaryDirectory { dir in
+      let work = try Self.smallRepository(at: dir.appendingPathComponent("work"))
+      let gitDirectory = work.appendingPathComponent(".mvc")
+      let ids = try ["HEAD", "HEAD^{tree}", "HEAD:model/layout.json"].map {
+        try Self.git(gitDirectory, ["rev-parse", $0])
+      }
+      func objectFile(_ id: String, in repository: URL) -> URL {
+        repository.appendingPathComponent("objects/\(id.prefix(2))/\(id.dropFirst(2))")
+      }
+      /// Replaces the object file with `bytes`, runs `body`, and puts the original back.
+      func withDamaged(_ id: String, in repository: URL, _ bytes: [UInt8], _ body: () throws -> Void) throws {
+        let file = objectFile(id, in: repository)
+        let original = try Data(contentsOf: file)
+        try FileManager.default.removeItem(at: file)
+        try Data(bytes).write(to: file)
+        defer {
+          try? FileManager.default.removeItem(at: file)
+          try? original.write(to: file)
+        }
+        try body()
+      }
+      func expectError(_ command: [String], in folder: URL, naming id: String, _ what: String) {
+        let result = runMVCOutcome(command, in: folder, timeout: 30)
+        #expect(result.signal == nil && !result.timedOut, "\(what): \(command) \(result.summary)")
+        #expect([1, 128].contains(result.status), "\(what): \(command) \(result.summary)")
+        #expect(result.stderr.contains(id) || result.stdout.contains(id), "\(what): \(command) \(result.summary)")
+      }
+      for id in ids {
+        let stored = Array(try Data(contentsOf: objectFile(id, in: gitDirectory)))
+        var damaged: [(String, [UInt8])] = [2, 8, stored.count / 2, stored.count - 1].map {
+          ("cut to \($0) of \(stored.count) bytes", Array(stored.prefix($0)))
+        }
+        let kind = try Self.git(gitDirectory, ["cat-file", "-t", id])
+        if kind != "tree" {  // text: the content comes back whole through git's output
+          let content = Array(runGit(["--git-dir=\(gitDirectory.path)", "cat-file", kind, id], in: dir).stdout.utf8)
+          // The header declares one byte less than follows it, then far more than the file holds.
+          for (label, declared) in [("declares one byte less", content.count - 1), ("declares 2^40 bytes", 1 << 40)] {
+            damaged.append((label, storedZlib(Array("\(kind) \(declared)\0".utf8) + content, blockSize: 65_535)))
+          }
+        }
+        for (what, bytes) in damaged {
+          try withDamaged(id, in: gitDirectory, bytes) {
+            // `log` reads commits and trees, not the layout blob; `status` and `fsck` read all three.
+            for command in (kind == "blob" ? [] : [["log"]]) + [["status"], ["fsck"]] {
+              expectError(command, in: work, naming: id, "\(id) \(what)")
+            }
+          }
+        }
+      }
+      // The same damage in a repository cloned from a path: the clone is refused, nothing left.
+      let bare = dir.appendingPathComponent("published.git")
+      try FileManager.default.copyItem(at: gitDirectory, to: bare)  // loose objects, as mvc wrote them
+      let stored = Array(try Data(contentsOf: objectFile(ids[0], in: bare)))
+      try withDamaged(ids[0], in: bare, Array(stored.prefix(8))) {
+        // libgit2 reads the header alone first there, and says so without the id.
+        let clone = runMVCOutcome(["clone", "-q", bare.path, "clone"], in: dir, timeout: 30)
+        #expect(clone.signal == nil && !clone.timedOut && clone.status == 128, "clone: \(clone.summary)")
+        #expect(clone.stderr.contains("loose object"), "clone: \(clone.summary)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("clone").path))
+      }
+    }
+  }
+
   // MARK: Names
 
   /// Branch, tag and remote names git gives a meaning of its own are refused, as git does.
