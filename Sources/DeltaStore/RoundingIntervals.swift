@@ -41,17 +41,23 @@ extension FloatConversion {
       // side (exact, across binade edges too; in the other order for negative values), so no
       // neighbour is looked up. Every element is first given these (one loop without branches,
       // which the compiler vectorizes), then the others are redone by the general path: the
-      // same Float64 values as the general path everywhere.
+      // same Float64 values as the general path everywhere. The first loop also notes whether
+      // there are any others, so the second (scalar) pass runs only on the rare blocks that
+      // hold a zero, the largest value or a non-finite value.
+      var others: UInt16 = 0
       for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
+        let oldBits = UInt16(littleEndian: y[k])
         // A negative value's lower midpoint is the one of larger magnitude.
         let wide = UInt32(bits) << 16
         let flip = UInt32(bits >> 15) << 16
-        let old = value(UInt16(littleEndian: y[k]))
+        let old = value(oldBits)
         lo[k] = Double(Float(bitPattern: wide &- 0x8000 &+ flip)) - old
         hi[k] = Double(Float(bitPattern: wide &+ 0x8000 &- flip)) - old
+        // Set unless 0 < |bits| < 0x7F7F and the parent is finite (the test below, branch-free).
+        others |= ((bits & 0x7FFF) &- 1 >= 0x7F7E ? 1 : 0) | ((oldBits & 0x7F80) == 0x7F80 ? 1 : 0)
       }
-      for k in 0..<n {
+      for k in 0..<n where others != 0 {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         if bits & 0x7FFF != 0 && bits & 0x7FFF < 0x7F7F && oldBits & 0x7F80 != 0x7F80 { continue }
@@ -68,7 +74,9 @@ extension FloatConversion {
       // to 30, below the largest) widens to `sign | (magnitude << 13) + (112 << 23)`, and its
       // midpoints are half a binary16 step (bit 12) on either side; a normal or zero parent
       // widens the same way. The others (subnormals and the smallest binade, where the step
-      // below differs; the largest value; infinities and NaN) are redone by the general path.
+      // below differs; the largest value; infinities and NaN) are redone by the general path,
+      // only in blocks that hold one (noted by the first loop, as for BF16).
+      var others: UInt16 = 0
       for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
@@ -81,8 +89,14 @@ extension FloatConversion {
         let old = Double(Float(bitPattern: oldWide))
         lo[k] = Double(Float(bitPattern: wide &- 0x1000 &+ flip)) - old
         hi[k] = Double(Float(bitPattern: wide &+ 0x1000 &- flip)) - old
+        // Set unless the test below skips the element (branch-free): exponent 2...30 and not the
+        // largest value; a zero or normal parent.
+        let exponent = (bits >> 10) & 0x1F
+        let oldExponent = (oldBits >> 10) & 0x1F
+        let fast = exponent &- 2 <= 28 && bits & 0x7FFF != 0x7BFF && (oldMagnitude == 0 || oldExponent &- 1 <= 29)
+        others |= fast ? 0 : 1
       }
-      for k in 0..<n {
+      for k in 0..<n where others != 0 {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         let exponent = (bits >> 10) & 0x1F
