@@ -97,11 +97,12 @@ extension IntervalRefiner {
   /// Every element that can still change side under `margins` (one pass over the tensor, on the
   /// worker threads), or nil when there are more than `limit`.
   ///
-  /// A pass that ends over the limit is mostly wasted (it stops only once a thread's share is
-  /// exceeded: half a pass at twice the density), so every ``sampleStride``-th row is looked at
-  /// first, and the pass is skipped when they hold more than 5/4 of their share of the limit.
-  /// Either way the factors are the same (the sweeps then visit every element); only the time
-  /// differs.
+  /// A pass that ends over the limit is mostly wasted (it stops only once a thread holds more
+  /// than the limit), so every ``sampleStride``-th row is looked at first, and the pass is
+  /// skipped when they hold more than 5/4 of their share of the limit. Both decisions count
+  /// every thread's elements (the sampled rows are the same on any number of threads), so the
+  /// set is built or not whatever the thread count. Either way the factors are the same (the
+  /// sweeps then visit every element); only the time differs.
   func activeElements(margins: ActiveElements.Margins, limit: Int) -> ActiveElements? {
     let stride = Self.sampleStride
     if rows >= 4 * stride,
@@ -130,7 +131,6 @@ extension IntervalRefiner {
       nonisolated(unsafe) let out = outBase
       Self.forEachChunk(chunks) { c in
         let range = (rows * c / chunks)..<(rows * (c + 1) / chunks)
-        let share = limit / chunks + 1
         let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
         let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
         defer {
@@ -142,7 +142,7 @@ extension IntervalRefiner {
           v.withUnsafeBufferPointer { vp in
             terms.withUnsafeBufferPointer { tp in
               guard let ub = up.baseAddress, let vb = vp.baseAddress, let tb = tp.baseAddress else { return }
-              for i in range where (i - range.lowerBound) % rowStride == 0 {
+              for i in range where i % rowStride == 0 {
                 intervals(i, 0..<cols, lo, hi)
                 let before = part.column.count
                 for j in 0..<cols {
@@ -157,16 +157,17 @@ extension IntervalRefiner {
                   }
                 }
                 part.counts.append(part.column.count - before)
-                if part.column.count > share { return }
+                if part.column.count > limit { return }  // the total is over it too
               }
             }
           }
         }
-        out[c] = part.column.count > share ? nil : part
+        out[c] = part.column.count > limit ? nil : part
       }
     }
     let complete = parts.compactMap { $0 }
-    return complete.count == chunks ? complete : nil
+    guard complete.count == chunks, complete.reduce(0, { $0 + $1.column.count }) <= limit else { return nil }
+    return complete
   }
 
   /// The elements of `active` that can still change side under the narrower `margins`.

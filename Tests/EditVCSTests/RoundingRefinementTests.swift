@@ -152,6 +152,38 @@ import Testing
     #expect(out == edit.new)
   }
 
+  /// `mvc commit` measures the difference in one pass without keeping it, and the rank finder
+  /// reads its rows a block at a time from the two tensors' bytes: the measures of the pass that
+  /// keeps the Float32 difference, its norm, and the very factors of that difference held whole.
+  @Test(arguments: [DType.bf16, .f16, .f32])
+  func differenceRowsGiveTheFactorsOfTheWholeDifference(dtype: DType) throws {
+    let edit = Edit(rows: 96, cols: 320, dtype: dtype, relativeNorm: 0.01, seed: 23)
+    let n = edit.rows * edit.cols
+    var delta = [Float](repeating: 0, count: n)
+    try edit.new.withUnsafeBytes { new in
+      try edit.old.withUnsafeBytes { old in
+        let kept = try delta.withUnsafeMutableBufferPointer {
+          try TensorMath.difference(new: new, old: old, dtype: dtype, count: n, into: $0.baseAddress)
+        }
+        let measured = try TensorMath.difference(new: new, old: old, dtype: dtype, count: n, into: nil)
+        #expect(measured == kept)
+        let wholeFactors = try delta.withUnsafeBufferPointer { p -> LowRankFactors? in
+          let base = try #require(p.baseAddress)
+          #expect(measured.deltaFrobenius == DenseNorms.frobenius(base, count: n))
+          return try Factorization.lowRank(
+            of: base, rows: edit.rows, cols: edit.cols, noiseRMS: measured.noiseRMS, maxRank: 8)
+        }
+        let rowFactors = try TensorMath.withDifferenceRows(new: new, old: old, dtype: dtype, cols: edit.cols) {
+          try Factorization.lowRank(
+            rows: edit.rows, cols: edit.cols, frobenius: measured.deltaFrobenius, noiseRMS: measured.noiseRMS,
+            maxRank: 8, deltaRows: $0)
+        }
+        #expect(try #require(wholeFactors).rank >= 1)
+        #expect(rowFactors == wholeFactors)
+      }
+    }
+  }
+
   /// Later sweeps visit only the elements near an interval edge (the active set): on a bf16
   /// rank-one edit they visit a small part of the tensor, and the factors and violation counts
   /// are those of sweeps over every element, bit for bit, on one thread and on two; the residual

@@ -29,7 +29,7 @@ enum TensorMath {
   }
 
   /// What ``difference(new:old:dtype:count:into:)`` measures.
-  struct DifferenceMeasures {
+  struct DifferenceMeasures: Equatable {
     var noiseRMS: Double
     var oldFrobenius: Double
     var maxAbsNew: Double
