@@ -162,11 +162,22 @@ extension IntervalRefiner {
           let width = min(block, range.upperBound - first)
           for i in 0..<rows {
             intervals(i, first..<(first + width), rowLo, rowHi)
+            let (blockLo, blockHi) = (lo + i * width, hi + i * width)
+            if rank == 1 {
+              // The general loop's sum for one term (`0 + u·v`), with V's entries contiguous.
+              let (a, vs) = (u[i], UnsafePointer(v + first))
+              for k in 0..<width {
+                let p = 0.0 + a * vs[k]
+                blockLo[k] = Float(rowLo[k] - p)
+                blockHi[k] = Float(rowHi[k] - p)
+              }
+              continue
+            }
             for k in 0..<width {
               var p = 0.0
               for t in 0..<rank { p += u[i * rank + t] * v[(first + k) * rank + t] }
-              lo[i * width + k] = Float(rowLo[k] - p)
-              hi[i * width + k] = Float(rowHi[k] - p)
+              blockLo[k] = Float(rowLo[k] - p)
+              blockHi[k] = Float(rowHi[k] - p)
             }
           }
           for t in 0..<rank {
