@@ -17,7 +17,7 @@ enum TensorMath {
 
   /// `new − old` as a dense Float32 matrix, with the RMS rounding noise of `new` in its dtype,
   /// ‖old‖_F and the difference's own ‖·‖_F (``DenseNorms/frobenius(_:count:)``), all in one pass.
-  /// With `delta` nil the difference is measured but not kept (see ``differenceRows(new:old:dtype:cols:)``).
+  /// With `delta` nil the difference is measured but not kept (see ``withDifferenceRows(new:old:dtype:cols:_:)``).
   static func difference(
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
     into delta: UnsafeMutablePointer<Float>?
@@ -103,30 +103,32 @@ enum TensorMath {
   /// ``Factorization/lowRank(rows:cols:frobenius:noiseRMS:maxRank:seed:deltaRows:)``: the Float32
   /// differences of ``difference(new:old:dtype:count:into:)`` (non-finite ones 0), widened, a
   /// row block at a time, so the factorization never holds the whole difference.
-  /// `body` gets the rows closure; the scratch it uses is freed when `body` returns.
+  /// `body` gets the rows closure, valid while it runs.
   static func withDifferenceRows<T>(
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, cols: Int,
     _ body: ((Int, Int, UnsafeMutablePointer<Double>) -> Void) throws -> T
   ) rethrows -> T {
-    var scratch: UnsafeMutablePointer<Double>?
-    var capacity = 0
-    defer { scratch?.deallocate() }
-    return try body { first, count, block in
-      let n = count * cols
-      if capacity < n {
-        scratch?.deallocate()
-        scratch = .allocate(capacity: n)
-        capacity = n
+    try body { first, count, block in
+      let elements = (first * cols)..<(first * cols + count * cols)
+      // One pass per block, the two values decoded as FloatConversion.decode does; a loop per
+      // 16- and 32-bit dtype, which the compiler vectorizes (this runs once per rank finder pass).
+      @inline(__always) func fill<Bits: FixedWidthInteger>(_: Bits.Type, _ value: (Bits) -> Double) {
+        let width = Bits.bitWidth / 8
+        guard let newBase = new.baseAddress, let oldBase = old.baseAddress else { return }
+        precondition(elements.upperBound * width <= min(new.count, old.count))
+        let (x, y) = (newBase + elements.lowerBound * width, oldBase + elements.lowerBound * width)
+        for k in 0..<elements.count {
+          let a = value(Bits(littleEndian: x.loadUnaligned(fromByteOffset: k * width, as: Bits.self)))
+          let b = value(Bits(littleEndian: y.loadUnaligned(fromByteOffset: k * width, as: Bits.self)))
+          let d = Float(a - b)
+          block[k] = a.isFinite && b.isFinite && d.isFinite ? Double(d) : 0
+        }
       }
-      guard let y = scratch else { return }
-      let elements = (first * cols)..<(first * cols + n)
-      FloatConversion.decode(
-        new, dtype: dtype, elements: elements, into: UnsafeMutableBufferPointer(start: block, count: n))
-      FloatConversion.decode(
-        old, dtype: dtype, elements: elements, into: UnsafeMutableBufferPointer(start: y, count: n))
-      for k in 0..<n {
-        let d = Float(block[k] - y[k])
-        block[k] = block[k].isFinite && y[k].isFinite && d.isFinite ? Double(d) : 0
+      switch dtype {
+      case .bf16: fill(UInt16.self) { Double(Float(bitPattern: UInt32($0) << 16)) }
+      case .f16: fill(UInt16.self) { Double(Float16(bitPattern: $0)) }
+      case .f32: fill(UInt32.self) { Double(Float(bitPattern: $0)) }
+      default: fill(UInt64.self) { Double(bitPattern: $0) }
       }
     }
   }
