@@ -57,7 +57,8 @@ extension FloatConversion {
         // Set unless 0 < |bits| < 0x7F7F and the parent is finite (the test below, branch-free).
         others |= ((bits & 0x7FFF) &- 1 >= 0x7F7E ? 1 : 0) | ((oldBits & 0x7F80) == 0x7F80 ? 1 : 0)
       }
-      for k in 0..<n where others != 0 {
+      // (`where others != 0` would be tested on every element: the compiler does not hoist it.)
+      for k in 0..<(others == 0 ? 0 : n) {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         if bits & 0x7FFF != 0 && bits & 0x7FFF < 0x7F7F && oldBits & 0x7F80 != 0x7F80 { continue }
@@ -96,7 +97,7 @@ extension FloatConversion {
         let fast = exponent &- 2 <= 28 && bits & 0x7FFF != 0x7BFF && (oldMagnitude == 0 || oldExponent &- 1 <= 29)
         others |= fast ? 0 : 1
       }
-      for k in 0..<n where others != 0 {
+      for k in 0..<(others == 0 ? 0 : n) {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         let exponent = (bits >> 10) & 0x1F
