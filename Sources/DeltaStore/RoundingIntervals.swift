@@ -75,9 +75,7 @@ extension FloatConversion {
       // to 30, below the largest) widens to `sign | (magnitude << 13) + (112 << 23)`, and its
       // midpoints are half a binary16 step (bit 12) on either side; a normal or zero parent
       // widens the same way. The others (subnormals and the smallest binade, where the step
-      // below differs; the largest value; infinities and NaN) are redone by the general path,
-      // only in blocks that hold one (noted by the first loop, as for BF16).
-      var others: UInt16 = 0
+      // below differs; the largest value; infinities and NaN) are redone by the general path.
       for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
@@ -90,14 +88,9 @@ extension FloatConversion {
         let old = Double(Float(bitPattern: oldWide))
         lo[k] = Double(Float(bitPattern: wide &- 0x1000 &+ flip)) - old
         hi[k] = Double(Float(bitPattern: wide &+ 0x1000 &- flip)) - old
-        // Set unless the test below skips the element (branch-free): exponent 2...30 and not the
-        // largest value; a zero or normal parent.
-        let exponent = (bits >> 10) & 0x1F
-        let oldExponent = (oldBits >> 10) & 0x1F
-        let fast = exponent &- 2 <= 28 && bits & 0x7FFF != 0x7BFF && (oldMagnitude == 0 || oldExponent &- 1 <= 29)
-        others |= fast ? 0 : 1
       }
-      for k in 0..<(others == 0 ? 0 : n) {
+      // (Unlike BF16's, noting the others in the first loop made it slower here.)
+      for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         let exponent = (bits >> 10) & 0x1F

@@ -184,6 +184,37 @@ import Testing
     }
   }
 
+  /// The difference rows decode every 16-bit pattern as FloatConversion does (fp16 through its
+  /// own branch-free widening): each pattern against 0 and against 1 gives the Float32 difference
+  /// of the decoded values, widened, and 0 where either is not finite.
+  @Test(arguments: [DType.bf16, .f16])
+  func differenceRowsDecodeEveryPattern(dtype: DType) {
+    let n = Int(UInt16.max) + 1
+    let new = (0..<n).flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+    let one: UInt16 = dtype == .bf16 ? 0x3F80 : 0x3C00
+    for parent: UInt16 in [0, one] {
+      let old = (0..<n).flatMap { _ in [UInt8(parent & 0xFF), UInt8(parent >> 8)] }
+      var rows = [Double](repeating: -1, count: n)
+      var expected = [Double](repeating: 0, count: n)
+      new.withUnsafeBytes { newRaw in
+        old.withUnsafeBytes { oldRaw in
+          TensorMath.withDifferenceRows(new: newRaw, old: oldRaw, dtype: dtype, cols: n) { fill in
+            rows.withUnsafeMutableBufferPointer { if let base = $0.baseAddress { fill(0, 1, base) } }
+          }
+          var (xs, ys) = ([Double](repeating: 0, count: n), [Double](repeating: 0, count: n))
+          xs.withUnsafeMutableBufferPointer { FloatConversion.decode(newRaw, dtype: dtype, elements: 0..<n, into: $0) }
+          ys.withUnsafeMutableBufferPointer { FloatConversion.decode(oldRaw, dtype: dtype, elements: 0..<n, into: $0) }
+          for k in 0..<n {
+            let (x, y) = (xs[k], ys[k])
+            let d = Float(x - y)
+            expected[k] = x.isFinite && y.isFinite && d.isFinite ? Double(d) : 0
+          }
+        }
+      }
+      #expect(rows.map(\.bitPattern) == expected.map(\.bitPattern), "\(dtype) against \(parent)")
+    }
+  }
+
   /// Later sweeps visit only the elements near an interval edge (the active set): on a bf16
   /// rank-one edit they visit a small part of the tensor, and the factors and violation counts
   /// are those of sweeps over every element, bit for bit, on one thread and on two; the residual

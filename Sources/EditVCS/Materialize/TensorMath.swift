@@ -126,7 +126,14 @@ enum TensorMath {
       }
       switch dtype {
       case .bf16: fill(UInt16.self) { Double(Float(bitPattern: UInt32($0) << 16)) }
-      case .f16: fill(UInt16.self) { Double(Float16(bitPattern: $0)) }
+      case .f16:
+        // Double(Float16(bitPattern:)) without the per-element library call: the binary16 fields
+        // moved into a binary32 pattern and scaled by 2¹¹² (exact for normals, subnormals and
+        // zeros); infinities and NaN (exponent field 31) become NaN, which the fill counts as 0.
+        fill(UInt16.self) { bits in
+          let scaled = Float(bitPattern: UInt32(bits & 0x8000) << 16 | UInt32(bits & 0x7FFF) << 13) * 0x1p112
+          return bits & 0x7C00 == 0x7C00 ? .nan : Double(scaled)
+        }
       case .f32: fill(UInt32.self) { Double(Float(bitPattern: $0)) }
       default: fill(UInt64.self) { Double(bitPattern: $0) }
       }
