@@ -57,7 +57,13 @@ struct ActiveElements {
       let av = dv + cols * rank
       var m = 0.0
       for t in 0..<rank { m += terms[i * rank + t] * av[j * rank + t] + au[i * rank + t] * dv[j * rank + t] }
-      // Float64 rounding of the products and of the sweep line's endpoints, far below M.
+      return widened(m, lo: lo, hi: hi)
+    }
+
+    /// The sum `m` widened by the Float64 rounding of the products and of the sweep line's
+    /// endpoints, far below M.
+    @inline(__always)
+    static func widened(_ m: Double, lo: Double, hi: Double) -> Double {
       let width = hi - lo
       return m * (1 + 0x1p-10) + (width.isFinite ? 0x1p-30 * width : 0)
     }
@@ -145,6 +151,23 @@ extension IntervalRefiner {
               for i in range where i % rowStride == 0 {
                 intervals(i, 0..<cols, lo, hi)
                 let before = part.column.count
+                if rank == 1 {
+                  // The general loop's arithmetic for one term, with the row's terms hoisted.
+                  let (ui, du, au) = (ub[i], tb[i], tb[rows + i])
+                  let (dv, av) = (tb + 2 * rows, tb + 2 * rows + cols)
+                  for j in 0..<cols {
+                    let p = 0.0 + ui * vb[j]
+                    let m = ActiveElements.Margins.widened(0.0 + (du * av[j] + au * dv[j]), lo: lo[j], hi: hi[j])
+                    if margins.isActive(product: p, lo: lo[j], hi: hi[j], margin: m) {
+                      part.column.append(Int32(j))
+                      part.lo.append(lo[j])
+                      part.hi.append(hi[j])
+                    }
+                  }
+                  part.counts.append(part.column.count - before)
+                  if part.column.count > limit { return }  // the total is over it too
+                  continue
+                }
                 for j in 0..<cols {
                   var p = 0.0
                   for t in 0..<rank { p += ub[i * rank + t] * vb[j * rank + t] }
