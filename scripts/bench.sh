@@ -14,7 +14,8 @@
 #     llama   Llama-3.2-1B and Llama-3-8B geometries (bf16, 4 shards, 3 and 16 GB): mvc and cp (bench-sections/)
 #     history .mvc bytes whole (base, commits, keyframe cache) and checkout by depth: bench256 ×
 #             history_n=1000 edits, small model × history_small_n=10000 on 2 tensors (env vars;
-#             history_budget=1800 s per loop) — scripts/bench-sections/history.sh
+#             history_budget=1800 s per loop; history_dir=DIR keeps and reuses the histories);
+#             -o and in-place checkouts — scripts/bench-sections/history.sh
 #     edits   rank-one bf16/fp16/fp32 edits of Llama down-projections, full-model commits (bench-sections/edits.sh)
 #     base-store  real MiniLM fp32/bf16: .mvc after init beside ZipNN (bench-sections/base-store.sh)
 #     emmet-batch EMMET_N (10,000) EMMET edits of 1600×6400: bytes and float64 error (bench-sections/emmet-batch.sh)

@@ -53,7 +53,6 @@ package enum PlaneCodec {
     /// The last chunk encoded.
     package var output: [UInt8] = []
     var frame: [UInt8] = []
-    var rans: [UInt8] = []
 
     package init() {}
   }
@@ -91,19 +90,24 @@ package enum PlaneCodec {
       var best = n
       if frameSize > 0, frameSize < best { (method, best) = (.zstd, frameSize) }
       if huffmanSize < best { (method, best) = (.huffman, huffmanSize) }
-      // rANS (a division per symbol to encode) only where it saves more than 1%: the exponent
-      // plane, not the nearly uniform mantissa bytes.
-      if RansCoder.entropyByteCount(histogram) + 256 < best - best / 100 {
-        buffers.rans.removeAll(keepingCapacity: true)
-        RansCoder.encode(plane, blockHistograms: blockHistograms, into: &buffers.rans)
-        if buffers.rans.count < best { (method, best) = (.rans, buffers.rans.count) }
-      }
       let start = buffers.output.count
+      // rANS (a division per symbol to encode) only where it saves more than 1%: the exponent
+      // plane, not the nearly uniform mantissa bytes. Coded straight into the output (no copy
+      // of the trial), and dropped again when it is not the smallest.
+      if RansCoder.entropyByteCount(histogram) + 256 < best - best / 100 {
+        RansCoder.encode(plane, blockHistograms: blockHistograms, into: &buffers.output)
+        let ransSize = buffers.output.count - start
+        if ransSize < best {
+          (method, best) = (.rans, ransSize)
+        } else {
+          buffers.output.removeLast(ransSize)
+        }
+      }
       switch method {
       case .raw: buffers.output.append(contentsOf: plane)
       case .zstd: buffers.output += buffers.frame[0..<frameSize]
       case .huffman: HuffmanCoder.encode(plane, histogram: histogram, lengths: lengths, into: &buffers.output)
-      case .rans: buffers.output += buffers.rans
+      case .rans: break
       }
       let size = UInt32(buffers.output.count - start)
       buffers.output[4 + 5 * k] = method.rawValue

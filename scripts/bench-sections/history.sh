@@ -21,8 +21,18 @@
 # little to the 10,000 commits of loop B. A checkout's replay is read from
 # MVC_TRACE_PERFORMANCE ("replay of 'T': K states after its start"): the most states a tensor
 # replayed one by one after its start (complete state or keyframe).
+# Checkouts at seven depths, two ways: `mvc checkout REV -o FILE` (a whole fresh file), and in
+# place, as a user moves the working model (HEAD → `mvc checkout REV` → bytes checked against
+# the -o file's → `mvc checkout BRANCH`); wall and CPU-s beside cp of the model.
+# history_dir=DIR keeps each history in DIR/bench256 and DIR/small (not removed at exit); a later
+# run with the same DIR reuses a finished one and measures only the checkouts (minutes instead of
+# the tens of minutes 1,000 + 10,000 commits take). A reused history's N is whatever it was built
+# with, and its keyframe cache holds what earlier checkouts left.
 history_n=${history_n:-1000} history_small_n=${history_small_n:-10000} history_budget=${history_budget:-1800}
 history_commit=${history_commit:-factors}
+# history_bin=DIR: run the mvc (and mvc-demo-editor) in DIR instead of this checkout's release build,
+# e.g. a copy kept while the sources change during a long build.
+[[ -n ${history_bin:-} ]] && export PATH="$history_bin:$PATH"
 nosync=()
 command -v eatmydata >/dev/null && nosync=(eatmydata)
 # The same preload without eatmydata's shell wrapper: a variable on the mvc command line.
@@ -47,9 +57,16 @@ cpu_measure() {
 }
 
 # history_run LABEL N TENSOR-FUNCTION: edits + commits in the current folder (a fresh `mvc init`),
-# then the byte split and the checkouts. TENSOR-FUNCTION i prints the tensor of edit i.
+# then the byte split and the checkouts. TENSOR-FUNCTION i prints the tensor of edit i. A folder
+# that holds a finished history already (`.history-built`, kept by history_dir=DIR) is reused:
+# only the checkouts are measured again.
 history_run() {
   local label=$1 n=$2 pick=$3
+  if [[ -f .history-built ]]; then
+    echo "== $label: reusing the history in $PWD ($(cat .history-built))"
+    history_checkouts
+    return
+  fi
   mvc init -q model.safetensors
   local base_bytes
   base_bytes=$(du_bytes .mvc)
@@ -110,6 +127,27 @@ history_run() {
   awk -v n="$N" '{ b = int(($1 - 1) * 10 / n); w[b] += $2; c[b] += $3; k[b]++ }
     END { for (b = 0; b < 10; b++) if (k[b]) printf "  %d–%d: %.3f / %.3f\n", b * n / 10 + 1, (b + 1) * n / 10, w[b] / k[b], c[b] / k[b] }' "$work/commit-times"
   cp "$work/commit-times" "$results/history-commit-times-$N-$history_commit.txt"
+  echo "$N edits, $history_commit commits, built $(date -u +%FT%TZ)" >.history-built
+  history_checkouts
+}
+
+# trace_states FILE: the most states a tensor replayed one by one after its start, from a
+# MVC_TRACE_PERFORMANCE file (0 when none).
+trace_states() {
+  local n
+  n=$(sed -n "s/.*replay of '.*': \([0-9]*\) states after its start.*/\1/p" "$1" 2>/dev/null | sort -n | tail -1 || true)
+  echo "${n:-0}"
+}
+
+# history_checkouts: in a built history (HEAD = the last edit, on its branch), cp of the model,
+# then at seven depths: `checkout -o` (a whole fresh file), and the everyday in-place checkout
+# (working model at HEAD → `mvc checkout EDIT` → its bytes checked → `mvc checkout BRANCH`).
+history_checkouts() {
+  local revs branch N
+  mapfile -t revs < <(git --git-dir=.mvc rev-list --first-parent --reverse HEAD)
+  N=$((${#revs[@]} - 1))
+  branch=$(git --git-dir=.mvc symbolic-ref --short HEAD)
+  echo "checkouts from $(date -u +%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
   # cp of the model, page-cached: the floor a checkout is compared with.
   local cps=() cpus=()
   for _ in 1 2 3; do
@@ -117,10 +155,11 @@ history_run() {
     cps+=("$secs") cpus+=("$cpu")
     rm -f "$work/cpcheck.safetensors"
   done
-  local cp_s cp_cpu worst=0 worst_cpu=0
+  local cp_s cp_cpu worst=0 worst_cpu=0 worst_in=0 worst_in_cpu=0
   cp_s=$(printf '%s\n' "${cps[@]}" | median) cp_cpu=$(printf '%s\n' "${cpus[@]}" | median)
   echo "cp $cp_s s (cpu $cp_cpu s)"
-  local k
+  local k head_sha
+  head_sha=$(sha256sum model.safetensors | cut -d' ' -f1)
   for k in 1 $((N / 8)) $((N / 4)) $((N / 2)) $((3 * N / 4)) $((7 * N / 8)) $((N - 1)); do
     ((k >= 1)) || continue
     cpu_measure mvc checkout "${revs[k]}" -o "$work/out.safetensors"
@@ -128,33 +167,65 @@ history_run() {
     local a=$secs ac=$cpu
     rm -f "$work/trace"
     cpu_measure env MVC_TRACE_PERFORMANCE="$work/trace" mvc checkout "${revs[k]}" -o "$work/out.safetensors"
-    local states
-    states=$(sed -n "s/.*replay of '.*': \([0-9]*\) states after its start.*/\1/p" "$work/trace" 2>/dev/null | sort -n | tail -1 || true)
-    # The bytes are those the commit recorded (checkout verifies every tensor's hash; cmp with HEAD's
-    # working model for the newest).
+    local states want
+    states=$(trace_states "$work/trace")
+    # checkout -o verifies every tensor's hash against the commit's: these are edit k's bytes.
+    want=$(sha256sum "$work/out.safetensors" | cut -d' ' -f1)
     rm -f "$work/out.safetensors"
-    echo "checkout -o edit $k (depth $((N - k)) from HEAD): first $a s (cpu $ac s), again $secs s (cpu $cpu s); most states replayed by a tensor: ${states:-0}"
+    echo "checkout -o edit $k (depth $((N - k)) from HEAD): first $a s (cpu $ac s), again $secs s (cpu $cpu s); most states replayed by a tensor: $states"
     worst=$(printf '%s\n' "$worst" "$a" | sort -g | tail -1)
     worst_cpu=$(printf '%s\n' "$worst_cpu" "$ac" "$cpu" | sort -g | tail -1)
+    # In place: the working model is at HEAD; to edit k and back, each timed.
+    rm -f "$work/trace"
+    cpu_measure env MVC_TRACE_PERFORMANCE="$work/trace" mvc checkout "${revs[k]}"
+    local f=$secs fc=$cpu fs rewritten
+    fs=$(trace_states "$work/trace")
+    rewritten=$(grep -o '[0-9]* tensors* rewritten.*' "$work/.out" | head -1)
+    [[ $(sha256sum model.safetensors | cut -d' ' -f1) == "$want" ]] || {
+      echo "bench.sh: in-place checkout of edit $k left other bytes than checkout -o" >&2
+      exit 1
+    }
+    cpu_measure mvc checkout "$branch"
+    [[ $(sha256sum model.safetensors | cut -d' ' -f1) == "$head_sha" ]] || {
+      echo "bench.sh: checkout back to $branch left other bytes than HEAD's model" >&2
+      exit 1
+    }
+    echo "  in place HEAD → edit $k: $f s (cpu $fc s; $rewritten; most states replayed: $fs; bytes = checkout -o's), back to $branch: $secs s (cpu $cpu s)"
+    worst_in=$(printf '%s\n' "$worst_in" "$f" "$secs" | sort -g | tail -1)
+    worst_in_cpu=$(printf '%s\n' "$worst_in_cpu" "$fc" "$cpu" | sort -g | tail -1)
   done
-  echo "checkout max $worst s vs 3 × cp $(calc "3 * $cp_s") s: $(pass "$worst <= 3 * $cp_s") (wall, machine shared); max cpu $worst_cpu s" | tee -a "$results/goals_history"
+  echo "checkout -o max $worst s vs 3 × cp $(calc "3 * $cp_s") s: $(pass "$worst <= 3 * $cp_s") (wall, machine shared); max cpu $worst_cpu s vs 3 × cp's $(calc "3 * $cp_cpu") s: $(pass "$worst_cpu <= 3 * $cp_cpu")" | tee -a "$results/goals_history"
+  echo "checkout in place max $worst_in s vs 3 × cp $(calc "3 * $cp_s") s: $(pass "$worst_in <= 3 * $cp_s") (wall, machine shared); max cpu $worst_in_cpu s vs 3 × cp's $(calc "3 * $cp_cpu") s: $(pass "$worst_in_cpu <= 3 * $cp_cpu")" | tee -a "$results/goals_history"
   echo "after the checkouts: .mvc $(du_bytes .mvc) B, cache $( (du -sb .mvc/mvc-snapshots 2>/dev/null || echo 0) | cut -f1) B"
 }
 
+# history_folder NAME: into the folder a history is built in: $history_dir/NAME when set (kept,
+# and reused when it holds a finished history), else a work folder removed afterwards.
+history_folder() {
+  if [[ -n ${history_dir:-} ]]; then
+    # A folder left by a run that did not finish its history is started again.
+    [[ -f $history_dir/$1/.history-built ]] || rm -rf "${history_dir:?}/$1"
+    mkdir -p "$history_dir/$1" && cd "$history_dir/$1"
+  else
+    mkdir -p "$work/hist" && cd "$work/hist"
+  fi
+}
+history_leave() { cd "$work"; [[ -n ${history_dir:-} ]] || rm -rf "$work/hist"; }
+
 if ((history_n > 0)); then
 echo
-mkdir -p "$work/hist" && cd "$work/hist"
-mvc-demo-editor generate model.safetensors --shape-set bench256 --seed 7 >/dev/null
+history_folder bench256
+[[ -f .history-built ]] || mvc-demo-editor generate model.safetensors --shape-set bench256 --seed 7 >/dev/null
 pick_bench() { echo "${edit_tensor[$((($1 - 1) % 1000 + 1))]}"; }
 history_run "history A: bench256 (256 MiB F32)" "$history_n" pick_bench
-cd "$work" && rm -rf "$work/hist"
+history_leave
 fi
 
 if ((history_small_n > 0)); then
 echo
-mkdir -p "$work/hist" && cd "$work/hist"
-mvc-demo-editor generate model.safetensors --blocks 2 --hidden 256 --intermediate 1024 --seed 3 >/dev/null
+history_folder small
+[[ -f .history-built ]] || mvc-demo-editor generate model.safetensors --blocks 2 --hidden 256 --intermediate 1024 --seed 3 >/dev/null
 pick_two() { if (($1 % 2)); then echo model.layers.0.mlp.down_proj.weight; else echo model.layers.1.mlp.up_proj.weight; fi; }
 history_run "history B: small llama (4.7 MB F32), edits on 2 tensors" "$history_small_n" pick_two
-cd "$work" && rm -rf "$work/hist"
+history_leave
 fi

@@ -14,6 +14,8 @@ struct CommitContents {
   var filesTree: ObjectID? = nil
   /// The commit's `mvc-format`.
   var formatVersion = baseFormatVersion
+  /// The commit's parents, first parent first (a chain walk follows the first).
+  var parents: [ObjectID] = []
 }
 
 /// One tensor state's subtree: its `meta.json` and the ids of its data blobs.
@@ -43,17 +45,24 @@ enum TreeEntryName {
 extension EditRepository {
   func contents(of commit: ObjectID) throws -> CommitContents {
     if let cached = contentsCache[commit] { return cached }
-    let info = try git.commit(commit)
+    let info = try git.commitLinks(commit)
     let root = try git.readTree(info.tree)
     func entry(_ name: String) -> GitRepository.TreeEntry? { root.first { $0.name == name } }
     guard let format = entry(TreeEntryName.format) else {
       throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "no mvc-format entry")
     }
-    let formatText = String(decoding: try git.readBlob(format.id), as: UTF8.self)
-    let version =
-      Int(formatText.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
-    guard version >= 1 else {
-      throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "bad mvc-format '\(formatText)'")
+    // Commits share a handful of mvc-format blobs: each is read and parsed once.
+    let version: Int
+    if let known = formatVersionCache[format.id] {
+      version = known
+    } else {
+      let formatText = String(decoding: try git.readBlob(format.id), as: UTF8.self)
+      version =
+        Int(formatText.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? -1
+      guard version >= 1 else {
+        throw RepositoryError.corruptObject(what: "commit \(commit.shortHex)", reason: "bad mvc-format '\(formatText)'")
+      }
+      formatVersionCache[format.id] = version
     }
     guard version <= repositoryFormatVersion else {
       throw RepositoryError.unsupportedFormat(found: version, supported: repositoryFormatVersion)
@@ -74,7 +83,7 @@ extension EditRepository {
     let result = CommitContents(
       commit: commit, layoutTree: model.id, editRecordBlob: entry(TreeEntryName.edit)?.id,
       tensorTrees: tensorTrees, filesTree: entry(TreeEntryName.files).flatMap { $0.isTree ? $0.id : nil },
-      formatVersion: version)
+      formatVersion: version, parents: info.parents)
     if let files = entry(TreeEntryName.files), !files.isTree {
       throw RepositoryError.untrustedData(what: "commit \(commit.shortHex)", reason: "files is not a tree")
     }

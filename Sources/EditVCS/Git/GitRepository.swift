@@ -128,8 +128,12 @@ public final class GitRepository {
   }
 
   package func readBlob(_ id: ObjectID) throws -> [UInt8] {
-    try withBlob(id) { Array($0) }
+    if let content = SmallLooseObject.read(id, type: "blob", objectsDirectory: objectsDirectory) { return content }
+    return try withBlob(id) { Array($0) }
   }
+
+  /// `objects/` of this repository (loose objects live in `objects/xx/yyyy…`).
+  private var objectsDirectory: String { (path as NSString).appendingPathComponent("objects") }
 
   /// The loose blob `id`, mapped to be read in place; nil when the object is not loose (packed
   /// after `gc`, a clone or a fetch), in which case `withBlob` reads it.
@@ -212,6 +216,11 @@ public final class GitRepository {
 
   /// The entries of tree `id`, in git's order.
   package func readTree(_ id: ObjectID) throws -> [TreeEntry] {
+    if let content = SmallLooseObject.read(id, type: "tree", objectsDirectory: objectsDirectory),
+      let entries = SmallLooseObject.treeEntries(content)
+    {
+      return entries
+    }
     var oid = id.raw
     var tree: OpaquePointer?
     try check(git_tree_lookup(&tree, handle, &oid), "git_tree_lookup", id.hex)
@@ -276,6 +285,17 @@ public final class GitRepository {
       self.time = time
       self.offsetMinutes = offsetMinutes
     }
+  }
+
+  /// A commit's tree and parents (first parent first): all a walk through history reads.
+  package func commitLinks(_ id: ObjectID) throws -> (tree: ObjectID, parents: [ObjectID]) {
+    if let content = SmallLooseObject.read(id, type: "commit", objectsDirectory: objectsDirectory),
+      let links = SmallLooseObject.commitLinks(content)
+    {
+      return links
+    }
+    let info = try commit(id)
+    return (info.tree, info.parents)
   }
 
   package func commit(_ id: ObjectID) throws -> Commit {

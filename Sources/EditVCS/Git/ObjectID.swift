@@ -9,6 +9,12 @@ public struct ObjectID: Hashable, Sendable, CustomStringConvertible, Codable {
     bytes = withUnsafeBytes(of: oid.id) { Array($0) }
   }
 
+  /// The id whose 20 raw bytes these are.
+  init(rawBytes: [UInt8]) {
+    precondition(rawBytes.count == 20, "an object id has 20 bytes")
+    bytes = rawBytes
+  }
+
   /// Parses 40 hex digits; nil for anything else.
   package init?(hex: String) {
     guard hex.utf8.count == 40 else { return nil }

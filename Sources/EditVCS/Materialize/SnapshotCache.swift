@@ -138,6 +138,11 @@ struct SnapshotCache: Sendable {
   let directory: String
   /// The most the folder may hold, in file bytes; 0: keyframes are neither saved nor loaded.
   let capBytes: Int
+  /// The file names in the folder when `listed()` read it, nil when not listed: `header` then
+  /// opens only the files listed instead of trying one per state of a chain (most states have
+  /// none). A keyframe saved after the listing is missed (a replay starts further back: only
+  /// time); one deleted after it fails to open, as it would without a listing.
+  var names: Set<String>? = nil
 
   static let suffix = ".kf"
 
@@ -145,9 +150,19 @@ struct SnapshotCache: Sendable {
 
   func path(_ hash: String) -> String { (directory as NSString).appendingPathComponent(Self.fileName(hash)) }
 
+  /// This cache with the folder's file names read once (`names`), for a walk that asks for the
+  /// header of many states in a row.
+  func listed() -> SnapshotCache {
+    guard capBytes > 0 else { return self }
+    var copy = self
+    copy.names = Set((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+    return copy
+  }
+
   /// The header of `state`'s keyframe, when one is there and fits the state.
   func header(_ state: TensorState) -> KeyframeHeader? {
     guard capBytes > 0 else { return nil }
+    if let names, !names.contains(Self.fileName(state.hash)) { return nil }
     let fd = Glibc.open(path(state.hash), O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

@@ -20,7 +20,7 @@ extension EditRepository {
     of tensor: String, at commit: ObjectID, stopAtHash known: String? = nil, useSnapshots: Bool = true
   ) throws -> [StoredTensorState] {
     var chain: [StoredTensorState] = []
-    let cache = useSnapshots ? snapshots : nil
+    let cache = useSnapshots ? snapshots.listed() : nil
     try walkChain(of: tensor, at: commit) { stored, _ in
       chain.append(stored)
       return stored.state.hash != known && cache?.header(stored.state) == nil
@@ -43,8 +43,7 @@ extension EditRepository {
       guard try visit(stored, current), stored.state.kind == .lowRank else { return }
       // Find the commit that introduced this state: walk first parents while the entry stays.
       while true {
-        let info = try commitInfo(current)
-        guard let parent = info.parents.first else {
+        guard let parent = try contents(of: current).parents.first else {
           throw RepositoryError.corruptObject(
             what: "tensor '\(tensor)'", reason: "change chain from \(commit.shortHex) ends without a full state")
         }
@@ -87,7 +86,7 @@ extension EditRepository {
     _ tensor: String, at commit: ObjectID, current: CurrentBytes? = nil,
     useSnapshots: Bool = true
   ) throws -> MaterializationPlan {
-    let cache = snapshots
+    let cache = snapshots.listed()
     var chain: [StoredTensorState] = []
     var keyframe: (header: KeyframeHeader, commit: ObjectID)?
     try timed("state chain of '\(tensor)'") {

@@ -75,6 +75,8 @@ public final class EditRepository {
 
   var contentsCache: [ObjectID: CommitContents] = [:]
   var stateCache: [ObjectID: StoredTensorState] = [:]
+  /// `mvc-format` blob id → the version it states (checked when first read).
+  var formatVersionCache: [ObjectID: Int] = [:]
 
   package var modelPath: String {
     modelRelativePath == "." ? root : (root as NSString).appendingPathComponent(modelRelativePath)

@@ -18,7 +18,8 @@ struct LongHistoryTests {
 
   /// Commits `rank`-`rank` factors of `tensor` with `commit-factors`; records the working state.
   static func commitFactors(
-    _ s: inout Scenario, rank: Int, rows: Int, cols: Int, _ message: String, environment: [String: String] = [:]
+    _ s: inout Scenario, tensor: String = tensor, rank: Int, rows: Int, cols: Int, _ message: String,
+    environment: [String: String] = [:]
   ) throws {
     let file = s.dir.appendingPathComponent("factors.safetensors")
     try writeSafetensors(
@@ -160,6 +161,47 @@ struct LongHistoryTests {
       let out = dir.appendingPathComponent("out.safetensors")
       expectSuccess(runMVC(["checkout", "HEAD~1", "-o", out.path], in: dir), "checkout -o HEAD~1")
       try s.expectState(of: out, equals: s.states[s.states.count - 2], "edit 43")
+    }
+  }
+
+  /// The everyday checkout, in place: rank-one factor commits alternating between two 128×128
+  /// tensors (keyframes every ~10 states of each, by the byte rule). The working model moved from
+  /// HEAD to edits at several depths, from one deep edit straight to another, and back holds the
+  /// committed bytes every time, with only the tensors whose state differs rewritten in place.
+  @Test func inPlaceCheckoutsAcrossKeyframesGiveTheCommittedBytes() throws {
+    try withTemporaryDirectory { dir in
+      var s = Scenario(dir: dir, seed: 34)
+      try s.writeModel(blocks: 1, hidden: 128, intermediate: 128)
+      try s.initialize()
+      let tensors = [Self.tensor, "model.layers.0.mlp.down_proj.weight"]
+      let fixture = try readSafetensorsFixture(s.model)
+      for i in 1...36 {
+        let name = tensors[i % 2]
+        let shape = try #require(fixture.tensors.first { $0.name == name }?.shape)
+        try Self.commitFactors(&s, tensor: name, rank: 1, rows: shape[0], cols: shape[1], "edit \(i)")
+      }
+      #expect(try SnapshotCacheTests.keyframes(in: s.repository).count >= 2, "the byte rule made keyframes")
+      let ids = try s.commitIDs()  // newest first
+      func moveTo(_ revision: String, expected: [String: Data], rewritten: Int, _ what: String) throws {
+        let result = runMVC(["checkout", revision], in: dir)
+        expectSuccess(result, "checkout \(what)")
+        #expect(result.stderr.contains("\(rewritten) tensor"), "\(what): \(result.stderr)")
+        #expect(result.stderr.contains("in place"), "\(what): \(result.stderr)")
+        try s.expectState(of: s.model, equals: expected, what)
+        let status = runMVC(["status"], in: dir)
+        expectSuccess(status, "status after \(what)")
+        #expect(status.stdout.contains("nothing to commit"), "\(what): the working model is clean: \(status.stdout)")
+      }
+      let head = s.states[s.states.count - 1]
+      for back in [35, 22, 9, 1] {
+        try moveTo(
+          ids[back], expected: s.states[s.states.count - 1 - back], rewritten: back == 1 ? 1 : 2, "HEAD~\(back)")
+        try moveTo("main", expected: head, rewritten: back == 1 ? 1 : 2, "main from HEAD~\(back)")
+      }
+      // From a deep edit straight to another: the working model's own states start both replays.
+      try moveTo(ids[30], expected: s.states[s.states.count - 31], rewritten: 2, "HEAD~30")
+      try moveTo(ids[13], expected: s.states[s.states.count - 14], rewritten: 2, "HEAD~13 from HEAD~30")
+      try moveTo("main", expected: head, rewritten: 2, "main from HEAD~13")
     }
   }
 
