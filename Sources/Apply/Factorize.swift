@@ -89,11 +89,42 @@ package enum Factorization {
     if let bad = firstNonFinite(delta, count: rows * cols) {
       throw ApplyError.nonFinite(operation: operation, elementIndex: bad)
     }
-    let norm = DenseNorms.frobenius(delta, count: rows * cols)
+    return try lowRank(
+      rows: rows, cols: cols, frobenius: DenseNorms.frobenius(delta, count: rows * cols), noiseRMS: noiseRMS,
+      maxRank: maxRank, seed: seed
+    ) { first, count, block in
+      let source = delta + first * cols
+      for k in 0..<(count * cols) { block[k] = Double(source[k]) }
+    }
+  }
+
+  /// ``lowRank(of:rows:cols:noiseRMS:maxRank:seed:)`` of a ΔW that is never held whole:
+  /// `deltaRows(first, count, block)` writes rows `first..<first + count` into `block`
+  /// (row-major Float64, finite; called once per row block and pass, in order). The same
+  /// factors as the pointer form when the rows are its Float32 elements widened and `frobenius`
+  /// is ``DenseNorms/frobenius(_:count:)`` of them.
+  package static func lowRank(
+    rows: Int, cols: Int, frobenius norm: Double, noiseRMS: Double, maxRank: Int, seed: UInt64 = 0x6D7663,
+    deltaRows: (_ first: Int, _ count: Int, _ block: UnsafeMutablePointer<Double>) -> Void
+  ) throws -> LowRankFactors? {
+    precondition(rows >= 0 && cols >= 0 && maxRank >= 0 && noiseRMS >= 0)
+    guard MatrixShape(rows: rows, cols: cols).fitsBLAS else {
+      throw ApplyError.dimensionTooLarge(operation: "low-rank factorization", rows: rows, cols: cols)
+    }
     if norm == 0 {
       return LowRankFactors(rank: 0, u: [], v: [], singularValues: [], residualFrobenius: 0)
     }
-    let sketch = RowBlockedDelta(delta, rows: rows, cols: cols)
+    return try withoutActuallyEscaping(deltaRows) { deltaRows in
+      try lowRank(
+        RowBlockedDelta(rows: rows, cols: cols, deltaRows: deltaRows), norm: norm, noiseRMS: noiseRMS,
+        maxRank: maxRank, seed: seed)
+    }
+  }
+
+  private static func lowRank(
+    _ sketch: RowBlockedDelta, norm: Double, noiseRMS: Double, maxRank: Int, seed: UInt64
+  ) throws -> LowRankFactors? {
+    let (rows, cols) = (sketch.rows, sketch.cols)
     let fullRank = min(rows, cols)
     let kLimit = min(maxRank + oversampling, fullRank)
     let residualBound = 2 * noiseRMS * (Double(rows) * Double(cols)).squareRoot() + 1e-6 * norm
@@ -121,30 +152,30 @@ package enum Factorization {
   }
 }
 
-/// A read-only Float32 ΔW that is multiplied in Float64 one row block at a time, so the working
-/// set is one ~4 MB block rather than a Float64 copy of the whole tensor.
+/// A read-only ΔW that is multiplied in Float64 one row block at a time, so the working set is
+/// one ~4 MB block rather than a Float64 copy of the whole tensor (or the tensor at all: the
+/// rows come from `deltaRows`).
 private struct RowBlockedDelta {
-  let delta: UnsafePointer<Float>
   let rows: Int
   let cols: Int
   let blockRows: Int
+  let deltaRows: (Int, Int, UnsafeMutablePointer<Double>) -> Void
 
-  init(_ delta: UnsafePointer<Float>, rows: Int, cols: Int) {
-    self.delta = delta
+  init(rows: Int, cols: Int, deltaRows: @escaping (Int, Int, UnsafeMutablePointer<Double>) -> Void) {
     self.rows = rows
     self.cols = cols
     self.blockRows = max(1, min(rows, (1 << 19) / max(cols, 1)))
+    self.deltaRows = deltaRows
   }
 
-  /// Calls `body(firstRow, rowCount, block)` with each row block converted to Float64.
+  /// Calls `body(firstRow, rowCount, block)` with each row block in Float64.
   func forEachBlock(_ body: (Int, Int, UnsafeMutablePointer<Double>) -> Void) {
     let block = UnsafeMutablePointer<Double>.allocate(capacity: blockRows * cols)
     defer { block.deallocate() }
     var first = 0
     while first < rows {
       let count = min(blockRows, rows - first)
-      let src = delta + first * cols
-      for k in 0..<(count * cols) { block[k] = Double(src[k]) }
+      deltaRows(first, count, block)
       body(first, count, block)
       first += count
     }

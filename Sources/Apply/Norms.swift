@@ -6,25 +6,47 @@ package enum DenseNorms {
   /// partial sums, so the result is deterministic but not the naive left-to-right sum).
   /// Returns NaN if any element is NaN, +Inf if any is infinite.
   package static func frobenius(_ p: UnsafePointer<Float>, count: Int) -> Double {
-    precondition(count >= 0)
-    var partial = SIMD8<Double>()
-    var k = 0
-    while k + 8 <= count {
-      let a = SIMD8<Double>(
-        Double(p[k]), Double(p[k + 1]), Double(p[k + 2]), Double(p[k + 3]),
-        Double(p[k + 4]), Double(p[k + 5]), Double(p[k + 6]), Double(p[k + 7]))
-      partial += a * a
-      k += 8
+    var sum = FrobeniusSum()
+    sum.add(p, count: count)
+    return sum.value
+  }
+
+  /// ``frobenius(_:count:)`` of elements handed over in consecutive blocks, for a matrix that is
+  /// never held whole: the same value as one call over all of them, as long as every block but
+  /// the last holds a multiple of eight elements (the interleaved sums then line up).
+  package struct FrobeniusSum {
+    private var partial = SIMD8<Double>()
+    private var ended = false
+
+    package init() {}
+
+    /// Adds the squares of `count` more elements.
+    package mutating func add(_ p: UnsafePointer<Float>, count: Int) {
+      precondition(count >= 0)
+      precondition(!ended, "a block of a count that is not a multiple of 8 must be the last")
+      var k = 0
+      while k + 8 <= count {
+        let a = SIMD8<Double>(
+          Double(p[k]), Double(p[k + 1]), Double(p[k + 2]), Double(p[k + 3]),
+          Double(p[k + 4]), Double(p[k + 5]), Double(p[k + 6]), Double(p[k + 7]))
+        partial += a * a
+        k += 8
+      }
+      while k < count {
+        let a = Double(p[k])
+        partial[0] += a * a
+        k += 1
+      }
+      ended = count % 8 != 0
     }
-    while k < count {
-      let a = Double(p[k])
-      partial[0] += a * a
-      k += 1
+
+    /// The norm of every element added so far.
+    package var value: Double {
+      let sum =
+        ((partial[0] + partial[1]) + (partial[2] + partial[3]))
+        + ((partial[4] + partial[5]) + (partial[6] + partial[7]))
+      return sum.squareRoot()
     }
-    let sum =
-      ((partial[0] + partial[1]) + (partial[2] + partial[3]))
-      + ((partial[4] + partial[5]) + (partial[6] + partial[7]))
-    return sum.squareRoot()
   }
 
   /// `max_k |p[k]|` over `count` elements (`0` when `count == 0`); NaN if any element is NaN.

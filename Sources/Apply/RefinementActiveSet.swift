@@ -57,7 +57,13 @@ struct ActiveElements {
       let av = dv + cols * rank
       var m = 0.0
       for t in 0..<rank { m += terms[i * rank + t] * av[j * rank + t] + au[i * rank + t] * dv[j * rank + t] }
-      // Float64 rounding of the products and of the sweep line's endpoints, far below M.
+      return widened(m, lo: lo, hi: hi)
+    }
+
+    /// The sum `m` widened by the Float64 rounding of the products and of the sweep line's
+    /// endpoints, far below M.
+    @inline(__always)
+    static func widened(_ m: Double, lo: Double, hi: Double) -> Double {
       let width = hi - lo
       return m * (1 + 0x1p-10) + (width.isFinite ? 0x1p-30 * width : 0)
     }
@@ -69,14 +75,32 @@ struct ActiveElements {
     }
   }
 
-  /// Row-major entries gathered per row range, joined in row order.
-  init(rows: Int, cols: Int, parts: [(counts: [Int], column: [Int32], lo: [Double], hi: [Double])]) {
+  /// Row-major entries gathered per row range, joined in row order. Each part's arrays are
+  /// emptied as they are copied, so the parts and the joined set are never both held whole (at
+  /// 3.5M elements the copy was ~70 MB of a commit's peak).
+  init(rows: Int, cols: Int, parts: inout [(counts: [Int], column: [Int32], lo: [Double], hi: [Double])]) {
     rowStart = [0]
     rowStart.reserveCapacity(rows + 1)
     for part in parts { for c in part.counts { rowStart.append(rowStart[rowStart.count - 1] + c) } }
-    column = parts.flatMap(\.column)
-    lo = parts.flatMap(\.lo)
-    hi = parts.flatMap(\.hi)
+    let total = parts.reduce(0) { $0 + $1.column.count }
+    func joined<T>(_ take: (Int) -> [T]) -> [T] {
+      var all = [T]()
+      all.reserveCapacity(total)
+      for k in parts.indices { all.append(contentsOf: take(k)) }
+      return all
+    }
+    column = joined { k in
+      defer { parts[k].column = [] }
+      return parts[k].column
+    }
+    lo = joined { k in
+      defer { parts[k].lo = [] }
+      return parts[k].lo
+    }
+    hi = joined { k in
+      defer { parts[k].hi = [] }
+      return parts[k].hi
+    }
     row = [Int32](repeating: 0, count: column.count)
     for i in 0..<rows { for e in rowStart[i]..<rowStart[i + 1] { row[e] = Int32(i) } }
     // Counting sort by column, stable: rows ascending within each column.
@@ -96,7 +120,32 @@ struct ActiveElements {
 extension IntervalRefiner {
   /// Every element that can still change side under `margins` (one pass over the tensor, on the
   /// worker threads), or nil when there are more than `limit`.
+  ///
+  /// A pass that ends over the limit is mostly wasted (it stops only once a thread holds more
+  /// than the limit), so every ``sampleStride``-th row is looked at first, and the pass is
+  /// skipped when they hold more than 5/4 of their share of the limit. Both decisions count
+  /// every thread's elements (the sampled rows are the same on any number of threads), so the
+  /// set is built or not whatever the thread count. Either way the factors are the same (the
+  /// sweeps then visit every element); only the time differs.
   func activeElements(margins: ActiveElements.Margins, limit: Int) -> ActiveElements? {
+    let stride = Self.sampleStride
+    if rows >= 4 * stride,
+      activeParts(margins: margins, limit: limit / stride * 5 / 4, rowStride: stride) == nil
+    {
+      return nil
+    }
+    guard var parts = activeParts(margins: margins, limit: limit, rowStride: 1) else { return nil }
+    return ActiveElements(rows: rows, cols: cols, parts: &parts)
+  }
+
+  /// Rows sampled before a pass that builds the active set: one in this many.
+  static let sampleStride = 16
+
+  /// The active elements of every `rowStride`-th row, gathered per row range (one count per row
+  /// looked at), or nil when there are more than `limit`.
+  private func activeParts(margins: ActiveElements.Margins, limit: Int, rowStride: Int) -> [(
+    counts: [Int], column: [Int32], lo: [Double], hi: [Double]
+  )]? {
     let (rows, cols, rank, intervals, u, v) = (self.rows, self.cols, self.rank, self.intervals, self.u, self.v)
     let chunks = max(1, min(workers, rows / 64))
     var parts = [(counts: [Int], column: [Int32], lo: [Double], hi: [Double])?](repeating: nil, count: chunks)
@@ -106,7 +155,6 @@ extension IntervalRefiner {
       nonisolated(unsafe) let out = outBase
       Self.forEachChunk(chunks) { c in
         let range = (rows * c / chunks)..<(rows * (c + 1) / chunks)
-        let share = limit / chunks + 1
         let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
         let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
         defer {
@@ -118,9 +166,26 @@ extension IntervalRefiner {
           v.withUnsafeBufferPointer { vp in
             terms.withUnsafeBufferPointer { tp in
               guard let ub = up.baseAddress, let vb = vp.baseAddress, let tb = tp.baseAddress else { return }
-              for i in range {
+              for i in range where i % rowStride == 0 {
                 intervals(i, 0..<cols, lo, hi)
                 let before = part.column.count
+                if rank == 1 {
+                  // The general loop's arithmetic for one term, with the row's terms hoisted.
+                  let (ui, du, au) = (ub[i], tb[i], tb[rows + i])
+                  let (dv, av) = (tb + 2 * rows, tb + 2 * rows + cols)
+                  for j in 0..<cols {
+                    let p = 0.0 + ui * vb[j]
+                    let m = ActiveElements.Margins.widened(0.0 + (du * av[j] + au * dv[j]), lo: lo[j], hi: hi[j])
+                    if margins.isActive(product: p, lo: lo[j], hi: hi[j], margin: m) {
+                      part.column.append(Int32(j))
+                      part.lo.append(lo[j])
+                      part.hi.append(hi[j])
+                    }
+                  }
+                  part.counts.append(part.column.count - before)
+                  if part.column.count > limit { return }  // the total is over it too
+                  continue
+                }
                 for j in 0..<cols {
                   var p = 0.0
                   for t in 0..<rank { p += ub[i * rank + t] * vb[j * rank + t] }
@@ -133,17 +198,17 @@ extension IntervalRefiner {
                   }
                 }
                 part.counts.append(part.column.count - before)
-                if part.column.count > share { return }
+                if part.column.count > limit { return }  // the total is over it too
               }
             }
           }
         }
-        out[c] = part.column.count > share ? nil : part
+        out[c] = part.column.count > limit ? nil : part
       }
     }
     let complete = parts.compactMap { $0 }
-    guard complete.count == chunks else { return nil }
-    return ActiveElements(rows: rows, cols: cols, parts: complete)
+    guard complete.count == chunks, complete.reduce(0, { $0 + $1.column.count }) <= limit else { return nil }
+    return complete
   }
 
   /// The elements of `active` that can still change side under the narrower `margins`.
@@ -174,7 +239,9 @@ extension IntervalRefiner {
         }
       }
     }
-    return ActiveElements(rows: rows, cols: cols, parts: [part])
+    var parts = [part]
+    part = ([], [], [], [])
+    return ActiveElements(rows: rows, cols: cols, parts: &parts)
   }
 
   /// ``sweepRows(windows:)`` over the active elements only: the same factors and count.

@@ -1,3 +1,5 @@
+import CKernels
+
 /// The least-squares start of a refinement: before the sweep lines, each coordinate is moved to
 /// minimize the squared distance of its elements to their intervals (`Σ d(p, [lo, hi])²`, zero
 /// inside), a few Newton steps at a time. That is a linear pass per step with no sorting, and it
@@ -8,6 +10,9 @@
 extension IntervalRefiner {
   /// Newton steps per coordinate and half-pass.
   static let newtonSteps = 3
+
+  /// Whether the Newton loops run on AVX2 (`CKernels`, the same values as the portable loops).
+  static let wideLoops = mvc_newton_avx2_available() != 0
 
   /// Moves every `u[i, t]` (rows independent, V fixed); returns the moves (per factor column).
   mutating func fitRows() -> [[Double]] {
@@ -91,7 +96,7 @@ extension IntervalRefiner {
   @inline(__always)
   static func newtonSums(
     moving p: UnsafeMutablePointer<Double>, by step: Double, along c: UnsafePointer<Double>, count: Int,
-    lo: UnsafePointer<Double>, hi: UnsafePointer<Double>
+    lo: UnsafePointer<Double>, hi: UnsafePointer<Double>, wide: Bool = wideLoops
   ) -> (g: Double, h: Double) {
     typealias Lanes = SIMD4<Double>
     let (cRaw, pRaw, loRaw, hiRaw) = (
@@ -101,6 +106,18 @@ extension IntervalRefiner {
     var g = Lanes()
     var h = Lanes()
     var k = 0
+    if wide {
+      // The same lanes on AVX2 (CKernels/NewtonSums.c); the loop below then does nothing.
+      withUnsafeMutablePointer(to: &g) { gp in
+        withUnsafeMutablePointer(to: &h) { hp in
+          gp.withMemoryRebound(to: Double.self, capacity: 4) { g4 in
+            hp.withMemoryRebound(to: Double.self, capacity: 4) { h4 in
+              k = mvc_newton_sums_avx2(p, step, c, count, lo, hi, g4, h4)
+            }
+          }
+        }
+      }
+    }
     while k + 4 <= count {
       let offset = 8 * k
       let a = cRaw.loadUnaligned(fromByteOffset: offset, as: Lanes.self)
@@ -125,6 +142,27 @@ extension IntervalRefiner {
       k += 1
     }
     return (gs, hs)
+  }
+
+  /// One row of a column Newton step: for each column `k`, the product moved by `moved[k]·a`, `d`
+  /// its signed distance to `[lo[k], hi[k]]` (Float32 offsets from the products at the start),
+  /// `g[k] += a·d` and `h[k] += a²` where `d ≠ 0`.
+  @inline(__always)
+  static func newtonColumnRow(
+    _ a: Double, lo: UnsafePointer<Float>, hi: UnsafePointer<Float>, moved: UnsafePointer<Double>,
+    g: UnsafeMutablePointer<Double>, h: UnsafeMutablePointer<Double>, width: Int, wide: Bool = wideLoops
+  ) {
+    // The first multiple of 4 columns on AVX2 (CKernels/NewtonSums.c), the same values.
+    var k = wide ? mvc_newton_column_row_avx2(a, lo, hi, moved, g, h, width) : 0
+    while k < width {
+      let q = moved[k] * a
+      let l = Double(lo[k])
+      let m = Double(hi[k])
+      let d = (q < l ? q - l : 0) + (q > m ? q - m : 0)
+      g[k] += a * d
+      h[k] += d == 0 ? 0 : a * a
+      k += 1
+    }
   }
 
   /// Moves every `v[j, t]` (columns independent, U fixed), a block of columns at a time. The
@@ -162,11 +200,22 @@ extension IntervalRefiner {
           let width = min(block, range.upperBound - first)
           for i in 0..<rows {
             intervals(i, first..<(first + width), rowLo, rowHi)
+            let (blockLo, blockHi) = (lo + i * width, hi + i * width)
+            if rank == 1 {
+              // The general loop's sum for one term (`0 + u·v`), with V's entries contiguous.
+              let (a, vs) = (u[i], UnsafePointer(v + first))
+              for k in 0..<width {
+                let p = 0.0 + a * vs[k]
+                blockLo[k] = Float(rowLo[k] - p)
+                blockHi[k] = Float(rowHi[k] - p)
+              }
+              continue
+            }
             for k in 0..<width {
               var p = 0.0
               for t in 0..<rank { p += u[i * rank + t] * v[(first + k) * rank + t] }
-              lo[i * width + k] = Float(rowLo[k] - p)
-              hi[i * width + k] = Float(rowHi[k] - p)
+              blockLo[k] = Float(rowLo[k] - p)
+              blockHi[k] = Float(rowHi[k] - p)
             }
           }
           for t in 0..<rank {
@@ -177,16 +226,8 @@ extension IntervalRefiner {
               g.initialize(repeating: 0, count: width)
               h.initialize(repeating: 0, count: width)
               for i in 0..<rows {
-                let a = u[i * rank + t]
-                let (rowLo, rowHi) = (lo + i * width, hi + i * width)
-                for k in 0..<width {
-                  let q = moved[k] * a
-                  let l = Double(rowLo[k])
-                  let m = Double(rowHi[k])
-                  let d = (q < l ? q - l : 0) + (q > m ? q - m : 0)
-                  g[k] += a * d
-                  h[k] += d == 0 ? 0 : a * a
-                }
+                Self.newtonColumnRow(
+                  u[i * rank + t], lo: lo + i * width, hi: hi + i * width, moved: moved, g: g, h: h, width: width)
               }
               for k in 0..<width {
                 let step = h[k] > 0 && g[k].isFinite ? -g[k] / h[k] : 0

@@ -380,15 +380,22 @@ struct IntervalRefiner {
     while first < range.upperBound {
       let width = min(block, range.upperBound - first)
       for k in 0..<width { lines[k].reset(center: v[(first + k) * rank + t], halfWidth: window) }
-      for i in 0..<rows {
-        let c = u[i * rank + t]
-        guard c != 0 else { continue }
-        intervals(i, first..<(first + width), lo, hi)
-        for k in 0..<width where lo[k] <= hi[k] {
-          let j = first + k
-          var rest = 0.0
-          for s in 0..<rank where s != t { rest += u[i * rank + s] * v[j * rank + s] }
-          lines[k].add((lo[k] - rest) / c, (hi[k] - rest) / c)
+      lines.withUnsafeMutableBufferPointer { lines in
+        for i in 0..<rows {
+          let c = u[i * rank + t]
+          guard c != 0 else { continue }
+          intervals(i, first..<(first + width), lo, hi)
+          if rank == 1 {
+            // No other terms: the general loop with `rest` = 0 (x − 0 = x).
+            for k in 0..<width where lo[k] <= hi[k] { lines[k].add(lo[k] / c, hi[k] / c) }
+            continue
+          }
+          for k in 0..<width where lo[k] <= hi[k] {
+            let j = first + k
+            var rest = 0.0
+            for s in 0..<rank where s != t { rest += u[i * rank + s] * v[j * rank + s] }
+            lines[k].add((lo[k] - rest) / c, (hi[k] - rest) / c)
+          }
         }
       }
       for k in 0..<width {

@@ -41,17 +41,24 @@ extension FloatConversion {
       // side (exact, across binade edges too; in the other order for negative values), so no
       // neighbour is looked up. Every element is first given these (one loop without branches,
       // which the compiler vectorizes), then the others are redone by the general path: the
-      // same Float64 values as the general path everywhere.
+      // same Float64 values as the general path everywhere. The first loop also notes whether
+      // there are any others, so the second (scalar) pass runs only on the rare blocks that
+      // hold a zero, the largest value or a non-finite value.
+      var others: UInt16 = 0
       for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
+        let oldBits = UInt16(littleEndian: y[k])
         // A negative value's lower midpoint is the one of larger magnitude.
         let wide = UInt32(bits) << 16
         let flip = UInt32(bits >> 15) << 16
-        let old = value(UInt16(littleEndian: y[k]))
+        let old = value(oldBits)
         lo[k] = Double(Float(bitPattern: wide &- 0x8000 &+ flip)) - old
         hi[k] = Double(Float(bitPattern: wide &+ 0x8000 &- flip)) - old
+        // Set unless 0 < |bits| < 0x7F7F and the parent is finite (the test below, branch-free).
+        others |= ((bits & 0x7FFF) &- 1 >= 0x7F7E ? 1 : 0) | ((oldBits & 0x7F80) == 0x7F80 ? 1 : 0)
       }
-      for k in 0..<n {
+      // (`where others != 0` would be tested on every element: the compiler does not hoist it.)
+      for k in 0..<(others == 0 ? 0 : n) {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         if bits & 0x7FFF != 0 && bits & 0x7FFF < 0x7F7F && oldBits & 0x7F80 != 0x7F80 { continue }
@@ -82,6 +89,7 @@ extension FloatConversion {
         lo[k] = Double(Float(bitPattern: wide &- 0x1000 &+ flip)) - old
         hi[k] = Double(Float(bitPattern: wide &+ 0x1000 &- flip)) - old
       }
+      // (Unlike BF16's, noting the others in the first loop made it slower here.)
       for k in 0..<n {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])

@@ -51,6 +51,36 @@ struct FactorizationTests {
     #expect(abs(f.residualFrobenius - measured) <= 1e-9 * max(measured, 1e-30) + 1e-12)
   }
 
+  /// The commit's rank finder never holds ΔW: it hands the rows over a block at a time. The same
+  /// rows and norm give the very factors of the pointer form.
+  @Test("rows handed over by blocks give the pointer form's factors", arguments: [1, 8])
+  func rowsByBlocks(rank: Int) throws {
+    let a = lowRankDelta(rows: rows, cols: cols, rank: rank, seed: 300, extraHalfULPNoise: true)
+    let noise = 2 * Factorization.float32RoundingNoiseRMS(a, count: a.count)
+    let whole = try #require(try factorize(a, rows: rows, cols: cols, noiseRMS: noise, maxRank: 100))
+    // The norm over blocks of 8·k elements (and a shorter last one) is the one-call norm.
+    var sum = DenseNorms.FrobeniusSum()
+    a.withUnsafeBufferPointer { p in
+      guard let base = p.baseAddress else { return }
+      var first = 0
+      while first < a.count {
+        let count = min(8 * 97, a.count - first)
+        sum.add(base + first, count: count)
+        first += count
+      }
+    }
+    #expect(sum.value == DenseNorms.frobenius(a, count: a.count))
+    var calls = 0
+    let blocks = try #require(
+      try Factorization.lowRank(rows: rows, cols: cols, frobenius: sum.value, noiseRMS: noise, maxRank: 100) {
+        first, count, block in
+        calls += 1
+        for k in 0..<(count * cols) { block[k] = Double(a[first * cols + k]) }
+      })
+    #expect(blocks == whole)
+    #expect(calls >= 5)
+  }
+
   @Test("recovers the rank under extra ±½-ulp noise", arguments: [1, 8, 64])
   func noisyRank(rank: Int) throws {
     let a = lowRankDelta(rows: rows, cols: cols, rank: rank, seed: 200, extraHalfULPNoise: true)

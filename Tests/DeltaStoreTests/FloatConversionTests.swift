@@ -65,6 +65,31 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
   /// and several parents: each is the pair of midpoints to the neighbouring values, minus the
   /// parent, in Float64; a NaN or infinite parent or new value constrains nothing; the largest
   /// finite values are open towards infinity.
+  /// The first, vectorized pass notes whether a block holds an element the general path must
+  /// redo (a zero, the largest value, a non-finite value or parent): one element at a time
+  /// (blocks of one, most without such an element) gives the very bounds of the whole block,
+  /// for every new pattern against parents of each kind.
+  @Test(arguments: [DType.bf16, .f16])
+  func roundingIntervalsDoNotDependOnTheBlock(dtype: DType) {
+    let n = Int(UInt16.max) + 1
+    for parent: UInt16 in [0x0000, 0x8000, 0x0001, 0x3CA4, 0xBFC0, 0x7BFF, 0x7C00, 0x7F80, 0xFE01] {
+      let whole = roundingIntervalsOfEveryPattern(parent: parent, dtype: dtype)
+      let newBytes = (0..<n).flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+      let oldBytes = (0..<n).flatMap { _ in [UInt8(parent & 0xFF), UInt8(parent >> 8)] }
+      var differing = 0
+      newBytes.withUnsafeBytes { new in
+        oldBytes.withUnsafeBytes { old in
+          var (lo, hi) = (0.0, 0.0)
+          for k in 0..<n {
+            FloatConversion.roundingIntervals(new: new, old: old, dtype: dtype, elements: k..<(k + 1), lo: &lo, hi: &hi)
+            if lo.bitPattern != whole.lo[k].bitPattern || hi.bitPattern != whole.hi[k].bitPattern { differing += 1 }
+          }
+        }
+      }
+      #expect(differing == 0, "parent \(String(parent, radix: 16)) in \(dtype)")
+    }
+  }
+
   @Test func bf16RoundingIntervalsAreTheMidpointsToTheNeighbours() {
     let patterns = (0...UInt16.max).map { $0 }
     for old in [UInt16(0x0000), 0x3CA4, 0xBFC0, 0x0003, 0x7F80, 0xFFC1] {

@@ -152,6 +152,69 @@ import Testing
     #expect(out == edit.new)
   }
 
+  /// `mvc commit` measures the difference in one pass without keeping it, and the rank finder
+  /// reads its rows a block at a time from the two tensors' bytes: the measures of the pass that
+  /// keeps the Float32 difference, its norm, and the very factors of that difference held whole.
+  @Test(arguments: [DType.bf16, .f16, .f32])
+  func differenceRowsGiveTheFactorsOfTheWholeDifference(dtype: DType) throws {
+    let edit = Edit(rows: 96, cols: 320, dtype: dtype, relativeNorm: 0.01, seed: 23)
+    let n = edit.rows * edit.cols
+    var delta = [Float](repeating: 0, count: n)
+    try edit.new.withUnsafeBytes { new in
+      try edit.old.withUnsafeBytes { old in
+        let kept = try delta.withUnsafeMutableBufferPointer {
+          try TensorMath.difference(new: new, old: old, dtype: dtype, count: n, into: $0.baseAddress)
+        }
+        let measured = try TensorMath.difference(new: new, old: old, dtype: dtype, count: n, into: nil)
+        #expect(measured == kept)
+        let wholeFactors = try delta.withUnsafeBufferPointer { p -> LowRankFactors? in
+          let base = try #require(p.baseAddress)
+          #expect(measured.deltaFrobenius == DenseNorms.frobenius(base, count: n))
+          return try Factorization.lowRank(
+            of: base, rows: edit.rows, cols: edit.cols, noiseRMS: measured.noiseRMS, maxRank: 8)
+        }
+        let rowFactors = try TensorMath.withDifferenceRows(new: new, old: old, dtype: dtype, cols: edit.cols) {
+          try Factorization.lowRank(
+            rows: edit.rows, cols: edit.cols, frobenius: measured.deltaFrobenius, noiseRMS: measured.noiseRMS,
+            maxRank: 8, deltaRows: $0)
+        }
+        #expect(try #require(wholeFactors).rank >= 1)
+        #expect(rowFactors == wholeFactors)
+      }
+    }
+  }
+
+  /// The difference rows decode every 16-bit pattern as FloatConversion does (fp16 through its
+  /// own branch-free widening): each pattern against 0 and against 1 gives the Float32 difference
+  /// of the decoded values, widened, and 0 where either is not finite.
+  @Test(arguments: [DType.bf16, .f16])
+  func differenceRowsDecodeEveryPattern(dtype: DType) {
+    let n = Int(UInt16.max) + 1
+    let new = (0..<n).flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+    let one: UInt16 = dtype == .bf16 ? 0x3F80 : 0x3C00
+    for parent: UInt16 in [0, one] {
+      let old = (0..<n).flatMap { _ in [UInt8(parent & 0xFF), UInt8(parent >> 8)] }
+      var rows = [Double](repeating: -1, count: n)
+      var expected = [Double](repeating: 0, count: n)
+      new.withUnsafeBytes { newRaw in
+        old.withUnsafeBytes { oldRaw in
+          TensorMath.withDifferenceRows(new: newRaw, old: oldRaw, dtype: dtype, cols: n) { fill in
+            rows.withUnsafeMutableBufferPointer { if let base = $0.baseAddress { fill(0, 1, base) } }
+          }
+          var (xs, ys) = ([Double](repeating: 0, count: n), [Double](repeating: 0, count: n))
+          xs.withUnsafeMutableBufferPointer { FloatConversion.decode(newRaw, dtype: dtype, elements: 0..<n, into: $0) }
+          ys.withUnsafeMutableBufferPointer { FloatConversion.decode(oldRaw, dtype: dtype, elements: 0..<n, into: $0) }
+          for k in 0..<n {
+            let (x, y) = (xs[k], ys[k])
+            let d = Float(x - y)
+            expected[k] = x.isFinite && y.isFinite && d.isFinite ? Double(d) : 0
+          }
+        }
+      }
+      #expect(rows.map(\.bitPattern) == expected.map(\.bitPattern), "\(dtype) against \(parent)")
+    }
+  }
+
   /// Later sweeps visit only the elements near an interval edge (the active set): on a bf16
   /// rank-one edit they visit a small part of the tensor, and the factors and violation counts
   /// are those of sweeps over every element, bit for bit, on one thread and on two; the residual

@@ -1,5 +1,6 @@
-// Wide-vector kernels for the canonical rule (docs/FORMAT.md), chosen at run time when the CPU has
-// them. Each gives exactly the bytes of the portable Swift path; Apply is their only user.
+// Wide-vector kernels for the canonical rule (docs/FORMAT.md) and the refinement's least-squares
+// start, chosen at run time when the CPU has them. Each gives exactly the bytes of the portable
+// Swift path; Apply is their only user.
 #ifndef MVC_CKERNELS_H
 #define MVC_CKERNELS_H
 
@@ -14,5 +15,22 @@ int mvc_rank_one_run_avx2_available(void);
 /// (8 per state). A row whose results are all finite is stored; the others are left as they were
 /// and flagged in the returned mask (bit r for row r), for the caller's element-by-element path.
 unsigned mvc_rank_one_run_tile4_avx2(float *x, ptrdiff_t stride, const double *u, ptrdiff_t count, const double *vt);
+
+/// 1 when this CPU runs the two Newton loops below (x86-64 with AVX2), else 0.
+int mvc_newton_avx2_available(void);
+
+/// The vector loop of `IntervalRefiner.newtonSums` (Apply/RefinementStart.swift), four lanes at a
+/// time from the lane sums in `g4`, `h4` (updated): `p[k] += step·c[k]`, then with `d` the signed
+/// distance of `p[k]` to `[lo[k], hi[k]]`, `g += c·d` and `h += c²` where `d ≠ 0`. Returns the
+/// elements done (a multiple of 4); the caller sums the lanes and does the rest.
+ptrdiff_t mvc_newton_sums_avx2(
+    double *p, double step, const double *c, ptrdiff_t count, const double *lo, const double *hi, double *g4,
+    double *h4);
+
+/// One row of the column pass's Newton step (`IntervalRefiner.fitColumns`): for each column k,
+/// `q = moved[k]·a`, `d` its signed distance to `[lo[k], hi[k]]` (Float32 offsets), `g[k] += a·d`
+/// and `h[k] += a²` where `d ≠ 0`. Returns the columns done (a multiple of 4).
+ptrdiff_t mvc_newton_column_row_avx2(
+    double a, const float *lo, const float *hi, const double *moved, double *g, double *h, ptrdiff_t width);
 
 #endif

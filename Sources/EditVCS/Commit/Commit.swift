@@ -103,10 +103,9 @@ extension EditRepository {
   /// Stores the change of one tensor from its HEAD state to the working bytes: as factors plus
   /// residual when the change is low-rank, complete otherwise.
   ///
-  /// The working bytes are read from the file twice rather than held throughout: a block at a
-  /// time for the difference (beside the parent's bytes and the Float32 difference), then whole
-  /// for the residual once the difference is freed, so at most about two tensors are in memory.
-  /// Each read checks the file is the one hashed; one that changed throws
+  /// The working bytes are read once, whole, beside the parent's: the difference is never held
+  /// (the rank finder widens it a row block at a time from the two), so about two tensors are in
+  /// memory. The read checks the file is the one hashed; one that changed throws
   /// `DeltaStoreError.fileChanged`.
   func encodeWorkingChange(
     _ name: String, working: WorkingModel, hash: String, parent: ObjectID, parentState: StoredTensorState,
@@ -117,8 +116,8 @@ extension EditRepository {
     }
     let file = working.shards[shard]
     let (rows, cols) = TensorMath.matrixShape(info.shape)
-    let storeComplete = { () throws -> EncodedChange in
-      let written = try file.read(info).withUnsafeBytes {
+    let storeComplete = { (read: [UInt8]?) throws -> EncodedChange in
+      let written = try (read ?? file.read(info)).withUnsafeBytes {
         try self.writeFullState(name: name, dtype: info.dtype, shape: info.shape, shard: shard, bytes: $0, hash: hash)
       }
       return EncodedChange(
@@ -126,19 +125,19 @@ extension EditRepository {
         hash: hash)
     }
     // Factors pay only for float matrices; vectors and integer tensors are stored complete.
-    guard info.dtype.isEditableFloat, let width = info.dtype.byteCount, rows >= 2, cols >= 2 else {
-      return try storeComplete()
+    guard info.dtype.isEditableFloat, info.dtype.byteCount != nil, rows >= 2, cols >= 2 else {
+      return try storeComplete(nil)
     }
     let previous = try timed("materialize parent state") { try materialize(name, at: parent) }
     // The parent's decode buffers (a chunk-sized scratch and compressed chunk, ~100 MB) are not
-    // kept through the Float32 difference and the rank finder.
+    // kept through the difference and the rank finder.
     decodeWorkspaces.releaseKept()
     let count = rows * cols
-    let (measured, foundFactors) = try lowRankDifference(
-      of: info, in: file, from: previous, rows: rows, cols: cols, width: width)
-    environment.releaseBLASThreads?()
-    guard let found = foundFactors else { return try storeComplete() }
     let workBytes = try file.read(info)
+    let (measured, foundFactors) = try lowRankDifference(
+      name: name, dtype: info.dtype, new: workBytes, old: previous, rows: rows, cols: cols)
+    environment.releaseBLASThreads?()
+    guard let found = foundFactors else { return try storeComplete(workBytes) }
     let factors = refinedAgainstRounding(
       found, name: name, dtype: info.dtype, rows: rows, cols: cols, committed: workBytes, parent: previous)
     // F32: each element's rounding context, for the conditioned residual (from the parent's
@@ -200,38 +199,32 @@ extension EditRepository {
       hash: stateHash, differsFromWorkingModel: approximate)
   }
 
-  /// `W_work − W_parent` (the working bytes read from `file` a block at a time, beside the
-  /// parent's bytes and the Float32 difference), its noise and norms, and its factors from the
-  /// rank finder: nil when the change is not finite or not low-rank.
+  /// `W_work − W_parent`'s noise and norms (one pass over the two) and its factors from the rank
+  /// finder, which reads the difference a row block at a time from the two tensors' bytes: nil
+  /// when the change is not finite or not low-rank.
   private func lowRankDifference(
-    of info: TensorInfo, in file: SafetensorsFile, from previous: [UInt8], rows: Int, cols: Int, width: Int
-  ) throws -> (
-    measured: (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool), factors: LowRankFactors?
-  ) {
+    name: String, dtype: DType, new: [UInt8], old: [UInt8], rows: Int, cols: Int
+  ) throws -> (measured: TensorMath.DifferenceMeasures, factors: LowRankFactors?) {
     let count = rows * cols
     // Break-even: r·(rows+cols) factor elements against rows·cols dense ones; the residual
     // and the factors' own entropy make dense storage win a little earlier.
     let maxRank = max(1, count / (rows + cols) / 2)
-    let delta = UnsafeMutablePointer<Float>.allocate(capacity: count)
-    defer { delta.deallocate() }
-    let block = UnsafeMutableRawBufferPointer.allocate(
-      byteCount: TensorMath.blockElementCount * width, alignment: 64)
-    defer { block.deallocate() }
-    let measured = try previous.withUnsafeBytes { old in
-      try TensorMath.difference(
-        newBlock: { elements in
-          let piece = UnsafeMutableRawBufferPointer(rebasing: block[0..<(elements.count * width)])
-          try file.file.read(into: piece, at: file.fileOffset(of: info) + elements.lowerBound * width)
-          return UnsafeRawBufferPointer(piece)
-        }, old: old, dtype: info.dtype, count: count, into: delta)
-    }
-    guard measured.allFinite else { return (measured, nil) }
-    let factors = try timed("rank finder") {
-      try RepositoryError.applying(to: info.name) {
-        try Factorization.lowRank(of: delta, rows: rows, cols: cols, noiseRMS: measured.noiseRMS, maxRank: maxRank)
+    return try new.withUnsafeBytes { new in
+      try old.withUnsafeBytes { old in
+        let measured = try TensorMath.difference(new: new, old: old, dtype: dtype, count: count, into: nil)
+        guard measured.allFinite else { return (measured, nil) }
+        let factors = try timed("rank finder") {
+          try RepositoryError.applying(to: name) {
+            try TensorMath.withDifferenceRows(new: new, old: old, dtype: dtype, cols: cols) { rowsOfDelta in
+              try Factorization.lowRank(
+                rows: rows, cols: cols, frobenius: measured.deltaFrobenius, noiseRMS: measured.noiseRMS,
+                maxRank: maxRank, deltaRows: rowsOfDelta)
+            }
+          }
+        }
+        return (measured, factors)
       }
     }
-    return (measured, factors)
   }
 
   func factorNorms(_ u: [Float], _ v: [Float], rows: Int, cols: Int, rank: Int, weightFrobenius: Double) throws

@@ -15,16 +15,27 @@ enum TensorMath {
     return (first, shape.dropFirst().reduce(1, *))
   }
 
-  /// `new − old` as a dense Float32 matrix, with the RMS rounding noise of `new` in its dtype
-  /// and ‖old‖_F, all in one pass.
+  /// `new − old` as a dense Float32 matrix, with the RMS rounding noise of `new` in its dtype,
+  /// ‖old‖_F and the difference's own ‖·‖_F (``DenseNorms/frobenius(_:count:)``), all in one pass.
+  /// With `delta` nil the difference is measured but not kept (see ``withDifferenceRows(new:old:dtype:cols:_:)``).
   static func difference(
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
-    into delta: UnsafeMutablePointer<Float>
-  ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool) {
+    into delta: UnsafeMutablePointer<Float>?
+  ) throws -> DifferenceMeasures {
     let width = dtype.byteCount ?? 1
     return try difference(
       newBlock: { UnsafeRawBufferPointer(rebasing: new[($0.lowerBound * width)..<($0.upperBound * width)]) },
       old: old, dtype: dtype, count: count, into: delta)
+  }
+
+  /// What ``difference(new:old:dtype:count:into:)`` measures.
+  struct DifferenceMeasures: Equatable {
+    var noiseRMS: Double
+    var oldFrobenius: Double
+    var maxAbsNew: Double
+    var allFinite: Bool
+    /// ‖new − old‖_F of the Float32 differences (non-finite ones counted as 0).
+    var deltaFrobenius: Double
   }
 
   /// `difference(new:old:dtype:count:into:)` with `new` handed over a block of elements at a
@@ -33,14 +44,16 @@ enum TensorMath {
   /// valid until the next call.
   static func difference(
     newBlock: (Range<Int>) throws -> UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
-    into delta: UnsafeMutablePointer<Float>
-  ) throws -> (noiseRMS: Double, oldFrobenius: Double, maxAbsNew: Double, allFinite: Bool) {
+    into delta: UnsafeMutablePointer<Float>?
+  ) throws -> DifferenceMeasures {
     let block = blockElementCount
     let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
     let b = UnsafeMutablePointer<Double>.allocate(capacity: block)
+    let d = UnsafeMutablePointer<Float>.allocate(capacity: block)
     defer {
       a.deallocate()
       b.deallocate()
+      d.deallocate()
     }
     // ulp of the dtype relative to Float32's: F32 ×1, BF16 ×2¹⁶, F16 ×2¹³, F64 ×2⁻²⁹.
     let ulpScale: Double
@@ -54,6 +67,7 @@ enum TensorMath {
     var norm = 0.0
     var maxAbs = 0.0
     var allFinite = true
+    var deltaNorm = DenseNorms.FrobeniusSum()
     var start = 0
     while start < count {
       let n = min(block, count - start)
@@ -64,12 +78,11 @@ enum TensorMath {
       for i in 0..<n {
         let x = a[i]
         let y = b[i]
-        let d = Float(x - y)
-        delta[start + i] = d
-        guard x.isFinite, y.isFinite, d.isFinite else {
+        d[i] = Float(x - y)
+        guard x.isFinite, y.isFinite, d[i].isFinite else {
           // Inf/NaN have no ulp and no low-rank story; the caller stores such a change whole.
           allFinite = false
-          delta[start + i] = 0
+          d[i] = 0
           continue
         }
         let ulp = Double(Float(x).ulp) * ulpScale
@@ -77,9 +90,54 @@ enum TensorMath {
         norm += y * y
         maxAbs = max(maxAbs, abs(x))
       }
+      deltaNorm.add(d, count: n)
+      delta?.advanced(by: start).update(from: d, count: n)
       start += n
     }
-    return ((noise / Double(max(count, 1)) / 12).squareRoot(), norm.squareRoot(), maxAbs, allFinite)
+    return DifferenceMeasures(
+      noiseRMS: (noise / Double(max(count, 1)) / 12).squareRoot(), oldFrobenius: norm.squareRoot(), maxAbsNew: maxAbs,
+      allFinite: allFinite, deltaFrobenius: deltaNorm.value)
+  }
+
+  /// The rows of `new − old` (both `rows × cols` of `dtype`) for
+  /// ``Factorization/lowRank(rows:cols:frobenius:noiseRMS:maxRank:seed:deltaRows:)``: the Float32
+  /// differences of ``difference(new:old:dtype:count:into:)`` (non-finite ones 0), widened, a
+  /// row block at a time, so the factorization never holds the whole difference.
+  /// `body` gets the rows closure, valid while it runs.
+  static func withDifferenceRows<T>(
+    new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, cols: Int,
+    _ body: ((Int, Int, UnsafeMutablePointer<Double>) -> Void) throws -> T
+  ) rethrows -> T {
+    try body { first, count, block in
+      let elements = (first * cols)..<(first * cols + count * cols)
+      // One pass per block, the two values decoded as FloatConversion.decode does; a loop per
+      // 16- and 32-bit dtype, which the compiler vectorizes (this runs once per rank finder pass).
+      @inline(__always) func fill<Bits: FixedWidthInteger>(_: Bits.Type, _ value: (Bits) -> Double) {
+        let width = Bits.bitWidth / 8
+        guard let newBase = new.baseAddress, let oldBase = old.baseAddress else { return }
+        precondition(elements.upperBound * width <= min(new.count, old.count))
+        let (x, y) = (newBase + elements.lowerBound * width, oldBase + elements.lowerBound * width)
+        for k in 0..<elements.count {
+          let a = value(Bits(littleEndian: x.loadUnaligned(fromByteOffset: k * width, as: Bits.self)))
+          let b = value(Bits(littleEndian: y.loadUnaligned(fromByteOffset: k * width, as: Bits.self)))
+          let d = Float(a - b)
+          block[k] = a.isFinite && b.isFinite && d.isFinite ? Double(d) : 0
+        }
+      }
+      switch dtype {
+      case .bf16: fill(UInt16.self) { Double(Float(bitPattern: UInt32($0) << 16)) }
+      case .f16:
+        // Double(Float16(bitPattern:)) without the per-element library call: the binary16 fields
+        // moved into a binary32 pattern and scaled by 2¹¹² (exact for normals, subnormals and
+        // zeros); infinities and NaN (exponent field 31) become NaN, which the fill counts as 0.
+        fill(UInt16.self) { bits in
+          let scaled = Float(bitPattern: UInt32(bits & 0x8000) << 16 | UInt32(bits & 0x7FFF) << 13) * 0x1p112
+          return bits & 0x7C00 == 0x7C00 ? .nan : Double(scaled)
+        }
+      case .f32: fill(UInt32.self) { Double(Float(bitPattern: $0)) }
+      default: fill(UInt64.self) { Double(bitPattern: $0) }
+      }
+    }
   }
 
   /// Largest |a − b| over two tensors of the same dtype.
