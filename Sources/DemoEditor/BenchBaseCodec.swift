@@ -86,13 +86,7 @@ struct BenchBaseCodec: ParsableCommand {
     var state: UInt64 = 0
     bytes.withUnsafeMutableBytes { out in
       for e in 0..<count {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        let sum = Float(z & 0xFFFF) + Float((z >> 16) & 0xFFFF) + Float((z >> 32) & 0xFFFF) + Float(z >> 48)
-        let value = 0.02 * (sum * (1 / 65536) - 2) * 1.7320508
+        let value = llamaLikeWeight(&state)
         let bits = value.bitPattern
         switch dtype {
         case .f32: out.storeBytes(of: bits.littleEndian, toByteOffset: 4 * e, as: UInt32.self)

@@ -116,14 +116,7 @@ struct GenerateLlama: ParsableCommand {
         var state = seed &+ UInt64(firstIndex + job.tensor) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(job.start) &* 0xBF58_476D
         let offset: Float = norms[job.tensor] ? 1 : 0
         for e in 0..<job.count {
-          // SplitMix64, then Irwin–Hall over four 16-bit uniforms: ~N(0, 1).
-          state &+= 0x9E37_79B9_7F4A_7C15
-          var z = state
-          z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-          z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-          z ^= z >> 31
-          let sum = Float(z & 0xFFFF) + Float((z >> 16) & 0xFFFF) + Float((z >> 32) & 0xFFFF) + Float(z >> 48)
-          let value = offset + 0.02 * (sum * (1 / 65536) - 2) * 1.7320508
+          let value = offset + llamaLikeWeight(&state)
           let bits = value.bitPattern
           buffer[e] = UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)  // to bf16, nearest-even
         }
@@ -141,4 +134,17 @@ struct GenerateLlama: ParsableCommand {
     if let error = failure.withLock({ $0 }) { throw error }
     try writer.commit(durable: false)
   }
+}
+
+/// The next ~N(0, 0.02²) weight of `generate-llama`'s stream: SplitMix64, then Irwin–Hall over
+/// four 16-bit uniforms (~N(0, 1)), scaled.
+@inline(__always)
+func llamaLikeWeight(_ state: inout UInt64) -> Float {
+  state &+= 0x9E37_79B9_7F4A_7C15
+  var z = state
+  z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+  z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+  z ^= z >> 31
+  let sum = Float(z & 0xFFFF) + Float((z >> 16) & 0xFFFF) + Float((z >> 32) & 0xFFFF) + Float(z >> 48)
+  return 0.02 * (sum * (1 / 65536) - 2) * 1.7320508
 }
