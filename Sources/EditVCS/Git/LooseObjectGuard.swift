@@ -50,9 +50,31 @@ enum LooseObjectFile {
   /// guard returns, and ``SmallLooseObject`` hashes what it returns.
   static func read(
     path: String, maximumFileByteCount: Int = .max,
-    allocate: (_ byteCount: Int) throws -> UnsafeMutableRawPointer,
-    release: (UnsafeMutableRawPointer) -> Void
+    allocate: @escaping (_ byteCount: Int) throws -> UnsafeMutableRawPointer,
+    release: @escaping (UnsafeMutableRawPointer) -> Void
   ) throws -> (kind: Kind, content: UnsafeMutableRawPointer, byteCount: Int)? {
+    guard
+      let object = try parse(
+        path: path, maximumFileByteCount: maximumFileByteCount, into: (allocate: allocate, release: release))
+    else { return nil }
+    guard let content = object.content else { throw Damage(reason: "was read without its content") }
+    return (object.kind, content, object.byteCount)
+  }
+
+  /// The kind and size the object at `path` declares, with the header checked as `read` checks
+  /// it (the rest of the stream is not read); nil when there is no such file.
+  static func readHeader(path: String) throws -> (kind: Kind, byteCount: Int)? {
+    guard let object = try parse(path: path, maximumFileByteCount: .max, into: nil) else { return nil }
+    return (object.kind, object.byteCount)
+  }
+
+  /// `read`, or with no buffer, `readHeader`.
+  private static func parse(
+    path: String, maximumFileByteCount: Int,
+    into buffer: (
+      allocate: (_ byteCount: Int) throws -> UnsafeMutableRawPointer, release: (UnsafeMutableRawPointer) -> Void
+    )?
+  ) throws -> (kind: Kind, content: UnsafeMutableRawPointer?, byteCount: Int)? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else {
       if errno == ENOENT || errno == ENOTDIR { return nil }
@@ -72,7 +94,9 @@ enum LooseObjectFile {
       throw Damage(reason: "could not be read (zlib did not start)")
     }
     defer { inflateEnd(&stream) }
-    let piece = UnsafeMutablePointer<UInt8>.allocate(capacity: min(readPieceByteCount, fileByteCount))
+    // A header needs the stream's first bytes only.
+    let pieceByteCount = buffer == nil ? maximumHeaderByteCount * 4 : readPieceByteCount
+    let piece = UnsafeMutablePointer<UInt8>.allocate(capacity: min(pieceByteCount, fileByteCount))
     defer { piece.deallocate() }
     var fileOffset = 0
     let truncated = Damage(reason: "ends before its zlib stream does (truncated)")
@@ -84,7 +108,7 @@ enum LooseObjectFile {
       var produced = 0
       while produced < capacity {
         if stream.avail_in == 0 && fileOffset < fileByteCount {
-          let wanted = min(readPieceByteCount, fileByteCount - fileOffset)
+          let wanted = min(pieceByteCount, fileByteCount - fileOffset)
           var got = 0
           while got < wanted {
             let n = Glibc.read(fd, piece + got, wanted - got)
@@ -140,8 +164,9 @@ enum LooseObjectFile {
     let early = headerProduced - nul - 1
     guard early <= declared else { throw Damage(reason: "holds more than the \(declared) bytes its header declares") }
     guard !endedInHeader || early == declared else { throw truncated }
+    guard let buffer else { return (kind, nil, declared) }
 
-    let content = try allocate(declared)
+    let content = try buffer.allocate(declared)
     do {
       let bytes = content.assumingMemoryBound(to: UInt8.self)
       header.withUnsafeBufferPointer { header in
@@ -166,7 +191,7 @@ enum LooseObjectFile {
         throw Damage(reason: "has bytes after the end of its zlib stream")
       }
     } catch {
-      release(content)
+      buffer.release(content)
       throw error
     }
     return (kind, content, declared)
@@ -213,6 +238,10 @@ enum LooseObjectGuard {
         ObjectID(prefix.pointee), digits: Int(digits), backend: backend, found: found, data: data, length: length,
         type: type)
     }
+    backend.pointee.read_header = { length, type, backend, id in
+      guard let length, let type, let backend, let id else { return GIT_ERROR.rawValue }
+      return LooseObjectGuard.readHeader(ObjectID(id.pointee), backend: backend, length: length, type: type)
+    }
     backend.pointee.free = { backend in UnsafeMutableRawPointer(backend)?.deallocate() }
     let added = git_odb_add_backend(odb, backend, priority)
     guard added == 0 else {
@@ -233,8 +262,7 @@ enum LooseObjectGuard {
     data: UnsafeMutablePointer<UnsafeMutableRawPointer?>, length: UnsafeMutablePointer<Int>,
     type: UnsafeMutablePointer<git_object_t>
   ) -> Int32 {
-    let hex = id.hex
-    let path = objectsDirectory(of: backend) + "/" + hex.prefix(2) + "/" + hex.dropFirst(2)
+    let path = objectPath(id, backend: backend)
     do {
       let read = try LooseObjectFile.read(
         path: path,
@@ -253,12 +281,37 @@ enum LooseObjectGuard {
       type.pointee = read.kind.git
       return 0
     } catch {
-      let reason = (error as? LooseObjectFile.Damage)?.reason ?? "could not be read (\(error))"
-      git_error_set_str(
-        Int32(GIT_ERROR_ODB.rawValue),
-        "corrupt loose object '\(hex)' (\(path)): it \(reason); 'mvc fsck' lists the damage")
-      return GIT_ERROR.rawValue
+      return report(error, id: id, path: path)
     }
+  }
+
+  private static func readHeader(
+    _ id: ObjectID, backend: UnsafeMutablePointer<git_odb_backend>, length: UnsafeMutablePointer<Int>,
+    type: UnsafeMutablePointer<git_object_t>
+  ) -> Int32 {
+    let path = objectPath(id, backend: backend)
+    do {
+      guard let header = try LooseObjectFile.readHeader(path: path) else { return GIT_ENOTFOUND.rawValue }
+      length.pointee = header.byteCount
+      type.pointee = header.kind.git
+      return 0
+    } catch {
+      return report(error, id: id, path: path)
+    }
+  }
+
+  private static func objectPath(_ id: ObjectID, backend: UnsafeMutablePointer<git_odb_backend>) -> String {
+    let hex = id.hex
+    return objectsDirectory(of: backend) + "/" + hex.prefix(2) + "/" + hex.dropFirst(2)
+  }
+
+  /// Sets libgit2's error message for a damaged object and returns its error code.
+  private static func report(_ error: any Error, id: ObjectID, path: String) -> Int32 {
+    let reason = (error as? LooseObjectFile.Damage)?.reason ?? "could not be read (\(error))"
+    git_error_set_str(
+      Int32(GIT_ERROR_ODB.rawValue),
+      "corrupt loose object '\(id.hex)' (\(path)): it \(reason); 'mvc fsck' lists the damage")
+    return GIT_ERROR.rawValue
   }
 
   private static func readPrefix(
