@@ -89,11 +89,15 @@ enum LooseObjectFile {
     guard fileByteCount > 0 else { throw Damage(reason: "is empty") }
     guard fileByteCount <= maximumFileByteCount else { throw Damage(reason: "is larger than expected here") }
 
-    var stream = z_stream()
-    guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+    // zlib checks that the stream has not moved since inflateInit (`state->strm == strm`): it
+    // lives on the heap, not in a local whose address Swift does not promise to keep.
+    let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
+    stream.initialize(to: z_stream())
+    defer { stream.deallocate() }
+    guard inflateInit_(stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
       throw Damage(reason: "could not be read (zlib did not start)")
     }
-    defer { inflateEnd(&stream) }
+    defer { inflateEnd(stream) }
     // A header needs the stream's first bytes only.
     let pieceByteCount = buffer == nil ? maximumHeaderByteCount * 4 : readPieceByteCount
     let piece = UnsafeMutablePointer<UInt8>.allocate(capacity: min(pieceByteCount, fileByteCount))
@@ -107,7 +111,7 @@ enum LooseObjectFile {
     func inflate(into output: UnsafeMutablePointer<UInt8>, capacity: Int) throws -> (Int, Bool) {
       var produced = 0
       while produced < capacity {
-        if stream.avail_in == 0 && fileOffset < fileByteCount {
+        if stream.pointee.avail_in == 0 && fileOffset < fileByteCount {
           let wanted = min(pieceByteCount, fileByteCount - fileOffset)
           var got = 0
           while got < wanted {
@@ -117,26 +121,27 @@ enum LooseObjectFile {
             got += n
           }
           fileOffset += got
-          stream.next_in = piece
-          stream.avail_in = uInt(got)
+          stream.pointee.next_in = piece
+          stream.pointee.avail_in = uInt(got)
         }
-        stream.next_out = output + produced
+        stream.pointee.next_out = output + produced
         // zlib's counters are 32-bit: an object over 4 GiB is inflated in several passes.
         let room = min(capacity - produced, Int(UInt32.max))
-        stream.avail_out = uInt(room)
-        let inputBefore = stream.avail_in
-        let code = CZlib.inflate(&stream, Z_NO_FLUSH)
-        produced += room - Int(stream.avail_out)
+        stream.pointee.avail_out = uInt(room)
+        let inputBefore = stream.pointee.avail_in
+        let code = CZlib.inflate(stream, Z_NO_FLUSH)
+        produced += room - Int(stream.pointee.avail_out)
         switch code {
         case Z_STREAM_END:
           return (produced, true)
         case Z_OK, Z_BUF_ERROR:
-          if stream.avail_in == inputBefore && Int(stream.avail_out) == room {
-            if stream.avail_in == 0 && fileOffset == fileByteCount { throw truncated }
+          if stream.pointee.avail_in == inputBefore && Int(stream.pointee.avail_out) == room {
+            if stream.pointee.avail_in == 0 && fileOffset == fileByteCount { throw truncated }
             throw Damage(reason: "holds a zlib stream that does not advance")
           }
         case Z_DATA_ERROR:
-          throw Damage(reason: "holds a damaged zlib stream (\(stream.msg.map { String(cString: $0) } ?? "no detail"))")
+          throw Damage(
+            reason: "holds a damaged zlib stream (\(stream.pointee.msg.map { String(cString: $0) } ?? "no detail"))")
         default:
           throw Damage(reason: "could not be inflated (zlib error \(code))")
         }
@@ -187,7 +192,7 @@ enum LooseObjectFile {
           throw Damage(reason: "holds more than the \(declared) bytes its header declares")
         }
       }
-      guard stream.avail_in == 0, fileOffset == fileByteCount else {
+      guard stream.pointee.avail_in == 0, fileOffset == fileByteCount else {
         throw Damage(reason: "has bytes after the end of its zlib stream")
       }
     } catch {
