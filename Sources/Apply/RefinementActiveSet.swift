@@ -182,19 +182,17 @@ extension IntervalRefiner {
                       part.hi.append(hi[j])
                     }
                   }
-                  part.counts.append(part.column.count - before)
-                  if part.column.count > limit { return }  // the total is over it too
-                  continue
-                }
-                for j in 0..<cols {
-                  var p = 0.0
-                  for t in 0..<rank { p += ub[i * rank + t] * vb[j * rank + t] }
-                  let m = ActiveElements.Margins.margin(
-                    tb, rows: rows, cols: cols, i: i, j: j, rank: rank, lo: lo[j], hi: hi[j])
-                  if margins.isActive(product: p, lo: lo[j], hi: hi[j], margin: m) {
-                    part.column.append(Int32(j))
-                    part.lo.append(lo[j])
-                    part.hi.append(hi[j])
+                } else {
+                  for j in 0..<cols {
+                    var p = 0.0
+                    for t in 0..<rank { p += ub[i * rank + t] * vb[j * rank + t] }
+                    let m = ActiveElements.Margins.margin(
+                      tb, rows: rows, cols: cols, i: i, j: j, rank: rank, lo: lo[j], hi: hi[j])
+                    if margins.isActive(product: p, lo: lo[j], hi: hi[j], margin: m) {
+                      part.column.append(Int32(j))
+                      part.lo.append(lo[j])
+                      part.hi.append(hi[j])
+                    }
                   }
                 }
                 part.counts.append(part.column.count - before)
