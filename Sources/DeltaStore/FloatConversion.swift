@@ -32,6 +32,13 @@ public enum FloatConversion {
       }
       return
     }
+    if dtype == .f16, let base = raw.baseAddress {
+      for i in 0..<elements.count {
+        let bits = UInt16(littleEndian: (base + offset + 2 * i).loadUnaligned(as: UInt16.self))
+        destination[i] = bits & 0x7C00 == 0x7C00 ? Double(Float16(bitPattern: bits)) : finiteF16(bits)
+      }
+      return
+    }
     var position = offset
     for i in 0..<elements.count {
       destination[i] = decodeOne(raw, byteOffset: position, dtype: dtype)
@@ -65,6 +72,14 @@ public enum FloatConversion {
       }
       offset += width
     }
+  }
+
+  /// A finite binary16 value (exponent field below 31) without the library's conversion call: its
+  /// fields moved into a binary32 pattern and scaled by 2¹¹², exact for normals, subnormals and
+  /// zeros (Inf and NaN keep `Double(Float16(bitPattern:))`, which keeps their payload).
+  @inline(__always)
+  static func finiteF16(_ bits: UInt16) -> Double {
+    Double(Float(bitPattern: UInt32(bits & 0x8000) << 16 | UInt32(bits & 0x7FFF) << 13) * 0x1p112)
   }
 
   /// Decodes one element at `byteOffset`.

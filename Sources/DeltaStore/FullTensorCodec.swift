@@ -59,7 +59,7 @@ public enum FullTensorCodec {
     chunkCount: Int, chunk: (Int) throws -> [UInt8],
     into destination: UnsafeMutableRawBufferPointer,
     dtype: DType, chunkByteCount: Int = defaultChunkByteCount, encoding: ChunkEncoding = .shuffledZstd,
-    tensor: String = "tensor", workspaces: DecodeWorkspacePool = .shared
+    tensor: String = "tensor", workspaces: DecodeWorkspacePool = .shared, workers: Int = 1
   ) throws {
     let width = dtype.byteCount ?? 1
     let ranges = try checkedRanges(
@@ -79,7 +79,7 @@ public enum FullTensorCodec {
         try compressed.withUnsafeBytes {
           try PlaneCodec.decode(
             $0, into: UnsafeMutableRawBufferPointer(rebasing: destination[range]), dtype: dtype, scratch: slice,
-            what: "tensor '\(tensor)' chunk \(i)")
+            what: "tensor '\(tensor)' chunk \(i)", workers: workers)
         }
         continue
       }
@@ -112,7 +112,7 @@ public enum FullTensorCodec {
     chunkCount: Int, dtype: DType, chunkByteCount: Int = defaultChunkByteCount,
     encoding: ChunkEncoding = .shuffledZstd, tensor: String = "tensor",
     into destination: UnsafeMutableRawBufferPointer, decoder: ZstdStreamDecoder? = nil,
-    workspaces: DecodeWorkspacePool = .shared,
+    workspaces: DecodeWorkspacePool = .shared, workers: Int = 1,
     pieces: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
   ) throws {
     let width = dtype.byteCount ?? 1
@@ -140,7 +140,7 @@ public enum FullTensorCodec {
           try PlaneCodec.decode(
             $0, into: UnsafeMutableRawBufferPointer(rebasing: destination[range]), dtype: dtype,
             scratch: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count]),
-            what: "tensor '\(tensor)' chunk \(i)")
+            what: "tensor '\(tensor)' chunk \(i)", workers: workers)
         }
       }
       return
@@ -168,7 +168,7 @@ public enum FullTensorCodec {
   /// - Throws: As the `pieces` variant; `.corruptBlob` when a chunk comes in more than one piece.
   package static func decodeWholeChunks(
     chunkCount: Int, dtype: DType, chunkByteCount: Int, encoding: ChunkEncoding, tensor: String,
-    into destination: UnsafeMutableRawBufferPointer, workspaces: DecodeWorkspacePool = .shared,
+    into destination: UnsafeMutableRawBufferPointer, workspaces: DecodeWorkspacePool = .shared, workers: Int = 1,
     chunkBytes: (Int, (UnsafeRawBufferPointer) throws -> Void) throws -> Void
   ) throws {
     guard encoding == .planes else {
@@ -192,7 +192,7 @@ public enum FullTensorCodec {
         }
         try PlaneCodec.decode(
           bytes, into: UnsafeMutableRawBufferPointer(rebasing: destination[range]), dtype: dtype,
-          scratch: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count]), what: what)
+          scratch: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count]), what: what, workers: workers)
       }
       try chunkBytes(i) { bytes in
         pieces += 1

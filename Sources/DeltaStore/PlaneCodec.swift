@@ -121,9 +121,12 @@ package enum PlaneCodec {
   ///
   /// - Throws: `.corruptBlob` naming `what` (the tensor and chunk) for a wrong version, width,
   ///   method or size, and for a plane that does not decode to exactly its size.
+  /// - Parameter workers: Threads that decode at once: raw planes are copied and rANS planes
+  ///   decoded a part at a time, zstd and Huffman planes one per thread, and the planes are
+  ///   interleaved by element ranges. The bytes and the errors are the same for any count.
   package static func decode(
     _ blob: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, dtype: DType,
-    scratch: UnsafeMutableRawBufferPointer, what: String
+    scratch: UnsafeMutableRawBufferPointer, what: String, workers: Int = 1
   ) throws {
     func corrupt(_ reason: String) -> DeltaStoreError { .corruptBlob(kind: what, reason: reason) }
     let width = dtype.byteCount ?? 1
@@ -150,28 +153,45 @@ package enum PlaneCodec {
       throw corrupt("\(blob.count - offset) bytes after the planes, expected \(tail)")
     }
     let planes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<(n * width)])
+    for (k, plan) in plans.enumerated() where plan.method == .raw && plan.range.count != n {
+      throw corrupt("raw plane \(k) holds \(plan.range.count) bytes, expected \(n)")
+    }
+    // Planes in order, each on every worker when it splits (raw, rANS); the others (zstd,
+    // Huffman: one stream each) on a thread each, beside one another.
+    let whole = plans.indices.filter { plans[$0].method == .zstd || plans[$0].method == .huffman }
+    try ParallelParts.run(whole.count, workers: workers) { i in
+      let k = whole[i]
+      let source = UnsafeRawBufferPointer(rebasing: blob[plans[k].range])
+      let plane = UnsafeMutableRawBufferPointer(rebasing: planes[(k * n)..<((k + 1) * n)])
+      if plans[k].method == .huffman {
+        try HuffmanCoder.decode(source, into: plane, what: what + " plane \(k)")
+        return
+      }
+      do {
+        try Zstd.decompress(source, into: plane)
+      } catch let error as DeltaStoreError {
+        throw corrupt("plane \(k): \(error.localizedDescription)")
+      }
+    }
     for (k, plan) in plans.enumerated() {
       let source = UnsafeRawBufferPointer(rebasing: blob[plan.range])
       let plane = UnsafeMutableRawBufferPointer(rebasing: planes[(k * n)..<((k + 1) * n)])
       switch plan.method {
       case .raw:
-        guard source.count == n else { throw corrupt("raw plane \(k) holds \(source.count) bytes, expected \(n)") }
-        plane.copyMemory(from: source)
-      case .zstd:
-        do {
-          try Zstd.decompress(source, into: plane)
-        } catch let error as DeltaStoreError {
-          throw corrupt("plane \(k): \(error.localizedDescription)")
+        let parts = ParallelParts.ranges(n, parts: workers, minimum: 1 << 20)
+        ParallelParts.run(parts.count, workers: workers) { part in
+          UnsafeMutableRawBufferPointer(rebasing: plane[parts[part]]).copyMemory(
+            from: UnsafeRawBufferPointer(rebasing: source[parts[part]]))
         }
-      case .huffman:
-        try HuffmanCoder.decode(source, into: plane, what: what + " plane \(k)")
       case .rans:
-        try RansCoder.decode(source, into: plane, what: what + " plane \(k)")
+        try RansCoder.decode(source, into: plane, what: what + " plane \(k)", workers: workers)
+      case .zstd, .huffman:
+        break
       }
     }
     untransform(
       UnsafeRawBufferPointer(planes), into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<(n * width)]),
-      width: width, rotated: rotates(dtype))
+      width: width, rotated: rotates(dtype), workers: workers)
     if tail > 0 {
       UnsafeMutableRawBufferPointer(rebasing: destination[(n * width)...]).copyMemory(
         from: UnsafeRawBufferPointer(rebasing: blob[offset...]))
@@ -198,27 +218,33 @@ package enum PlaneCodec {
 
   /// Inverts `transform`: each element gathered from its planes and rotated back, in one pass.
   static func untransform(
-    _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, width: Int, rotated: Bool
+    _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, width: Int, rotated: Bool,
+    workers: Int = 1
   ) {
     guard rotated, let src = source.baseAddress, let dst = destination.baseAddress else {
       ByteShuffle.unshuffle(source, into: destination, elementByteCount: width)
       return
     }
     let n = source.count / width
-    switch width {
-    case 2: mergeAndRotateRight(src, dst, n, as: UInt16.self)
-    case 4: mergeAndRotateRight(src, dst, n, as: UInt32.self)
-    default: mergeAndRotateRight(src, dst, n, as: UInt64.self)
+    // Element ranges written by different threads: each element's bytes depend on its own alone.
+    let parts = ParallelParts.ranges(n, parts: workers, minimum: 1 << 18)
+    nonisolated(unsafe) let (from, to) = (src, dst)
+    ParallelParts.run(parts.count, workers: workers) { part in
+      switch width {
+      case 2: mergeAndRotateRight(from, to, n, parts[part], as: UInt16.self)
+      case 4: mergeAndRotateRight(from, to, n, parts[part], as: UInt32.self)
+      default: mergeAndRotateRight(from, to, n, parts[part], as: UInt64.self)
+      }
     }
   }
 
   @inline(__always)
   private static func mergeAndRotateRight<Word: FixedWidthInteger & UnsignedInteger>(
-    _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ n: Int, as _: Word.Type
+    _ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, _ n: Int, _ elements: Range<Int>, as _: Word.Type
   ) {
     let width = MemoryLayout<Word>.size
     let top = Word(Word.bitWidth - 1)
-    for i in 0..<n {
+    for i in elements {
       var word: Word = 0
       for k in 0..<width {
         word |= Word(src.load(fromByteOffset: k &* n &+ i, as: UInt8.self)) &<< Word(8 &* k)

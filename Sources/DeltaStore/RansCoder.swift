@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A static order-0 range-ANS coder for one byte plane, in blocks of `blockSymbols` symbols with a
 /// frequency table each: unlike Huffman it spends fractional bits per symbol, which is what the
@@ -253,48 +254,65 @@ package enum RansCoder {
   /// - Throws: `.corruptBlob` naming `what` for a bad table, a payload that runs past the end,
   ///   or a block that does not end where and in the state the encoder began.
   static func decode(
-    _ encoded: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, what: String
+    _ encoded: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, what: String,
+    workers: Int = 1
   ) throws {
     func corrupt(_ reason: String) -> DeltaStoreError { .corruptBlob(kind: what, reason: reason) }
     guard let base = destination.baseAddress, destination.count > 0 else {
       guard encoded.isEmpty else { throw corrupt("\(encoded.count) bytes after the rANS blocks") }
       return
     }
+    // The headers are read first, in order (each block's size says where the next begins), and
+    // checked whole; then the groups of `lanes` blocks, independent of each other, are decoded
+    // on `workers` threads, each group reading its tables again from the offsets found here.
     var offset = 0
-    var tables = [UInt32](repeating: 0, count: lanes * scale)
+    var check = [UInt32](repeating: 0, count: scale)
+    var headers: [Int] = []
     var blocks: [(payload: Range<Int>, first: Int, count: Int)] = []
     let blockCount = (destination.count + blockSymbols - 1) / blockSymbols
-    // A group of 3 blocks is padded with a copy of its first, decoded into `spare` and dropped
-    // (as `encode` pads).
-    let spare = UnsafeMutableRawBufferPointer.allocate(
-      byteCount: blockCount % lanes == lanes - 1 ? blockSymbols : 0, alignment: 64)
-    defer { spare.deallocate() }
-    for first in Swift.stride(from: 0, to: blockCount, by: lanes) {
-      blocks.removeAll(keepingCapacity: true)
+    for block in 0..<blockCount {
+      headers.append(offset)
+      let start = block * blockSymbols
+      let payload = try check.withUnsafeMutableBufferPointer { try readTable(encoded, at: &offset, into: $0, corrupt: corrupt) }
+      blocks.append((payload, start, min(blockSymbols, destination.count - start)))
+    }
+    let groupCount = (blockCount + lanes - 1) / lanes
+    nonisolated(unsafe) let output = base
+    // The first block of a group that did not decode to its symbols; the lowest one is reported,
+    // as decoding the groups one after the other would.
+    let failed = Mutex<Int?>(nil)
+    try ParallelParts.run(groupCount, workers: workers) { group in
+      let first = group * lanes
       let members = min(lanes, blockCount - first)
+      var tables = [UInt32](repeating: 0, count: lanes * scale)
+      var groupBlocks = Array(blocks[first..<(first + members)])
       for lane in 0..<members {
-        let start = (first + lane) * blockSymbols
-        let count = min(blockSymbols, destination.count - start)
-        let payload = try tables.withUnsafeMutableBufferPointer { tables in
+        var at = headers[first + lane]
+        _ = try tables.withUnsafeMutableBufferPointer { tables in
           try readTable(
-            encoded, at: &offset,
-            into: UnsafeMutableBufferPointer(rebasing: tables[(lane * scale)..<((lane + 1) * scale)]),
+            encoded, at: &at, into: UnsafeMutableBufferPointer(rebasing: tables[(lane * scale)..<((lane + 1) * scale)]),
             corrupt: corrupt)
         }
-        blocks.append((payload, start, count))
       }
-      var outputs = blocks.map { base + $0.first }
-      while blocks.count >= lanes - 1 && blocks.count < lanes, let spareBase = spare.baseAddress {
-        let lane = blocks.count
+      // A group of 3 blocks is padded with a copy of its first, decoded into `spare` and dropped
+      // (as `encode` pads).
+      let spare = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: members == lanes - 1 ? blockSymbols : 0, alignment: 64)
+      defer { spare.deallocate() }
+      var outputs = groupBlocks.map { output + $0.first }
+      while groupBlocks.count >= lanes - 1 && groupBlocks.count < lanes, let spareBase = spare.baseAddress {
+        let lane = groupBlocks.count
         for slot in 0..<scale { tables[lane * scale + slot] = tables[slot] }
-        blocks.append(blocks[0])
+        groupBlocks.append(groupBlocks[0])
         outputs.append(spareBase)
       }
-      let results = tables.withUnsafeBufferPointer { tables in decodeLanes(blocks, outputs, encoded, tables) }
-      for (lane, result) in results.prefix(members).enumerated() where !result {
-        throw corrupt(
-          "rANS block \(blocks[lane].first / blockSymbols) does not decode to its \(blocks[lane].count) symbols")
+      let results = tables.withUnsafeBufferPointer { tables in decodeLanes(groupBlocks, outputs, encoded, tables) }
+      if let lane = results.prefix(members).firstIndex(of: false) {
+        failed.withLock { $0 = min($0 ?? Int.max, first + lane) }
       }
+    }
+    if let block = failed.withLock({ $0 }) {
+      throw corrupt("rANS block \(block) does not decode to its \(blocks[block].count) symbols")
     }
     guard offset == encoded.count else { throw corrupt("\(encoded.count - offset) bytes after the rANS blocks") }
   }

@@ -133,7 +133,9 @@ extension EditRepository {
     // kept through the difference and the rank finder.
     decodeWorkspaces.releaseKept()
     let count = rows * cols
-    let workBytes = try file.read(info)
+    let workBytes = try timed("read working tensor") {
+      try Self.read(info, of: file, workers: environment.workerThreads)
+    }
     let (measured, foundFactors) = try lowRankDifference(
       name: name, dtype: info.dtype, new: workBytes, old: previous, rows: rows, cols: cols)
     environment.releaseBLASThreads?()
@@ -150,12 +152,11 @@ extension EditRepository {
       } : nil
     // The parent's bytes are not needed past the difference: reconstruct in the same buffer.
     var reconstructed = consume previous
-    reconstructed.withUnsafeMutableBytes { raw in
-      factors.u.withUnsafeBufferPointer { u in
-        factors.v.withUnsafeBufferPointer { v in
-          CanonicalRule.apply(
-            to: raw, storage: .init(info.dtype), rows: rows, cols: cols, u: u, v: v, rank: factors.rank)
-        }
+    timed("reconstruct") {
+      reconstructed.withUnsafeMutableBytes { raw in
+        Self.applyCanonical(
+          to: raw, dtype: info.dtype, rows: rows, cols: cols, u: factors.u, v: factors.v, rank: factors.rank,
+          workers: environment.workerThreads)
       }
     }
     var residual: EncodedResidual?
@@ -211,7 +212,9 @@ extension EditRepository {
     let maxRank = max(1, count / (rows + cols) / 2)
     return try new.withUnsafeBytes { new in
       try old.withUnsafeBytes { old in
-        let measured = try TensorMath.difference(new: new, old: old, dtype: dtype, count: count, into: nil)
+        let measured = try timed("difference measures") {
+          try TensorMath.measures(new: new, old: old, dtype: dtype, count: count, workers: environment.workerThreads)
+        }
         guard measured.allFinite else { return (measured, nil) }
         let factors = try timed("rank finder") {
           try RepositoryError.applying(to: name) {
@@ -224,6 +227,46 @@ extension EditRepository {
         }
         return (measured, factors)
       }
+    }
+  }
+
+  /// `CanonicalRule.apply` with the rows cut into one range per worker: each element's result
+  /// depends only on its own bytes, its row of U and V, so the bytes are those of one call.
+  static func applyCanonical(
+    to raw: UnsafeMutableRawBufferPointer, dtype: DType, rows: Int, cols: Int, u: [Float], v: [Float], rank: Int,
+    workers: Int
+  ) {
+    let rowBytes = raw.count / max(rows, 1)
+    // Parts of at least 2¹⁸ elements (a row each at least).
+    let parts = ParallelParts.ranges(rows, parts: workers, minimum: max(1, (1 << 18) / max(cols, 1)))
+    u.withUnsafeBufferPointer { u in
+      v.withUnsafeBufferPointer { v in
+        ParallelParts.run(parts.count, workers: workers) { part in
+          let range = parts[part]
+          CanonicalRule.apply(
+            to: UnsafeMutableRawBufferPointer(rebasing: raw[(range.lowerBound * rowBytes)..<(range.upperBound * rowBytes)]),
+            storage: .init(dtype), rows: range.count, cols: cols,
+            u: UnsafeBufferPointer(rebasing: u[(range.lowerBound * rank)..<(range.upperBound * rank)]), v: v,
+            rank: rank)
+        }
+      }
+    }
+  }
+
+  /// `file.read(tensor)` with the parts of the tensor read on `workers` threads (the copy out of
+  /// the page cache, and the faults of the fresh array, are most of a read): each part checks,
+  /// as every read does, that the file is still the one opened (and hashed), so a file changed
+  /// meanwhile still throws `DeltaStoreError.fileChanged`.
+  static func read(_ tensor: TensorInfo, of file: SafetensorsFile, workers: Int) throws -> [UInt8] {
+    let offset = file.fileOffset(of: tensor)
+    let parts = ParallelParts.ranges(tensor.byteCount, parts: workers, minimum: 8 << 20)
+    return try [UInt8](unsafeUninitializedCapacity: tensor.byteCount) { buffer, initialized in
+      let raw = UnsafeMutableRawBufferPointer(buffer)
+      try ParallelParts.run(parts.count, workers: workers) { part in
+        try file.file.read(
+          into: UnsafeMutableRawBufferPointer(rebasing: raw[parts[part]]), at: offset + parts[part].lowerBound)
+      }
+      initialized = tensor.byteCount
     }
   }
 

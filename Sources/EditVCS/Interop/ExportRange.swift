@@ -309,7 +309,7 @@ extension EditRepository {
 
 extension TensorMath {
   /// The ulp of `dtype` relative to Float32's at the same magnitude: F32 ×1, BF16 ×2¹⁶,
-  /// F16 ×2¹³, F64 ×2⁻²⁹ (as in `difference(new:old:dtype:count:into:)`).
+  /// F16 ×2¹³, F64 ×2⁻²⁹ (`difference(new:old:dtype:count:into:)`'s noise).
   static func ulpScale(_ dtype: DType) -> Double {
     switch dtype {
     case .bf16: return 65536

@@ -171,9 +171,12 @@ extension EditRepository {
     TensorRebuilder(snapshots: snapshots, trace: environment.tracePerformance, workspaces: decodeWorkspaces)
   }
 
-  /// Rebuilds the tensor a plan describes on this thread (see `TensorRebuilder.run`).
+  /// Rebuilds the tensor a plan describes on this thread (see `TensorRebuilder.run`), a complete
+  /// start state's chunks decoded on `environment.workerThreads` threads.
   func runMaterialization(_ plan: MaterializationPlan) throws -> [UInt8]? {
-    try rebuilder.run(plan)
+    var rebuilder = self.rebuilder
+    rebuilder.decodeWorkers = environment.workerThreads
+    return try rebuilder.run(plan)
   }
 
   /// Where the bytes of a `full` or `reference` state come from.
@@ -235,6 +238,9 @@ struct TensorRebuilder: Sendable {
   let trace: (@Sendable (String) -> Void)?
   /// Where chunk decodes take their scratch buffers from.
   let workspaces: DecodeWorkspacePool
+  /// Threads that decode one chunk of a complete state together (1 on a pipeline's workers,
+  /// which rebuild tensors side by side): the bytes are the same for any count.
+  var decodeWorkers = 1
 
   /// Runs `body`, reporting its wall time to the performance trace when one is set.
   func timed<T>(_ phase: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
@@ -375,14 +381,14 @@ struct TensorRebuilder: Sendable {
       // Each chunk is one buffer already (libgit2's): decoded from it, not gathered into a copy.
       try FullTensorCodec.decodeWholeChunks(
         chunkCount: chunks.count, dtype: state.dtype, chunkByteCount: chunkByteCount, encoding: encoding,
-        tensor: tensor, into: destination, workspaces: workspaces,
+        tensor: tensor, into: destination, workspaces: workspaces, workers: decodeWorkers,
         chunkBytes: { i, sink in try sink(packed[i].content) }
       )
       return
     }
     try FullTensorCodec.decode(
       chunkCount: chunks.count, dtype: state.dtype, chunkByteCount: chunkByteCount, encoding: encoding, tensor: tensor,
-      into: destination, workspaces: workspaces
+      into: destination, workspaces: workspaces, workers: decodeWorkers
     ) { i, sink in
       switch chunks[i] {
       case .packed(let blob): try sink(blob.content)

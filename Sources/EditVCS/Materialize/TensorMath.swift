@@ -55,14 +55,7 @@ enum TensorMath {
       b.deallocate()
       d.deallocate()
     }
-    // ulp of the dtype relative to Float32's: F32 ×1, BF16 ×2¹⁶, F16 ×2¹³, F64 ×2⁻²⁹.
-    let ulpScale: Double
-    switch dtype {
-    case .bf16: ulpScale = 65536
-    case .f16: ulpScale = 8192
-    case .f64: ulpScale = 0x1p-29
-    default: ulpScale = 1
-    }
+    let ulpScale = ulpScale(dtype)
     var noise = 0.0
     var norm = 0.0
     var maxAbs = 0.0
@@ -97,6 +90,102 @@ enum TensorMath {
     return DifferenceMeasures(
       noiseRMS: (noise / Double(max(count, 1)) / 12).squareRoot(), oldFrobenius: norm.squareRoot(), maxAbsNew: maxAbs,
       allFinite: allFinite, deltaFrobenius: deltaNorm.value)
+  }
+
+  /// ``difference(new:old:dtype:count:into:)``'s measures, bit for bit, with its passes on up to
+  /// two threads.
+  ///
+  /// Its sums run in element order, each rounding after the last, so they are not split by
+  /// element ranges (that would change their low bits, which `meta.json` records): when every
+  /// element is finite (every element then counts), the noise and `max|new|` are one thread's
+  /// pass over `new`, and ‖old‖², the difference's norm and the finiteness check another's over
+  /// both, each sum in the order of the single pass. A tensor with an Inf or NaN (whose change
+  /// is stored complete) is measured again by the single pass.
+  static func measures(
+    new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int, workers: Int
+  ) throws -> DifferenceMeasures {
+    guard workers > 1 else { return try difference(new: new, old: old, dtype: dtype, count: count, into: nil) }
+    let ulpScale = ulpScale(dtype)
+    let scaleExponent = Int(ulpScale.exponent)
+    let block = blockElementCount
+    // Each part's sums live in its own locals (a captured variable would go through memory and
+    // an exclusivity check at every step) and are written to its own slot at the end.
+    typealias Sums = (noise: Double, maxAbs: Double, norm: Double, allFinite: Bool, delta: DenseNorms.FrobeniusSum)
+    var results = [Sums](repeating: (0, 0, 0, true, DenseNorms.FrobeniusSum()), count: 2)
+    results.withUnsafeMutableBufferPointer { slots in
+      nonisolated(unsafe) let slots = slots
+      ParallelParts.run(2, workers: workers) { part in
+        let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
+        let b = UnsafeMutablePointer<Double>.allocate(capacity: block)
+        let d = UnsafeMutablePointer<Float>.allocate(capacity: block)
+        defer {
+          a.deallocate()
+          b.deallocate()
+          d.deallocate()
+        }
+        var noise = 0.0
+        var maxBits: UInt64 = 0
+        var norm = 0.0
+        var nonFinite: UInt64 = 0
+        var deltaNorm = DenseNorms.FrobeniusSum()
+        var start = 0
+        while start < count {
+          let n = min(block, count - start)
+          let range = start..<(start + n)
+          FloatConversion.decode(
+            new, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: a, count: n))
+          if part == 0 {
+            // The noise sum alone carries a chain of dependent additions; |new|'s maximum is
+            // taken on the bits (their order is the values' for non-negative finite numbers).
+            if dtype == .f64 {
+              for i in 0..<n {
+                let ulp = Double(Float(a[i]).ulp) * ulpScale
+                noise += ulp * ulp
+                maxBits = max(maxBits, a[i].bitPattern & 0x7FFF_FFFF_FFFF_FFFF)
+              }
+            } else {
+              for i in 0..<n {
+                noise += squaredUlp(exactFloat: a[i], scaleExponent: scaleExponent)
+                maxBits = max(maxBits, a[i].bitPattern & 0x7FFF_FFFF_FFFF_FFFF)
+              }
+            }
+          } else {
+            FloatConversion.decode(
+              old, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: b, count: n))
+            for i in 0..<n {
+              let (x, y) = (a[i], b[i])
+              let difference = Float(x - y)
+              d[i] = difference
+              norm += y * y
+              // 1 when the exponent field is all ones (Inf or NaN), without a branch.
+              nonFinite |=
+                (x.bitPattern >> 52 & 0x7FF &+ 1) >> 11 | (y.bitPattern >> 52 & 0x7FF &+ 1) >> 11
+                | UInt64((difference.bitPattern >> 23 & 0xFF &+ 1) >> 8)
+            }
+            deltaNorm.add(d, count: n)
+          }
+          start += n
+        }
+        let (maxAbs, allFinite) = (Double(bitPattern: maxBits), nonFinite == 0)
+        slots[part] = (noise, maxAbs, norm, allFinite, deltaNorm)
+      }
+    }
+    let (noise, maxAbs) = (results[0].noise, results[0].maxAbs)
+    let (norm, allFinite, deltaNorm) = (results[1].norm, results[1].allFinite, results[1].delta)
+    guard allFinite else { return try difference(new: new, old: old, dtype: dtype, count: count, into: nil) }
+    return DifferenceMeasures(
+      noiseRMS: (noise / Double(max(count, 1)) / 12).squareRoot(), oldFrobenius: norm.squareRoot(), maxAbsNew: maxAbs,
+      allFinite: true, deltaFrobenius: deltaNorm.value)
+  }
+
+  /// `(Double(Float(x).ulp) · 2^scaleExponent)²` for a finite `x` that is exactly a Float (a BF16,
+  /// F16 or F32 value), from its exponent field alone: `Float.ulp` is 2^(max(E, 1) − 150) for
+  /// the biased exponent E (2⁻¹⁴⁹ for zeros and subnormals), so the square is a power of two
+  /// built from its bits, the same number without the library call and its branches.
+  @inline(__always)
+  static func squaredUlp(exactFloat x: Double, scaleExponent: Int) -> Double {
+    let biased = Int(truncatingIfNeeded: Float(x).bitPattern >> 23 & 0xFF)
+    return Double(bitPattern: UInt64(truncatingIfNeeded: 2 * (max(biased, 1) - 150 + scaleExponent) + 1023) << 52)
   }
 
   /// The rows of `new − old` (both `rows × cols` of `dtype`) for

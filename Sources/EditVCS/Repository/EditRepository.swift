@@ -266,21 +266,32 @@ public final class EditRepository {
     environment.progress?(ProgressEvent(phase: phase, completed: completed, total: total, byteCount: bytes))
   }
 
-  /// Runs `body`, reporting its wall time to the performance trace when one is set.
+  /// Runs `body`, reporting its wall and CPU time to the performance trace when one is set.
   func timed<T>(_ phase: @autoclosure () -> String, _ body: () throws -> T) rethrows -> T {
     try timePhase(environment.tracePerformance, phase(), body)
   }
 }
 
-/// Runs `body`, reporting its wall time to `trace` (one line: seconds, then the phase) when set.
+/// Runs `body`, reporting its wall time and the process's CPU time meanwhile to `trace` (one
+/// line: `<wall> s <cpu> cpu-s: <phase>`) when set. The CPU time counts every thread, so it
+/// shows how many cores a phase kept busy (and, on a loaded machine, what it cost); phases that
+/// run side by side on worker threads (a checkout's tensors) count each other's time too.
 func timePhase<T>(
   _ trace: (@Sendable (String) -> Void)?, _ phase: @autoclosure () -> String, _ body: () throws -> T
 ) rethrows -> T {
   guard let trace else { return try body() }
   let start = DispatchTime.now().uptimeNanoseconds
+  let cpuStart = processCPUSeconds()
   defer {
     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-    trace(String(format: "%.6f s: ", seconds) + phase())
+    trace(String(format: "%.6f s %.3f cpu-s: ", seconds, processCPUSeconds() - cpuStart) + phase())
   }
   return try body()
+}
+
+/// User and system CPU seconds of every thread of this process so far.
+private func processCPUSeconds() -> Double {
+  var now = timespec()
+  guard clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now) == 0 else { return 0 }
+  return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }
