@@ -55,4 +55,3 @@ package enum ParallelParts {
     }
   }
 }
-

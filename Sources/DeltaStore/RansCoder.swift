@@ -273,7 +273,9 @@ package enum RansCoder {
     for block in 0..<blockCount {
       headers.append(offset)
       let start = block * blockSymbols
-      let payload = try check.withUnsafeMutableBufferPointer { try readTable(encoded, at: &offset, into: $0, corrupt: corrupt) }
+      let payload = try check.withUnsafeMutableBufferPointer {
+        try readTable(encoded, at: &offset, into: $0, corrupt: corrupt)
+      }
       blocks.append((payload, start, min(blockSymbols, destination.count - start)))
     }
     let groupCount = (blockCount + lanes - 1) / lanes

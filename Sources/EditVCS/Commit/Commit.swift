@@ -244,7 +244,8 @@ extension EditRepository {
         ParallelParts.run(parts.count, workers: workers) { part in
           let range = parts[part]
           CanonicalRule.apply(
-            to: UnsafeMutableRawBufferPointer(rebasing: raw[(range.lowerBound * rowBytes)..<(range.upperBound * rowBytes)]),
+            to: UnsafeMutableRawBufferPointer(
+              rebasing: raw[(range.lowerBound * rowBytes)..<(range.upperBound * rowBytes)]),
             storage: .init(dtype), rows: range.count, cols: cols,
             u: UnsafeBufferPointer(rebasing: u[(range.lowerBound * rank)..<(range.upperBound * rank)]), v: v,
             rank: rank)

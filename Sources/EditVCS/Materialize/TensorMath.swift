@@ -46,6 +46,15 @@ enum TensorMath {
     newBlock: (Range<Int>) throws -> UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
     into delta: UnsafeMutablePointer<Float>?
   ) throws -> DifferenceMeasures {
+    try withBlockBuffers { a, b, d in
+      try difference(newBlock: newBlock, old: old, dtype: dtype, count: count, into: delta, buffers: (a, b, d))
+    }
+  }
+
+  /// Two Float64 blocks and a Float32 one (`blockElementCount` each) for `body`, freed after it.
+  private static func withBlockBuffers<T>(
+    _ body: (UnsafeMutablePointer<Double>, UnsafeMutablePointer<Double>, UnsafeMutablePointer<Float>) throws -> T
+  ) rethrows -> T {
     let block = blockElementCount
     let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
     let b = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -55,6 +64,16 @@ enum TensorMath {
       b.deallocate()
       d.deallocate()
     }
+    return try body(a, b, d)
+  }
+
+  private static func difference(
+    newBlock: (Range<Int>) throws -> UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, count: Int,
+    into delta: UnsafeMutablePointer<Float>?,
+    buffers: (UnsafeMutablePointer<Double>, UnsafeMutablePointer<Double>, UnsafeMutablePointer<Float>)
+  ) throws -> DifferenceMeasures {
+    let (a, b, d) = buffers
+    let block = blockElementCount
     let ulpScale = ulpScale(dtype)
     var noise = 0.0
     var norm = 0.0
@@ -115,59 +134,53 @@ enum TensorMath {
     results.withUnsafeMutableBufferPointer { slots in
       nonisolated(unsafe) let slots = slots
       ParallelParts.run(2, workers: workers) { part in
-        let a = UnsafeMutablePointer<Double>.allocate(capacity: block)
-        let b = UnsafeMutablePointer<Double>.allocate(capacity: block)
-        let d = UnsafeMutablePointer<Float>.allocate(capacity: block)
-        defer {
-          a.deallocate()
-          b.deallocate()
-          d.deallocate()
-        }
-        var noise = 0.0
-        var maxBits: UInt64 = 0
-        var norm = 0.0
-        var nonFinite: UInt64 = 0
-        var deltaNorm = DenseNorms.FrobeniusSum()
-        var start = 0
-        while start < count {
-          let n = min(block, count - start)
-          let range = start..<(start + n)
-          FloatConversion.decode(
-            new, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: a, count: n))
-          if part == 0 {
-            // The noise sum alone carries a chain of dependent additions; |new|'s maximum is
-            // taken on the bits (their order is the values' for non-negative finite numbers).
-            if dtype == .f64 {
-              for i in 0..<n {
-                let ulp = Double(Float(a[i]).ulp) * ulpScale
-                noise += ulp * ulp
-                maxBits = max(maxBits, a[i].bitPattern & 0x7FFF_FFFF_FFFF_FFFF)
+        withBlockBuffers { a, b, d in
+          var noise = 0.0
+          var maxBits: UInt64 = 0
+          var norm = 0.0
+          var nonFinite: UInt64 = 0
+          var deltaNorm = DenseNorms.FrobeniusSum()
+          var start = 0
+          while start < count {
+            let n = min(block, count - start)
+            let range = start..<(start + n)
+            FloatConversion.decode(
+              new, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: a, count: n))
+            if part == 0 {
+              // The noise sum alone carries a chain of dependent additions; |new|'s maximum is
+              // taken on the bits (their order is the values' for non-negative finite numbers).
+              if dtype == .f64 {
+                for i in 0..<n {
+                  let ulp = Double(Float(a[i]).ulp) * ulpScale
+                  noise += ulp * ulp
+                  maxBits = max(maxBits, a[i].bitPattern & 0x7FFF_FFFF_FFFF_FFFF)
+                }
+              } else {
+                for i in 0..<n {
+                  noise += squaredUlp(exactFloat: a[i], scaleExponent: scaleExponent)
+                  maxBits = max(maxBits, a[i].bitPattern & 0x7FFF_FFFF_FFFF_FFFF)
+                }
               }
             } else {
+              FloatConversion.decode(
+                old, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: b, count: n))
               for i in 0..<n {
-                noise += squaredUlp(exactFloat: a[i], scaleExponent: scaleExponent)
-                maxBits = max(maxBits, a[i].bitPattern & 0x7FFF_FFFF_FFFF_FFFF)
+                let (x, y) = (a[i], b[i])
+                let difference = Float(x - y)
+                d[i] = difference
+                norm += y * y
+                // 1 when the exponent field is all ones (Inf or NaN), without a branch.
+                nonFinite |=
+                  (x.bitPattern >> 52 & 0x7FF &+ 1) >> 11 | (y.bitPattern >> 52 & 0x7FF &+ 1) >> 11
+                  | UInt64((difference.bitPattern >> 23 & 0xFF &+ 1) >> 8)
               }
+              deltaNorm.add(d, count: n)
             }
-          } else {
-            FloatConversion.decode(
-              old, dtype: dtype, elements: range, into: UnsafeMutableBufferPointer(start: b, count: n))
-            for i in 0..<n {
-              let (x, y) = (a[i], b[i])
-              let difference = Float(x - y)
-              d[i] = difference
-              norm += y * y
-              // 1 when the exponent field is all ones (Inf or NaN), without a branch.
-              nonFinite |=
-                (x.bitPattern >> 52 & 0x7FF &+ 1) >> 11 | (y.bitPattern >> 52 & 0x7FF &+ 1) >> 11
-                | UInt64((difference.bitPattern >> 23 & 0xFF &+ 1) >> 8)
-            }
-            deltaNorm.add(d, count: n)
+            start += n
           }
-          start += n
+          let (maxAbs, allFinite) = (Double(bitPattern: maxBits), nonFinite == 0)
+          slots[part] = (noise, maxAbs, norm, allFinite, deltaNorm)
         }
-        let (maxAbs, allFinite) = (Double(bitPattern: maxBits), nonFinite == 0)
-        slots[part] = (noise, maxAbs, norm, allFinite, deltaNorm)
       }
     }
     let (noise, maxAbs) = (results[0].noise, results[0].maxAbs)
