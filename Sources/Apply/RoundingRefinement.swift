@@ -54,7 +54,11 @@ extension Factorization {
   /// contract: the residual still makes the reconstruction exact.
   /// - Parameters:
   ///   - factors: the rank finder's factors (`u` rows × rank, `v` cols × rank, row-major).
-  ///   - maxSweeps: the most row-then-column sweeps to run.
+  ///   - maxSweeps: the most row-then-column sweeps to run; 0 stops after the least-squares
+  ///     start. The start alone takes about a third of the time and leaves more elements outside
+  ///     (a bf16 rank-one edit of 4096×14336: ~30K of 58.7M instead of ~900, so its residual
+  ///     stores ~50 KB more), and for F32, whose intervals are narrow, the sweeps move nearly
+  ///     nothing (the same stored size for six times the time).
   ///   - workers: threads per half-sweep (the result does not depend on it); `intervals` is
   ///     called from all of them at once.
   ///   - activeSet: whether later sweeps visit only the active elements (false: every element,
@@ -67,7 +71,7 @@ extension Factorization {
     intervals: RoundingIntervals
   ) -> (factors: LowRankFactors, report: RefinementReport) {
     let rank = factors.rank
-    guard rank > 0, rows > 0, cols > 0, maxSweeps > 0 else {
+    guard rank > 0, rows > 0, cols > 0, maxSweeps >= 0 else {
       return (factors, RefinementReport(violations: [], visited: []))
     }
     return withoutActuallyEscaping(intervals) { intervals in
@@ -76,6 +80,8 @@ extension Factorization {
           factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
           intervals: intervals)
         run.start()
+        // The least-squares start alone is counted (a pass) only when candidates are compared.
+        if maxSweeps == 0 && rank > 1 { run.countViolations() }
         return run
       }
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
@@ -145,17 +151,24 @@ private struct RefinementRun {
     vWindow = refiner.initialWindows(of: refiner.v, count: cols)
   }
 
-  /// The least-squares passes, then the first sweep, its windows 8× the 90th percentile of the
+  /// The least-squares passes, then (unless `maxSweeps` is 0) the first sweep, its windows 8× the 90th percentile of the
   /// last pass's moves (as between sweeps), between 1/8192 and 1/8 of the column's RMS: a
   /// narrower first window than the moves call for leaves more elements outside at the end.
   mutating func start() {
     var moves: (u: [[Double]], v: [[Double]]) = ([], [])
     for _ in 0..<Self.leastSquaresPasses { moves = (refiner.fitRows(), refiner.fitColumns()) }
+    if maxSweeps == 0 {
+      converged = true
+      return
+    }
     guard !moves.u.isEmpty else { return sweep() }
     uWindow = zip(moves.u, uWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
     vWindow = zip(moves.v, vWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
     sweep()
   }
+
+  /// Records the elements now outside their interval, for ``cost`` (the sweeps count their own).
+  mutating func countViolations() { violations.append(refiner.violationCount()) }
 
   /// One row half-sweep, then a column half-sweep unless the rows removed less than a tenth of
   /// the violations left (then the run has converged).
@@ -295,6 +308,36 @@ struct IntervalRefiner {
     return (zip(moves, windows).map { Self.nextWindow($0, previous: $1) }, parts.reduce(0) { $0 + $1.violations })
   }
 
+  /// The elements outside their interval with the current factors (a pass over the tensor,
+  /// rows split over the workers).
+  func violationCount() -> Int {
+    let (rows, cols, rank, intervals, u, v) = (self.rows, self.cols, self.rank, self.intervals, self.u, self.v)
+    let chunks = max(1, min(workers, rows / 64))
+    var counts = [Int](repeating: 0, count: chunks)
+    counts.withUnsafeMutableBufferPointer { counts in
+      nonisolated(unsafe) let counts = counts
+      Self.forEachChunk(chunks) { c in
+        let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
+        let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
+        defer {
+          lo.deallocate()
+          hi.deallocate()
+        }
+        var outside = 0
+        for i in (rows * c / chunks)..<(rows * (c + 1) / chunks) {
+          intervals(i, 0..<cols, lo, hi)
+          for j in 0..<cols {
+            var p = 0.0
+            for t in 0..<rank { p += u[i * rank + t] * v[j * rank + t] }
+            if p < lo[j] || p > hi[j] { outside += 1 }
+          }
+        }
+        counts[c] = outside
+      }
+    }
+    return counts.reduce(0, +)
+  }
+
   /// The row half-sweep over `range`: writes only those rows of `u`.
   private static func sweepRowRange(
     _ range: Range<Int>, u: UnsafeMutablePointer<Double>, v: [Double], reciprocal: [Double], rank: Int, cols: Int,
@@ -410,7 +453,6 @@ struct IntervalRefiner {
     return moves
   }
 
-  /// Runs `body(0..<count)` on `count` threads (inline for one).
   /// A half-sweep on the worker threads: `body(c, values)` for each of the `chunks` contiguous
   /// parts, each writing only its own rows or columns of `values` (a copy of U or V) and
   /// returning its result, collected in order.
@@ -428,6 +470,7 @@ struct IntervalRefiner {
     return parts
   }
 
+  /// Runs `body(c)` for each `c` in `0..<count`, on `count` threads (inline for one).
   static func forEachChunk(_ count: Int, _ body: (Int) -> Void) {
     if count == 1 {
       body(0)
