@@ -222,12 +222,16 @@ extension EditRepository {
       try old.withUnsafeBytes { old in
         let measured = try TensorMath.difference(new: new, old: old, dtype: dtype, count: count, into: nil)
         guard measured.allFinite else { return (measured, nil) }
+        let workers = environment.workerThreads
+        // The row parts run on the workers, one BLAS thread each (see RowBlockedDelta).
+        let blasThreads = workers > 1 ? environment.setBLASThreadCount?(1) : nil
+        defer { if let blasThreads { _ = environment.setBLASThreadCount?(blasThreads) } }
         let factors = try timed("rank finder") {
           try RepositoryError.applying(to: name) {
             try TensorMath.withDifferenceRows(new: new, old: old, dtype: dtype, cols: cols) { rowsOfDelta in
               try Factorization.lowRank(
                 rows: rows, cols: cols, frobenius: measured.deltaFrobenius, noiseRMS: measured.noiseRMS,
-                maxRank: maxRank, deltaRows: rowsOfDelta)
+                maxRank: maxRank, workers: workers, deltaRows: rowsOfDelta)
             }
           }
         }
