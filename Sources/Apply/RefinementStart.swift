@@ -14,14 +14,16 @@ extension IntervalRefiner {
   /// Whether the Newton loops run on AVX2 (`CKernels`, the same values as the portable loops).
   static let wideLoops = mvc_newton_avx2_available() != 0
 
-  /// Moves every `u[i, t]` (rows independent, V fixed); returns the moves (per factor column).
-  mutating func fitRows() -> [[Double]] {
+  /// Moves every `u[i, t]` (rows independent, V fixed); returns the moves (per factor column)
+  /// and, when `counting`, the elements left outside their interval (from the row's intervals
+  /// and products at hand, no second pass).
+  mutating func fitRows(counting: Bool = false) -> (moves: [[Double]], outside: Int?) {
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, rows / 64))
     var uValues = u
     // V's columns, each contiguous: the coefficients of u[i, t] along row i.
     let columns = (0..<rank).flatMap { t in (0..<cols).map { j in v[j * rank + t] } }
-    let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: [[Double]]()) {
+    let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: (moves: [[Double]](), outside: 0)) {
       c, u in
       let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
       let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
@@ -30,6 +32,7 @@ extension IntervalRefiner {
         for b in [lo, hi, p] { b.deallocate() }
       }
       var moves = [[Double]](repeating: [], count: rank)
+      var outside = 0
       columns.withUnsafeBufferPointer { vp in
         guard let v = vp.baseAddress else { return }
         for i in (rows * c / chunks)..<(rows * (c + 1) / chunks) {
@@ -41,12 +44,15 @@ extension IntervalRefiner {
             u[i * rank + t] = Self.newtonFit(x0, count: cols, lo: lo, hi: hi, products: p, coefficients: v + t * cols)
             moves[t].append(abs(u[i * rank + t] - x0))
           }
+          if counting {
+            for j in 0..<cols where p[j] < lo[j] || p[j] > hi[j] { outside += 1 }
+          }
         }
       }
-      return moves
+      return (moves, outside)
     }
     u = uValues
-    return (0..<rank).map { t in parts.flatMap { $0[t] } }
+    return ((0..<rank).map { t in parts.flatMap { $0.moves[t] } }, counting ? parts.reduce(0) { $0 + $1.outside } : nil)
   }
 
   /// `x` moved by ``newtonSteps`` Newton steps on `Σ d(p_k, [lo_k, hi_k])²`, where

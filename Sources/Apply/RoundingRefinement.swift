@@ -10,7 +10,8 @@ package typealias RoundingIntervals =
 /// What ``Factorization/refineAgainstRounding(_:rows:cols:maxSweeps:workers:intervals:)`` did.
 package struct RefinementReport: Sendable, Equatable {
   /// Elements outside their interval after each sweep's row half (the last: the factors
-  /// returned, but for the Float32 rounding of `v`).
+  /// returned, but for the Float32 rounding of `v`); with no sweeps, after the last
+  /// least-squares pass's row half when candidates were compared, else none.
   package var violations: [Int]
   /// Elements each of those row halves visited: all of them until the active set is built
   /// (``ActiveElements``), then only those that can still change side.
@@ -31,7 +32,7 @@ extension Factorization {
   /// (up to the window below), and the chosen value is the middle of the best segment, as far as
   /// possible from the intervals' edges.
   ///
-  /// Before the sweeps, three least-squares passes (``IntervalRefiner/fitRows()`` and
+  /// Before the sweeps, three least-squares passes (``IntervalRefiner/fitRows(counting:)`` and
   /// ``IntervalRefiner/fitColumns()``: Newton steps on the squared distance to the intervals, a
   /// linear pass each, no sorting) take the rank finder's factors from about a tenth of an ulp
   /// off to a small fraction of one on nearly every element, so the sweeps can start narrow.
@@ -79,9 +80,8 @@ extension Factorization {
         var run = RefinementRun(
           factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
           intervals: intervals)
-        run.start()
-        // The least-squares start alone is counted (a pass) only when candidates are compared.
-        if maxSweeps == 0 && rank > 1 { run.countViolations() }
+        // The least-squares start alone is counted only when candidates are compared.
+        run.start(counting: rank > 1)
         return run
       }
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
@@ -114,7 +114,7 @@ extension Factorization {
 
 /// One candidate's refinement, swept one row-then-column sweep at a time.
 private struct RefinementRun {
-  /// Least-squares passes (``IntervalRefiner/fitRows()``, then columns) before the first sweep.
+  /// Least-squares passes (``IntervalRefiner/fitRows(counting:)``, then columns) before the first sweep.
   static let leastSquaresPasses = 3
   /// The narrowest first window, as a fraction of the widest (1/8 of the factor column's RMS).
   static let startWindow = 1.0 / 1024
@@ -154,9 +154,17 @@ private struct RefinementRun {
   /// The least-squares passes, then (unless `maxSweeps` is 0) the first sweep, its windows 8× the 90th percentile of the
   /// last pass's moves (as between sweeps), between 1/8192 and 1/8 of the column's RMS: a
   /// narrower first window than the moves call for leaves more elements outside at the end.
-  mutating func start() {
+  ///
+  /// With `maxSweeps` 0 and `counting`, the last pass's row half counts the elements it leaves
+  /// outside (U moved, V not yet: a sweep's convention), for ``cost``.
+  mutating func start(counting: Bool) {
     var moves: (u: [[Double]], v: [[Double]]) = ([], [])
-    for _ in 0..<Self.leastSquaresPasses { moves = (refiner.fitRows(), refiner.fitColumns()) }
+    for pass in 0..<Self.leastSquaresPasses {
+      let (rowMoves, outside) = refiner.fitRows(
+        counting: counting && maxSweeps == 0 && pass == Self.leastSquaresPasses - 1)
+      if let outside { violations.append(outside) }
+      moves = (rowMoves, refiner.fitColumns())
+    }
     if maxSweeps == 0 {
       converged = true
       return
@@ -166,9 +174,6 @@ private struct RefinementRun {
     vWindow = zip(moves.v, vWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
     sweep()
   }
-
-  /// Records the elements now outside their interval, for ``cost`` (the sweeps count their own).
-  mutating func countViolations() { violations.append(refiner.violationCount()) }
 
   /// One row half-sweep, then a column half-sweep unless the rows removed less than a tenth of
   /// the violations left (then the run has converged).
@@ -306,36 +311,6 @@ struct IntervalRefiner {
     u = uValues
     let moves = (0..<rank).map { t in parts.flatMap { $0.moves[t] } }
     return (zip(moves, windows).map { Self.nextWindow($0, previous: $1) }, parts.reduce(0) { $0 + $1.violations })
-  }
-
-  /// The elements outside their interval with the current factors (a pass over the tensor,
-  /// rows split over the workers).
-  func violationCount() -> Int {
-    let (rows, cols, rank, intervals, u, v) = (self.rows, self.cols, self.rank, self.intervals, self.u, self.v)
-    let chunks = max(1, min(workers, rows / 64))
-    var counts = [Int](repeating: 0, count: chunks)
-    counts.withUnsafeMutableBufferPointer { counts in
-      nonisolated(unsafe) let counts = counts
-      Self.forEachChunk(chunks) { c in
-        let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
-        let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
-        defer {
-          lo.deallocate()
-          hi.deallocate()
-        }
-        var outside = 0
-        for i in (rows * c / chunks)..<(rows * (c + 1) / chunks) {
-          intervals(i, 0..<cols, lo, hi)
-          for j in 0..<cols {
-            var p = 0.0
-            for t in 0..<rank { p += u[i * rank + t] * v[j * rank + t] }
-            if p < lo[j] || p > hi[j] { outside += 1 }
-          }
-        }
-        counts[c] = outside
-      }
-    }
-    return counts.reduce(0, +)
   }
 
   /// The row half-sweep over `range`: writes only those rows of `u`.
