@@ -14,16 +14,14 @@ extension IntervalRefiner {
   /// Whether the Newton loops run on AVX2 (`CKernels`, the same values as the portable loops).
   static let wideLoops = mvc_newton_avx2_available() != 0
 
-  /// Moves every `u[i, t]` (rows independent, V fixed); returns the moves (per factor column)
-  /// and, when `counting`, the elements left outside their interval (from the row's intervals
-  /// and products at hand, no second pass).
-  mutating func fitRows(counting: Bool = false) -> (moves: [[Double]], outside: Int?) {
+  /// Moves every `u[i, t]` (rows independent, V fixed); returns the moves (per factor column).
+  mutating func fitRows() -> [[Double]] {
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, rows / 64))
     var uValues = u
     // V's columns, each contiguous: the coefficients of u[i, t] along row i.
     let columns = (0..<rank).flatMap { t in (0..<cols).map { j in v[j * rank + t] } }
-    let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: (moves: [[Double]](), outside: 0)) {
+    let parts = Self.sweepInParallel(&uValues, chunks: chunks, empty: [[Double]]()) {
       c, u in
       let lo = UnsafeMutablePointer<Double>.allocate(capacity: cols)
       let hi = UnsafeMutablePointer<Double>.allocate(capacity: cols)
@@ -32,7 +30,6 @@ extension IntervalRefiner {
         for b in [lo, hi, p] { b.deallocate() }
       }
       var moves = [[Double]](repeating: [], count: rank)
-      var outside = 0
       columns.withUnsafeBufferPointer { vp in
         guard let v = vp.baseAddress else { return }
         for i in (rows * c / chunks)..<(rows * (c + 1) / chunks) {
@@ -44,15 +41,12 @@ extension IntervalRefiner {
             u[i * rank + t] = Self.newtonFit(x0, count: cols, lo: lo, hi: hi, products: p, coefficients: v + t * cols)
             moves[t].append(abs(u[i * rank + t] - x0))
           }
-          if counting {
-            for j in 0..<cols where p[j] < lo[j] || p[j] > hi[j] { outside += 1 }
-          }
         }
       }
-      return (moves, outside)
+      return moves
     }
     u = uValues
-    return ((0..<rank).map { t in parts.flatMap { $0.moves[t] } }, counting ? parts.reduce(0) { $0 + $1.outside } : nil)
+    return (0..<rank).map { t in parts.flatMap { $0[t] } }
   }
 
   /// `x` moved by ``newtonSteps`` Newton steps on `Σ d(p_k, [lo_k, hi_k])²`, where
@@ -176,14 +170,15 @@ extension IntervalRefiner {
   /// (`lo − p`, `hi − p`: a fraction of an ulp of the dtype, far inside Float32's precision,
   /// which is all a start needs), so a block is wide (a few MB per thread) and its intervals
   /// are read a row at a time; each Newton step is a pass over its rows that moves all of its
-  /// columns at once. Returns the moves (per factor column).
-  mutating func fitColumns() -> [[Double]] {
+  /// columns at once. Returns the moves (per factor column) and, when `counting`, the elements
+  /// left outside their interval, from the block's offsets (no second pass over the tensor).
+  mutating func fitColumns(counting: Bool = false) -> (moves: [[Double]], outside: Int?) {
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, cols / 64))
     let block = max(1, min(cols / chunks, max(64, (1 << 20) / max(1, rows))))
     let uValues = u
     var vValues = v
-    let parts = Self.sweepInParallel(&vValues, chunks: chunks, empty: [[Double]]()) { c, v in
+    let parts = Self.sweepInParallel(&vValues, chunks: chunks, empty: (moves: [[Double]](), outside: 0)) { c, v in
       let range = (cols * c / chunks)..<(cols * (c + 1) / chunks)
       let rowLo = UnsafeMutablePointer<Double>.allocate(capacity: block)
       let rowHi = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -199,6 +194,7 @@ extension IntervalRefiner {
         hi.deallocate()
       }
       var moves = [[Double]](repeating: [], count: rank)
+      var outside = 0
       uValues.withUnsafeBufferPointer { up in
         guard let u = up.baseAddress else { return }
         var first = range.lowerBound
@@ -256,14 +252,23 @@ extension IntervalRefiner {
                   hi[i * width + k] = Float(Double(hi[i * width + k]) - shift)
                 }
               }
+            } else if counting {
+              // The offsets hold every earlier column's move; the last one's is `moved`.
+              for i in 0..<rows {
+                let a = u[i * rank + t]
+                for k in 0..<width {
+                  let q = moved[k] * a
+                  if q < Double(lo[i * width + k]) || q > Double(hi[i * width + k]) { outside += 1 }
+                }
+              }
             }
           }
           first += width
         }
       }
-      return moves
+      return (moves, outside)
     }
     v = vValues
-    return (0..<rank).map { t in parts.flatMap { $0[t] } }
+    return ((0..<rank).map { t in parts.flatMap { $0.moves[t] } }, counting ? parts.reduce(0) { $0 + $1.outside } : nil)
   }
 }

@@ -10,8 +10,9 @@ package typealias RoundingIntervals =
 /// What ``Factorization/refineAgainstRounding(_:rows:cols:maxSweeps:workers:intervals:)`` did.
 package struct RefinementReport: Sendable, Equatable {
   /// Elements outside their interval after each sweep's row half (the last: the factors
-  /// returned, but for the Float32 rounding of `v`); with no sweeps, after the last
-  /// least-squares pass's row half when candidates were compared, else none.
+  /// returned, but for the Float32 rounding of `v`); with no sweeps, after the least-squares
+  /// start when candidates were compared (from Float32 interval offsets: a close estimate), else
+  /// none.
   package var violations: [Int]
   /// Elements each of those row halves visited: all of them until the active set is built
   /// (``ActiveElements``), then only those that can still change side.
@@ -32,8 +33,8 @@ extension Factorization {
   /// (up to the window below), and the chosen value is the middle of the best segment, as far as
   /// possible from the intervals' edges.
   ///
-  /// Before the sweeps, three least-squares passes (``IntervalRefiner/fitRows(counting:)`` and
-  /// ``IntervalRefiner/fitColumns()``: Newton steps on the squared distance to the intervals, a
+  /// Before the sweeps, three least-squares passes (``IntervalRefiner/fitRows()`` and
+  /// ``IntervalRefiner/fitColumns(counting:)``: Newton steps on the squared distance to the intervals, a
   /// linear pass each, no sorting) take the rank finder's factors from about a tenth of an ulp
   /// off to a small fraction of one on nearly every element, so the sweeps can start narrow.
   ///
@@ -114,7 +115,7 @@ extension Factorization {
 
 /// One candidate's refinement, swept one row-then-column sweep at a time.
 private struct RefinementRun {
-  /// Least-squares passes (``IntervalRefiner/fitRows(counting:)``, then columns) before the first sweep.
+  /// Least-squares passes (``IntervalRefiner/fitRows()``, then columns) before the first sweep.
   static let leastSquaresPasses = 3
   /// The narrowest first window, as a fraction of the widest (1/8 of the factor column's RMS).
   static let startWindow = 1.0 / 1024
@@ -155,15 +156,16 @@ private struct RefinementRun {
   /// last pass's moves (as between sweeps), between 1/8192 and 1/8 of the column's RMS: a
   /// narrower first window than the moves call for leaves more elements outside at the end.
   ///
-  /// With `maxSweeps` 0 and `counting`, the last pass's row half counts the elements it leaves
-  /// outside (U moved, V not yet: a sweep's convention), for ``cost``.
+  /// With `maxSweeps` 0 and `counting`, the last pass's column half counts the elements it
+  /// leaves outside (from the intervals it holds), for ``cost``.
   mutating func start(counting: Bool) {
     var moves: (u: [[Double]], v: [[Double]]) = ([], [])
     for pass in 0..<Self.leastSquaresPasses {
-      let (rowMoves, outside) = refiner.fitRows(
+      let rowMoves = refiner.fitRows()
+      let (columnMoves, outside) = refiner.fitColumns(
         counting: counting && maxSweeps == 0 && pass == Self.leastSquaresPasses - 1)
       if let outside { violations.append(outside) }
-      moves = (rowMoves, refiner.fitColumns())
+      moves = (rowMoves, columnMoves)
     }
     if maxSweeps == 0 {
       converged = true

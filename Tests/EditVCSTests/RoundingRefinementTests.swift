@@ -154,8 +154,9 @@ import Testing
 
   /// The least-squares start alone (`maxSweeps: 0`, what `mvc commit` runs without
   /// `--compact`): most of the rank finder's mismatches gone, the sweeps' few more on top, the
-  /// same factors on any number of workers; a rank-two start is counted (in the last pass's row
-  /// half) so that the cheaper candidate is kept.
+  /// same factors on any number of workers; a rank-two start is counted (in the last pass's
+  /// column half) so that the cheaper candidate is kept, and the count is close to the
+  /// mismatches of the factors returned (it decides whether the higher rank is refined at all).
   @Test(arguments: [DType.bf16, .f16, .f32])
   func leastSquaresStartAloneRemovesMostMismatches(dtype: DType) throws {
     let edit = Edit(rows: 160, cols: 640, dtype: dtype, relativeNorm: 0.01, seed: 41)
@@ -179,8 +180,9 @@ import Testing
     wider.v = (0..<edit.cols).flatMap { [found.v[$0], Float(($0 % 7) - 3) * 1e-2] }
     wider.singularValues = found.singularValues + [found.singularValues[0] * 1e-3]
     let (kept, keptReport) = edit.refined(wider, maxSweeps: 0, workers: 2)
-    #expect(keptReport.violations.count == 1)
-    #expect(kept.rank == 1 && mismatches(kept) <= mismatches(start))
+    let count = try #require(keptReport.violations.first)
+    #expect(keptReport.violations.count == 1 && kept.rank == 1)
+    #expect(abs(count - mismatches(kept)) <= mismatches(kept) / 20 + 2)
   }
 
   /// `mvc commit` measures the difference in one pass without keeping it, and the rank finder
