@@ -34,9 +34,10 @@ extension Factorization {
   /// possible from the intervals' edges.
   ///
   /// Before the sweeps, three least-squares passes (``IntervalRefiner/fitRows()`` and
-  /// ``IntervalRefiner/fitColumns(counting:)``: Newton steps on the squared distance to the intervals, a
-  /// linear pass each, no sorting) take the rank finder's factors from about a tenth of an ulp
-  /// off to a small fraction of one on nearly every element, so the sweeps can start narrow.
+  /// ``IntervalRefiner/fitColumns(counting:)``: Newton steps on the squared distance to the
+  /// intervals, a linear pass each, no sorting) take the rank finder's factors from about a
+  /// tenth of an ulp off to a small fraction of one on nearly every element, so the sweeps can
+  /// start narrow.
   ///
   /// Only endpoints within a window around the current value are sorted: ±w per factor column,
   /// starting at 8× the 90th percentile of the last least-squares pass's moves (at most 1/8 of
@@ -152,9 +153,10 @@ private struct RefinementRun {
     vWindow = refiner.initialWindows(of: refiner.v, count: cols)
   }
 
-  /// The least-squares passes, then (unless `maxSweeps` is 0) the first sweep, its windows 8× the 90th percentile of the
-  /// last pass's moves (as between sweeps), between 1/8192 and 1/8 of the column's RMS: a
-  /// narrower first window than the moves call for leaves more elements outside at the end.
+  /// The least-squares passes, then (unless `maxSweeps` is 0) the first sweep, its windows 8×
+  /// the 90th percentile of the last pass's moves (as between sweeps), between 1/8192 and 1/8
+  /// of the column's RMS: a narrower first window than the moves call for leaves more elements
+  /// outside at the end.
   ///
   /// With `maxSweeps` 0 and `counting`, the last pass's column half counts the elements it
   /// leaves outside (from the intervals it holds), for ``cost``.
