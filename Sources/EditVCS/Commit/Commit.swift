@@ -44,6 +44,9 @@ extension EditRepository {
   /// Commits the working model as it is on disk.
   public func commit(_ options: CommitOptions) throws -> CommitResult {
     try refuseDuringBisect()
+    // OpenBLAS's threads spin for ~0.1 s after the library loads (and after each threaded call):
+    // hashing and the parent's decode use every core themselves. The rank finder starts them again.
+    environment.releaseBLASThreads?()
     let headState = try head()
     guard let parent = headState.commit else { throw RepositoryError.emptyHistory }
     let working = try WorkingModel(path: modelPath)
@@ -151,6 +154,8 @@ extension EditRepository {
     let factors = refinedAgainstRounding(
       found, name: name, dtype: info.dtype, rows: rows, cols: cols, committed: workBytes, parent: previous,
       sweeps: compact)
+    // The reconstruction below uses every core: no BLAS thread left spinning beside it.
+    environment.releaseBLASThreads?()
     // F32: each element's rounding context, for the conditioned residual (from the parent's
     // bytes, so before they become the reconstruction).
     let contexts =
