@@ -54,6 +54,7 @@ public enum FullTensorCodec {
   ///   - chunk: Returns chunk `i` (e.g. read from storage on demand).
   ///   - destination: The tensor's bytes; its size comes from the caller's manifest.
   ///   - chunkByteCount: The value used when encoding.
+  ///   - workers: Threads that decode each encoding-2 chunk together (`PlaneCodec.decode`).
   /// - Throws: `.corruptBlob` on a wrong chunk count, zstd errors on a wrong chunk size.
   package static func decode(
     chunkCount: Int, chunk: (Int) throws -> [UInt8],
@@ -105,6 +106,8 @@ public enum FullTensorCodec {
   ///   - decoder: A context to reuse; a fresh one when `nil`.
   ///   - pieces: For chunk `i`, calls its second argument with the chunk's compressed bytes in
   ///     order, in pieces of any size (e.g. straight from an mmap of a stored object).
+  ///   - workers: Threads that decode each encoding-2 chunk together, once it is gathered
+  ///     (`PlaneCodec.decode`); the same bytes for any count.
   /// - Throws: `.corruptBlob` on a wrong chunk count, the errors of
   ///   `ZstdStreamDecoder.decompressFrame` (wrong chunk size, corrupt data), or what `pieces`
   ///   throws. `destination` is partly written when a chunk fails after its header.
@@ -163,8 +166,9 @@ public enum FullTensorCodec {
   /// `destination`, as the `pieces` variant does, but without gathering an encoding-2 chunk into
   /// a copy first: the planes are decoded straight from the caller's buffer (a chunk-sized copy
   /// less, which kept `mvc clone` above its memory bound).
-  /// - Parameter chunkBytes: For chunk `i`, calls its second argument once with the chunk's
-  ///   compressed bytes.
+  /// - Parameters:
+  ///   - chunkBytes: For chunk `i`, calls its second argument once with the chunk's compressed bytes.
+  ///   - workers: Threads that decode each chunk together (`PlaneCodec.decode`).
   /// - Throws: As the `pieces` variant; `.corruptBlob` when a chunk comes in more than one piece.
   package static func decodeWholeChunks(
     chunkCount: Int, dtype: DType, chunkByteCount: Int, encoding: ChunkEncoding, tensor: String,
