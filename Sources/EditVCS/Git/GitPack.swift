@@ -3,12 +3,20 @@ import Foundation
 
 /// What `packReachableObjects` did.
 struct PackOutcome {
-  var packName: String
-  var objectCount: Int
-  var removedLooseCount: Int
-  var removedPackCount: Int
-  /// Loose objects kept because the new pack does not hold them (unreachable ones).
-  var keptLooseCount: Int
+  /// `pack-<sha1>` of the new pack; empty when nothing needed packing.
+  var packName = ""
+  /// Objects written into the new pack.
+  var objectCount = 0
+  var removedLooseCount = 0
+  var removedPackCount = 0
+  /// Loose objects that no reference reaches: kept (git keeps them until they expire).
+  var unreachableLooseCount = 0
+  /// Reachable loose objects left loose because they are large, and their files' bytes.
+  var keptLooseCount = 0
+  var keptLooseBytes = 0
+  /// Packs left as they are (large, `.keep`, or holding objects no other pack has), and their bytes.
+  var keptPackCount = 0
+  var keptPackBytes = 0
 }
 
 /// One pack index opened on its own, to ask which objects a pack holds.
@@ -212,20 +220,53 @@ extension GitRepository {
     return missing.count
   }
 
-  /// Packs every object reachable from any reference (and HEAD) into one new pack, makes it
+  /// Packs the objects reachable from any reference (and HEAD) into one new pack, makes it
   /// durable, then deletes the loose objects and the older packs it makes redundant.
+  ///
+  /// With `bigObjectBytes` (`mvc gc`), what is large stays as it is, as git's
+  /// `core.bigFileThreshold` and `gc.bigPackThreshold` keep it: a loose object whose file has at
+  /// least that many bytes stays loose (mvc's large blobs are zstd chunks in stored deflate
+  /// blocks: packing them again would copy, hash and checksum every byte to save nothing), a
+  /// pack of at least that many bytes (and any pack with a `.keep` file) stays, and the objects
+  /// it holds are not packed again. Everything else — commits, trees, JSON, factors, side files,
+  /// small blobs, small packs — goes into the new pack. Nil (`mvc gc --full`) packs every
+  /// reachable object into the new pack and keeps only `.keep` packs.
   ///
   /// The pack is written by ``PackWriter`` (no delta search, mvc's zstd chunks stored, not
   /// deflated again). Nothing is deleted before the new pack and its index are written,
-  /// fsynced (files and folder) and confirmed to hold each object about to go.
-  func packReachableObjects() throws -> PackOutcome {
+  /// fsynced (files and folder) and confirmed to hold each object about to go, or before the
+  /// object is found in a pack that stays.
+  func packReachableObjects(bigObjectBytes: Int?) throws -> PackOutcome {
     let objects = (path as NSString).appendingPathComponent("objects")
     let packDirectory = (objects as NSString).appendingPathComponent("pack")
     try RepositoryError.fileSystem("create", packDirectory) {
       try FileManager.default.createDirectory(atPath: packDirectory, withIntermediateDirectories: true)
     }
-    let oldIndexes = Set(
-      ((try? FileManager.default.contentsOfDirectory(atPath: packDirectory)) ?? []).filter { $0.hasSuffix(".idx") })
+    let fileManager = FileManager.default
+    var outcome = PackOutcome()
+
+    // The packs that stay as they are, and the ones a new pack may replace.
+    var keptPacks: [SinglePackDatabase] = []
+    var replaceable: [String] = []
+    let indexes = ((try? fileManager.contentsOfDirectory(atPath: packDirectory)) ?? []).filter {
+      $0.hasSuffix(".idx")
+    }
+    for index in indexes.sorted() {
+      let base = (packDirectory as NSString).appendingPathComponent(String(index.dropLast(4)))
+      let keep = fileManager.fileExists(atPath: base + ".keep")
+      let size = Self.fileSize(base + ".pack")
+      guard keep || (bigObjectBytes.map { size >= $0 } ?? false) else {
+        replaceable.append(index)
+        continue
+      }
+      outcome.keptPackCount += 1
+      outcome.keptPackBytes += size
+      // `--full` repacks even the objects of `.keep` packs (one pack holds everything reachable).
+      if bigObjectBytes != nil {
+        keptPacks.append(try SinglePackDatabase(indexPath: (packDirectory as NSString).appendingPathComponent(index)))
+      }
+    }
+    let inKeptPack = { (id: ObjectID) in keptPacks.contains { $0.contains(id) } }
 
     var tips: [ObjectID] = []
     for ref in try referenceNames(withPrefix: "refs/") {
@@ -237,50 +278,77 @@ extension GitRepository {
       tips.append(ObjectID(oid))
     }
     if let head = try? self.head().commit { tips.append(head) }
-    let reachable = try reachableObjects(from: tips)
-    guard !reachable.isEmpty else {
-      return PackOutcome(packName: "", objectCount: 0, removedLooseCount: 0, removedPackCount: 0, keptLooseCount: 0)
+    var bigLoose = Set<ObjectID>()
+    let wanted = try reachableObjects(from: tips) { id in
+      if inKeptPack(id) { return false }
+      if let threshold = bigObjectBytes {
+        let size = Self.fileSize(Self.loosePath(id, objects: objects))
+        if size >= threshold {
+          bigLoose.insert(id)
+          outcome.keptLooseCount += 1
+          outcome.keptLooseBytes += size
+          return false
+        }
+      }
+      return true
     }
-    let packName = try writePack(of: reachable, into: self, verification: .here)
-    let objectCount = reachable.count
-    let indexPath = (packDirectory as NSString).appendingPathComponent(packName + ".idx")
 
-    let pack = try SinglePackDatabase(indexPath: indexPath)
-    var removedLoose = 0
-    var keptLoose = 0
-    let fileManager = FileManager.default
+    var pack: SinglePackDatabase?
+    if !wanted.isEmpty {
+      outcome.packName = try writePack(of: wanted, into: self, verification: .here)
+      outcome.objectCount = wanted.count
+      pack = try SinglePackDatabase(
+        indexPath: (packDirectory as NSString).appendingPathComponent(outcome.packName + ".idx"))
+    }
+    // In a durable pack: the new one (written, fsynced, renamed) or one that was there and stays.
+    let packed = { (id: ObjectID) in pack?.contains(id) == true || inKeptPack(id) }
+
     for fanout in (try? fileManager.contentsOfDirectory(atPath: objects)) ?? [] where fanout.utf8.count == 2 {
       let directory = (objects as NSString).appendingPathComponent(fanout)
       for file in (try? fileManager.contentsOfDirectory(atPath: directory)) ?? [] {
         guard let id = ObjectID(hex: fanout + file) else { continue }
-        if pack.contains(id) {
+        if packed(id) {
           let loose = (directory as NSString).appendingPathComponent(file)
           try RepositoryError.fileSystem("remove", loose) { try fileManager.removeItem(atPath: loose) }
-          removedLoose += 1
-        } else {
-          keptLoose += 1
+          outcome.removedLooseCount += 1
+        } else if !bigLoose.contains(id) {
+          outcome.unreachableLooseCount += 1
         }
       }
       if ((try? fileManager.contentsOfDirectory(atPath: directory)) ?? []).isEmpty {
         try? fileManager.removeItem(atPath: directory)
       }
     }
-    var removedPacks = 0
-    for index in oldIndexes where index != packName + ".idx" {
+    for index in replaceable where index != outcome.packName + ".idx" {
       let base = (packDirectory as NSString).appendingPathComponent(String(index.dropLast(4)))
-      if fileManager.fileExists(atPath: base + ".keep") { continue }
       let old = try SinglePackDatabase(indexPath: (packDirectory as NSString).appendingPathComponent(index))
-      guard try old.allObjects().allSatisfy({ pack.contains($0) }) else { continue }
+      guard try old.allObjects().allSatisfy(packed) else {
+        // Objects no pack that stays holds (unreachable ones): the pack stays too.
+        outcome.keptPackCount += 1
+        outcome.keptPackBytes += Self.fileSize(base + ".pack")
+        continue
+      }
       // The index goes first: a pack without its index is invisible, never half-read.
       try RepositoryError.fileSystem("remove", base + ".idx") { try fileManager.removeItem(atPath: base + ".idx") }
       try? fileManager.removeItem(atPath: base + ".rev")
       try RepositoryError.fileSystem("remove", base + ".pack") { try fileManager.removeItem(atPath: base + ".pack") }
-      removedPacks += 1
+      outcome.removedPackCount += 1
     }
     try check(git_odb_refresh_for(self), "git_odb_refresh")
-    return PackOutcome(
-      packName: packName, objectCount: objectCount, removedLooseCount: removedLoose,
-      removedPackCount: removedPacks, keptLooseCount: keptLoose)
+    return outcome
+  }
+
+  /// `objects/xx/yyyy…` of `id` under `objects`.
+  static func loosePath(_ id: ObjectID, objects: String) -> String {
+    let hex = id.hex
+    return objects + "/" + hex.prefix(2) + "/" + hex.dropFirst(2)
+  }
+
+  /// The size of the regular file at `path` (`stat`), 0 when there is none.
+  static func fileSize(_ path: String) -> Int {
+    var info = stat()
+    guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return 0 }
+    return Int(info.st_size)
   }
 
   /// Ids of the annotated tag objects that references point at.
