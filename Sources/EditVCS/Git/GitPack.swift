@@ -205,19 +205,133 @@ extension GitRepository {
 
   /// Copies into `destination` every object reachable from `tips` here that it lacks (the
   /// history of `hidden` commits left out), as one pack; returns how many objects went.
+  /// With `looseCopyBytes` (own objects only: `.here`), loose files of at least that many bytes
+  /// are copied as they are (``copyLooseObjects``) instead of packed.
   func copyMissingObjects(
     reachableFrom tips: [ObjectID], hiding hidden: [ObjectID], to destination: GitRepository,
-    verification: PackWriter.Verification
+    verification: PackWriter.Verification, looseCopyBytes: Int? = nil
   ) throws -> Int {
     var destinationODB: OpaquePointer?
     try check(git_repository_odb(&destinationODB, destination.handle), "git_repository_odb", destination.path)
     defer { git_odb_free(destinationODB) }
-    let missing = try reachableObjects(from: tips, hiding: hidden) { id in
+    var missing = try reachableObjects(from: tips, hiding: hidden) { id in
       var oid = id.raw
       return git_odb_exists(destinationODB, &oid) == 0
     }
+    let count = missing.count
+    if verification == .here, let looseCopyBytes {
+      // This repository's own large loose objects go as they are (see `copyLooseObjects`).
+      missing = try copyLooseObjects(missing, atLeast: looseCopyBytes, to: destination)
+    }
     if !missing.isEmpty { _ = try writePack(of: missing, into: destination, verification: verification) }
-    return missing.count
+    return count
+  }
+
+  /// Copies the loose files of `ids` that hold at least `threshold` bytes into `destination`'s
+  /// `objects/` as they are, durably (each file and its folder fsynced), and returns the ids it
+  /// did not copy (small or packed: they go into a pack).
+  ///
+  /// Only for this repository's own objects: the bytes are not inflated or hashed again (as
+  /// git's pack-objects reuses what it has without hashing it again); whoever reads them later
+  /// checks them against their ids, as every read does. mvc's large blobs are zstd chunks in
+  /// stored deflate blocks, so a pack would hold the same bytes; the kernel copies them
+  /// (`copy_file_range`: no pass through this process, a reflink where the file system has them).
+  func copyLooseObjects(_ ids: [ObjectID], atLeast threshold: Int, to destination: GitRepository) throws
+    -> [ObjectID]
+  {
+    let here = (path as NSString).appendingPathComponent("objects")
+    let there = (destination.path as NSString).appendingPathComponent("objects")
+    var rest: [ObjectID] = []
+    var folders = Set<String>()
+    for id in ids {
+      let source = Self.loosePath(id, objects: here)
+      guard Self.fileSize(source) >= threshold else {
+        rest.append(id)
+        continue
+      }
+      let target = Self.loosePath(id, objects: there)
+      let folder = (target as NSString).deletingLastPathComponent
+      if !FileManager.default.fileExists(atPath: folder) {
+        try RepositoryError.fileSystem("create", folder) {
+          try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+        folders.insert(there)
+      }
+      try Self.copyFile(source, to: target)
+      folders.insert(folder)
+    }
+    // The new names are durable before any reference names the objects.
+    for folder in folders.sorted(by: >) { try Self.syncFolder(folder) }
+    return rest
+  }
+
+  /// The default of `mvc.gcBigObjectBytes`: loose objects of at least this many bytes are left
+  /// loose by `mvc gc` and copied as files by a push to a path — mvc's tensor chunks, not its
+  /// commits, trees, JSON or factors.
+  static let bigObjectBytes = 1 << 20
+
+  /// Copies `source` to `target` through a temporary file beside it (fsynced, then renamed),
+  /// read-only as git's objects are; the kernel moves the bytes (`copy_file_range`, else
+  /// `read`/`write`).
+  static func copyFile(_ source: String, to target: String) throws {
+    let input = Glibc.open(source, O_RDONLY | O_CLOEXEC)
+    guard input >= 0 else { throw posixError("open", source) }
+    defer { close(input) }
+    let random = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    let temporary = target + ".mvc-tmp-\(getpid())-\(random)"
+    let output = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
+    guard output >= 0 else { throw posixError("open", temporary) }
+    var renamed = false
+    defer {
+      close(output)
+      if !renamed { unlink(temporary) }
+    }
+    var kernelCopy = true
+    var buffer: [UInt8] = []
+    while true {
+      var moved = -1
+      if kernelCopy {
+        moved = mvc_copy_file_range(input, output, 1 << 30)
+        if moved < 0, [EXDEV, ENOSYS, EINVAL, EOPNOTSUPP].contains(errno) {
+          kernelCopy = false
+          buffer = [UInt8](repeating: 0, count: 1 << 20)
+          continue
+        }
+      } else {
+        moved = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
+        if moved > 0 {
+          var done = 0
+          while done < moved {
+            let written = buffer.withUnsafeBytes { write(output, $0.baseAddress.map { $0 + done }, moved - done) }
+            if written < 0 {
+              if errno == EINTR { continue }
+              throw posixError("write", temporary)
+            }
+            done += written
+          }
+        }
+      }
+      if moved == 0 { break }
+      if moved < 0 {
+        if errno == EINTR { continue }
+        throw posixError("copy", temporary)
+      }
+    }
+    guard fsync(output) == 0 else { throw posixError("fsync", temporary) }
+    guard rename(temporary, target) == 0 else { throw posixError("rename", target) }
+    renamed = true
+  }
+
+  /// `fsync` of a folder, so the names created in it are durable.
+  static func syncFolder(_ folder: String) throws {
+    let fd = Glibc.open(folder, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw posixError("open", folder) }
+    defer { close(fd) }
+    guard fsync(fd) == 0 else { throw posixError("fsync", folder) }
+  }
+
+  private static func posixError(_ function: String, _ path: String) -> RepositoryError {
+    .libgit2(function: function, subject: path, message: String(cString: strerror(errno)))
   }
 
   /// Packs the objects reachable from any reference (and HEAD) into one new pack, makes it

@@ -30,8 +30,9 @@ extension EditRepository {
   static let gcBigObjectBytesKey = "mvc.gcbigobjectbytes"
 
   /// 1 MiB: a commit's commits, trees, JSON, factors and side files are far below it; mvc's
-  /// tensor chunks (zstd, up to 64 MiB) mostly above.
-  public static let defaultGcBigObjectBytes = 1 << 20
+  /// tensor chunks (zstd, up to 64 MiB) mostly above. The size at which a push to a path copies
+  /// a loose object as a file.
+  public static let defaultGcBigObjectBytes = GitRepository.bigObjectBytes
 
   /// The threshold in force: `mvc.gcBigObjectBytes`, else the default; nil when it is `0`.
   /// - Throws: `RepositoryError.invalidConfig` for a value that is not a byte count (gc would

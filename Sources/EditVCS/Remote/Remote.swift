@@ -107,10 +107,12 @@ extension EditRepository {
     let tracking = "refs/remotes/\(name)/\(branch)"
     let before = try? git.referenceTarget(tracking)
     let rejected: [(ref: String, reason: String)]
+    let looseCopyBytes = try gcBigObjectBytes()
     do {
       if let target = GitRepository.openLocalBare(url: remote.url) {
         // A bare repository on this machine: objects copied as one pack, no packbuilder.
-        rejected = try git.pushLocally(to: target, refspecs: refspecs)
+        // The loose objects gc leaves loose (mvc.gcBigObjectBytes) go as files.
+        rejected = try git.pushLocally(to: target, refspecs: refspecs, looseCopyBytes: looseCopyBytes)
       } else if let push = GitProtocolPush(repository: git, url: remote.url) {
         // git://: the pack streamed by PackWriter, no packbuilder.
         rejected = try push.push(refspecs: refspecs)
