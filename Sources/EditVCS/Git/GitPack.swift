@@ -205,8 +205,10 @@ extension GitRepository {
 
   /// Copies into `destination` every object reachable from `tips` here that it lacks (the
   /// history of `hidden` commits left out), as one pack; returns how many objects went.
-  /// With `looseCopyBytes` (own objects only: `.here`), loose files of at least that many bytes
-  /// are copied as they are (``copyLooseObjects``) instead of packed.
+  /// With `looseCopyBytes`, large objects are not packed: this repository's own loose files of
+  /// at least that many bytes (`.here`) are copied as they are (``copyLooseObjects``); another
+  /// repository's blobs of that size (`.libgit2`) are read (and checked) by libgit2 and stored
+  /// as loose objects (``storeLargeBlobsLoose``).
   func copyMissingObjects(
     reachableFrom tips: [ObjectID], hiding hidden: [ObjectID], to destination: GitRepository,
     verification: PackWriter.Verification, looseCopyBytes: Int? = nil
@@ -219,9 +221,13 @@ extension GitRepository {
       return git_odb_exists(destinationODB, &oid) == 0
     }
     let count = missing.count
-    if verification == .here, let looseCopyBytes {
-      // This repository's own large loose objects go as they are (see `copyLooseObjects`).
-      missing = try copyLooseObjects(missing, atLeast: looseCopyBytes, to: destination)
+    if let looseCopyBytes {
+      missing =
+        verification == .here
+        // This repository's own large loose objects go as they are (see `copyLooseObjects`).
+        ? try copyLooseObjects(missing, atLeast: looseCopyBytes, to: destination)
+        // Another repository's large blobs: checked by libgit2 as they are read, stored loose.
+        : try storeLargeBlobsLoose(missing, atLeast: looseCopyBytes, in: destination)
     }
     if !missing.isEmpty { _ = try writePack(of: missing, into: destination, verification: verification) }
     return count
@@ -262,6 +268,45 @@ extension GitRepository {
     }
     // The new names are durable before any reference names the objects.
     for folder in folders.sorted(by: >) { try Self.syncFolder(folder) }
+    return rest
+  }
+
+  /// Reads the blobs of `ids` that have at least `threshold` bytes through libgit2 (which checks
+  /// each against its id, SHA-1 with collision detection) and writes them into `destination` as
+  /// loose objects of stored deflate blocks (``StoredBlobWriter``, each durable); returns the
+  /// ids it did not store (smaller objects: they go into a pack).
+  ///
+  /// For objects from another repository (a clone or fetch from a path). Loose, they are where
+  /// the checkout reads large blobs in place (``LooseBlob``: mapped, no copy, the tensors then
+  /// checked against their XXH3-128 hashes) instead of through libgit2's pack reader, which
+  /// would hash each one with SHA-1 a second time.
+  func storeLargeBlobsLoose(_ ids: [ObjectID], atLeast threshold: Int, in destination: GitRepository) throws
+    -> [ObjectID]
+  {
+    var odb: OpaquePointer?
+    try check(git_repository_odb(&odb, handle), "git_repository_odb", path)
+    defer { git_odb_free(odb) }
+    let there = (destination.path as NSString).appendingPathComponent("objects")
+    var rest: [ObjectID] = []
+    for id in ids {
+      var oid = id.raw
+      var size = 0
+      var type = GIT_OBJECT_ANY
+      try check(git_odb_read_header(&size, &type, odb, &oid), "git_odb_read_header", id.hex)
+      guard type == GIT_OBJECT_BLOB, size >= threshold else {
+        rest.append(id)
+        continue
+      }
+      var object: OpaquePointer?
+      try check(git_odb_read(&object, odb, &oid), "git_odb_read", id.hex)
+      defer { git_odb_object_free(object) }
+      let data = UnsafeRawBufferPointer(start: git_odb_object_data(object), count: git_odb_object_size(object))
+      let stored = try StoredBlobWriter.write(data, objectsDirectory: there, hook: nil)
+      guard stored == id else {
+        throw RepositoryError.corruptObject(
+          what: "object \(id.hex) of \(path)", reason: "its content does not hash to its id (\(stored.hex))")
+      }
+    }
     return rest
   }
 

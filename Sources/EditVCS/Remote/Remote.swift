@@ -155,8 +155,9 @@ extension EditRepository {
     let remote = try lookupRemote(name)
     let prefixes = ["refs/remotes/\(name)/", "refs/tags/"]
     let before = try referenceSnapshot(prefixes)
+    let looseCopyBytes = try gcBigObjectBytes()
     do {
-      try git.copyObjectsBeforeFetch(from: remote.url)
+      try git.copyObjectsBeforeFetch(from: remote.url, looseCopyBytes: looseCopyBytes)
       try remote.fetch(refspecs: nil, reflog: "fetch \(name)")
     } catch RepositoryError.git(let error, _) {
       throw RepositoryError.transport(operation: "fetch from", url: remote.url, message: error.message)

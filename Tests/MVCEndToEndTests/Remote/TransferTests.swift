@@ -128,8 +128,12 @@ import Testing
     try withTemporaryDirectory { dir in
       let work = dir.appendingPathComponent("work")
       try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-      // 512×128 F32 tensors: 256 KiB each, their chunks above the 64 KiB threshold set below.
+      // 512×128 F32 tensors: 256 KiB each, their chunks above the 64 KiB threshold set below;
+      // and one of 2 MiB, above the 1 MiB at which a clone stores a blob loose.
       var tensors = transformerFixture(blocks: 2, hidden: 128, intermediate: 512, seed: 5)
+      var rng = SplitMix64(seed: 6)
+      tensors.append(
+        FixtureTensor(name: "lm_head.weight", shape: [1024, 512], floats: rng.gaussianArray(count: 1 << 19)))
       let model = work.appendingPathComponent("model.safetensors")
       try writeSafetensors(tensors, to: model)
       #expect(runMVC(["init", "-q", "model.safetensors"], in: work, environment: R.authorDate(R.t0)).status == 0)
@@ -141,6 +145,8 @@ import Testing
       let before = Self.looseObjects(gitDirectory)
       let large = before.filter { $0.value >= 64 << 10 }
       try #require(large.count >= 4 && large.count < before.count, "large and small loose objects: \(before.count)")
+      let huge = before.filter { $0.value >= 1 << 20 }
+      try #require(!huge.isEmpty, "a blob of at least 1 MiB")
 
       func expectWhole(_ what: String) throws {
         for (id, expected) in history {
@@ -155,6 +161,8 @@ import Testing
         let cloned = runMVC(["clone", "-q", gitDirectory.path, clone.path], in: dir)
         #expect(cloned.status == 0, "clone after \(what): \(cloned.stderr)")
         #expect(try R.bytes(clone.appendingPathComponent("model.safetensors")) == history.last?.1)
+        // Blobs of at least 1 MiB arrive as loose objects, byte for byte as mvc writes them.
+        #expect(Self.looseObjects(clone.appendingPathComponent(".mvc")) == huge, "clone after \(what)")
         let plain = dir.appendingPathComponent("plain-\(what).git")
         let plainClone = runGit(["clone", "-q", "--bare", gitDirectory.path, plain.path], in: dir)
         #expect(plainClone.status == 0, "git clone after \(what): \(plainClone.stderr)")
