@@ -17,18 +17,4 @@ static inline int mvc_git_limit_pack_windows(size_t window_size, size_t mapped_l
 static inline int mvc_git_set_strict_hash_verification(int enabled) {
   return git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, enabled);
 }
-/* copy_file_range(2), which Swift's Glibc module leaves out (it needs _GNU_SOURCE): the kernel
-   copies a file's bytes (pushes of large loose objects to a path). -1 with errno ENOSYS when the
-   headers do not know the call. */
-#include <errno.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-static inline long mvc_copy_file_range(int input, int output, size_t count) {
-#ifdef SYS_copy_file_range
-  return syscall(SYS_copy_file_range, input, NULL, output, NULL, count, 0);
-#else
-  errno = ENOSYS;
-  return -1;
-#endif
-}
 #endif

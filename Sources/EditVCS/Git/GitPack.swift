@@ -203,12 +203,23 @@ extension GitRepository {
     for id in objects { try writer.append(id, from: odb, repositoryPath: path, verification: verification) }
   }
 
+  /// Runs `body` with libgit2's check of every object it reads against its id (SHA-1 with
+  /// collision detection) turned off, process-wide: for reads of objects that were checked as
+  /// they arrived (a clone's first checkout, which also checks every tensor against its
+  /// XXH3-128 hash), so that each byte is not hashed twice.
+  static func withoutReadHashCheck<T>(_ body: () throws -> T) rethrows -> T {
+    _ = mvc_git_set_strict_hash_verification(0)
+    defer { _ = mvc_git_set_strict_hash_verification(1) }
+    return try body()
+  }
+
   /// Copies into `destination` every object reachable from `tips` here that it lacks (the
   /// history of `hidden` commits left out), as one pack; returns how many objects went.
-  /// With `looseCopyBytes`, large objects are not packed: this repository's own loose files of
-  /// at least that many bytes (`.here`) are copied as they are (``copyLooseObjects``); another
-  /// repository's blobs of that size (`.libgit2`) are read (and checked) by libgit2 and stored
-  /// as loose objects (``storeLargeBlobsLoose``).
+  /// With `looseCopyBytes`, another repository's blobs of at least that many bytes (`.libgit2`:
+  /// a clone or fetch) are stored as loose objects (``storeLargeBlobsLoose``), not packed. A
+  /// push (`.here`) writes one pack: a repository others fetch from serves a pack's entries as
+  /// they are, but git's upload-pack deflates loose objects again for every fetch (30 s for a
+  /// 256 MiB model over git:// from a bare repository holding mvc's chunks loose).
   func copyMissingObjects(
     reachableFrom tips: [ObjectID], hiding hidden: [ObjectID], to destination: GitRepository,
     verification: PackWriter.Verification, looseCopyBytes: Int? = nil
@@ -221,54 +232,12 @@ extension GitRepository {
       return git_odb_exists(destinationODB, &oid) == 0
     }
     let count = missing.count
-    if let looseCopyBytes {
-      missing =
-        verification == .here
-        // This repository's own large loose objects go as they are (see `copyLooseObjects`).
-        ? try copyLooseObjects(missing, atLeast: looseCopyBytes, to: destination)
-        // Another repository's large blobs: checked by libgit2 as they are read, stored loose.
-        : try storeLargeBlobsLoose(missing, atLeast: looseCopyBytes, in: destination)
+    if verification == .libgit2, let looseCopyBytes {
+      // Another repository's large blobs: checked by libgit2 as they are read, stored loose.
+      missing = try storeLargeBlobsLoose(missing, atLeast: looseCopyBytes, in: destination)
     }
     if !missing.isEmpty { _ = try writePack(of: missing, into: destination, verification: verification) }
     return count
-  }
-
-  /// Copies the loose files of `ids` that hold at least `threshold` bytes into `destination`'s
-  /// `objects/` as they are, durably (each file and its folder fsynced), and returns the ids it
-  /// did not copy (small or packed: they go into a pack).
-  ///
-  /// Only for this repository's own objects: the bytes are not inflated or hashed again (as
-  /// git's pack-objects reuses what it has without hashing it again); whoever reads them later
-  /// checks them against their ids, as every read does. mvc's large blobs are zstd chunks in
-  /// stored deflate blocks, so a pack would hold the same bytes; the kernel copies them
-  /// (`copy_file_range`: no pass through this process, a reflink where the file system has them).
-  func copyLooseObjects(_ ids: [ObjectID], atLeast threshold: Int, to destination: GitRepository) throws
-    -> [ObjectID]
-  {
-    let here = (path as NSString).appendingPathComponent("objects")
-    let there = (destination.path as NSString).appendingPathComponent("objects")
-    var rest: [ObjectID] = []
-    var folders = Set<String>()
-    for id in ids {
-      let source = Self.loosePath(id, objects: here)
-      guard Self.fileSize(source) >= threshold else {
-        rest.append(id)
-        continue
-      }
-      let target = Self.loosePath(id, objects: there)
-      let folder = (target as NSString).deletingLastPathComponent
-      if !FileManager.default.fileExists(atPath: folder) {
-        try RepositoryError.fileSystem("create", folder) {
-          try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        }
-        folders.insert(there)
-      }
-      try Self.copyFile(source, to: target)
-      folders.insert(folder)
-    }
-    // The new names are durable before any reference names the objects.
-    for folder in folders.sorted(by: >) { try Self.syncFolder(folder) }
-    return rest
   }
 
   /// Reads the blobs of `ids` that have at least `threshold` bytes through libgit2 (which checks
@@ -311,73 +280,9 @@ extension GitRepository {
   }
 
   /// The default of `mvc.gcBigObjectBytes`: loose objects of at least this many bytes are left
-  /// loose by `mvc gc` and copied as files by a push to a path — mvc's tensor chunks, not its
-  /// commits, trees, JSON or factors.
+  /// loose by `mvc gc`, and a clone from a path stores blobs of this size loose — mvc's tensor
+  /// chunks, not its commits, trees, JSON or factors.
   static let bigObjectBytes = 1 << 20
-
-  /// Copies `source` to `target` through a temporary file beside it (fsynced, then renamed),
-  /// read-only as git's objects are; the kernel moves the bytes (`copy_file_range`, else
-  /// `read`/`write`).
-  static func copyFile(_ source: String, to target: String) throws {
-    let input = Glibc.open(source, O_RDONLY | O_CLOEXEC)
-    guard input >= 0 else { throw posixError("open", source) }
-    defer { close(input) }
-    let random = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-    let temporary = target + ".mvc-tmp-\(getpid())-\(random)"
-    let output = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
-    guard output >= 0 else { throw posixError("open", temporary) }
-    var renamed = false
-    defer {
-      close(output)
-      if !renamed { unlink(temporary) }
-    }
-    var kernelCopy = true
-    var buffer: [UInt8] = []
-    while true {
-      var moved = -1
-      if kernelCopy {
-        moved = mvc_copy_file_range(input, output, 1 << 30)
-        if moved < 0, [EXDEV, ENOSYS, EINVAL, EOPNOTSUPP].contains(errno) {
-          kernelCopy = false
-          buffer = [UInt8](repeating: 0, count: 1 << 20)
-          continue
-        }
-      } else {
-        moved = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-        if moved > 0 {
-          var done = 0
-          while done < moved {
-            let written = buffer.withUnsafeBytes { write(output, $0.baseAddress.map { $0 + done }, moved - done) }
-            if written < 0 {
-              if errno == EINTR { continue }
-              throw posixError("write", temporary)
-            }
-            done += written
-          }
-        }
-      }
-      if moved == 0 { break }
-      if moved < 0 {
-        if errno == EINTR { continue }
-        throw posixError("copy", temporary)
-      }
-    }
-    guard fsync(output) == 0 else { throw posixError("fsync", temporary) }
-    guard rename(temporary, target) == 0 else { throw posixError("rename", target) }
-    renamed = true
-  }
-
-  /// `fsync` of a folder, so the names created in it are durable.
-  static func syncFolder(_ folder: String) throws {
-    let fd = Glibc.open(folder, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw posixError("open", folder) }
-    defer { close(fd) }
-    guard fsync(fd) == 0 else { throw posixError("fsync", folder) }
-  }
-
-  private static func posixError(_ function: String, _ path: String) -> RepositoryError {
-    .libgit2(function: function, subject: path, message: String(cString: strerror(errno)))
-  }
 
   /// Packs the objects reachable from any reference (and HEAD) into one new pack, makes it
   /// durable, then deletes the loose objects and the older packs it makes redundant.

@@ -194,10 +194,7 @@ extension GitRepository {
   /// a fast-forward of what `dst` holds, else `GIT_ENONFASTFORWARD`; refs updated only after
   /// the objects are durable), its objects copied by ``PackWriter`` instead of the packbuilder.
   /// Each reference moves by compare-and-swap; returns the ones that could not, with why.
-  /// Loose files of at least `looseCopyBytes` go as files (``copyLooseObjects``), the rest as one pack.
-  func pushLocally(to remote: GitRepository, refspecs: [String], looseCopyBytes: Int?) throws -> [(
-    ref: String, reason: String
-  )] {
+  func pushLocally(to remote: GitRepository, refspecs: [String]) throws -> [(ref: String, reason: String)] {
     var updates: [(ref: String, new: ObjectID, old: ObjectID?)] = []
     for spec in refspecs {
       let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
@@ -224,9 +221,7 @@ extension GitRepository {
     }
     guard !updates.isEmpty else { return [] }
     let hidden = try remote.references(withPrefix: "refs/").map(\.target)
-    _ = try copyMissingObjects(
-      reachableFrom: updates.map(\.new), hiding: hidden, to: remote, verification: .here,
-      looseCopyBytes: looseCopyBytes)
+    _ = try copyMissingObjects(reachableFrom: updates.map(\.new), hiding: hidden, to: remote, verification: .here)
     var rejected: [(ref: String, reason: String)] = []
     for update in updates {
       do {

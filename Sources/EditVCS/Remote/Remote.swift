@@ -107,12 +107,10 @@ extension EditRepository {
     let tracking = "refs/remotes/\(name)/\(branch)"
     let before = try? git.referenceTarget(tracking)
     let rejected: [(ref: String, reason: String)]
-    let looseCopyBytes = try gcBigObjectBytes()
     do {
       if let target = GitRepository.openLocalBare(url: remote.url) {
         // A bare repository on this machine: objects copied as one pack, no packbuilder.
-        // The loose objects gc leaves loose (mvc.gcBigObjectBytes) go as files.
-        rejected = try git.pushLocally(to: target, refspecs: refspecs, looseCopyBytes: looseCopyBytes)
+        rejected = try git.pushLocally(to: target, refspecs: refspecs)
       } else if let push = GitProtocolPush(repository: git, url: remote.url) {
         // git://: the pack streamed by PackWriter, no packbuilder.
         rejected = try push.push(refspecs: refspecs)
@@ -252,7 +250,10 @@ extension EditRepository {
       let fetched = try repository.referenceSnapshot(["refs/remotes/origin/", "refs/tags/"])
       try repository.validateIncoming(tips: Array(Set(fetched.values)), known: [], from: url)
       if let referenceBase { try repository.trustReferenceBase(at: referenceBase) }
-      try repository.checkout(commit, branch: branch, force: true)
+      // Every object was checked against its id as it arrived (libgit2's indexer over git://,
+      // its reads of a path's objects), and the checkout checks every tensor against its
+      // XXH3-128 hash: libgit2 need not hash each packed chunk a second time as it reads it.
+      try GitRepository.withoutReadHashCheck { try repository.checkout(commit, branch: branch, force: true) }
       return (repository, CloneSummary(root: root, branch: branch, commit: commit, modelRelativePath: model))
     } catch {
       if createdRoot {
