@@ -23,7 +23,7 @@ extension MVC {
 
           mvc gc
           mvc gc --full
-          git --git-dir .mvc config mvc.gcBigObjectBytes 16m   # 0: every object packed, as --full
+          git --git-dir .mvc config mvc.gcBigObjectBytes 16m   # 0: as --full
           mvc gc --json                                        # mvc.gc/1
         """)
 
