@@ -186,9 +186,10 @@ extension GitRepository {
     }
   }
 
-  /// Appends `objects`, read from this repository, to `writer`. With `.here`, libgit2's own
-  /// hash check (SHA-1 with collision detection, about a third of the time) is off meanwhile:
-  /// the writer hashes each object with OpenSSL instead.
+  /// Appends `objects`, read from this repository, to `writer`. With `.here` or `.own`,
+  /// libgit2's own hash check (SHA-1 with collision detection, about a third of the time) is off
+  /// meanwhile: the writer hashes each object with OpenSSL instead (`.own`: not its large loose
+  /// blobs).
   func appendObjects(_ objects: [ObjectID], to writer: PackWriter, verification: PackWriter.Verification) throws {
     var odb: OpaquePointer?
     try check(git_repository_odb(&odb, handle), "git_repository_odb", path)
@@ -196,7 +197,7 @@ extension GitRepository {
     guard let odb else {
       throw RepositoryError.libgit2(function: "git_repository_odb", subject: path, message: "no odb")
     }
-    if verification == .here {
+    if verification != .libgit2 {
       _ = mvc_git_set_strict_hash_verification(0)
     }
     defer { _ = mvc_git_set_strict_hash_verification(1) }
@@ -217,7 +218,7 @@ extension GitRepository {
   /// history of `hidden` commits left out), as one pack; returns how many objects went.
   /// With `looseCopyBytes`, another repository's blobs of at least that many bytes (`.libgit2`:
   /// a clone or fetch) are stored as loose objects (``storeLargeBlobsLoose``), not packed. A
-  /// push (`.here`) writes one pack: a repository others fetch from serves a pack's entries as
+  /// push (`.own`) writes one pack: a repository others fetch from serves a pack's entries as
   /// they are, but git's upload-pack deflates loose objects again for every fetch (30 s for a
   /// 256 MiB model over git:// from a bare repository holding mvc's chunks loose).
   func copyMissingObjects(

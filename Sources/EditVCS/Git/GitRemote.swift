@@ -221,7 +221,7 @@ extension GitRepository {
     }
     guard !updates.isEmpty else { return [] }
     let hidden = try remote.references(withPrefix: "refs/").map(\.target)
-    _ = try copyMissingObjects(reachableFrom: updates.map(\.new), hiding: hidden, to: remote, verification: .here)
+    _ = try copyMissingObjects(reachableFrom: updates.map(\.new), hiding: hidden, to: remote, verification: .own)
     var rejected: [(ref: String, reason: String)] = []
     for update in updates {
       do {

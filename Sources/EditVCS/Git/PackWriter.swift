@@ -144,25 +144,29 @@ final class PackWriter {
   enum Verification {
     /// libgit2's own check on read (SHA-1 with collision detection): objects from elsewhere.
     case libgit2
-    /// SHA-1 (OpenSSL) computed here, with libgit2's check off around the copy (see
-    /// `withoutLibgit2HashCheck`): the repository's own objects, on their way into a pack.
+    /// SHA-1 (OpenSSL) computed here, with libgit2's check off around the copy: the
+    /// repository's own objects on their way into its own pack (`mvc gc`, which then deletes
+    /// the loose copies, so a damaged one must stop it first).
     case here
+    /// As `.here`, except that large loose blobs are sent as they are, not hashed again: the
+    /// repository's own objects on their way to another repository (a push), which keeps its
+    /// copies. git's pack-objects does the same; the receiver's index-pack (git://) or the next
+    /// reader of the copy (libgit2's check on read, `git fsck`, a clone's checks) hashes them.
+    case own
   }
 
-  /// Copies object `id` from `odb` into the pack. With `.here`, a large loose blob of
+  /// Copies object `id` from `odb` into the pack. With `.here` or `.own`, a large loose blob of
   /// `repositoryPath` is streamed from its file (``LooseBlob``: no whole-object buffer).
   func append(_ id: ObjectID, from odb: OpaquePointer, repositoryPath: String, verification: Verification) throws {
     var oid = id.raw
-    if verification == .here {
+    if verification != .libgit2 {
       var size = 0
       var type = GIT_OBJECT_ANY
       try check(git_odb_read_header(&size, &type, odb, &oid), "git_odb_read_header", id.hex)
       if type == GIT_OBJECT_BLOB, size >= Self.storedThreshold,
         let loose = try LooseBlob(id, repositoryPath: repositoryPath)
       {
-        // Streamed (a git:// push), the receiver's index-pack hashes every object it stores and
-        // refuses the references when an id does not match: this side need not hash it first.
-        let hash = streaming ? nil : ObjectHasher(type: "blob", size: loose.contentByteCount)
+        let hash = verification == .own ? nil : ObjectHasher(type: "blob", size: loose.contentByteCount)
         try append(id, type: GIT_OBJECT_BLOB, size: loose.contentByteCount) { body in
           try loose.forEachPiece { piece in
             hash?.update(piece)
@@ -179,7 +183,7 @@ final class PackWriter {
     let size = git_odb_object_size(object)
     let type = git_odb_object_type(object)
     let data = UnsafeRawBufferPointer(start: git_odb_object_data(object), count: size)
-    if verification == .here {
+    if verification != .libgit2 {
       let hash = ObjectHasher(type: String(cString: git_object_type2string(type)), size: size)
       hash.update(data)
       try hash.check(id, what: "object \(id.hex)")
