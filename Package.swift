@@ -26,8 +26,9 @@ let package = Package(
       providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
     // glibc's malloc.h (mallopt), which Swift's Glibc module leaves out; only the mvc executable tunes malloc.
     .systemLibrary(name: "CMalloc"),
-    .target(name: "DeltaStore", dependencies: ["CZstd", "CXXHash"]),
-    // AVX2 kernels for the canonical rule, used by Apply when the CPU has them (same bytes).
+    .target(name: "DeltaStore", dependencies: ["CZstd", "CXXHash", "CKernels"]),
+    // AVX2 kernels for the canonical rule, the refinement and the rounding intervals, used when the
+    // CPU has them (same bytes).
     .target(name: "CKernels"),
     .target(name: "Apply", dependencies: ["CBLAS", "CKernels"]),
     .target(name: "EditVCS", dependencies: ["DeltaStore", "Apply", "CGit2", "CZlib", "CCrypto"]),

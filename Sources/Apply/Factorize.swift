@@ -1,4 +1,5 @@
 internal import CBLAS
+import Dispatch
 
 /// A rank-`rank` factorization `ΔW ≈ U·Vᵀ` with the singular values folded into `U`.
 package struct LowRankFactors: Sendable, Equatable {
@@ -29,6 +30,8 @@ package struct LowRankFactors: Sendable, Equatable {
 package enum Factorization {
   /// Columns added to the sketch beyond the rank being looked for (HMT §4.2 suggests 5–10).
   package static let oversampling = 8
+  /// The rank the first sketch looks for; a larger one grows the sketch ×4 (one more round).
+  package static let firstSketchRank = 4
 
   /// The RMS rounding noise of storing `count` values as Float32: `sqrt(mean(ulp(x)² / 12))`,
   /// the standard deviation of a uniform error of ±½ ulp. A caller that computed a delta as
@@ -61,7 +64,9 @@ package enum Factorization {
   /// 6. Verify: `‖ΔW − U·Vᵀ‖_F ≤ 2·noiseRMS·√(rows·cols) + 1e-6·‖ΔW‖_F`, computed one row block
   ///    at a time with the Float32 factors.
   ///
-  /// `k` starts at `min(16, maxRank) + oversampling`. If every singular value of the sketch is
+  /// `k` starts at `min(firstSketchRank, maxRank) + oversampling` (each pass over ΔW costs `k`
+  /// multiply-adds per element, and the common case is one edit of rank 1 or 2, where 12
+  /// columns are plenty). If every singular value of the sketch is
   /// above `τ`, or the check in step 6 fails, `k` grows ×4, up to `maxRank + oversampling`.
   /// ΔW is never copied whole: it is converted to Float64 one row block (~4 MB) at a time.
   ///
@@ -100,12 +105,13 @@ package enum Factorization {
 
   /// ``lowRank(of:rows:cols:noiseRMS:maxRank:seed:)`` of a ΔW that is never held whole:
   /// `deltaRows(first, count, block)` writes rows `first..<first + count` into `block`
-  /// (row-major Float64, finite; called once per row block and pass, in order). The same
-  /// factors as the pointer form when the rows are its Float32 elements widened and `frobenius`
-  /// is ``DenseNorms/frobenius(_:count:)`` of them.
+  /// (row-major Float64, finite; called once per row block and pass, in order within each of
+  /// the row parts, and from `workers` threads at once). The same factors as the pointer form
+  /// when the rows are its Float32 elements widened and `frobenius` is
+  /// ``DenseNorms/frobenius(_:count:)`` of them, and the same on any number of workers.
   package static func lowRank(
     rows: Int, cols: Int, frobenius norm: Double, noiseRMS: Double, maxRank: Int, seed: UInt64 = 0x6D7663,
-    deltaRows: (_ first: Int, _ count: Int, _ block: UnsafeMutablePointer<Double>) -> Void
+    workers: Int = 1, deltaRows: (_ first: Int, _ count: Int, _ block: UnsafeMutablePointer<Double>) -> Void
   ) throws -> LowRankFactors? {
     precondition(rows >= 0 && cols >= 0 && maxRank >= 0 && noiseRMS >= 0)
     guard MatrixShape(rows: rows, cols: cols).fitsBLAS else {
@@ -116,7 +122,7 @@ package enum Factorization {
     }
     return try withoutActuallyEscaping(deltaRows) { deltaRows in
       try lowRank(
-        RowBlockedDelta(rows: rows, cols: cols, deltaRows: deltaRows), norm: norm, noiseRMS: noiseRMS,
+        RowBlockedDelta(rows: rows, cols: cols, workers: workers, deltaRows: deltaRows), norm: norm, noiseRMS: noiseRMS,
         maxRank: maxRank, seed: seed)
     }
   }
@@ -130,7 +136,7 @@ package enum Factorization {
     let residualBound = 2 * noiseRMS * (Double(rows) * Double(cols)).squareRoot() + 1e-6 * norm
     let absoluteThreshold = 4 * noiseRMS * (Double(rows).squareRoot() + Double(cols).squareRoot())
 
-    var k = min(min(16, maxRank) + oversampling, kLimit)
+    var k = min(min(firstSketchRank, maxRank) + oversampling, kLimit)
     while true {
       let svd = try sketch.randomizedSVD(sketchColumns: k, seed: seed)
       let threshold = noiseRMS > 0 ? absoluteThreshold : 1e-7 * (svd.sigma.first ?? 0)
@@ -155,26 +161,57 @@ package enum Factorization {
 /// A read-only ΔW that is multiplied in Float64 one row block at a time, so the working set is
 /// one ~4 MB block rather than a Float64 copy of the whole tensor (or the tensor at all: the
 /// rows come from `deltaRows`).
+///
+/// The rows are cut into ``partCount`` contiguous parts, fixed by the shape alone: each part's
+/// blocks are converted and multiplied on a thread of their own (one BLAS thread each: the
+/// caller keeps BLAS to one thread while `workers > 1`), and sums over rows are added part by
+/// part in order, so the result does not depend on how many workers there are. One worker
+/// converting while BLAS's threads wait for it spent a fifth of a commit's CPU in `sched_yield`.
 private struct RowBlockedDelta {
   let rows: Int
   let cols: Int
   let blockRows: Int
+  let workers: Int
   let deltaRows: (Int, Int, UnsafeMutablePointer<Double>) -> Void
 
-  init(rows: Int, cols: Int, deltaRows: @escaping (Int, Int, UnsafeMutablePointer<Double>) -> Void) {
+  init(rows: Int, cols: Int, workers: Int, deltaRows: @escaping (Int, Int, UnsafeMutablePointer<Double>) -> Void) {
     self.rows = rows
     self.cols = cols
     self.blockRows = max(1, min(rows, (1 << 19) / max(cols, 1)))
+    self.workers = max(1, workers)
     self.deltaRows = deltaRows
   }
 
-  /// Calls `body(firstRow, rowCount, block)` with each row block in Float64.
-  func forEachBlock(_ body: (Int, Int, UnsafeMutablePointer<Double>) -> Void) {
+  /// Two parts once each holds a few blocks (a tensor worth splitting), else one.
+  var partCount: Int { rows >= 8 * blockRows ? 2 : 1 }
+
+  /// Rows of part `p`.
+  func part(_ p: Int) -> Range<Int> { (rows * p / partCount)..<(rows * (p + 1) / partCount) }
+
+  /// `body(p)` for each part, on up to `workers` threads; the results in part order.
+  func eachPart<T>(_ body: (Int) -> T) -> [T] {
+    let count = partCount
+    guard workers > 1 && count > 1 else { return (0..<count).map(body) }
+    var results = [T?](repeating: nil, count: count)
+    results.withUnsafeMutableBufferPointer { out in
+      nonisolated(unsafe) let out = out
+      withoutActuallyEscaping(body) { body in
+        // Each call writes its own slot and reads ΔW's rows of its own part only.
+        nonisolated(unsafe) let body = body
+        DispatchQueue.concurrentPerform(iterations: count) { out[$0] = body($0) }
+      }
+    }
+    // concurrentPerform returns once every iteration has, so every slot is filled.
+    return results.compactMap { $0 }
+  }
+
+  /// Calls `body(firstRow, rowCount, block)` with each row block of `rows` in Float64.
+  func forEachBlock(in range: Range<Int>, _ body: (Int, Int, UnsafeMutablePointer<Double>) -> Void) {
     let block = UnsafeMutablePointer<Double>.allocate(capacity: blockRows * cols)
     defer { block.deallocate() }
-    var first = 0
-    while first < rows {
-      let count = min(blockRows, rows - first)
+    var first = range.lowerBound
+    while first < range.upperBound {
+      let count = min(blockRows, range.upperBound - first)
       deltaRows(first, count, block)
       body(first, count, block)
       first += count
@@ -186,30 +223,42 @@ private struct RowBlockedDelta {
   func timesTransposed(_ g: [Double], k: Int) -> [Double] {
     var yt = [Double](repeating: 0, count: k * rows)
     yt.withUnsafeMutableBufferPointer { ytp in
-      guard let yt = ytp.baseAddress else { return }
-      forEachBlock { first, count, block in
-        // Yᵀ[:, first..<first+count] (k × count, ld = rows) = G (k × cols) · blockᵀ (cols × count)
-        cblas_dgemm(
-          CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(k), blasInt(count), blasInt(cols),
-          1, g, blasInt(cols), block, blasInt(cols), 0, yt + first, blasInt(rows))
+      guard let base = ytp.baseAddress else { return }
+      // Each part writes its own columns of Yᵀ.
+      nonisolated(unsafe) let yt = base
+      _ = eachPart { p in
+        forEachBlock(in: part(p)) { first, count, block in
+          // Yᵀ[:, first..<first+count] (k × count, ld = rows) = G (k × cols) · blockᵀ (cols × count)
+          cblas_dgemm(
+            CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(k), blasInt(count), blasInt(cols),
+            1, g, blasInt(cols), block, blasInt(cols), 0, yt + first, blasInt(rows))
+        }
       }
     }
     return yt
   }
 
-  /// `B = Qᵀ·ΔW` (k × cols row-major) for `Qᵀ` given as k × rows row-major.
+  /// `B = Qᵀ·ΔW` (k × cols row-major) for `Qᵀ` given as k × rows row-major, summed part by part.
   /// Row-major `B` (k × cols) ≡ column-major `Bᵀ = ΔWᵀ·Q` (cols × k, lda = cols).
   func projected(_ qt: [Double], k: Int) -> [Double] {
-    var b = [Double](repeating: 0, count: k * cols)
-    forEachBlock { first, count, block in
-      // B (k × cols) += Qᵀ[:, first..<first+count] (k × count, ld = rows) · block (count × cols)
-      qt.withUnsafeBufferPointer { qtp in
-        guard let qt = qtp.baseAddress else { return }
-        cblas_dgemm(
-          CblasRowMajor, CblasNoTrans, CblasNoTrans, blasInt(k), blasInt(cols), blasInt(count),
-          1, qt + first, blasInt(rows), block, blasInt(cols),
-          first == 0 ? 0 : 1, &b, blasInt(cols))
+    let parts = eachPart { p -> [Double] in
+      var b = [Double](repeating: 0, count: k * cols)
+      let range = part(p)
+      forEachBlock(in: range) { first, count, block in
+        // B (k × cols) += Qᵀ[:, first..<first+count] (k × count, ld = rows) · block (count × cols)
+        qt.withUnsafeBufferPointer { qtp in
+          guard let qt = qtp.baseAddress else { return }
+          cblas_dgemm(
+            CblasRowMajor, CblasNoTrans, CblasNoTrans, blasInt(k), blasInt(cols), blasInt(count),
+            1, qt + first, blasInt(rows), block, blasInt(cols),
+            first == range.lowerBound ? 0 : 1, &b, blasInt(cols))
+        }
       }
+      return b
+    }
+    var b = parts[0]
+    for other in parts.dropFirst() {
+      for index in b.indices { b[index] += other[index] }
     }
     return b
   }
@@ -218,21 +267,24 @@ private struct RowBlockedDelta {
   func residualFrobenius(u: [Float], v: [Float], rank: Int) -> Double {
     let ud = u.map(Double.init)
     let vd = v.map(Double.init)
-    var sum = 0.0
-    forEachBlock { first, count, block in
-      if rank > 0 {
-        ud.withUnsafeBufferPointer { up in
-          guard let u = up.baseAddress else { return }
-          // block (count × cols) −= U[first..<first+count] (count × rank) · Vᵀ (rank × cols)
-          cblas_dgemm(
-            CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(count), blasInt(cols),
-            blasInt(rank), -1, u + first * rank, blasInt(rank), vd, blasInt(rank),
-            1, block, blasInt(cols))
+    let sums = eachPart { p -> Double in
+      var sum = 0.0
+      forEachBlock(in: part(p)) { first, count, block in
+        if rank > 0 {
+          ud.withUnsafeBufferPointer { up in
+            guard let u = up.baseAddress else { return }
+            // block (count × cols) −= U[first..<first+count] (count × rank) · Vᵀ (rank × cols)
+            cblas_dgemm(
+              CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(count), blasInt(cols),
+              blasInt(rank), -1, u + first * rank, blasInt(rank), vd, blasInt(rank),
+              1, block, blasInt(cols))
+          }
         }
+        for k in 0..<(count * cols) { sum += block[k] * block[k] }
       }
-      for k in 0..<(count * cols) { sum += block[k] * block[k] }
+      return sum
     }
-    return sum.squareRoot()
+    return sums.reduce(0, +).squareRoot()
   }
 
   /// Steps 1–3 of ``Factorization/lowRank(of:rows:cols:noiseRMS:maxRank:seed:)`` for a sketch of

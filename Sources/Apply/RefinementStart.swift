@@ -170,14 +170,15 @@ extension IntervalRefiner {
   /// (`lo − p`, `hi − p`: a fraction of an ulp of the dtype, far inside Float32's precision,
   /// which is all a start needs), so a block is wide (a few MB per thread) and its intervals
   /// are read a row at a time; each Newton step is a pass over its rows that moves all of its
-  /// columns at once. Returns the moves (per factor column).
-  mutating func fitColumns() -> [[Double]] {
+  /// columns at once. Returns the moves (per factor column) and, when `counting`, the elements
+  /// left outside their interval, from the block's offsets (no second pass over the tensor).
+  mutating func fitColumns(counting: Bool = false) -> (moves: [[Double]], outside: Int?) {
     let (rows, cols, rank, intervals) = (self.rows, self.cols, self.rank, self.intervals)
     let chunks = max(1, min(workers, cols / 64))
     let block = max(1, min(cols / chunks, max(64, (1 << 20) / max(1, rows))))
     let uValues = u
     var vValues = v
-    let parts = Self.sweepInParallel(&vValues, chunks: chunks, empty: [[Double]]()) { c, v in
+    let parts = Self.sweepInParallel(&vValues, chunks: chunks, empty: (moves: [[Double]](), outside: 0)) { c, v in
       let range = (cols * c / chunks)..<(cols * (c + 1) / chunks)
       let rowLo = UnsafeMutablePointer<Double>.allocate(capacity: block)
       let rowHi = UnsafeMutablePointer<Double>.allocate(capacity: block)
@@ -193,6 +194,7 @@ extension IntervalRefiner {
         hi.deallocate()
       }
       var moves = [[Double]](repeating: [], count: rank)
+      var outside = 0
       uValues.withUnsafeBufferPointer { up in
         guard let u = up.baseAddress else { return }
         var first = range.lowerBound
@@ -250,14 +252,23 @@ extension IntervalRefiner {
                   hi[i * width + k] = Float(Double(hi[i * width + k]) - shift)
                 }
               }
+            } else if counting {
+              // The offsets hold every earlier column's move; the last one's is `moved`.
+              for i in 0..<rows {
+                let a = u[i * rank + t]
+                for k in 0..<width {
+                  let q = moved[k] * a
+                  if q < Double(lo[i * width + k]) || q > Double(hi[i * width + k]) { outside += 1 }
+                }
+              }
             }
           }
           first += width
         }
       }
-      return moves
+      return (moves, outside)
     }
     v = vValues
-    return (0..<rank).map { t in parts.flatMap { $0[t] } }
+    return ((0..<rank).map { t in parts.flatMap { $0.moves[t] } }, counting ? parts.reduce(0) { $0 + $1.outside } : nil)
   }
 }

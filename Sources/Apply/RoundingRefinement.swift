@@ -10,7 +10,9 @@ package typealias RoundingIntervals =
 /// What ``Factorization/refineAgainstRounding(_:rows:cols:maxSweeps:workers:intervals:)`` did.
 package struct RefinementReport: Sendable, Equatable {
   /// Elements outside their interval after each sweep's row half (the last: the factors
-  /// returned, but for the Float32 rounding of `v`).
+  /// returned, but for the Float32 rounding of `v`); with no sweeps, after the least-squares
+  /// start when candidates were compared (from Float32 interval offsets: a close estimate), else
+  /// none.
   package var violations: [Int]
   /// Elements each of those row halves visited: all of them until the active set is built
   /// (``ActiveElements``), then only those that can still change side.
@@ -32,9 +34,10 @@ extension Factorization {
   /// possible from the intervals' edges.
   ///
   /// Before the sweeps, three least-squares passes (``IntervalRefiner/fitRows()`` and
-  /// ``IntervalRefiner/fitColumns()``: Newton steps on the squared distance to the intervals, a
-  /// linear pass each, no sorting) take the rank finder's factors from about a tenth of an ulp
-  /// off to a small fraction of one on nearly every element, so the sweeps can start narrow.
+  /// ``IntervalRefiner/fitColumns(counting:)``: Newton steps on the squared distance to the
+  /// intervals, a linear pass each, no sorting) take the rank finder's factors from about a
+  /// tenth of an ulp off to a small fraction of one on nearly every element, so the sweeps can
+  /// start narrow.
   ///
   /// Only endpoints within a window around the current value are sorted: ±w per factor column,
   /// starting at 8× the 90th percentile of the last least-squares pass's moves (at most 1/8 of
@@ -54,7 +57,11 @@ extension Factorization {
   /// contract: the residual still makes the reconstruction exact.
   /// - Parameters:
   ///   - factors: the rank finder's factors (`u` rows × rank, `v` cols × rank, row-major).
-  ///   - maxSweeps: the most row-then-column sweeps to run.
+  ///   - maxSweeps: the most row-then-column sweeps to run; 0 stops after the least-squares
+  ///     start. The start alone takes about a third of the time and leaves more elements outside
+  ///     (a bf16 rank-one edit of 4096×14336: ~30K of 58.7M instead of ~900, so its residual
+  ///     stores ~50 KB more), and for F32, whose intervals are narrow, the sweeps move nearly
+  ///     nothing (the same stored size for six times the time).
   ///   - workers: threads per half-sweep (the result does not depend on it); `intervals` is
   ///     called from all of them at once.
   ///   - activeSet: whether later sweeps visit only the active elements (false: every element,
@@ -67,7 +74,7 @@ extension Factorization {
     intervals: RoundingIntervals
   ) -> (factors: LowRankFactors, report: RefinementReport) {
     let rank = factors.rank
-    guard rank > 0, rows > 0, cols > 0, maxSweeps > 0 else {
+    guard rank > 0, rows > 0, cols > 0, maxSweeps >= 0 else {
       return (factors, RefinementReport(violations: [], visited: []))
     }
     return withoutActuallyEscaping(intervals) { intervals in
@@ -75,7 +82,8 @@ extension Factorization {
         var run = RefinementRun(
           factors, rows: rows, cols: cols, workers: workers, maxSweeps: maxSweeps, activeSet: activeSet,
           intervals: intervals)
-        run.start()
+        // The least-squares start alone is counted only when candidates are compared.
+        run.start(counting: rank > 1)
         return run
       }
       // A rounded difference is a staircase of U·Vᵀ, not U·Vᵀ plus independent noise: the rank
@@ -145,12 +153,26 @@ private struct RefinementRun {
     vWindow = refiner.initialWindows(of: refiner.v, count: cols)
   }
 
-  /// The least-squares passes, then the first sweep, its windows 8× the 90th percentile of the
-  /// last pass's moves (as between sweeps), between 1/8192 and 1/8 of the column's RMS: a
-  /// narrower first window than the moves call for leaves more elements outside at the end.
-  mutating func start() {
+  /// The least-squares passes, then (unless `maxSweeps` is 0) the first sweep, its windows 8×
+  /// the 90th percentile of the last pass's moves (as between sweeps), between 1/8192 and 1/8
+  /// of the column's RMS: a narrower first window than the moves call for leaves more elements
+  /// outside at the end.
+  ///
+  /// With `maxSweeps` 0 and `counting`, the last pass's column half counts the elements it
+  /// leaves outside (from the intervals it holds), for ``cost``.
+  mutating func start(counting: Bool) {
     var moves: (u: [[Double]], v: [[Double]]) = ([], [])
-    for _ in 0..<Self.leastSquaresPasses { moves = (refiner.fitRows(), refiner.fitColumns()) }
+    for pass in 0..<Self.leastSquaresPasses {
+      let rowMoves = refiner.fitRows()
+      let (columnMoves, outside) = refiner.fitColumns(
+        counting: counting && maxSweeps == 0 && pass == Self.leastSquaresPasses - 1)
+      if let outside { violations.append(outside) }
+      moves = (rowMoves, columnMoves)
+    }
+    if maxSweeps == 0 {
+      converged = true
+      return
+    }
     guard !moves.u.isEmpty else { return sweep() }
     uWindow = zip(moves.u, uWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
     vWindow = zip(moves.v, vWindow).map { max($1 * Self.startWindow, IntervalRefiner.nextWindow($0, previous: $1)) }
@@ -410,7 +432,6 @@ struct IntervalRefiner {
     return moves
   }
 
-  /// Runs `body(0..<count)` on `count` threads (inline for one).
   /// A half-sweep on the worker threads: `body(c, values)` for each of the `chunks` contiguous
   /// parts, each writing only its own rows or columns of `values` (a copy of U or V) and
   /// returning its result, collected in order.
@@ -428,6 +449,7 @@ struct IntervalRefiner {
     return parts
   }
 
+  /// Runs `body(c)` for each `c` in `0..<count`, on `count` threads (inline for one).
   static func forEachChunk(_ count: Int, _ body: (Int) -> Void) {
     if count == 1 {
       body(0)

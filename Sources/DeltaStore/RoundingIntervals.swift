@@ -1,3 +1,5 @@
+internal import CKernels
+
 extension FloatConversion {
   /// For each element `k` of `elements`, the interval of deltas that round to the stored value:
   /// `lo[k] = m⁻ − old`, `hi[k] = m⁺ − old`, where `m∓` are the midpoints between the `new`
@@ -9,9 +11,10 @@ extension FloatConversion {
   /// smallest's `lo` is `-∞`), as rounding saturates there only past infinity's midpoint anyway.
   /// - Parameters:
   ///   - new: the committed tensor; `old`: its parent; both of `dtype` (F32, F16 or BF16).
+  ///   - wide: whether BF16 takes the AVX2 loop (``wideIntervals``; tests compare the two).
   package static func roundingIntervals(
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, elements: Range<Int>,
-    lo: UnsafeMutablePointer<Double>, hi: UnsafeMutablePointer<Double>
+    lo: UnsafeMutablePointer<Double>, hi: UnsafeMutablePointer<Double>, wide: Bool = wideIntervals
   ) {
     precondition(dtype == .f32 || dtype == .f16 || dtype == .bf16, "rounding intervals of \(dtype.rawValue)")
     let width = dtype.bitCount / 8
@@ -45,7 +48,14 @@ extension FloatConversion {
       // there are any others, so the second (scalar) pass runs only on the rare blocks that
       // hold a zero, the largest value or a non-finite value.
       var others: UInt16 = 0
-      for k in 0..<n {
+      var start = 0
+      if wide {
+        // The same loop eight lanes at a time (CKernels/RoundingIntervals.c); this one does the tail.
+        var flagged: Int32 = 0
+        start = mvc_bf16_intervals_avx2(x, y, n, lo, hi, &flagged)
+        others = flagged == 0 ? 0 : 1
+      }
+      for k in start..<n {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         // A negative value's lower midpoint is the one of larger magnitude.
@@ -107,6 +117,9 @@ extension FloatConversion {
       }
     }
   }
+
+  /// Whether BF16 intervals are computed by the AVX2 loop (the same values as the portable one).
+  package static let wideIntervals = mvc_avx2_available() != 0
 
   /// Element `k`'s interval from its new value `x`, old value `y` and `x`'s two neighbours.
   @inline(__always)

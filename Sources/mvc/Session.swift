@@ -21,8 +21,13 @@ enum Session {
       tracePerformance: performanceTrace(variables["MVC_TRACE_PERFORMANCE"]),
       // One thread per core rebuilds tensors and hashes the working model (what holds memory is
       // bounded by the pipeline's budget, not by the thread count).
-      workerThreads: ProcessInfo.processInfo.activeProcessorCount, releaseBLASThreads: { BLASRuntime.stopIdleThreads() }
-    )
+      workerThreads: ProcessInfo.processInfo.activeProcessorCount,
+      releaseBLASThreads: { BLASRuntime.stopIdleThreads() },
+      setBLASThreadCount: { count in
+        let previous = BLASRuntime.threadCount
+        BLASRuntime.threadCount = count
+        return previous
+      })
   }
 
   /// Like git's GIT_TRACE_PERFORMANCE: "1"/"true"/"2" traces to stderr, an absolute path appends there.

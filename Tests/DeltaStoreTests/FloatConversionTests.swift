@@ -150,6 +150,38 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
   /// The branch-free rounding of `encode`'s bf16 loop gives `bf16Bits`'s bits for every kind of
   /// value: random doubles, exact ties (to even, up and down), values around each end of the
   /// normal range, the largest finite values (overflow to infinity), subnormals, zeros, infinities, NaN.
+  /// The AVX2 loop (CKernels/RoundingIntervals.c) gives the portable loop's values bit for bit,
+  /// on random patterns (zeros, the largest values, infinities and NaN among them, new and
+  /// parent) and at every offset of a tail shorter than its eight lanes.
+  @Test(.enabled(if: FloatConversion.wideIntervals, "this CPU has no AVX2: the portable loop is the only one"))
+  func bf16WideRoundingIntervalsMatchThePortableLoop() {
+    var state: UInt64 = 0x5EED
+    func next() -> UInt16 {
+      state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+      return UInt16(truncatingIfNeeded: state >> 33)
+    }
+    let n = 1 << 16 + 7
+    var newBits = (0..<n).map { _ in next() }
+    let oldBits = (0..<n).map { _ in next() }
+    // Runs of ordinary values around the rare specials, so that many 8-lane blocks hold none.
+    for k in stride(from: 0, to: n, by: 3) where newBits[k] & 0x7F80 == 0x7F80 { newBits[k] = 0x3C00 }
+    for first in [0, 1, 5] {
+      var results: [[UInt64]] = []
+      for wide in [true, false] {
+        var lo = [Double](repeating: 0, count: n)
+        var hi = [Double](repeating: 0, count: n)
+        newBits.withUnsafeBytes { new in
+          oldBits.withUnsafeBytes { old in
+            FloatConversion.roundingIntervals(
+              new: new, old: old, dtype: .bf16, elements: first..<n, lo: &lo, hi: &hi, wide: wide)
+          }
+        }
+        results.append((lo + hi).map(\.bitPattern))
+      }
+      #expect(results[0] == results[1])
+    }
+  }
+
   @Test func bf16FastRoundingMatchesTheGeneralOne() {
     var rng = SplitMix64(seed: 99)
     var values: [Double] = [

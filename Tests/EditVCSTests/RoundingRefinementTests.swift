@@ -101,13 +101,13 @@ import Testing
       return try #require(found)
     }
 
-    func refined(_ factors: LowRankFactors, workers: Int = 1, activeSet: Bool = true) -> (
+    func refined(_ factors: LowRankFactors, maxSweeps: Int = 6, workers: Int = 1, activeSet: Bool = true) -> (
       LowRankFactors, RefinementReport
     ) {
       new.withUnsafeBytes { newRaw in
         old.withUnsafeBytes { oldRaw in
           Factorization.refineAgainstRounding(
-            factors, rows: rows, cols: cols, workers: workers, activeSet: activeSet
+            factors, rows: rows, cols: cols, maxSweeps: maxSweeps, workers: workers, activeSet: activeSet
           ) {
             row, columns, lo, hi in
             FloatConversion.roundingIntervals(
@@ -150,6 +150,39 @@ import Testing
     var out = reconstructed
     try out.withUnsafeMutableBytes { try ResidualCodec.apply(encoded.bytes, to: $0, dtype: dtype, elementCount: n) }
     #expect(out == edit.new)
+  }
+
+  /// The least-squares start alone (`maxSweeps: 0`, what `mvc commit` runs without
+  /// `--compact`): most of the rank finder's mismatches gone, the sweeps' few more on top, the
+  /// same factors on any number of workers; a rank-two start is counted (in the last pass's
+  /// column half) so that the cheaper candidate is kept, and the count is close to the
+  /// mismatches of the factors returned (it decides whether the higher rank is refined at all).
+  @Test(arguments: [DType.bf16, .f16, .f32])
+  func leastSquaresStartAloneRemovesMostMismatches(dtype: DType) throws {
+    let edit = Edit(rows: 160, cols: 640, dtype: dtype, relativeNorm: 0.01, seed: 41)
+    let found = try edit.recovered()
+    func mismatches(_ f: LowRankFactors) -> Int { edit.mismatches(edit.reconstructed(u: f.u, v: f.v, rank: f.rank)) }
+    let before = mismatches(found)
+    let (start, report) = edit.refined(found, maxSweeps: 0)
+    let (swept, _) = edit.refined(found)
+    print("\(dtype): mismatches rank finder \(before), start alone \(mismatches(start)), swept \(mismatches(swept))")
+    #expect(start.rank == 1 && report.violations.isEmpty)
+    #expect(mismatches(start) < before / 3)
+    #expect(mismatches(swept) <= mismatches(start))
+    let (twoWorkers, _) = edit.refined(found, maxSweeps: 0, workers: 2)
+    #expect(twoWorkers.u.map(\.bitPattern) == start.u.map(\.bitPattern))
+    #expect(twoWorkers.v.map(\.bitPattern) == start.v.map(\.bitPattern))
+
+    // A spurious second component: both candidates counted, the cheaper kept.
+    var wider = found
+    wider.rank = 2
+    wider.u = (0..<edit.rows).flatMap { [found.u[$0], found.u[$0] * 1e-3] }
+    wider.v = (0..<edit.cols).flatMap { [found.v[$0], Float(($0 % 7) - 3) * 1e-2] }
+    wider.singularValues = found.singularValues + [found.singularValues[0] * 1e-3]
+    let (kept, keptReport) = edit.refined(wider, maxSweeps: 0, workers: 2)
+    let count = try #require(keptReport.violations.first)
+    #expect(keptReport.violations.count == 1 && kept.rank == 1)
+    #expect(abs(count - mismatches(kept)) <= mismatches(kept) / 20 + 2)
   }
 
   /// `mvc commit` measures the difference in one pass without keeping it, and the rank finder
@@ -271,7 +304,8 @@ import Testing
   }
 
   /// `mvc commit` of a bf16 model edited in float32: rank 1, a residual of a few elements,
-  /// Rice-coded, so the commit records format 2 (the base stays 1); checkout is exact both ways.
+  /// Rice-coded, so the commit records format 2 (the base stays 1); checkout is exact both ways,
+  /// and so it is for the same edit committed with `--compact` (a residual no larger).
   @Test func fullModelCommitOfABF16EditIsSmallExactAndFormatTwo() throws {
     try withTemporaryDirectory { dir in
       let edit = Edit(rows: 128, cols: 512, dtype: .bf16, relativeNorm: 0.01, seed: 5)
@@ -285,7 +319,18 @@ import Testing
       let result = try repository.commit(CommitOptions(message: "bf16 edit"))
       let change = try #require(result.record.changes.first)
       #expect(change.storage == "low_rank" && change.rank == 1)
-      #expect((change.residualNonzeroCount ?? 0) <= 128 * 512 / 200)
+      #expect((change.residualNonzeroCount ?? 0) <= 128 * 512 / 100)
+      // --compact: the sweeps after the least-squares start, no larger a residual.
+      try repository.reset(to: base, mode: .soft, revision: "base")
+      let compact = try repository.commit(CommitOptions(message: "bf16 edit, compact", compact: true))
+      let compactChange = try #require(compact.record.changes.first)
+      #expect(compactChange.rank == 1 && (compactChange.residualNonzeroCount ?? 0) <= 128 * 512 / 200)
+      #expect((compactChange.residualNonzeroCount ?? 0) <= (change.residualNonzeroCount ?? 0))
+      #expect(Array(try Data(contentsOf: model)) == after)
+      try repository.checkout(base, branch: nil, force: false)
+      #expect(Array(try Data(contentsOf: model)) == before)
+      try repository.checkout(compact.commit, branch: nil, force: false)
+      #expect(Array(try Data(contentsOf: model)) == after)
       let contents = try repository.contents(of: result.commit)
       let tree = try #require(contents.tensorTrees[name])
       let state = try repository.storedState(tree, tensor: name).state

@@ -267,9 +267,11 @@ class Repo:
         self._advance(model, held, listing.commit, commit.id, tensors, set(storage))
         return CommitFactorsResult(commit, list(document.get("rounded_from_f64", [])), notes)
 
-    def commit(self, model: nn.Module, message: str, changed: Optional[Iterable[str]] = None) -> CommitInfo:
+    def commit(self, model: nn.Module, message: str, changed: Optional[Iterable[str]] = None, *,
+               compact: bool = False) -> CommitInfo:
         """Writes the changed parameters into the working model (in place) and commits them
-        (``mvc commit``: rank found, exact residual stored).
+        (``mvc commit``: rank found, exact residual stored; ``compact`` is ``--compact``: a longer
+        search for the smallest residual).
 
         ``changed`` names the parameters the caller changed (e.g. the keys of EasyEdit's
         ``weights_copy``). Without it every tensor is compared with HEAD, which costs one pass
@@ -296,7 +298,7 @@ class Repo:
             new = {n: tensors.tensors[n].detach().cpu().contiguous() for n in names}
             self._write_working(listing, new)
             try:
-                self._mvc.run(["commit", "-m", message, "-q"], self.root)
+                self._mvc.run(["commit", "-m", message, "-q"] + (["--compact"] if compact else []), self.root)
             except BaseException:
                 self._write_working(listing, {n: head_bytes[n] for n in names})
                 raise

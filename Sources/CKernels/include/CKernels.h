@@ -1,6 +1,6 @@
 // Wide-vector kernels for the canonical rule (docs/FORMAT.md) and the refinement's least-squares
-// start, chosen at run time when the CPU has them. Each gives exactly the bytes of the portable
-// Swift path; Apply is their only user.
+// start, and for the rounding intervals it fits to (DeltaStore), chosen at run time when the CPU
+// has them. Each gives exactly the bytes of the portable Swift path.
 #ifndef MVC_CKERNELS_H
 #define MVC_CKERNELS_H
 
@@ -32,5 +32,17 @@ ptrdiff_t mvc_newton_sums_avx2(
 /// and `h[k] += a²` where `d ≠ 0`. Returns the columns done (a multiple of 4).
 ptrdiff_t mvc_newton_column_row_avx2(
     double a, const float *lo, const float *hi, const double *moved, double *g, double *h, ptrdiff_t width);
+
+/// 1 when this CPU runs `mvc_bf16_intervals_avx2` (x86-64 with AVX2), else 0.
+int mvc_avx2_available(void);
+
+/// The vector loop of `FloatConversion.roundingIntervals` for BF16 (DeltaStore/RoundingIntervals.swift),
+/// eight elements at a time: `lo[k]`, `hi[k]` are the binary32 midpoints half a bfloat16 step below and
+/// above `new_bits[k]`, widened, minus the widened parent `old_bits[k]`. `*others` is set to 1 when an
+/// element needs the general path (a zero, the largest magnitude or a non-finite value, or a
+/// non-finite parent), else 0. Returns the elements done (a multiple of 8); the caller does the rest.
+ptrdiff_t mvc_bf16_intervals_avx2(
+    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
+    int *others);
 
 #endif

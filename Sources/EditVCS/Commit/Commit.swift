@@ -9,12 +9,19 @@ public struct CommitOptions {
   /// Recorded as the edit's method (`working-model` when nil).
   package var method: String?
   package var details: [String: String]?
+  /// Refine recovered factors with the sweep lines after the least-squares start: half the
+  /// residual bytes of a bf16/fp16 edit for about three times the refinement's time.
+  package var compact: Bool
 
-  public init(message: String, tolerance: Double? = nil, method: String? = nil, details: [String: String]? = nil) {
+  public init(
+    message: String, tolerance: Double? = nil, method: String? = nil, details: [String: String]? = nil,
+    compact: Bool = false
+  ) {
     self.message = message
     self.tolerance = tolerance
     self.method = method
     self.details = details
+    self.compact = compact
   }
 }
 
@@ -69,7 +76,8 @@ extension EditRepository {
         let encoded = try timed("encode '\(entry.name)'") {
           try encodeWorkingChange(
             entry.name, working: working, hash: hash, parent: parent,
-            parentState: try storedState(headTree, tensor: entry.name), tolerance: options.tolerance)
+            parentState: try storedState(headTree, tensor: entry.name), tolerance: options.tolerance,
+            compact: options.compact)
         }
         trees[entry.name] = encoded.tree
         changes.append(encoded.change)
@@ -109,7 +117,7 @@ extension EditRepository {
   /// `DeltaStoreError.fileChanged`.
   func encodeWorkingChange(
     _ name: String, working: WorkingModel, hash: String, parent: ObjectID, parentState: StoredTensorState,
-    tolerance: Double?
+    tolerance: Double?, compact: Bool
   ) throws -> EncodedChange {
     guard let (shard, info) = working.location(of: name) else {
       throw RepositoryError.corruptObject(what: "working model", reason: "tensor '\(name)' vanished")
@@ -139,7 +147,8 @@ extension EditRepository {
     environment.releaseBLASThreads?()
     guard let found = foundFactors else { return try storeComplete(workBytes) }
     let factors = refinedAgainstRounding(
-      found, name: name, dtype: info.dtype, rows: rows, cols: cols, committed: workBytes, parent: previous)
+      found, name: name, dtype: info.dtype, rows: rows, cols: cols, committed: workBytes, parent: previous,
+      sweeps: compact)
     // F32: each element's rounding context, for the conditioned residual (from the parent's
     // bytes, so before they become the reconstruction).
     let contexts =
@@ -213,12 +222,16 @@ extension EditRepository {
       try old.withUnsafeBytes { old in
         let measured = try TensorMath.difference(new: new, old: old, dtype: dtype, count: count, into: nil)
         guard measured.allFinite else { return (measured, nil) }
+        let workers = environment.workerThreads
+        // The row parts run on the workers, one BLAS thread each (see RowBlockedDelta).
+        let blasThreads = workers > 1 ? environment.setBLASThreadCount?(1) : nil
+        defer { if let blasThreads { _ = environment.setBLASThreadCount?(blasThreads) } }
         let factors = try timed("rank finder") {
           try RepositoryError.applying(to: name) {
             try TensorMath.withDifferenceRows(new: new, old: old, dtype: dtype, cols: cols) { rowsOfDelta in
               try Factorization.lowRank(
                 rows: rows, cols: cols, frobenius: measured.deltaFrobenius, noiseRMS: measured.noiseRMS,
-                maxRank: maxRank, deltaRows: rowsOfDelta)
+                maxRank: maxRank, workers: workers, deltaRows: rowsOfDelta)
             }
           }
         }

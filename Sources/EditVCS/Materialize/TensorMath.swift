@@ -100,7 +100,7 @@ enum TensorMath {
   }
 
   /// The rows of `new − old` (both `rows × cols` of `dtype`) for
-  /// ``Factorization/lowRank(rows:cols:frobenius:noiseRMS:maxRank:seed:deltaRows:)``: the Float32
+  /// ``Factorization/lowRank(rows:cols:frobenius:noiseRMS:maxRank:seed:workers:deltaRows:)``: the Float32
   /// differences of ``difference(new:old:dtype:count:into:)`` (non-finite ones 0), widened, a
   /// row block at a time, so the factorization never holds the whole difference.
   /// `body` gets the rows closure, valid while it runs.

@@ -33,13 +33,18 @@ public struct RepositoryEnvironment {
   /// refinement): the CLI stops OpenBLAS's idle threads there, which otherwise spin on
   /// `sched_yield` beside the refinement's own threads. The library never does it itself.
   package var releaseBLASThreads: (@Sendable () -> Void)?
+  /// Sets the process's BLAS thread count and returns the previous one: the rank finder runs
+  /// its row parts on `workerThreads` threads with one BLAS thread each, then restores it. The
+  /// library never does it itself; without it the parts' BLAS calls share BLAS's threads.
+  package var setBLASThreadCount: (@Sendable (Int) -> Int)?
 
   public init(
     commitTime: Int64? = nil, ioHook: IOHook? = nil, progress: ((ProgressEvent) -> Void)? = nil,
     compressionWorkers: Int32 = 0, tracePerformance: (@Sendable (String) -> Void)? = nil, workerThreads: Int = 1,
-    releaseBLASThreads: (@Sendable () -> Void)? = nil
+    releaseBLASThreads: (@Sendable () -> Void)? = nil, setBLASThreadCount: (@Sendable (Int) -> Int)? = nil
   ) {
     self.releaseBLASThreads = releaseBLASThreads
+    self.setBLASThreadCount = setBLASThreadCount
     self.commitTime = commitTime
     self.ioHook = ioHook
     self.progress = progress
