@@ -292,10 +292,12 @@ extension GitRepository {
   /// `core.bigFileThreshold` and `gc.bigPackThreshold` keep it: a loose object whose file has at
   /// least that many bytes stays loose (mvc's large blobs are zstd chunks in stored deflate
   /// blocks: packing them again would copy, hash and checksum every byte to save nothing), a
-  /// pack of at least that many bytes (and any pack with a `.keep` file) stays, and the objects
-  /// it holds are not packed again. Everything else — commits, trees, JSON, factors, side files,
-  /// small blobs, small packs — goes into the new pack. Nil (`mvc gc --full`) packs every
-  /// reachable object into the new pack and keeps only `.keep` packs.
+  /// pack with an entry of at least that many bytes (a chunk; and any pack with a `.keep` file)
+  /// stays, and the objects it holds are not packed again. Everything else — commits, trees,
+  /// JSON, factors, side files, small blobs, packs of only such objects — goes into the new pack,
+  /// so the small objects of a long history end in one pack rather than in one more pack of the
+  /// threshold's size every few dozen commits. Nil (`mvc gc --full`) packs every reachable object
+  /// into the new pack and keeps only `.keep` packs.
   ///
   /// The pack is written by ``PackWriter`` (no delta search, mvc's zstd chunks stored, not
   /// deflated again). Nothing is deleted before the new pack and its index are written,
@@ -320,7 +322,8 @@ extension GitRepository {
       let base = (packDirectory as NSString).appendingPathComponent(String(index.dropLast(4)))
       let keep = fileManager.fileExists(atPath: base + ".keep")
       let size = Self.fileSize(base + ".pack")
-      guard keep || (bigObjectBytes.map { size >= $0 } ?? false) else {
+      let big = bigObjectBytes.map { size >= $0 && Self.largestEntry(ofPack: base, packSize: size) >= $0 } ?? false
+      guard keep || big else {
         replaceable.append(index)
         continue
       }
@@ -401,6 +404,44 @@ extension GitRepository {
     }
     try check(git_odb_refresh_for(self), "git_odb_refresh")
     return outcome
+  }
+
+  /// The size of the largest entry of the pack `base.pack` (`packSize` bytes), from the offsets
+  /// in its version-2 index `base.idx`: an entry ends where the next one starts, the last at the
+  /// 20-byte trailer. `Int.max` when the index cannot be read or is not as expected, so that a
+  /// pack mvc does not understand is kept as it is.
+  static func largestEntry(ofPack base: String, packSize: Int) -> Int {
+    guard let index = FileManager.default.contents(atPath: base + ".idx") else { return Int.max }
+    let bytes = [UInt8](index)
+    func word(_ at: Int) -> UInt32 {
+      UInt32(bytes[at]) << 24 | UInt32(bytes[at + 1]) << 16 | UInt32(bytes[at + 2]) << 8 | UInt32(bytes[at + 3])
+    }
+    // Magic "\377tOc", version 2, then 256 fan-out counts; the last is the object count.
+    guard bytes.count >= 8 + 1024 + 40, word(0) == 0xFF74_4F63, word(4) == 2 else { return Int.max }
+    let count = Int(word(8 + 255 * 4))
+    let offsetTable = 8 + 1024 + count * 24
+    guard count > 0, bytes.count >= offsetTable + count * 4 + 40 else { return Int.max }
+    let largeTable = offsetTable + count * 4
+    var offsets: [Int] = []
+    offsets.reserveCapacity(count)
+    for i in 0..<count {
+      let value = word(offsetTable + 4 * i)
+      if value & 0x8000_0000 == 0 {
+        offsets.append(Int(value))
+      } else {
+        let at = largeTable + 8 * Int(value & 0x7FFF_FFFF)
+        guard at + 8 <= bytes.count - 40 else { return Int.max }
+        offsets.append(Int(word(at)) << 32 | Int(word(at + 4)))
+      }
+    }
+    offsets.sort()
+    offsets.append(packSize - 20)
+    var largest = 0
+    for i in 0..<count {
+      guard offsets[i + 1] > offsets[i] else { return Int.max }
+      largest = max(largest, offsets[i + 1] - offsets[i])
+    }
+    return largest
   }
 
   /// `objects/xx/yyyy…` of `id` under `objects`.

@@ -13,7 +13,7 @@ public struct GcSummary: Sendable {
   /// (`mvc.gcBigObjectBytes`), and the bytes of those files.
   public var keptLooseObjectCount: Int
   public var keptLooseObjectBytes: Int
-  /// Packs left as they are (at least the threshold, a `.keep` file, or objects no other pack
+  /// Packs left as they are (an entry of at least the threshold, a `.keep` file, or objects no other pack
   /// holds), and their bytes.
   public var keptPackCount: Int
   public var keptPackBytes: Int
@@ -25,8 +25,8 @@ public struct GcSummary: Sendable {
 }
 
 extension EditRepository {
-  /// The git config key of gc's size rule: loose objects and packs of at least this many bytes
-  /// stay as they are (`0`: none does, as `--full`).
+  /// The git config key of gc's size rule: loose objects of at least this many bytes, and packs
+  /// with an entry of that size, stay as they are (`0`: none does, as `--full`).
   static let gcBigObjectBytesKey = "mvc.gcbigobjectbytes"
 
   /// 1 MiB: a commit's commits, trees, JSON, factors and side files are far below it; mvc's
@@ -49,7 +49,7 @@ extension EditRepository {
 
   /// `mvc gc`: packs the reachable objects into one pack with mvc's own pack writer — by default
   /// only what is small (below `mvc.gcBigObjectBytes`, 1 MiB), leaving large loose objects loose
-  /// and large packs as they are; with `full`, every reachable object (loose objects and older
+  /// and packs with a large entry as they are; with `full`, every reachable object (loose objects and older
   /// packs go only once the new pack and its index are durable) — and prunes
   /// `.mvc/mvc-snapshots/` of states that no commit reachable from a reference has, then trims it
   /// to its cap, and trims `.mvc/mvc-cache/` (accumulators, projectors) to its own.

@@ -8,11 +8,12 @@ extension MVC {
       abstract: "Pack the small objects and prune the local caches.",
       discussion: """
         Writes the reachable objects below mvc.gcBigObjectBytes (default 1 MiB: commits, trees, \
-        JSON, factors, side files, small blobs) and the objects of smaller packs into one new \
-        pack, then deletes the loose objects and packs it makes redundant (only after the pack \
-        and its index are on disk and fsynced). Loose objects and packs of at least that many \
-        bytes stay as they are, as git's core.bigFileThreshold and gc.bigPackThreshold keep \
-        them: mvc's tensor chunks are zstd already, so packing them again copies and hashes \
+        JSON, factors, side files, small blobs) and the objects of packs of only such objects \
+        into one new pack, then deletes the loose objects and packs it makes redundant (only \
+        after the pack and its index are on disk and fsynced). Loose objects of at least that \
+        many bytes, and packs with an entry of that size (and .keep packs), stay as they are, \
+        as git's core.bigFileThreshold and gc.bigPackThreshold keep them: mvc's tensor chunks \
+        are zstd already, so packing them again copies and hashes \
         every byte to save nothing. --full packs every reachable object into one pack (git's \
         'repack -a -d'; mvc never searches deltas, so there is no --aggressive). Unreachable \
         loose objects are kept. Keyframe-cache files of states that no reachable commit has are \

@@ -128,7 +128,7 @@ import Testing
     try withTemporaryDirectory { dir in
       let work = dir.appendingPathComponent("work")
       try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-      // 512×128 F32 tensors: 256 KiB each, their chunks above the 64 KiB threshold set below;
+      // 512×128 F32 tensors: 256 KiB each, their chunks above the 16 KiB threshold set below;
       // and one of 2 MiB, above the 1 MiB at which a clone stores a blob loose.
       var tensors = transformerFixture(blocks: 2, hidden: 128, intermediate: 512, seed: 5)
       var rng = SplitMix64(seed: 6)
@@ -141,9 +141,9 @@ import Testing
       for step in 0..<3 { history.append(try R.commitEdit(&tensors, in: work, step: step)) }
       #expect(runMVC(["tag", "-m", "last edit", "v1"], in: work).status == 0)
       let gitDirectory = work.appendingPathComponent(".mvc")
-      #expect(runGit(["--git-dir=\(gitDirectory.path)", "config", "mvc.gcBigObjectBytes", "64k"], in: dir).status == 0)
+      #expect(runGit(["--git-dir=\(gitDirectory.path)", "config", "mvc.gcBigObjectBytes", "16k"], in: dir).status == 0)
       let before = Self.looseObjects(gitDirectory)
-      let large = before.filter { $0.value >= 64 << 10 }
+      let large = before.filter { $0.value >= 16 << 10 }
       try #require(large.count >= 4 && large.count < before.count, "large and small loose objects: \(before.count)")
       let huge = before.filter { $0.value >= 1 << 20 }
       try #require(!huge.isEmpty, "a blob of at least 1 MiB")
@@ -175,7 +175,7 @@ import Testing
       #expect(summary["kept_loose_object_count"] as? Int == large.count)
       #expect(summary["kept_loose_object_bytes"] as? Int == large.values.reduce(0, +))
       #expect(summary["packed_object_count"] as? Int == before.count - large.count)
-      #expect(summary["big_object_bytes"] as? Int == 64 << 10 && summary["full"] as? Bool == false)
+      #expect(summary["big_object_bytes"] as? Int == 16 << 10 && summary["full"] as? Bool == false)
       #expect(Self.looseObjects(gitDirectory) == large)
       let packed = try Self.packContents(gitDirectory, in: dir)
       #expect(packed.packs == 1 && packed.objects == before.count - large.count && packed.deltas == 0)
@@ -187,6 +187,21 @@ import Testing
       #expect(Self.packNames(gitDirectory) == packs)
       #expect(Self.looseObjects(gitDirectory) == large)
 
+      // One more edit: its small objects and the earlier pack (small objects only, however
+      // large: it has more than the threshold's 16 KiB) are merged into one pack; the large
+      // blobs stay loose.
+      let smallPack = gitDirectory.appendingPathComponent("objects/pack/\(try #require(packs.first))")
+      #expect(try FileManager.default.attributesOfItem(atPath: smallPack.path)[.size] as? Int ?? 0 >= 16 << 10)
+      history.append(try R.commitEdit(&tensors, in: work, step: 3))
+      let added = Self.looseObjects(gitDirectory).filter { large[$0.key] == nil }
+      #expect(!added.isEmpty && added.values.allSatisfy { $0 < 16 << 10 }, "a rank-one edit adds small objects")
+      let merged = try JSONSchemaTests.object(runMVC(["gc", "--json"], in: work).stdout)
+      #expect(merged["packed_object_count"] as? Int == before.count - large.count + added.count)
+      #expect(merged["removed_pack_count"] as? Int == 1 && merged["kept_pack_count"] as? Int == 0)
+      #expect(Self.looseObjects(gitDirectory) == large)
+      #expect(try Self.packContents(gitDirectory, in: dir).packs == 1)
+      let total = before.count + added.count
+
       // A push to a path writes one pack of everything: a repository others fetch from serves a
       // pack's entries as they are, where git's upload-pack would deflate loose objects again.
       let bare = dir.appendingPathComponent("origin.git")
@@ -196,7 +211,7 @@ import Testing
       try #require(push.status == 0, "push: \(push.stderr)")
       #expect(Self.looseObjects(bare).isEmpty)
       let remotePack = try Self.packContents(bare, in: dir)
-      #expect(remotePack.packs == 1 && remotePack.objects == before.count && remotePack.deltas == 0)
+      #expect(remotePack.packs == 1 && remotePack.objects == total && remotePack.deltas == 0)
       let remoteFsck = runGit(["--git-dir=\(bare.path)", "fsck", "--full", "--strict"], in: dir)
       #expect(remoteFsck.status == 0, "git fsck of the remote: \(remoteFsck.stdout) \(remoteFsck.stderr)")
       let fromRemote = dir.appendingPathComponent("clone-remote")
@@ -208,10 +223,10 @@ import Testing
       // --full: everything in one pack, nothing loose; again stable.
       let full = try JSONSchemaTests.object(runMVC(["gc", "--full", "--json"], in: work).stdout)
       #expect(full["full"] as? Bool == true && full["big_object_bytes"] is NSNull)
-      #expect(full["packed_object_count"] as? Int == before.count)
+      #expect(full["packed_object_count"] as? Int == total)
       #expect(Self.looseObjects(gitDirectory).isEmpty)
       let all = try Self.packContents(gitDirectory, in: dir)
-      #expect(all.packs == 1 && all.objects == before.count && all.deltas == 0)
+      #expect(all.packs == 1 && all.objects == total && all.deltas == 0)
       let fullPacks = Self.packNames(gitDirectory)
       #expect(runMVC(["gc", "-q", "--full"], in: work).status == 0)
       #expect(Self.packNames(gitDirectory) == fullPacks)
