@@ -14,7 +14,8 @@ struct PackOutcome {
   /// Reachable loose objects left loose because they are large, and their files' bytes.
   var keptLooseCount = 0
   var keptLooseBytes = 0
-  /// Packs left as they are (large, `.keep`, or holding objects no other pack has), and their bytes.
+  /// Packs left as they are (an entry of at least the threshold, `.keep`, or objects no other pack
+  /// holds), and their bytes.
   var keptPackCount = 0
   var keptPackBytes = 0
 }
