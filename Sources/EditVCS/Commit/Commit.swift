@@ -226,15 +226,22 @@ extension EditRepository {
         // The row parts run on the workers, one BLAS thread each (see RowBlockedDelta).
         let blasThreads = workers > 1 ? environment.setBLASThreadCount?(1) : nil
         defer { if let blasThreads { _ = environment.setBLASThreadCount?(blasThreads) } }
-        let factors = try timed("rank finder") {
-          try RepositoryError.applying(to: name) {
-            try TensorMath.withDifferenceRows(new: new, old: old, dtype: dtype, cols: cols) { rowsOfDelta in
-              try Factorization.lowRank(
-                rows: rows, cols: cols, frobenius: measured.deltaFrobenius, noiseRMS: measured.noiseRMS,
-                maxRank: maxRank, workers: workers, deltaRows: rowsOfDelta)
+        let find = { (powerIterations: Int) in
+          try self.timed("rank finder") {
+            try RepositoryError.applying(to: name) {
+              try TensorMath.withDifferenceRows(new: new, old: old, dtype: dtype, cols: cols) { rowsOfDelta in
+                try Factorization.lowRank(
+                  rows: rows, cols: cols, frobenius: measured.deltaFrobenius, noiseRMS: measured.noiseRMS,
+                  maxRank: maxRank, powerIterations: powerIterations, workers: workers, deltaRows: rowsOfDelta)
+              }
             }
           }
         }
+        // Factors the refinement will fit to the rounding need no power iteration (its
+        // least-squares start does more); a rank beyond what is refined is found again with one.
+        guard Self.isRefined(dtype) else { return (measured, try find(1)) }
+        let factors = try find(0)
+        if let factors, factors.rank > Self.refinedRankLimit { return (measured, try find(1)) }
         return (measured, factors)
       }
     }

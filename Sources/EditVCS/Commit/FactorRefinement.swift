@@ -7,6 +7,10 @@ extension EditRepository {
   /// the rank finder (their deltas dwarf the rounding).
   static let refinedRankLimit = 8
 
+  /// Whether factors of a `dtype` tensor are refined against its rounding (ranks up to
+  /// ``refinedRankLimit``).
+  static func isRefined(_ dtype: DType) -> Bool { [.f32, .f16, .bf16].contains(dtype) }
+
   /// Row-then-column sweeps after the least-squares start, with `mvc commit --compact`.
   static let compactSweeps = 6
 
@@ -21,9 +25,7 @@ extension EditRepository {
     _ factors: LowRankFactors, name: String, dtype: DType, rows: Int, cols: Int, committed: [UInt8], parent: [UInt8],
     sweeps: Bool
   ) -> LowRankFactors {
-    guard [.f32, .f16, .bf16].contains(dtype), (1...Self.refinedRankLimit).contains(factors.rank) else {
-      return factors
-    }
+    guard Self.isRefined(dtype), (1...Self.refinedRankLimit).contains(factors.rank) else { return factors }
     return committed.withUnsafeBytes { new in
       parent.withUnsafeBytes { old in
         let (refined, report) = timed("refine factors of '\(name)'") {
