@@ -180,12 +180,14 @@ extension GitRepository {
   /// would run the packbuilder: delta search and deflate over mvc's zstd chunks). Returns the
   /// number of objects copied (0 for any other URL).
   @discardableResult
-  func copyObjectsBeforeFetch(from url: String) throws -> Int {
+  func copyObjectsBeforeFetch(from url: String, looseCopyBytes: Int? = GitRepository.bigObjectBytes) throws -> Int {
     guard let source = GitRepository.openLocalBare(url: url) else { return 0 }
     let tips = try source.referenceTargets(withPrefixes: ["refs/heads/", "refs/tags/"])
     let hidden = try references(withPrefix: "refs/").map(\.target)
-    // Objects from another repository: libgit2 checks each against its id as it reads it.
-    return try source.copyMissingObjects(reachableFrom: tips, hiding: hidden, to: self, verification: .libgit2)
+    // Objects from another repository: libgit2 checks each against its id as it reads it; the
+    // blobs of at least `looseCopyBytes` are stored loose, the rest packed.
+    return try source.copyMissingObjects(
+      reachableFrom: tips, hiding: hidden, to: self, verification: .libgit2, looseCopyBytes: looseCopyBytes)
   }
 
   /// A push to a bare repository on this machine with libgit2's rules (each `src:dst` refspec
@@ -219,7 +221,7 @@ extension GitRepository {
     }
     guard !updates.isEmpty else { return [] }
     let hidden = try remote.references(withPrefix: "refs/").map(\.target)
-    _ = try copyMissingObjects(reachableFrom: updates.map(\.new), hiding: hidden, to: remote, verification: .here)
+    _ = try copyMissingObjects(reachableFrom: updates.map(\.new), hiding: hidden, to: remote, verification: .own)
     var rejected: [(ref: String, reason: String)] = []
     for update in updates {
       do {

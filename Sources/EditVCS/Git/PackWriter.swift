@@ -30,6 +30,9 @@ final class PackWriter {
   private let expectedCount: Int
   private var finished = false
 
+  /// zlib's output for one entry at a time, allocated once (not per object: a pack of many small
+  /// objects spent a third of a push zeroing a fresh MiB for each).
+  private var deflateOutput: UnsafeMutableRawBufferPointer?
   /// Output is collected in pieces of this size before each `write`.
   private static let bufferCapacity = 1 << 20
   /// Objects at least this large are deflated as stored blocks unless a sample compresses well.
@@ -79,6 +82,7 @@ final class PackWriter {
   }
 
   deinit {
+    deflateOutput?.deallocate()
     EVP_MD_CTX_free(sha)
     if !finished && !streaming {
       if fd >= 0 { close(fd) }
@@ -140,30 +144,36 @@ final class PackWriter {
   enum Verification {
     /// libgit2's own check on read (SHA-1 with collision detection): objects from elsewhere.
     case libgit2
-    /// SHA-1 (OpenSSL) computed here, with libgit2's check off around the copy (see
-    /// `withoutLibgit2HashCheck`): the repository's own objects, on their way into a pack.
+    /// SHA-1 (OpenSSL) computed here, with libgit2's check off around the copy: the
+    /// repository's own objects on their way into its own pack (`mvc gc`, which then deletes
+    /// the loose copies, so a damaged one must stop it first).
     case here
+    /// As `.here`, except that large loose blobs are sent as they are, not hashed again: the
+    /// repository's own objects on their way to another repository (a push), which keeps its
+    /// copies. git's pack-objects does the same; the receiver's index-pack (git://) or the next
+    /// reader of the copy (libgit2's check on read, `git fsck`, a clone's checks) hashes them.
+    case own
   }
 
-  /// Copies object `id` from `odb` into the pack. With `.here`, a large loose blob of
+  /// Copies object `id` from `odb` into the pack. With `.here` or `.own`, a large loose blob of
   /// `repositoryPath` is streamed from its file (``LooseBlob``: no whole-object buffer).
   func append(_ id: ObjectID, from odb: OpaquePointer, repositoryPath: String, verification: Verification) throws {
     var oid = id.raw
-    if verification == .here {
+    if verification != .libgit2 {
       var size = 0
       var type = GIT_OBJECT_ANY
       try check(git_odb_read_header(&size, &type, odb, &oid), "git_odb_read_header", id.hex)
       if type == GIT_OBJECT_BLOB, size >= Self.storedThreshold,
         let loose = try LooseBlob(id, repositoryPath: repositoryPath)
       {
-        let hash = ObjectHasher(type: "blob", size: loose.contentByteCount)
+        let hash = verification == .own ? nil : ObjectHasher(type: "blob", size: loose.contentByteCount)
         try append(id, type: GIT_OBJECT_BLOB, size: loose.contentByteCount) { body in
           try loose.forEachPiece { piece in
-            hash.update(piece)
+            hash?.update(piece)
             try body(piece)
           }
         }
-        try hash.check(id, what: loose.path)
+        try hash?.check(id, what: loose.path)
         return
       }
     }
@@ -173,7 +183,7 @@ final class PackWriter {
     let size = git_odb_object_size(object)
     let type = git_odb_object_type(object)
     let data = UnsafeRawBufferPointer(start: git_odb_object_data(object), count: size)
-    if verification == .here {
+    if verification != .libgit2 {
       let hash = ObjectHasher(type: String(cString: git_object_type2string(type)), size: size)
       hash.update(data)
       try hash.check(id, what: "object \(id.hex)")
@@ -237,7 +247,8 @@ final class PackWriter {
     var initialized = false
     defer { if initialized { deflateEnd(stream) } }
     var crc = crc
-    var output = [UInt8](repeating: 0, count: (1 << 20) + 1024)
+    let output = deflateOutput ?? UnsafeMutableRawBufferPointer.allocate(byteCount: (1 << 20) + 1024, alignment: 16)
+    deflateOutput = output
     func run(_ input: UnsafeRawBufferPointer, finish: Bool) throws {
       if !initialized {
         let level = Self.compressionLevel(size: size, prefix: input)
@@ -251,21 +262,18 @@ final class PackWriter {
       stream.pointee.avail_in = uInt(input.count)
       var code: Int32 = Z_OK
       repeat {
-        let produced: Int = output.withUnsafeMutableBytes { out in
-          stream.pointee.next_out = out.bindMemory(to: Bytef.self).baseAddress
-          stream.pointee.avail_out = uInt(out.count)
-          code = deflate(stream, finish ? Z_FINISH : Z_NO_FLUSH)
-          return out.count - Int(stream.pointee.avail_out)
-        }
+        stream.pointee.next_out = output.baseAddress?.assumingMemoryBound(to: Bytef.self)
+        stream.pointee.avail_out = uInt(output.count)
+        code = deflate(stream, finish ? Z_FINISH : Z_NO_FLUSH)
+        let produced = output.count - Int(stream.pointee.avail_out)
         guard code == Z_OK || code == Z_STREAM_END || code == Z_BUF_ERROR else {
           throw RepositoryError.libgit2(function: "deflate", subject: temporaryPath, message: "zlib error \(code)")
         }
         if produced > 0 {
-          try output.withUnsafeBytes { out in
-            let bytes = UnsafeRawBufferPointer(rebasing: out[0..<produced])
-            crc = crc32(crc, bytes.bindMemory(to: Bytef.self).baseAddress, uInt(produced))
-            try emit(bytes)
-          }
+          let bytes = UnsafeRawBufferPointer(rebasing: output[0..<produced])
+          // A streamed pack has no index, so no entry CRC-32 is needed.
+          if !streaming { crc = crc32(crc, bytes.bindMemory(to: Bytef.self).baseAddress, uInt(produced)) }
+          try emit(bytes)
         }
       } while stream.pointee.avail_in > 0 || (finish && code != Z_STREAM_END)
     }

@@ -9,17 +9,52 @@ public struct GcSummary: Sendable {
   public var removedPackCount: Int
   /// Loose objects that no reference reaches; kept, as git keeps them until they expire.
   public var unreachableLooseObjectCount: Int
+  /// Reachable loose objects left loose because their files hold at least the threshold
+  /// (`mvc.gcBigObjectBytes`), and the bytes of those files.
+  public var keptLooseObjectCount: Int
+  public var keptLooseObjectBytes: Int
+  /// Packs left as they are (an entry of at least the threshold, a `.keep` file, or objects no other pack
+  /// holds), and their bytes.
+  public var keptPackCount: Int
+  public var keptPackBytes: Int
+  /// The threshold in force; nil for `--full`.
+  public var bigObjectBytes: Int?
   public var removedSnapshotCount: Int
   /// Files deleted from `.mvc/mvc-cache/` (accumulators, projectors) to bring it under its cap.
   public var removedDerivedCount: Int
 }
 
 extension EditRepository {
-  /// `mvc gc`: packs every reachable object into one pack (libgit2's packbuilder; loose
-  /// objects and older packs go only once the new pack and its index are durable), and prunes
+  /// The git config key of gc's size rule: loose objects of at least this many bytes, and packs
+  /// with an entry of that size, stay as they are (`0`: none does, as `--full`).
+  static let gcBigObjectBytesKey = "mvc.gcbigobjectbytes"
+
+  /// 1 MiB: a commit's commits, trees, JSON, factors and side files are far below it; mvc's
+  /// tensor chunks (zstd, up to 64 MiB) mostly above. The size at which a push to a path copies
+  /// a loose object as a file.
+  public static let defaultGcBigObjectBytes = GitRepository.bigObjectBytes
+
+  /// The threshold in force: `mvc.gcBigObjectBytes`, else the default; nil when it is `0`.
+  /// - Throws: `RepositoryError.invalidConfig` for a value that is not a byte count (gc would
+  ///   otherwise pack by a rule the user did not set).
+  func gcBigObjectBytes() throws -> Int? {
+    guard let text = try? git.configString(Self.gcBigObjectBytesKey) else { return Self.defaultGcBigObjectBytes }
+    guard let value = Self.parseByteCount(text) else {
+      throw RepositoryError.invalidConfig(
+        key: "mvc.gcBigObjectBytes", file: (gitDirectory as NSString).appendingPathComponent("config"),
+        reason: "'\(text)' is not a byte count (a number, with an optional k, m or g)")
+    }
+    return value == 0 ? nil : value
+  }
+
+  /// `mvc gc`: packs the reachable objects into one pack with mvc's own pack writer — by default
+  /// only what is small (below `mvc.gcBigObjectBytes`, 1 MiB), leaving large loose objects loose
+  /// and packs with a large entry as they are; with `full`, every reachable object (loose objects and older
+  /// packs go only once the new pack and its index are durable) — and prunes
   /// `.mvc/mvc-snapshots/` of states that no commit reachable from a reference has, then trims it
   /// to its cap, and trims `.mvc/mvc-cache/` (accumulators, projectors) to its own.
-  public func gc() throws -> GcSummary {
+  public func gc(full: Bool = false) throws -> GcSummary {
+    let threshold = full ? nil : try gcBigObjectBytes()
     let before = Self.byteCount(of: gitDirectory)
     var problems: [String] = []
     let tips = try referenceTips(problems: &problems)
@@ -47,11 +82,15 @@ extension EditRepository {
     // The derived matrices are keyed by what they are computed from, not by a commit: only the cap.
     let removedDerived = derivedCache.trim()
 
-    let outcome = try RepositoryError.wrap("packing objects") { try git.packReachableObjects() }
+    let outcome = try RepositoryError.wrap("packing objects") {
+      try git.packReachableObjects(bigObjectBytes: threshold)
+    }
     return GcSummary(
       byteCountBefore: before, byteCountAfter: Self.byteCount(of: gitDirectory),
       packedObjectCount: outcome.objectCount, removedLooseObjectCount: outcome.removedLooseCount,
-      removedPackCount: outcome.removedPackCount, unreachableLooseObjectCount: outcome.keptLooseCount,
+      removedPackCount: outcome.removedPackCount, unreachableLooseObjectCount: outcome.unreachableLooseCount,
+      keptLooseObjectCount: outcome.keptLooseCount, keptLooseObjectBytes: outcome.keptLooseBytes,
+      keptPackCount: outcome.keptPackCount, keptPackBytes: outcome.keptPackBytes, bigObjectBytes: threshold,
       removedSnapshotCount: removedSnapshots, removedDerivedCount: removedDerived)
   }
 

@@ -153,8 +153,9 @@ extension EditRepository {
     let remote = try lookupRemote(name)
     let prefixes = ["refs/remotes/\(name)/", "refs/tags/"]
     let before = try referenceSnapshot(prefixes)
+    let looseCopyBytes = try gcBigObjectBytes()
     do {
-      try git.copyObjectsBeforeFetch(from: remote.url)
+      try git.copyObjectsBeforeFetch(from: remote.url, looseCopyBytes: looseCopyBytes)
       try remote.fetch(refspecs: nil, reflog: "fetch \(name)")
     } catch RepositoryError.git(let error, _) {
       throw RepositoryError.transport(operation: "fetch from", url: remote.url, message: error.message)
@@ -249,7 +250,10 @@ extension EditRepository {
       let fetched = try repository.referenceSnapshot(["refs/remotes/origin/", "refs/tags/"])
       try repository.validateIncoming(tips: Array(Set(fetched.values)), known: [], from: url)
       if let referenceBase { try repository.trustReferenceBase(at: referenceBase) }
-      try repository.checkout(commit, branch: branch, force: true)
+      // Every object was checked against its id as it arrived (libgit2's indexer over git://,
+      // its reads of a path's objects), and the checkout checks every tensor against its
+      // XXH3-128 hash: libgit2 need not hash each packed chunk a second time as it reads it.
+      try GitRepository.withoutReadHashCheck { try repository.checkout(commit, branch: branch, force: true) }
       return (repository, CloneSummary(root: root, branch: branch, commit: commit, modelRelativePath: model))
     } catch {
       if createdRoot {

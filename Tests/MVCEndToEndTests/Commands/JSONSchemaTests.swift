@@ -148,6 +148,20 @@ struct JSONSchemaTests {
         detached, ["schema", "branch", "head", "clean", "header_changed", "tensors", "files", "untracked"],
         nulls: ["branch"],
         "detached status")
+
+      // gc: what was packed and what was kept as it is; the threshold is null for --full.
+      let gcKeys: Set<String> = [
+        "schema", "full", "big_object_bytes", "byte_count_before", "byte_count_after", "packed_object_count",
+        "kept_loose_object_count", "kept_loose_object_bytes", "kept_pack_count", "kept_pack_bytes",
+        "removed_loose_object_count", "removed_pack_count", "unreachable_loose_object_count",
+        "removed_snapshot_count", "removed_derived_count",
+      ]
+      let gc = try Self.document(["gc", "--json"], in: dir)
+      #expect(gc["schema"] as? String == "mvc.gc/1")
+      #expect(gc["big_object_bytes"] as? Int == 1 << 20)
+      Self.expectKeys(gc, gcKeys, "gc")
+      Self.expectKeys(
+        try Self.document(["gc", "--full", "--json"], in: dir), gcKeys, nulls: ["big_object_bytes"], "gc --full")
     }
   }
 }

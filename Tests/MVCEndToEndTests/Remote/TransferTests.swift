@@ -96,6 +96,155 @@ import Testing
     }
   }
 
+  /// Loose object files: id → size in bytes.
+  static func looseObjects(_ gitDirectory: URL) -> [String: Int] {
+    let objects = gitDirectory.appendingPathComponent("objects")
+    var out: [String: Int] = [:]
+    for fanout in (try? FileManager.default.contentsOfDirectory(atPath: objects.path)) ?? [] where fanout.count == 2 {
+      let folder = objects.appendingPathComponent(fanout)
+      for file in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] {
+        let size = try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(file).path)[.size]
+        out[fanout + file] = (size as? Int) ?? 0
+      }
+    }
+    return out
+  }
+
+  /// The `.pack` files of `gitDirectory`, sorted.
+  static func packNames(_ gitDirectory: URL) -> [String] {
+    let folder = gitDirectory.appendingPathComponent("objects/pack").path
+    return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".pack") }
+      .sorted()
+  }
+
+  static let gitUnavailableReason: String? =
+    runGit(["--version"], in: URL(fileURLWithPath: "/")).status == 0 ? nil : "git is not installed"
+
+  /// The default gc leaves large loose blobs loose and packs the rest; `--full` packs all. After
+  /// either, every commit checks out to its committed bytes, git and mvc fsck are clean, the
+  /// repository clones, and a second gc changes nothing.
+  @Test(.enabled(if: gitUnavailableReason == nil, Comment(rawValue: gitUnavailableReason ?? "")))
+  func gcKeepsLargeLooseBlobsAndPacksTheSmallOnes() throws {
+    try withTemporaryDirectory { dir in
+      let work = dir.appendingPathComponent("work")
+      try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+      // 512×128 F32 tensors: 256 KiB each, their chunks above the 16 KiB threshold set below;
+      // and one of 2 MiB, above the 1 MiB at which a clone stores a blob loose.
+      var tensors = transformerFixture(blocks: 2, hidden: 128, intermediate: 512, seed: 5)
+      var rng = SplitMix64(seed: 6)
+      tensors.append(
+        FixtureTensor(name: "lm_head.weight", shape: [1024, 512], floats: rng.gaussianArray(count: 1 << 19)))
+      let model = work.appendingPathComponent("model.safetensors")
+      try writeSafetensors(tensors, to: model)
+      #expect(runMVC(["init", "-q", "model.safetensors"], in: work, environment: R.authorDate(R.t0)).status == 0)
+      var history: [(String, [UInt8])] = [(try R.head(work), try R.bytes(model))]
+      for step in 0..<3 { history.append(try R.commitEdit(&tensors, in: work, step: step)) }
+      #expect(runMVC(["tag", "-m", "last edit", "v1"], in: work).status == 0)
+      let gitDirectory = work.appendingPathComponent(".mvc")
+      #expect(runGit(["--git-dir=\(gitDirectory.path)", "config", "mvc.gcBigObjectBytes", "16k"], in: dir).status == 0)
+      let before = Self.looseObjects(gitDirectory)
+      let large = before.filter { $0.value >= 16 << 10 }
+      try #require(large.count >= 4 && large.count < before.count, "large and small loose objects: \(before.count)")
+      let huge = before.filter { $0.value >= 1 << 20 }
+      try #require(!huge.isEmpty, "a blob of at least 1 MiB")
+
+      func expectWhole(_ what: String) throws {
+        for (id, expected) in history {
+          #expect(runMVC(["checkout", "-q", id], in: work).status == 0)
+          #expect(try R.bytes(model) == expected, "commit \(id) after \(what)")
+        }
+        #expect(runMVC(["checkout", "-q", "main"], in: work).status == 0)
+        try R.expectClean(work)
+        let fsck = runGit(["--git-dir=\(gitDirectory.path)", "fsck", "--full", "--strict"], in: dir)
+        #expect(fsck.status == 0, "git fsck --full after \(what): \(fsck.stdout) \(fsck.stderr)")
+        let clone = dir.appendingPathComponent("clone-\(what)")
+        let cloned = runMVC(["clone", "-q", gitDirectory.path, clone.path], in: dir)
+        #expect(cloned.status == 0, "clone after \(what): \(cloned.stderr)")
+        #expect(try R.bytes(clone.appendingPathComponent("model.safetensors")) == history.last?.1)
+        // Blobs of at least 1 MiB arrive as loose objects, byte for byte as mvc writes them.
+        #expect(Self.looseObjects(clone.appendingPathComponent(".mvc")) == huge, "clone after \(what)")
+        let plain = dir.appendingPathComponent("plain-\(what).git")
+        let plainClone = runGit(["clone", "-q", "--bare", gitDirectory.path, plain.path], in: dir)
+        #expect(plainClone.status == 0, "git clone after \(what): \(plainClone.stderr)")
+      }
+
+      // The size rule: the large blobs stay loose, byte for byte the same files; the rest is one pack.
+      let gc = runMVC(["gc", "--json"], in: work)
+      try #require(gc.status == 0, "gc: \(gc.stderr)")
+      let summary = try JSONSchemaTests.object(gc.stdout)
+      #expect(summary["kept_loose_object_count"] as? Int == large.count)
+      #expect(summary["kept_loose_object_bytes"] as? Int == large.values.reduce(0, +))
+      #expect(summary["packed_object_count"] as? Int == before.count - large.count)
+      #expect(summary["big_object_bytes"] as? Int == 16 << 10 && summary["full"] as? Bool == false)
+      #expect(Self.looseObjects(gitDirectory) == large)
+      let packed = try Self.packContents(gitDirectory, in: dir)
+      #expect(packed.packs == 1 && packed.objects == before.count - large.count && packed.deltas == 0)
+      try expectWhole("gc")
+
+      // Stable: a second gc writes the same pack and keeps the same files.
+      let packs = Self.packNames(gitDirectory)
+      #expect(runMVC(["gc", "-q"], in: work).status == 0)
+      #expect(Self.packNames(gitDirectory) == packs)
+      #expect(Self.looseObjects(gitDirectory) == large)
+
+      // One more edit: its small objects and the earlier pack (small objects only, however
+      // large: it has more than the threshold's 16 KiB) are merged into one pack; the large
+      // blobs stay loose.
+      let smallPack = gitDirectory.appendingPathComponent("objects/pack/\(try #require(packs.first))")
+      #expect(try FileManager.default.attributesOfItem(atPath: smallPack.path)[.size] as? Int ?? 0 >= 16 << 10)
+      history.append(try R.commitEdit(&tensors, in: work, step: 3))
+      let added = Self.looseObjects(gitDirectory).filter { large[$0.key] == nil }
+      #expect(!added.isEmpty && added.values.allSatisfy { $0 < 16 << 10 }, "a rank-one edit adds small objects")
+      let merged = try JSONSchemaTests.object(runMVC(["gc", "--json"], in: work).stdout)
+      #expect(merged["packed_object_count"] as? Int == before.count - large.count + added.count)
+      #expect(merged["removed_pack_count"] as? Int == 1 && merged["kept_pack_count"] as? Int == 0)
+      #expect(Self.looseObjects(gitDirectory) == large)
+      #expect(try Self.packContents(gitDirectory, in: dir).packs == 1)
+      let total = before.count + added.count
+
+      // A push to a path writes one pack of everything: a repository others fetch from serves a
+      // pack's entries as they are, where git's upload-pack would deflate loose objects again.
+      let bare = dir.appendingPathComponent("origin.git")
+      #expect(runGit(["init", "-q", "--bare", bare.path], in: dir).status == 0)
+      #expect(runMVC(["remote", "add", "origin", bare.path], in: work).status == 0)
+      let push = runMVC(["push", "-q"], in: work)
+      try #require(push.status == 0, "push: \(push.stderr)")
+      #expect(Self.looseObjects(bare).isEmpty)
+      let remotePack = try Self.packContents(bare, in: dir)
+      #expect(remotePack.packs == 1 && remotePack.objects == total && remotePack.deltas == 0)
+      let remoteFsck = runGit(["--git-dir=\(bare.path)", "fsck", "--full", "--strict"], in: dir)
+      #expect(remoteFsck.status == 0, "git fsck of the remote: \(remoteFsck.stdout) \(remoteFsck.stderr)")
+      let fromRemote = dir.appendingPathComponent("clone-remote")
+      let clonedRemote = runMVC(["clone", "-q", bare.path, fromRemote.path], in: dir)
+      #expect(clonedRemote.status == 0, "clone of the remote: \(clonedRemote.stderr)")
+      #expect(try R.bytes(fromRemote.appendingPathComponent("model.safetensors")) == history.last?.1)
+      #expect(Self.looseObjects(fromRemote.appendingPathComponent(".mvc")) == huge, "blobs ≥ 1 MiB from a pack")
+
+      // --full: everything in one pack, nothing loose; again stable.
+      let full = try JSONSchemaTests.object(runMVC(["gc", "--full", "--json"], in: work).stdout)
+      #expect(full["full"] as? Bool == true && full["big_object_bytes"] is NSNull)
+      #expect(full["packed_object_count"] as? Int == total)
+      #expect(Self.looseObjects(gitDirectory).isEmpty)
+      let all = try Self.packContents(gitDirectory, in: dir)
+      #expect(all.packs == 1 && all.objects == total && all.deltas == 0)
+      let fullPacks = Self.packNames(gitDirectory)
+      #expect(runMVC(["gc", "-q", "--full"], in: work).status == 0)
+      #expect(Self.packNames(gitDirectory) == fullPacks)
+      // The default after --full: the large pack stays as it is, nothing is written.
+      let after = try JSONSchemaTests.object(runMVC(["gc", "--json"], in: work).stdout)
+      #expect(after["packed_object_count"] as? Int == 0 && after["kept_pack_count"] as? Int == 1)
+      #expect(Self.packNames(gitDirectory) == fullPacks)
+      try expectWhole("full")
+
+      // A threshold that is not a byte count is refused, not guessed.
+      #expect(
+        runGit(["--git-dir=\(gitDirectory.path)", "config", "mvc.gcBigObjectBytes", "lots"], in: dir).status == 0)
+      let refused = runMVC(["gc"], in: work)
+      #expect(refused.status == 128 && refused.stderr.contains("mvc.gcBigObjectBytes"), "\(refused.stderr)")
+      #expect(refused.stderr.contains("hint: "), "\(refused.stderr)")
+    }
+  }
+
   /// gc hashes each object as it packs it: a damaged loose blob stops it before anything is
   /// deleted, and the message names the object.
   @Test func gcRefusesADamagedLooseObjectAndDeletesNothing() throws {
