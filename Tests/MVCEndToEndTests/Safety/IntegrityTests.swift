@@ -172,11 +172,17 @@ let tmpfsUnavailableReason: String? = {
   try? FileManager.default.createDirectory(at: probe, withIntermediateDirectories: true)
   defer { try? FileManager.default.removeItem(at: probe) }
   let mount = URL(fileURLWithPath: "/bin/mount")
-  let result = runProcessOutcome(mount, ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe.path], in: probe)
+  // Run from the probe's parent: a umount whose working directory is the mount point fails as
+  // busy, and every test run left a tmpfs mounted (381 of them here before this was fixed).
+  let parent = probe.deletingLastPathComponent()
+  let result = runProcessOutcome(mount, ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe.path], in: parent)
   guard result.status == 0 else {
     return "cannot mount a tmpfs (needs root): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
   }
-  _ = runProcessOutcome(URL(fileURLWithPath: "/bin/umount"), [probe.path], in: probe)
+  let unmounted = runProcessOutcome(URL(fileURLWithPath: "/bin/umount"), [probe.path], in: parent)
+  guard unmounted.status == 0 else {
+    return "cannot unmount the probe tmpfs: \(unmounted.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
+  }
   return nil
 }()
 
