@@ -149,13 +149,12 @@ extension EditRepository {
     }
     let (measured, foundFactors) = try lowRankDifference(
       name: name, dtype: info.dtype, new: workBytes, old: previous, rows: rows, cols: cols)
+    // The refinement and the reconstruction make no BLAS call and use every core themselves.
     environment.releaseBLASThreads?()
     guard let found = foundFactors else { return try storeComplete(workBytes) }
     let factors = refinedAgainstRounding(
       found, name: name, dtype: info.dtype, rows: rows, cols: cols, committed: workBytes, parent: previous,
       sweeps: compact)
-    // The reconstruction below uses every core: no BLAS thread left spinning beside it.
-    environment.releaseBLASThreads?()
     // F32: each element's rounding context, for the conditioned residual (from the parent's
     // bytes, so before they become the reconstruction).
     let contexts =

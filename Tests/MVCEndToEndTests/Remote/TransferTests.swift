@@ -148,6 +148,16 @@ import Testing
       let huge = before.filter { $0.value >= 1 << 20 }
       try #require(!huge.isEmpty, "a blob of at least 1 MiB")
 
+      /// `mvc clone` of `source` into `name`: the last commit's model, and the blobs of at
+      /// least 1 MiB stored loose, byte for byte as mvc writes them.
+      func expectClone(of source: String, into name: String, _ what: String) throws {
+        let clone = dir.appendingPathComponent(name)
+        let cloned = runMVC(["clone", "-q", source, clone.path], in: dir)
+        #expect(cloned.status == 0, "clone \(what): \(cloned.stderr)")
+        #expect(try R.bytes(clone.appendingPathComponent("model.safetensors")) == history.last?.1)
+        #expect(Self.looseObjects(clone.appendingPathComponent(".mvc")) == huge, "clone \(what)")
+      }
+
       func expectWhole(_ what: String) throws {
         for (id, expected) in history {
           #expect(runMVC(["checkout", "-q", id], in: work).status == 0)
@@ -157,12 +167,7 @@ import Testing
         try R.expectClean(work)
         let fsck = runGit(["--git-dir=\(gitDirectory.path)", "fsck", "--full", "--strict"], in: dir)
         #expect(fsck.status == 0, "git fsck --full after \(what): \(fsck.stdout) \(fsck.stderr)")
-        let clone = dir.appendingPathComponent("clone-\(what)")
-        let cloned = runMVC(["clone", "-q", gitDirectory.path, clone.path], in: dir)
-        #expect(cloned.status == 0, "clone after \(what): \(cloned.stderr)")
-        #expect(try R.bytes(clone.appendingPathComponent("model.safetensors")) == history.last?.1)
-        // Blobs of at least 1 MiB arrive as loose objects, byte for byte as mvc writes them.
-        #expect(Self.looseObjects(clone.appendingPathComponent(".mvc")) == huge, "clone after \(what)")
+        try expectClone(of: gitDirectory.path, into: "clone-\(what)", "after \(what)")
         let plain = dir.appendingPathComponent("plain-\(what).git")
         let plainClone = runGit(["clone", "-q", "--bare", gitDirectory.path, plain.path], in: dir)
         #expect(plainClone.status == 0, "git clone after \(what): \(plainClone.stderr)")
@@ -214,11 +219,7 @@ import Testing
       #expect(remotePack.packs == 1 && remotePack.objects == total && remotePack.deltas == 0)
       let remoteFsck = runGit(["--git-dir=\(bare.path)", "fsck", "--full", "--strict"], in: dir)
       #expect(remoteFsck.status == 0, "git fsck of the remote: \(remoteFsck.stdout) \(remoteFsck.stderr)")
-      let fromRemote = dir.appendingPathComponent("clone-remote")
-      let clonedRemote = runMVC(["clone", "-q", bare.path, fromRemote.path], in: dir)
-      #expect(clonedRemote.status == 0, "clone of the remote: \(clonedRemote.stderr)")
-      #expect(try R.bytes(fromRemote.appendingPathComponent("model.safetensors")) == history.last?.1)
-      #expect(Self.looseObjects(fromRemote.appendingPathComponent(".mvc")) == huge, "blobs ≥ 1 MiB from a pack")
+      try expectClone(of: bare.path, into: "clone-remote", "of the remote (blobs ≥ 1 MiB from a pack)")
 
       // --full: everything in one pack, nothing loose; again stable.
       let full = try JSONSchemaTests.object(runMVC(["gc", "--full", "--json"], in: work).stdout)
