@@ -88,17 +88,20 @@ import Testing
 
   /// The same one-tensor commit in two repositories, one worker and two: the same objects (the
   /// parent decoded in parts, the working tensor read in parts, measured and rebuilt in parts).
-  @Test func aOneTensorCommitStoresTheSameObjectsWithOneOrTwoWorkers() throws {
-    let edit = RoundingRefinementTests.Edit(rows: 96, cols: 1024, dtype: .bf16, relativeNorm: 0.01, seed: 13)
+  /// F32 adds the rounding contexts of its conditioned residual, computed in row parts.
+  @Test(arguments: [DType.bf16, .f32])
+  func aOneTensorCommitStoresTheSameObjectsWithOneOrTwoWorkers(dtype: DType) throws {
+    let edit = RoundingRefinementTests.Edit(rows: 96, cols: 1024, dtype: dtype, relativeNorm: 0.01, seed: 13)
     var trees: [String] = []
     for workers in [1, 2] {
       try withTemporaryDirectory { dir in
         let model = dir.appendingPathComponent("model.safetensors")
-        try writeSafetensors([FixtureTensor(name: "w", dtype: "BF16", shape: [96, 1024], bytes: edit.old)], to: model)
+        let name = dtype.rawValue
+        try writeSafetensors([FixtureTensor(name: "w", dtype: name, shape: [96, 1024], bytes: edit.old)], to: model)
         let environment = RepositoryEnvironment(commitTime: 1_700_000_000, workerThreads: workers)
         let (repository, _) = try EditRepository.initialize(
           root: dir.path, modelPath: "model.safetensors", environment: environment)
-        try writeSafetensors([FixtureTensor(name: "w", dtype: "BF16", shape: [96, 1024], bytes: edit.new)], to: model)
+        try writeSafetensors([FixtureTensor(name: "w", dtype: name, shape: [96, 1024], bytes: edit.new)], to: model)
         let result = try repository.commit(CommitOptions(message: "edit"))
         #expect(result.record.changes.first?.storage == "low_rank")
         let tree = try #require(try repository.contents(of: result.commit).tensorTrees["w"])
@@ -106,5 +109,22 @@ import Testing
       }
     }
     #expect(trees.count == 2 && trees[0] == trees[1])
+  }
+
+  /// The rounding contexts of an F32 state in row parts: the bytes of one pass, rank 1 and 2.
+  @Test func roundingContextsInRowPartsAreTheWholePass() {
+    let edit = RoundingRefinementTests.Edit(rows: 400, cols: 777, dtype: .f32, relativeNorm: 0.01, seed: 8)
+    for rank in [1, 2] {
+      var rng = SplitMix64(seed: UInt64(rank))
+      let u = (0..<(400 * rank)).map { _ in rng.nextGaussian() * 0.01 }
+      let v = (0..<(777 * rank)).map { _ in rng.nextGaussian() * 0.01 }
+      let whole = RoundingContexts.compute(parent: edit.old, rows: 400, cols: 777, u: u, v: v, rank: rank, workers: 1)
+      #expect(Set(whole).count > 20, "rank \(rank): the contexts reach many buckets")
+      for workers in [2, 3] {
+        #expect(
+          RoundingContexts.compute(parent: edit.old, rows: 400, cols: 777, u: u, v: v, rank: rank, workers: workers)
+            == whole, "rank \(rank), \(workers) workers")
+      }
+    }
   }
 }

@@ -361,7 +361,7 @@ import Testing
     let (factors, _) = edit.refined(try edit.recovered())
     let reconstructed = edit.reconstructed(u: factors.u, v: factors.v, rank: factors.rank)
     let contexts = RoundingContexts.compute(
-      parent: edit.old, rows: edit.rows, cols: edit.cols, u: factors.u, v: factors.v, rank: factors.rank)
+      parent: edit.old, rows: edit.rows, cols: edit.cols, u: factors.u, v: factors.v, rank: factors.rank, workers: 2)
     let (conditioned, rice) = try edit.new.withUnsafeBytes { c in
       try reconstructed.withUnsafeBytes { r in
         (
@@ -417,7 +417,8 @@ import Testing
     for i in 0..<edit.rows { (u[2 * i], u[2 * i + 1]) = (edit.u[i], rng.nextGaussian() * 1e-6) }
     for j in 0..<edit.cols { (v[2 * j], v[2 * j + 1]) = (edit.v[j], rng.nextGaussian() * 1e-6) }
     let reconstructed = edit.reconstructed(u: u, v: v, rank: 2)
-    let contexts = RoundingContexts.compute(parent: edit.old, rows: edit.rows, cols: edit.cols, u: u, v: v, rank: 2)
+    let contexts = RoundingContexts.compute(
+      parent: edit.old, rows: edit.rows, cols: edit.cols, u: u, v: v, rank: 2, workers: 2)
     let encoded = try edit.new.withUnsafeBytes { c in
       try reconstructed.withUnsafeBytes { r in
         try RoundingContexts.with(contexts) {

@@ -1,5 +1,7 @@
+import CKernels
+
 extension CanonicalRule {
-  /// Buckets of ``roundingContexts(parent:rows:cols:u:v:rank:into:)``: 0 is "far from every
+  /// Buckets of ``roundingContexts(parent:rows:cols:u:v:rank:into:wide:)``: 0 is "far from every
   /// rounding midpoint", 1…64 cover `q` in [0, 2) in steps of 1/32, 65…78 cover [2, 16) in steps
   /// of 1. A residual coder keeps one flip probability per bucket (`ConditionedResidualCoding`).
   package static let roundingContextBucketCount = 79
@@ -27,7 +29,8 @@ extension CanonicalRule {
   ///   - contexts: `rows × cols` bytes, written.
   package static func roundingContexts(
     parent: UnsafeRawBufferPointer, rows: Int, cols: Int, u: UnsafeBufferPointer<Float>,
-    v: UnsafeBufferPointer<Float>, rank: Int, into contexts: UnsafeMutableBufferPointer<UInt8>
+    v: UnsafeBufferPointer<Float>, rank: Int, into contexts: UnsafeMutableBufferPointer<UInt8>,
+    wide: Bool = wideContexts
   ) {
     precondition(parent.count == rows * cols * 4 && contexts.count == rows * cols)
     guard let out = contexts.baseAddress, let base = parent.baseAddress else { return }
@@ -53,13 +56,20 @@ extension CanonicalRule {
           into: sums, rowRange: 0..<count, columnCount: cols, u: uBase + row * rank, v: vBase, rank: rank)
       }
       let x = (base + row * cols * 4)
-      for k in 0..<elements {
+      // The same bytes four at a time on AVX2 (CKernels/RoundingContexts.c); this loop does the tail.
+      let done =
+        wide ? mvc_rounding_contexts_avx2(x.assumingMemoryBound(to: Float.self), sums, elements, out + row * cols) : 0
+      for k in done..<elements {
         let bits = UInt32(littleEndian: x.loadUnaligned(fromByteOffset: k * 4, as: UInt32.self))
         out[row * cols + k] = context(x: Float(bitPattern: bits), d: sums[k])
       }
       row += count
     }
   }
+
+  /// Whether ``roundingContexts(parent:rows:cols:u:v:rank:into:wide:)`` runs its AVX2 loop (the
+  /// same bytes as the portable one; tests compare the two).
+  package static let wideContexts = mvc_avx2_available() != 0
 
   /// The context byte of one element: `x` its parent value, `d` the Float64 `Σ u·v`.
   ///

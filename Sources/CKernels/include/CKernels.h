@@ -45,4 +45,10 @@ ptrdiff_t mvc_bf16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
     int *others);
 
+/// The vector loop of `CanonicalRule.roundingContexts` (Apply/Canonical/RoundingContext.swift),
+/// four elements at a time: `out[k]` is the context byte of the Float32 parent value `x[k]` and the
+/// Float64 sum `d[k]` (`CanonicalRule.context(x:d:)`, the same bytes). Needs AVX2
+/// (`mvc_avx2_available`). Returns the elements done (a multiple of 4); the caller does the rest.
+ptrdiff_t mvc_rounding_contexts_avx2(const float *x, const double *d, ptrdiff_t count, unsigned char *out);
+
 #endif

@@ -161,7 +161,8 @@ extension EditRepository {
       info.dtype == .f32 && factors.rank > 0 && tolerance == nil
       ? timed("rounding contexts") {
         RoundingContexts.compute(
-          parent: previous, rows: rows, cols: cols, u: factors.u, v: factors.v, rank: factors.rank)
+          parent: previous, rows: rows, cols: cols, u: factors.u, v: factors.v, rank: factors.rank,
+          workers: environment.workerThreads)
       } : nil
     // The parent's bytes are not needed past the difference: reconstruct in the same buffer.
     var reconstructed = consume previous

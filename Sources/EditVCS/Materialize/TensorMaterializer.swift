@@ -238,8 +238,9 @@ struct TensorRebuilder: Sendable {
   let trace: (@Sendable (String) -> Void)?
   /// Where chunk decodes take their scratch buffers from.
   let workspaces: DecodeWorkspacePool
-  /// Threads that decode one chunk of a complete state together (1 on a pipeline's workers,
-  /// which rebuild tensors side by side): the bytes are the same for any count.
+  /// Threads that work on one tensor together: a chunk of a complete state decoded, a low-rank
+  /// state's contexts and reconstruction (1 on a pipeline's workers while they rebuild tensors
+  /// side by side): the bytes are the same for any count.
   var decodeWorkers = 1
 
   /// Runs `body`, reporting its wall time to the performance trace when one is set.
@@ -452,15 +453,23 @@ struct TensorRebuilder: Sendable {
       }
       return try Self.decodedFactors(f)
     }
-    let u = decoded.flatMap(\.u)
     let v = decoded.flatMap(\.v)
+    // Row parts on `decodeWorkers` threads (each element's chain is its own: the same bytes for
+    // any count), each with its rows of every state's u, state after state as the kernel reads them.
+    let parts = ParallelParts.ranges(rows, parts: decodeWorkers, minimum: max(1, (1 << 18) / cols))
+    let partU = parts.map { part in decoded.flatMap { $0.u[part] } }
     bytes.withUnsafeMutableBytes { raw in
       guard let base = raw.baseAddress else { return }
-      u.withUnsafeBufferPointer { u in
-        v.withUnsafeBufferPointer { v in
-          guard let u = u.baseAddress, let v = v.baseAddress else { return }
-          CanonicalRule.addRankOneRunF32(
-            base, rows: rows, cols: cols, count: decoded.count, u: u, v: v, storage: .init(.f32))
+      v.withUnsafeBufferPointer { vs in
+        guard let vBase = vs.baseAddress else { return }
+        nonisolated(unsafe) let (base, v) = (base, vBase)
+        ParallelParts.run(parts.count, workers: decodeWorkers) { part in
+          partU[part].withUnsafeBufferPointer { u in
+            guard let u = u.baseAddress else { return }
+            CanonicalRule.addRankOneRunF32(
+              base + parts[part].lowerBound * cols * 4, rows: parts[part].count, cols: cols, count: decoded.count,
+              u: u, v: v, storage: .init(.f32))
+          }
         }
       }
     }
@@ -537,12 +546,8 @@ struct TensorRebuilder: Sendable {
       step.residual.map(ResidualCodec.needsContexts) == true
       ? try contextsOfConditioned(step, parent: bytes, u: u, v: v) : nil
     try bytes.withUnsafeMutableBytes { raw in
-      u.withUnsafeBufferPointer { u in
-        v.withUnsafeBufferPointer { v in
-          CanonicalRule.apply(
-            to: raw, storage: .init(state.dtype), rows: f.rows, cols: f.cols, u: u, v: v, rank: f.rank)
-        }
-      }
+      EditRepository.applyCanonical(
+        to: raw, dtype: state.dtype, rows: f.rows, cols: f.cols, u: u, v: v, rank: f.rank, workers: decodeWorkers)
       if let residual = step.residual {
         try RoundingContexts.with(contexts) {
           try ResidualCodec.apply(
@@ -562,7 +567,8 @@ struct TensorRebuilder: Sendable {
         reason: "conditioned residual for a \(step.state.dtype.rawValue) tensor; only F32 has one")
     }
     return timed("rounding contexts") {
-      RoundingContexts.compute(parent: parent, rows: f.rows, cols: f.cols, u: u, v: v, rank: f.rank)
+      RoundingContexts.compute(
+        parent: parent, rows: f.rows, cols: f.cols, u: u, v: v, rank: f.rank, workers: decodeWorkers)
     }
   }
 }
