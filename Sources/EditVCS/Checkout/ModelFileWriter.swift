@@ -198,7 +198,9 @@ extension EditRepository {
             }
             hash = copied
           }
-          currentStates[info.name] = try hash.map { try CurrentBytes(hash: $0, bytes: source.read(sourceInfo)) }
+          // Read only if its rebuild starts from them (on the rebuilding thread): held for every
+          // tensor at once, they were the whole model in memory (256 MiB of bench256 going back).
+          currentStates[info.name] = hash.map { CurrentBytes(hash: $0) { try source.read(sourceInfo) } }
           rebuild.append(info.name)
         }
         // Complete states stream a chunk at a time: the file is renamed into place only once
