@@ -1,4 +1,4 @@
-// AVX2 loop of bf16 rounding intervals (Sources/DeltaStore/RoundingIntervals.swift), the
+// AVX2 loops of bf16 and f16 rounding intervals (Sources/DeltaStore/RoundingIntervals.swift), the
 // refinement's most frequent pass: it runs over the whole tensor twice per least-squares pass.
 //
 // Exactness: the same operations, lane for lane, as the portable Swift loop: the midpoints are
@@ -55,9 +55,66 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_bf16_intervals_avx2(
   return k;
 }
 
+// The F16 loop (the same file's helper; the portable loop's formulas): a normal binary16 value
+// widens to `sign | (magnitude << 13) + (112 << 23)`, its midpoints half a binary16 step (bit 12)
+// either side; a normal or zero parent widens the same way. Others (subnormals and the smallest
+// binade, whose step below differs; the largest value; infinities and NaN; a subnormal or
+// non-finite parent) are flagged for the Swift caller's general path.
+__attribute__((target("avx2"))) ptrdiff_t mvc_f16_intervals_avx2(
+    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
+    int *others) {
+  const __m256i magnitude_mask = _mm256_set1_epi32(0x7FFF), sign_mask = _mm256_set1_epi32(0x8000);
+  const __m256i rebias = _mm256_set1_epi32(0x38000000), half_step = _mm256_set1_epi32(0x1000);
+  const __m256i exponent_mask = _mm256_set1_epi32(0x1F), all_ones = _mm256_set1_epi32(31);
+  const __m256i largest = _mm256_set1_epi32(0x7BFF), two = _mm256_set1_epi32(2), zero = _mm256_setzero_si256();
+  __m256i flagged = zero;
+  ptrdiff_t k = 0;
+  for (; k + 8 <= count; k += 8) {
+    __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(new_bits + k)));
+    __m256i parent = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(old_bits + k)));
+    __m256i magnitude = _mm256_and_si256(bits, magnitude_mask);
+    __m256i wide = _mm256_or_si256(
+        _mm256_slli_epi32(_mm256_and_si256(bits, sign_mask), 16), _mm256_add_epi32(_mm256_slli_epi32(magnitude, 13), rebias));
+    // A negative value's lower midpoint is the one of larger magnitude.
+    __m256i flip = _mm256_slli_epi32(_mm256_srli_epi32(bits, 15), 13);
+    __m256 lower = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_sub_epi32(wide, half_step), flip));
+    __m256 upper = _mm256_castsi256_ps(_mm256_sub_epi32(_mm256_add_epi32(wide, half_step), flip));
+    __m256i parent_magnitude = _mm256_and_si256(parent, magnitude_mask);
+    __m256i parent_zero = _mm256_cmpeq_epi32(parent_magnitude, zero);
+    __m256i parent_wide = _mm256_or_si256(
+        _mm256_slli_epi32(_mm256_and_si256(parent, sign_mask), 16),
+        _mm256_andnot_si256(parent_zero, _mm256_add_epi32(_mm256_slli_epi32(parent_magnitude, 13), rebias)));
+    __m256 old = _mm256_castsi256_ps(parent_wide);
+    __m256d old_low = _mm256_cvtps_pd(_mm256_castps256_ps128(old));
+    __m256d old_high = _mm256_cvtps_pd(_mm256_extractf128_ps(old, 1));
+    mvc_store_differences(lo + k, lower, old_low, old_high);
+    mvc_store_differences(hi + k, upper, old_low, old_high);
+    // Others: exponent below 2 or all ones, the largest magnitude, or a nonzero parent whose
+    // exponent is 0 (subnormal) or all ones.
+    __m256i exponent = _mm256_and_si256(_mm256_srli_epi32(bits, 10), exponent_mask);
+    __m256i parent_exponent = _mm256_and_si256(_mm256_srli_epi32(parent, 10), exponent_mask);
+    __m256i special = _mm256_or_si256(_mm256_cmpgt_epi32(two, exponent), _mm256_cmpeq_epi32(exponent, all_ones));
+    special = _mm256_or_si256(special, _mm256_cmpeq_epi32(magnitude, largest));
+    __m256i parent_special =
+        _mm256_or_si256(_mm256_cmpeq_epi32(parent_exponent, zero), _mm256_cmpeq_epi32(parent_exponent, all_ones));
+    special = _mm256_or_si256(special, _mm256_andnot_si256(parent_zero, parent_special));
+    flagged = _mm256_or_si256(flagged, special);
+  }
+  *others = !_mm256_testz_si256(flagged, flagged);
+  return k;
+}
+
 #else
 
 int mvc_avx2_available(void) { return 0; }
+
+ptrdiff_t mvc_f16_intervals_avx2(
+    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
+    int *others) {
+  (void)new_bits, (void)old_bits, (void)count, (void)lo, (void)hi;
+  *others = 0;
+  return 0;
+}
 
 ptrdiff_t mvc_bf16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,

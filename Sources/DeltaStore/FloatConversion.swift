@@ -136,6 +136,14 @@ public enum FloatConversion {
       }
       return
     }
+    if dtype == .f16, let base = raw.baseAddress {
+      // As for BF16: the generic rounding per element was most of a full-model F16 commit's
+      // reconstruction (0.46 of 0.47 CPU-s on a 4096×14336 tensor).
+      for (i, v) in values.enumerated() {
+        (base + offset + 2 * i).storeBytes(of: f16BitsNormal(v).littleEndian, as: UInt16.self)
+      }
+      return
+    }
     for v in values {
       switch dtype {
       case .f64:
@@ -174,6 +182,22 @@ public enum FloatConversion {
     magnitude += (1 << 44) - 1 + ((magnitude >> 45) & 1)
     let sign = UInt16(truncatingIfNeeded: bits >> 48) & 0x8000
     return sign | UInt16(truncatingIfNeeded: (magnitude >> 45) - (896 << 7))
+  }
+
+  /// `f16Bits(x)` by the same method as ``bf16BitsNormal(_:)``: a result in binary16's normal
+  /// range (exponent fields 1…30, binary64 fields 1009…1038: biases 15 and 1023) is the `Double`'s
+  /// exponent and fraction, as one integer, plus half an ulp of the target (less one, plus the
+  /// kept lowest bit), cut to 10 fraction bits; a carry runs into the exponent (up to infinity).
+  /// Other values (subnormal results, zeros, Inf and NaN) take `f16Bits`.
+  @inline(__always)
+  package static func f16BitsNormal(_ x: Double) -> UInt16 {
+    let bits = x.bitPattern
+    let exponentField = (bits >> 52) & 0x7FF
+    guard exponentField >= 1009 && exponentField <= 1038 else { return f16Bits(x) }
+    var magnitude = bits & 0x7FFF_FFFF_FFFF_FFFF
+    magnitude += (1 << 41) - 1 + ((magnitude >> 42) & 1)
+    let sign = UInt16(truncatingIfNeeded: bits >> 48) & 0x8000
+    return sign | UInt16(truncatingIfNeeded: (magnitude >> 42) - (1008 << 10))
   }
 
   /// The bfloat16 bit pattern nearest to `x` (ties to even), rounded once from the `Double`.

@@ -11,7 +11,7 @@ extension FloatConversion {
   /// smallest's `lo` is `-∞`), as rounding saturates there only past infinity's midpoint anyway.
   /// - Parameters:
   ///   - new: the committed tensor; `old`: its parent; both of `dtype` (F32, F16 or BF16).
-  ///   - wide: whether BF16 takes the AVX2 loop (``wideIntervals``; tests compare the two).
+  ///   - wide: whether BF16 and F16 take the AVX2 loops (``wideIntervals``; tests compare the two).
   package static func roundingIntervals(
     new: UnsafeRawBufferPointer, old: UnsafeRawBufferPointer, dtype: DType, elements: Range<Int>,
     lo: UnsafeMutablePointer<Double>, hi: UnsafeMutablePointer<Double>, wide: Bool = wideIntervals
@@ -86,7 +86,14 @@ extension FloatConversion {
       // midpoints are half a binary16 step (bit 12) on either side; a normal or zero parent
       // widens the same way. The others (subnormals and the smallest binade, where the step
       // below differs; the largest value; infinities and NaN) are redone by the general path.
-      for k in 0..<n {
+      var start = 0
+      var flagged: Int32 = 1
+      if wide {
+        // The same loop eight lanes at a time (CKernels/RoundingIntervals.c), which also notes
+        // whether any element needs the general path; this one does the tail.
+        start = mvc_f16_intervals_avx2(x, y, n, lo, hi, &flagged)
+      }
+      for k in start..<n {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         let sign = UInt32(bits & 0x8000) << 16
@@ -99,8 +106,9 @@ extension FloatConversion {
         lo[k] = Double(Float(bitPattern: wide &- 0x1000 &+ flip)) - old
         hi[k] = Double(Float(bitPattern: wide &+ 0x1000 &- flip)) - old
       }
-      // (Unlike BF16's, noting the others in the first loop made it slower here.)
-      for k in 0..<n {
+      // (Unlike BF16's, noting the others in the portable first loop made it slower: the
+      // general-path check runs over every element unless the AVX2 loop found none.)
+      for k in (flagged == 0 ? start : 0)..<n {
         let bits = UInt16(littleEndian: x[k])
         let oldBits = UInt16(littleEndian: y[k])
         let exponent = (bits >> 10) & 0x1F
@@ -118,7 +126,8 @@ extension FloatConversion {
     }
   }
 
-  /// Whether BF16 intervals are computed by the AVX2 loop (the same values as the portable one).
+  /// Whether BF16 and F16 intervals are computed by the AVX2 loops (the same values as the
+  /// portable ones).
   package static let wideIntervals = mvc_avx2_available() != 0
 
   /// Element `k`'s interval from its new value `x`, old value `y` and `x`'s two neighbours.

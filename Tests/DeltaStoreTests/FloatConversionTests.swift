@@ -147,14 +147,14 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
     }
   }
 
-  /// The branch-free rounding of `encode`'s bf16 loop gives `bf16Bits`'s bits for every kind of
-  /// value: random doubles, exact ties (to even, up and down), values around each end of the
-  /// normal range, the largest finite values (overflow to infinity), subnormals, zeros, infinities, NaN.
-  /// The AVX2 loop (CKernels/RoundingIntervals.c) gives the portable loop's values bit for bit,
-  /// on random patterns (zeros, the largest values, infinities and NaN among them, new and
-  /// parent) and at every offset of a tail shorter than its eight lanes.
-  @Test(.enabled(if: FloatConversion.wideIntervals, "this CPU has no AVX2: the portable loop is the only one"))
-  func bf16WideRoundingIntervalsMatchThePortableLoop() {
+  /// The AVX2 loops (CKernels/RoundingIntervals.c) give the portable loops' values bit for bit,
+  /// on random patterns (zeros, subnormals, the largest values, infinities and NaN among them,
+  /// new and parent), on ordinary values alone (no block sent to the general path), and at every
+  /// offset of a tail shorter than their eight lanes.
+  @Test(
+    .enabled(if: FloatConversion.wideIntervals, "this CPU has no AVX2: the portable loop is the only one"),
+    arguments: [DType.bf16, .f16])
+  func wideRoundingIntervalsMatchThePortableLoop(dtype: DType) {
     var state: UInt64 = 0x5EED
     func next() -> UInt16 {
       state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -162,26 +162,41 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
     }
     let n = 1 << 16 + 7
     var newBits = (0..<n).map { _ in next() }
-    let oldBits = (0..<n).map { _ in next() }
+    var oldBits = (0..<n).map { _ in next() }
+    let ordinary: (UInt16) -> UInt16
+    if dtype == .bf16 {
+      ordinary = { $0 & 0x7F80 == 0x7F80 ? 0x3C00 : $0 }
+    } else {
+      // Exponent fields 2…29: a normal value below the largest (for the parent too).
+      ordinary = { $0 & 0x83FF | (2 + ($0 >> 10 & 0x1F) % 28) << 10 }
+    }
     // Runs of ordinary values around the rare specials, so that many 8-lane blocks hold none.
-    for k in stride(from: 0, to: n, by: 3) where newBits[k] & 0x7F80 == 0x7F80 { newBits[k] = 0x3C00 }
-    for first in [0, 1, 5] {
-      var results: [[UInt64]] = []
-      for wide in [true, false] {
-        var lo = [Double](repeating: 0, count: n)
-        var hi = [Double](repeating: 0, count: n)
-        newBits.withUnsafeBytes { new in
-          oldBits.withUnsafeBytes { old in
-            FloatConversion.roundingIntervals(
-              new: new, old: old, dtype: .bf16, elements: first..<n, lo: &lo, hi: &hi, wide: wide)
+    for k in stride(from: 0, to: n, by: 3) { newBits[k] = ordinary(newBits[k]) }
+    // Then only ordinary values: no block flagged, the general pass skipped but for the tail.
+    let allOrdinary = (newBits.map(ordinary), oldBits.map(ordinary))
+    for (news, olds) in [(newBits, oldBits), allOrdinary] {
+      (newBits, oldBits) = (news, olds)
+      for first in [0, 1, 5] {
+        var results: [[UInt64]] = []
+        for wide in [true, false] {
+          var lo = [Double](repeating: 0, count: n)
+          var hi = [Double](repeating: 0, count: n)
+          newBits.withUnsafeBytes { new in
+            oldBits.withUnsafeBytes { old in
+              FloatConversion.roundingIntervals(
+                new: new, old: old, dtype: dtype, elements: first..<n, lo: &lo, hi: &hi, wide: wide)
+            }
           }
+          results.append((lo + hi).map(\.bitPattern))
         }
-        results.append((lo + hi).map(\.bitPattern))
+        #expect(results[0] == results[1])
       }
-      #expect(results[0] == results[1])
     }
   }
 
+  /// The branch-free rounding of `encode`'s bf16 loop gives `bf16Bits`'s bits for every kind of
+  /// value: random doubles, exact ties (to even, up and down), values around each end of the
+  /// normal range, the largest finite values (overflow to infinity), subnormals, zeros, infinities, NaN.
   @Test func bf16FastRoundingMatchesTheGeneralOne() {
     var rng = SplitMix64(seed: 99)
     var values: [Double] = [
@@ -209,6 +224,35 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
     #expect(
       (0..<values.count).allSatisfy {
         UInt16(encoded[2 * $0]) | UInt16(encoded[2 * $0 + 1]) << 8 == FloatConversion.bf16Bits(values[$0])
+      })
+  }
+
+  /// The F16 fast rounding on every binade edge, tie and neighbour of one, and random doubles.
+  @Test func f16FastRoundingMatchesTheGeneralOne() {
+    var rng = SplitMix64(seed: 98)
+    var values: [Double] = [
+      0, -0.0, .infinity, -.infinity, .nan, 0x1p-14, -0x1p-14, 0x1p-15, 0x1.ffcp-15, 0x1.ffep-15, 0x1.ffdp-15, 65504,
+      65519.99, 65520, -65520, 65536, 0x1p-24, 0x1p-25, 0x1.8p-25,
+    ]
+    for _ in 0..<200_000 {
+      let bits = rng.next()
+      values.append(Double(bitPattern: bits))
+      let exponent = Int(rng.next() % 40) - 26
+      let tie = Double(
+        sign: bits & 1 == 0 ? .plus : .minus, exponent: exponent,
+        significand: 1 + Double(bits >> 54) * 0x1p-10 + 0x1p-11)
+      values += [tie, tie.nextUp, tie.nextDown, Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits)))]
+    }
+    var mismatches = 0
+    for x in values where FloatConversion.f16BitsNormal(x) != FloatConversion.f16Bits(x) { mismatches += 1 }
+    #expect(mismatches == 0)
+    var encoded = [UInt8](repeating: 0, count: 2 * values.count)
+    values.withUnsafeBufferPointer { v in
+      encoded.withUnsafeMutableBytes { FloatConversion.encode(v, dtype: .f16, into: $0) }
+    }
+    #expect(
+      (0..<values.count).allSatisfy {
+        UInt16(encoded[2 * $0]) | UInt16(encoded[2 * $0 + 1]) << 8 == FloatConversion.f16Bits(values[$0])
       })
   }
 

@@ -155,7 +155,11 @@ history_checkouts() {
     cps+=("$secs") cpus+=("$cpu")
     rm -f "$work/cpcheck.safetensors"
   done
-  local cp_s cp_cpu worst=0 worst_cpu=0 worst_in=0 worst_in_cpu=0
+  local cp_s cp_cpu worst=0 worst_cpu=0 worst_in=0 worst_in_cpu=0 peak_kib=0 largest
+  # The largest tensor's bytes, from the safetensors header (issue 15's memory bound).
+  largest=$(python3 -c 'import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]
+h = json.loads(f.read(n)); print(max(e - b for k, v in h.items() if k != "__metadata__" for b, e in [v["data_offsets"]]))' model.safetensors)
   cp_s=$(printf '%s\n' "${cps[@]}" | median) cp_cpu=$(printf '%s\n' "${cpus[@]}" | median)
   echo "cp $cp_s s (cpu $cp_cpu s)"
   local k head_sha
@@ -165,6 +169,7 @@ history_checkouts() {
     cpu_measure mvc checkout "${revs[k]}" -o "$work/out.safetensors"
     rm -f "$work/out.safetensors"
     local a=$secs ac=$cpu
+    peak_kib=$(printf '%s\n' "$peak_kib" "$kib" | sort -g | tail -1)
     rm -f "$work/trace"
     cpu_measure env MVC_TRACE_PERFORMANCE="$work/trace" mvc checkout "${revs[k]}" -o "$work/out.safetensors"
     local states want
@@ -179,6 +184,7 @@ history_checkouts() {
     rm -f "$work/trace"
     cpu_measure env MVC_TRACE_PERFORMANCE="$work/trace" mvc checkout "${revs[k]}"
     local f=$secs fc=$cpu fs rewritten
+    peak_kib=$(printf '%s\n' "$peak_kib" "$kib" | sort -g | tail -1)
     fs=$(trace_states "$work/trace")
     rewritten=$(grep -o '[0-9]* tensors* rewritten.*' "$work/.out" | head -1)
     [[ $(sha256sum model.safetensors | cut -d' ' -f1) == "$want" ]] || {
@@ -186,6 +192,7 @@ history_checkouts() {
       exit 1
     }
     cpu_measure mvc checkout "$branch"
+    peak_kib=$(printf '%s\n' "$peak_kib" "$kib" | sort -g | tail -1)
     [[ $(sha256sum model.safetensors | cut -d' ' -f1) == "$head_sha" ]] || {
       echo "bench.sh: checkout back to $branch left other bytes than HEAD's model" >&2
       exit 1
@@ -196,6 +203,8 @@ history_checkouts() {
   done
   echo "checkout -o max $worst s vs 3 × cp $(calc "3 * $cp_s") s: $(pass "$worst <= 3 * $cp_s") (wall, machine shared); max cpu $worst_cpu s vs 3 × cp's $(calc "3 * $cp_cpu") s: $(pass "$worst_cpu <= 3 * $cp_cpu")" | tee -a "$results/goals_history"
   echo "checkout in place max $worst_in s vs 3 × cp $(calc "3 * $cp_s") s: $(pass "$worst_in <= 3 * $cp_s") (wall, machine shared); max cpu $worst_in_cpu s vs 3 × cp's $(calc "3 * $cp_cpu") s: $(pass "$worst_in_cpu <= 3 * $cp_cpu")" | tee -a "$results/goals_history"
+  local limit_kib=$(((2 * largest + (64 << 20)) / 1024))
+  echo "peak RSS of the checkouts $((peak_kib / 1024)) MiB ≤ 2 × largest tensor ($largest B) + 64 MiB = $((limit_kib / 1024)) MiB: $(pass "$peak_kib <= $limit_kib")" | tee -a "$results/goals_history"
   echo "after the checkouts: .mvc $(du_bytes .mvc) B, cache $( (du -sb .mvc/mvc-snapshots 2>/dev/null || echo 0) | cut -f1) B"
 }
 

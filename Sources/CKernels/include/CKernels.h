@@ -45,6 +45,14 @@ ptrdiff_t mvc_bf16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
     int *others);
 
+/// The F16 loop of `FloatConversion.roundingIntervals` as `mvc_bf16_intervals_avx2` is the BF16
+/// one: `*others` is set to 1 when an element needs the general path (a subnormal, a value of the
+/// smallest binade, the largest magnitude or a non-finite value, or a subnormal or non-finite
+/// parent). Returns the elements done (a multiple of 8).
+ptrdiff_t mvc_f16_intervals_avx2(
+    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
+    int *others);
+
 /// The vector loop of `CanonicalRule.roundingContexts` (Apply/Canonical/RoundingContext.swift),
 /// four elements at a time: `out[k]` is the context byte of the Float32 parent value `x[k]` and the
 /// Float64 sum `d[k]` (`CanonicalRule.context(x:d:)`, the same bytes). Needs AVX2
