@@ -214,17 +214,7 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
       values.append(tie.nextDown)
       values.append(Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits))))
     }
-    var mismatches = 0
-    for x in values where FloatConversion.bf16BitsNormal(x) != FloatConversion.bf16Bits(x) { mismatches += 1 }
-    #expect(mismatches == 0)
-    var encoded = [UInt8](repeating: 0, count: 2 * values.count)
-    values.withUnsafeBufferPointer { v in
-      encoded.withUnsafeMutableBytes { FloatConversion.encode(v, dtype: .bf16, into: $0) }
-    }
-    #expect(
-      (0..<values.count).allSatisfy {
-        UInt16(encoded[2 * $0]) | UInt16(encoded[2 * $0 + 1]) << 8 == FloatConversion.bf16Bits(values[$0])
-      })
+    expectFastRounding(values, dtype: .bf16, fast: FloatConversion.bf16BitsNormal, general: FloatConversion.bf16Bits)
   }
 
   /// The F16 fast rounding on every binade edge, tie and neighbour of one, and random doubles.
@@ -243,17 +233,25 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
         significand: 1 + Double(bits >> 54) * 0x1p-10 + 0x1p-11)
       values += [tie, tie.nextUp, tie.nextDown, Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits)))]
     }
-    var mismatches = 0
-    for x in values where FloatConversion.f16BitsNormal(x) != FloatConversion.f16Bits(x) { mismatches += 1 }
-    #expect(mismatches == 0)
+    expectFastRounding(values, dtype: .f16, fast: FloatConversion.f16BitsNormal, general: FloatConversion.f16Bits)
+  }
+
+  /// `fast` gives `general`'s bits on every value, and so does `encode` (which uses it).
+  private func expectFastRounding(
+    _ values: [Double], dtype: DType, fast: (Double) -> UInt16, general: (Double) -> UInt16,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) {
+    let mismatches = values.filter { fast($0) != general($0) }.count
+    #expect(mismatches == 0, sourceLocation: sourceLocation)
     var encoded = [UInt8](repeating: 0, count: 2 * values.count)
     values.withUnsafeBufferPointer { v in
-      encoded.withUnsafeMutableBytes { FloatConversion.encode(v, dtype: .f16, into: $0) }
+      encoded.withUnsafeMutableBytes { FloatConversion.encode(v, dtype: dtype, into: $0) }
     }
     #expect(
       (0..<values.count).allSatisfy {
-        UInt16(encoded[2 * $0]) | UInt16(encoded[2 * $0 + 1]) << 8 == FloatConversion.f16Bits(values[$0])
-      })
+        UInt16(encoded[2 * $0]) | UInt16(encoded[2 * $0 + 1]) << 8 == general(values[$0])
+      },
+      sourceLocation: sourceLocation)
   }
 
   @Test(arguments: [DType.f16, .bf16]) func every16BitPatternRoundTrips(dtype: DType) {
