@@ -5,6 +5,7 @@
 // and each select matches the Swift comparison's handling of NaN (ordered comparisons, false for
 // NaN). The Swift caller does the horizontal sums and the tails, so the results are bit for bit
 // those of the portable path.
+#include "Avx512.h"
 #include "CKernels.h"
 
 #if defined(__x86_64__)
@@ -20,9 +21,10 @@ int mvc_newton_avx2_available(void) {
 __attribute__((target("avx2"))) ptrdiff_t mvc_newton_sums_avx2(
     double *p, double step, const double *c, ptrdiff_t count, const double *lo, const double *hi, double *g4,
     double *h4) {
+  // Eight lanes first where the CPU has them (Avx512.c, the same sums); the rest from here.
+  ptrdiff_t k = mvc_avx512_in_use() ? mvc_newton_sums_avx512(p, step, c, count, lo, hi, g4, h4) : 0;
   const __m256d s = _mm256_set1_pd(step), zero = _mm256_setzero_pd();
   __m256d g = _mm256_loadu_pd(g4), h = _mm256_loadu_pd(h4);
-  ptrdiff_t k = 0;
   for (; k + 4 <= count; k += 4) {
     __m256d a = _mm256_loadu_pd(c + k);
     __m256d q = _mm256_add_pd(_mm256_loadu_pd(p + k), _mm256_mul_pd(s, a));
@@ -42,9 +44,9 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_newton_sums_avx2(
 
 __attribute__((target("avx2"))) ptrdiff_t mvc_newton_column_row_avx2(
     double a, const float *lo, const float *hi, const double *moved, double *g, double *h, ptrdiff_t width) {
+  ptrdiff_t k = mvc_avx512_in_use() ? mvc_newton_column_row_avx512(a, lo, hi, moved, g, h, width) : 0;
   const __m256d A = _mm256_set1_pd(a), zero = _mm256_setzero_pd();
   const __m256d aa = _mm256_mul_pd(A, A);
-  ptrdiff_t k = 0;
   for (; k + 4 <= width; k += 4) {
     __m256d q = _mm256_mul_pd(_mm256_loadu_pd(moved + k), A);
     __m256d l = _mm256_cvtps_pd(_mm_loadu_ps(lo + k)), m = _mm256_cvtps_pd(_mm_loadu_ps(hi + k));

@@ -6,6 +6,7 @@
 // (`vcvtps2pd`, as Swift's `Double(Float)`), minus the widened parent (one binary64 subtraction).
 // The flag marks the elements the Swift caller redoes by the general path (a zero, the largest
 // magnitude or a non-finite value, or a non-finite parent), as its own loop does.
+#include "Avx512.h"
 #include "CKernels.h"
 
 #if defined(__x86_64__)
@@ -31,7 +32,10 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_bf16_intervals_avx2(
   const __m256i largest_below = _mm256_set1_epi32(0x7F7E), exponent = _mm256_set1_epi32(0x7F80);
   const __m256i zero = _mm256_setzero_si256();
   __m256i flagged = zero;
-  ptrdiff_t k = 0;
+  // Sixteen lanes first where the CPU has them (Avx512.c, the same values); the rest from here.
+  int wide_others = 0;
+  ptrdiff_t k =
+      mvc_avx512_in_use() ? mvc_bf16_intervals_avx512(new_bits, old_bits, count, lo, hi, &wide_others) : 0;
   for (; k + 8 <= count; k += 8) {
     __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(new_bits + k)));
     __m256i parent = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(old_bits + k)));
@@ -51,7 +55,7 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_bf16_intervals_avx2(
     special = _mm256_or_si256(special, _mm256_cmpeq_epi32(_mm256_and_si256(parent, exponent), exponent));
     flagged = _mm256_or_si256(flagged, special);
   }
-  *others = !_mm256_testz_si256(flagged, flagged);
+  *others = wide_others || !_mm256_testz_si256(flagged, flagged);
   return k;
 }
 
@@ -74,7 +78,8 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_f16_intervals_avx2(
     __m256i parent = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(old_bits + k)));
     __m256i magnitude = _mm256_and_si256(bits, magnitude_mask);
     __m256i wide = _mm256_or_si256(
-        _mm256_slli_epi32(_mm256_and_si256(bits, sign_mask), 16), _mm256_add_epi32(_mm256_slli_epi32(magnitude, 13), rebias));
+        _mm256_slli_epi32(_mm256_and_si256(bits, sign_mask), 16),
+        _mm256_add_epi32(_mm256_slli_epi32(magnitude, 13), rebias));
     // A negative value's lower midpoint is the one of larger magnitude.
     __m256i flip = _mm256_slli_epi32(_mm256_srli_epi32(bits, 15), 13);
     __m256 lower = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_sub_epi32(wide, half_step), flip));

@@ -1,10 +1,12 @@
+import CKernels
 import Testing
 
 @testable import Apply
 
-/// The refinement's least-squares loops on AVX2 (`CKernels/NewtonSums.c`) against the portable
-/// Swift loops they replace when the CPU has AVX2: the same values, bit for bit, including the
-/// elements exactly on an interval's edge, open sides and a length that is not a multiple of 4.
+/// The refinement's least-squares loops on AVX2 (`CKernels/NewtonSums.c`), and with AVX-512 where
+/// the CPU has it (`CKernels/Avx512.c`), against the portable Swift loops they replace: the same
+/// values, bit for bit, including the elements exactly on an interval's edge, open sides and
+/// lengths that are not a multiple of 4 or 8.
 @Suite(.enabled(if: IntervalRefiner.wideLoops, "the CPU has no AVX2"))
 struct RefinementKernelTests {
   /// Products around their intervals: inside, outside on either side, on an edge, open sides.
@@ -31,7 +33,7 @@ struct RefinementKernelTests {
   func rowNewtonSumsMatchThePortableLoop(step: Double) {
     let n = 1031
     let (p, c, lo, hi) = Self.intervals(count: n, seed: 7)
-    var (portable, wide) = (p, p)
+    var portable = p
     func sums(_ products: inout [Double], wide: Bool) -> (g: Double, h: Double) {
       products.withUnsafeMutableBufferPointer { q in
         guard let base = q.baseAddress else { return (0, 0) }
@@ -39,10 +41,24 @@ struct RefinementKernelTests {
       }
     }
     let a = sums(&portable, wide: false)
-    let b = sums(&wide, wide: true)
-    #expect(a.g.bitPattern == b.g.bitPattern && a.h.bitPattern == b.h.bitPattern)
-    #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern))
+    for avx512 in Self.avx512Choices {
+      var wide = p
+      let b = Self.withAVX512(avx512) { sums(&wide, wide: true) }
+      #expect(a.g.bitPattern == b.g.bitPattern && a.h.bitPattern == b.h.bitPattern, "AVX-512 \(avx512)")
+      #expect(portable.map(\.bitPattern) == wide.map(\.bitPattern), "AVX-512 \(avx512)")
+    }
     #expect(a.h > 0)
+  }
+
+  /// With and without the AVX-512 loops where the CPU has them; else the AVX2 loops alone.
+  static var avx512Choices: [Bool] { mvc_avx512_available() != 0 ? [true, false] : [false] }
+
+  /// `body` with the AVX-512 loops allowed or not (other tests running meanwhile get the same
+  /// values either way), then allowed again.
+  static func withAVX512<T>(_ allowed: Bool, _ body: () -> T) -> T {
+    mvc_allow_avx512(allowed ? 1 : 0)
+    defer { mvc_allow_avx512(1) }
+    return body()
   }
 
   @Test(arguments: [0.0, 0.7, -2.25])
@@ -64,8 +80,11 @@ struct RefinementKernelTests {
       }
       return (g.map(\.bitPattern), h.map(\.bitPattern))
     }
-    let (portable, wide) = (run(wide: false), run(wide: true))
-    #expect(portable.g == wide.g)
-    #expect(portable.h == wide.h)
+    let portable = run(wide: false)
+    for avx512 in Self.avx512Choices {
+      let wide = Self.withAVX512(avx512) { run(wide: true) }
+      #expect(portable.g == wide.g, "AVX-512 \(avx512)")
+      #expect(portable.h == wide.h, "AVX-512 \(avx512)")
+    }
   }
 }

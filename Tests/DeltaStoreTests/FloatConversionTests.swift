@@ -1,3 +1,4 @@
+import CKernels
 import DeltaStore
 import Foundation
 import TestSupport
@@ -147,7 +148,8 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
     }
   }
 
-  /// The AVX2 loops (CKernels/RoundingIntervals.c) give the portable loops' values bit for bit,
+  /// The AVX2 loops (CKernels/RoundingIntervals.c), and BF16's AVX-512 loop (CKernels/Avx512.c)
+  /// where the CPU has it, give the portable loops' values bit for bit,
   /// on random patterns (zeros, subnormals, the largest values, infinities and NaN among them,
   /// new and parent), on ordinary values alone (no block sent to the general path), and at every
   /// offset of a tail shorter than their eight lanes.
@@ -178,9 +180,12 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
       (newBits, oldBits) = (news, olds)
       for first in [0, 1, 5] {
         var results: [[UInt64]] = []
-        for wide in [true, false] {
+        // Portable, AVX2 alone, then AVX-512 (BF16's sixteen-lane loop) where the CPU has it.
+        for (wide, avx512) in [(false, false), (true, false)] + (mvc_avx512_available() != 0 ? [(true, true)] : []) {
           var lo = [Double](repeating: 0, count: n)
           var hi = [Double](repeating: 0, count: n)
+          mvc_allow_avx512(avx512 ? 1 : 0)
+          defer { mvc_allow_avx512(1) }
           newBits.withUnsafeBytes { new in
             oldBits.withUnsafeBytes { old in
               FloatConversion.roundingIntervals(
@@ -189,7 +194,7 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
           }
           results.append((lo + hi).map(\.bitPattern))
         }
-        #expect(results[0] == results[1])
+        #expect(results.allSatisfy { $0 == results[0] })
       }
     }
   }

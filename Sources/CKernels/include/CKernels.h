@@ -1,6 +1,7 @@
 // Wide-vector kernels for the canonical rule (docs/FORMAT.md) and the refinement's least-squares
 // start, and for the rounding intervals it fits to (DeltaStore), chosen at run time when the CPU
-// has them. Each gives exactly the bytes of the portable Swift path.
+// has them: AVX2, and AVX-512 behind some AVX2 entry points. Each gives exactly the bytes of the
+// portable Swift path.
 #ifndef MVC_CKERNELS_H
 #define MVC_CKERNELS_H
 
@@ -32,6 +33,14 @@ ptrdiff_t mvc_newton_sums_avx2(
 /// and `h[k] += a²` where `d ≠ 0`. Returns the columns done (a multiple of 4).
 ptrdiff_t mvc_newton_column_row_avx2(
     double a, const float *lo, const float *hi, const double *moved, double *g, double *h, ptrdiff_t width);
+
+/// 1 when this CPU has AVX-512F: the Newton loops and the BF16 intervals below then do most of
+/// their elements sixteen or eight at a time (the same values as their AVX2 loops).
+int mvc_avx512_available(void);
+
+/// Lets the AVX-512 loops run (`allow` 1, the default) or not (0), for tests that compare the
+/// AVX2 loops with the portable ones on a CPU that has both.
+void mvc_allow_avx512(int allow);
 
 /// 1 when this CPU runs `mvc_bf16_intervals_avx2` (x86-64 with AVX2), else 0.
 int mvc_avx2_available(void);
