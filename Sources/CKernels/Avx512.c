@@ -27,9 +27,14 @@ int mvc_avx512_available(void) {
 }
 
 int mvc_avx512_in_use(void) {
-  static int available = -1;
-  if (available < 0) available = mvc_avx512_available();
-  return available && atomic_load(&allowed);
+  // -1 until the first call looks (threads that race here store the same answer).
+  static atomic_int available = -1;
+  int known = atomic_load_explicit(&available, memory_order_relaxed);
+  if (known < 0) {
+    known = mvc_avx512_available();
+    atomic_store_explicit(&available, known, memory_order_relaxed);
+  }
+  return known && atomic_load_explicit(&allowed, memory_order_relaxed);
 }
 
 #define AVX512 __attribute__((target("avx512f")))

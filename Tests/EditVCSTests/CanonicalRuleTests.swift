@@ -16,7 +16,7 @@ import Testing
     var values = rng.gaussianArray(count: rows * cols, scale: 0.05)
     let specials: [Float] = [
       .infinity, -.infinity, .nan, Float(bitPattern: 0x7FA0_0001), .leastNonzeroMagnitude, -.leastNormalMagnitude,
-      .greatestFiniteMagnitude, 0, -0.0, 1e-40,
+      .greatestFiniteMagnitude, 0, -0.0, Float(bitPattern: 0x0001_16C2),
     ]
     for (i, special) in specials.enumerated() { values[i * 97 % values.count] = special }
     var u = rng.gaussianArray(count: rows, scale: 1)
@@ -52,7 +52,7 @@ import Testing
     var values = rng.gaussianArray(count: rows * cols, scale: 0.05)
     let specials: [Float] = [
       .infinity, -.infinity, .nan, Float(bitPattern: 0x7FA0_0001), .leastNonzeroMagnitude, -.leastNormalMagnitude,
-      .greatestFiniteMagnitude, 0, -0.0, 1e-40,
+      .greatestFiniteMagnitude, 0, -0.0, Float(bitPattern: 0x0001_16C2),
     ]
     for (i, special) in specials.enumerated() where values.count > 40 { values[i * 97 % values.count] = special }
     var us = (0..<count).map { _ in rng.gaussianArray(count: rows, scale: 0.3) }

@@ -317,7 +317,7 @@ import Testing
       ]
       let gitWritten = try Self.git(["--git-dir=\(path.path)", "hash-object", "-w", "--stdin"], input: contents[2])
       let ids = try contents.dropLast().map { try repository.writeBlob($0) } + [try #require(ObjectID(hex: gitWritten))]
-      let expected = try contents.map { bytes in try bytes.withUnsafeBytes { ContentHash.of($0) } }
+      let expected = contents.map { bytes in bytes.withUnsafeBytes { ContentHash.of($0) } }
       let shared = try #require(try repository.looseBlob(ids[0]))
       let mismatches = Mutex<[String]>([])
       let repositoryPath = repository.path

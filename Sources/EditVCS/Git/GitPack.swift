@@ -209,6 +209,7 @@ extension GitRepository {
   /// collision detection) turned off, process-wide: for reads of objects that were checked as
   /// they arrived (a clone's first checkout, which also checks every tensor against its
   /// XXH3-128 hash), so that each byte is not hashed twice.
+  @discardableResult
   static func withoutReadHashCheck<T>(_ body: () throws -> T) rethrows -> T {
     _ = mvc_git_set_strict_hash_verification(0)
     defer { _ = mvc_git_set_strict_hash_verification(1) }

@@ -3,6 +3,7 @@ import Foundation
 
 /// Calls `body` with a `git_strarray` of copies of `strings`; the copies are `strdup`ed and
 /// freed when the call returns, so no pointer escapes.
+@discardableResult
 func withStrArray<T>(_ strings: [String], _ body: (UnsafePointer<git_strarray>) throws -> T) rethrows -> T {
   var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
   defer { for pointer in pointers { free(pointer) } }

@@ -47,7 +47,7 @@ extension EditRepository {
         try git.setHead(branch: branch, message: "rebase (finish): returning to refs/heads/\(branch)")
       }
     } catch {
-      try? moveWorkingModel(
+      _ = try? moveWorkingModel(
         to: local, attach: .branch(name: branch, commit: local), force: true, expectedHead: nil, reflog: "rebase: abort"
       )
       throw error

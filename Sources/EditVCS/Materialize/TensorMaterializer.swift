@@ -456,7 +456,7 @@ struct TensorRebuilder: Sendable {
     let v = decoded.flatMap(\.v)
     // Row parts on `decodeWorkers` threads (each element's chain is its own: the same bytes for
     // any count), each with its rows of every state's u, state after state as the kernel reads them.
-    let parts = ParallelParts.ranges(rows, parts: decodeWorkers, minimum: max(1, (1 << 18) / cols))
+    let parts = ParallelParts.ranges(rows, parts: decodeWorkers, minimum: max(1, (1 << 18) / max(cols, 1)))
     let partU = parts.map { part in decoded.flatMap { $0.u[part] } }
     bytes.withUnsafeMutableBytes { raw in
       guard let base = raw.baseAddress else { return }

@@ -41,14 +41,14 @@ struct Scenario {
   /// The file of the working model that holds `tensor`.
   func file(holding tensor: String) throws -> URL {
     var isDirectory: ObjCBool = false
-    FileManager.default.fileExists(atPath: model.path, isDirectory: &isDirectory)
+    _ = FileManager.default.fileExists(atPath: model.path, isDirectory: &isDirectory)
     return isDirectory.boolValue ? try shardFile(of: tensor, in: model) : model
   }
 
   /// All tensor names of the working model.
   func tensorNames() throws -> [String] {
     var isDirectory: ObjCBool = false
-    FileManager.default.fileExists(atPath: model.path, isDirectory: &isDirectory)
+    _ = FileManager.default.fileExists(atPath: model.path, isDirectory: &isDirectory)
     guard isDirectory.boolValue else { return try LowRankEditor.tensorNames(model) }
     let data = try Data(contentsOf: model.appendingPathComponent("model.safetensors.index.json"))
     let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
@@ -67,6 +67,7 @@ struct Scenario {
   }
 
   /// `mvc commit -m MESSAGE`; records the working state after it.
+  @discardableResult
   mutating func commit(_ message: String, sourceLocation: SourceLocation = #_sourceLocation) throws
     -> (status: Int32, stdout: String, stderr: String)
   {
