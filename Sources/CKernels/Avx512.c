@@ -98,11 +98,10 @@ AVX512 static inline void mvc_store_differences16(double *out, __m512 values, __
 
 AVX512 ptrdiff_t mvc_bf16_intervals_avx512(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others) {
+    unsigned char *flagged_blocks) {
   const __m512i half_step = _mm512_set1_epi32(0x8000), magnitude = _mm512_set1_epi32(0x7FFF);
   const __m512i largest_below = _mm512_set1_epi32(0x7F7E), exponent = _mm512_set1_epi32(0x7F80);
   const __m512i zero = _mm512_setzero_si512();
-  __mmask16 flagged = 0;
   ptrdiff_t k = 0;
   for (; k + 16 <= count; k += 16) {
     __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(new_bits + k)));
@@ -119,10 +118,12 @@ AVX512 ptrdiff_t mvc_bf16_intervals_avx512(
     mvc_store_differences16(hi + k, upper, old_low, old_high);
     // Others: |bits| is 0 or at least 0x7F7F, or the parent's exponent is all ones.
     __m512i m = _mm512_and_si512(bits, magnitude);
-    flagged |= _mm512_cmpeq_epi32_mask(m, zero) | _mm512_cmpgt_epi32_mask(m, largest_below);
-    flagged |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(parent, exponent), exponent);
+    __mmask16 special = _mm512_cmpeq_epi32_mask(m, zero) | _mm512_cmpgt_epi32_mask(m, largest_below);
+    special |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(parent, exponent), exponent);
+    // The flags of the two blocks of eight, as the AVX2 loop sets them.
+    flagged_blocks[k / 8] = (special & 0xFF) != 0;
+    flagged_blocks[k / 8 + 1] = (special >> 8) != 0;
   }
-  *others = flagged != 0;
   return k;
 }
 
@@ -145,8 +146,7 @@ ptrdiff_t mvc_newton_column_row_avx512(
 
 ptrdiff_t mvc_bf16_intervals_avx512(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others) {
-  *others = 0;
+    unsigned char *flagged_blocks) {
   return 0;
 }
 

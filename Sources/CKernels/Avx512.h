@@ -19,6 +19,6 @@ ptrdiff_t mvc_newton_column_row_avx512(
 
 ptrdiff_t mvc_bf16_intervals_avx512(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others);
+    unsigned char *flagged_blocks);
 
 #endif

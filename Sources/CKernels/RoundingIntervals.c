@@ -4,8 +4,8 @@
 // Exactness: the same operations, lane for lane, as the portable Swift loop: the midpoints are
 // binary32 patterns half a bfloat16 step either side of the value, widened to binary64 exactly
 // (`vcvtps2pd`, as Swift's `Double(Float)`), minus the widened parent (one binary64 subtraction).
-// The flag marks the elements the Swift caller redoes by the general path (a zero, the largest
-// magnitude or a non-finite value, or a non-finite parent), as its own loop does.
+// A flag per block of eight marks the blocks whose elements the Swift caller redoes by the general
+// path (a zero, the largest magnitude or a non-finite value, or a non-finite parent): only those.
 #include "Avx512.h"
 #include "CKernels.h"
 
@@ -27,15 +27,12 @@ __attribute__((target("avx2"))) static inline void mvc_store_differences(
 
 __attribute__((target("avx2"))) ptrdiff_t mvc_bf16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others) {
+    unsigned char *flagged_blocks) {
   const __m256i half_step = _mm256_set1_epi32(0x8000), magnitude = _mm256_set1_epi32(0x7FFF);
   const __m256i largest_below = _mm256_set1_epi32(0x7F7E), exponent = _mm256_set1_epi32(0x7F80);
   const __m256i zero = _mm256_setzero_si256();
-  __m256i flagged = zero;
   // Sixteen lanes first where the CPU has them (Avx512.c, the same values); the rest from here.
-  int wide_others = 0;
-  ptrdiff_t k =
-      mvc_avx512_in_use() ? mvc_bf16_intervals_avx512(new_bits, old_bits, count, lo, hi, &wide_others) : 0;
+  ptrdiff_t k = mvc_avx512_in_use() ? mvc_bf16_intervals_avx512(new_bits, old_bits, count, lo, hi, flagged_blocks) : 0;
   for (; k + 8 <= count; k += 8) {
     __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(new_bits + k)));
     __m256i parent = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(old_bits + k)));
@@ -53,9 +50,8 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_bf16_intervals_avx2(
     __m256i m = _mm256_and_si256(bits, magnitude);
     __m256i special = _mm256_or_si256(_mm256_cmpeq_epi32(m, zero), _mm256_cmpgt_epi32(m, largest_below));
     special = _mm256_or_si256(special, _mm256_cmpeq_epi32(_mm256_and_si256(parent, exponent), exponent));
-    flagged = _mm256_or_si256(flagged, special);
+    flagged_blocks[k / 8] = !_mm256_testz_si256(special, special);
   }
-  *others = wide_others || !_mm256_testz_si256(flagged, flagged);
   return k;
 }
 
@@ -66,12 +62,11 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_bf16_intervals_avx2(
 // non-finite parent) are flagged for the Swift caller's general path.
 __attribute__((target("avx2"))) ptrdiff_t mvc_f16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others) {
+    unsigned char *flagged_blocks) {
   const __m256i magnitude_mask = _mm256_set1_epi32(0x7FFF), sign_mask = _mm256_set1_epi32(0x8000);
   const __m256i rebias = _mm256_set1_epi32(0x38000000), half_step = _mm256_set1_epi32(0x1000);
   const __m256i exponent_mask = _mm256_set1_epi32(0x1F), all_ones = _mm256_set1_epi32(31);
   const __m256i largest = _mm256_set1_epi32(0x7BFF), two = _mm256_set1_epi32(2), zero = _mm256_setzero_si256();
-  __m256i flagged = zero;
   ptrdiff_t k = 0;
   for (; k + 8 <= count; k += 8) {
     __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(new_bits + k)));
@@ -103,9 +98,8 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_f16_intervals_avx2(
     __m256i parent_special =
         _mm256_or_si256(_mm256_cmpeq_epi32(parent_exponent, zero), _mm256_cmpeq_epi32(parent_exponent, all_ones));
     special = _mm256_or_si256(special, _mm256_andnot_si256(parent_zero, parent_special));
-    flagged = _mm256_or_si256(flagged, special);
+    flagged_blocks[k / 8] = !_mm256_testz_si256(special, special);
   }
-  *others = !_mm256_testz_si256(flagged, flagged);
   return k;
 }
 
@@ -115,17 +109,15 @@ int mvc_avx2_available(void) { return 0; }
 
 ptrdiff_t mvc_f16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others) {
-  (void)new_bits, (void)old_bits, (void)count, (void)lo, (void)hi;
-  *others = 0;
+    unsigned char *flagged_blocks) {
+  (void)new_bits, (void)old_bits, (void)count, (void)lo, (void)hi, (void)flagged_blocks;
   return 0;
 }
 
 ptrdiff_t mvc_bf16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others) {
-  (void)new_bits, (void)old_bits, (void)count, (void)lo, (void)hi;
-  *others = 0;
+    unsigned char *flagged_blocks) {
+  (void)new_bits, (void)old_bits, (void)count, (void)lo, (void)hi, (void)flagged_blocks;
   return 0;
 }
 

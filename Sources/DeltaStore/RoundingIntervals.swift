@@ -44,16 +44,31 @@ extension FloatConversion {
       // side (exact, across binade edges too; in the other order for negative values), so no
       // neighbour is looked up. Every element is first given these (one loop without branches,
       // which the compiler vectorizes), then the others are redone by the general path: the
-      // same Float64 values as the general path everywhere. The first loop also notes whether
-      // there are any others, so the second (scalar) pass runs only on the rare blocks that
-      // hold a zero, the largest value or a non-finite value.
+      // same Float64 values as the general path everywhere. The AVX2 loop flags the blocks of
+      // eight that hold a zero, the largest value or a non-finite value, and only those are
+      // redone; the portable loop notes whether its elements hold any.
+      /// The general path for the elements of `range` that need it.
+      func redo(_ range: Range<Int>) {
+        for k in range {
+          let bits = UInt16(littleEndian: x[k])
+          let oldBits = UInt16(littleEndian: y[k])
+          if bits & 0x7FFF != 0 && bits & 0x7FFF < 0x7F7F && oldBits & 0x7F80 != 0x7F80 { continue }
+          let o = OrderedBits.f16(bits)
+          set(
+            k, value(bits), value(oldBits), value(OrderedBits.f16Bits(ordered: o &- 1)),
+            value(OrderedBits.f16Bits(ordered: o &+ 1)), lo, hi)
+        }
+      }
       var others: UInt16 = 0
       var start = 0
       if wide {
-        // The same loop eight lanes at a time (CKernels/RoundingIntervals.c); this one does the tail.
-        var flagged: Int32 = 0
-        start = mvc_bf16_intervals_avx2(x, y, n, lo, hi, &flagged)
-        others = flagged == 0 ? 0 : 1
+        // The same loop eight lanes at a time (CKernels/RoundingIntervals.c), which flags each
+        // block of eight that holds an element for the general path: only those are redone.
+        start = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n / 8 + 1) { flagged in
+          let done = mvc_bf16_intervals_avx2(x, y, n, lo, hi, flagged.baseAddress)
+          for block in 0..<(done / 8) where flagged[block] != 0 { redo((8 * block)..<(8 * block + 8)) }
+          return done
+        }
       }
       for k in start..<n {
         let bits = UInt16(littleEndian: x[k])
@@ -68,15 +83,7 @@ extension FloatConversion {
         others |= ((bits & 0x7FFF) &- 1 >= 0x7F7E ? 1 : 0) | ((oldBits & 0x7F80) == 0x7F80 ? 1 : 0)
       }
       // (`where others != 0` would be tested on every element: the compiler does not hoist it.)
-      for k in 0..<(others == 0 ? 0 : n) {
-        let bits = UInt16(littleEndian: x[k])
-        let oldBits = UInt16(littleEndian: y[k])
-        if bits & 0x7FFF != 0 && bits & 0x7FFF < 0x7F7F && oldBits & 0x7F80 != 0x7F80 { continue }
-        let o = OrderedBits.f16(bits)
-        set(
-          k, value(bits), value(oldBits), value(OrderedBits.f16Bits(ordered: o &- 1)),
-          value(OrderedBits.f16Bits(ordered: o &+ 1)), lo, hi)
-      }
+      redo(others == 0 ? n..<n : start..<n)
     default:
       let x = (newBase + 2 * first).assumingMemoryBound(to: UInt16.self)
       let y = (oldBase + 2 * first).assumingMemoryBound(to: UInt16.self)
@@ -86,12 +93,34 @@ extension FloatConversion {
       // midpoints are half a binary16 step (bit 12) on either side; a normal or zero parent
       // widens the same way. The others (subnormals and the smallest binade, where the step
       // below differs; the largest value; infinities and NaN) are redone by the general path.
+      /// The general path for the elements of `range` that need it.
+      func redo(_ range: Range<Int>) {
+        for k in range {
+          let bits = UInt16(littleEndian: x[k])
+          let oldBits = UInt16(littleEndian: y[k])
+          let exponent = (bits >> 10) & 0x1F
+          let oldExponent = (oldBits >> 10) & 0x1F
+          if exponent >= 2 && exponent <= 30 && bits & 0x7FFF != 0x7BFF
+            && (oldBits & 0x7FFF == 0 || (oldExponent >= 1 && oldExponent <= 30))
+          {
+            continue
+          }
+          let o = OrderedBits.f16(bits)
+          set(
+            k, value(bits), value(oldBits), value(OrderedBits.f16Bits(ordered: o &- 1)),
+            value(OrderedBits.f16Bits(ordered: o &+ 1)), lo, hi)
+        }
+      }
       var start = 0
-      var flagged: Int32 = 1
       if wide {
-        // The same loop eight lanes at a time (CKernels/RoundingIntervals.c), which also notes
-        // whether any element needs the general path; this one does the tail.
-        start = mvc_f16_intervals_avx2(x, y, n, lo, hi, &flagged)
+        // The same loop eight lanes at a time (CKernels/RoundingIntervals.c), which flags each
+        // block of eight that holds an element for the general path: only those are redone.
+        // (Weights near zero put one in most rows, so a flag per call redid whole rows.)
+        start = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n / 8 + 1) { flagged in
+          let done = mvc_f16_intervals_avx2(x, y, n, lo, hi, flagged.baseAddress)
+          for block in 0..<(done / 8) where flagged[block] != 0 { redo((8 * block)..<(8 * block + 8)) }
+          return done
+        }
       }
       for k in start..<n {
         let bits = UInt16(littleEndian: x[k])
@@ -107,22 +136,8 @@ extension FloatConversion {
         hi[k] = Double(Float(bitPattern: wide &+ 0x1000 &- flip)) - old
       }
       // (Unlike BF16's, noting the others in the portable first loop made it slower: the
-      // general-path check runs over every element unless the AVX2 loop found none.)
-      for k in (flagged == 0 ? start : 0)..<n {
-        let bits = UInt16(littleEndian: x[k])
-        let oldBits = UInt16(littleEndian: y[k])
-        let exponent = (bits >> 10) & 0x1F
-        let oldExponent = (oldBits >> 10) & 0x1F
-        if exponent >= 2 && exponent <= 30 && bits & 0x7FFF != 0x7BFF
-          && (oldBits & 0x7FFF == 0 || (oldExponent >= 1 && oldExponent <= 30))
-        {
-          continue
-        }
-        let o = OrderedBits.f16(bits)
-        set(
-          k, value(bits), value(oldBits), value(OrderedBits.f16Bits(ordered: o &- 1)),
-          value(OrderedBits.f16Bits(ordered: o &+ 1)), lo, hi)
-      }
+      // general path's check runs over every element after `start`.)
+      redo(start..<n)
     }
   }
 

@@ -47,20 +47,21 @@ int mvc_avx2_available(void);
 
 /// The vector loop of `FloatConversion.roundingIntervals` for BF16 (DeltaStore/RoundingIntervals.swift),
 /// eight elements at a time: `lo[k]`, `hi[k]` are the binary32 midpoints half a bfloat16 step below and
-/// above `new_bits[k]`, widened, minus the widened parent `old_bits[k]`. `*others` is set to 1 when an
-/// element needs the general path (a zero, the largest magnitude or a non-finite value, or a
-/// non-finite parent), else 0. Returns the elements done (a multiple of 8); the caller does the rest.
+/// above `new_bits[k]`, widened, minus the widened parent `old_bits[k]`. `flagged_blocks[b]` (room for
+/// `count / 8` entries) is set to 1 when an element of `8b ..< 8b + 8` needs the general path (a zero,
+/// the largest magnitude or a non-finite value, or a non-finite parent), else 0. Returns the
+/// elements done (a multiple of 8); the caller does the rest.
 ptrdiff_t mvc_bf16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others);
+    unsigned char *flagged_blocks);
 
 /// The F16 loop of `FloatConversion.roundingIntervals` as `mvc_bf16_intervals_avx2` is the BF16
-/// one: `*others` is set to 1 when an element needs the general path (a subnormal, a value of the
+/// one; a block is flagged when an element needs the general path (a subnormal, a value of the
 /// smallest binade, the largest magnitude or a non-finite value, or a subnormal or non-finite
 /// parent). Returns the elements done (a multiple of 8).
 ptrdiff_t mvc_f16_intervals_avx2(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    int *others);
+    unsigned char *flagged_blocks);
 
 /// The vector loop of `CanonicalRule.roundingContexts` (Apply/Canonical/RoundingContext.swift),
 /// four elements at a time: `out[k]` is the context byte of the Float32 parent value `x[k]` and the
