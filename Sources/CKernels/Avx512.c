@@ -1,4 +1,4 @@
-// AVX-512 loops of the refinement's least-squares start and of the BF16 rounding intervals (the
+// AVX-512 loops of the refinement's least-squares start and of the BF16 and F16 rounding intervals (the
 // hottest loops of a one-tensor commit), behind the AVX2 entry points (NewtonSums.c,
 // RoundingIntervals.c), chosen at run time.
 //
@@ -127,6 +127,50 @@ AVX512 ptrdiff_t mvc_bf16_intervals_avx512(
   return k;
 }
 
+AVX512 ptrdiff_t mvc_f16_intervals_avx512(
+    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
+    unsigned char *flagged_blocks) {
+  const __m512i magnitude_mask = _mm512_set1_epi32(0x7FFF), sign_mask = _mm512_set1_epi32(0x8000);
+  const __m512i rebias = _mm512_set1_epi32(0x38000000), half_step = _mm512_set1_epi32(0x1000);
+  const __m512i exponent_mask = _mm512_set1_epi32(0x1F), all_ones = _mm512_set1_epi32(31);
+  const __m512i largest = _mm512_set1_epi32(0x7BFF), two = _mm512_set1_epi32(2), zero = _mm512_setzero_si512();
+  ptrdiff_t k = 0;
+  for (; k + 16 <= count; k += 16) {
+    __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(new_bits + k)));
+    __m512i parent = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(old_bits + k)));
+    __m512i magnitude = _mm512_and_si512(bits, magnitude_mask);
+    __m512i wide = _mm512_or_si512(
+        _mm512_slli_epi32(_mm512_and_si512(bits, sign_mask), 16),
+        _mm512_add_epi32(_mm512_slli_epi32(magnitude, 13), rebias));
+    // A negative value's lower midpoint is the one of larger magnitude.
+    __m512i flip = _mm512_slli_epi32(_mm512_srli_epi32(bits, 15), 13);
+    __m512 lower = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_sub_epi32(wide, half_step), flip));
+    __m512 upper = _mm512_castsi512_ps(_mm512_sub_epi32(_mm512_add_epi32(wide, half_step), flip));
+    __m512i parent_magnitude = _mm512_and_si512(parent, magnitude_mask);
+    __mmask16 parent_zero = _mm512_cmpeq_epi32_mask(parent_magnitude, zero);
+    __m512i parent_wide = _mm512_or_si512(
+        _mm512_slli_epi32(_mm512_and_si512(parent, sign_mask), 16),
+        _mm512_maskz_add_epi32(~parent_zero, _mm512_slli_epi32(parent_magnitude, 13), rebias));
+    __m512 old = _mm512_castsi512_ps(parent_wide);
+    __m512d old_low = _mm512_cvtps_pd(_mm512_castps512_ps256(old));
+    __m512d old_high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(old), 1)));
+    mvc_store_differences16(lo + k, lower, old_low, old_high);
+    mvc_store_differences16(hi + k, upper, old_low, old_high);
+    // Others: exponent below 2 or all ones, the largest magnitude, or a nonzero parent whose
+    // exponent is 0 (subnormal) or all ones.
+    __m512i exponent = _mm512_and_si512(_mm512_srli_epi32(bits, 10), exponent_mask);
+    __m512i parent_exponent = _mm512_and_si512(_mm512_srli_epi32(parent, 10), exponent_mask);
+    __mmask16 special = _mm512_cmpgt_epi32_mask(two, exponent) | _mm512_cmpeq_epi32_mask(exponent, all_ones);
+    special |= _mm512_cmpeq_epi32_mask(magnitude, largest);
+    __mmask16 parent_special =
+        _mm512_cmpeq_epi32_mask(parent_exponent, zero) | _mm512_cmpeq_epi32_mask(parent_exponent, all_ones);
+    special |= parent_special & (__mmask16)~parent_zero;
+    flagged_blocks[k / 8] = (special & 0xFF) != 0;
+    flagged_blocks[k / 8 + 1] = (special >> 8) != 0;
+  }
+  return k;
+}
+
 #else
 
 void mvc_allow_avx512(int allow) { (void)allow; }
@@ -145,6 +189,12 @@ ptrdiff_t mvc_newton_column_row_avx512(
 }
 
 ptrdiff_t mvc_bf16_intervals_avx512(
+    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
+    unsigned char *flagged_blocks) {
+  return 0;
+}
+
+ptrdiff_t mvc_f16_intervals_avx512(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
     unsigned char *flagged_blocks) {
   return 0;

@@ -21,4 +21,8 @@ ptrdiff_t mvc_bf16_intervals_avx512(
     const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
     unsigned char *flagged_blocks);
 
+ptrdiff_t mvc_f16_intervals_avx512(
+    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
+    unsigned char *flagged_blocks);
+
 #endif

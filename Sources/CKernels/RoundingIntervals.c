@@ -67,7 +67,8 @@ __attribute__((target("avx2"))) ptrdiff_t mvc_f16_intervals_avx2(
   const __m256i rebias = _mm256_set1_epi32(0x38000000), half_step = _mm256_set1_epi32(0x1000);
   const __m256i exponent_mask = _mm256_set1_epi32(0x1F), all_ones = _mm256_set1_epi32(31);
   const __m256i largest = _mm256_set1_epi32(0x7BFF), two = _mm256_set1_epi32(2), zero = _mm256_setzero_si256();
-  ptrdiff_t k = 0;
+  // Sixteen lanes first where the CPU has them (Avx512.c, the same values); the rest from here.
+  ptrdiff_t k = mvc_avx512_in_use() ? mvc_f16_intervals_avx512(new_bits, old_bits, count, lo, hi, flagged_blocks) : 0;
   for (; k + 8 <= count; k += 8) {
     __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(new_bits + k)));
     __m256i parent = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(old_bits + k)));

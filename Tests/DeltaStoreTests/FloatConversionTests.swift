@@ -148,7 +148,7 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
     }
   }
 
-  /// The AVX2 loops (CKernels/RoundingIntervals.c), and BF16's AVX-512 loop (CKernels/Avx512.c)
+  /// The AVX2 loops (CKernels/RoundingIntervals.c), and the AVX-512 loops (CKernels/Avx512.c)
   /// where the CPU has it, give the portable loops' values bit for bit,
   /// on random patterns (zeros, subnormals, the largest values, infinities and NaN among them,
   /// new and parent), on ordinary values alone (no block sent to the general path), and at every
@@ -180,7 +180,7 @@ private func midpointInterval(of x: Double, toward: Double, away: Double, parent
       (newBits, oldBits) = (news, olds)
       for first in [0, 1, 5] {
         var results: [[UInt64]] = []
-        // Portable, AVX2 alone, then AVX-512 (BF16's sixteen-lane loop) where the CPU has it.
+        // Portable, AVX2 alone, then AVX-512 (sixteen lanes) where the CPU has it.
         for (wide, avx512) in [(false, false), (true, false)] + (mvc_avx512_available() != 0 ? [(true, true)] : []) {
           var lo = [Double](repeating: 0, count: n)
           var hi = [Double](repeating: 0, count: n)

@@ -34,8 +34,8 @@ ptrdiff_t mvc_newton_sums_avx2(
 ptrdiff_t mvc_newton_column_row_avx2(
     double a, const float *lo, const float *hi, const double *moved, double *g, double *h, ptrdiff_t width);
 
-/// 1 when this CPU has AVX-512F: the Newton loops and the BF16 intervals below then do most of
-/// their elements sixteen or eight at a time (the same values as their AVX2 loops).
+/// 1 when this CPU has AVX-512F: the Newton loops and the BF16 and F16 intervals below then do
+/// most of their elements sixteen or eight at a time (the same values as their AVX2 loops).
 int mvc_avx512_available(void);
 
 /// Lets the AVX-512 loops run (`allow` 1, the default) or not (0), for tests that compare the
