@@ -64,11 +64,7 @@ extension FloatConversion {
       if wide {
         // The same loop eight lanes at a time (CKernels/RoundingIntervals.c), which flags each
         // block of eight that holds an element for the general path: only those are redone.
-        start = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n / 8 + 1) { flagged in
-          let done = mvc_bf16_intervals_avx2(x, y, n, lo, hi, flagged.baseAddress)
-          for block in 0..<(done / 8) where flagged[block] != 0 { redo((8 * block)..<(8 * block + 8)) }
-          return done
-        }
+        start = flaggedBlocksLoop(count: n, redo: redo) { mvc_bf16_intervals_avx2(x, y, n, lo, hi, $0) }
       }
       for k in start..<n {
         let bits = UInt16(littleEndian: x[k])
@@ -116,11 +112,7 @@ extension FloatConversion {
         // The same loop eight lanes at a time (CKernels/RoundingIntervals.c), which flags each
         // block of eight that holds an element for the general path: only those are redone.
         // (Weights near zero put one in most rows, so a flag per call redid whole rows.)
-        start = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n / 8 + 1) { flagged in
-          let done = mvc_f16_intervals_avx2(x, y, n, lo, hi, flagged.baseAddress)
-          for block in 0..<(done / 8) where flagged[block] != 0 { redo((8 * block)..<(8 * block + 8)) }
-          return done
-        }
+        start = flaggedBlocksLoop(count: n, redo: redo) { mvc_f16_intervals_avx2(x, y, n, lo, hi, $0) }
       }
       for k in start..<n {
         let bits = UInt16(littleEndian: x[k])
@@ -144,6 +136,20 @@ extension FloatConversion {
   /// Whether BF16 and F16 intervals are computed by the AVX2 loops (the same values as the
   /// portable ones).
   package static let wideIntervals = mvc_avx2_available() != 0
+
+  /// Runs a vector interval loop over `count` elements (`loop` gets room for a flag per block of
+  /// eight and returns the elements it did), then `redo` on each block it flagged; returns the
+  /// elements done.
+  @inline(__always)
+  private static func flaggedBlocksLoop(
+    count: Int, redo: (Range<Int>) -> Void, _ loop: (UnsafeMutablePointer<UInt8>?) -> Int
+  ) -> Int {
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: count / 8 + 1) { flagged in
+      let done = loop(flagged.baseAddress)
+      for block in 0..<(done / 8) where flagged[block] != 0 { redo((8 * block)..<(8 * block + 8)) }
+      return done
+    }
+  }
 
   /// Element `k`'s interval from its new value `x`, old value `y` and `x`'s two neighbours.
   @inline(__always)
