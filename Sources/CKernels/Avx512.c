@@ -173,31 +173,9 @@ AVX512 ptrdiff_t mvc_f16_intervals_avx512(
 
 #else
 
+// Elsewhere only the public functions: the loops are called from the AVX2 loops alone, which are
+// x86 code too.
 void mvc_allow_avx512(int allow) { (void)allow; }
 int mvc_avx512_available(void) { return 0; }
-int mvc_avx512_in_use(void) { return 0; }
-
-ptrdiff_t mvc_newton_sums_avx512(
-    double *p, double step, const double *c, ptrdiff_t count, const double *lo, const double *hi, double *g4,
-    double *h4) {
-  return 0;
-}
-
-ptrdiff_t mvc_newton_column_row_avx512(
-    double a, const float *lo, const float *hi, const double *moved, double *g, double *h, ptrdiff_t width) {
-  return 0;
-}
-
-ptrdiff_t mvc_bf16_intervals_avx512(
-    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    unsigned char *flagged_blocks) {
-  return 0;
-}
-
-ptrdiff_t mvc_f16_intervals_avx512(
-    const unsigned short *new_bits, const unsigned short *old_bits, ptrdiff_t count, double *lo, double *hi,
-    unsigned char *flagged_blocks) {
-  return 0;
-}
 
 #endif

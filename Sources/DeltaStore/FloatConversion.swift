@@ -168,36 +168,39 @@ public enum FloatConversion {
     UInt16(truncatingIfNeeded: narrow(x, exponentBitCount: 5, fractionBitCount: 10))
   }
 
-  /// `bf16Bits(x)`, with the common case — a result in bfloat16's normal range — rounded without
-  /// branches: the `Double`'s exponent and fraction, as one integer, get half an ulp of the
-  /// target (less one, plus the kept lowest bit: ties to even) and are cut to 7 fraction bits; a
-  /// carry runs into the exponent as it should (up to infinity). Other values take `bf16Bits`.
+  /// `bf16Bits(x)` by ``roundedInNormalRange(_:fractionBitCount:bias:largestField:otherwise:)``.
   @inline(__always)
   package static func bf16BitsNormal(_ x: Double) -> UInt16 {
-    let bits = x.bitPattern
-    let exponentField = (bits >> 52) & 0x7FF
-    // bfloat16 exponent fields 1...254 are binary64 fields 897...1150 (biases 127 and 1023).
-    guard exponentField >= 897 && exponentField <= 1150 else { return bf16Bits(x) }
-    var magnitude = bits & 0x7FFF_FFFF_FFFF_FFFF
-    magnitude += (1 << 44) - 1 + ((magnitude >> 45) & 1)
-    let sign = UInt16(truncatingIfNeeded: bits >> 48) & 0x8000
-    return sign | UInt16(truncatingIfNeeded: (magnitude >> 45) - (896 << 7))
+    roundedInNormalRange(x, fractionBitCount: 7, bias: 127, largestField: 254, otherwise: bf16Bits)
   }
 
-  /// `f16Bits(x)` by the same method as ``bf16BitsNormal(_:)``: a result in binary16's normal
-  /// range (exponent fields 1…30, binary64 fields 1009…1038: biases 15 and 1023) is the `Double`'s
-  /// exponent and fraction, as one integer, plus half an ulp of the target (less one, plus the
-  /// kept lowest bit), cut to 10 fraction bits; a carry runs into the exponent (up to infinity).
-  /// Other values (subnormal results, zeros, Inf and NaN) take `f16Bits`.
+  /// `f16Bits(x)` by ``roundedInNormalRange(_:fractionBitCount:bias:largestField:otherwise:)``.
   @inline(__always)
   package static func f16BitsNormal(_ x: Double) -> UInt16 {
+    roundedInNormalRange(x, fractionBitCount: 10, bias: 15, largestField: 30, otherwise: f16Bits)
+  }
+
+  /// The 16-bit pattern nearest to `x` (ties to even) in a format of `fractionBitCount` fraction
+  /// bits and exponent `bias`, with the common case (a result in the format's normal range, exponent
+  /// fields 1…`largestField`) rounded without branches: the `Double`'s exponent and fraction, as
+  /// one integer, get half an ulp of the target (less one, plus the kept lowest bit: ties to even)
+  /// and are cut to `fractionBitCount` bits; a carry runs into the exponent as it should (up to
+  /// infinity). Other values (zeros, subnormal results, Inf and NaN) take `otherwise`. Inlined with
+  /// constant arguments, it is one branch-free path per format (the encode loops' hot path).
+  @inline(__always)
+  private static func roundedInNormalRange(
+    _ x: Double, fractionBitCount m: Int, bias: Int, largestField: Int, otherwise: (Double) -> UInt16
+  ) -> UInt16 {
     let bits = x.bitPattern
-    let exponentField = (bits >> 52) & 0x7FF
-    guard exponentField >= 1009 && exponentField <= 1038 else { return f16Bits(x) }
+    let exponentField = Int((bits >> 52) & 0x7FF)
+    // The format's exponent fields 1…largestField are binary64 fields rebias + 1…rebias + largestField.
+    let rebias = 1023 - bias
+    guard exponentField > rebias && exponentField <= rebias + largestField else { return otherwise(x) }
+    let shift = UInt64(52 - m)
     var magnitude = bits & 0x7FFF_FFFF_FFFF_FFFF
-    magnitude += (1 << 41) - 1 + ((magnitude >> 42) & 1)
+    magnitude += (1 << (shift - 1)) - 1 + ((magnitude >> shift) & 1)
     let sign = UInt16(truncatingIfNeeded: bits >> 48) & 0x8000
-    return sign | UInt16(truncatingIfNeeded: (magnitude >> 42) - (1008 << 10))
+    return sign | UInt16(truncatingIfNeeded: (magnitude >> shift) - (UInt64(rebias) << UInt64(m)))
   }
 
   /// The bfloat16 bit pattern nearest to `x` (ties to even), rounded once from the `Double`.
